@@ -1,0 +1,37 @@
+# Two commands for a new user: `make demo` and `make test`. Both build .venv on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip install --constraint constraints.txt
+
+.PHONY: demo test lint typecheck unit bench venv clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, alone: its exact version comes from constraints.txt (local wheel store)
+	$(PIP) torch torchvision
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/structpred bench ops
+
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check structpred tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy structpred
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/structpred bench ops --repeats 25
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

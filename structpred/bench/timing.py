@@ -1,0 +1,68 @@
+"""Interleaved median timing of two implementations, for ours/peer ratios on noisy machines."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Comparison:
+    """Median times (ms) of ours and the peer, measured alternately in one run."""
+
+    name: str
+    ours_ms: float
+    peer_ms: float
+    target: float | None = None
+
+    @property
+    def ratio(self) -> float:
+        """ours / peer: below 1 means structpred is faster."""
+        return self.ours_ms / self.peer_ms
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        return "met" if self.ratio <= self.target else "MISSED"
+
+
+def compare(
+    name: str,
+    ours: Callable[[], object],
+    peer: Callable[[], object],
+    repeats: int = 15,
+    warmup: int = 2,
+    target: float | None = None,
+) -> Comparison:
+    """Time ``ours`` and ``peer`` alternately ``repeats`` times each (after ``warmup``), medians.
+
+    Alternating spreads the machine's noise evenly over both sides.
+    """
+    for _ in range(warmup):
+        ours()
+        peer()
+    ours_t: list[float] = []
+    peer_t: list[float] = []
+    for i in range(repeats):
+        # Swap which runs first every other round, so neither side always runs on a warm cache.
+        pair = ((ours, ours_t), (peer, peer_t)) if i % 2 == 0 else ((peer, peer_t), (ours, ours_t))
+        for fn, sink in pair:
+            start = time.perf_counter()
+            fn()
+            sink.append((time.perf_counter() - start) * 1e3)
+    return Comparison(name, statistics.median(ours_t), statistics.median(peer_t), target)
+
+
+def format_table(rows: list[Comparison], peer_name: str) -> str:
+    """A Markdown table of the comparisons."""
+    lines = [
+        f"| op | structpred (ms) | {peer_name} (ms) | ratio ours/{peer_name} | target |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        target = f"<= {r.target:g} {r.verdict}" if r.target is not None else "-"
+        lines.append(f"| {r.name} | {r.ours_ms:.2f} | {r.peer_ms:.2f} | {r.ratio:.2f} | {target} |")
+    return "\n".join(lines)

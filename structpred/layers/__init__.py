@@ -1,0 +1,5 @@
+"""Small reusable modules."""
+
+from .poolers import MultiScaleRoIAlign
+
+__all__ = ["MultiScaleRoIAlign"]

@@ -1,0 +1,5 @@
+"""Models, one paper per file, built through the registry."""
+
+from .registry import get_model, list_models, register_model
+
+__all__ = ["get_model", "list_models", "register_model"]

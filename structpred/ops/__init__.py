@@ -1,0 +1,47 @@
+"""Pure tensor operations for structured prediction, drop-in for ``torchvision.ops``.
+
+``from structpred.ops import nms, roi_align`` gives torchvision's results, computed by
+structpred's own PyTorch code (no C++ extension, no call into torchvision).
+"""
+
+from .anchors import anchors_for_image, cell_anchors, grid_anchors, num_anchors_per_location
+from .box_coder import BoxCoder, decode_boxes, encode_boxes
+from .boxes import (
+    box_area,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou,
+    remove_small_boxes,
+)
+from .matcher import BalancedPositiveNegativeSampler, Matcher
+from .nms import batched_nms, nms
+from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align
+from .roi_align import roi_align
+from .roi_pool import roi_pool, spp
+
+__all__ = [
+    "BalancedPositiveNegativeSampler",
+    "BoxCoder",
+    "Matcher",
+    "anchors_for_image",
+    "assign_fpn_levels",
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "cell_anchors",
+    "clip_boxes_to_image",
+    "decode_boxes",
+    "encode_boxes",
+    "generalized_box_iou",
+    "grid_anchors",
+    "infer_scale",
+    "multiscale_roi_align",
+    "nms",
+    "num_anchors_per_location",
+    "remove_small_boxes",
+    "roi_align",
+    "roi_pool",
+    "spp",
+]

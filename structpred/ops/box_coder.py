@@ -1,0 +1,131 @@
+"""Box regression targets (R-CNN parameterisation), as torchvision's ``BoxCoder``.
+
+A box is regressed from a reference box (anchor or proposal) as
+
+    dx = wx * (gx - px) / pw      dy = wy * (gy - py) / ph
+    dw = ww * log(gw / pw)        dh = wh * log(gh / ph)
+
+with (x, y) the centre and (w, h) the size. Decoding inverts it, clamping ``dw, dh`` at
+``log(1000 / 16)`` so ``exp`` cannot blow up on a wild prediction. Weights ``(10, 10, 5, 5)``
+are the RoI heads' usual choice, ``(1, 1, 1, 1)`` the RPN's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ._checks import check_boxes
+
+DEFAULT_CLIP = math.log(1000.0 / 16)
+
+
+def encode_boxes(
+    gt: Tensor, reference: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
+) -> Tensor:
+    """Deltas that take ``reference`` boxes to ``gt`` boxes.
+
+    Args:
+        gt (Tensor[N, 4]), reference (Tensor[N, 4]): paired xyxy boxes; reference boxes
+            must have positive width and height.
+        weights: (wx, wy, ww, wh).
+    Returns:
+        Tensor[N, 4]: (dx, dy, dw, dh).
+    """
+    check_boxes(gt, "gt", rank2=True)
+    check_boxes(reference, "reference", rank2=True)
+    if gt.shape[0] != reference.shape[0]:
+        raise ValueError(f"gt and reference must pair up: {gt.shape[0]} vs {reference.shape[0]} boxes")
+    wx, wy, ww, wh = weights
+    ex_w = reference[:, 2:3] - reference[:, 0:1]  # (N, 1)
+    ex_h = reference[:, 3:4] - reference[:, 1:2]
+    ex_x = reference[:, 0:1] + 0.5 * ex_w
+    ex_y = reference[:, 1:2] + 0.5 * ex_h
+    gt_w = gt[:, 2:3] - gt[:, 0:1]
+    gt_h = gt[:, 3:4] - gt[:, 1:2]
+    gt_x = gt[:, 0:1] + 0.5 * gt_w
+    gt_y = gt[:, 1:2] + 0.5 * gt_h
+    dx = wx * (gt_x - ex_x) / ex_w
+    dy = wy * (gt_y - ex_y) / ex_h
+    dw = ww * torch.log(gt_w / ex_w)
+    dh = wh * torch.log(gt_h / ex_h)
+    return torch.cat((dx, dy, dw, dh), dim=1)
+
+
+def decode_boxes(
+    deltas: Tensor,
+    reference: Tensor,
+    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    clip: float = DEFAULT_CLIP,
+) -> Tensor:
+    """Apply deltas to reference boxes.
+
+    Args:
+        deltas (Tensor[N, 4*J]): J sets of (dx, dy, dw, dh) per box (J classes, or 1).
+        reference (Tensor[N, 4]): xyxy boxes.
+        clip: upper bound on dw, dh before ``exp``.
+    Returns:
+        Tensor[N, 4*J]: xyxy boxes, J sets per row.
+    """
+    check_boxes(reference, "reference", rank2=True)
+    if deltas.dim() != 2 or deltas.shape[1] % 4 != 0 or deltas.shape[0] != reference.shape[0]:
+        raise ValueError(
+            f"deltas must be [N, 4*J] with N = {reference.shape[0]} reference boxes, "
+            f"got {tuple(deltas.shape)}"
+        )
+    reference = reference.to(deltas.dtype)
+    wx, wy, ww, wh = weights
+    widths = reference[:, 2] - reference[:, 0]  # (N,)
+    heights = reference[:, 3] - reference[:, 1]
+    ctr_x = reference[:, 0] + 0.5 * widths
+    ctr_y = reference[:, 1] + 0.5 * heights
+    dx = deltas[:, 0::4] / wx  # (N, J)
+    dy = deltas[:, 1::4] / wy
+    dw = (deltas[:, 2::4] / ww).clamp(max=clip)
+    dh = (deltas[:, 3::4] / wh).clamp(max=clip)
+    pred_x = dx * widths[:, None] + ctr_x[:, None]
+    pred_y = dy * heights[:, None] + ctr_y[:, None]
+    half_w = 0.5 * (torch.exp(dw) * widths[:, None])
+    half_h = 0.5 * (torch.exp(dh) * heights[:, None])
+    # 4 x (N, J) -> (N, J, 4) -> (N, 4*J)
+    return torch.stack(
+        (pred_x - half_w, pred_y - half_h, pred_x + half_w, pred_y + half_h), dim=2
+    ).flatten(1)
+
+
+class BoxCoder:
+    """torchvision-compatible coder: ``encode_single`` / ``decode_single`` and the list forms."""
+
+    def __init__(
+        self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = DEFAULT_CLIP
+    ) -> None:
+        if len(weights) != 4:
+            raise ValueError(f"weights must be (wx, wy, ww, wh), got {weights!r}")
+        self.weights = tuple(float(w) for w in weights)
+        self.bbox_xform_clip = bbox_xform_clip
+
+    def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
+        """Deltas ``[N, 4]`` taking ``proposals`` to ``reference_boxes`` (torchvision's names)."""
+        return encode_boxes(reference_boxes, proposals, self.weights)
+
+    def decode_single(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
+        """Boxes ``[N, 4*J]`` from deltas ``[N, 4*J]`` and references ``[N, 4]``."""
+        return decode_boxes(rel_codes, boxes, self.weights, self.bbox_xform_clip)
+
+    def encode(self, reference_boxes: list[Tensor], proposals: list[Tensor]) -> list[Tensor]:
+        """Per-image :meth:`encode_single`, computed in one pass."""
+        counts = [len(b) for b in reference_boxes]
+        deltas = self.encode_single(torch.cat(reference_boxes), torch.cat(proposals))
+        return list(deltas.split(counts, 0))
+
+    def decode(self, rel_codes: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Decode ``rel_codes`` against the concatenated per-image ``boxes`` -> ``[N, J, 4]``."""
+        total = sum(b.shape[0] for b in boxes)
+        concat = torch.cat(boxes)
+        if total > 0:
+            rel_codes = rel_codes.reshape(total, -1)
+        pred = self.decode_single(rel_codes, concat)
+        return pred.reshape(total, -1, 4) if total > 0 else pred

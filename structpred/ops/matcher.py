@@ -1,0 +1,115 @@
+"""Assigning predictions to ground truth, and sampling a balanced training minibatch.
+
+Used by the RPN (anchors vs boxes: 0.7 / 0.3, low-quality matches allowed) and by the
+RoI heads (proposals vs boxes: 0.5 / 0.5) of Faster R-CNN; behaviour as torchvision's
+``Matcher`` and ``BalancedPositiveNegativeSampler``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BELOW_LOW_THRESHOLD = -1
+BETWEEN_THRESHOLDS = -2
+
+
+class Matcher:
+    """Match each prediction to its best ground truth by a quality matrix (IoU).
+
+    Args:
+        high_threshold: quality ``>=`` this is a match.
+        low_threshold: quality ``< low`` -> ``-1`` (negative); ``[low, high)`` -> ``-2`` (ignored).
+        allow_low_quality_matches: also match, to each ground truth, the predictions that
+            reach its highest quality (ties included) even when below ``high_threshold``, so
+            every ground truth gets at least one prediction.
+    """
+
+    BELOW_LOW_THRESHOLD = BELOW_LOW_THRESHOLD
+    BETWEEN_THRESHOLDS = BETWEEN_THRESHOLDS
+
+    def __init__(
+        self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False
+    ) -> None:
+        if low_threshold > high_threshold:
+            raise ValueError(
+                f"low_threshold ({low_threshold}) must be <= high_threshold ({high_threshold})"
+            )
+        self.high_threshold = high_threshold
+        self.low_threshold = low_threshold
+        self.allow_low_quality_matches = allow_low_quality_matches
+
+    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
+        """Match.
+
+        Args:
+            match_quality_matrix (Tensor[M, N]): quality of (ground truth m, prediction n).
+        Returns:
+            int64[N]: matched ground truth in ``[0, M)``, or -1 / -2 as above.
+        """
+        if match_quality_matrix.dim() != 2:
+            raise ValueError(
+                f"match_quality_matrix must be [M ground truths, N predictions], "
+                f"got {tuple(match_quality_matrix.shape)}"
+            )
+        if match_quality_matrix.numel() == 0:
+            if match_quality_matrix.shape[0] == 0:
+                raise ValueError("No ground-truth boxes available for one of the images during training")
+            raise ValueError("No proposal boxes available for one of the images during training")
+        matched_vals, matches = match_quality_matrix.max(dim=0)  # (N,) best gt per prediction
+        best_gt = matches.clone()
+        below = matched_vals < self.low_threshold
+        between = (matched_vals >= self.low_threshold) & (matched_vals < self.high_threshold)
+        matches[below] = BELOW_LOW_THRESHOLD
+        matches[between] = BETWEEN_THRESHOLDS
+        if self.allow_low_quality_matches:
+            highest_per_gt = match_quality_matrix.max(dim=1).values  # (M,)
+            # Predictions achieving some gt's highest quality (ties included) keep their best gt.
+            preds = torch.where(match_quality_matrix == highest_per_gt[:, None])[1]
+            matches[preds] = best_gt[preds]
+        return matches
+
+
+class BalancedPositiveNegativeSampler:
+    """Sample up to ``batch_size_per_image`` predictions per image, ``positive_fraction`` positive.
+
+    Labels: ``>= 1`` positive, ``0`` negative, ``-1`` ignored. When there are too few
+    positives, negatives fill the batch. Draws ``randperm(positives)`` then
+    ``randperm(negatives)`` per image, as torchvision does, so with the same seed the same
+    samples come out.
+    """
+
+    def __init__(self, batch_size_per_image: int, positive_fraction: float) -> None:
+        if batch_size_per_image <= 0:
+            raise ValueError(f"batch_size_per_image must be positive, got {batch_size_per_image}")
+        if not 0.0 <= positive_fraction <= 1.0:
+            raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+
+    def __call__(
+        self, matched_idxs: list[Tensor], generator: torch.Generator | None = None
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Sample.
+
+        Args:
+            matched_idxs: per image, int ``[N_i]`` labels as above.
+            generator: optional RNG for reproducible sampling.
+        Returns:
+            (pos, neg): per image, uint8 masks ``[N_i]`` of the sampled positives / negatives.
+        """
+        pos_masks, neg_masks = [], []
+        for labels in matched_idxs:
+            positive = torch.where(labels >= 1)[0]
+            negative = torch.where(labels == 0)[0]
+            num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
+            num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
+            perm_pos = torch.randperm(positive.numel(), device=positive.device, generator=generator)
+            perm_neg = torch.randperm(negative.numel(), device=negative.device, generator=generator)
+            pos = torch.zeros_like(labels, dtype=torch.uint8)
+            neg = torch.zeros_like(labels, dtype=torch.uint8)
+            pos[positive[perm_pos[:num_pos]]] = 1
+            neg[negative[perm_neg[:num_neg]]] = 1
+            pos_masks.append(pos)
+            neg_masks.append(neg)
+        return pos_masks, neg_masks

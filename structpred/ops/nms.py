@@ -1,0 +1,170 @@
+"""Greedy non-maximum suppression, vectorised, with torchvision's exact results.
+
+Greedy NMS keeps the best-scoring box, drops every later box whose IoU with it exceeds
+the threshold, and repeats. Written as a loop over boxes it is sequential; here it is
+two vectorised steps:
+
+1. **Suppression pairs.** In score order, list every pair ``(i, j)``, ``i < j``, with
+   ``IoU > threshold`` (and, for :func:`batched_nms`, the same class). Computed in row
+   blocks of the upper triangle, or only inside class segments when there are many classes.
+2. **Fixed point.** Box ``j`` is kept iff no *kept* box ``i < j`` suppresses it. Starting
+   from "all kept" and applying that rule to all boxes at once converges to the greedy
+   answer (Cluster-NMS, Zheng et al. 2020): after ``t`` rounds every box whose longest
+   suppression chain has length ``< t`` is final, so the loop ends after
+   (longest chain + 1) rounds — a handful in practice, each a scatter over the pairs.
+
+The IoU arithmetic and the strict ``>`` follow torchvision's CPU kernel, including how a
+float32 IoU is compared with a float64 threshold, so kept indices and their order are equal.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import check_boxes
+
+# Row block for the dense pair search: a [256, N] float block stays in cache.
+_ROWS = 256
+# Above this many same-label candidate pairs, the blocked search uses less memory.
+_MAX_SEGMENT_PAIRS = 1 << 22
+
+
+def _above(iou: Tensor, threshold: float) -> Tensor:
+    """``iou > threshold`` with ``threshold`` kept in float64, like the C++ kernel.
+
+    Comparing a float32 tensor with a Python float casts the float to float32, which can
+    round it up (0.3 -> 0.30000001) and flip the result for an IoU equal to the rounded
+    value. The smallest float32 above ``threshold`` is the exact test.
+    """
+    t = torch.tensor(threshold, dtype=iou.dtype).item()
+    return iou >= t if t > threshold else iou > t
+
+
+def _pair_iou(b1: Tensor, b2: Tensor) -> Tensor:
+    """IoU of paired boxes ``[..., 4]`` x ``[..., 4]`` -> ``[...]``, in the kernel's operation order."""
+    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+    w = (torch.minimum(b1[..., 2], b2[..., 2]) - torch.maximum(b1[..., 0], b2[..., 0])).clamp(min=0)
+    h = (torch.minimum(b1[..., 3], b2[..., 3]) - torch.maximum(b1[..., 1], b2[..., 1])).clamp(min=0)
+    inter = w * h
+    return inter / (area1 + area2 - inter)
+
+
+def _dense_pairs(boxes: Tensor, threshold: float, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    """All suppression pairs ``(i, j)``, ``i < j``, of score-sorted ``boxes [N, 4]``, by row blocks."""
+    n = boxes.shape[0]
+    x1, y1, x2, y2 = boxes.unbind(1)  # (N,) each; contiguous copies below
+    x1, y1, x2, y2 = x1.contiguous(), y1.contiguous(), x2.contiguous(), y2.contiguous()
+    area = (x2 - x1) * (y2 - y1)
+    src, dst = [], []
+    for a in range(0, n, _ROWS):
+        r = slice(a, a + _ROWS)
+        # Row boxes (r, 1) against the boxes from `a` on (1, N - a); in-place, no autograd here.
+        w = torch.minimum(x2[r, None], x2[None, a:]).sub_(torch.maximum(x1[r, None], x1[None, a:]))
+        h = torch.minimum(y2[r, None], y2[None, a:]).sub_(torch.maximum(y1[r, None], y1[None, a:]))
+        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+        union = (area[r, None] + area[None, a:]).sub_(inter)
+        over = _above(inter.div_(union), threshold)  # (r, N - a)
+        if labels is not None:
+            over &= labels[r, None] == labels[None, a:]
+        over.triu_(1)  # only j > i; column 0 of the block is row `a`
+        i, j = over.nonzero(as_tuple=True)
+        src.append(i + a)
+        dst.append(j + a)
+    return torch.cat(src), torch.cat(dst)
+
+
+def _segment_pairs(boxes: Tensor, threshold: float, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Suppression pairs when ``boxes [N, 4]`` are sorted by (label, score): only same-label pairs.
+
+    Every box ``i`` is paired with the boxes after it in its label segment; the
+    ``sum_c n_c^2 / 2`` candidates are built with ``repeat_interleave``, no Python loop.
+    """
+    n = boxes.shape[0]
+    device = boxes.device
+    _, seg_len = torch.unique_consecutive(labels, return_counts=True)
+    seg_end = torch.repeat_interleave(torch.cumsum(seg_len, 0), seg_len)  # (N,) end of i's segment
+    pos = torch.arange(n, device=device)
+    after = seg_end - pos - 1  # (N,) boxes after i in its segment
+    src = torch.repeat_interleave(pos, after)  # (P,)
+    first = torch.cumsum(after, 0) - after  # (N,) where i's pairs start in the pair list
+    dst = src + 1 + torch.arange(src.numel(), device=device) - first[src]  # (P,)
+    over = _above(_pair_iou(boxes[src], boxes[dst]), threshold)
+    return src[over], dst[over]
+
+
+def _greedy_fixed_point(n: int, src: Tensor, dst: Tensor, device: torch.device) -> Tensor:
+    """Keep mask ``bool[N]``: ``j`` kept iff no kept ``i`` has a pair ``(i, j)``."""
+    keep = torch.ones(n, dtype=torch.bool, device=device)
+    for _ in range(n + 1):  # converges in (longest suppression chain + 1) rounds
+        suppressed = torch.zeros(n, dtype=torch.bool, device=device)
+        suppressed[dst[keep[src]]] = True
+        new_keep = ~suppressed
+        if torch.equal(new_keep, keep):
+            break
+        keep = new_keep
+    return keep
+
+
+def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
+    check_boxes(boxes, "boxes", rank2=True)
+    if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(f"scores must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
+    if not boxes.is_floating_point():
+        raise ValueError(f"boxes must be a floating point tensor, got {boxes.dtype}")
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    # Stable: among equal scores the earlier box wins, as in torchvision's kernel.
+    order = torch.sort(scores, descending=True, stable=True).indices
+    if labels is None:
+        src, dst = _dense_pairs(boxes[order], threshold, None)
+    else:
+        by_label = torch.sort(labels[order], stable=True).indices  # (label, score) order
+        order = order[by_label]
+        sorted_labels = labels[order]
+        seg_len = torch.unique_consecutive(sorted_labels, return_counts=True)[1]
+        candidates = int((seg_len * (seg_len - 1) // 2).sum())
+        # Same-label candidates only, unless the labels are so few that the blocked
+        # upper triangle (n^2 / 2 cheap, cache-friendly checks) is the smaller job.
+        if candidates < min(n * n // 8, _MAX_SEGMENT_PAIRS):
+            src, dst = _segment_pairs(boxes[order], threshold, sorted_labels)
+        else:
+            src, dst = _dense_pairs(boxes[order], threshold, sorted_labels)
+    keep = _greedy_fixed_point(n, src, dst, boxes.device)
+    kept = order[keep]
+    if labels is not None:  # back to decreasing score across labels
+        kept = kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+    return kept
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression.
+
+    Args:
+        boxes (Tensor[N, 4]): xyxy boxes, float.
+        scores (Tensor[N]): one score per box.
+        iou_threshold: a box is dropped if its IoU with a kept, higher-scoring box is ``>`` this.
+    Returns:
+        int64[K]: indices of the kept boxes, by decreasing score.
+    """
+    return _nms(boxes, scores, iou_threshold, None)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """NMS independently per category: boxes of different ``idxs`` never suppress each other.
+
+    Args:
+        boxes (Tensor[N, 4]), scores (Tensor[N]): as in :func:`nms`.
+        idxs (Tensor[N]): integer category of each box.
+    Returns:
+        int64[K]: indices of the kept boxes, by decreasing score.
+    """
+    if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
+        shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
+        raise ValueError(f"idxs must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
+    if idxs.is_floating_point():
+        raise ValueError(f"idxs must hold integer categories, got {idxs.dtype}")
+    return _nms(boxes, scores, iou_threshold, idxs)
