@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from .. import ops
+from ..layers import MultiScaleRoIAlign
 from .timing import Comparison, compare, format_table
 
 IMAGE_H, IMAGE_W = 800, 1088
@@ -45,6 +46,12 @@ def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Compar
     k = 64 if quick else 512
     rois = torch.cat([torch.randint(0, 2, (k, 1), generator=g).float(), detections(k, g)], 1)
     feats_grad = feats.clone().requires_grad_()
+    # FPN P2-P5 of two 800 x 1088 images, 512 proposals each (Faster R-CNN's box head input).
+    fpn = {str(i): torch.randn(2, feats.shape[1], 200 >> i, 272 >> i, generator=g) for i in range(4)}
+    proposals = [detections(k, g), detections(k, g)]
+    image_sizes = [(IMAGE_H, IMAGE_W)] * 2
+    ours_pooler = MultiScaleRoIAlign(list(fpn), 7, 2)
+    peer_pooler = tv.MultiScaleRoIAlign(list(fpn), 7, 2)
 
     def fwd_bwd(fn: Callable[..., torch.Tensor], *args: object) -> Callable[[], None]:
         def step() -> None:
@@ -68,6 +75,9 @@ def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Compar
         ("roi_align adaptive sampling (extra)",
          lambda: ops.roi_align(feats, rois, 7, 1 / 16, -1, False),
          lambda: tv.roi_align(feats, rois, 7, 1 / 16, -1, False), None),
+        ("MultiScaleRoIAlign, FPN P2-P5, 2 x 512 RoIs (extra)",
+         lambda: ours_pooler(fpn, proposals, image_sizes),
+         lambda: peer_pooler(fpn, proposals, image_sizes), None),
         ("roi_align forward+backward (extra)",
          fwd_bwd(ops.roi_align, 7, 1 / 16, 2, True), fwd_bwd(tv.roi_align, 7, 1 / 16, 2, True), None),
         ("roi_pool forward+backward (extra)",
@@ -86,6 +96,8 @@ def main(argv: list[str] | None = None) -> str:
     rows = run(args.repeats, args.threads, args.quick)
     table = format_table(rows, "torchvision")
     header = f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} alternating runs"
+    if args.quick:
+        header += " (QUICK: tiny inputs, not the sizes named in the rows)"
     print(header)
     print(table)
     return table

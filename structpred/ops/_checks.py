@@ -115,7 +115,7 @@ def rois_from_boxes(
                 got = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
                 raise ValueError(f"{name}[{i}] must be a Tensor[L, 4], got {got}")
             check_float(b, f"{name}[{i}]")
-        counts = torch.tensor([b.shape[0] for b in boxes], device=feature.device)
+        counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=feature.device)
         batch_idx = torch.repeat_interleave(torch.arange(len(boxes), device=feature.device), counts)
         xyxy = torch.cat([b.to(feature.dtype) for b in boxes]) if boxes else feature.new_zeros(0, 4)
     else:

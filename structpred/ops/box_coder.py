@@ -23,6 +23,13 @@ from ._checks import check_boxes
 DEFAULT_CLIP = math.log(1000.0 / 16)
 
 
+def _weights(weights: Sequence[float]) -> tuple[float, float, float, float]:
+    if len(weights) != 4:
+        raise ValueError(f"weights must be (wx, wy, ww, wh), got {weights!r}")
+    wx, wy, ww, wh = (float(w) for w in weights)
+    return wx, wy, ww, wh
+
+
 def encode_boxes(
     gt: Tensor, reference: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
 ) -> Tensor:
@@ -39,7 +46,7 @@ def encode_boxes(
     check_boxes(reference, "reference", rank2=True)
     if gt.shape[0] != reference.shape[0]:
         raise ValueError(f"gt and reference must pair up: {gt.shape[0]} vs {reference.shape[0]} boxes")
-    wx, wy, ww, wh = weights
+    wx, wy, ww, wh = _weights(weights)
     ex_w = reference[:, 2:3] - reference[:, 0:1]  # (N, 1)
     ex_h = reference[:, 3:4] - reference[:, 1:2]
     ex_x = reference[:, 0:1] + 0.5 * ex_w
@@ -77,7 +84,7 @@ def decode_boxes(
             f"got {tuple(deltas.shape)}"
         )
     reference = reference.to(deltas.dtype)
-    wx, wy, ww, wh = weights
+    wx, wy, ww, wh = _weights(weights)
     widths = reference[:, 2] - reference[:, 0]  # (N,)
     heights = reference[:, 3] - reference[:, 1]
     ctr_x = reference[:, 0] + 0.5 * widths
@@ -102,9 +109,7 @@ class BoxCoder:
     def __init__(
         self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = DEFAULT_CLIP
     ) -> None:
-        if len(weights) != 4:
-            raise ValueError(f"weights must be (wx, wy, ww, wh), got {weights!r}")
-        self.weights = tuple(float(w) for w in weights)
+        self.weights = _weights(weights)
         self.bbox_xform_clip = bbox_xform_clip
 
     def encode_single(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:

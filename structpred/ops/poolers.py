@@ -91,7 +91,7 @@ def multiscale_roi_align(
     max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
     scales = [infer_scale(f.shape[-2:], max_size) for f in features]
     xyxy = torch.cat([b.to(first.dtype) for b in boxes])  # (K, 4)
-    counts = torch.tensor([b.shape[0] for b in boxes], device=first.device)
+    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=first.device)
     batch_idx = torch.repeat_interleave(torch.arange(num_images, device=first.device), counts)
     if len(features) == 1:
         level = torch.zeros_like(batch_idx)
@@ -99,10 +99,18 @@ def multiscale_roi_align(
         k_min = int(-math.log2(scales[0]))
         k_max = int(-math.log2(scales[-1]))
         level = assign_fpn_levels(xyxy, k_min, k_max, canonical_scale, canonical_level)
-    # Every level (N, C, Hl, Wl) -> (N*Hl*Wl, C), stacked: one table for all RoIs.
-    table = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, channels) for f in features])
+    # Every level (N, C, Hl, Wl) -> (N, Hl, Wl, C) rows, stacked: one table for all RoIs.
+    # Written straight into one buffer: a single layout copy per level.
+    rows_per_level = [num_images * f.shape[2] * f.shape[3] for f in features]
+    table = first.new_empty(sum(rows_per_level), channels)
+    start = 0
+    for f, rows in zip(features, rows_per_level, strict=True):
+        table[start : start + rows].view(f.shape[0], f.shape[2], f.shape[3], channels).copy_(
+            f.permute(0, 2, 3, 1)
+        )
+        start += rows
     sizes = torch.tensor([[f.shape[2], f.shape[3]] for f in features], device=first.device)
-    level_rows = sizes[:, 0] * sizes[:, 1] * num_images  # (L,)
+    level_rows = torch.tensor(rows_per_level, device=first.device)  # (L,)
     level_start = torch.cumsum(level_rows, 0) - level_rows
     height, width = sizes[level, 0], sizes[level, 1]  # (K,)
     row_base = level_start[level] + batch_idx * height * width

@@ -8,7 +8,8 @@ Convention (torchvision's ``roi_pool``): RoI corners are rounded to the nearest 
 cell (half away from zero) after ``* spatial_scale``; the RoI spans
 ``x2 - x1 + 1`` cells; bin ``p`` covers cells ``[floor(p * size / P), ceil((p + 1) * size / P))``
 clipped to the map; an empty bin gives 0. The gradient of a bin goes to its arg-max cell,
-the *first* maximal cell in row-major order, as torchvision's kernel does.
+the *first* maximal cell in row-major order, as torchvision's kernel does. One deliberate
+difference: a NaN in a bin makes the bin NaN (torchvision's ``>`` test skips NaNs silently).
 
 How it is computed: a bin's maximum is a range-maximum query, answered with a **sparse
 table** (the classic RMQ structure): ``T[k, l][y, x] = max`` over the ``2^k x 2^l`` block at

@@ -1,0 +1,482 @@
+"""Greedy NMS against a naive loop, on adversarial layouts; batched NMS per class; bad input.
+
+The reference is the textbook greedy algorithm: sort by score (descending, stable, so among
+equal scores the earlier index wins), take the best remaining box, drop every later box
+whose IoU with it is strictly greater than the threshold, repeat. Its IoU is computed in
+the boxes' dtype in the order of torchvision's CPU kernel and compared with the threshold
+in float64, as that kernel does. The batched reference runs it per class and merges by
+(score descending, index ascending). No torchvision here; see ``tests/parity``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from structpred.ops import batched_nms, nms
+
+# `structpred.ops.nms` is the function; the module is reached through importlib.
+nms_module = importlib.import_module("structpred.ops.nms")
+
+THRESHOLDS = (0.0, 0.3, 0.5, 0.7, 1.0)
+DTYPES = (torch.float32, torch.float64)
+
+
+# ---------------------------------------------------------------------------- references
+
+
+def iou_one_to_many(box, others):
+    """IoU ``[K]`` of ``box [4]`` with ``others [K, 4]``, in their dtype, kernel operation order."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    w = (torch.minimum(box[2], others[:, 2]) - torch.maximum(box[0], others[:, 0])).clamp(min=0)
+    h = (torch.minimum(box[3], others[:, 3]) - torch.maximum(box[1], others[:, 1])).clamp(min=0)
+    inter = w * h
+    return inter / (area + areas - inter)
+
+
+def naive_nms(boxes, scores, thr):
+    """Greedy NMS, one box at a time. Returns the kept indices as a Python list."""
+    n = boxes.shape[0]
+    scores = scores.tolist()
+    order = sorted(range(n), key=lambda i: -scores[i])  # Python's sort is stable
+    suppressed = [False] * n
+    keep = []
+    for pos, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        later = [j for j in order[pos + 1 :] if not suppressed[j]]
+        if not later:
+            continue
+        # float32 IoU -> float64 is exact, so this is the kernel's double comparison.
+        over = iou_one_to_many(boxes[i], boxes[later]).double() > thr
+        for j, o in zip(later, over.tolist(), strict=True):
+            if o:
+                suppressed[j] = True
+    return keep
+
+
+def naive_batched_nms(boxes, scores, idxs, thr):
+    """``naive_nms`` per class, merged by decreasing score, ties by index."""
+    kept = []
+    for c in sorted(set(idxs.tolist())):
+        members = [i for i, x in enumerate(idxs.tolist()) if x == c]
+        sub = torch.tensor(members, dtype=torch.int64)
+        kept += [members[k] for k in naive_nms(boxes[sub], scores[sub], thr)]
+    s = scores.tolist()
+    return sorted(kept, key=lambda i: (-s[i], i))
+
+
+def check_nms(boxes, scores, thr):
+    expected = naive_nms(boxes, scores, thr)
+    out = nms(boxes, scores, thr)
+    assert out.dtype == torch.int64
+    assert out.tolist() == expected, f"thr={thr}: got {out.tolist()}, expected {expected}"
+
+
+def check_batched(boxes, scores, idxs, thr):
+    expected = naive_batched_nms(boxes, scores, idxs, thr)
+    out = batched_nms(boxes, scores, idxs, thr)
+    assert out.dtype == torch.int64
+    assert out.tolist() == expected, f"thr={thr}: got {out.tolist()}, expected {expected}"
+
+
+# ---------------------------------------------------------------------------- generators
+
+
+def random_boxes(n, *, seed, dtype=torch.float32, extent=200.0, max_wh=60.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * extent
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * max_wh + 1.0
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+def distinct_scores(n, *, seed, dtype=torch.float32):
+    """A random permutation of distinct scores (no ties), so ties are tested on purpose only."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randperm(n, generator=g).to(torch.float64) / max(n, 1)).to(dtype)
+
+
+def clustered_boxes(n, *, seed, dtype=torch.float32, clusters=8):
+    """Detection-like: ``clusters`` objects, each with many jittered, heavily overlapping boxes."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(clusters, 2, generator=g, dtype=torch.float64) * 300
+    sizes = torch.rand(clusters, 2, generator=g, dtype=torch.float64) * 80 + 20
+    which = torch.randint(0, clusters, (n,), generator=g)
+    c = centres[which] + torch.randn(n, 2, generator=g, dtype=torch.float64) * 6
+    s = sizes[which] * (1 + 0.15 * torch.randn(n, 2, generator=g, dtype=torch.float64)).clamp(min=0.3)
+    return torch.cat([c - s / 2, c + s / 2], dim=1).to(dtype)
+
+
+def chain_boxes(n, *, step=2.0, dtype=torch.float32):
+    """Boxes ``[i * step, 0, i * step + 10, 10]``: IoU(i, i+1) = 8/12, IoU(i, i+2) = 6/14 for step 2."""
+    x = torch.arange(n, dtype=torch.float64) * step
+    return torch.stack([x, torch.zeros(n, dtype=torch.float64), x + 10, torch.full((n,), 10.0)], 1).to(dtype)
+
+
+# ---------------------------------------------------------------------------- nms
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("thr", THRESHOLDS)
+def test_nms_random(thr, dtype):
+    for seed, n in ((0, 50), (1, 300)):
+        boxes = random_boxes(n, seed=seed, dtype=dtype)
+        check_nms(boxes, distinct_scores(n, seed=seed, dtype=dtype), thr)
+        # Scores from torch.rand (ties possible but unlikely) too.
+        check_nms(boxes, torch.rand(n, generator=torch.Generator().manual_seed(seed)).to(dtype), thr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("thr", THRESHOLDS)
+def test_nms_clustered(thr, dtype):
+    boxes = clustered_boxes(400, seed=2, dtype=dtype)
+    check_nms(boxes, distinct_scores(400, seed=2, dtype=dtype), thr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_long_suppression_chain(dtype):
+    # Decreasing scores along a chain of 300 boxes (more than one 256-row block): box 1 is
+    # dropped by 0, so box 2 survives and drops 3, ... -> every other box. Each decision
+    # depends on the previous one, the worst case for a parallel formulation.
+    n = 300
+    boxes = chain_boxes(n, dtype=dtype)
+    scores = torch.linspace(1, 0, n, dtype=dtype)
+    assert nms(boxes, scores, 0.5).tolist() == list(range(0, n, 2))
+    check_nms(boxes, scores, 0.5)
+    # Scores increasing along the chain: the chain runs from the last box backwards.
+    assert nms(boxes, scores.flip(0), 0.5).tolist() == list(range(n - 1, -1, -2))
+    # Shuffled storage order: same answer, mapped through the permutation.
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    out = nms(boxes[perm], scores[perm], 0.5)
+    assert perm[out].tolist() == list(range(0, n, 2))
+    check_nms(boxes[perm], scores[perm], 0.5)
+    # Below IoU(i, i+2) = 6/14 the chain suppresses two neighbours per kept box.
+    assert nms(boxes, scores, 0.4).tolist() == list(range(0, n, 3))
+    for thr in THRESHOLDS:
+        check_nms(boxes, scores, thr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_identical_boxes(dtype):
+    n = 20
+    boxes = torch.tensor([[3.0, 4.0, 13.0, 19.0]], dtype=dtype).repeat(n, 1)
+    scores = distinct_scores(n, seed=4, dtype=dtype)
+    best = int(scores.argmax())
+    for thr in THRESHOLDS[:-1]:
+        assert nms(boxes, scores, thr).tolist() == [best]
+        check_nms(boxes, scores, thr)
+    # IoU = 1 exactly is not > 1: nothing is dropped, all come back by decreasing score.
+    assert nms(boxes, scores, 1.0).tolist() == scores.argsort(descending=True).tolist()
+    check_nms(boxes, scores, 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_equal_scores_earlier_index_wins(dtype):
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 4 + [[50.0, 50.0, 60.0, 60.0]] * 3, dtype=dtype)
+    scores = torch.full((7,), 0.5, dtype=dtype)
+    assert nms(boxes, scores, 0.5).tolist() == [0, 4]
+    assert nms(boxes, scores, 1.0).tolist() == list(range(7))
+    # Mixed: ties among the top scores only.
+    scores = torch.tensor([0.3, 0.9, 0.9, 0.1, 0.2, 0.9, 0.2], dtype=dtype)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 5]
+    assert nms(boxes, scores, 1.0).tolist() == [1, 2, 5, 0, 4, 6, 3]
+    # Many random boxes with few distinct score values.
+    boxes = clustered_boxes(300, seed=5, dtype=dtype)
+    g = torch.Generator().manual_seed(5)
+    for levels in (1, 3, 10):
+        scores = torch.randint(0, levels, (300,), generator=g).to(dtype) / levels
+        for thr in THRESHOLDS:
+            check_nms(boxes, scores, thr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_zero_and_one_box(dtype):
+    out = nms(torch.zeros(0, 4, dtype=dtype), torch.zeros(0, dtype=dtype), 0.5)
+    assert out.dtype == torch.int64 and out.shape == (0,)
+    one = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=dtype)
+    for thr in THRESHOLDS:
+        assert nms(one, torch.tensor([0.3], dtype=dtype), thr).tolist() == [0]
+
+
+def test_nms_threshold_boundaries():
+    # IoU exactly 0.5 in any float: [0,0,3,1] vs [1,0,4,1] -> 2 / 4. Only IoU > thr drops.
+    boxes = torch.tensor([[0.0, 0.0, 3.0, 1.0], [1.0, 0.0, 4.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert nms(boxes, scores, 0.5).tolist() == [0, 1]
+    assert nms(boxes, scores, 0.4999).tolist() == [0]
+    # IoU 3 / 10 = 0.3: in float32 that is 0.30000001192..., above the double 0.3, so the
+    # kernel (double comparison) drops it; in float64 it is exactly 0.3 and stays.
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 1.0], [5.0, 0.0, 10.0, 1.0]])
+    assert nms(boxes, scores, 0.3).tolist() == [0]
+    assert nms(boxes.double(), scores.double(), 0.3).tolist() == [0, 1]
+    check_nms(boxes, scores, 0.3)
+    check_nms(boxes.double(), scores.double(), 0.3)
+    # IoU 1 / 3: float32(1/3) = 0.3333333432... > 1/3 (double) -> dropped at thr = 1/3.
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0]])
+    assert nms(boxes, scores, 1 / 3).tolist() == [0]
+    assert nms(boxes, scores, float(torch.tensor(1 / 3, dtype=torch.float32))).tolist() == [0, 1]
+    assert nms(boxes.double(), scores.double(), 1 / 3).tolist() == [0, 1]
+
+
+def test_nms_integer_grid_boxes_exact_ratios():
+    # Integer corners on a small grid: many IoUs are exact simple fractions, so they land
+    # on thresholds like 1/3, 0.5, 0.25, 0.2 exactly (after rounding to the dtype).
+    g = torch.Generator().manual_seed(6)
+    xy = torch.randint(0, 8, (250, 2), generator=g)
+    wh = torch.randint(1, 5, (250, 2), generator=g)
+    boxes = torch.cat([xy, xy + wh], 1)
+    scores = torch.randint(0, 20, (250,), generator=g) / 20
+    for dtype in DTYPES:
+        for thr in (0.0, 0.2, 0.25, 0.3, 1 / 3, 0.4, 0.5, 0.6, 2 / 3, 0.75, 1.0):
+            check_nms(boxes.to(dtype), scores.to(dtype), thr)
+
+
+def test_nms_does_not_modify_inputs():
+    boxes = clustered_boxes(100, seed=7)
+    scores = distinct_scores(100, seed=7)
+    b, s = boxes.clone(), scores.clone()
+    nms(boxes, scores, 0.5)
+    batched_nms(boxes, scores, torch.arange(100) % 3, 0.5)
+    assert torch.equal(boxes, b) and torch.equal(scores, s)
+
+
+def test_nms_non_contiguous_inputs():
+    both = clustered_boxes(200, seed=8)
+    boxes = both[::2]  # (100, 4), non-contiguous rows
+    scores = torch.rand(100, 2, generator=torch.Generator().manual_seed(8))[:, 1]
+    assert not boxes.is_contiguous() and not scores.is_contiguous()
+    check_nms(boxes, scores, 0.5)
+
+
+# ---------------------------------------------------------------------------- batched_nms
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_classes", [1, 3, 80])
+def test_batched_nms_matches_naive(num_classes, dtype):
+    n = 400
+    boxes = clustered_boxes(n, seed=num_classes, dtype=dtype)
+    scores = distinct_scores(n, seed=num_classes, dtype=dtype)
+    idxs = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(num_classes))
+    for thr in THRESHOLDS:
+        check_batched(boxes, scores, idxs, thr)
+
+
+def test_batched_nms_one_class_equals_nms():
+    boxes = clustered_boxes(300, seed=9)
+    scores = distinct_scores(300, seed=9)
+    for label in (0, 7, -3):
+        idxs = torch.full((300,), label, dtype=torch.int64)
+        for thr in THRESHOLDS:
+            assert torch.equal(batched_nms(boxes, scores, idxs, thr), nms(boxes, scores, thr))
+
+
+def test_batched_nms_classes_do_not_suppress_each_other():
+    # Identical boxes in different classes all survive; within a class only the best.
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 6)
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.8])
+    idxs = torch.tensor([2, 0, 1, 1, 2, 0])
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == [1, 3, 4]
+    # Large, non-contiguous and negative label values, int32 labels.
+    for labels in (torch.tensor([1000, -5, 7, 7, 1000, -5]), idxs.int(), idxs.to(torch.uint8)):
+        check_batched(boxes, scores, labels, 0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_nms_equal_scores_across_classes(dtype):
+    # Equal scores in different classes: like nms (and torchvision's offset trick, which is
+    # one nms over all boxes), the earlier index comes first.
+    boxes = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0], [40.0, 0.0, 50.0, 10.0]], dtype=dtype
+    )
+    scores = torch.tensor([0.5, 0.5, 0.5], dtype=dtype)
+    assert batched_nms(boxes, scores, torch.tensor([1, 0, 2]), 0.5).tolist() == [0, 1, 2]
+    assert batched_nms(boxes, scores, torch.tensor([2, 1, 0]), 0.5).tolist() == [0, 1, 2]
+
+
+def test_batched_nms_ties_random():
+    boxes = clustered_boxes(300, seed=10)
+    g = torch.Generator().manual_seed(10)
+    scores = torch.randint(0, 5, (300,), generator=g) / 5
+    idxs = torch.randint(0, 4, (300,), generator=g)
+    for thr in THRESHOLDS:
+        check_batched(boxes, scores, idxs, thr)
+
+
+class _PathSpy:
+    """Wraps the two pair searches of ``structpred.ops.nms`` to record which one ran."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        for name in ("_dense_pairs", "_segment_pairs"):
+            original = getattr(nms_module, name)
+
+            def wrapper(*args, _original=original, _name=name, **kwargs):
+                self.calls.append(_name)
+                return _original(*args, **kwargs)
+
+            monkeypatch.setattr(nms_module, name, wrapper)
+
+
+@pytest.mark.parametrize(
+    ("num_classes", "path"), [(1, "_dense_pairs"), (2, "_dense_pairs"), (80, "_segment_pairs")]
+)
+def test_batched_nms_both_pair_paths(monkeypatch, num_classes, path):
+    # n = 600: with 2 labels the same-label candidates (~n^2 / 4) outnumber n^2 / 8, so the
+    # blocked upper triangle runs (3 row blocks); with 80 labels only segment pairs are built.
+    spy = _PathSpy(monkeypatch)
+    n = 600
+    boxes = clustered_boxes(n, seed=11, clusters=12)
+    scores = distinct_scores(n, seed=11)
+    idxs = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(11))
+    for thr in (0.0, 0.5, 0.7):
+        check_batched(boxes, scores, idxs, thr)
+    assert spy.calls and set(spy.calls) == {path}, spy.calls
+
+
+def test_batched_nms_paths_agree(monkeypatch):
+    # The same input through both pair searches gives the same answer.
+    n = 500
+    boxes = clustered_boxes(n, seed=12)
+    scores = distinct_scores(n, seed=12)
+    idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(12))
+    results = {}
+    for limit in (0, 1 << 40):  # 0: never segment pairs; huge: always segment pairs
+        monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)
+        spy = _PathSpy(monkeypatch)
+        results[limit] = batched_nms(boxes, scores, idxs, 0.5)
+        monkeypatch.undo()
+        results[(limit, "path")] = set(spy.calls)
+    assert results[(0, "path")] == {"_dense_pairs"}
+    assert results[(1 << 40, "path")] == {"_segment_pairs"}
+    assert torch.equal(results[0], torch.tensor(naive_batched_nms(boxes, scores, idxs, 0.5)))
+    assert torch.equal(results[0], results[1 << 40])
+
+
+def test_batched_nms_many_boxes_several_row_blocks():
+    # 1,100 boxes (5 row blocks of 256), 3 classes, and a chain crossing block boundaries.
+    n = 1100
+    boxes = torch.cat([clustered_boxes(n - 300, seed=13, clusters=20), chain_boxes(300) + 400])
+    scores = torch.cat([distinct_scores(n - 300, seed=13) * 0.5, torch.linspace(1, 0.6, 300)])
+    idxs = torch.cat(
+        [
+            torch.randint(0, 3, (n - 300,), generator=torch.Generator().manual_seed(13)),
+            torch.zeros(300, dtype=torch.int64),
+        ]
+    )
+    for thr in (0.3, 0.5):
+        check_batched(boxes, scores, idxs, thr)
+    check_nms(boxes, scores, 0.5)
+
+
+def test_batched_nms_zero_and_one_box():
+    out = batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert out.dtype == torch.int64 and out.shape == (0,)
+    one = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert batched_nms(one, torch.tensor([0.2]), torch.tensor([4]), 0.5).tolist() == [0]
+
+
+# ---------------------------------------------------------------------------- property
+
+
+@st.composite
+def nms_problems(draw):
+    n = draw(st.integers(min_value=0, max_value=40))
+    coord = st.floats(min_value=0.0, max_value=60.0, allow_nan=False, width=32)
+    side = st.floats(min_value=0.5, max_value=40.0, allow_nan=False, width=32)
+    rows = draw(st.lists(st.tuples(coord, coord, side, side), min_size=n, max_size=n))
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in rows], dtype=torch.float32).reshape(n, 4)
+    # Few distinct score values, so ties are common.
+    score_values = st.one_of(st.sampled_from([0.1, 0.5, 0.9]), st.floats(0.0, 1.0, width=32))
+    scores = torch.tensor(draw(st.lists(score_values, min_size=n, max_size=n)), dtype=torch.float32)
+    thr = draw(st.one_of(st.sampled_from(THRESHOLDS), st.floats(0.0, 1.0)))
+    return boxes, scores, thr
+
+
+@settings(max_examples=80, deadline=None)
+@given(problem=nms_problems())
+def test_property_nms(problem):
+    boxes, scores, thr = problem
+    keep = nms(boxes, scores, thr)
+    kept = keep.tolist()
+    n = boxes.shape[0]
+    assert len(set(kept)) == len(kept) and all(0 <= i < n for i in kept)
+    assert all(scores[a] >= scores[b] for a, b in zip(kept, kept[1:], strict=False))
+    # No two kept boxes overlap more than the threshold.
+    for pos, i in enumerate(kept):
+        others = kept[pos + 1 :]
+        if others:
+            assert not (iou_one_to_many(boxes[i], boxes[others]).double() > thr).any()
+    # Every dropped box is covered by a kept box that comes before it (higher score, or an
+    # equal score and a smaller index).
+    for j in sorted(set(range(n)) - set(kept)):
+        before = [i for i in kept if scores[i] > scores[j] or (scores[i] == scores[j] and i < j)]
+        assert before, j
+        assert (iou_one_to_many(boxes[j], boxes[before]).double() > thr).any(), j
+    # ...and the whole answer is the greedy one.
+    assert kept == naive_nms(boxes, scores, thr)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_nms_bad_boxes_raise():
+    scores = torch.ones(5)
+    with pytest.raises(ValueError, match=r"boxes must have shape \[(N|\.\.\.), 4\], got \(5, 3\)"):
+        nms(torch.zeros(5, 3), scores, 0.5)
+    with pytest.raises(ValueError, match=r"boxes must have shape \[N, 4\], got \(2, 5, 4\)"):
+        nms(torch.zeros(2, 5, 4), scores, 0.5)
+    with pytest.raises(ValueError, match=r"boxes must have shape \[N, 4\], got \(4,\)"):
+        nms(torch.zeros(4), scores, 0.5)
+    with pytest.raises(ValueError, match="boxes must be a Tensor"):
+        nms([[0.0, 0.0, 1.0, 1.0]], torch.ones(1), 0.5)
+    with pytest.raises(ValueError, match=r"boxes must have shape \[(N|\.\.\.), 4\], got \(5, 3\)"):
+        batched_nms(torch.zeros(5, 3), scores, torch.zeros(5, dtype=torch.int64), 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_nms_integer_boxes_raise(dtype):
+    boxes = torch.tensor([[0, 0, 2, 2], [1, 1, 3, 3]]).to(dtype)
+    with pytest.raises(ValueError, match=rf"boxes must be a floating point tensor, got {dtype}"):
+        nms(boxes, torch.ones(2), 0.5)
+    with pytest.raises(ValueError, match="boxes must be a floating point tensor"):
+        batched_nms(boxes, torch.ones(2), torch.zeros(2, dtype=torch.int64), 0.5)
+
+
+@pytest.mark.parametrize(
+    "scores", [torch.ones(4), torch.ones(6), torch.ones(5, 1), torch.tensor(0.5), [0.1] * 5, None]
+)
+def test_nms_scores_mismatch_raise(scores):
+    boxes = random_boxes(5, seed=0)
+    with pytest.raises(ValueError, match=r"scores must be a Tensor\[5\] \(one per box\), got"):
+        nms(boxes, scores, 0.5)
+    with pytest.raises(ValueError, match=r"scores must be a Tensor\[5\]"):
+        batched_nms(boxes, scores, torch.zeros(5, dtype=torch.int64), 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_batched_nms_float_idxs_raise(dtype):
+    boxes = random_boxes(5, seed=0)
+    with pytest.raises(ValueError, match=rf"idxs must hold integer categories, got {dtype}"):
+        batched_nms(boxes, torch.ones(5), torch.zeros(5, dtype=dtype), 0.5)
+
+
+@pytest.mark.parametrize(
+    "idxs",
+    [
+        torch.zeros(4, dtype=torch.int64),
+        torch.zeros(6, dtype=torch.int64),
+        torch.zeros(5, 1, dtype=torch.int64),
+        [0, 0, 0, 0, 0],
+    ],
+)
+def test_batched_nms_idxs_mismatch_raise(idxs):
+    boxes = random_boxes(5, seed=0)
+    with pytest.raises(ValueError, match=r"idxs must be a Tensor\[5\] \(one per box\), got"):
+        batched_nms(boxes, torch.ones(5), idxs, 0.5)

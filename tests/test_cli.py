@@ -1,0 +1,250 @@
+"""The ``structpred`` command line, the model registry and the benchmark timing helper."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import structpred
+from structpred.bench.timing import Comparison, compare, format_table
+from structpred.cli import main
+from structpred.models import get_model, list_models, register_model, registry
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == "structpred 0.1.0"
+    assert structpred.__version__ == "0.1.0"
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "list-models" in out
+    assert "bench" in out
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "usage: structpred" in out
+    assert "list-models" in out
+
+
+def test_list_models_matches_registry(capsys):
+    assert main(["list-models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = list_models()
+    assert lines == (names if names else ["no models registered yet"])
+
+
+def test_list_models_when_empty(capsys, monkeypatch):
+    monkeypatch.setattr(registry, "_BUILDERS", {})
+    assert main(["list-models"]) == 0
+    assert capsys.readouterr().out == "no models registered yet\n"
+
+
+def test_list_models_prints_registered_names(capsys, monkeypatch):
+    monkeypatch.setattr(registry, "_BUILDERS", {})
+
+    @register_model
+    def zeta_net() -> nn.Module:
+        return nn.Identity()
+
+    @register_model
+    def alpha_net() -> nn.Module:
+        return nn.Identity()
+
+    assert main(["list-models"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["alpha_net", "zeta_net"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["frobnicate"], ["list-models", "--bogus"], ["bench", "nonsense"], ["bench"]]
+)
+def test_bad_commands_exit_non_zero(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code not in (0, None)
+    assert "usage: structpred" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["--verison"]])
+def test_unknown_option_without_command_exits_non_zero(argv, capsys):
+    # A mistyped option must not print the help and exit 0 as if all went well.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code not in (0, None)
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_bench_ops_quick(capsys):
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "ops", "--quick", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the suite sets torch's thread count for its run
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert any("ratio" in c for c in header)
+    ratio_col = next(i for i, c in enumerate(header) if "ratio" in c)
+    assert set(table[1].replace("|", "")) <= set("-:")  # Markdown separator row
+    rows = {}
+    for line in table[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == len(header)
+        rows[cells[0]] = cells
+    for op in ("nms", "batched_nms", "box_iou", "roi_align", "roi_pool"):
+        matching = [name for name in rows if name.split(" ")[0] == op]
+        assert matching, f"no row for {op} in\n{out}"
+        for name in matching:
+            ours, peer, ratio = (float(rows[name][i]) for i in (1, 2, ratio_col))
+            assert ours >= 0 and peer >= 0 and ratio >= 0
+
+
+def test_installed_script_version():
+    script = Path(sys.executable).parent / "structpred"
+    if not script.exists():  # e.g. an interpreter outside the venv: use the module form
+        cmd = [sys.executable, "-m", "structpred.cli", "--version"]
+    else:
+        cmd = [str(script), "--version"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "structpred 0.1.0"
+
+
+def test_module_entry_point():
+    cmd = [sys.executable, "-m", "structpred.cli", "--version"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "structpred 0.1.0"
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@pytest.fixture
+def throwaway():
+    """Register into the real registry; always remove what was registered."""
+    added: list[str] = []
+
+    def add(fn):
+        out = register_model(fn)
+        added.append(fn.__name__)
+        return out
+
+    try:
+        yield add
+    finally:
+        for name in added:
+            registry._BUILDERS.pop(name, None)
+
+
+def test_register_and_build(throwaway):
+    before = list_models()
+
+    def _structpred_test_tiny(width: int = 4) -> nn.Module:
+        return nn.Linear(width, width)
+
+    assert throwaway(_structpred_test_tiny) is _structpred_test_tiny  # the decorator returns the builder
+    assert "_structpred_test_tiny" in list_models()
+    assert list_models() == sorted(list_models())
+    model = get_model("_structpred_test_tiny")
+    assert isinstance(model, nn.Linear) and model.in_features == 4
+    assert get_model("_structpred_test_tiny", width=3).in_features == 3  # keyword overrides
+    with pytest.raises(TypeError):
+        get_model("_structpred_test_tiny", depth=3)
+    registry._BUILDERS.pop("_structpred_test_tiny")
+    assert list_models() == before
+
+
+def test_registry_left_clean_after_throwaway_test():
+    assert not any(name.startswith("_structpred_test") for name in list_models())
+
+
+def test_duplicate_name(throwaway):
+    def _structpred_test_dup() -> nn.Module:
+        return nn.Identity()
+
+    throwaway(_structpred_test_dup)
+
+    def other() -> nn.Module:
+        return nn.ReLU()
+
+    other.__name__ = "_structpred_test_dup"
+    with pytest.raises(ValueError, match="_structpred_test_dup.*already registered"):
+        register_model(other)
+    assert isinstance(get_model("_structpred_test_dup"), nn.Identity)  # the first one stays
+
+
+def test_unknown_name_lists_known(throwaway):
+    def _structpred_test_a() -> nn.Module:
+        return nn.Identity()
+
+    def _structpred_test_b() -> nn.Module:
+        return nn.Identity()
+
+    throwaway(_structpred_test_a)
+    throwaway(_structpred_test_b)
+    with pytest.raises(ValueError, match="unknown model 'no_such_model'") as exc:
+        get_model("no_such_model")
+    assert "_structpred_test_a" in str(exc.value)
+    assert "_structpred_test_b" in str(exc.value)
+
+
+def test_unknown_name_with_empty_registry(monkeypatch):
+    monkeypatch.setattr(registry, "_BUILDERS", {})
+    with pytest.raises(ValueError, match="none yet"):
+        get_model("fasterrcnn")
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+def test_compare_structure():
+    calls = {"ours": 0, "peer": 0}
+
+    def ours():
+        calls["ours"] += 1
+
+    def peer():
+        calls["peer"] += 1
+        sum(range(200))
+
+    result = compare("dummy", ours, peer, repeats=5, warmup=2, target=1.5)
+    assert isinstance(result, Comparison)
+    assert calls == {"ours": 7, "peer": 7}  # warmup + repeats each
+    assert result.name == "dummy"
+    assert result.target == 1.5
+    assert result.ours_ms >= 0 and result.peer_ms > 0
+    assert result.ratio == result.ours_ms / result.peer_ms
+    assert result.verdict in ("met", "MISSED")
+    assert compare("no target", ours, peer, repeats=1, warmup=0).verdict == ""
+
+
+def test_comparison_ratio_verdict_and_table():
+    fast = Comparison("fast op", ours_ms=1.0, peer_ms=4.0, target=1.0)
+    slow = Comparison("slow op", ours_ms=3.0, peer_ms=2.0, target=1.0)
+    untargeted = Comparison("extra op", ours_ms=2.0, peer_ms=2.0)
+    assert fast.ratio == 0.25 and fast.verdict == "met"
+    assert slow.ratio == 1.5 and slow.verdict == "MISSED"
+    assert untargeted.ratio == 1.0 and untargeted.verdict == ""
+    table = format_table([fast, slow, untargeted], "peerlib").splitlines()
+    assert "ratio ours/peerlib" in table[0]
+    assert table[2] == "| fast op | 1.00 | 4.00 | 0.25 | <= 1 met |"
+    assert table[3] == "| slow op | 3.00 | 2.00 | 1.50 | <= 1 MISSED |"
+    assert table[4] == "| extra op | 2.00 | 2.00 | 1.00 | - |"
