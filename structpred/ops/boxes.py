@@ -126,6 +126,8 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         Tensor[..., N, M] in [-1, 1].
     """
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
     check_boxes(boxes1, "boxes1", ordered=boxes1.is_floating_point())
     check_boxes(boxes2, "boxes2", ordered=boxes2.is_floating_point())
     inter, union = _inter_union(boxes1, boxes2, "xyxy")
@@ -142,7 +144,7 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     """Clamp xyxy boxes ``[..., 4]`` into an image of ``size = (height, width)``."""
     check_boxes(boxes, "boxes")
-    if len(size) != 2:
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
         raise ValueError(f"size must be (height, width), got {size!r}")
     height, width = size
     x = boxes[..., 0::2].clamp(min=0, max=width)  # (..., 2)

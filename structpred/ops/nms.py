@@ -15,6 +15,9 @@ two vectorised steps:
 
 The IoU arithmetic and the strict ``>`` follow torchvision's CPU kernel, including how a
 float32 IoU is compared with a float64 threshold, so kept indices and their order are equal.
+:func:`batched_nms` is exact per-class NMS (torchvision's own path above 1,000 boxes); below
+that torchvision shifts each class's boxes by ``label * (max coordinate + 1)``, which can round
+an IoU across the threshold when labels are large (thousands) — there we keep the exact answer.
 """
 
 from __future__ import annotations
@@ -135,7 +138,8 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
             src, dst = _dense_pairs(boxes[order], threshold, sorted_labels)
     keep = _greedy_fixed_point(n, src, dst, boxes.device)
     kept = order[keep]
-    if labels is not None:  # back to decreasing score across labels
+    if labels is not None:  # back to decreasing score across labels, ties by index
+        kept = torch.sort(kept).values
         kept = kept[torch.sort(scores[kept], descending=True, stable=True).indices]
     return kept
 
