@@ -56,25 +56,21 @@ def _axis_taps(
     return low, high, (1 - frac) * keep, frac * keep
 
 
+# Per-RoI geometry: y1, x1, bin_h, bin_w (on its map), row_base, height, width (int64).
+Geometry = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
 def _align_group(
-    table: Tensor,
-    y1: Tensor,
-    x1: Tensor,
-    bin_h: Tensor,
-    bin_w: Tensor,
-    row_base: Tensor,
-    height: Tensor,
-    width: Tensor,
-    out_hw: tuple[int, int],
-    grid: tuple[int, int],
+    table: Tensor, geometry: Geometry, out_hw: tuple[int, int], grid: tuple[int, int]
 ) -> Tensor:
     """RoIAlign of k RoIs that share one sampling grid ``(gh, gw)`` -> ``[k*PH*PW, C]``.
 
     Args:
         table (Tensor[R, C]): feature rows.
-        y1, x1, bin_h, bin_w (Tensor[k]): RoI start and bin size on its map.
-        row_base, height, width (int64[k]): where the RoI's map starts in ``table``, its size.
+        geometry: each ``[k]``: RoI start ``y1, x1`` and bin size ``bin_h, bin_w`` on its map;
+            ``row_base, height, width``: where the RoI's map starts in ``table``, its size.
     """
+    y1, x1, bin_h, bin_w, row_base, height, width = geometry
     ph_bins, pw_bins = out_hw
     gh, gw = grid
     k = y1.shape[0]
@@ -133,9 +129,8 @@ def roi_align_table(
     ph_bins, pw_bins = output_size
     channels = table.shape[1]
     num_rois = boxes.shape[0]
-    out = table.new_zeros(num_rois, ph_bins * pw_bins, channels)
     if num_rois == 0 or table.shape[0] == 0:
-        return out.view(num_rois, ph_bins, pw_bins, channels).permute(0, 3, 1, 2).contiguous()
+        return table.new_zeros(num_rois, channels, ph_bins, pw_bins)
     offset = 0.5 if aligned else 0.0
     x1 = boxes[:, 0] * scale - offset
     y1 = boxes[:, 1] * scale - offset
@@ -146,33 +141,39 @@ def roi_align_table(
         roi_h = roi_h.clamp(min=1.0)
     bin_h = roi_h / ph_bins
     bin_w = roi_w / pw_bins
+    geometry: Geometry = (y1, x1, bin_h, bin_w, row_base, height, width)
+
+    def rois_per_call(grid: tuple[int, int]) -> int:
+        # Bound the index/weight lists (~24 bytes per tap) for huge grids.
+        return max(1, _MAX_TAPS // (4 * max(grid[0] * grid[1], 1) * ph_bins * pw_bins))
+
+    if sampling_ratio > 0 and num_rois <= rois_per_call((sampling_ratio, sampling_ratio)):
+        # The common case: one grid for every RoI, one embedding_bag call.
+        pooled = _align_group(table, geometry, (ph_bins, pw_bins), (sampling_ratio, sampling_ratio))
+        # (K*PH*PW, C) -> (K, PH, PW, C) -> (K, C, PH, PW)
+        return pooled.view(num_rois, ph_bins, pw_bins, channels).permute(0, 3, 1, 2).contiguous()
+
     if sampling_ratio > 0:
-        groups = [((sampling_ratio, sampling_ratio), None)]
-    else:
-        # Adaptive: ceil(bin size) samples per axis, so RoIs differ; RoIs that share a grid
-        # are computed together (a few groups: bins span a few feature cells).
+        gh = torch.full((num_rois,), sampling_ratio, dtype=torch.int64, device=boxes.device)
+        gw = gh
+    else:  # adaptive: ceil(bin size) samples per axis, so RoIs differ
         gh = torch.ceil(bin_h).to(torch.int64)
         gw = torch.ceil(bin_w).to(torch.int64)
-        key = gh * (int(gw.max()) + 1) + gw
-        uniq = torch.unique(key)
-        gws = int(gw.max()) + 1
-        groups = [((int(u) // gws, int(u) % gws), (key == u).nonzero()[:, 0]) for u in uniq]
-    for (gh_, gw_), sel in groups:
-        # Bound the index/weight lists (~24 bytes per tap) for huge grids.
-        step = max(1, _MAX_TAPS // (4 * max(gh_ * gw_, 1) * ph_bins * pw_bins))
-        count = num_rois if sel is None else sel.numel()
-        if gh_ * gw_ == 0:  # empty RoI (aligned, zero size): no samples, the bins stay 0
+    # RoIs that share a grid are pooled together: a few groups, as bins span a few cells.
+    span = int(gw.max()) + 1
+    key = gh * span + gw
+    out = table.new_zeros(num_rois, ph_bins * pw_bins, channels)
+    for k in torch.unique(key).tolist():
+        grid = (k // span, k % span)
+        if grid[0] * grid[1] == 0:  # empty RoI (aligned, zero size): no samples, bins stay 0
             continue
-        if sel is None and step >= num_rois:  # one grid, one call: no copy into `out`
-            out = _align_group(
-                table, y1, x1, bin_h, bin_w, row_base, height, width, (ph_bins, pw_bins), (gh_, gw_)
-            ).view(num_rois, ph_bins * pw_bins, channels)
-            break
-        for lo in range(0, count, step):
-            part: slice | Tensor = slice(lo, lo + step) if sel is None else sel[lo : lo + step]
+        ids = (key == k).nonzero()[:, 0]
+        step = rois_per_call(grid)
+        for lo in range(0, ids.numel(), step):
+            part = ids[lo : lo + step]
+            y1_, x1_, bh_, bw_, base_, h_, w_ = (t[part] for t in geometry)
             pooled = _align_group(
-                table, y1[part], x1[part], bin_h[part], bin_w[part], row_base[part],
-                height[part], width[part], (ph_bins, pw_bins), (gh_, gw_),
+                table, (y1_, x1_, bh_, bw_, base_, h_, w_), (ph_bins, pw_bins), grid
             )  # (k*PH*PW, C)
             out[part] = pooled.view(-1, ph_bins * pw_bins, channels)
     # (K, PH*PW, C) -> (K, PH, PW, C) -> (K, C, PH, PW)

@@ -17,6 +17,7 @@ its first maximal cell in row-major order.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -321,6 +322,22 @@ def test_roi_align_matches_reference(
     assert got.shape == (rois.shape[0], C, *output_size)
     assert got.dtype == dtype
     _close(got, ref_roi_align(x, rois, output_size, scale, sampling_ratio, aligned), dtype)
+
+
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_roi_align_split_into_many_calls_matches_reference(
+    sampling_ratio: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny tap budget forces the chunked path (one embedding_bag call per few RoIs).
+    # (the module, not the function that structpred.ops re-exports under the same name)
+    monkeypatch.setattr(importlib.import_module("structpred.ops.roi_align"), "_MAX_TAPS", 100)
+    gen = _gen(77)
+    N, C, H, W = SHAPE
+    x = torch.randn(SHAPE, generator=gen, dtype=torch.float64, requires_grad=True)
+    rois = make_rois(gen, N, H, W, 0.5, 6, torch.float64)
+    got = roi_align(x, rois, (3, 5), 0.5, sampling_ratio, True)
+    _close(got, ref_roi_align(x.detach(), rois, (3, 5), 0.5, sampling_ratio, True), torch.float64)
+    assert torch.autograd.gradcheck(lambda t: roi_align(t, rois[:4], 2, 0.5, sampling_ratio, True), (x,))
 
 
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
