@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 
 from structpred.ops import roi_align, roi_pool, spp
+from tests.roi_cases import gen as _gen
+from tests.roi_cases import make_rois
 
 # Scalar type that does the reference's arithmetic in the input's precision.
 _SCALAR: dict[torch.dtype, Any] = {torch.float32: np.float32, torch.float64: np.float64}
@@ -244,48 +246,6 @@ def ref_roi_align_grad(
 
 
 # ----------------------------------------------------------------------------- test data
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _edge_rois(H: int, W: int) -> list[list[float]]:
-    """Hand-picked RoIs ``(batch, x1, y1, x2, y2)`` in feature cells (N >= 2)."""
-    return [
-        [0, 0.0, 0.0, W - 1.0, H - 1.0],  # whole map
-        [1, 0.0, 0.0, float(W), float(H)],  # whole map, to the far border
-        [1, -2.3, -1.6, 3.4, 2.2],  # partly outside, top-left
-        [0, W - 2.5, H - 1.5, W + 3.0, H + 2.5],  # partly outside, bottom-right
-        [1, W + 1.5, 1.0, W + 4.0, 3.0],  # entirely outside, right
-        [0, -6.0, -5.0, -2.5, -1.5],  # entirely outside, top-left
-        [1, 1.0, H + 1.25, 4.0, H + 3.0],  # entirely outside, below
-        [0, 2.25, 1.75, 2.25, 1.75],  # zero area
-        [1, 3.0, 1.0, 3.0, 5.5],  # zero width
-        [0, 1.0, 2.0, 6.5, 2.0],  # zero height
-        [1, 2.5, 0.5, 4.5, 3.5],  # halves: roi_pool rounds them away from zero
-        [0, -0.5, -1.5, 1.5, 2.5],
-        [1, 0.2, 0.3, 0.6, 0.9],  # smaller than a cell
-        [0, W - 1.2, H - 1.1, W - 0.1, H - 0.05],  # the last row/column clamp
-        [1, -1.0, -1.0, 0.5, 0.4],  # between -1 and 0
-    ]
-
-
-def make_rois(
-    gen: torch.Generator, N: int, H: int, W: int, scale: float, num_random: int, dtype: torch.dtype
-) -> Tensor:
-    """Edge-case plus random RoIs, Tensor[K, 5] in image pixels (feature cells / scale)."""
-    edge = torch.tensor(_edge_rois(H, W), dtype=torch.float64)
-    k = num_random
-    cx = torch.rand(k, generator=gen, dtype=torch.float64) * 1.5 * W - 0.25 * W
-    cy = torch.rand(k, generator=gen, dtype=torch.float64) * 1.5 * H - 0.25 * H
-    bw = torch.rand(k, generator=gen, dtype=torch.float64) * 1.2 * W
-    bh = torch.rand(k, generator=gen, dtype=torch.float64) * 1.2 * H
-    batch = torch.randint(0, N, (k,), generator=gen).to(torch.float64)
-    rand = torch.stack([batch, cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
-    rois = torch.cat([edge, rand])
-    rois[:, 1:] /= scale  # scales are powers of two: exact
-    return rois.to(dtype)
 
 
 def by_image(rois: Tensor, N: int) -> tuple[list[Tensor], Tensor]:
@@ -651,18 +611,21 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("op", ["roi_align", "roi_pool", "spp"])
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
 @pytest.mark.parametrize(("x", "boxes", "output_size", "match"), BAD_INPUTS)
 def test_bad_input_raises(op: str, x: Tensor, boxes: Any, output_size: Any, match: str) -> None:
-    if op == "spp":
-        if match == "output_size":
-            pytest.skip("spp has levels, not output_size")
-        with pytest.raises(ValueError, match=match):
-            spp(x, boxes, (1, 2))
-        return
     fn = roi_align if op == "roi_align" else roi_pool
     with pytest.raises(ValueError, match=match):
         fn(x, boxes, output_size)
+
+
+# spp has pyramid levels instead of an output size: the same bad inputs but those.
+@pytest.mark.parametrize(
+    ("x", "boxes", "output_size", "match"), [p for p in BAD_INPUTS if p.values[3] != "output_size"]
+)
+def test_spp_bad_input_raises(x: Tensor, boxes: Any, output_size: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        spp(x, boxes, (1, 2))
 
 
 # ----------------------------------------------------------------------------- devices
