@@ -1,0 +1,79 @@
+"""Datasets by name: the ``--data`` spec of ``structpred train`` / ``eval``.
+
+Specs: ``shapes`` (the built-in shapes world), ``digits`` (one real digit per item),
+``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
+(StarDist's DSB 2018 image), and files on disk: ``coco:DIR``, ``voc:DIR``, ``yolo:DIR`` —
+a directory laid out as ``structpred data export`` writes it (see :mod:`structpred.data.export`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+
+def _shapes(split: str, arg: str, **kw: Any) -> Dataset:
+    from .shapes import ShapesWorld
+
+    return ShapesWorld(split, **kw)
+
+
+def _digits(split: str, arg: str, **kw: Any) -> Dataset:
+    from .digits import Digits
+
+    return Digits(split, **kw)
+
+
+def _digit_canvas(split: str, arg: str, **kw: Any) -> Dataset:
+    from .digits import DigitCanvas
+
+    return DigitCanvas(split, **kw)
+
+
+def _trees(split: str, arg: str, **kw: Any) -> Dataset:
+    from .trees import DeepForestTrees
+
+    return DeepForestTrees(split, **kw)
+
+
+def _nuclei(split: str, arg: str, **kw: Any) -> Dataset:
+    from .nuclei import Nuclei
+
+    return Nuclei(split, **kw)
+
+
+def _files(fmt: str) -> Callable[..., Dataset]:
+    def build(split: str, arg: str, **kw: Any) -> Dataset:
+        if not arg:
+            raise ValueError(f"--data {fmt}:DIR needs a directory, e.g. {fmt}:out/shapes-{fmt}")
+        from .export import open_export
+
+        return open_export(Path(arg), fmt, split, **kw)
+
+    return build
+
+
+BUILDERS: dict[str, Callable[..., Dataset]] = {
+    "shapes": _shapes,
+    "digits": _digits,
+    "digit-canvas": _digit_canvas,
+    "trees": _trees,
+    "nuclei": _nuclei,
+    "coco": _files("coco"),
+    "voc": _files("voc"),
+    "yolo": _files("yolo"),
+}
+
+
+def build_dataset(spec: str, split: str, **kwargs: Any) -> Dataset:
+    """The dataset named by ``spec`` (``name`` or ``name:argument``), its ``split``.
+
+    Extra keyword arguments go to the dataset's constructor (e.g. ``num_images`` for shapes).
+    """
+    name, _, arg = spec.partition(":")
+    if name not in BUILDERS:
+        raise ValueError(f"unknown dataset {spec!r}; known: {', '.join(BUILDERS)} (coco/voc/yolo take :DIR)")
+    return BUILDERS[name](split, arg, **kwargs)

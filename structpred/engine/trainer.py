@@ -1,0 +1,345 @@
+"""One training engine for every structpred model.
+
+The model contract (DESIGN.md §3): ``model(images, targets) -> (predictions, losses)`` where
+``losses`` maps ``loss_*`` names to scalars; the engine sums them. In eval mode with targets
+a model returns both, so validation loss comes with validation metrics.
+
+Resuming is exact: the data order of an epoch is a pure function of ``(seed, epoch)``, the
+learning rate a pure function of the step, and a checkpoint holds weights, optimizer state
+and every RNG state. A run killed mid-epoch and resumed from its last checkpoint skips the
+batches it already did and ends with the same weights as a run never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..data.collate import collate
+from . import checkpoint as ckpt
+from . import distributed
+from .logs import RunLog
+from .schedule import lr_at
+
+log = logging.getLogger(__name__)
+
+
+class Metric(Protocol):
+    """What the engine needs of a metric (``structpred.metrics`` classes have it)."""
+
+    def update(self, preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> None: ...
+
+    def compute(self) -> dict[str, Any]: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs (model initialisation, dropout...)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; training stopped before the optimizer step."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run (saved in every checkpoint)."""
+
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 0.01
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # "cosine", "step" or "constant"
+    warmup_steps: int = 0
+    milestones: Sequence[float] = (0.67, 0.89)  # "step": fractions of the run
+    gamma: float = 0.1
+    clip_grad_norm: float | None = None
+    amp: str | None = None  # None, "bf16" (CPU or CUDA) or "fp16" (CUDA)
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: at epoch ends only
+    keep_last: int = 3
+    log_every: int = 10
+    progress: bool = True
+    device: str | None = None
+    model_name: str = ""  # recorded so `structpred eval` can rebuild the model and its data
+    data: str = ""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError(
+                f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
+            )
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+
+
+def _to_device(images: Sequence[Tensor], targets: Sequence[dict[str, Any]], device: torch.device) -> tuple:
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [
+        {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in t.items()}
+        for t in targets
+    ]
+    return images, targets
+
+
+class Trainer:
+    """Fit and evaluate a model on datasets of ``(image, target)`` items.
+
+    Args:
+        model: follows the contract above.
+        train_data, val_data: datasets (``val_data`` optional).
+        config: the run's settings.
+        out_dir: run directory (checkpoints, ``log.csv``, ``tensorboard/``).
+        metric: builds a fresh metric for each evaluation (None: loss only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Dataset,
+        val_data: Dataset | None = None,
+        config: TrainConfig | None = None,
+        out_dir: str | Path = "runs/run",
+        metric: Callable[[], Metric] | None = None,
+        collate_fn: Callable[[list[Any]], tuple] = collate,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.ctx = distributed.init(self.config.device)
+        self.model = model.to(self.ctx.device)
+        self.train_data = train_data
+        self.val_data = val_data
+        self.out_dir = Path(out_dir)
+        self.metric = metric
+        self.collate_fn = collate_fn
+        self.optimizer = self._build_optimizer()
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ building blocks
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _autocast(self) -> Any:
+        amp = self.config.amp
+        if amp is None:
+            return nullcontext()
+        if amp == "fp16" and self.ctx.device.type != "cuda":
+            raise ValueError("amp='fp16' needs CUDA; use amp='bf16' on CPU")
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(self.ctx.device.type, dtype=dtype)
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: this process's shard in full batches."""
+        shard = math.ceil(len(self.train_data) / self.ctx.world_size)  # type: ignore[arg-type]
+        steps = shard // self.config.batch_size
+        if steps == 0:
+            raise ValueError(
+                f"batch size {self.config.batch_size} x {self.ctx.world_size} processes is larger than "
+                f"the training set ({len(self.train_data)} items)"  # type: ignore[arg-type]
+            )
+        return steps
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This process's batches of ``epoch``: a pure function of (seed, epoch, rank)."""
+        sampler: DistributedSampler = DistributedSampler(
+            self.train_data, self.ctx.world_size, self.ctx.rank, shuffle=True, seed=self.config.seed
+        )
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        b = self.config.batch_size
+        return [order[i * b : (i + 1) * b] for i in range(self.steps_per_epoch())]
+
+    def _loader(self, data: Dataset, batches: Iterable[list[int]], epoch: int) -> DataLoader:
+        # Own generator: creating the iterator must not draw from the global RNG.
+        return DataLoader(
+            data,
+            batch_sampler=list(batches),
+            collate_fn=self.collate_fn,
+            num_workers=self.config.num_workers,
+            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+        )
+
+    def _save(self, epoch: int, step_in_epoch: int, metrics: dict[str, Any] | None = None) -> None:
+        if not self.ctx.is_main:
+            return
+        state = {
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "config": dataclasses.asdict(self.config),
+            "metrics": metrics or {},
+        }
+        ckpt.save_checkpoint(
+            self.out_dir, self.step, self.model, self.optimizer, state, self.config.keep_last
+        )
+
+    # ------------------------------------------------------------------ training
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train for ``config.epochs``; with ``resume``, continue from the newest checkpoint.
+
+        Returns:
+            the last validation metrics (empty without ``val_data``).
+        """
+        c = self.config
+        runlog = RunLog(self.out_dir, tensorboard=self.ctx.is_main) if self.ctx.is_main else None
+        start_epoch, skip, rng_meta = 0, 0, None
+        if resume:
+            found = ckpt.latest_checkpoint(self.out_dir)
+            if found is None:
+                log.warning("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
+            else:
+                tensors, meta = ckpt.load_checkpoint(found)
+                ckpt.restore(tensors, meta, self.model, self.optimizer, rng=False)
+                self.step, start_epoch, skip = (
+                    int(meta["step"]),
+                    int(meta["epoch"]),
+                    int(meta["step_in_epoch"]),
+                )
+                rng_meta = (tensors, meta)
+                if runlog is not None:
+                    runlog.drop_after(self.step)
+                log.info("resuming from %s (epoch %d, step %d)", found, start_epoch, self.step)
+        train_model: nn.Module = self.model
+        if self.ctx.distributed:
+            train_model = DistributedDataParallel(self.model)
+        total = c.epochs * self.steps_per_epoch()
+        last_metrics: dict[str, Any] = {}
+        for epoch in range(start_epoch, c.epochs):
+            batches = self._epoch_batches(epoch)
+            loader = self._loader(self.train_data, batches[skip:], epoch)
+            if rng_meta is not None:  # exactly where the interrupted run stood
+                ckpt.set_rng_state(rng_meta[0], rng_meta[1]["rng"])
+                rng_meta = None
+            self._train_epoch(train_model, loader, epoch, skip, total, runlog)
+            skip = 0
+            last_metrics = self.evaluate() if self.val_data is not None and self.ctx.is_main else {}
+            if runlog is not None and last_metrics:
+                runlog.write(self.step, epoch, "val", _scalars(last_metrics))
+            self.history.append({"epoch": epoch, "step": self.step, **_scalars(last_metrics)})
+            self._save(epoch, len(batches), _scalars(last_metrics))
+            distributed.barrier(self.ctx)
+        if runlog is not None:
+            runlog.close()
+        return last_metrics
+
+    def _train_epoch(
+        self, model: nn.Module, loader: DataLoader, epoch: int, done: int, total: int, runlog: RunLog | None
+    ) -> None:
+        c = self.config
+        model.train()
+        bar = None
+        if c.progress and self.ctx.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(loader) + done, initial=done, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False
+            )
+        step_in_epoch = done
+        for images, targets in loader:
+            tic = time.perf_counter()
+            lr = lr_at(self.step, c.lr, total, c.warmup_steps, c.schedule, c.milestones, c.gamma)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            images, targets = _to_device(images, targets, self.ctx.device)
+            with self._autocast():
+                _, losses = model(images, targets)
+            self._check_finite(losses)
+            loss = sum(losses.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
+            self.optimizer.step()
+            self.step += 1
+            step_in_epoch += 1
+            ips = len(images) * self.ctx.world_size / max(time.perf_counter() - tic, 1e-9)
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            values.update(loss=float(loss.detach()), lr=lr, images_per_s=ips)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
+                bar.update(1)
+            if runlog is not None and (self.step % c.log_every == 0 or step_in_epoch == 1):
+                runlog.write(self.step, epoch, "train", values)
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self._save(epoch, step_in_epoch)
+        if bar is not None:
+            bar.close()
+
+    def _check_finite(self, losses: dict[str, Tensor]) -> None:
+        if not losses:
+            raise ValueError("the model returned no losses in training mode (expected loss_* terms)")
+        for name, value in losses.items():
+            if not name.startswith("loss_"):
+                raise ValueError(f"loss names must start with 'loss_', got {name!r}")
+            if not bool(torch.isfinite(value.detach()).all()):
+                raise NonFiniteLossError(
+                    f"step {self.step + 1}: loss term {name!r} is {value.detach().float().item()}; "
+                    f"stopped before the optimizer step (last good checkpoint kept in {self.out_dir})"
+                )
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, data: Dataset | None = None) -> dict[str, Any]:
+        """Validation loss (mean of each ``loss_*`` term over items) and the metric, if any."""
+        data = data if data is not None else self.val_data
+        if data is None:
+            raise ValueError("no data to evaluate on")
+        self.model.eval()
+        metric = self.metric() if self.metric is not None else None
+        sums: dict[str, float] = {}
+        count = 0
+        indices = list(range(len(data)))  # type: ignore[arg-type]
+        b = self.config.batch_size
+        loader = self._loader(data, [indices[i : i + b] for i in range(0, len(indices), b)], 0)
+        for images, targets in loader:
+            images, targets = _to_device(images, targets, self.ctx.device)
+            with self._autocast():
+                preds, losses = self.model(images, targets)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(images)
+            count += len(images)
+            if metric is not None:
+                metric.update(preds, targets)
+        self.model.train()
+        out: dict[str, Any] = {k: v / max(count, 1) for k, v in sums.items()}
+        if sums:
+            out["loss"] = sum(out.values())
+        if metric is not None:
+            out.update(metric.compute())
+        return out
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar entries of a metrics dict, as floats (for logs and checkpoints)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, Tensor) and v.numel() == 1:
+            out[k] = float(v)
+        elif isinstance(v, (int, float)):
+            out[k] = float(v)
+    return out

@@ -1,0 +1,106 @@
+"""Checkpoints: safetensors + JSON, atomic, keep-last-N, exact restore, clear errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from structpred.engine import checkpoint as ckpt
+from structpred.models import get_model
+
+
+def _model_and_optimizer(kind: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = get_model("digits_cnn", width=4)
+    params = model.parameters()
+    opt = (
+        torch.optim.SGD(params, lr=0.1, momentum=0.9) if kind == "sgd" else torch.optim.AdamW(params, lr=0.01)
+    )
+    loss = model(torch.rand(2, 3, 32, 32), [{"labels": torch.tensor(1)}, {"labels": torch.tensor(3)}])[1]
+    loss["loss_cls"].backward()
+    opt.step()  # momentum buffers / Adam moments exist now
+    return model, opt
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path, kind: str) -> None:
+    model, opt = _model_and_optimizer(kind)
+    torch.manual_seed(123)
+    np.random.seed(5)
+    random.seed(7)
+    path = ckpt.save_checkpoint(tmp_path, 17, model, opt, {"epoch": 2, "step_in_epoch": 3})
+    expected = (torch.rand(3), np.random.rand(), random.random())  # draws right after saving
+
+    model2, opt2 = _model_and_optimizer(kind)
+    with torch.no_grad():
+        for p in model2.parameters():
+            p.add_(1.0)
+    tensors, meta = ckpt.load_checkpoint(tmp_path)  # the directory resolves to the newest
+    assert meta["step"] == 17 and meta["epoch"] == 2 and meta["step_in_epoch"] == 3
+    ckpt.restore(tensors, meta, model2, opt2)
+    for (n1, a), (_, b) in zip(model.state_dict().items(), model2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n1
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    for pid in s1["state"]:
+        for key, value in s1["state"][pid].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2["state"][pid][key])), (pid, key)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.random.rand() == expected[1]
+    assert random.random() == expected[2]
+    assert path.with_suffix(".safetensors").exists()
+
+
+def test_keep_last_n_and_latest(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("sgd")
+    for step in (5, 10, 15, 20):
+        ckpt.save_checkpoint(tmp_path, step, model, opt, {"epoch": 0, "step_in_epoch": step}, keep_last=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "ckpt-00000015.json",
+        "ckpt-00000015.safetensors",
+        "ckpt-00000020.json",
+        "ckpt-00000020.safetensors",
+    ]
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000020.json"
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path: Path) -> None:
+    # A kill between the two renames leaves weights without their JSON, or a temp file:
+    # neither may be taken for a checkpoint.
+    model, opt = _model_and_optimizer("sgd")
+    ckpt.save_checkpoint(tmp_path, 5, model, opt, {"epoch": 0, "step_in_epoch": 5})
+    (tmp_path / "ckpt-00000010.safetensors").write_bytes(b"partial")
+    (tmp_path / ".ckpt-00000010.json.tmp-123").write_text("{")
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000005.json"
+
+
+def test_no_pickle_in_checkpoint(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("adamw")
+    path = ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1})
+    json.loads(path.read_text())  # plain JSON
+    assert path.with_suffix(".safetensors").read_bytes()[8:9] == b"{"  # safetensors header
+
+
+def test_bad_checkpoints_raise_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no checkpoint"):
+        ckpt.load_checkpoint(tmp_path)
+    (tmp_path / "ckpt-00000001.json").write_text("{not json")
+    with pytest.raises(ValueError, match="ckpt-00000001.json"):
+        ckpt.load_checkpoint(tmp_path / "ckpt-00000001.json")
+    (tmp_path / "ckpt-00000002.json").write_text(json.dumps({"weights": "ckpt-00000002.safetensors"}))
+    (tmp_path / "ckpt-00000002.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="ckpt-00000002.safetensors"):
+        ckpt.load_checkpoint(tmp_path / "ckpt-00000002.json")
+
+
+def test_restore_rejects_other_architecture(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("sgd")
+    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1})
+    tensors, meta = ckpt.load_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="features.0.0.weight"):
+        ckpt.restore(tensors, meta, get_model("digits_cnn", width=8))
