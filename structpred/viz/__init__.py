@@ -1,0 +1,65 @@
+"""Pictures of structured predictions and targets, and training/evaluation plots.
+
+Tensors in, ``uint8`` ``Tensor[3, H, W]`` out: ``draw_boxes``, ``draw_masks``,
+``draw_label_map``, ``overlay_label_map``, ``flow_to_color``, ``depth_to_color``,
+``make_grid``; ``save_png`` writes one to disk. ``plot_loss_curves`` and ``plot_pr_curves``
+(in ``structpred.viz.plots``, imported lazily because matplotlib is slow to import) write PNGs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .colors import (
+    apply_colormap,
+    colormap_lut,
+    depth_to_color,
+    distinct_color,
+    distinct_colors,
+    flow_color_wheel,
+    flow_to_color,
+    parse_color,
+    voc_palette,
+)
+from .draw import (
+    draw_boxes,
+    draw_label_map,
+    draw_masks,
+    make_grid,
+    overlay_label_map,
+    save_png,
+    to_uint8_image,
+)
+
+_PLOTS = ("average_precision", "plot_loss_curves", "plot_pr_curves")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOTS:
+        from . import plots
+
+        return getattr(plots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "apply_colormap",
+    "average_precision",
+    "colormap_lut",
+    "depth_to_color",
+    "distinct_color",
+    "distinct_colors",
+    "draw_boxes",
+    "draw_label_map",
+    "draw_masks",
+    "flow_color_wheel",
+    "flow_to_color",
+    "make_grid",
+    "overlay_label_map",
+    "parse_color",
+    "plot_loss_curves",
+    "plot_pr_curves",
+    "save_png",
+    "to_uint8_image",
+    "voc_palette",
+]
