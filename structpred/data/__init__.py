@@ -1,0 +1,35 @@
+"""Data: the built-in shapes world, real data sets shipped in registry packages, and files on disk.
+
+Items follow DESIGN.md §3: ``(image float32[3, H, W] in [0, 1], target dict)`` with
+torchvision's keys. Readers and writers of the field's formats are in :mod:`.formats`.
+Optional readers (scikit-learn for digits, tifffile for nuclei) are imported only when used.
+"""
+
+from .collate import collate
+from .datasets import DetectionFiles, from_coco, from_voc, from_yolo
+from .digits import DigitCanvas, Digits
+from .export import export_dataset, open_export
+from .nuclei import Nuclei
+from .records import Categories, ImageRecord
+from .registry import build_dataset
+from .shapes import ShapesSample, ShapesWorld
+from .trees import DeepForestTrees
+
+__all__ = [
+    "Categories",
+    "DeepForestTrees",
+    "DetectionFiles",
+    "DigitCanvas",
+    "Digits",
+    "ImageRecord",
+    "Nuclei",
+    "ShapesSample",
+    "ShapesWorld",
+    "build_dataset",
+    "collate",
+    "export_dataset",
+    "from_coco",
+    "from_voc",
+    "from_yolo",
+    "open_export",
+]

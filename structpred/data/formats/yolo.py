@@ -1,0 +1,249 @@
+"""YOLO (Darknet / Ultralytics) detection datasets: ``data.yaml`` + one ``.txt`` per image.
+
+Layout: ``data.yaml`` holds ``names`` (a list, or a dict ``{0: name, ...}`` with keys
+``0..K-1``), optionally ``nc`` and ``path``, and per split (``train``/``val``/``test``) a
+directory of images, a ``.txt`` list of image paths, or a list of those, relative to ``path``
+(itself relative to the yaml's directory; default that directory). The labels of
+``.../images/<rest>/x.jpg`` are in ``.../labels/<rest>/x.txt`` (the last ``images`` component is
+replaced, as Ultralytics does); a missing label file means an image without objects.
+
+Convention: a label line is ``class cx cy w h``, class ``c`` in ``0..K-1`` (label ``c + 1``),
+centre and size normalised by the image width/height, each in ``[0, 1]`` (1e-6 of float slack).
+Boxes are then checked like every reader's (1 px overshoot clipped). Image sizes come from the
+image headers. Writing normalises in float64 and prints ``repr`` floats, so a written box reads
+back within float32 rounding (< 1e-3 px for images up to 10,000 px).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml  # type: ignore[import-untyped]  # no types-PyYAML stubs installed
+
+from ..images import image_size
+from ..records import Categories, ImageRecord
+from ._common import (
+    as_int,
+    as_number,
+    check_categories,
+    check_on_error,
+    check_record_for_writing,
+    checked_box,
+    clipped_boxes,
+    logger,
+    report,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_SLACK = 1e-6  # normalised values may exceed [0, 1] by this much (float printing noise)
+
+
+def _yaml_path(root: Path) -> Path:
+    if root.is_file():
+        return root
+    for name in ("data.yaml", "data.yml"):
+        if (root / name).is_file():
+            return root / name
+    raise ValueError(f"{root}: no data.yaml found")
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: malformed yaml: {err}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read yaml: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _categories(data: dict[str, Any], path: Path) -> Categories:
+    names = data.get("names")
+    if isinstance(names, dict):
+        try:
+            keys = sorted(as_int(k, "class index") for k in names)
+        except ValueError as err:
+            raise ValueError(f"{path}: names: {err}") from err
+        if keys != list(range(len(names))):
+            raise ValueError(f"{path}: names keys must be the class indices 0..{len(names) - 1}, got {keys}")
+        names = [names[k] if k in names else names[str(k)] for k in keys]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str | int) for n in names):
+        raise ValueError(f"{path}: 'names' must be a non-empty list (or dict) of class names")
+    if "nc" in data and data["nc"] != len(names):
+        raise ValueError(f"{path}: nc = {data['nc']!r} but {len(names)} names")
+    return Categories([str(n) for n in names])
+
+
+def _dataset_dir(data: dict[str, Any], yaml_path: Path) -> Path:
+    base = data.get("path")
+    if base is None:
+        return yaml_path.parent
+    if not isinstance(base, str):
+        raise ValueError(f"{yaml_path}: 'path' must be a string, got {base!r}")
+    return yaml_path.parent / base
+
+
+def _image_files(source: object, base: Path, yaml_path: Path) -> list[Path]:
+    """Image paths of one split entry (directory, list file, or a list of those)."""
+    if isinstance(source, list):
+        return [p for item in source for p in _image_files(item, base, yaml_path)]
+    if not isinstance(source, str):
+        raise ValueError(f"{yaml_path}: split entries must be paths, got {source!r}")
+    target = base / source
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if target.is_file() and target.suffix == ".txt":
+        lines = [line.strip() for line in target.read_text(encoding="utf-8").splitlines()]
+        return [base / line for line in lines if line]
+    raise ValueError(f"{yaml_path}: split path {target} is neither a directory nor a .txt list")
+
+
+def label_path(image: Path) -> Path:
+    """``.../images/<rest>/x.jpg`` -> ``.../labels/<rest>/x.txt`` (last ``images`` component)."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _read_line(line: str, num_classes: int, height: int, width: int) -> tuple[int, list[float]]:
+    fields = line.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields 'class cx cy w h', got {len(fields)}")
+    cls = as_int(fields[0], "class")
+    if not 0 <= cls < num_classes:
+        raise ValueError(f"class {cls} outside 0..{num_classes - 1}")
+    cx, cy, w, h = (as_number(v, "coordinate") for v in fields[1:])
+    if not all(-_SLACK <= v <= 1 + _SLACK for v in (cx, cy, w, h)):
+        raise ValueError(f"normalised values must be in [0, 1], got {[cx, cy, w, h]}")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"width and height must be positive, got w={w}, h={h}")
+    box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+    return cls + 1, checked_box(box, height, width)
+
+
+def _record(image: Path, index: int, root: Path, num_classes: int, on_error: str) -> ImageRecord:
+    height, width = image_size(image)
+    labels_file = label_path(image)
+    boxes: list[list[float]] = []
+    labels: list[int] = []
+    if labels_file.is_file():
+        try:
+            lines = labels_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{labels_file}: cannot read labels: {err}") from err
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                label, box = _read_line(line, num_classes, height, width)
+            except ValueError as err:
+                report(f"{labels_file} line {number}: {err}", on_error, err)
+                continue
+            labels.append(label)
+            boxes.append(box)
+    try:
+        file_name = str(image.relative_to(root))
+    except ValueError:
+        file_name = str(image.resolve())
+    n = len(labels)
+    return ImageRecord(
+        file_name,
+        height,
+        width,
+        torch.tensor(boxes, dtype=torch.float32).reshape(n, 4),
+        torch.tensor(labels, dtype=torch.int64).reshape(n),
+        image_id=index,
+    )
+
+
+def read_yolo(
+    root: str | Path, split: str = "train", on_error: str = "raise"
+) -> tuple[list[ImageRecord], Categories]:
+    """Read one split of a YOLO dataset (``root`` is its directory or its ``data.yaml``).
+
+    Records are in sorted image order, ``image_id`` = index, ``file_name`` relative to the yaml's
+    directory (absolute if outside it). Raises ``ValueError`` naming the file (and line) on a
+    missing/malformed yaml, unknown split, unreadable image, a line with the wrong field count,
+    an unknown class, values outside ``[0, 1]`` or a bad box; ``on_error="skip"`` logs and leaves
+    out a bad line or image instead.
+    """
+    check_on_error(on_error)
+    yaml_path = _yaml_path(Path(root))
+    data = _load_yaml(yaml_path)
+    categories = _categories(data, yaml_path)
+    if split not in data or data[split] is None:
+        known = [s for s in ("train", "val", "test") if data.get(s) is not None]
+        raise ValueError(f"{yaml_path}: no split {split!r}; splits present: {known}")
+    images = _image_files(data[split], _dataset_dir(data, yaml_path), yaml_path)
+    records = []
+    for index, image in enumerate(images):
+        try:
+            records.append(_record(image, index, yaml_path.parent, len(categories), on_error))
+        except ValueError as err:
+            report(str(err), on_error, err)
+    return records, categories
+
+
+def write_yolo(
+    records: list[ImageRecord],
+    categories: Categories,
+    root: str | Path,
+    split: str = "train",
+    image_source: str | Path | None = None,
+) -> Path:
+    """Write records as split ``split`` of a YOLO dataset under ``root``; returns the yaml path.
+
+    Images go to ``root/images/<split>/<file_name>`` (copied from ``image_source/<file_name>``;
+    with ``image_source=None`` they must already be there), labels to ``root/labels/<split>/``.
+    ``data.yaml`` gets ``nc``, ``names`` and ``<split>: images/<split>``; an existing one must have
+    the same names and keeps its other splits. YOLO has no crowd flag: crowd objects are left out
+    (logged).
+    """
+    root = Path(root)
+    check_categories(categories, str(root))
+    yaml_path = root / "data.yaml"
+    data: dict[str, Any] = _load_yaml(yaml_path) if yaml_path.is_file() else {}
+    if data and _categories(data, yaml_path).names != categories.names:
+        raise ValueError(f"{yaml_path}: exists with other class names; write to a new root")
+    image_dir = root / "images" / split
+    for r, record in enumerate(records):
+        where = f"{root}: record {r} ({getattr(record, 'file_name', '?')})"
+        check_record_for_writing(record, categories, where)
+        relative = Path(record.file_name)
+        relative = Path(relative.name) if relative.is_absolute() else relative
+        dest = image_dir / relative
+        if image_source is not None:
+            src = Path(image_source) / record.file_name
+            if not src.is_file():
+                raise ValueError(f"{where}: image {src} not found")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.resolve() != dest.resolve():
+                shutil.copyfile(src, dest)
+        elif not dest.is_file():
+            raise ValueError(f"{where}: image {dest} not found (image_source=None needs it in place)")
+        crowd = [0] * len(record.labels) if record.iscrowd is None else record.iscrowd.tolist()
+        if any(crowd):
+            logger.warning("%s: %d crowd object(s) left out (YOLO has no crowd flag)", where, sum(crowd))
+        lines = []
+        for box, label, is_crowd in zip(clipped_boxes(record), record.labels.tolist(), crowd, strict=True):
+            if is_crowd:
+                continue
+            x1, y1, x2, y2 = box
+            cx, cy = (x1 + x2) / 2 / record.width, (y1 + y2) / 2 / record.height
+            w, h = (x2 - x1) / record.width, (y2 - y1) / record.height
+            lines.append(f"{label - 1} {cx!r} {cy!r} {w!r} {h!r}\n")
+        label_file = label_path(dest)
+        label_file.parent.mkdir(parents=True, exist_ok=True)
+        label_file.write_text("".join(lines), encoding="utf-8")
+    data.update({"nc": len(categories), "names": list(categories.names), split: f"images/{split}"})
+    root.mkdir(parents=True, exist_ok=True)
+    yaml_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return yaml_path

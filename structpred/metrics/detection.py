@@ -1,0 +1,238 @@
+"""COCO mean average precision (boxes or masks), our own implementation of the COCO protocol.
+
+Shape shorthand:
+    N: detections or gts of one image, D / G: detections / gts of all images, K: classes seen,
+    T: IoU thresholds, R: recall thresholds, A: area ranges (all, small, medium, large),
+    M: max-detection limits.
+
+Convention: inputs follow torchvision (boxes xyxy in absolute pixels). IoUs and areas are
+computed in float64 the way pycocotools computes them from (x, y, w, h) boxes and RLE masks,
+so results equal ``COCOeval(...).stats``. The class set is every label seen in predictions or
+targets; a class with no gt is -1 everywhere and left out of the means, as in pycocotools.
+Limits on detections apply per image *and class*, as in COCOeval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .detection_accumulate import accumulate, coco_iou_thresholds, coco_rec_thresholds, per_class, summarize
+from .detection_inputs import ImageBatch, check_batch
+from .detection_match import box_pair_iou, greedy_match, group_pairs, rank_in_groups
+
+logger = logging.getLogger(__name__)
+
+AREA_NAMES = ("all", "small", "medium", "large")
+# COCO's area ranges in pixels (both ends inclusive, as in COCOeval.evaluateImg).
+AREA_RANGES = ((0.0, 1e5**2), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e5**2))
+
+
+@dataclass
+class COCOEvalResult:
+    """Everything ``COCOeval.accumulate`` / ``summarize`` produce, in COCOeval's layout.
+
+    ``precision[t, r, k, a, m]`` is the interpolated precision at ``rec_thresholds[r]`` for IoU
+    threshold ``t``, class ``classes[k]``, area range ``AREA_NAMES[a]`` and limit
+    ``max_detection_thresholds[m]``; ``recall[t, k, a, m]`` the final recall. -1 where the
+    class has no regular gt in that area range.
+    """
+
+    precision: Tensor  # (T, R, K, A, M) float64
+    recall: Tensor  # (T, K, A, M) float64
+    classes: Tensor  # (K,) int64 labels
+    iou_thresholds: Tensor  # (T,) float64
+    rec_thresholds: Tensor  # (R,) float64
+    max_detection_thresholds: tuple[int, ...]
+    stats: dict[str, float]
+
+
+class MeanAveragePrecision:
+    """COCO mAP / mAR over a dataset: ``update`` per batch, then ``compute``.
+
+    Args:
+        iou_type: ``"bbox"`` (boxes) or ``"segm"`` (masks).
+        iou_thresholds: IoU thresholds; None means COCO's 0.5:0.05:0.95.
+        rec_thresholds: recall points; None means COCO's 101 points 0:0.01:1.
+        max_detection_thresholds: limits on detections per image and class, e.g. (1, 10, 100).
+        class_metrics: also return ``map_per_class`` and ``mar_<max>_per_class``.
+    """
+
+    def __init__(
+        self,
+        iou_type: str = "bbox",
+        iou_thresholds: Sequence[float] | None = None,
+        rec_thresholds: Sequence[float] | None = None,
+        max_detection_thresholds: Sequence[int] = (1, 10, 100),
+        class_metrics: bool = False,
+    ) -> None:
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+        self.iou_type = iou_type
+        self.iou_thresholds = _thresholds(iou_thresholds, coco_iou_thresholds(), "iou_thresholds")
+        self.rec_thresholds = _thresholds(rec_thresholds, coco_rec_thresholds(), "rec_thresholds")
+        limits = list(max_detection_thresholds)
+        if not limits or any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in limits):
+            raise ValueError(
+                f"max_detection_thresholds must be positive ints, got {max_detection_thresholds!r}"
+            )
+        self.max_detection_thresholds = tuple(sorted(limits))
+        self.class_metrics = class_metrics
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every image seen so far."""
+        self._batches: list[ImageBatch] = []
+        self._result: COCOEvalResult | None = None
+
+    def update(self, preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> None:
+        """Add a batch of images.
+
+        Args:
+            preds: one dict per image: ``boxes`` (Tensor[N, 4] xyxy; needed for bbox),
+                ``scores`` (Tensor[N]), ``labels`` (Tensor[N] int), and for segm ``masks``
+                (bool/uint8 Tensor[N, H, W]).
+            targets: one dict per image: ``boxes`` (Tensor[N, 4] xyxy; needed for bbox),
+                ``labels`` (Tensor[N] int), optional ``iscrowd`` (Tensor[N]), optional ``area``
+                (Tensor[N]; default: box area, or mask pixel count for segm), and ``masks``
+                for segm.
+        """
+        self._batches.append(check_batch(preds, targets, self.iou_type))
+        self._result = None
+
+    def compute(self) -> dict[str, Tensor]:
+        """COCO's summary under torchmetrics' names (float32 scalars; -1 where undefined).
+
+        Keys: map, map_50, map_75, map_small, map_medium, map_large, mar_<m> for each limit,
+        mar_small, mar_medium, mar_large, classes; with ``class_metrics`` also map_per_class
+        and mar_<max>_per_class (one value per entry of ``classes``).
+        """
+        result = self.compute_full()
+        out = {name: torch.tensor(v, dtype=torch.float32) for name, v in result.stats.items()}
+        if self.class_metrics:
+            ap, ar = per_class(result.precision, result.recall)
+            out["map_per_class"] = ap.float()
+            out[f"mar_{self.max_detection_thresholds[-1]}_per_class"] = ar.float()
+        out["classes"] = result.classes.to(torch.int32)
+        return out
+
+    def compute_full(self) -> COCOEvalResult:
+        """The full evaluation: COCOeval's precision / recall arrays and the summary."""
+        if self._result is None:
+            self._result = self._evaluate()
+        return self._result
+
+    def pr_curve(
+        self, iou_threshold: float = 0.5, area: str = "all", max_detections: int | None = None
+    ) -> dict[int, tuple[Tensor, Tensor]]:
+        """Precision-recall curve of each class with gts, for plotting.
+
+        Returns ``{label: (recall [R], precision [R])}`` at the recall thresholds, the
+        interpolated precision COCO averages, at one IoU threshold, area range and limit
+        (default: the largest).
+        """
+        result = self.compute_full()
+        hit = torch.isclose(result.iou_thresholds, torch.tensor(float(iou_threshold), dtype=torch.float64))
+        if not bool(hit.any()):
+            raise ValueError(
+                f"iou_threshold={iou_threshold} is not one of the metric's iou_thresholds "
+                f"{[round(t, 4) for t in result.iou_thresholds.tolist()]}"
+            )
+        if area not in AREA_NAMES:
+            raise ValueError(f"area must be one of {AREA_NAMES}, got {area!r}")
+        limit = result.max_detection_thresholds[-1] if max_detections is None else max_detections
+        if limit not in result.max_detection_thresholds:
+            raise ValueError(
+                f"max_detections={max_detections} is not one of {result.max_detection_thresholds}"
+            )
+        t = int(hit.nonzero()[0])
+        a = AREA_NAMES.index(area)
+        m = result.max_detection_thresholds.index(limit)
+        curves = {}
+        for k, label in enumerate(result.classes.tolist()):
+            prec = result.precision[t, :, k, a, m]
+            if bool((prec > -1).all()):
+                curves[label] = (result.rec_thresholds.clone(), prec.clone())
+        return curves
+
+    def _evaluate(self) -> COCOEvalResult:
+        T = self.iou_thresholds.numel()
+        A = len(AREA_RANGES)
+        b = ImageBatch.concat(self._batches)
+        classes = torch.unique(torch.cat([b.det_labels, b.gt_labels]))  # (K,) sorted
+        K = classes.numel()
+        num_images = b.det_counts.numel()
+        logger.debug("COCO eval: %d images, %d detections, %d gts, %d classes",
+                     num_images, b.det_labels.numel(), b.gt_labels.numel(), K)
+        det_image = torch.repeat_interleave(torch.arange(num_images), b.det_counts)  # (D,)
+        gt_image = torch.repeat_interleave(torch.arange(num_images), b.gt_counts)  # (G,)
+        det_cls = torch.searchsorted(classes, b.det_labels)
+        gt_cls = torch.searchsorted(classes, b.gt_labels)
+
+        # Detections by (image, class, rank); only the best max_det of each group count.
+        order, rank = rank_in_groups(det_image * K + det_cls, b.det_scores)
+        top = rank < self.max_detection_thresholds[-1]
+        det, rank = order[top], rank[top]  # (D',) indices into the concatenation
+        gt = torch.sort(gt_image * K + gt_cls, stable=True).indices  # (G,) gts by (image, class)
+        pair_d, pair_g = group_pairs((det_image * K + det_cls)[det], (gt_image * K + gt_cls)[gt])
+        d_idx, g_idx = det[pair_d], gt[pair_g]  # pairs as indices into the concatenations
+        gt_crowd = b.gt_crowd[gt]
+        if self.iou_type == "bbox":
+            pair_iou = box_pair_iou(b.det_boxes[d_idx], b.gt_boxes[g_idx], b.gt_crowd[g_idx])
+        else:  # look the pairs up in each image's [N_det, N_gt] IoU matrix
+            img = det_image[d_idx]
+            det_start = torch.cumsum(b.det_counts, 0) - b.det_counts
+            gt_start = torch.cumsum(b.gt_counts, 0) - b.gt_counts
+            mat_start = torch.cumsum(b.det_counts * b.gt_counts, 0) - b.det_counts * b.gt_counts
+            flat = mat_start[img] + (d_idx - det_start[img]) * b.gt_counts[img] + (g_idx - gt_start[img])
+            pair_iou = b.ious[flat]
+
+        lo = torch.tensor([r[0] for r in AREA_RANGES], dtype=torch.float64)[:, None]  # (A, 1)
+        hi = torch.tensor([r[1] for r in AREA_RANGES], dtype=torch.float64)[:, None]
+        gt_area = b.gt_area[gt]
+        gt_ignore = gt_crowd[None, :] | (gt_area[None, :] < lo) | (gt_area[None, :] > hi)  # (A, G)
+        matched = greedy_match(pair_d, pair_g, pair_iou, rank, gt_ignore, gt_crowd, self.iou_thresholds)
+        is_matched = matched >= 0  # (A, T, D')
+        if gt.numel():
+            idx = matched.clamp(min=0).reshape(A, -1)  # (A, T, D') -> (A, T*D')
+            matched_ignored = torch.gather(gt_ignore, 1, idx).reshape(matched.shape) & is_matched
+        else:
+            matched_ignored = torch.zeros_like(is_matched)
+        det_area = b.det_area[det]
+        outside = ((det_area[None, :] < lo) | (det_area[None, :] > hi))[:, None, :]  # (A, 1, D')
+        tp = is_matched & ~matched_ignored
+        fp = ~is_matched & ~outside
+
+        # Evaluation order: class, then score descending, then image and rank (stable sorts).
+        by_score = torch.sort(-b.det_scores[det], stable=True).indices
+        ev = by_score[torch.sort(det_cls[det][by_score], stable=True).indices]
+        num_pos = torch.zeros(K, A, dtype=torch.int64).index_add_(0, gt_cls[gt], (~gt_ignore).T.long())
+        precision, recall = accumulate(
+            det_cls[det][ev], rank[ev], tp[:, :, ev], fp[:, :, ev], num_pos,
+            self.max_detection_thresholds, self.rec_thresholds,
+        )  # fmt: skip
+        stats = summarize(precision, recall, self.iou_thresholds, self.max_detection_thresholds)
+        assert precision.shape == (T, self.rec_thresholds.numel(), K, A, len(self.max_detection_thresholds))
+        return COCOEvalResult(
+            precision=precision,
+            recall=recall,
+            classes=classes,
+            iou_thresholds=self.iou_thresholds.clone(),
+            rec_thresholds=self.rec_thresholds.clone(),
+            max_detection_thresholds=self.max_detection_thresholds,
+            stats=stats,
+        )
+
+
+def _thresholds(values: Sequence[float] | None, default: Tensor, name: str) -> Tensor:
+    """Validated float64 thresholds in [0, 1], ascending (the default when None)."""
+    if values is None:
+        return default
+    t = torch.as_tensor(list(values), dtype=torch.float64)
+    if t.dim() != 1 or t.numel() == 0 or not bool(((t >= 0) & (t <= 1)).all()):
+        raise ValueError(f"{name} must be a non-empty sequence of values in [0, 1], got {list(values)!r}")
+    return torch.sort(t).values
