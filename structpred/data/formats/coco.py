@@ -246,9 +246,10 @@ def _read_annotation(ann: object, images: dict[int, _Objects], categories: Categ
 def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageRecord], Categories]:
     """Read a COCO instances json into one :class:`ImageRecord` per image (in file order).
 
-    Image ids are kept (``ImageRecord.image_id``). Raises ``ValueError`` naming the file, the
-    entry (``images[i]`` / annotation id) and the problem; with ``on_error="skip"`` a bad image
-    entry (with its annotations) or a bad annotation is logged and left out. A missing or
+    Image ids are kept (``ImageRecord.image_id``); image and annotation ids must be unique.
+    Raises ``ValueError`` naming the file, the entry (``images[i]`` / annotation id) and the
+    problem; with ``on_error="skip"`` a bad image entry (with its annotations; for a duplicate
+    image id, every image of that id) or a bad annotation is logged and left out. A missing or
     malformed file, or bad categories, always raise.
     """
     check_on_error(on_error)
@@ -267,8 +268,10 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
     for i, img in enumerate(image_entries):
         try:
             image_id, file_name, height, width = _read_image_entry(img)
-            if image_id in images:
-                raise ValueError(f"duplicate image id {image_id}")
+            if image_id in images or image_id in skipped_images:
+                # its annotations cannot be told apart: the earlier image goes too (when skipping)
+                images.pop(image_id, None)
+                raise ValueError(f"duplicate image id {image_id} (both images left out when skipping)")
         except ValueError as err:
             if isinstance(img, dict) and isinstance(img.get("id"), int):
                 skipped_images.add(img["id"])
@@ -276,14 +279,22 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
             continue
         images[image_id] = _Objects(file_name, height, width)
 
+    seen_ann_ids: set[int] = set()
     for j, ann in enumerate(annotations):
         ann_id = ann.get("id") if isinstance(ann, dict) else None
-        if isinstance(ann, dict) and ann.get("image_id") in skipped_images:
+        ann_image = ann.get("image_id") if isinstance(ann, dict) else None
+        if isinstance(ann_image, int) and ann_image in skipped_images:
             continue  # its image was already reported and skipped
         try:
+            key = None if ann_id is None else as_int(ann_id, "annotation id")
+            if key is not None and key in seen_ann_ids:
+                raise ValueError(f"duplicate annotation id {key}")
             _read_annotation(ann, images, categories)
         except ValueError as err:
             report(f"{path}: annotation id {ann_id} (annotations[{j}]): {err}", on_error, err)
+            continue
+        if key is not None:
+            seen_ann_ids.add(key)
 
     with_segs = any(seg for objects in images.values() for seg in objects.segs)
     records = []

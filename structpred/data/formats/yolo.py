@@ -98,7 +98,10 @@ def _image_files(source: object, base: Path, yaml_path: Path) -> list[Path]:
     if target.is_dir():
         return sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if target.is_file() and target.suffix == ".txt":
-        lines = [line.strip() for line in target.read_text(encoding="utf-8").splitlines()]
+        try:
+            lines = [line.strip() for line in target.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{target}: cannot read image list: {err}") from err
         return [base / line for line in lines if line]
     raise ValueError(f"{yaml_path}: split path {target} is neither a directory nor a .txt list")
 
@@ -244,6 +247,6 @@ def write_yolo(
         label_file.parent.mkdir(parents=True, exist_ok=True)
         label_file.write_text("".join(lines), encoding="utf-8")
     data.update({"nc": len(categories), "names": list(categories.names), split: f"images/{split}"})
-    root.mkdir(parents=True, exist_ok=True)
+    image_dir.mkdir(parents=True, exist_ok=True)  # even for no records: the yaml points at it
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return yaml_path
