@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/structpred bench ops
+	$(BIN)/structpred demo --out out/demo
 
 test: lint typecheck unit
 

@@ -94,8 +94,27 @@ def _eval(args: argparse.Namespace, rest: list[str]) -> int:
         args.batch_size,
         args.device,
         _key_values(args.data_arg, "--data-arg"),
+        pr_plot=args.pr_plot,
     )
     print(_format_metrics(metrics))
+    return 0
+
+
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from .demo import run_demo
+
+    metrics = run_demo(args.out, epochs=args.epochs, pictures=args.pictures)
+    print("COCO box metrics of fasterrcnn_narrow_fpn on the shapes world's test split:")
+    print(_format_metrics(metrics))
+    print(f"checkpoints, PR curves and pictures of predictions in {args.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace, rest: list[str]) -> int:
+    from .engine.predict import predict_images
+
+    path = predict_images(args.checkpoint, args.images, args.out, args.score_threshold, args.device)
+    print(f"pictures and {path.name} in {path.parent}")
     return 0
 
 
@@ -134,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    p = sub.add_parser("demo", help="train the small Faster R-CNN on the shapes world, evaluate, draw")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--pictures", type=int, default=8, help="test images to draw predictions on")
+    p.add_argument("--out", default="out/demo")
+    p.set_defaults(func=_demo)
+
     p = sub.add_parser("list-models", help="list the registered model builders")
     p.set_defaults(func=_list_models)
 
@@ -144,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. structpred bench ops --repeats 25).",
     )
     p.add_argument(
-        "suite", choices=["ops", "metrics"], help="ops: vs torchvision.ops; metrics: vs pycocotools"
+        "suite",
+        choices=["ops", "metrics", "proposals"],
+        help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall",
     )
     p.set_defaults(func=_bench)
 
@@ -179,7 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--data-arg", action="append", metavar="K=V", help="dataset keyword argument")
+    p.add_argument("--pr-plot", default=None, metavar="PNG", help="detection: write PR curves here")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="run a trained detector on images: drawn PNGs + COCO results json")
+    p.add_argument("--checkpoint", required=True, help="run directory or ckpt-*.json")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", default="out/predict", help="output directory")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="draw boxes at or above this score")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser("data", help="dataset tools")
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)

@@ -43,6 +43,7 @@ from .shapes_scene import sample_paths, sample_scene, sample_translations
 Target = dict[str, Tensor]
 Transforms = Callable[[Tensor, Target], tuple[Tensor, Target]]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_NUM_IMAGES = {"train": 2000, "val": 200, "test": 500}
 IGNORE = 255
 # Kinds of sample drawn from one (split, seed, index): separate streams, same scene.
 _SCENE, _MOTION, _PATHS = 0, 1, 2
@@ -94,7 +95,8 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
     Args:
         split: ``"train"``, ``"val"`` or ``"test"`` (disjoint random streams).
         size: ``(H, W)`` or an int, at least 16.
-        num_images: dataset length.
+        num_images: dataset length; None gives :data:`DEFAULT_NUM_IMAGES` of the split
+            (train 2000, val 200, test 500).
         seed: non-negative base seed; the same ``(split, seed, index)`` gives the same sample.
         num_objects: ``(min, max)`` objects drawn per scene (before occlusion filtering).
         min_visible_fraction: annotate an object only if this much of it stays visible.
@@ -116,7 +118,7 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         self,
         split: str = "train",
         size: int | Sequence[int] = (128, 128),
-        num_images: int = 1000,
+        num_images: int | None = None,
         seed: int = 0,
         num_objects: tuple[int, int] = (2, 6),
         min_visible_fraction: float = 0.2,
@@ -128,6 +130,8 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         if split not in SPLITS:
             raise ValueError(f"ShapesWorld: split must be one of {SPLITS}, got {split!r}")
         self.size = _size_pair(size)
+        if num_images is None:
+            num_images = DEFAULT_NUM_IMAGES.get(split, 1000)
         if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images <= 0:
             raise ValueError(f"ShapesWorld: num_images must be a positive int, got {num_images!r}")
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:

@@ -82,6 +82,12 @@ def train(
     kwargs = model_kwargs_for(model_name, model_kwargs or {}, train_set)
     model = get_model(model_name, **kwargs)
     config.model_name, config.model_kwargs, config.data = model_name, kwargs, data
+    categories = getattr(train_set, "categories", None)
+    if categories is not None and hasattr(categories, "names"):
+        config.class_names = list(categories.names)
+        config.category_ids = [
+            int(i) for i in getattr(categories, "ids", range(1, len(categories.names) + 1))
+        ]
     trainer = Trainer(model, train_set, val_set, config, out_dir, metric=metric_for(model, train_set))
     return trainer, trainer.fit(resume=resume)
 
@@ -93,20 +99,18 @@ def evaluate(
     batch_size: int | None = None,
     device: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
+    pr_plot: str | Path | None = None,
 ) -> dict[str, Any]:
     """Rebuild the checkpoint's model, load its weights and evaluate on ``data``'s ``split``.
 
-    ``data`` defaults to the spec the run was trained on.
+    ``data`` defaults to the spec the run was trained on. For detection, ``pr_plot`` is where
+    the per-class precision-recall curves (IoU 0.5) are drawn.
     """
-    tensors, meta = ckpt.load_checkpoint(checkpoint)
-    cfg = dict(meta["config"])
-    data = data or cfg.get("data")
+    model, config = load_model(checkpoint)
+    data = data or config.data
     if not data:
         raise ValueError(f"{checkpoint}: no data spec recorded; pass one (e.g. --data shapes)")
     dataset = build_dataset(data, split, **(data_kwargs or {}))
-    model = get_model(cfg["model_name"], **cfg.get("model_kwargs", {}))
-    ckpt.restore(tensors, meta, model, rng=False)
-    config = TrainConfig(**{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__})
     config.progress = False
     if batch_size:
         config.batch_size = batch_size
@@ -115,4 +119,29 @@ def evaluate(
     trainer = Trainer(
         model, dataset, dataset, config, Path(checkpoint).parent, metric=metric_for(model, dataset)
     )
-    return trainer.evaluate(dataset)
+    metrics = trainer.evaluate(dataset)
+    metric = getattr(trainer, "last_metric", None)
+    if pr_plot is not None and metric is not None and hasattr(metric, "pr_curve"):
+        from ..viz.plots import plot_pr_curves
+
+        names = config.class_names or list(getattr(getattr(dataset, "categories", None), "names", []))
+        curves = {
+            (names[label - 1] if 0 < label <= len(names) else str(label)): (r.numpy(), p.numpy())
+            for label, (r, p) in metric.pr_curve(iou_threshold=0.5).items()
+        }
+        if curves:
+            plot_pr_curves(curves, pr_plot, title=f"{config.model_name} on {data} {split}, IoU 0.5")
+            metrics["pr_plot"] = str(pr_plot)
+    return metrics
+
+
+def load_model(checkpoint: str | Path) -> tuple[nn.Module, TrainConfig]:
+    """The checkpoint's model, rebuilt from its recorded builder and weights, in eval mode."""
+    tensors, meta = ckpt.load_checkpoint(checkpoint)
+    cfg = dict(meta["config"])
+    if not cfg.get("model_name"):
+        raise ValueError(f"{checkpoint}: the checkpoint records no model name")
+    model = get_model(cfg["model_name"], **cfg.get("model_kwargs", {}))
+    ckpt.restore(tensors, meta, model, rng=False)
+    config = TrainConfig(**{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__})
+    return model.eval(), config

@@ -83,6 +83,8 @@ class TrainConfig:
     model_name: str = ""  # recorded so `structpred eval` can rebuild the model and its data
     data: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)  # names of labels 1..K (detection data)
+    category_ids: list[int] = field(default_factory=list)  # the data's own id of each label
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
@@ -331,6 +333,7 @@ class Trainer:
             out["loss"] = sum(out.values())
         if metric is not None:
             out.update(metric.compute())
+        self.last_metric = metric  # e.g. for PR curves after `structpred eval`
         return out
 
 

@@ -53,11 +53,11 @@ class MultiScaleRoIAlign(nn.Module):
         Returns:
             Tensor[sum K_i, C, PH, PW].
         """
-        missing = [n for n in self.featmap_names if n not in x]
-        if missing:
-            raise ValueError(f"feature maps {missing} not found; got {list(x)}")
-        # The dict's order decides the level order, as in torchvision.
+        # Names the backbone does not produce are skipped, as in torchvision (mobilenet FPNs
+        # give "0", "1" of the default "0".."3"); the dict's order decides the level order.
         features = [v for k, v in x.items() if k in self.featmap_names]
+        if not features:
+            raise ValueError(f"none of the feature maps {self.featmap_names} found; got {list(x)}")
         return multiscale_roi_align(
             features,
             boxes,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .detection_match import mask_iou, xyxy_to_xywh64
+from .detection_match import mask_ious, xyxy_to_xywh64
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _masks(d: dict[str, Tensor], where: str, n: int) -> Tensor:
         raise ValueError(f"{where}['masks'] must have shape [{n}, H, W], got {tuple(t.shape)}")
     if t.dtype not in (torch.bool, torch.uint8):
         raise ValueError(f"{where}['masks'] must be bool or uint8 (binary masks), got {t.dtype}")
-    return t.bool()
+    return t  # nonzero means inside (mask_ious reads them so)
 
 
 def _cat_int64(parts: list[Tensor]) -> Tensor:
@@ -117,9 +117,9 @@ def check_batch(
             f"preds and targets must have one dict per image: got {len(preds)} and {len(targets)}"
         )
     segm = iou_type == "segm"
-    det: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "area")}
-    gt: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "labels", "crowd", "area")}
-    ious: list[Tensor] = []
+    det: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "masks")}
+    gt: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "labels", "crowd", "masks")}
+    given_area: list[Tensor | None] = []  # targets' ``area`` (None: from the masks or boxes)
     det_counts: list[int] = []
     gt_counts: list[int] = []
     for i, (p, t) in enumerate(zip(preds, targets, strict=True)):
@@ -143,19 +143,14 @@ def check_batch(
                     f"preds[{i}]['masks'] is {tuple(dm.shape[1:])} but targets[{i}]['masks'] is "
                     f"{tuple(gm.shape[1:])}: masks of one image must have the same size"
                 )
-            ious.append(mask_iou(dm, gm, crowd.bool()).reshape(-1))  # (n, g) -> (n*g,)
-            det["area"].append(dm.sum((1, 2), dtype=torch.float64))
-            g_area = gm.sum((1, 2), dtype=torch.float64)
+            det["masks"].append(dm)
+            gt["masks"].append(gm)
             det["boxes"].append(_boxes(p, f"preds[{i}]", n) if "boxes" in p else torch.zeros(n, 4))
             gt["boxes"].append(_boxes(t, f"targets[{i}]", g) if "boxes" in t else torch.zeros(g, 4))
         else:
             det["boxes"].append(_boxes(p, f"preds[{i}]", n))
             gt["boxes"].append(_boxes(t, f"targets[{i}]", g))
-            g_area = None
-        if "area" in t:
-            g_area = _vector(t, "area", f"targets[{i}]", g, "any")
-        if g_area is not None:
-            gt["area"].append(g_area.to(torch.float64))
+        given_area.append(_vector(t, "area", f"targets[{i}]", g, "any") if "area" in t else None)
         det_counts.append(n)
         gt_counts.append(g)
 
@@ -169,17 +164,22 @@ def check_batch(
         first = int((~torch.isfinite(scores)).nonzero()[0])
         image = int(torch.searchsorted(torch.tensor(det_counts).cumsum(0), first, right=True))
         raise ValueError(f"preds[{image}]['scores'] must be finite, got {scores[first].item()}")
-    if segm:
-        det_area = torch.cat(det["area"]) if preds else torch.zeros(0, dtype=torch.float64)
+    ious: list[Tensor] = []
+    if segm:  # every image's IoU matrix and mask pixel counts, batched over the images
+        ious, det_areas, gt_areas = mask_ious(det["masks"], gt["masks"], gt["crowd"])
+        det_area = torch.cat(det_areas) if preds else torch.zeros(0, dtype=torch.float64)
     else:
         det_area = det_xywh[:, 2] * det_xywh[:, 3]
-    if len(gt["area"]) == len(targets):  # every image has areas (given, or mask counts)
-        gt_area = torch.cat(gt["area"]) if targets else torch.zeros(0, dtype=torch.float64)
-    else:  # some from the boxes: fill image by image
-        box_area = gt_xywh[:, 2] * gt_xywh[:, 3]
-        parts = list(torch.split(box_area, gt_counts))
-        given = iter(gt["area"])
-        gt_area = torch.cat([next(given) if "area" in t else a for t, a in zip(targets, parts, strict=True)])
+        gt_areas = [gt_xywh[:, 2] * gt_xywh[:, 3]]
+    if not targets:
+        gt_area = torch.zeros(0, dtype=torch.float64)
+    elif all(a is None for a in given_area):  # every area from the masks (segm) or the boxes
+        gt_area = torch.cat(gt_areas)
+    else:  # given areas where there are: fill image by image
+        if not segm:
+            gt_areas = list(torch.split(gt_areas[0], gt_counts))
+        parts = [a if a is not None else c for a, c in zip(given_area, gt_areas, strict=True)]
+        gt_area = torch.cat([a.to(torch.float64) for a in parts])
     bad_area = ~(torch.isfinite(gt_area) & (gt_area >= 0))
     if bool(bad_area.any()):
         first = int(bad_area.nonzero()[0])

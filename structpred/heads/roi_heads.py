@@ -1,0 +1,184 @@
+"""Fast R-CNN box head (Girshick, 2015) on pooled RoIs, as the second stage of Faster R-CNN.
+
+Shape shorthand:
+    B: images, P_i: proposals of image i, S: sampled RoIs of all images, K: object classes,
+    K+1 with background (class 0), C, T: pooled channels and cell grid (T x T), D: head width.
+
+Each proposal is pooled into fixed T x T cells (an injected pooler: RoIAlign over FPN levels,
+RoIPool, SPP...), goes through two FC layers, then a softmax over K+1 classes and per-class box
+deltas. Training: gts are added to the proposals, proposals matched at IoU 0.5, 512 sampled per
+image (a quarter positive); loss = cross-entropy + smooth L1 (beta 1/9) on the true class's
+deltas, divided by the number of sampled RoIs. Inference: softmax, per-class decode, clip, drop
+background and scores <= ``score_thresh``, drop tiny boxes, class-wise NMS, best
+``detections_per_img``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import (
+    BalancedPositiveNegativeSampler,
+    BoxCoder,
+    Matcher,
+    batched_nms,
+    box_iou,
+    clip_boxes_to_image,
+    remove_small_boxes,
+)
+
+# (features by name, boxes per image, image sizes) -> Tensor[S, C, T, T]
+Pooler = Callable[[dict[str, Tensor], list[Tensor], list[tuple[int, int]]], Tensor]
+
+
+class TwoMLPHead(nn.Module):
+    """``fc6``, ``fc7`` with ReLU: pooled ``(S, C, T, T)`` -> ``(S, D)``."""
+
+    def __init__(self, in_channels: int, representation_size: int = 1024) -> None:
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)  # (S, C, T, T) -> (S, C*T*T)
+        return F.relu(self.fc7(F.relu(self.fc6(x))))
+
+
+class FastRCNNPredictor(nn.Module):
+    """``cls_score`` (K+1 logits) and ``bbox_pred`` (4 deltas per class, background included)."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(S, D)`` -> logits ``(S, K+1)``, deltas ``(S, (K+1)*4)``."""
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class RoIHeads(nn.Module):
+    """Sampling, box head, loss and post-processing. See the module docstring.
+
+    Args:
+        box_roi_pool: the pooler (e.g. :class:`~structpred.layers.MultiScaleRoIAlign`).
+        box_head: pooled features -> ``(S, D)``.
+        box_predictor: ``(S, D)`` -> class logits and per-class deltas.
+        num_classes: K + 1 (background included), checked against the predictor's output.
+    """
+
+    def __init__(
+        self,
+        box_roi_pool: nn.Module | Pooler,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+    ) -> None:
+        super().__init__()
+        self.box_roi_pool = box_roi_pool
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.box_coder = BoxCoder(bbox_reg_weights)
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.detections_per_img = detections_per_img
+
+    def _sample(
+        self, proposals: list[Tensor], targets: Sequence[dict[str, Tensor]]
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Sampled RoIs per image, their class labels ``(S,)`` and regression targets ``(S, 4)``."""
+        labels, matched_boxes = [], []
+        rois = [torch.cat([p, t["boxes"].to(p)]) for p, t in zip(proposals, targets, strict=True)]
+        for roi, target in zip(rois, targets, strict=True):
+            gt_boxes = target["boxes"].to(roi)
+            if gt_boxes.numel() == 0:  # all background
+                labels.append(torch.zeros(roi.shape[0], dtype=torch.int64, device=roi.device))
+                matched_boxes.append(torch.zeros_like(roi))
+                continue
+            matched = self.matcher(box_iou(gt_boxes, roi))  # (P_i,)
+            label = target["labels"].to(roi.device, torch.int64)[matched.clamp(min=0)]
+            label[matched == Matcher.BELOW_LOW_THRESHOLD] = 0
+            label[matched == Matcher.BETWEEN_THRESHOLDS] = -1
+            labels.append(label)
+            matched_boxes.append(gt_boxes[matched.clamp(min=0)])
+        pos, neg = self.sampler(labels)
+        keep = [torch.where(p | n)[0] for p, n in zip(pos, neg, strict=True)]
+        rois = [r[k] for r, k in zip(rois, keep, strict=True)]
+        sampled_labels = torch.cat([lb[k] for lb, k in zip(labels, keep, strict=True)])
+        gt = torch.cat([m[k] for m, k in zip(matched_boxes, keep, strict=True)])
+        return rois, sampled_labels, self.box_coder.encode_single(gt, torch.cat(rois))
+
+    def _predict(
+        self, features: dict[str, Tensor], rois: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> tuple[Tensor, Tensor]:
+        pooled = self.box_roi_pool(features, rois, image_sizes)  # (S, C, T, T)
+        return self.box_predictor(self.box_head(pooled))
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[dict[str, Tensor]] | None = None,
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """Detections per image (not in training mode) and losses (whenever ``targets`` is given)."""
+        losses: dict[str, Tensor] = {}
+        if targets is not None:
+            rois, labels, gt_deltas = self._sample(proposals, targets)
+            logits, deltas = self._predict(features, rois, image_sizes)
+            losses = fast_rcnn_loss(logits, deltas, labels, gt_deltas)
+        if self.training:
+            return [], losses
+        logits, deltas = self._predict(features, proposals, image_sizes)
+        return self.postprocess(logits, deltas, proposals, image_sizes), losses
+
+    def postprocess(
+        self, logits: Tensor, deltas: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Per image ``{"boxes": [N, 4], "scores": [N], "labels": [N]}`` in resized-image pixels."""
+        num_classes = logits.shape[-1]
+        counts = [p.shape[0] for p in proposals]
+        boxes_all = self.box_coder.decode_single(deltas, torch.cat(proposals))  # (S, (K+1)*4)
+        boxes_all = boxes_all.reshape(-1, num_classes, 4)  # (S, K+1, 4)
+        scores_all = F.softmax(logits, -1)  # (S, K+1)
+        out = []
+        for boxes, scores, size in zip(
+            boxes_all.split(counts), scores_all.split(counts), image_sizes, strict=True
+        ):
+            boxes = clip_boxes_to_image(boxes, size)[:, 1:].reshape(-1, 4)  # drop background
+            labels = torch.arange(1, num_classes, device=logits.device).repeat(scores.shape[0])
+            scores = scores[:, 1:].reshape(-1)  # (P*K,), class fastest as boxes and labels
+            keep = torch.where(scores > self.score_thresh)[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = remove_small_boxes(boxes, 1e-2)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return out
+
+
+def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, gt_deltas: Tensor) -> dict[str, Tensor]:
+    """Fast R-CNN's multi-task loss over ``S`` sampled RoIs.
+
+    Args:
+        logits (Tensor[S, K+1]), deltas (Tensor[S, (K+1)*4]): predictions.
+        labels (int64[S]): 0 background, 1..K; gt_deltas (Tensor[S, 4]): encoded targets.
+    """
+    loss_cls = F.cross_entropy(logits, labels)
+    pos = torch.where(labels > 0)[0]
+    per_class = deltas.reshape(deltas.shape[0], -1, 4)  # (S, (K+1)*4) -> (S, K+1, 4)
+    box_loss = F.smooth_l1_loss(per_class[pos, labels[pos]], gt_deltas[pos], beta=1 / 9, reduction="sum")
+    return {"loss_classifier": loss_cls, "loss_box_reg": box_loss / max(labels.numel(), 1)}

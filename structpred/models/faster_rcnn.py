@@ -1,0 +1,278 @@
+"""Faster R-CNN (Ren, He, Girshick, Sun, 2015): a Region Proposal Network + the Fast R-CNN head.
+
+Shape shorthand:
+    B: images, H, W: an original image, Hr, Wr: resized, Hp, Wp: the padded batch,
+    K: object classes (background excluded), P: proposals per image.
+
+Pipeline: :class:`~structpred.layers.transform.DetectionTransform` (normalise, resize, pad) ->
+backbone (named feature maps, e.g. FPN levels "0".."3", "pool") -> RPN (proposals) ->
+RoI heads (pooled RoIs -> classes + boxes) -> boxes scaled back to the original image.
+
+Contract (DESIGN.md §3): ``model(images, targets=None) -> (predictions, losses)``. With targets
+the losses ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` come
+in train *and* eval mode (validation loss for free); predictions (``boxes`` xyxy in original
+pixels, ``scores``, ``labels`` 1..K) come in eval mode, and are ``[]`` in training mode.
+Every part is injected; the builders below write the paper's and torchvision's trees out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..heads.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
+from ..heads.rpn import RegionProposalNetwork, RPNHead
+from ..layers.poolers import MultiScaleRoIAlign
+from ..layers.transform import DetectionTransform
+from .registry import register_model
+
+
+def check_targets(
+    targets: Sequence[dict[str, Tensor]], sizes: Sequence[tuple[int, int]], num_classes: int
+) -> list[dict[str, Tensor]]:
+    """Validated detection targets; partly-outside boxes are clipped to their image.
+
+    Raises ``ValueError`` naming the image and box for: missing keys, boxes not float
+    ``[N, 4]``, labels not int ``[N]`` in ``1..num_classes``, degenerate boxes (``x2 <= x1``
+    or ``y2 <= y1``) and boxes wholly outside the image. Images without boxes are fine.
+    """
+    out = []
+    for i, (target, (H, W)) in enumerate(zip(targets, sizes, strict=True)):
+        if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+            raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
+        boxes, labels = target["boxes"], target["labels"]
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(
+                f"targets[{i}]['boxes'] must be Tensor[N, 4], got {getattr(boxes, 'shape', boxes)}"
+            )
+        if not boxes.is_floating_point():
+            raise ValueError(f"targets[{i}]['boxes'] must be float, got {boxes.dtype}")
+        if not isinstance(labels, Tensor) or labels.shape != (boxes.shape[0],) or labels.is_floating_point():
+            raise ValueError(f"targets[{i}]['labels'] must be an int Tensor[{boxes.shape[0]}]")
+        if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > num_classes):
+            raise ValueError(f"targets[{i}]['labels'] must be in 1..{num_classes}, got {labels.tolist()}")
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]) | ~torch.isfinite(boxes).all(1)
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0])
+            raise ValueError(
+                f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} is degenerate (need x2 > x1, y2 > y1)"
+            )
+        outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= W) | (boxes[:, 1] >= H)
+        if bool(outside.any()):
+            j = int(outside.nonzero()[0])
+            raise ValueError(
+                f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} lies outside the {H}x{W} image"
+            )
+        clipped = torch.stack(
+            [
+                boxes[:, 0].clamp(0, W),
+                boxes[:, 1].clamp(0, H),
+                boxes[:, 2].clamp(0, W),
+                boxes[:, 3].clamp(0, H),
+            ],
+            1,
+        )
+        out.append({**target, "boxes": clipped, "labels": labels.long()})
+    return out
+
+
+class FasterRCNN(nn.Module):
+    """transform -> backbone -> rpn -> roi_heads, each injected (see the module docstring).
+
+    Args:
+        backbone: ``images [B, 3, Hp, Wp] -> dict[str, Tensor]`` with ``out_channels``.
+        rpn: a :class:`RegionProposalNetwork` over all the backbone's maps.
+        roi_heads: a :class:`RoIHeads`.
+        transform: a :class:`DetectionTransform`.
+        num_classes: K, object classes (background excluded).
+    """
+
+    task = "detection"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        roi_heads: RoIHeads,
+        transform: DetectionTransform,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
+        self.num_classes = num_classes
+
+    def forward(
+        self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None
+    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        if self.training and targets is None:
+            raise ValueError("training mode needs targets (call model.eval() for predictions only)")
+        if targets is not None:
+            if isinstance(images, Tensor):
+                sizes = [tuple(images.shape[-2:])] * images.shape[0]
+            else:
+                sizes = [tuple(im.shape[-2:]) for im in images]
+            if len(targets) != len(sizes):
+                raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
+            targets = check_targets(targets, sizes, self.num_classes)  # type: ignore[arg-type]
+        batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
+        features = self.backbone(batch)
+        if isinstance(features, Tensor):
+            features = {"0": features}
+        proposals, _, rpn_losses = self.rpn(features, tuple(batch.shape[-2:]), image_sizes, resized)
+        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, resized)
+        if not self.training:
+            detections = self.transform.postprocess(detections, image_sizes, original_sizes)
+        return detections, {**rpn_losses, **roi_losses}
+
+
+@dataclass
+class FasterRCNNConfig:
+    """The knobs of :func:`build_faster_rcnn` (torchvision's defaults)."""
+
+    min_size: int | Sequence[int] = 800
+    max_size: int = 1333
+    image_mean: Sequence[float] = (0.485, 0.456, 0.406)
+    image_std: Sequence[float] = (0.229, 0.224, 0.225)
+    anchor_sizes: Sequence[Sequence[float]] = ((32,), (64,), (128,), (256,), (512,))
+    aspect_ratios: Sequence[Sequence[float]] = ((0.5, 1.0, 2.0),) * 5
+    rpn_objectness: str = "sigmoid"  # or "softmax": the paper's 2k scores
+    rpn_pre_nms_top_n: dict[str, int] = field(default_factory=lambda: {"training": 2000, "testing": 1000})
+    rpn_post_nms_top_n: dict[str, int] = field(default_factory=lambda: {"training": 2000, "testing": 1000})
+    rpn_nms_thresh: float = 0.7
+    rpn_score_thresh: float = 0.0
+    rpn_fg_iou_thresh: float = 0.7
+    rpn_bg_iou_thresh: float = 0.3
+    rpn_batch_size_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    featmap_names: Sequence[str] = ("0", "1", "2", "3")
+    pool_size: int = 7
+    sampling_ratio: int = 2
+    representation_size: int = 1024
+    box_fg_iou_thresh: float = 0.5
+    box_bg_iou_thresh: float = 0.5
+    box_batch_size_per_image: int = 512
+    box_positive_fraction: float = 0.25
+    bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0)
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+
+
+def build_faster_rcnn(
+    backbone: nn.Module, num_classes: int, config: FasterRCNNConfig | None = None
+) -> FasterRCNN:
+    """The module tree, written out: FPN-style backbone with ``out_channels``, K object classes."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"num_classes (object classes, background excluded) must be >= 1, got {num_classes!r}"
+        )
+    c = config or FasterRCNNConfig()
+    channels = int(backbone.out_channels)  # type: ignore[arg-type]
+    num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios[0])
+    rpn = RegionProposalNetwork(
+        RPNHead(channels, num_anchors, c.rpn_objectness),
+        c.anchor_sizes,
+        c.aspect_ratios,
+        pre_nms_top_n=dict(c.rpn_pre_nms_top_n),
+        post_nms_top_n=dict(c.rpn_post_nms_top_n),
+        nms_thresh=c.rpn_nms_thresh,
+        score_thresh=c.rpn_score_thresh,
+        fg_iou_thresh=c.rpn_fg_iou_thresh,
+        bg_iou_thresh=c.rpn_bg_iou_thresh,
+        batch_size_per_image=c.rpn_batch_size_per_image,
+        positive_fraction=c.rpn_positive_fraction,
+    )
+    roi_heads = RoIHeads(
+        MultiScaleRoIAlign(list(c.featmap_names), c.pool_size, c.sampling_ratio),
+        TwoMLPHead(channels * c.pool_size**2, c.representation_size),
+        FastRCNNPredictor(c.representation_size, num_classes + 1),
+        fg_iou_thresh=c.box_fg_iou_thresh,
+        bg_iou_thresh=c.box_bg_iou_thresh,
+        batch_size_per_image=c.box_batch_size_per_image,
+        positive_fraction=c.box_positive_fraction,
+        bbox_reg_weights=c.bbox_reg_weights,
+        score_thresh=c.box_score_thresh,
+        nms_thresh=c.box_nms_thresh,
+        detections_per_img=c.box_detections_per_img,
+    )
+    transform = DetectionTransform(c.min_size, c.max_size, c.image_mean, c.image_std)
+    return FasterRCNN(backbone, rpn, roi_heads, transform, num_classes)
+
+
+# ---------------------------------------------------------------------------- builders
+# ``num_classes`` counts object classes (background excluded; torchvision's COCO 91 = 90 + 1).
+
+
+def _config(**overrides: Any) -> FasterRCNNConfig:
+    """The default config with keyword overrides; unknown names are a ``ValueError``."""
+    known = {f.name for f in fields(FasterRCNNConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown Faster R-CNN settings {unknown}; known: {sorted(known)}")
+    return FasterRCNNConfig(**overrides)
+
+
+@register_model
+def fasterrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **config: Any) -> FasterRCNN:
+    """Faster R-CNN, ResNet-50 (frozen BN) + FPN, torchvision's layout (load its weights with
+    :func:`~structpred.models.convert.from_torchvision`)."""
+    from ..layers.fpn import resnet50_fpn
+
+    return build_faster_rcnn(resnet50_fpn(trainable_layers=trainable_layers), num_classes, _config(**config))
+
+
+_MOBILE_ANCHORS = {"anchor_sizes": ((32, 64, 128, 256, 512),) * 3, "aspect_ratios": ((0.5, 1.0, 2.0),) * 3}
+
+
+@register_model
+def fasterrcnn_mobilenet_v3_large_fpn(
+    num_classes: int = 90, trainable_layers: int = 3, **config: Any
+) -> FasterRCNN:
+    """Faster R-CNN, MobileNetV3-Large + FPN (2 levels + pool), 800 px, as torchvision's."""
+    from ..layers.fpn import mobilenet_v3_large_fpn
+
+    settings = {**_MOBILE_ANCHORS, "rpn_score_thresh": 0.05, **config}
+    backbone = mobilenet_v3_large_fpn(trainable_layers=trainable_layers)
+    return build_faster_rcnn(backbone, num_classes, _config(**settings))
+
+
+@register_model
+def fasterrcnn_mobilenet_v3_large_320_fpn(
+    num_classes: int = 90, trainable_layers: int = 3, **config: Any
+) -> FasterRCNN:
+    """The same at 320 px with 150 proposals at test time (torchvision's low-resolution model)."""
+    settings = {
+        "min_size": 320,
+        "max_size": 640,
+        "rpn_pre_nms_top_n": {"training": 2000, "testing": 150},
+        "rpn_post_nms_top_n": {"training": 2000, "testing": 150},
+        **config,
+    }
+    return fasterrcnn_mobilenet_v3_large_fpn(num_classes, trainable_layers, **settings)
+
+
+@register_model
+def fasterrcnn_narrow_fpn(
+    num_classes: int = 6, width: int = 16, fpn_channels: int = 64, **config: Any
+) -> FasterRCNN:
+    """The small from-scratch model for CPU training: a narrow 4-stage backbone + FPN (64 channels),
+    images kept at 128-256 px, anchors 8..128 px, lighter RPN and box-head sampling."""
+    from ..layers.fpn import narrow_fpn
+
+    settings: dict[str, Any] = {
+        "min_size": 128,
+        "max_size": 256,
+        "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
+        "rpn_pre_nms_top_n": {"training": 600, "testing": 300},
+        "rpn_post_nms_top_n": {"training": 300, "testing": 100},
+        "rpn_batch_size_per_image": 128,
+        "representation_size": 256,
+        "box_batch_size_per_image": 128,
+        **config,
+    }
+    backbone = narrow_fpn(out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width))
+    return build_faster_rcnn(backbone, num_classes, _config(**settings))
