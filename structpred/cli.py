@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "suite",
-        choices=["ops", "metrics", "proposals"],
+        choices=["ops", "metrics", "proposals", "detection"],
         help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall",
     )
     p.set_defaults(func=_bench)

@@ -25,7 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _images_list(images: Sequence[Tensor] | Tensor) -> list[Tensor]:
+def as_image_list(images: Sequence[Tensor] | Tensor) -> list[Tensor]:
     """Validated ``list[Tensor[3, H, W]]`` of floats from a list or a ``[B, 3, H, W]`` batch."""
     if isinstance(images, Tensor):
         if images.dim() != 4:
@@ -108,7 +108,7 @@ class DetectionTransform(nn.Module):
         Targets are shallow copies with ``boxes`` (and ``masks``, resized nearest) scaled to the
         resized image; the caller's dicts are not modified.
         """
-        image_list = _images_list(images)
+        image_list = as_image_list(images)
         if targets is not None and len(targets) != len(image_list):
             raise ValueError(f"{len(targets)} targets for {len(image_list)} images")
         original_sizes = [(int(im.shape[1]), int(im.shape[2])) for im in image_list]

@@ -62,38 +62,46 @@ def accumulate(
     K = num_pos.shape[0]
     M = len(max_dets)
     R = rec_thresholds.numel()
-    precision = torch.full((T, R, K, A, M), -1.0, dtype=torch.float64)
-    recall = torch.full((T, K, A, M), -1.0, dtype=torch.float64)
-    bounds = torch.searchsorted(det_class, torch.arange(K + 1)).tolist()
-    limits = torch.tensor(list(max_dets), dtype=torch.int64)
-    rec = rec_thresholds.to(torch.float64)
+    # numpy: a few single-threaded ops per class (a busy machine makes each multi-threaded op
+    # wait for the other threads to be scheduled).
+    precision = np.full((T, R, K, A, M), -1.0, dtype=np.float64)
+    recall = np.full((T, K, A, M), -1.0, dtype=np.float64)
+    cls = det_class.numpy()
+    bounds = np.searchsorted(cls, np.arange(K + 1)).tolist()
+    limits = np.array(list(max_dets), dtype=np.int64)
+    rec = rec_thresholds.to(torch.float64).numpy()
+    ranks, tp_all, fp_all, pos = det_rank.numpy(), tp.numpy(), fp.numpy(), num_pos.numpy()
     for k in range(K):
-        has = num_pos[k] > 0  # (A,)
-        if not bool(has.any()):
+        has = pos[k] > 0  # (A,)
+        if not has.any():
             continue
         s, e = bounds[k], bounds[k + 1]
         n = e - s
-        keep_a = has[None, None, :, None]  # broadcast over (T, R|1, A, M) below
         if n == 0:  # gts but no detections: precision and recall 0
-            precision[:, :, k] = torch.where(has[None, None, :, None], 0.0, -1.0).expand(T, R, A, M)
-            recall[:, k] = torch.where(has[None, :, None], 0.0, -1.0).expand(T, A, M)
+            precision[:, :, k] = np.where(has[None, None, :, None], 0.0, -1.0)
+            recall[:, k] = np.where(has[None, :, None], 0.0, -1.0)
             continue
         # A detection beyond a limit is left out; keeping it as "neither tp nor fp" only repeats
         # the previous point of the curve, which changes neither precision nor recall.
-        within = det_rank[None, s:e] < limits[:, None]  # (M, n)
-        tp_k = tp[:, None, :, s:e] & within[None, :, None, :]  # (A, M, T, n)
-        fp_k = fp[:, None, :, s:e] & within[None, :, None, :]
-        tp_sum = torch.cumsum(tp_k, -1, dtype=torch.float64)
-        fp_sum = torch.cumsum(fp_k, -1, dtype=torch.float64)
-        npos = num_pos[k].clamp(min=1).to(torch.float64)[:, None, None, None]  # (A, 1, 1, 1)
+        within = ranks[None, s:e] < limits[:, None]  # (M, n)
+        tp_k = tp_all[:, None, :, s:e] & within[None, :, None, :]  # (A, M, T, n)
+        fp_k = fp_all[:, None, :, s:e] & within[None, :, None, :]
+        tp_sum = np.cumsum(tp_k, axis=-1, dtype=np.float64)
+        fp_sum = np.cumsum(fp_k, axis=-1, dtype=np.float64)
+        npos = np.maximum(pos[k], 1).astype(np.float64)[:, None, None, None]  # (A, 1, 1, 1)
         rc = tp_sum / npos
         pr = tp_sum / (fp_sum + tp_sum + _EPS)
-        pr = torch.cummax(pr.flip(-1), dim=-1).values.flip(-1)  # non-increasing from the right
-        idx = torch.searchsorted(rc, rec.expand(A, M, T, R).contiguous(), right=False)  # (A, M, T, R)
-        q = torch.where(idx < n, pr.gather(-1, idx.clamp(max=n - 1)), 0.0)
-        precision[:, :, k] = torch.where(keep_a, q.permute(2, 3, 0, 1), -1.0)  # -> (T, R, A, M)
-        recall[:, k] = torch.where(has[None, :, None], rc[..., -1].permute(2, 0, 1), -1.0)  # (T, A, M)
-    return precision, recall
+        pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]  # non-increasing from the right
+        rows_rc, rows_pr = rc.reshape(-1, n), pr.reshape(-1, n)
+        q = np.zeros((rows_rc.shape[0], R), dtype=np.float64)  # 0 past the last recall reached
+        for row, (rc_row, pr_row) in enumerate(zip(rows_rc, rows_pr, strict=True)):
+            idx = np.searchsorted(rc_row, rec, side="left")  # (R,) first point reaching each
+            hit = idx < n
+            q[row, hit] = pr_row[idx[hit]]
+        q4 = q.reshape(A, M, T, R).transpose(2, 3, 0, 1)  # -> (T, R, A, M)
+        precision[:, :, k] = np.where(has[None, None, :, None], q4, -1.0)
+        recall[:, k] = np.where(has[None, :, None], rc[..., -1].transpose(2, 0, 1), -1.0)  # (T, A, M)
+    return torch.from_numpy(precision), torch.from_numpy(recall)
 
 
 def mean_valid(values: Tensor) -> float:

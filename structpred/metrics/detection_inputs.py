@@ -14,7 +14,8 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .detection_match import mask_ious, xyxy_to_xywh64
+from .detection_masks import mask_ious
+from .detection_match import xyxy_to_xywh64
 
 
 @dataclass

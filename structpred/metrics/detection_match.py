@@ -17,8 +17,7 @@ that a pair sitting exactly on a threshold is decided as pycocotools decides it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -100,136 +99,6 @@ def box_pair_iou(det_xywh: Tensor, gt_xywh: Tensor, gt_crowd: Tensor) -> Tensor:
     return torch.where(overlap, inter / torch.where(overlap, union, 1.0), 0.0)
 
 
-def mask_iou(det_masks: Tensor, gt_masks: Tensor, gt_crowd: Tensor) -> Tensor:
-    """Pairwise IoU of binary masks ``[D, H, W]`` x ``[G, H, W]`` -> float64 ``[D, G]``.
-
-    One image's :func:`mask_ious` (see there for the arithmetic).
-    """
-    ious, _, _ = mask_ious([det_masks], [gt_masks], [gt_crowd])
-    return ious[0].reshape(det_masks.shape[0], gt_masks.shape[0])
-
-
-# Mask pixels (padded rows x H*W) :func:`mask_ious` converts at once: ~6 bytes each (a float32
-# copy, the uint8 input). Large enough that an op covers dozens of images: on a busy machine
-# every multi-threaded op costs a wake-up of the other threads, whatever its size.
-_CHUNK_PIXELS = 2**24
-
-
-def mask_ious(
-    det_masks: Sequence[Tensor], gt_masks: Sequence[Tensor], gt_crowd: Sequence[Tensor]
-) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """Mask IoUs and pixel counts of many images, a few batched tensor ops per chunk of images.
-
-    Args:
-        det_masks: per image, detection masks bool/uint8 ``[D_i, H_i, W_i]`` (nonzero = inside).
-        gt_masks: per image, gt masks ``[G_i, H_i, W_i]`` (the dets' size when both are non-empty).
-        gt_crowd: per image, bool ``[G_i]``: a crowd gt's "IoU" is ``intersection / det area``.
-
-    Returns:
-        ious: per image float64 ``[D_i * G_i]``, the ``[D_i, G_i]`` IoU matrix row-major; 0 for an
-            empty union.
-        det_area, gt_area: per image float64 ``[D_i]`` / ``[G_i]`` pixel counts.
-
-    Counts are exact integers, as pycocotools' RLE counts: 0/1 values in float32 (float64 from
-    2**24 pixels per image on), so every partial sum of a matmul or sum is an integer below
-    2**24 (2**53) and exact whatever the summation order. They are divided in float64 like
-    pycocotools' ``rleIou``: ``inter / ((det + gt) - inter)`` or ``inter / det`` for crowd.
-    Images of one size are sorted by (gts, dets) and padded with zero masks to a chunk's
-    largest counts; one ``bmm`` per chunk against the gts plus a row / column of ones gives the
-    intersections and both areas.
-    """
-    n = len(det_masks)
-    ious: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * n
-    det_area: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * n
-    gt_area: list[Tensor] = [torch.zeros(0, dtype=torch.float64)] * n
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for i, (d, g) in enumerate(zip(det_masks, gt_masks, strict=True)):
-        if d.shape[0] or g.shape[0]:
-            size = d.shape[1:] if d.shape[0] else g.shape[1:]
-            by_size.setdefault((int(size[0]), int(size[1])), []).append(i)
-    for (h, w), images in by_size.items():
-        hw = h * w
-        images.sort(key=lambda i: (gt_masks[i].shape[0], det_masks[i].shape[0]))
-        chunk: list[int] = []
-        max_d = max_g = 0  # the chunk's largest counts
-        for i in images:
-            nd, ng = det_masks[i].shape[0], gt_masks[i].shape[0]
-            # Padded rows with image i: (D + 1) + (G + 1) per image.
-            if chunk and (len(chunk) + 1) * (max(max_d, nd) + max(max_g, ng) + 2) * hw > _CHUNK_PIXELS:
-                _mask_chunk(chunk, det_masks, gt_masks, gt_crowd, hw, ious, det_area, gt_area)
-                chunk, max_d, max_g = [], 0, 0
-            chunk.append(i)
-            max_d, max_g = max(max_d, nd), max(max_g, ng)
-        _mask_chunk(chunk, det_masks, gt_masks, gt_crowd, hw, ious, det_area, gt_area)
-    return ious, det_area, gt_area
-
-
-def _mask_chunk(
-    images: list[int],
-    det_masks: Sequence[Tensor],
-    gt_masks: Sequence[Tensor],
-    gt_crowd: Sequence[Tensor],
-    hw: int,
-    ious: list[Tensor],
-    det_area: list[Tensor],
-    gt_area: list[Tensor],
-) -> None:
-    """:func:`mask_ious` of some images of ``hw`` pixels: fills their entries of the outputs."""
-    B = len(images)
-    nd = [det_masks[i].shape[0] for i in images]
-    ng = [gt_masks[i].shape[0] for i in images]
-    D, G = max(nd), max(ng)
-    dtype = torch.float32 if hw < 2**24 else torch.float64
-    # Per image: its masks, zero masks up to D (G), a mask of ones: (B * (D + 1), HW).
-    d = _stack_masks([det_masks[i] for i in images], D, hw, dtype).view(B, D + 1, hw)
-    g = _stack_masks([gt_masks[i] for i in images], G, hw, dtype).view(B, G + 1, hw)
-    counts = torch.bmm(d, g.transpose(1, 2)).to(torch.float64)  # (B, D + 1, G + 1)
-    inter = counts[:, :D, :G]
-    d_area = counts[:, :D, G]  # (B, D) a mask against the ones
-    g_area = counts[:, D, :G]  # (B, G)
-    no = torch.zeros(G, dtype=torch.bool)
-    crowd = torch.cat([torch.cat([gt_crowd[i].bool(), no[k:]]) for i, k in zip(images, ng, strict=True)])
-    crowd = crowd.view(B, G)
-    da = d_area[:, :, None]  # (B, D, 1)
-    union = torch.where(crowd[:, None, :], da, da + g_area[:, None, :] - inter)  # (B, D, G)
-    iou = torch.where(union > 0, inter / union.clamp(min=1), 0.0)  # (B, D, G)
-    nd_t, ng_t = torch.tensor(nd), torch.tensor(ng)
-    real_d = torch.arange(D) < nd_t[:, None]  # (B, D)
-    real_g = torch.arange(G) < ng_t[:, None]  # (B, G)
-    pair_sizes = [a * b for a, b in zip(nd, ng, strict=True)]
-    iou_parts = torch.split(iou[real_d[:, :, None] & real_g[:, None, :]], pair_sizes)  # row-major per image
-    d_parts = torch.split(d_area[real_d], nd)
-    g_parts = torch.split(g_area[real_g], ng)
-    for b, i in enumerate(images):
-        ious[i], det_area[i], gt_area[i] = iou_parts[b], d_parts[b], g_parts[b]
-
-
-def _stack_masks(masks: list[Tensor], rows: int, hw: int, dtype: torch.dtype) -> Tensor:
-    """Masks as 0/1 ``dtype`` ``[len(masks) * (rows + 1), hw]``: each image's padded with zero
-    masks to ``rows``, then a mask of ones.
-
-    One ``cat`` straight into ``dtype`` (bool masks viewed as uint8), then a clamp if any mask
-    is uint8 (nonzero means inside).
-    """
-    zeros = torch.zeros(rows, hw, dtype=torch.uint8)
-    ones = torch.ones(1, hw, dtype=torch.uint8)
-    parts: list[Tensor] = []
-    binary = True
-    for m in masks:
-        k = m.shape[0]
-        if k:
-            binary &= m.dtype == torch.bool
-            parts.append((m.view(torch.uint8) if m.dtype == torch.bool else m).reshape(k, hw))
-        if rows > k:
-            parts.append(zeros[: rows - k])
-        parts.append(ones)
-    out = torch.empty(len(masks) * (rows + 1), hw, dtype=dtype)
-    torch.cat(parts, out=out)
-    if not binary:
-        out.clamp_(max=1)
-    return out
-
-
 def greedy_match(
     pair_det: Tensor,
     pair_gt: Tensor,
@@ -260,10 +129,46 @@ def greedy_match(
     A, G = gt_ignore.shape
     T = iou_thresholds.numel()
     D = det_rank.numel()
-    matched = torch.full((A, T, D), -1, dtype=torch.int64)
-    thr = iou_thresholds.to(torch.float64).clamp(max=_MAX_IOU_THRESHOLD)  # (T,)
+    matched = np.full((A, T, D), -1, dtype=np.int64)
+    thr = iou_thresholds.to(torch.float64).clamp(max=_MAX_IOU_THRESHOLD).numpy()  # (T,)
     if pair_det.numel() == 0 or T == 0:
-        return matched
+        return torch.from_numpy(matched)
+    # numpy from here: small single-threaded steps (see the module docstring).
+    pd, pg, piou = pair_det.numpy(), pair_gt.numpy(), pair_iou.to(torch.float64).numpy()
+    keep = piou >= thr.min()  # pairs below every threshold never match
+    pd, pg, piou = pd[keep], pg[keep], piou[keep]
+    if pd.size == 0:
+        return torch.from_numpy(matched)
+    # One step per rank: sort pairs by (rank of their detection, detection, gt).
+    step = det_rank.numpy()[pd]
+    order = np.argsort(step * D + pd, kind="stable")
+    pd, pg, piou, step = pd[order], pg[order], piou[order], step[order]
+    bounds = np.flatnonzero(np.diff(step)) + 1
+    starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [pd.size]])
+    ignore = gt_ignore.numpy()
+    lasting = ~gt_crowd.numpy()  # a crowd region can absorb any number of detections
+    taken = np.zeros((A, T, G), dtype=bool)  # non-crowd gts matched so far
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        d, g, iou = pd[s:e], pg[s:e], piou[s:e]
+        # The pairs of one detection are consecutive (sorted by detection): segments.
+        new = np.concatenate([[True], d[1:] != d[:-1]])  # (n,) a pair starts a segment
+        first = np.flatnonzero(new)  # (nd,)
+        seg = np.cumsum(new) - 1  # (n,) segment of each pair
+        valid = (iou >= thr[:, None]) & ~taken[:, :, g]  # (T, n) & (A, T, n) -> (A, T, n)
+        ignored = ignore[:, g][:, None, :]  # (A, 1, n)
+        has_regular = np.logical_or.reduceat(valid & ~ignored, first, axis=2)  # (A, T, nd)
+        # With a regular candidate only regular gts compete; otherwise only ignored ones.
+        cand = valid & (ignored != has_regular[:, :, seg])
+        key = np.where(cand, iou, -1.0)  # (A, T, n)
+        best = np.maximum.reduceat(key, first, axis=2)  # (A, T, nd)
+        cand &= key == best[:, :, seg]
+        best_g = np.maximum.reduceat(np.where(cand, g, -1), first, axis=2)  # (A, T, nd)
+        matched[:, :, d[first]] = best_g
+        a_idx, t_idx, j = np.nonzero(best_g >= 0)
+        hit = best_g[a_idx, t_idx, j]
+        keep_taken = lasting[hit]
+        taken[a_idx[keep_taken], t_idx[keep_taken], hit[keep_taken]] = True
+    return torch.from_numpy(matched)
     keep = pair_iou >= thr.min()  # pairs below every threshold never match
     pair_det, pair_gt, pair_iou = pair_det[keep], pair_gt[keep], pair_iou[keep]
     if pair_det.numel() == 0:

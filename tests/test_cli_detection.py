@@ -1,0 +1,59 @@
+"""The detection path of the CLI end to end: train on shapes -> eval (COCO table + PR plot) -> predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from structpred.cli import main
+from structpred.data import ShapesWorld
+from structpred.data.images import read_image, write_image
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "--model-arg", "width=8", "--model-arg", "fpn_channels=16", "--model-arg", "representation_size=32",
+    "--data-arg", "size=64", "--data-arg", "num_images=4",
+]  # fmt: skip
+
+
+def test_train_eval_predict(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--model", "fasterrcnn_narrow_fpn", "--data", "shapes", "--epochs", "1",
+            "--batch-size", "2", "--lr", "0.01", "--no-progress", "--out", str(run), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for key in ("map", "map_50", "mar_100", "loss_classifier", "loss_objectness"):
+        assert f"{key} " in out or f"{key}\n" in out, key
+
+    plot = tmp_path / "pr.png"
+    argv = ["eval", "--checkpoint", str(run), "--split", "test", "--pr-plot", str(plot),
+            "--data-arg", "size=64", "--data-arg", "num_images=4"]  # fmt: skip
+    assert main(argv) == 0
+    assert "map_75" in capsys.readouterr().out
+
+    world = ShapesWorld("test", size=64, num_images=2)
+    files = []
+    for i in range(2):
+        files.append(tmp_path / "in" / f"img{i}.png")
+        write_image(files[-1], world[i][0])
+    pred_dir = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(run), "--out", str(pred_dir), "--score-threshold", "0.0"]
+    assert main([*argv, *map(str, files)]) == 0
+    for f in files:
+        assert read_image(pred_dir / f"{f.stem}.png").shape == (3, 64, 64)
+    results = json.loads((pred_dir / "predictions.json").read_text())
+    assert isinstance(results, list)
+    for r in results:
+        assert set(r) >= {"image_id", "category_id", "bbox", "score", "file_name"}
+        assert r["image_id"] in (0, 1) and 1 <= r["category_id"] <= len(world.categories)
+        x, y, w, h = r["bbox"]
+        assert w >= 0 and h >= 0 and 0 <= x <= 64 and 0 <= y <= 64
+
+
+def test_predict_bad_input(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "nothing.png"
+    assert main(["predict", "--checkpoint", str(tmp_path), str(missing)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
