@@ -221,7 +221,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown models {unknown}; choose from {sorted(MODELS)}")
     torch.set_num_threads(threads)
-    peak_n, peak_repeats = (512, 3) if quick else (2048, 10)
+    peak_n, peak_repeats = (1024, 3) if quick else (2048, 10)
     peak = matmul_peak(peak_n, peak_repeats)
     size = QUICK_IMAGE_SIZE if quick else IMAGE_SIZE
     image, target = ShapesWorld("test", size=size, num_images=1)[0]

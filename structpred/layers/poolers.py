@@ -53,11 +53,18 @@ class MultiScaleRoIAlign(nn.Module):
         Returns:
             Tensor[sum K_i, C, PH, PW].
         """
-        # Names the backbone does not produce are skipped, as in torchvision (mobilenet FPNs
-        # give "0", "1" of the default "0".."3"); the dict's order decides the level order.
-        features = [v for k, v in x.items() if k in self.featmap_names]
-        if not features:
+        # Trailing names the backbone does not produce are skipped, as in torchvision (mobilenet
+        # FPNs give "0", "1" of the default "0".."3"); a gap would shift every level's scale.
+        present = [n for n in self.featmap_names if n in x]
+        if not present:
             raise ValueError(f"none of the feature maps {self.featmap_names} found; got {list(x)}")
+        if present != self.featmap_names[: len(present)]:
+            gap = next(n for n in self.featmap_names if n not in x)
+            raise ValueError(
+                f"feature map {gap!r} is missing but finer and coarser ones are there; got {list(x)}"
+            )
+        # The dict's order decides the level order, as in torchvision.
+        features = [v for k, v in x.items() if k in self.featmap_names]
         return multiscale_roi_align(
             features,
             boxes,

@@ -6,7 +6,8 @@ two vectorised steps:
 
 1. **Suppression pairs.** In score order, list every pair ``(i, j)``, ``i < j``, with
    ``IoU > threshold`` (and, for :func:`batched_nms`, the same class). Computed in row
-   blocks of the upper triangle, or only inside class segments when there are many classes.
+   blocks of the upper triangle (cut at the class segment's end), or only inside class segments
+   when there are many small classes.
 2. **Fixed point.** Box ``j`` is kept iff no *kept* box ``i < j`` suppresses it. Starting
    from "all kept" and applying that rule to all boxes at once converges to the greedy
    answer (Cluster-NMS, Zheng et al. 2020): after ``t`` rounds every box whose longest
@@ -60,17 +61,22 @@ def _dense_pairs(boxes: Tensor, threshold: float, labels: Tensor | None) -> tupl
     x1, y1, x2, y2 = boxes.unbind(1)  # (N,) each; contiguous copies below
     x1, y1, x2, y2 = x1.contiguous(), y1.contiguous(), x2.contiguous(), y2.contiguous()
     area = (x2 - x1) * (y2 - y1)
+    ends = None
+    if labels is not None:  # boxes are sorted by label: a block's pairs end with its last row's label
+        _, seg_len = torch.unique_consecutive(labels, return_counts=True)
+        ends = torch.repeat_interleave(torch.cumsum(seg_len, 0), seg_len).tolist()  # (N,) segment ends
     src, dst = [], []
     for a in range(0, n, _ROWS):
         r = slice(a, a + _ROWS)
-        # Row boxes (r, 1) against the boxes from `a` on (1, N - a); in-place, no autograd here.
-        w = torch.minimum(x2[r, None], x2[None, a:]).sub_(torch.maximum(x1[r, None], x1[None, a:]))
-        h = torch.minimum(y2[r, None], y2[None, a:]).sub_(torch.maximum(y1[r, None], y1[None, a:]))
+        e = n if ends is None else ends[min(a + _ROWS, n) - 1]
+        # Row boxes (r, 1) against boxes a..e (1, e - a); in-place, no autograd here.
+        w = torch.minimum(x2[r, None], x2[None, a:e]).sub_(torch.maximum(x1[r, None], x1[None, a:e]))
+        h = torch.minimum(y2[r, None], y2[None, a:e]).sub_(torch.maximum(y1[r, None], y1[None, a:e]))
         inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
-        union = (area[r, None] + area[None, a:]).sub_(inter)
-        over = _above(inter.div_(union), threshold)  # (r, N - a)
+        union = (area[r, None] + area[None, a:e]).sub_(inter)
+        over = _above(inter.div_(union), threshold)  # (r, e - a)
         if labels is not None:
-            over &= labels[r, None] == labels[None, a:]
+            over &= labels[r, None] == labels[None, a:e]
         over.triu_(1)  # only j > i; column 0 of the block is row `a`
         i, j = over.nonzero(as_tuple=True)
         src.append(i + a)
@@ -130,9 +136,10 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
         sorted_labels = labels[order]
         seg_len = torch.unique_consecutive(sorted_labels, return_counts=True)[1]
         candidates = int((seg_len * (seg_len - 1) // 2).sum())
-        # Same-label candidates only, unless the labels are so few that the blocked
-        # upper triangle (n^2 / 2 cheap, cache-friendly checks) is the smaller job.
-        if candidates < min(n * n // 8, _MAX_SEGMENT_PAIRS):
+        # Same-label candidates only, unless the labels are so few that the row blocks (each
+        # cut at its last row's segment end: about candidates + n * _ROWS / 2 cheap,
+        # cache-friendly checks) are the smaller job.
+        if candidates < min(n * _ROWS // 4, _MAX_SEGMENT_PAIRS):
             src, dst = _segment_pairs(boxes[order], threshold, sorted_labels)
         else:
             src, dst = _dense_pairs(boxes[order], threshold, sorted_labels)

@@ -79,7 +79,7 @@ def test_narrow_model_overfits_a_few_images(objectness: str) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.35 * first, (first, float(loss))
+    assert float(loss.detach()) < 0.35 * first, (first, float(loss.detach()))
     # The 2k-softmax head really has two scores per anchor.
     per_anchor = model.rpn.head.cls_logits.out_channels // model.rpn.head.num_anchors
     assert per_anchor == (2 if objectness == "softmax" else 1)
