@@ -11,7 +11,6 @@ is built once, outside the timing. Both sides' summaries are checked to agree fi
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from ..metrics import MeanAveragePrecision
-from .timing import Comparison, compare, format_table
+from .timing import Comparison, bench_main, compare
 
 IMAGE_H, IMAGE_W = 480, 640
 
@@ -224,19 +223,7 @@ def run(repeats: int = 3, threads: int = 2, quick: bool = False) -> list[Compari
 
 def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return the Markdown table."""
-    parser = argparse.ArgumentParser(prog="structpred bench metrics", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run, not figures")
-    args = parser.parse_args(argv)
-    rows = run(args.repeats, args.threads, args.quick)
-    table = format_table(rows, "pycocotools")
-    header = f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} alternating runs"
-    if args.quick:
-        header += " (QUICK: tiny inputs, not the sizes named in the rows)"
-    print(header)
-    print(table)
-    return table
+    return bench_main("metrics", __doc__, run, "pycocotools", 3, argv)
 
 
 if __name__ == "__main__":

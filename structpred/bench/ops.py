@@ -8,14 +8,13 @@ detection-like: jittered copies around object centres, so NMS has work to do.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 
 import torch
 
 from .. import ops
 from ..layers import MultiScaleRoIAlign
-from .timing import Comparison, compare, format_table
+from .timing import Comparison, bench_main, compare
 
 IMAGE_H, IMAGE_W = 800, 1088
 
@@ -88,19 +87,7 @@ def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Compar
 
 def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return the Markdown table."""
-    parser = argparse.ArgumentParser(prog="structpred bench ops", description=__doc__)
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs per side (median)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run, not figures")
-    args = parser.parse_args(argv)
-    rows = run(args.repeats, args.threads, args.quick)
-    table = format_table(rows, "torchvision")
-    header = f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} alternating runs"
-    if args.quick:
-        header += " (QUICK: tiny inputs, not the sizes named in the rows)"
-    print(header)
-    print(table)
-    return table
+    return bench_main("ops", __doc__, run, "torchvision", 15, argv)
 
 
 if __name__ == "__main__":

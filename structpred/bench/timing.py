@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass
@@ -66,3 +69,27 @@ def format_table(rows: list[Comparison], peer_name: str) -> str:
         target = f"<= {r.target:g} {r.verdict}" if r.target is not None else "-"
         lines.append(f"| {r.name} | {r.ours_ms:.2f} | {r.peer_ms:.2f} | {r.ratio:.2f} | {target} |")
     return "\n".join(lines)
+
+
+def bench_main(
+    suite: str,
+    doc: str | None,
+    run: Callable[[int, int, bool], list[Comparison]],
+    peer_name: str,
+    default_repeats: int,
+    argv: list[str] | None = None,
+) -> str:
+    """The CLI entry of a ratio suite: ``--repeats``, ``--threads``, ``--quick``; prints the table."""
+    parser = argparse.ArgumentParser(prog=f"structpred bench {suite}", description=doc)
+    parser.add_argument("--repeats", type=int, default=default_repeats, help="timed runs per side (median)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run, not figures")
+    args = parser.parse_args(argv)
+    rows = run(args.repeats, args.threads, args.quick)
+    table = format_table(rows, peer_name)
+    header = f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} alternating runs"
+    if args.quick:
+        header += " (QUICK: tiny inputs, not the sizes named in the rows)"
+    print(header)
+    print(table)
+    return table

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -160,67 +161,84 @@ class MeanAveragePrecision:
         return curves
 
     def _evaluate(self) -> COCOEvalResult:
+        # numpy throughout (see detection_match): torch only for the stored inputs and results.
         T = self.iou_thresholds.numel()
         A = len(AREA_RANGES)
         b = ImageBatch.concat(self._batches)
-        classes = torch.unique(torch.cat([b.det_labels, b.gt_labels]))  # (K,) sorted
-        K = classes.numel()
-        num_images = b.det_counts.numel()
-        logger.debug("COCO eval: %d images, %d detections, %d gts, %d classes",
-                     num_images, b.det_labels.numel(), b.gt_labels.numel(), K)
-        det_image = torch.repeat_interleave(torch.arange(num_images), b.det_counts)  # (D,)
-        gt_image = torch.repeat_interleave(torch.arange(num_images), b.gt_counts)  # (G,)
-        det_cls = torch.searchsorted(classes, b.det_labels)
-        gt_cls = torch.searchsorted(classes, b.gt_labels)
+        det_labels, gt_labels = b.det_labels.numpy(), b.gt_labels.numpy()
+        det_counts, gt_counts = b.det_counts.numpy(), b.gt_counts.numpy()
+        det_scores = b.det_scores.numpy()
+        classes = np.unique(np.concatenate([det_labels, gt_labels]))  # (K,) sorted
+        K = classes.size
+        num_images = det_counts.size
+        logger.debug(
+            "COCO eval: %d images, %d detections, %d gts, %d classes",
+            num_images, det_labels.size, gt_labels.size, K,
+        )  # fmt: skip
+        det_image = np.repeat(np.arange(num_images), det_counts)  # (D,)
+        gt_image = np.repeat(np.arange(num_images), gt_counts)  # (G,)
+        det_cls = np.searchsorted(classes, det_labels)
+        gt_cls = np.searchsorted(classes, gt_labels)
+        det_group, gt_group = det_image * K + det_cls, gt_image * K + gt_cls
 
         # Detections by (image, class, rank); only the best max_det of each group count.
-        order, rank = rank_in_groups(det_image * K + det_cls, b.det_scores)
+        order, rank = rank_in_groups(det_group, det_scores)
         top = rank < self.max_detection_thresholds[-1]
         det, rank = order[top], rank[top]  # (D',) indices into the concatenation
-        gt = torch.sort(gt_image * K + gt_cls, stable=True).indices  # (G,) gts by (image, class)
-        pair_d, pair_g = group_pairs((det_image * K + det_cls)[det], (gt_image * K + gt_cls)[gt])
+        gt = np.argsort(gt_group, kind="stable")  # (G,) gts by (image, class)
+        pair_d, pair_g = group_pairs(det_group[det], gt_group[gt])
         d_idx, g_idx = det[pair_d], gt[pair_g]  # pairs as indices into the concatenations
-        gt_crowd = b.gt_crowd[gt]
+        crowd = b.gt_crowd.numpy()
+        gt_crowd = crowd[gt]
         if self.iou_type == "bbox":
-            pair_iou = box_pair_iou(b.det_boxes[d_idx], b.gt_boxes[g_idx], b.gt_crowd[g_idx])
+            pair_iou = box_pair_iou(b.det_boxes.numpy()[d_idx], b.gt_boxes.numpy()[g_idx], crowd[g_idx])
         else:  # look the pairs up in each image's [N_det, N_gt] IoU matrix
             img = det_image[d_idx]
-            det_start = torch.cumsum(b.det_counts, 0) - b.det_counts
-            gt_start = torch.cumsum(b.gt_counts, 0) - b.gt_counts
-            mat_start = torch.cumsum(b.det_counts * b.gt_counts, 0) - b.det_counts * b.gt_counts
-            flat = mat_start[img] + (d_idx - det_start[img]) * b.gt_counts[img] + (g_idx - gt_start[img])
-            pair_iou = b.ious[flat]
-
-        lo = torch.tensor([r[0] for r in AREA_RANGES], dtype=torch.float64)[:, None]  # (A, 1)
-        hi = torch.tensor([r[1] for r in AREA_RANGES], dtype=torch.float64)[:, None]
-        gt_area = b.gt_area[gt]
-        gt_ignore = gt_crowd[None, :] | (gt_area[None, :] < lo) | (gt_area[None, :] > hi)  # (A, G)
-        matched = greedy_match(pair_d, pair_g, pair_iou, rank, gt_ignore, gt_crowd, self.iou_thresholds)
-        is_matched = matched >= 0  # (A, T, D')
-        if gt.numel():
-            idx = matched.clamp(min=0).reshape(A, -1)  # (A, T, D') -> (A, T*D')
-            matched_ignored = torch.gather(gt_ignore, 1, idx).reshape(matched.shape) & is_matched
-        else:
-            matched_ignored = torch.zeros_like(is_matched)
-        det_area = b.det_area[det]
-        outside = ((det_area[None, :] < lo) | (det_area[None, :] > hi))[:, None, :]  # (A, 1, D')
-        tp = is_matched & ~matched_ignored
-        fp = ~is_matched & ~outside
+            det_start = np.cumsum(det_counts) - det_counts
+            gt_start = np.cumsum(gt_counts) - gt_counts
+            mat_start = np.cumsum(det_counts * gt_counts) - det_counts * gt_counts
+            flat = mat_start[img] + (d_idx - det_start[img]) * gt_counts[img] + (g_idx - gt_start[img])
+            pair_iou = b.ious.numpy()[flat]
 
         # Evaluation order: class, then score descending, then image and rank (stable sorts).
-        by_score = torch.sort(-b.det_scores[det], stable=True).indices
-        ev = by_score[torch.sort(det_cls[det][by_score], stable=True).indices]
-        num_pos = torch.zeros(K, A, dtype=torch.int64).index_add_(0, gt_cls[gt], (~gt_ignore).T.long())
-        precision, recall = accumulate(
-            det_cls[det][ev], rank[ev], tp[:, :, ev], fp[:, :, ev], num_pos,
-            self.max_detection_thresholds, self.rec_thresholds,
-        )  # fmt: skip
+        # The matching is done in this order directly (detections of one rank step are in
+        # different groups, so their order within the step does not matter).
+        by_score = np.argsort(-det_scores[det], kind="stable")
+        ev = by_score[np.argsort(det_cls[det][by_score], kind="stable")]
+        det, rank = det[ev], rank[ev]  # (D',) now in evaluation order
+        position = np.empty_like(ev)
+        position[ev] = np.arange(ev.size)  # old position in det -> evaluation position
+        pair_d = position[pair_d]
+
+        lo = np.array([r[0] for r in AREA_RANGES], dtype=np.float64)[:, None]  # (A, 1)
+        hi = np.array([r[1] for r in AREA_RANGES], dtype=np.float64)[:, None]
+        gt_area = b.gt_area.numpy()[gt]
+        gt_ignore = gt_crowd[None, :] | (gt_area[None, :] < lo) | (gt_area[None, :] > hi)  # (A, G)
+        iou_thresholds = self.iou_thresholds.numpy()
+        matched = greedy_match(pair_d, pair_g, pair_iou, rank, gt_ignore, gt_crowd, iou_thresholds)
+        is_matched = matched >= 0  # (A, T, D')
+        if gt.size:
+            idx = np.maximum(matched, 0).reshape(A, -1)  # (A, T, D') -> (A, T*D')
+            matched_ignored = np.take_along_axis(gt_ignore, idx, axis=1).reshape(matched.shape) & is_matched
+        else:
+            matched_ignored = np.zeros_like(is_matched)
+        det_area = b.det_area.numpy()[det]
+        outside = ((det_area[None, :] < lo) | (det_area[None, :] > hi))[:, None, :]  # (A, 1, D')
+        tp = is_matched & ~matched_ignored
+        fp = ~(is_matched | outside)
+
+        num_pos = np.zeros((K, A), dtype=np.int64)
+        np.add.at(num_pos, gt_cls[gt], (~gt_ignore).T.astype(np.int64))  # (K, A) regular gts
+        precision_np, recall_np = accumulate(
+            det_cls[det], rank, tp, fp, num_pos, self.max_detection_thresholds, self.rec_thresholds.numpy()
+        )
+        precision, recall = torch.from_numpy(precision_np), torch.from_numpy(recall_np)
         stats = summarize(precision, recall, self.iou_thresholds, self.max_detection_thresholds)
         assert precision.shape == (T, self.rec_thresholds.numel(), K, A, len(self.max_detection_thresholds))
         return COCOEvalResult(
             precision=precision,
             recall=recall,
-            classes=classes,
+            classes=torch.from_numpy(classes.astype(np.int64)),
             iou_thresholds=self.iou_thresholds.clone(),
             rec_thresholds=self.rec_thresholds.clone(),
             max_detection_thresholds=self.max_detection_thresholds,

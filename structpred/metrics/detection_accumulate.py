@@ -34,45 +34,41 @@ def coco_rec_thresholds() -> Tensor:
 
 
 def accumulate(
-    det_class: Tensor,
-    det_rank: Tensor,
-    tp: Tensor,
-    fp: Tensor,
-    num_pos: Tensor,
+    det_class: np.ndarray,
+    det_rank: np.ndarray,
+    tp: np.ndarray,
+    fp: np.ndarray,
+    num_pos: np.ndarray,
     max_dets: Sequence[int],
-    rec_thresholds: Tensor,
-) -> tuple[Tensor, Tensor]:
+    rec_thresholds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Precision at the recall thresholds and final recall, COCOeval's ``eval`` arrays.
 
     Args:
-        det_class (Tensor[D] int64): class index of each detection; the detections are in
+        det_class (int64 [D]): class index of each detection; the detections are in
             evaluation order (class ascending, score descending, image, rank).
-        det_rank (Tensor[D] int64): rank of each detection within its (image, class).
-        tp, fp (Tensor[A, T, D] bool): true / false positive per area range and threshold
+        det_rank (int64 [D]): rank of each detection within its (image, class).
+        tp, fp (bool [A, T, D]): true / false positive per area range and threshold
             (a detection that is neither is ignored).
-        num_pos (Tensor[K, A] int64): regular (not ignored) gts per class and area range.
+        num_pos (int64 [K, A]): regular (not ignored) gts per class and area range.
         max_dets: limits on detections per image and class, ascending.
-        rec_thresholds (Tensor[R] float64).
+        rec_thresholds (float64 [R]).
 
     Returns:
-        precision (Tensor[T, R, K, A, M] float64), recall (Tensor[T, K, A, M] float64); -1 for
-        a class without regular gts in that area range.
+        precision (float64 [T, R, K, A, M]), recall (float64 [T, K, A, M]); -1 for a class
+        without regular gts in that area range.
     """
     A, T, D = tp.shape
     K = num_pos.shape[0]
     M = len(max_dets)
-    R = rec_thresholds.numel()
-    # numpy: a few single-threaded ops per class (a busy machine makes each multi-threaded op
-    # wait for the other threads to be scheduled).
+    R = rec_thresholds.size
     precision = np.full((T, R, K, A, M), -1.0, dtype=np.float64)
     recall = np.full((T, K, A, M), -1.0, dtype=np.float64)
-    cls = det_class.numpy()
-    bounds = np.searchsorted(cls, np.arange(K + 1)).tolist()
+    bounds = np.searchsorted(det_class, np.arange(K + 1)).tolist()
     limits = np.array(list(max_dets), dtype=np.int64)
-    rec = rec_thresholds.to(torch.float64).numpy()
-    ranks, tp_all, fp_all, pos = det_rank.numpy(), tp.numpy(), fp.numpy(), num_pos.numpy()
+    rec = rec_thresholds.astype(np.float64)
     for k in range(K):
-        has = pos[k] > 0  # (A,)
+        has = num_pos[k] > 0  # (A,)
         if not has.any():
             continue
         s, e = bounds[k], bounds[k + 1]
@@ -83,12 +79,13 @@ def accumulate(
             continue
         # A detection beyond a limit is left out; keeping it as "neither tp nor fp" only repeats
         # the previous point of the curve, which changes neither precision nor recall.
-        within = ranks[None, s:e] < limits[:, None]  # (M, n)
-        tp_k = tp_all[:, None, :, s:e] & within[None, :, None, :]  # (A, M, T, n)
-        fp_k = fp_all[:, None, :, s:e] & within[None, :, None, :]
-        tp_sum = np.cumsum(tp_k, axis=-1, dtype=np.float64)
-        fp_sum = np.cumsum(fp_k, axis=-1, dtype=np.float64)
-        npos = np.maximum(pos[k], 1).astype(np.float64)[:, None, None, None]  # (A, 1, 1, 1)
+        within = det_rank[None, s:e] < limits[:, None]  # (M, n)
+        tp_k = tp[:, None, :, s:e] & within[None, :, None, :]  # (A, M, T, n)
+        fp_k = fp[:, None, :, s:e] & within[None, :, None, :]
+        # Exact integer counts (int32: n < 2**31), as float64 like pycocotools' cumsum.
+        tp_sum = np.cumsum(tp_k, axis=-1, dtype=np.int32).astype(np.float64)
+        fp_sum = np.cumsum(fp_k, axis=-1, dtype=np.int32).astype(np.float64)
+        npos = np.maximum(num_pos[k], 1).astype(np.float64)[:, None, None, None]  # (A, 1, 1, 1)
         rc = tp_sum / npos
         pr = tp_sum / (fp_sum + tp_sum + _EPS)
         pr = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]  # non-increasing from the right
@@ -101,13 +98,17 @@ def accumulate(
         q4 = q.reshape(A, M, T, R).transpose(2, 3, 0, 1)  # -> (T, R, A, M)
         precision[:, :, k] = np.where(has[None, None, :, None], q4, -1.0)
         recall[:, k] = np.where(has[None, :, None], rc[..., -1].transpose(2, 0, 1), -1.0)  # (T, A, M)
-    return torch.from_numpy(precision), torch.from_numpy(recall)
+    return precision, recall
 
 
 def mean_valid(values: Tensor) -> float:
-    """Mean of the entries > -1, or -1 when there are none (pycocotools' summary rule)."""
-    v = values[values > -1]
-    return float(v.mean()) if v.numel() else -1.0
+    """Mean of the entries > -1, or -1 when there are none (pycocotools' summary rule).
+
+    ``np.mean`` over the same entries in the same order as pycocotools' ``summarize``.
+    """
+    a = values.numpy()
+    v = a[a > -1]
+    return float(v.mean()) if v.size else -1.0
 
 
 def summarize(

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from .detection_masks import mask_ious
-from .detection_match import xyxy_to_xywh64
 
 
 @dataclass
@@ -39,6 +38,8 @@ class ImageBatch:
         """All batches as one (an empty batch when there are none)."""
         if not batches:
             return _empty()
+        if len(batches) == 1:  # nothing to join (nobody writes to a batch's tensors)
+            return batches[0]
         return ImageBatch(*(torch.cat([getattr(b, f.name) for b in batches]) for f in fields(ImageBatch)))
 
 
@@ -50,6 +51,12 @@ def _empty() -> ImageBatch:
         torch.zeros(0, dtype=i64), torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=f64),
         torch.zeros(0, dtype=i64), torch.zeros(0, dtype=f64),
     )  # fmt: skip
+
+
+def xyxy_to_xywh64(boxes: Tensor) -> Tensor:
+    """Boxes ``[N, 4]`` xyxy -> float64 xywh, the form pycocotools computes with."""
+    b = boxes.to(torch.float64)
+    return torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], dim=1)
 
 
 def _tensor(d: dict[str, Tensor], key: str, where: str) -> Tensor:
