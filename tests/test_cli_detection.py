@@ -57,3 +57,16 @@ def test_predict_bad_input(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "nothing.png"
     assert main(["predict", "--checkpoint", str(tmp_path), str(missing)]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_demo_trains_evaluates_and_draws(tmp_path: Path) -> None:
+    from structpred.demo import run_demo
+
+    tiny_model = {"width": 8, "fpn_channels": 16, "representation_size": 32}
+    metrics = run_demo(tmp_path, epochs=1, pictures=2, data_kwargs={"size": 64, "num_images": 8},
+                       model_kwargs=tiny_model)  # fmt: skip
+    assert {"map", "map_50", "mar_100"} <= set(metrics)
+    assert (tmp_path / "pr_curve.png").is_file() or metrics["map_50"] <= 0  # no curve without detections
+    for sub in ("predictions", "ground_truth"):
+        assert sorted(p.name for p in (tmp_path / sub).glob("*.png")) == ["test_000.png", "test_001.png"]
+    assert (tmp_path / "predictions" / "predictions.json").is_file()
