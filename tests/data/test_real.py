@@ -36,6 +36,13 @@ needs_stardist = pytest.mark.skipif(
 needs_sklearn = pytest.mark.skipif(not installed("sklearn"), reason="scikit-learn not installed")
 
 
+def test_the_data_packages_are_installed() -> None:
+    # `make test` installs them (Makefile); the skips above are for installs without the extras,
+    # and this test keeps a broken install from passing quietly as a row of skips.
+    missing = [name for name in ("deepforest", "stardist", "tifffile", "sklearn") if not installed(name)]
+    assert not missing, f"data packages missing: {missing}; run `make venv` (see the Makefile)"
+
+
 def naive_mask_box(mask: torch.Tensor) -> list[float]:
     ys, xs = np.nonzero(mask.numpy())
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
