@@ -69,7 +69,8 @@ class RoIHeads(nn.Module):
         box_roi_pool: the pooler (e.g. :class:`~structpred.layers.MultiScaleRoIAlign`).
         box_head: pooled features -> ``(S, D)``.
         box_predictor: ``(S, D)`` -> class logits and per-class deltas.
-        num_classes: K + 1 (background included), checked against the predictor's output.
+        matcher: proposals -> gts; None builds ``Matcher(fg_iou_thresh, bg_iou_thresh)``
+            (Fast R-CNN injects one with the paper's [0.1, 0.5) background band).
     """
 
     def __init__(
@@ -85,12 +86,13 @@ class RoIHeads(nn.Module):
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         detections_per_img: int = 100,
+        matcher: Matcher | None = None,
     ) -> None:
         super().__init__()
         self.box_roi_pool = box_roi_pool
         self.box_head = box_head
         self.box_predictor = box_predictor
-        self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.matcher = matcher or Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self.box_coder = BoxCoder(bbox_reg_weights)
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh

@@ -366,9 +366,8 @@ def build_fast_rcnn(
         batch_size_per_image=c.batch_size_per_image, positive_fraction=c.positive_fraction,
         bbox_reg_weights=c.bbox_reg_weights, score_thresh=c.score_thresh,
         nms_thresh=c.nms_thresh, detections_per_img=c.detections_per_img,
+        matcher=BackgroundFloorMatcher(c.fg_iou_thresh, c.bg_iou_thresh, c.bg_iou_floor),
     )  # fmt: skip
-    # RoIHeads matches with a plain Matcher: add the paper's background floor.
-    roi_heads.matcher = BackgroundFloorMatcher(c.fg_iou_thresh, c.bg_iou_thresh, c.bg_iou_floor)
     transform = DetectionTransform(c.min_size, c.max_size, c.image_mean, c.image_std)
     proposal_fn = partial(selective_search, mode=c.proposal_mode, max_proposals=c.max_proposals)
     return FastRCNN(backbone, roi_heads, transform, num_classes, proposal_fn, c.cache_size)
