@@ -170,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "suite",
-        choices=["ops", "metrics", "proposals", "detection"],
-        help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall",
+        choices=["ops", "metrics", "proposals", "detection", "rnn"],
+        help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall; "
+        "detection: Faster R-CNN vs torchvision; rnn: RNN/LSTM vs torch.nn",
     )
     p.set_defaults(func=_bench)
 

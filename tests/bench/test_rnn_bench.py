@@ -1,0 +1,27 @@
+"""Smoke test of the RNN benchmark (``--quick``) through the CLI: it runs and prints its rows.
+
+No timing is asserted (DESIGN.md §5): only that every row is there with positive times.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from structpred.cli import main as cli_main
+
+
+def test_quick_run_prints_every_row(capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert cli_main(["bench", "rnn", "--quick", "--repeats", "1", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| lstm") or line.startswith("| rnn")]
+    assert len(rows) == 3
+    for row in rows:
+        ours, peer, ratio = (float(c) for c in re.split(r"\s*\|\s*", row.strip("| "))[1:4])
+        assert ours > 0 and peer > 0 and ratio == pytest.approx(ours / peer, rel=0.05, abs=0.01)
