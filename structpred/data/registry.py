@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 def _shapes(split: str, arg: str, **kw: Any) -> Dataset:
     from .shapes import ShapesWorld
 
+    kw.setdefault("cache", True)  # training reads every item once per epoch: render it once
     return ShapesWorld(split, **kw)
 
 

@@ -105,6 +105,8 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         max_motion: largest per-object translation of :meth:`motion_pair` in whole pixels;
             None means ``max(2, min(H, W) // 32)``.
         transforms: optional joint ``(image, target) -> (image, target)`` applied by ``[]``.
+        cache: keep every rendered item in memory (about 0.6 MB each at 128 x 128) and hand out
+            copies: later epochs skip rendering. Items are identical either way.
 
     Item ``(image, target)``: ``image`` float32 ``[3, H, W]`` in [0, 1]; ``target`` has
     ``boxes`` float32 ``[N, 4]``, ``labels`` int64 ``[N]`` (1..6), ``masks`` uint8 ``[N, H, W]``
@@ -126,6 +128,7 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         baseline: float = 0.1,
         max_motion: int | None = None,
         transforms: Transforms | None = None,
+        cache: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"ShapesWorld: split must be one of {SPLITS}, got {split!r}")
@@ -162,6 +165,7 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         self.baseline = float(baseline)
         self.max_motion = int(max_motion)
         self.transforms = transforms
+        self._cache: dict[int, tuple[Tensor, Target]] | None = {} if cache else None
         self.categories = Categories(list(CLASS_NAMES))
         self.part_names: list[str] = list(PART_NAMES)  # part_names[p - 1] names part id p
         self.part_classes: list[int] = list(PART_CLASSES)  # class label owning part id p
@@ -240,10 +244,18 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         i = self._index(index)
-        scene = self.scene(i)
-        render = render_scene(scene, self.size)
-        target, _ = self._target(scene, render, i)
-        image = self._chw(render.image)
+        hit = self._cache.get(i) if self._cache is not None else None
+        if hit is None:
+            scene = self.scene(i)
+            render = render_scene(scene, self.size)
+            target, _ = self._target(scene, render, i)
+            image = self._chw(render.image)
+            if self._cache is not None:
+                self._cache[i] = (image, target)
+        else:
+            image, target = hit
+        if self._cache is not None:  # copies: a caller's in-place change must not reach the cache
+            image, target = image.clone(), {k: v.clone() for k, v in target.items()}
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target

@@ -117,6 +117,21 @@ class RegionProposalNetwork(nn.Module):
         self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
         self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        # Anchors depend only on the geometry: keep the last one (batches usually repeat it).
+        self._anchor_key: tuple | None = None
+        self._anchors: Tensor | None = None
+
+    def anchors(self, padded_size: tuple[int, int], maps: Sequence[Tensor]) -> Tensor:
+        """All anchors ``(R, 4)`` of a padded batch whose feature maps are ``maps``."""
+        sizes = tuple((m.shape[-2], m.shape[-1]) for m in maps)
+        key = (tuple(padded_size), sizes, maps[0].dtype, maps[0].device)
+        if self._anchors is None or key != self._anchor_key:
+            self._anchors = anchors_for_image(
+                padded_size, sizes, self.anchor_sizes, self.aspect_ratios, dtype=maps[0].dtype,
+                device=maps[0].device,
+            )
+            self._anchor_key = key
+        return self._anchors
 
     def _mode(self) -> str:
         return "training" if self.training else "testing"
@@ -136,10 +151,7 @@ class RegionProposalNetwork(nn.Module):
         logits, deltas = self.head(maps)
         C = 1 if self.head.objectness == "sigmoid" else 2
         B = maps[0].shape[0]
-        anchors = anchors_for_image(
-            padded_size, [(m.shape[-2], m.shape[-1]) for m in maps], self.anchor_sizes, self.aspect_ratios,
-            dtype=maps[0].dtype, device=maps[0].device,
-        )  # fmt: skip  # (R, 4)
+        anchors = self.anchors(padded_size, maps)  # (R, 4)
         per_level = [m.shape[-2] * m.shape[-1] * self.head.num_anchors for m in maps]
         pred_logits = flatten_levels(logits, C)  # (B, R, C)
         pred_deltas = flatten_levels(deltas, 4)  # (B, R, 4)
@@ -189,25 +201,28 @@ class RegionProposalNetwork(nn.Module):
     def _loss(
         self, anchors: Tensor, pred_logits: Tensor, pred_deltas: Tensor, targets: Sequence[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
-        labels, gt_deltas = [], []
+        R = anchors.shape[0]
+        labels, matched_gt = [], []
         for target in targets:
             gt_boxes = target["boxes"].to(anchors)
             if gt_boxes.numel() == 0:  # an all-background image: every anchor is negative
-                labels.append(torch.zeros(anchors.shape[0], device=anchors.device))
-                gt_deltas.append(torch.zeros_like(anchors))
+                labels.append(torch.zeros(R, device=anchors.device))
+                matched_gt.append(torch.zeros_like(anchors))
                 continue
             matched = self.matcher(box_iou(gt_boxes, anchors))  # (R,)
             label = (matched >= 0).to(anchors.dtype)
             label[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
             labels.append(label)
-            gt_deltas.append(self.box_coder.encode_single(gt_boxes[matched.clamp(min=0)], anchors))
+            matched_gt.append(gt_boxes[matched.clamp(min=0)])  # (R, 4)
         pos, neg = self.sampler(labels)
-        pos_idx = torch.where(torch.cat(pos))[0]
+        pos_idx = torch.where(torch.cat(pos))[0]  # into (B*R,)
         sampled = torch.cat([pos_idx, torch.where(torch.cat(neg))[0]])
         all_labels = torch.cat(labels)  # (B*R,)
         logits = pred_logits.reshape(-1, pred_logits.shape[-1])  # (B, R, C) -> (B*R, C)
+        # Regression targets of the sampled positives only (not of every anchor).
+        gt_deltas = self.box_coder.encode_single(torch.cat(matched_gt)[pos_idx], anchors[pos_idx % R])
         box_loss = F.smooth_l1_loss(
-            pred_deltas.reshape(-1, 4)[pos_idx], torch.cat(gt_deltas)[pos_idx], beta=1 / 9, reduction="sum"
+            pred_deltas.reshape(-1, 4)[pos_idx], gt_deltas, beta=1 / 9, reduction="sum"
         ) / max(sampled.numel(), 1)
         if logits.shape[1] == 1:
             obj_loss = F.binary_cross_entropy_with_logits(logits[sampled, 0], all_labels[sampled])

@@ -132,6 +132,17 @@ def test_two_instances_agree_and_seeds_differ(world):
     assert not torch.equal(world[4][0], reseeded[4][0])
 
 
+def test_cache_gives_identical_items_and_protects_itself(world):
+    cached = ShapesWorld("train", size=(128, 128), num_images=500, seed=0, cache=True)
+    for i in (0, 7, 0):  # a miss, a miss, then a hit
+        assert_same_item(world[i], cached[i])
+    image, target = cached[7]
+    image.zero_()
+    target["boxes"].add_(5.0)  # the caller's copy only
+    assert_same_item(world[7], cached[7])
+    assert len(cached._cache or {}) == 2
+
+
 def test_splits_are_disjoint():
     images = []
     for split in ("train", "val", "test"):
