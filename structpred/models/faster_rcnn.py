@@ -257,23 +257,28 @@ def fasterrcnn_mobilenet_v3_large_320_fpn(
 
 @register_model
 def fasterrcnn_narrow_fpn(
-    num_classes: int = 6, width: int = 16, fpn_channels: int = 64, **config: Any
+    num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any
 ) -> FasterRCNN:
-    """The small from-scratch model for CPU training: a narrow 4-stage backbone + FPN (64 channels),
-    images kept at 128-256 px, anchors 5..127 px, lighter RPN and box-head sampling."""
+    """The small from-scratch model for CPU training: a narrow 4-stage backbone + FPN (32 channels).
+
+    Images are resized to 256 px (the shapes world's 128 px doubled: its smallest objects, 4 px
+    across, then cover a whole stride-4 cell), anchors 8..203 px, a lighter RPN (300 / 150
+    proposals per level / image in training) and box head (64 sampled RoIs, one bilinear
+    sample per RoIAlign bin). Each choice was measured; see benchmarks/RESULTS.md.
+    """
     from ..layers.fpn import narrow_fpn
 
     settings: dict[str, Any] = {
-        "min_size": 128,
+        "min_size": 256,
         "max_size": 256,
-        # Three sizes per level, 2^(1/3) apart, down to 5 px: a quarter of the shapes world's
-        # objects are under 10 px across at 128 x 128.
+        # Three sizes per level, 2^(1/3) apart, from 8 px: the smallest objects at 256 px.
         "anchor_sizes": tuple(
-            tuple(round(s * 2 ** (k / 3), 1) for k in range(3)) for s in (5, 10, 20, 40, 80)
+            tuple(round(s * 2 ** (k / 3), 1) for k in range(3)) for s in (8, 16, 32, 64, 128)
         ),
-        "rpn_pre_nms_top_n": {"training": 600, "testing": 300},
-        "rpn_post_nms_top_n": {"training": 300, "testing": 100},
+        "rpn_pre_nms_top_n": {"training": 300, "testing": 300},
+        "rpn_post_nms_top_n": {"training": 150, "testing": 100},
         "rpn_batch_size_per_image": 128,
+        "sampling_ratio": 1,
         "representation_size": 256,
         "box_batch_size_per_image": 64,
         **config,
