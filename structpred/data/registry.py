@@ -1,6 +1,7 @@
 """Datasets by name: the ``--data`` spec of ``structpred train`` / ``eval``.
 
 Specs: ``shapes`` (the built-in shapes world), ``digits`` (one real digit per item),
+``digits-distorted`` (rotated, scaled, shifted digits, for the STN),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
 (StarDist's DSB 2018 image), and files on disk: ``coco:DIR``, ``voc:DIR``, ``yolo:DIR`` —
 a directory laid out as ``structpred data export`` writes it (see :mod:`structpred.data.export`).
@@ -26,6 +27,12 @@ def _digits(split: str, arg: str, **kw: Any) -> Dataset:
     from .digits import Digits
 
     return Digits(split, **kw)
+
+
+def _digits_distorted(split: str, arg: str, **kw: Any) -> Dataset:
+    from .distorted import DistortedDigits
+
+    return DistortedDigits(split, **kw)
 
 
 def _digit_canvas(split: str, arg: str, **kw: Any) -> Dataset:
@@ -60,6 +67,7 @@ def _files(fmt: str) -> Callable[..., Dataset]:
 BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes": _shapes,
     "digits": _digits,
+    "digits-distorted": _digits_distorted,
     "digit-canvas": _digit_canvas,
     "trees": _trees,
     "nuclei": _nuclei,

@@ -2,5 +2,6 @@
 
 from .poolers import MultiScaleRoIAlign
 from .rnn import LSTM, RNN, LSTMCell, RNNCell
+from .stn import SpatialTransformer
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "MultiScaleRoIAlign", "RNNCell"]
+__all__ = ["LSTM", "RNN", "LSTMCell", "MultiScaleRoIAlign", "RNNCell", "SpatialTransformer"]

@@ -19,11 +19,13 @@ from .nms import batched_nms, nms
 from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align
 from .roi_align import roi_align
 from .roi_pool import roi_pool, spp
+from .warp import affine_grid, grid_sample
 
 __all__ = [
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
     "Matcher",
+    "affine_grid",
     "anchors_for_image",
     "assign_fpn_levels",
     "batched_nms",
@@ -36,6 +38,7 @@ __all__ = [
     "encode_boxes",
     "generalized_box_iou",
     "grid_anchors",
+    "grid_sample",
     "infer_scale",
     "multiscale_roi_align",
     "nms",
