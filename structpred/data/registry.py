@@ -1,7 +1,8 @@
 """Datasets by name: the ``--data`` spec of ``structpred train`` / ``eval``.
 
 Specs: ``shapes`` (the built-in shapes world), ``digits`` (one real digit per item),
-``digits-distorted`` (rotated, scaled, shifted digits, for the STN),
+``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
+``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
 (StarDist's DSB 2018 image), and files on disk: ``coco:DIR``, ``voc:DIR``, ``yolo:DIR`` —
 a directory laid out as ``structpred data export`` writes it (see :mod:`structpred.data.export`).
@@ -64,10 +65,23 @@ def _files(fmt: str) -> Callable[..., Dataset]:
     return build
 
 
+def _sequence(name: str) -> Callable[..., Dataset]:
+    def build(split: str, arg: str, **kw: Any) -> Dataset:
+        from .sequences import SPECS
+
+        return SPECS[name](split, arg, **kw)
+
+    return build
+
+
 BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes": _shapes,
     "digits": _digits,
     "digits-distorted": _digits_distorted,
+    "shakespeare": _sequence("shakespeare"),
+    "japanese-vowels": _sequence("japanese-vowels"),
+    "sunspots": _sequence("sunspots"),
+    "adding": _sequence("adding"),
     "digit-canvas": _digit_canvas,
     "trees": _trees,
     "nuclei": _nuclei,

@@ -47,6 +47,15 @@ def metric_for(model: nn.Module, dataset: Dataset) -> Callable[[], Metric] | Non
         from ..metrics import MeanAveragePrecision
 
         return lambda: MeanAveragePrecision(iou_type="segm")
+    if task == "language_model":
+        from ..metrics.sequence import BitsPerCharacter
+
+        return BitsPerCharacter
+    if task == "regression":
+        from ..metrics.sequence import RegressionError
+
+        scale = float(getattr(dataset, "target_scale", 1.0))
+        return lambda: RegressionError(scale)
     return None
 
 
@@ -62,6 +71,9 @@ def model_kwargs_for(name: str, model_kwargs: dict[str, Any], dataset: Dataset |
     categories = getattr(dataset, "categories", None)
     if categories is not None and "num_classes" in inspect.signature(_BUILDERS[name]).parameters:
         kwargs.setdefault("num_classes", len(categories))
+    vocab = getattr(dataset, "vocab_chars", None)  # a character model's vocabulary (recorded with it)
+    if vocab is not None and "vocab" in inspect.signature(_BUILDERS[name]).parameters:
+        kwargs.setdefault("vocab", vocab)
     return kwargs
 
 

@@ -39,7 +39,8 @@ needs_sklearn = pytest.mark.skipif(not installed("sklearn"), reason="scikit-lear
 def test_the_data_packages_are_installed() -> None:
     # `make test` installs them (Makefile); the skips above are for installs without the extras,
     # and this test keeps a broken install from passing quietly as a row of skips.
-    missing = [name for name in ("deepforest", "stardist", "tifffile", "sklearn") if not installed(name)]
+    wanted = ("deepforest", "stardist", "tifffile", "sklearn", "sktime", "statsmodels")
+    missing = [name for name in wanted if not installed(name)]
     assert not missing, f"data packages missing: {missing}; run `make venv` (see the Makefile)"
 
 
