@@ -103,7 +103,8 @@ def _eval(args: argparse.Namespace, rest: list[str]) -> int:
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     from .demo import run_demo
 
-    metrics = run_demo(args.out, epochs=args.epochs, pictures=args.pictures)
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}  # None: the demo's own default
+    metrics = run_demo(args.out, pictures=args.pictures, **epochs)
     print("COCO box metrics of fasterrcnn_narrow_fpn on the shapes world's test split:")
     print(_format_metrics(metrics))
     print(f"checkpoints, PR curves and pictures of predictions in {args.out}")
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", help="train the small Faster R-CNN on the shapes world, evaluate, draw")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's, 2)")
     p.add_argument("--pictures", type=int, default=8, help="test images to draw predictions on")
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=_demo)

@@ -70,3 +70,18 @@ def test_demo_trains_evaluates_and_draws(tmp_path: Path) -> None:
     for sub in ("predictions", "ground_truth"):
         assert sorted(p.name for p in (tmp_path / sub).glob("*.png")) == ["test_000.png", "test_001.png"]
     assert (tmp_path / "predictions" / "predictions.json").is_file()
+
+
+def test_demo_command_keeps_the_demo_default_epochs(monkeypatch, tmp_path: Path) -> None:
+    import structpred.demo
+
+    calls: list[dict] = []
+
+    def fake_demo(out, **kwargs):  # records what the CLI passes on
+        calls.append(kwargs)
+        return {"map": 0.5}
+
+    monkeypatch.setattr(structpred.demo, "run_demo", fake_demo)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "4"]) == 0
+    assert "epochs" not in calls[0] and calls[1]["epochs"] == 4
