@@ -112,6 +112,7 @@ class Nuclei(Dataset[tuple[Tensor, dict[str, Tensor]]]):
     """
 
     categories = Categories(["nucleus"])
+    label_map_classes = {"semantic": 2}  # background, nucleus
 
     def __init__(
         self,

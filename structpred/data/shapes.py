@@ -168,6 +168,11 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         self._cache: dict[int, tuple[Tensor, Target]] | None = {} if cache else None
         self.categories = Categories(list(CLASS_NAMES))
         self.part_names: list[str] = list(PART_NAMES)  # part_names[p - 1] names part id p
+        # Classes of each label map, background (0) included: what a semantic segmenter predicts.
+        self.label_map_classes: dict[str, int] = {
+            "semantic": len(CLASS_NAMES) + 1,
+            "parts": len(PART_NAMES) + 1,
+        }
         self.part_classes: list[int] = list(PART_CLASSES)  # class label owning part id p
 
     # ------------------------------------------------------------------------- plumbing

@@ -47,6 +47,13 @@ def metric_for(model: nn.Module, dataset: Dataset) -> Callable[[], Metric] | Non
         from ..metrics import MeanAveragePrecision
 
         return lambda: MeanAveragePrecision(iou_type="segm")
+    if task == "semantic_segmentation":
+        from ..metrics.segmentation import SegmentationMetric
+
+        config: Any = model.config
+        num_classes = _num_classes(model)
+        key, ignore = str(config.target_key), int(config.ignore_index)
+        return lambda: SegmentationMetric(num_classes, key, ignore)
     if task == "language_model":
         from ..metrics.sequence import BitsPerCharacter
 
@@ -64,12 +71,26 @@ def model_kwargs_for(name: str, model_kwargs: dict[str, Any], dataset: Dataset |
 
     Convention: a builder's ``num_classes`` counts object classes, background excluded
     (``len(dataset.categories)``); detection models add their background class themselves.
+    Semantic segmenters (builders with a ``target_key`` argument) count background, as
+    torchvision's do: they get ``dataset.label_map_classes[target_key]``.
     """
     if name not in _BUILDERS:
         get_model(name)  # raises the registry's ValueError listing the known names
     kwargs = dict(model_kwargs)
+    params = inspect.signature(_BUILDERS[name]).parameters
     categories = getattr(dataset, "categories", None)
-    if categories is not None and "num_classes" in inspect.signature(_BUILDERS[name]).parameters:
+    if "target_key" in params and "num_classes" in params:
+        # A semantic segmenter labels every pixel: its classes are the label map's, background
+        # included (the dataset says how many each of its label maps has).
+        key = kwargs.get("target_key", params["target_key"].default)
+        counts = getattr(dataset, "label_map_classes", None)
+        if counts is not None and key not in counts:
+            raise ValueError(f"{type(dataset).__name__} has no {key!r} label map; it has {sorted(counts)}")
+        if counts is not None:
+            kwargs.setdefault("num_classes", int(counts[key]))
+        elif categories is not None:
+            kwargs.setdefault("num_classes", len(categories) + 1)
+    elif categories is not None and "num_classes" in params:
         kwargs.setdefault("num_classes", len(categories))
     vocab = getattr(dataset, "vocab_chars", None)  # a character model's vocabulary (recorded with it)
     if vocab is not None and "vocab" in inspect.signature(_BUILDERS[name]).parameters:

@@ -5,6 +5,13 @@ Metrics accumulate over a dataset: ``update(...)`` per batch, ``compute()`` at t
 """
 
 from .detection import AREA_NAMES, COCOEvalResult, MeanAveragePrecision
-from .segmentation import MeanIoU
+from .segmentation import MeanIoU, SegmentationMetric, boundary_band
 
-__all__ = ["AREA_NAMES", "COCOEvalResult", "MeanAveragePrecision", "MeanIoU"]
+__all__ = [
+    "AREA_NAMES",
+    "COCOEvalResult",
+    "MeanAveragePrecision",
+    "MeanIoU",
+    "SegmentationMetric",
+    "boundary_band",
+]

@@ -9,6 +9,7 @@ with one ``bincount`` per batch. Pixels whose target is ``ignore_index`` are lef
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -111,3 +112,91 @@ class MeanIoU:
             "accuracy_per_class": acc,
             "confusion_matrix": self.confusion.clone(),
         }
+
+
+def boundary_band(target: Tensor, width: int = 5, ignore_index: int | None = 255) -> Tensor:
+    """Pixels within ``width`` px (Chebyshev distance) of a label edge: ``bool[B, H, W]``.
+
+    The trimap band of DeepLab's boundary evaluation. An edge pixel is one whose label differs
+    from its right or lower neighbour (both pixels of the pair are edge pixels); the band is the
+    edge map dilated by a ``(2 * width + 1)`` square. Ignored pixels never enter the band.
+
+    Args:
+        target: true labels ``int[B, H, W]``.
+        width: band half-width in pixels (>= 0; 0 keeps the edge pixels only).
+    """
+    if not isinstance(target, Tensor) or target.dim() != 3 or target.is_floating_point():
+        raise ValueError(
+            f"target must be an integer Tensor[B, H, W], got {getattr(target, 'shape', target)!r}"
+        )
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ValueError(f"width must be an int >= 0, got {width!r}")
+    t = target
+    edge = torch.zeros_like(t, dtype=torch.bool)  # (B, H, W)
+    dx = t[:, :, 1:] != t[:, :, :-1]  # (B, H, W-1): differs from the right neighbour
+    dy = t[:, 1:, :] != t[:, :-1, :]  # (B, H-1, W): differs from the lower neighbour
+    edge[:, :, 1:] |= dx
+    edge[:, :, :-1] |= dx
+    edge[:, 1:, :] |= dy
+    edge[:, :-1, :] |= dy
+    if width > 0:
+        k = 2 * width + 1
+        band = F.max_pool2d(edge[:, None].float(), k, stride=1, padding=width)[:, 0] > 0  # (B, H, W)
+    else:
+        band = edge
+    if ignore_index is not None:
+        band &= t != ignore_index
+    return band
+
+
+class SegmentationMetric:
+    """The engine's metric for semantic segmenters: mIoU over all pixels and in the boundary band.
+
+    ``update(preds, targets)`` takes the model's ``{"logits": [B, K, H, W]}`` and the list of
+    target dicts (label map under ``target_key``); ``compute()`` gives :class:`MeanIoU`'s
+    figures plus ``boundary_miou`` and ``boundary_pixel_accuracy`` (pixels within
+    ``boundary_width`` px of a true label edge, see :func:`boundary_band`).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        target_key: str = "semantic",
+        ignore_index: int | None = 255,
+        boundary_width: int = 5,
+    ) -> None:
+        self.all = MeanIoU(num_classes, ignore_index)
+        self.band = MeanIoU(num_classes, ignore_index)
+        self.target_key = target_key
+        self.ignore_index = ignore_index
+        self.boundary_width = boundary_width
+
+    def reset(self) -> None:
+        """Forget everything seen."""
+        self.all.reset()
+        self.band.reset()
+
+    def update(self, preds: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
+        """Add a batch of predictions ``{"logits": [B, K, H, W]}`` and their targets."""
+        if not isinstance(preds, dict) or "logits" not in preds:
+            raise ValueError(f"preds must be a dict with 'logits' [B, K, H, W], got {type(preds).__name__}")
+        missing = [i for i, t in enumerate(targets) if self.target_key not in t]
+        if missing:
+            raise ValueError(f"targets {missing[:5]} have no {self.target_key!r} label map")
+        labels = preds["logits"].argmax(1)  # (B, K, H, W) -> (B, H, W)
+        target = torch.stack([t[self.target_key] for t in targets]).to(labels.device)  # (B, H, W)
+        self.all.update(labels, target)
+        band = boundary_band(target, self.boundary_width, self.ignore_index)
+        fill = self.ignore_index if self.ignore_index is not None else -1
+        if fill == -1:  # every pixel counts in MeanIoU: keep the band's pixels only
+            self.band.update(labels[band][None, None], target[band][None, None])
+        else:
+            self.band.update(labels, torch.where(band, target, torch.full_like(target, fill)))
+
+    def compute(self) -> dict[str, Tensor]:
+        """:class:`MeanIoU`'s results, plus ``boundary_miou`` and ``boundary_pixel_accuracy``."""
+        out = self.all.compute()
+        band = self.band.compute()
+        out["boundary_miou"] = band["miou"]
+        out["boundary_pixel_accuracy"] = band["pixel_accuracy"]
+        return out
