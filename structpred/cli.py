@@ -58,6 +58,7 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
         seed=args.seed,
         num_workers=args.workers,
         checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
         keep_last=args.keep_last,
         progress=not args.no_progress,
         device=args.device,
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="data loader processes")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: every epoch end)")
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between validations (the last always)")
     p.add_argument("--keep-last", type=int, default=3, help="checkpoints kept")
     p.add_argument("--out", default="runs/latest", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 class Metric(Protocol):
     """What the engine needs of a metric (``structpred.metrics`` classes have it)."""
 
-    def update(self, preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> None: ...
+    # preds: what the model returns (a list of dicts for detectors, {"logits": ...} for segmenters)
+    def update(self, preds: Any, targets: list[dict[str, Tensor]]) -> None: ...
 
     def compute(self) -> dict[str, Any]: ...
 
@@ -76,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: at epoch ends only
+    eval_every: int = 1  # epochs between validations; the last epoch is always validated
     keep_last: int = 3
     log_every: int = 10
     progress: bool = True
@@ -91,6 +93,8 @@ class TrainConfig:
             raise ValueError(
                 f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
             )
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ValueError(f"eval_every must be an int >= 1 (epochs), got {self.eval_every!r}")
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.amp not in (None, "bf16", "fp16"):
@@ -239,7 +243,8 @@ class Trainer:
                 rng_meta = None
             self._train_epoch(train_model, loader, epoch, skip, total, runlog)
             skip = 0
-            last_metrics = self.evaluate() if self.val_data is not None and self.ctx.is_main else {}
+            due = (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs
+            last_metrics = self.evaluate() if due and self.val_data is not None and self.ctx.is_main else {}
             if runlog is not None and last_metrics:
                 runlog.write(self.step, epoch, "val", _scalars(last_metrics))
             self.history.append({"epoch": epoch, "step": self.step, **_scalars(last_metrics)})

@@ -45,6 +45,15 @@ def test_fit_lowers_the_loss_and_logs(tmp_path: Path) -> None:
     assert len(ckpt.list_checkpoints(tmp_path)) == 3  # keep_last=3 of the 6 epoch-end checkpoints
 
 
+def test_eval_every_validates_every_nth_epoch_and_the_last(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, 32, epochs=5, eval_every=2)
+    trainer.fit()
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert sorted({int(r["epoch"]) for r in rows if r["phase"] == "val"}) == [1, 3, 4]
+    with pytest.raises(ValueError, match="eval_every must be an int >= 1"):
+        TrainConfig(eval_every=0)
+
+
 def test_validation_loss_comes_with_metrics(tmp_path: Path) -> None:
     out = _trainer(tmp_path).evaluate()
     assert {"loss_cls", "loss", "accuracy", "accuracy_per_class"} <= set(out)
