@@ -172,9 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "suite",
-        choices=["ops", "metrics", "proposals", "detection", "rnn"],
+        choices=["ops", "metrics", "proposals", "detection", "mask_rcnn", "crf", "segmentation", "rnn"],
         help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall; "
-        "detection: Faster R-CNN vs torchvision; rnn: RNN/LSTM vs torch.nn",
+        "detection: Faster R-CNN vs torchvision; mask_rcnn: Mask R-CNN inference vs torchvision; "
+        "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
+        "rnn: RNN/LSTM vs torch.nn",
     )
     p.set_defaults(func=_bench)
 

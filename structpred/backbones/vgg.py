@@ -3,6 +3,8 @@
 ``VGG16.features`` is an ``nn.Sequential`` with torchvision's indices (``features.0`` conv1_1 ..
 ``features.28`` conv5_3; ReLUs and max-pools in between, ``features.30`` = pool5), so
 ``load_state_dict(tv_vgg16.state_dict(), strict=False)`` fills it (``classifier.*`` unexpected).
+With ``batch_norm=True`` the indices are ``vgg16_bn``'s (conv, BN, ReLU per layer). FCN's small
+CPU variants use ``width_div`` (all widths divided) and ``conv1_padding`` / ``ceil_mode``.
 
 ``VGG16Head`` holds fc6 / fc7. Key mapping from torchvision's ``vgg16().classifier``:
 
@@ -28,35 +30,63 @@ from ._common import check_images
 VGG16_CONFIG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )  # fmt: skip
-# Output index in ``features`` of each named map, and its stride.
-_TAPS: dict[int, str] = {16: "pool3", 23: "pool4", 29: "c5", 30: "pool5"}
+# Full-width stride and channels of each named map (channels are divided by ``width_div``).
 _STRIDES: dict[str, int] = {"pool3": 8, "pool4": 16, "c5": 16, "pool5": 32}
 _CHANNELS: dict[str, int] = {"pool3": 256, "pool4": 512, "c5": 512, "pool5": 512}
 
 
 class VGG16(nn.Module):
-    """The 13 conv layers of VGG-16 (no batch norm), with named taps.
+    """The 13 conv layers of VGG-16, with named taps.
 
     Args:
         trainable_from: index in ``features`` from which parameters train; Fast R-CNN freezes
             conv1_x and conv2_x, i.e. ``trainable_from=10`` (conv3_1). 0 trains everything.
+        width_div: divides every width (64 .. 512 -> 64 / d .. 512 / d), for small CPU variants;
+            1 (the default) is the paper's network and loads torchvision's ``vgg16`` weights.
+        batch_norm: conv -> BN -> ReLU (torchvision's ``vgg16_bn`` layout) instead of conv -> ReLU.
+            The paper had no batch norm; it helps from-scratch training.
+        conv1_padding: zero padding of conv1_1 (1; FCN pads by 100, see ``models.fcn``).
+        ceil_mode: round pooled sizes up, as Caffe does (FCN's reference nets); torchvision floors.
     """
 
-    def __init__(self, *, trainable_from: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        trainable_from: int = 0,
+        width_div: int = 1,
+        batch_norm: bool = False,
+        conv1_padding: int = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
+        if width_div < 1 or 64 % width_div:
+            raise ValueError(f"width_div must divide 64 (1, 2, 4, ..., 64), got {width_div}")
+        if conv1_padding < 0:
+            raise ValueError(f"conv1_padding must be >= 0, got {conv1_padding}")
         layers: list[nn.Module] = []
+        pools: list[int] = []  # index in ``features`` of each max-pool
         c_in = 3
         for v in VGG16_CONFIG:
             if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                pools.append(len(layers))
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))
             else:
                 assert isinstance(v, int)
-                layers += [nn.Conv2d(c_in, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-                c_in = v
+                pad = conv1_padding if not layers else 1
+                c_out = v // width_div
+                layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=pad))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(c_out))
+                layers.append(nn.ReLU(inplace=True))
+                c_in = c_out
         self.features = nn.Sequential(*layers)
         if not 0 <= trainable_from <= len(self.features):
             raise ValueError(f"trainable_from must be in [0, {len(self.features)}], got {trainable_from}")
-        self.out_channels: dict[str, int] = dict(_CHANNELS)
+        # Output index in ``features`` of each named map (16, 23, 29, 30 without batch norm).
+        self.tap_indices: dict[str, int] = {
+            "pool3": pools[2], "pool4": pools[3], "c5": pools[4] - 1, "pool5": pools[4],
+        }  # fmt: skip
+        self.out_channels: dict[str, int] = {k: c // width_div for k, c in _CHANNELS.items()}
         self.strides: dict[str, int] = dict(_STRIDES)
         for m in self.features:
             if isinstance(m, nn.Conv2d):
@@ -71,15 +101,17 @@ class VGG16(nn.Module):
         """x: ``[B, 3, H, W]`` -> ``pool3 [B, 256, H/8, W/8]``, ``pool4 [B, 512, H/16, W/16]``,
         ``c5`` (conv5_3 after ReLU, no pool5) ``[B, 512, H/16, W/16]``, ``pool5 [B, 512, H/32, W/32]``.
 
-        The pools floor odd sizes (no padding), as in the paper.
+        The pools floor odd sizes (``ceil_mode=False``, torchvision) or round them up (Caffe);
+        with ``conv1_padding != 1`` every map is ``2 * (conv1_padding - 1)`` pixels larger first.
         """
         check_images(x, 3, "VGG16.forward_features")
+        names = {i: name for name, i in self.tap_indices.items()}
         out: dict[str, Tensor] = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in _TAPS:
-                out[_TAPS[i]] = x
-        return out
+            if i in names:
+                out[names[i]] = x
+        return {k: out[k] for k in ("pool3", "pool4", "c5", "pool5")}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """Same as ``forward_features``."""
@@ -136,6 +168,19 @@ class VGG16Head(nn.Module):
             self.load_state_dict({dst: state_dict[src] for src, dst in key_map.items()})
 
 
-def vgg16(*, trainable_from: int = 0) -> VGG16:
-    """VGG-16 conv trunk; ``out_channels = {pool3: 256, pool4: 512, c5: 512, pool5: 512}``."""
-    return VGG16(trainable_from=trainable_from)
+def vgg16(
+    *,
+    trainable_from: int = 0,
+    width_div: int = 1,
+    batch_norm: bool = False,
+    conv1_padding: int = 1,
+    ceil_mode: bool = False,
+) -> VGG16:
+    """VGG-16 conv trunk; ``out_channels = {pool3: 256, pool4: 512, c5: 512, pool5: 512}`` / ``width_div``."""
+    return VGG16(
+        trainable_from=trainable_from,
+        width_div=width_div,
+        batch_norm=batch_norm,
+        conv1_padding=conv1_padding,
+        ceil_mode=ceil_mode,
+    )

@@ -16,6 +16,7 @@ background and scores <= ``score_thresh``, drop tiny boxes, class-wise NMS, best
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,15 @@ from ..ops import (
 
 # (features by name, boxes per image, image sizes) -> Tensor[S, C, T, T]
 Pooler = Callable[[dict[str, Tensor], list[Tensor], list[tuple[int, int]]], Tensor]
+
+
+class SampledRoIs(NamedTuple):
+    """The RoIs drawn for the loss, per image ``i`` (``S_i`` of them, ``S`` in all)."""
+
+    boxes: list[Tensor]  # (S_i, 4) xyxy, proposals and gts
+    labels: list[Tensor]  # (S_i,) int64: 0 background, 1..K
+    matched_gt: list[Tensor]  # (S_i,) int64: index of the matched gt (0 for background)
+    gt_deltas: Tensor  # (S, 4) encoded regression targets, images concatenated
 
 
 class TwoMLPHead(nn.Module):
@@ -98,16 +108,15 @@ class RoIHeads(nn.Module):
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
         self.detections_per_img = detections_per_img
 
-    def _sample(
-        self, proposals: list[Tensor], targets: Sequence[dict[str, Tensor]]
-    ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """Sampled RoIs per image, their class labels ``(S,)`` and regression targets ``(S, 4)``."""
-        labels, matched_boxes = [], []
+    def sample(self, proposals: list[Tensor], targets: Sequence[dict[str, Tensor]]) -> SampledRoIs:
+        """Add the gts to the proposals, match them at the IoU thresholds and draw the RoIs."""
+        labels, matched_idx, matched_boxes = [], [], []
         rois = [torch.cat([p, t["boxes"].to(p)]) for p, t in zip(proposals, targets, strict=True)]
         for roi, target in zip(rois, targets, strict=True):
             gt_boxes = target["boxes"].to(roi)
             if gt_boxes.numel() == 0:  # all background
                 labels.append(torch.zeros(roi.shape[0], dtype=torch.int64, device=roi.device))
+                matched_idx.append(torch.zeros(roi.shape[0], dtype=torch.int64, device=roi.device))
                 matched_boxes.append(torch.zeros_like(roi))
                 continue
             matched = self.matcher(box_iou(gt_boxes, roi))  # (P_i,)
@@ -115,19 +124,40 @@ class RoIHeads(nn.Module):
             label[matched == Matcher.BELOW_LOW_THRESHOLD] = 0
             label[matched == Matcher.BETWEEN_THRESHOLDS] = -1
             labels.append(label)
-            matched_boxes.append(gt_boxes[matched.clamp(min=0)])
+            matched_idx.append(matched.clamp(min=0))
+            matched_boxes.append(gt_boxes[matched_idx[-1]])
         pos, neg = self.sampler(labels)
         keep = [torch.where(p | n)[0] for p, n in zip(pos, neg, strict=True)]
         rois = [r[k] for r, k in zip(rois, keep, strict=True)]
-        sampled_labels = torch.cat([lb[k] for lb, k in zip(labels, keep, strict=True)])
+        labels = [lb[k] for lb, k in zip(labels, keep, strict=True)]
+        matched_idx = [m[k] for m, k in zip(matched_idx, keep, strict=True)]
         gt = torch.cat([m[k] for m, k in zip(matched_boxes, keep, strict=True)])
-        return rois, sampled_labels, self.box_coder.encode_single(gt, torch.cat(rois))
+        return SampledRoIs(rois, labels, matched_idx, self.box_coder.encode_single(gt, torch.cat(rois)))
 
     def _predict(
         self, features: dict[str, Tensor], rois: list[Tensor], image_sizes: list[tuple[int, int]]
     ) -> tuple[Tensor, Tensor]:
         pooled = self.box_roi_pool(features, rois, image_sizes)  # (S, C, T, T)
         return self.box_predictor(self.box_head(pooled))
+
+    def box_losses(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[dict[str, Tensor]],
+    ) -> tuple[dict[str, Tensor], SampledRoIs]:
+        """Fast R-CNN's losses on freshly sampled RoIs, and the sample (for heads built on it)."""
+        sampled = self.sample(proposals, targets)
+        logits, deltas = self._predict(features, sampled.boxes, image_sizes)
+        return fast_rcnn_loss(logits, deltas, torch.cat(sampled.labels), sampled.gt_deltas), sampled
+
+    def detect(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """Per image ``{"boxes", "scores", "labels"}`` in resized-image pixels (see :meth:`postprocess`)."""
+        logits, deltas = self._predict(features, proposals, image_sizes)
+        return self.postprocess(logits, deltas, proposals, image_sizes)
 
     def forward(
         self,
@@ -139,13 +169,10 @@ class RoIHeads(nn.Module):
         """Detections per image (not in training mode) and losses (whenever ``targets`` is given)."""
         losses: dict[str, Tensor] = {}
         if targets is not None:
-            rois, labels, gt_deltas = self._sample(proposals, targets)
-            logits, deltas = self._predict(features, rois, image_sizes)
-            losses = fast_rcnn_loss(logits, deltas, labels, gt_deltas)
+            losses, _ = self.box_losses(features, proposals, image_sizes, targets)
         if self.training:
             return [], losses
-        logits, deltas = self._predict(features, proposals, image_sizes)
-        return self.postprocess(logits, deltas, proposals, image_sizes), losses
+        return self.detect(features, proposals, image_sizes), losses
 
     def postprocess(
         self, logits: Tensor, deltas: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]

@@ -1,7 +1,15 @@
 """Small reusable modules."""
 
-from .poolers import MultiScaleRoIAlign
+from .poolers import MultiScaleRoIAlign, MultiScaleRoIPool
 from .rnn import LSTM, RNN, LSTMCell, RNNCell
 from .stn import SpatialTransformer
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "MultiScaleRoIAlign", "RNNCell", "SpatialTransformer"]
+__all__ = [
+    "LSTM",
+    "RNN",
+    "LSTMCell",
+    "MultiScaleRoIAlign",
+    "MultiScaleRoIPool",
+    "RNNCell",
+    "SpatialTransformer",
+]

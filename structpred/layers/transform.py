@@ -8,8 +8,9 @@ each image is normalised with ``image_mean`` / ``image_std``, then resized by on
 ``min(min_size / min(H, W), max_size / max(H, W))`` with bilinear interpolation
 (``align_corners=False``, scale factor recomputed from the output size), then every image is
 copied into the top-left corner of a zero batch whose sides are rounded up to
-``size_divisible``. Boxes scale with the per-axis ratio of the sizes; predictions are scaled
-back to the original image by :meth:`DetectionTransform.postprocess`.
+``size_divisible``. Boxes scale with the per-axis ratio of the sizes, target masks are resized
+nearest; predicted boxes are scaled back to the original image (and per-box masks pasted into
+it) by :meth:`DetectionTransform.postprocess`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..ops.masks import paste_masks_in_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -143,9 +146,12 @@ class DetectionTransform(nn.Module):
         sizes: Sequence[tuple[int, int]],
         original_sizes: Sequence[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
-        """Scale each prediction's ``boxes`` from the resized image back to the original."""
+        """Scale each prediction's ``boxes`` from the resized image back to the original; per-box
+        ``masks [N, 1, M, M]`` (Mask R-CNN) are pasted into it: ``[N, 1, H, W]``, as torchvision."""
         for pred, size, original in zip(predictions, sizes, original_sizes, strict=True):
             pred["boxes"] = resize_boxes(pred["boxes"], size, original)
+            if "masks" in pred:
+                pred["masks"] = paste_masks_in_image(pred["masks"], pred["boxes"], original)
         return predictions
 
     def extra_repr(self) -> str:

@@ -90,10 +90,16 @@ def _boxes(d: dict[str, Tensor], where: str, n: int) -> Tensor:
 
 def _masks(d: dict[str, Tensor], where: str, n: int) -> Tensor:
     t = _tensor(d, "masks", where)
+    if t.is_floating_point() and t.dim() == 4 and t.shape[:2] == (n, 1):
+        # A Mask R-CNN's soft masks, torchvision's [N, 1, H, W] probabilities: inside is > 0.5.
+        t = t[:, 0] > 0.5  # (N, 1, H, W) -> (N, H, W)
     if t.dim() != 3 or t.shape[0] != n:
         raise ValueError(f"{where}['masks'] must have shape [{n}, H, W], got {tuple(t.shape)}")
     if t.dtype not in (torch.bool, torch.uint8):
-        raise ValueError(f"{where}['masks'] must be bool or uint8 (binary masks), got {t.dtype}")
+        raise ValueError(
+            f"{where}['masks'] must be bool or uint8 [N, H, W] (binary masks) or float [N, 1, H, W] "
+            f"probabilities, got {t.dtype} {tuple(t.shape)}"
+        )
     return t  # nonzero means inside (mask_ious reads them so)
 
 

@@ -1,6 +1,6 @@
 """Models, one paper per file, built through the registry."""
 
-from . import classifier, fast_rcnn, faster_rcnn, sequence, stn  # noqa: F401  (register their builders)
+from . import classifier, deeplab, fast_rcnn, faster_rcnn, fcn, mask_rcnn, sequence, stn, unet  # noqa: F401  (register their builders)
 from .registry import get_model, list_models, register_model
 
 __all__ = ["get_model", "list_models", "register_model"]

@@ -5,26 +5,33 @@ ours. Every tensor is copied by an explicit name rule, and the copy asserts that
 torchvision tensor found its place with the same shape and that none of ours was left out
 (nanoGPT's rule: a checkpoint import that checks every shape).
 
-Supported: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_mobilenet_v3_large_fpn`` and
-``fasterrcnn_mobilenet_v3_large_320_fpn``, any weights and any ``num_classes``, with their
-transform, RPN and RoI-head settings (score thresholds, top-n, NMS, sizes) carried over.
+Supported: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_mobilenet_v3_large_fpn``,
+``fasterrcnn_mobilenet_v3_large_320_fpn`` and ``maskrcnn_resnet50_fpn``, any weights and any
+``num_classes``, with their transform, RPN, RoI-head and mask-head settings (score thresholds,
+top-n, NMS, sizes) carried over. :func:`from_torchvision` is the one entry point; it recognises
+a model family by its structure (no torchvision import), one ``if`` per family.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from .faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
+from .mask_rcnn import MaskRCNNConfig, build_mask_rcnn
 
 logger = logging.getLogger(__name__)
 
 # torchvision name -> ours, first match wins; names not listed are identical.
-_RENAMES: tuple[tuple[str, str], ...] = ((r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),)
+_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),
+    (r"^roi_heads\.mask_head\.(\d+)\.0\.", r"roi_heads.mask_head.convs.\1."),
+)
 
 
 def _rename(name: str) -> str:
@@ -52,14 +59,14 @@ def _backbone_kind(tv_model: nn.Module) -> str:
     raise ValueError(f"unsupported torchvision backbone {type(body).__name__}")
 
 
-def _config(tv_model: Any) -> FasterRCNNConfig:
-    """Our config from the torchvision model's attributes."""
+def _settings(tv_model: Any) -> dict[str, Any]:
+    """Our :class:`FasterRCNNConfig` settings from the torchvision model's attributes."""
     t, rpn, roi = tv_model.transform, tv_model.rpn, tv_model.roi_heads
     if getattr(t, "fixed_size", None) is not None:
         raise ValueError("torchvision models with a fixed_size transform are not supported")
     pool = roi.box_roi_pool
     out_size = pool.output_size if isinstance(pool.output_size, int) else pool.output_size[0]
-    return FasterRCNNConfig(
+    return dict(
         min_size=tuple(t.min_size),
         max_size=int(t.max_size),
         image_mean=tuple(t.image_mean),
@@ -89,9 +96,11 @@ def _config(tv_model: Any) -> FasterRCNNConfig:
     )
 
 
-def copy_weights(ours: nn.Module, tv_model: nn.Module) -> None:
-    """Copy every torchvision tensor into ``ours`` by :data:`_RENAMES`; assert names and shapes."""
-    theirs = {_rename(k): v for k, v in tv_model.state_dict().items()}
+def copy_weights(ours: nn.Module, tv_model: nn.Module, rename: Callable[[str], str] | None = None) -> None:
+    """Copy every torchvision tensor into ``ours`` by ``rename`` (default: :data:`_RENAMES`); assert
+    names and shapes. ``convert_segmentation`` passes its own ``rename``."""
+    rename = rename or _rename
+    theirs = {rename(k): v for k, v in tv_model.state_dict().items()}
     mine = ours.state_dict()
     if not any(k.endswith("num_batches_tracked") for k in mine):  # frozen BN has no counter
         theirs = {k: v for k, v in theirs.items() if not k.endswith("num_batches_tracked")}
@@ -111,18 +120,47 @@ def copy_weights(ours: nn.Module, tv_model: nn.Module) -> None:
         for name, value in theirs.items():
             mine[name].copy_(value)
     # The same parameters are frozen as in the torchvision model.
-    tv_grad = {_rename(k): p.requires_grad for k, p in tv_model.named_parameters()}
+    tv_grad = {rename(k): p.requires_grad for k, p in tv_model.named_parameters()}
     for name, p in ours.named_parameters():
         p.requires_grad_(tv_grad.get(name, p.requires_grad))
 
 
-def from_torchvision(tv_model: nn.Module) -> FasterRCNN:
-    """Our Faster R-CNN with the torchvision model's weights and settings (its train/eval mode too)."""
+def _mask_settings(roi: Any) -> dict[str, Any]:
+    """Our :class:`MaskRCNNConfig`'s mask-branch settings from torchvision's ``roi_heads``."""
+    pool, head, predictor = roi.mask_roi_pool, roi.mask_head, roi.mask_predictor
+    for i, block in enumerate(head):
+        kinds = [type(m).__name__ for m in block]
+        if kinds != ["Conv2d", "ReLU"]:
+            raise ValueError(
+                f"mask_head[{i}] is {kinds}: only conv + ReLU mask heads are supported "
+                "(not maskrcnn_resnet50_fpn_v2's normalised ones)"
+            )
+    if type(pool).__name__ != "MultiScaleRoIAlign":
+        raise ValueError(f"unsupported mask_roi_pool {type(pool).__name__}")
+    out_size = pool.output_size if isinstance(pool.output_size, int) else pool.output_size[0]
+    if tuple(pool.featmap_names) != tuple(roi.box_roi_pool.featmap_names):
+        raise ValueError("mask and box poolers read different feature maps; not supported")
+    return {
+        "mask_pool_size": int(out_size),
+        "mask_sampling_ratio": int(pool.sampling_ratio),
+        "mask_layers": tuple(int(block[0].out_channels) for block in head),
+        "mask_dilation": int(head[0][0].dilation[0]),
+        "mask_dim_reduced": int(predictor.conv5_mask.out_channels),
+    }
+
+
+def _is_detection(tv_model: nn.Module) -> bool:
+    """A torchvision ``GeneralizedRCNN`` (Faster / Mask R-CNN): transform, backbone, rpn, roi_heads."""
+    return all(hasattr(tv_model, name) for name in ("transform", "backbone", "rpn", "roi_heads"))
+
+
+def _detection_from_torchvision(tv_model: nn.Module) -> FasterRCNN:
+    """Our Faster R-CNN, or Mask R-CNN when the RoI heads have a mask branch."""
     from ..layers.fpn import mobilenet_v3_large_fpn, resnet50_fpn
 
     kind = _backbone_kind(tv_model)
-    config = _config(tv_model)
     tv: Any = tv_model
+    settings = _settings(tv)
     num_classes = int(tv.roi_heads.box_predictor.cls_score.out_features) - 1
     # torchvision uses plain (trainable) batch norm when built without pretrained weights.
     plain_bn = any(isinstance(m, nn.BatchNorm2d) for m in tv.backbone.modules())
@@ -130,8 +168,36 @@ def from_torchvision(tv_model: nn.Module) -> FasterRCNN:
     # Which parameters train is copied from the torchvision model by copy_weights.
     build = resnet50_fpn if kind == "resnet50" else mobilenet_v3_large_fpn
     backbone = build(norm_layer=norm)
-    model = build_faster_rcnn(backbone, num_classes, config)
+    model: FasterRCNN
+    if getattr(tv.roi_heads, "mask_predictor", None) is not None:
+        config = MaskRCNNConfig(**settings, **_mask_settings(tv.roi_heads))
+        model = build_mask_rcnn(backbone, num_classes, config)
+    else:
+        model = build_faster_rcnn(backbone, num_classes, FasterRCNNConfig(**settings))
     copy_weights(model, tv_model)
     model.train(tv_model.training)
-    logger.info("converted torchvision %s (%d classes + background)", kind, num_classes)
+    logger.info(
+        "converted torchvision %s %s (%d classes + background)", kind, type(model).__name__, num_classes
+    )
     return model
+
+
+def from_torchvision(tv_model: nn.Module) -> nn.Module:
+    """Our model with the torchvision model's weights and settings (its train/eval mode too).
+
+    Detection: ``fasterrcnn_*`` -> :class:`FasterRCNN`, ``maskrcnn_resnet50_fpn`` -> ``MaskRCNN``.
+    Segmentation: ``fcn_resnet50`` / ``deeplabv3_resnet50`` -> ``AtrousSegmenter`` (see
+    :mod:`structpred.models.convert_segmentation`).
+    """
+    if _is_detection(tv_model):
+        return _detection_from_torchvision(tv_model)
+    from torchvision.models.segmentation import FCN, DeepLabV3  # the peer's classes, read only
+
+    if isinstance(tv_model, DeepLabV3 | FCN):
+        from .convert_segmentation import from_torchvision_segmentation
+
+        return from_torchvision_segmentation(tv_model)
+    raise ValueError(
+        f"{type(tv_model).__name__} is not a torchvision detection model (Faster / Mask R-CNN) "
+        "or segmentation model (FCN / DeepLabV3) that structpred converts"
+    )

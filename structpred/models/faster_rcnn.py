@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from ..heads.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from ..heads.rpn import RegionProposalNetwork, RPNHead
-from ..layers.poolers import MultiScaleRoIAlign
+from ..layers.poolers import multiscale_pooler
 from ..layers.transform import DetectionTransform
 from .registry import register_model
 
@@ -105,6 +105,12 @@ class FasterRCNN(nn.Module):
         self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
         self.num_classes = num_classes
 
+    def validate_targets(
+        self, targets: Sequence[dict[str, Tensor]], sizes: Sequence[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """:func:`check_targets` for this model's classes (models with more target keys add theirs)."""
+        return check_targets(targets, sizes, self.num_classes)
+
     def forward(
         self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
@@ -117,7 +123,7 @@ class FasterRCNN(nn.Module):
                 sizes = [tuple(im.shape[-2:]) for im in images]
             if len(targets) != len(sizes):
                 raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
-            targets = check_targets(targets, sizes, self.num_classes)  # type: ignore[arg-type]
+            targets = self.validate_targets(targets, sizes)  # type: ignore[arg-type]
         batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
         features = self.backbone(batch)
         if isinstance(features, Tensor):
@@ -149,6 +155,7 @@ class FasterRCNNConfig:
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
     featmap_names: Sequence[str] = ("0", "1", "2", "3")
+    roi_op: str = "align"  # or "pool": quantised RoIPool (Mask R-CNN's ablation)
     pool_size: int = 7
     sampling_ratio: int = 2
     representation_size: int = 1024
@@ -162,18 +169,18 @@ class FasterRCNNConfig:
     box_detections_per_img: int = 100
 
 
-def build_faster_rcnn(
-    backbone: nn.Module, num_classes: int, config: FasterRCNNConfig | None = None
-) -> FasterRCNN:
-    """The module tree, written out: FPN-style backbone with ``out_channels``, K object classes."""
+def check_num_classes(num_classes: int) -> None:
+    """Raise unless ``num_classes`` (object classes, background excluded) is an int >= 1."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(
             f"num_classes (object classes, background excluded) must be >= 1, got {num_classes!r}"
         )
-    c = config or FasterRCNNConfig()
-    channels = int(backbone.out_channels)  # type: ignore[arg-type]
+
+
+def build_rpn(channels: int, c: FasterRCNNConfig) -> RegionProposalNetwork:
+    """The RPN of config ``c`` over ``channels``-wide feature maps."""
     num_anchors = len(c.anchor_sizes[0]) * len(c.aspect_ratios[0])
-    rpn = RegionProposalNetwork(
+    return RegionProposalNetwork(
         RPNHead(channels, num_anchors, c.rpn_objectness),
         c.anchor_sizes,
         c.aspect_ratios,
@@ -186,34 +193,65 @@ def build_faster_rcnn(
         batch_size_per_image=c.rpn_batch_size_per_image,
         positive_fraction=c.rpn_positive_fraction,
     )
-    roi_heads = RoIHeads(
-        MultiScaleRoIAlign(list(c.featmap_names), c.pool_size, c.sampling_ratio),
-        TwoMLPHead(channels * c.pool_size**2, c.representation_size),
-        FastRCNNPredictor(c.representation_size, num_classes + 1),
-        fg_iou_thresh=c.box_fg_iou_thresh,
-        bg_iou_thresh=c.box_bg_iou_thresh,
-        batch_size_per_image=c.box_batch_size_per_image,
-        positive_fraction=c.box_positive_fraction,
-        bbox_reg_weights=c.bbox_reg_weights,
-        score_thresh=c.box_score_thresh,
-        nms_thresh=c.box_nms_thresh,
-        detections_per_img=c.box_detections_per_img,
-    )
-    transform = DetectionTransform(c.min_size, c.max_size, c.image_mean, c.image_std)
-    return FasterRCNN(backbone, rpn, roi_heads, transform, num_classes)
+
+
+def box_head_parts(
+    channels: int, num_classes: int, c: FasterRCNNConfig
+) -> tuple[nn.Module, TwoMLPHead, FastRCNNPredictor]:
+    """The box pooler (``c.roi_op``), the two-FC head and the predictor for K object classes."""
+    pooler = multiscale_pooler(c.roi_op, c.featmap_names, c.pool_size, c.sampling_ratio)
+    head = TwoMLPHead(channels * c.pool_size**2, c.representation_size)
+    return pooler, head, FastRCNNPredictor(c.representation_size, num_classes + 1)
+
+
+def box_settings(c: FasterRCNNConfig) -> dict[str, Any]:
+    """:class:`RoIHeads`' keyword settings (sampling, regression weights, post-processing)."""
+    return {
+        "fg_iou_thresh": c.box_fg_iou_thresh,
+        "bg_iou_thresh": c.box_bg_iou_thresh,
+        "batch_size_per_image": c.box_batch_size_per_image,
+        "positive_fraction": c.box_positive_fraction,
+        "bbox_reg_weights": c.bbox_reg_weights,
+        "score_thresh": c.box_score_thresh,
+        "nms_thresh": c.box_nms_thresh,
+        "detections_per_img": c.box_detections_per_img,
+    }
+
+
+def build_transform(c: FasterRCNNConfig) -> DetectionTransform:
+    """The input transform of config ``c`` (normalise, resize, pad)."""
+    return DetectionTransform(c.min_size, c.max_size, c.image_mean, c.image_std)
+
+
+def build_faster_rcnn(
+    backbone: nn.Module, num_classes: int, config: FasterRCNNConfig | None = None
+) -> FasterRCNN:
+    """The module tree, written out: FPN-style backbone with ``out_channels``, K object classes."""
+    check_num_classes(num_classes)
+    c = config or FasterRCNNConfig()
+    channels = int(backbone.out_channels)  # type: ignore[arg-type]
+    roi_heads = RoIHeads(*box_head_parts(channels, num_classes, c), **box_settings(c))
+    return FasterRCNN(backbone, build_rpn(channels, c), roi_heads, build_transform(c), num_classes)
 
 
 # ---------------------------------------------------------------------------- builders
 # ``num_classes`` counts object classes (background excluded; torchvision's COCO 91 = 90 + 1).
 
 
-def _config(**overrides: Any) -> FasterRCNNConfig:
-    """The default config with keyword overrides; unknown names are a ``ValueError``."""
-    known = {f.name for f in fields(FasterRCNNConfig)}
+Config = TypeVar("Config", bound=FasterRCNNConfig)
+
+
+def make_config(cls: type[Config], overrides: dict[str, Any], model: str = "Faster R-CNN") -> Config:
+    """``cls``'s defaults with keyword overrides; unknown names are a ``ValueError``."""
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown Faster R-CNN settings {unknown}; known: {sorted(known)}")
-    return FasterRCNNConfig(**overrides)
+        raise ValueError(f"unknown {model} settings {unknown}; known: {sorted(known)}")
+    return cls(**overrides)
+
+
+def _config(**overrides: Any) -> FasterRCNNConfig:
+    return make_config(FasterRCNNConfig, overrides)
 
 
 @register_model
@@ -255,33 +293,37 @@ def fasterrcnn_mobilenet_v3_large_320_fpn(
     return fasterrcnn_mobilenet_v3_large_fpn(num_classes, trainable_layers, **settings)
 
 
+# The small from-scratch CPU model's settings, shared by every model built on it (Mask R-CNN too).
+# Images resized to 256 px (the shapes world's 128 px doubled: its smallest objects, 4 px across,
+# then cover a whole stride-4 cell), anchors 8..203 px, a lighter RPN (300 / 150 proposals per
+# level / image in training) and box head (64 sampled RoIs, one bilinear sample per RoIAlign
+# bin). Each choice was measured; see benchmarks/RESULTS.md.
+NARROW_SETTINGS: dict[str, Any] = {
+    "min_size": 256,
+    "max_size": 256,
+    # Three sizes per level, 2^(1/3) apart, from 8 px: the smallest objects at 256 px.
+    "anchor_sizes": tuple(tuple(round(s * 2 ** (k / 3), 1) for k in range(3)) for s in (8, 16, 32, 64, 128)),
+    "rpn_pre_nms_top_n": {"training": 300, "testing": 300},
+    "rpn_post_nms_top_n": {"training": 150, "testing": 100},
+    "rpn_batch_size_per_image": 128,
+    "sampling_ratio": 1,
+    "representation_size": 256,
+    "box_batch_size_per_image": 64,
+}
+
+
+def narrow_backbone(width: int = 16, fpn_channels: int = 32) -> nn.Module:
+    """The narrow 4-stage backbone (widths ``width`` .. ``8 width``) + FPN of ``fpn_channels``."""
+    from ..layers.fpn import narrow_fpn
+
+    return narrow_fpn(out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width))
+
+
 @register_model
 def fasterrcnn_narrow_fpn(
     num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any
 ) -> FasterRCNN:
-    """The small from-scratch model for CPU training: a narrow 4-stage backbone + FPN (32 channels).
-
-    Images are resized to 256 px (the shapes world's 128 px doubled: its smallest objects, 4 px
-    across, then cover a whole stride-4 cell), anchors 8..203 px, a lighter RPN (300 / 150
-    proposals per level / image in training) and box head (64 sampled RoIs, one bilinear
-    sample per RoIAlign bin). Each choice was measured; see benchmarks/RESULTS.md.
-    """
-    from ..layers.fpn import narrow_fpn
-
-    settings: dict[str, Any] = {
-        "min_size": 256,
-        "max_size": 256,
-        # Three sizes per level, 2^(1/3) apart, from 8 px: the smallest objects at 256 px.
-        "anchor_sizes": tuple(
-            tuple(round(s * 2 ** (k / 3), 1) for k in range(3)) for s in (8, 16, 32, 64, 128)
-        ),
-        "rpn_pre_nms_top_n": {"training": 300, "testing": 300},
-        "rpn_post_nms_top_n": {"training": 150, "testing": 100},
-        "rpn_batch_size_per_image": 128,
-        "sampling_ratio": 1,
-        "representation_size": 256,
-        "box_batch_size_per_image": 64,
-        **config,
-    }
-    backbone = narrow_fpn(out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width))
-    return build_faster_rcnn(backbone, num_classes, _config(**settings))
+    """The small from-scratch model for CPU training: a narrow 4-stage backbone + FPN (32 channels),
+    with :data:`NARROW_SETTINGS` (256 px, a lighter RPN and box head)."""
+    backbone = narrow_backbone(width, fpn_channels)
+    return build_faster_rcnn(backbone, num_classes, _config(**{**NARROW_SETTINGS, **config}))

@@ -16,6 +16,8 @@ Convention:
       labels ``0..K-1`` or ``ignore_index`` (255).
     * Loss: per-pixel cross-entropy over non-ignored pixels (``loss_seg``), plus
       ``aux_weight`` x the same on ``"aux"`` (``loss_aux``) when the net returns it in training.
+    * Predictions: ``{"logits": [B, K, H, W]}``, plus ``"aux"`` ``[B, K, H, W]`` (the auxiliary
+      head's raw logits, not passed through ``refine``) when the net returns one.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class SemanticSegmenter(nn.Module):
     """
 
     task = "semantic_segmentation"
+    image_mean: Tensor  # buffers (1, 3, 1, 1)
+    image_std: Tensor
 
     def __init__(self, net: nn.Module, config: SegmenterConfig) -> None:
         super().__init__()
@@ -130,19 +134,24 @@ class SemanticSegmenter(nn.Module):
         name = type(self).__name__
         x = batch_images(images, name)  # (B, 3, H, W)
         B, _, H, W = x.shape
-        if targets is not None and len(targets) != B:
-            raise ValueError(f"{name}: {len(targets)} targets for {B} images")
+        labels = None
+        if targets is not None:  # checked before the (costly) forward pass
+            if len(targets) != B:
+                raise ValueError(f"{name}: {len(targets)} targets for {B} images")
+            c = self.config
+            labels = stack_labels(targets, c.target_key, (H, W), c.num_classes, c.ignore_index)
         outputs = self.net(self.normalize(x))
         out = outputs["out"]
         if out.shape[0] != B or out.shape[1] != self.config.num_classes or tuple(out.shape[-2:]) != (H, W):
             raise AssertionError(f"{name}.net returned {tuple(out.shape)} for input {tuple(x.shape)}")
         losses: dict[str, Tensor] = {}
-        if targets is not None:
-            c = self.config
-            labels = stack_labels(targets, c.target_key, (H, W), c.num_classes, c.ignore_index)
+        if labels is not None and targets is not None:
             losses = self.loss(outputs, labels.to(out.device), targets)
         logits = out if self.training else self.refine(out, x)
-        return {"logits": logits}, losses
+        predictions = {"logits": logits}
+        if "aux" in outputs:  # the auxiliary head's raw logits (never refined)
+            predictions["aux"] = outputs["aux"]
+        return predictions, losses
 
 
 def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:

@@ -14,9 +14,11 @@ from .boxes import (
     generalized_box_iou,
     remove_small_boxes,
 )
+from .crf import dense_crf
+from .masks import paste_masks_in_image
 from .matcher import BalancedPositiveNegativeSampler, Matcher
 from .nms import batched_nms, nms
-from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align
+from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align, multiscale_roi_pool
 from .roi_align import roi_align
 from .roi_pool import roi_pool, spp
 from .warp import affine_grid, grid_sample
@@ -35,14 +37,17 @@ __all__ = [
     "cell_anchors",
     "clip_boxes_to_image",
     "decode_boxes",
+    "dense_crf",
     "encode_boxes",
     "generalized_box_iou",
     "grid_anchors",
     "grid_sample",
     "infer_scale",
     "multiscale_roi_align",
+    "multiscale_roi_pool",
     "nms",
     "num_anchors_per_location",
+    "paste_masks_in_image",
     "remove_small_boxes",
     "roi_align",
     "roi_pool",

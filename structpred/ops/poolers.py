@@ -5,8 +5,9 @@ Shape shorthand:
 
 An RoI of size ``w x h`` (image pixels) is pooled from level
 ``k = floor(k0 + log2(sqrt(w h) / 224))`` (FPN eq. 1, ``k0 = 4``), clamped to the levels
-present. Level ``k``'s map has stride ``2^k``. All levels are flattened into one
-channels-last table so every RoI, whatever its level, is pooled in a single pass.
+present. Level ``k``'s map has stride ``2^k``. For RoIAlign all levels are flattened into one
+channels-last table so every RoI, whatever its level, is pooled in a single pass; RoIPool
+(the quantised ablation) pools level by level.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import Tensor
 from ._checks import check_boxes, pair
 from .boxes import box_area
 from .roi_align import roi_align_table
+from .roi_pool import roi_pool
 
 
 def assign_fpn_levels(
@@ -52,6 +54,44 @@ def infer_scale(feature_size: Sequence[int], image_size: Sequence[int]) -> float
     return 2.0 ** round(math.log2(approx))
 
 
+def _pyramid_rois(
+    features: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    canonical_scale: float,
+    canonical_level: int,
+) -> tuple[Tensor, Tensor, Tensor, list[float]]:
+    """Validated RoIs of a pyramid: ``xyxy [K, 4]``, image ``int64[K]``, level ``int64[K]``
+    (an index into ``features``) and every level's image-to-map scale."""
+    if len(features) == 0:
+        raise ValueError("features must hold at least one feature map")
+    if len(image_sizes) == 0:
+        raise ValueError("image_sizes must not be empty")
+    first = features[0]
+    num_images, channels = first.shape[0], first.shape[1]
+    for i, f in enumerate(features):
+        if f.dim() != 4 or f.shape[0] != num_images or f.shape[1] != channels:
+            raise ValueError(
+                f"features[{i}] must be [N={num_images}, C={channels}, H, W], got {tuple(f.shape)}"
+            )
+    if len(boxes) != num_images:
+        raise ValueError(f"boxes must hold one Tensor[K, 4] per image: {len(boxes)} for {num_images}")
+    for i, b in enumerate(boxes):
+        check_boxes(b, f"boxes[{i}]", rank2=True, ordered=True)
+    max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
+    scales = [infer_scale(f.shape[-2:], max_size) for f in features]
+    xyxy = torch.cat([b.to(first.dtype) for b in boxes])  # (K, 4)
+    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=first.device)
+    batch_idx = torch.repeat_interleave(torch.arange(num_images, device=first.device), counts)
+    if len(features) == 1:
+        level = torch.zeros_like(batch_idx)
+    else:
+        k_min = int(-math.log2(scales[0]))
+        k_max = int(-math.log2(scales[-1]))
+        level = assign_fpn_levels(xyxy, k_min, k_max, canonical_scale, canonical_level)
+    return xyxy, batch_idx, level, scales
+
+
 def multiscale_roi_align(
     features: Sequence[Tensor],
     boxes: Sequence[Tensor],
@@ -72,33 +112,12 @@ def multiscale_roi_align(
     Returns:
         Tensor[sum K_i, C, PH, PW], RoIs in image order.
     """
-    if len(features) == 0:
-        raise ValueError("features must hold at least one feature map")
-    if len(image_sizes) == 0:
-        raise ValueError("image_sizes must not be empty")
+    xyxy, batch_idx, level, scales = _pyramid_rois(
+        features, boxes, image_sizes, canonical_scale, canonical_level
+    )
+    out_hw = pair(output_size, "output_size")
     first = features[0]
     num_images, channels = first.shape[0], first.shape[1]
-    for i, f in enumerate(features):
-        if f.dim() != 4 or f.shape[0] != num_images or f.shape[1] != channels:
-            raise ValueError(
-                f"features[{i}] must be [N={num_images}, C={channels}, H, W], got {tuple(f.shape)}"
-            )
-    if len(boxes) != num_images:
-        raise ValueError(f"boxes must hold one Tensor[K, 4] per image: {len(boxes)} for {num_images}")
-    for i, b in enumerate(boxes):
-        check_boxes(b, f"boxes[{i}]", rank2=True, ordered=True)
-    out_hw = pair(output_size, "output_size")
-    max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
-    scales = [infer_scale(f.shape[-2:], max_size) for f in features]
-    xyxy = torch.cat([b.to(first.dtype) for b in boxes])  # (K, 4)
-    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=first.device)
-    batch_idx = torch.repeat_interleave(torch.arange(num_images, device=first.device), counts)
-    if len(features) == 1:
-        level = torch.zeros_like(batch_idx)
-    else:
-        k_min = int(-math.log2(scales[0]))
-        k_max = int(-math.log2(scales[-1]))
-        level = assign_fpn_levels(xyxy, k_min, k_max, canonical_scale, canonical_level)
     # Every level (N, C, Hl, Wl) -> (N, Hl, Wl, C) rows, stacked: one table for all RoIs.
     # Written straight into one buffer: a single layout copy per level.
     rows_per_level = [num_images * f.shape[2] * f.shape[3] for f in features]
@@ -118,3 +137,33 @@ def multiscale_roi_align(
     return roi_align_table(
         table, xyxy, row_base, height, width, scale, out_hw, sampling_ratio, aligned=False
     )
+
+
+def multiscale_roi_pool(
+    features: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    output_size: int | Sequence[int],
+    canonical_scale: float = 224.0,
+    canonical_level: int = 4,
+) -> Tensor:
+    """RoIPool (quantised max pooling, :func:`structpred.ops.roi_pool`) from each box's level.
+
+    The quantised counterpart of :func:`multiscale_roi_align` (Mask R-CNN's RoIPool ablation):
+    the same arguments (no sampling ratio) and level assignment.
+
+    Returns:
+        Tensor[sum K_i, C, PH, PW], RoIs in image order.
+    """
+    xyxy, batch_idx, level, scales = _pyramid_rois(
+        features, boxes, image_sizes, canonical_scale, canonical_level
+    )
+    ph_bins, pw_bins = pair(output_size, "output_size")
+    first = features[0]
+    out = first.new_zeros(xyxy.shape[0], first.shape[1], ph_bins, pw_bins)  # (K, C, PH, PW)
+    rois = torch.cat([batch_idx[:, None].to(xyxy.dtype), xyxy], dim=1)  # (K, 5)
+    for k, (f, scale) in enumerate(zip(features, scales, strict=True)):
+        ids = torch.where(level == k)[0]
+        if ids.numel():
+            out = out.index_copy(0, ids, roi_pool(f, rois[ids], (ph_bins, pw_bins), scale))
+    return out

@@ -317,3 +317,77 @@ def test_bad_trainable_layers_and_stages() -> None:
         vgg16(trainable_from=99)
     with pytest.raises(ValueError, match="layers"):
         ResNet(resnet18().layer1[0].__class__, (2, 2, 2))
+
+
+# --- dilation (DeepLab) and narrow VGG (FCN) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dilation", [(False, True, True), (True, True, True), (False, False, True)])
+def test_dilated_resnet50_matches_torchvision(dilation: tuple[bool, bool, bool]) -> None:
+    torch.manual_seed(0)
+    tv = randomize_norms_(tvm.resnet50(weights=None, replace_stride_with_dilation=list(dilation))).eval()
+    ours = build_uninitialised(
+        lambda: resnet50(norm_layer=nn.BatchNorm2d, replace_stride_with_dilation=dilation)
+    ).eval()
+    result = ours.load_state_dict(tv.state_dict(), strict=False)
+    assert result.missing_keys == [] and sorted(result.unexpected_keys) == ["fc.bias", "fc.weight"]
+    x = _images(1, 65, 97)  # odd sizes: the padding of every dilated conv matters
+    with torch.no_grad():
+        got = ours.forward_features(x)
+    assert_features_close(got, _tv_features(tv, RESNET_NODES, x))
+    expected_strides, s = {"c2": 4}, 4
+    for k, d in zip(("c3", "c4", "c5"), dilation, strict=True):
+        s *= 1 if d else 2
+        expected_strides[k] = s
+    assert ours.strides == expected_strides
+    for name, block in ours.layer4.named_children():  # first block: previous dilation, then doubled
+        d4 = {(False, True, True): (2, 4), (True, True, True): (4, 8), (False, False, True): (1, 2)}[dilation]
+        assert block.conv2.dilation == ((d4[0],) * 2 if name == "0" else (d4[1],) * 2)
+
+
+def test_dilated_basic_block_resnet18_and_narrow() -> None:
+    x = _images(1, 64, 64)
+    r18 = resnet18(replace_stride_with_dilation=(False, True, True)).eval()
+    assert {k: tuple(v.shape[-2:]) for k, v in r18.forward_features(x).items()} == {
+        "c2": (16, 16), "c3": (8, 8), "c4": (8, 8), "c5": (8, 8),
+    }  # fmt: skip
+    assert r18.layer4[1].conv1.dilation == (4, 4) and r18.layer4[0].conv1.dilation == (2, 2)
+    net = narrow(replace_stride_with_dilation=(False, True, True))
+    feats = net.forward_features(_images(2, 128, 128))
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {
+        "c2": (2, 16, 32, 32), "c3": (2, 32, 16, 16), "c4": (2, 64, 16, 16), "c5": (2, 128, 16, 16),
+    }  # fmt: skip
+    assert net.strides == {"c2": 4, "c3": 8, "c4": 8, "c5": 8}
+    assert net.layer4[0][0].dilation == (2, 2) and net.layer4[1][0].dilation == (4, 4)
+    # Same parameters as the undilated net: a dilated stage only changes strides and dilations.
+    assert [p.shape for p in net.parameters()] == [p.shape for p in narrow().parameters()]
+    for bad in ((True, True), (False,) * 4):
+        with pytest.raises(ValueError, match="replace_stride_with_dilation"):
+            resnet50(replace_stride_with_dilation=bad)
+        with pytest.raises(ValueError, match="replace_stride_with_dilation"):
+            narrow(replace_stride_with_dilation=bad)
+
+
+def test_vgg16_batch_norm_layout_is_torchvision_vgg16_bn() -> None:
+    with torch.device("meta"):
+        tv_keys = {k for k in tvm.vgg16_bn(weights=None).state_dict() if k.startswith("features.")}
+        ours = vgg16(batch_norm=True)
+    assert set(ours.state_dict()) == tv_keys
+    assert ours.tap_indices == {"pool3": 23, "pool4": 33, "c5": 42, "pool5": 43}
+    assert build_uninitialised(vgg16).tap_indices == {"pool3": 16, "pool4": 23, "c5": 29, "pool5": 30}
+
+
+def test_vgg16_width_div_padding_and_ceil_mode() -> None:
+    model = vgg16(width_div=16, conv1_padding=100, ceil_mode=True)
+    assert model.out_channels == {"pool3": 16, "pool4": 32, "c5": 32, "pool5": 32}
+    assert model.features[0].padding == (100, 100) and model.features[2].padding == (1, 1)
+    feats = model.forward_features(_images(1, 33, 35))
+    # conv1_1 pads by 100: 33 -> 231; the pools round up (Caffe): 116, 58, 29 (pool3), 15, 8.
+    assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == {
+        "pool3": (16, 29, 30), "pool4": (32, 15, 15), "c5": (32, 15, 15), "pool5": (32, 8, 8),
+    }  # fmt: skip
+    for bad in (0, 3, 128):
+        with pytest.raises(ValueError, match="width_div"):
+            vgg16(width_div=bad)
+    with pytest.raises(ValueError, match="conv1_padding"):
+        vgg16(conv1_padding=-1)

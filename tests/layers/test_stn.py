@@ -92,8 +92,9 @@ def test_gradient_flows_into_the_localisation_net() -> None:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_loc_grad_scale_scales_only_the_localisation_gradients() -> None:
-    x = torch.rand(2, 1, 20, 20)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loc_grad_scale_scales_only_the_localisation_gradients(seed: int) -> None:
+    x = torch.rand(2, 1, 20, 20, generator=torch.Generator().manual_seed(seed))
     thetas, loc_grads, downstream_grads = [], [], []
     for scale in (1.0, 0.1):
         torch.manual_seed(4)
@@ -109,7 +110,8 @@ def test_loc_grad_scale_scales_only_the_localisation_gradients() -> None:
     torch.testing.assert_close(downstream_grads[1], downstream_grads[0])
     assert len(loc_grads[0]) == len(list(stn.parameters()))
     for full, scaled in zip(*loc_grads, strict=True):
-        torch.testing.assert_close(scaled, 0.1 * full)
+        # Relative to the tensor's scale: single elements near zero carry float32 rounding.
+        torch.testing.assert_close(scaled, 0.1 * full, atol=1e-6 * float(full.abs().max()) + 1e-9, rtol=1e-5)
 
 
 def test_seeded_overfit_learns_to_undo_shifts() -> None:

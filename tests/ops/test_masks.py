@@ -1,0 +1,107 @@
+"""``structpred.ops.paste_masks_in_image`` against a naive per-pixel loop, gradcheck, bad input.
+
+No torchvision here (that is ``tests/parity/test_mask_rcnn_parity.py``). The reference is a
+plain loop over masks and image pixels, written from the documented semantics: pad the mask,
+scale the box about its centre by ``Mp / M``, truncate its corners to ints, the box spans
+``x2 - x1 + 1`` pixels; pixel ``d`` of the box reads the padded mask bilinearly at
+``max((d + 0.5) * Mp / size - 0.5, 0)`` (``align_corners=False``), the upper neighbour
+clamped to the last cell.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from structpred.ops import paste_masks_in_image
+
+
+def _taps(d: int, size: int, source: int) -> tuple[int, int, float]:
+    """Source cells and the upper one's weight of pixel ``d`` of a ``size``-long resized axis."""
+    s = max((d + 0.5) * source / size - 0.5, 0.0)
+    low = min(math.floor(s), source - 1)
+    high = low + 1 if low < source - 1 else low
+    return low, high, min(max(s - low, 0.0), 1.0)
+
+
+def naive_paste(masks: np.ndarray, boxes: np.ndarray, H: int, W: int, padding: int) -> np.ndarray:
+    N, M = masks.shape[0], masks.shape[-1]
+    Mp = M + 2 * padding
+    out = np.zeros((N, 1, H, W))
+    for n in range(N):
+        p = np.pad(masks[n, 0], padding)
+        x1, y1, x2, y2 = boxes[n]
+        cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2 * Mp / M, (y2 - y1) / 2 * Mp / M
+        bx1, by1, bx2, by2 = (int(v) for v in (cx - hw, cy - hh, cx + hw, cy + hh))  # towards zero
+        w, h = max(bx2 - bx1 + 1, 1), max(by2 - by1 + 1, 1)
+        for y in range(H):
+            for x in range(W):
+                dy, dx = y - by1, x - bx1
+                if not (0 <= dy < h and 0 <= dx < w):
+                    continue
+                y0, y1_, ly = _taps(dy, h, Mp)
+                x0, x1_, lx = _taps(dx, w, Mp)
+                top = (1 - lx) * p[y0, x0] + lx * p[y0, x1_]
+                bottom = (1 - lx) * p[y1_, x0] + lx * p[y1_, x1_]
+                out[n, 0, y, x] = (1 - ly) * top + ly * bottom
+    return out
+
+
+def _inputs(n: int, H: int, W: int, M: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(n, 1, M, M, generator=g, dtype=torch.float64)
+    centre = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([W, H])
+    size = torch.exp(torch.rand(n, 2, generator=g, dtype=torch.float64) * 3.5) * 0.3  # 0.3 .. 10 px
+    boxes = torch.cat([centre - size / 2, centre + size / 2], 1)
+    boxes[0] = torch.tensor([0.0, 0.0, W, H])  # the whole image
+    boxes[1] = torch.tensor([-4.2, 3.0, 5.5, H + 6.0])  # over the borders
+    return masks, boxes
+
+
+@pytest.mark.parametrize(("M", "padding"), [(6, 1), (5, 0), (4, 2), (28, 1)])
+def test_paste_matches_the_naive_loop(M: int, padding: int) -> None:
+    H, W = 13, 17
+    masks, boxes = _inputs(7, H, W, M, seed=M)
+    got = paste_masks_in_image(masks, boxes, (H, W), padding=padding)
+    want = naive_paste(masks.numpy(), boxes.numpy(), H, W, padding)
+    assert got.shape == (7, 1, H, W) and got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+
+
+def test_paste_float32_and_an_all_ones_mask() -> None:
+    masks = torch.ones(1, 1, 28, 28)
+    boxes = torch.tensor([[10.0, 5.0, 40.0, 25.0]])
+    got = paste_masks_in_image(masks, boxes, (30, 50))[0, 0]
+    assert got.dtype == torch.float32
+    assert torch.all(got[8:22, 13:37] == 1.0)  # well inside the box: all ones
+    assert float(got[:, :8].abs().sum()) == 0 and float(got[:3].abs().sum()) == 0  # outside: 0
+
+
+def test_paste_no_masks() -> None:
+    assert paste_masks_in_image(torch.zeros(0, 1, 28, 28), torch.zeros(0, 4), (7, 9)).shape == (0, 1, 7, 9)
+
+
+def test_paste_gradcheck() -> None:
+    masks, boxes = _inputs(3, 9, 11, 5, seed=3)
+    masks.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda m: paste_masks_in_image(m, boxes, (9, 11)), (masks,))
+
+
+@pytest.mark.parametrize(
+    ("masks", "boxes", "size", "message"),
+    [
+        (torch.rand(2, 5, 5), torch.zeros(2, 4), (9, 9), r"Tensor\[N, 1, M, M\]"),
+        (torch.rand(2, 2, 5, 5), torch.zeros(2, 4), (9, 9), r"Tensor\[N, 1, M, M\]"),
+        (torch.rand(2, 1, 5, 4), torch.zeros(2, 4), (9, 9), "square"),
+        (torch.ones(2, 1, 5, 5, dtype=torch.uint8), torch.zeros(2, 4), (9, 9), "floating point"),
+        (torch.rand(2, 1, 5, 5), torch.zeros(2, 5), (9, 9), r"boxes must have shape"),
+        (torch.rand(2, 1, 5, 5), torch.zeros(3, 4), (9, 9), "2 masks but 3 boxes"),
+        (torch.rand(2, 1, 5, 5), torch.zeros(2, 4), (0, 9), "image_size must be a positive"),
+    ],
+)  # fmt: skip
+def test_paste_bad_input_is_a_clear_value_error(masks, boxes, size, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        paste_masks_in_image(masks, boxes, size)
