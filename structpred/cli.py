@@ -102,12 +102,16 @@ def _eval(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
-    from .demo import run_demo
+    from .demo import SEG_MODEL, run_demo, run_segmentation_demo
 
     epochs = {} if args.epochs is None else {"epochs": args.epochs}  # None: the demo's own default
     metrics = run_demo(args.out, pictures=args.pictures, **epochs)
     print("COCO box metrics of fasterrcnn_narrow_fpn on the shapes world's test split:")
     print(_format_metrics(metrics))
+    if args.seg_epochs > 0:
+        seg = run_segmentation_demo(args.out, epochs=args.seg_epochs, pictures=args.pictures)
+        print(f"Semantic segmentation metrics of {SEG_MODEL} on the shapes world's test split:")
+        print(_format_metrics({k: v for k, v in seg.items() if k != "confusion_matrix"}))
     print(f"checkpoints, PR curves and pictures of predictions in {args.out}")
     return 0
 
@@ -155,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train the small Faster R-CNN on the shapes world, evaluate, draw")
+    p = sub.add_parser("demo", help="train a small detector and segmenter on the shapes world, draw")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's, 2)")
+    p.add_argument("--seg-epochs", type=int, default=2, help="segmentation epochs (0: skip that step)")
     p.add_argument("--pictures", type=int, default=8, help="test images to draw predictions on")
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=_demo)

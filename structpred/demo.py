@@ -5,6 +5,9 @@
 2. Evaluate it on the held-out test split: the full COCO table, PR curves in ``<out>/pr_curve.png``.
 3. Draw its predictions on a few test images: ``<out>/predictions/*.png`` + ``predictions.json``,
    beside the ground truth (``<out>/ground_truth/*.png``).
+4. Segmentation (:func:`run_segmentation_demo`): train the small semantic segmenter
+   (``SEG_MODEL``) on the same world's label maps, print its mIoU / boundary mIoU on the test
+   split, and draw its label maps over the test images in ``<out>/segmentation/``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from .data.images import write_image
 from .engine import TrainConfig
 from .engine import run as engine_run
 from .engine.predict import predict_images
-from .viz import draw_boxes, save_png
+from .viz import draw_boxes, overlay_label_map, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,9 @@ MODEL = "fasterrcnn_narrow_fpn"
 # The recipe of benchmarks/RESULTS.md (AdamW beat SGD 0.461 to 0.288 after one epoch; batch 4
 # at 2e-3 beat batch 8 at 1e-3).
 RECIPE: dict[str, Any] = {"batch_size": 4, "lr": 0.002, "warmup_steps": 100, "optimizer": "adamw"}
+SEG_MODEL = "fcn8s_narrow"
+# The FCN ablation's recipe (benchmarks/fcn_ablation.py; see benchmarks/RESULTS.md).
+SEG_RECIPE: dict[str, Any] = {"batch_size": 8, "lr": 0.003, "warmup_steps": 50, "optimizer": "adamw"}
 
 
 def run_demo(
@@ -58,4 +64,36 @@ def run_demo(
         truth = draw_boxes(image, target["boxes"], target["labels"], class_names=test.categories)
         save_png(out / "ground_truth" / f"test_{i:03d}.png", truth)
     predict_images(out / "run", files, out / "predictions", score_threshold=0.5)
+    return metrics
+
+
+def run_segmentation_demo(
+    out: str | Path = "out/demo",
+    epochs: int = 2,
+    pictures: int = 8,
+    data_kwargs: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``SEG_MODEL`` on the shapes world's semantic label maps, evaluate, draw; test metrics.
+
+    Files: the run in ``<out>/segmentation/run``, label maps predicted on the first ``pictures``
+    test images in ``<out>/segmentation/predictions/`` (overlay + label PNG) and the truth beside
+    them in ``<out>/segmentation/ground_truth/``.
+    """
+    root = Path(out) / "segmentation"
+    data_kwargs = data_kwargs or {}
+    config = TrainConfig(epochs=epochs, eval_every=epochs, **SEG_RECIPE)
+    engine_run.train(
+        SEG_MODEL, "shapes", config, root / "run", model_kwargs=model_kwargs, data_kwargs=data_kwargs
+    )
+    metrics = engine_run.evaluate(root / "run", "shapes", "test", data_kwargs=data_kwargs)
+    test = ShapesWorld("test", **data_kwargs)
+    files = []
+    for i in range(min(pictures, len(test))):
+        image, target = test[i]
+        path = root / "images" / f"test_{i:03d}.png"
+        write_image(path, image)
+        files.append(path)
+        save_png(root / "ground_truth" / f"test_{i:03d}.png", overlay_label_map(image, target["semantic"]))
+    predict_images(root / "run", files, root / "predictions")
     return metrics

@@ -72,6 +72,22 @@ def test_demo_trains_evaluates_and_draws(tmp_path: Path) -> None:
     assert (tmp_path / "predictions" / "predictions.json").is_file()
 
 
+def test_segmentation_demo_trains_evaluates_and_draws_label_maps(tmp_path: Path) -> None:
+    from structpred.demo import run_segmentation_demo
+
+    tiny_model = {"width_div": 16, "fc_channels": 16}
+    metrics = run_segmentation_demo(tmp_path, epochs=1, pictures=2, data_kwargs={"size": 64, "num_images": 8},
+                                    model_kwargs=tiny_model)  # fmt: skip
+    assert {"miou", "boundary_miou", "pixel_accuracy"} <= set(metrics)
+    root = tmp_path / "segmentation"
+    assert sorted(p.name for p in (root / "ground_truth").glob("*.png")) == ["test_000.png", "test_001.png"]
+    predicted = sorted(p.name for p in (root / "predictions").glob("*.png"))
+    assert predicted == ["test_000.png", "test_000_labels.png", "test_001.png", "test_001_labels.png"]
+    summary = json.loads((root / "predictions" / "predictions.json").read_text())
+    assert [sum(s["class_pixels"]) for s in summary] == [64 * 64, 64 * 64]
+    assert all(len(s["class_pixels"]) == 7 for s in summary)
+
+
 def test_demo_command_keeps_the_demo_default_epochs(monkeypatch, tmp_path: Path) -> None:
     import structpred.demo
 
@@ -82,6 +98,6 @@ def test_demo_command_keeps_the_demo_default_epochs(monkeypatch, tmp_path: Path)
         return {"map": 0.5}
 
     monkeypatch.setattr(structpred.demo, "run_demo", fake_demo)
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    assert main(["demo", "--out", str(tmp_path), "--epochs", "4"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--seg-epochs", "0"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "4", "--seg-epochs", "0"]) == 0
     assert "epochs" not in calls[0] and calls[1]["epochs"] == 4
