@@ -85,7 +85,11 @@ def bench_main(
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run, not figures")
     args = parser.parse_args(argv)
-    rows = run(args.repeats, args.threads, args.quick)
+    previous_threads = torch.get_num_threads()
+    try:
+        rows = run(args.repeats, args.threads, args.quick)
+    finally:  # suites set torch's thread count; the caller (a test, a notebook) gets its own back
+        torch.set_num_threads(previous_threads)
     table = format_table(rows, peer_name)
     header = f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} alternating runs"
     if args.quick:
