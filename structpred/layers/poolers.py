@@ -30,7 +30,26 @@ def _levels(featmap_names: Sequence[str], x: Mapping[str, Tensor]) -> list[Tenso
     return [v for k, v in x.items() if k in featmap_names]
 
 
-class MultiScaleRoIAlign(nn.Module):
+class _PyramidPooler(nn.Module):
+    """What both FPN poolers hold: the maps to pool from, the output grid, FPN eq. 1's constants."""
+
+    def __init__(
+        self,
+        featmap_names: Sequence[str],
+        output_size: int | Sequence[int],
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__()
+        if len(featmap_names) == 0:
+            raise ValueError("featmap_names must name at least one feature map")
+        self.featmap_names = list(featmap_names)
+        self.output_size = pair(output_size, "output_size")
+        self.canonical_scale = canonical_scale
+        self.canonical_level = canonical_level
+
+
+class MultiScaleRoIAlign(_PyramidPooler):
     """Pool RoIs from the named feature maps, each RoI from the level its size selects.
 
     Args:
@@ -49,14 +68,8 @@ class MultiScaleRoIAlign(nn.Module):
         canonical_scale: int = 224,
         canonical_level: int = 4,
     ) -> None:
-        super().__init__()
-        if len(featmap_names) == 0:
-            raise ValueError("featmap_names must name at least one feature map")
-        self.featmap_names = list(featmap_names)
-        self.output_size = pair(output_size, "output_size")
+        super().__init__(featmap_names, output_size, canonical_scale, canonical_level)
         self.sampling_ratio = sampling_ratio
-        self.canonical_scale = canonical_scale
-        self.canonical_level = canonical_level
 
     def forward(
         self,
@@ -91,7 +104,7 @@ class MultiScaleRoIAlign(nn.Module):
         )
 
 
-class MultiScaleRoIPool(nn.Module):
+class MultiScaleRoIPool(_PyramidPooler):
     """Max-pool RoIs (RoIPool, quantised) from the named maps, each from the level its size selects.
 
     Args: as :class:`MultiScaleRoIAlign` without ``sampling_ratio``.
@@ -105,13 +118,7 @@ class MultiScaleRoIPool(nn.Module):
         canonical_scale: int = 224,
         canonical_level: int = 4,
     ) -> None:
-        super().__init__()
-        if len(featmap_names) == 0:
-            raise ValueError("featmap_names must name at least one feature map")
-        self.featmap_names = list(featmap_names)
-        self.output_size = pair(output_size, "output_size")
-        self.canonical_scale = canonical_scale
-        self.canonical_level = canonical_level
+        super().__init__(featmap_names, output_size, canonical_scale, canonical_level)
 
     def forward(
         self,
