@@ -34,7 +34,8 @@ def test_mask_rcnn_train_eval_predict(tmp_path: Path, capsys) -> None:
             "--model-arg", "representation_size=32", "--model-arg", "mask_layers=[16,16]",
             "--model-arg", "box_score_thresh=0.0"]  # fmt: skip
     argv = ["train", "--model", "maskrcnn_narrow_fpn", "--data", "shapes", "--epochs", "1",
-            "--batch-size", "2", "--lr", "0.01", "--no-progress", "--out", str(run), *tiny, *DATA]  # fmt: skip
+            "--batch-size", "2", "--lr", "0.01", "--no-progress", "--out", str(run),
+            *tiny, *DATA]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "loss_mask" in out and "map_50" in out  # validation: losses and COCO segm mAP
