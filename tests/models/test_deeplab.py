@@ -10,26 +10,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import structpred.ops
-from structpred.data import ShapesWorld
 from structpred.heads.deeplab_head import ASPP, DeepLabHead
 from structpred.heads.fcn_head import FCNHead
 from structpred.models import get_model, list_models
 from structpred.models.deeplab import AtrousNet, AtrousSegmenter
+from tests.models.segmentation_cases import random_labels, shapes_batch
 
 NAMES = ["deeplabv3_resnet50", "fcn_resnet50", "deeplab_narrow"]
 TINY = {"widths": (8, 8, 16, 16), "aspp_channels": 8}
 
 
+_labels = random_labels
+
+
 @pytest.fixture(scope="module")
 def shapes() -> tuple[Tensor, list[dict[str, Tensor]]]:
-    world = ShapesWorld("train", size=64, num_images=2)
-    items = [world[i] for i in range(2)]
-    return torch.stack([im for im, _ in items]), [{"semantic": t["semantic"]} for _, t in items]
-
-
-def _labels(B: int, H: int, W: int, K: int = 7, seed: int = 0) -> list[dict[str, Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [{"semantic": torch.randint(0, K, (H, W), generator=g)} for _ in range(B)]
+    return shapes_batch()
 
 
 # ----------------------------------------------------------------------------- registry and tree

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from structpred.data import ShapesWorld
 from structpred.heads.fcn_head import (
     BilinearUpsample,
     Grid,
@@ -21,22 +20,19 @@ from structpred.heads.fcn_head import (
 from structpred.models import get_model, list_models
 from structpred.models.fcn import FCN
 from structpred.models.segmenter import SemanticSegmenter
+from tests.models.segmentation_cases import random_labels, shapes_batch
 
 NAMES = [f"fcn{s}s_{kind}" for kind in ("vgg16", "narrow") for s in (32, 16, 8)]
 TINY = {"width_div": 16, "fc_channels": 16}  # 4 .. 32 channels
 PAPER_OFFSETS = {32: {"final": 19}, 16: {"pool4": 5, "final": 27}, 8: {"pool4": 5, "pool3": 9, "final": 31}}
 
 
+_labels = random_labels
+
+
 @pytest.fixture(scope="module")
 def shapes() -> tuple[Tensor, list[dict[str, Tensor]]]:
-    world = ShapesWorld("train", size=64, num_images=2)
-    items = [world[i] for i in range(2)]
-    return torch.stack([im for im, _ in items]), [{"semantic": t["semantic"]} for _, t in items]
-
-
-def _labels(B: int, H: int, W: int, K: int = 7, seed: int = 0) -> list[dict[str, Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [{"semantic": torch.randint(0, K, (H, W), generator=g)} for _ in range(B)]
+    return shapes_batch()
 
 
 # ----------------------------------------------------------------------------- registry and tree
