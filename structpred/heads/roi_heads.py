@@ -138,7 +138,10 @@ class RoIHeads(nn.Module):
         self, features: dict[str, Tensor], rois: list[Tensor], image_sizes: list[tuple[int, int]]
     ) -> tuple[Tensor, Tensor]:
         pooled = self.box_roi_pool(features, rois, image_sizes)  # (S, C, T, T)
-        return self.box_predictor(self.box_head(pooled))
+        logits, deltas = self.box_predictor(self.box_head(pooled))
+        # Scores and box deltas in at least float32 (bf16 under autocast is too coarse for boxes).
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return logits.to(dtype), deltas.to(dtype)
 
     def box_losses(
         self,

@@ -121,13 +121,17 @@ class RegionProposalNetwork(nn.Module):
         self._anchor_key: tuple | None = None
         self._anchors: Tensor | None = None
 
-    def anchors(self, padded_size: tuple[int, int], maps: Sequence[Tensor]) -> Tensor:
-        """All anchors ``(R, 4)`` of a padded batch whose feature maps are ``maps``."""
+    def anchors(
+        self, padded_size: tuple[int, int], maps: Sequence[Tensor], dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """All anchors ``(R, 4)`` of a padded batch whose feature maps are ``maps`` (their dtype
+        unless ``dtype`` is given)."""
         sizes = tuple((m.shape[-2], m.shape[-1]) for m in maps)
-        key = (tuple(padded_size), sizes, maps[0].dtype, maps[0].device)
+        dtype = dtype or maps[0].dtype
+        key = (tuple(padded_size), sizes, dtype, maps[0].device)
         if self._anchors is None or key != self._anchor_key:
             self._anchors = anchors_for_image(
-                padded_size, sizes, self.anchor_sizes, self.aspect_ratios, dtype=maps[0].dtype,
+                padded_size, sizes, self.anchor_sizes, self.aspect_ratios, dtype=dtype,
                 device=maps[0].device,
             )
             self._anchor_key = key
@@ -150,77 +154,103 @@ class RegionProposalNetwork(nn.Module):
         maps = list(features.values())
         logits, deltas = self.head(maps)
         C = 1 if self.head.objectness == "sigmoid" else 2
-        B = maps[0].shape[0]
-        anchors = self.anchors(padded_size, maps)  # (R, 4)
+        # Box geometry in at least float32: under bf16 autocast the maps are bf16, whose 8-bit
+        # mantissa would put anchors, proposals and regression targets on a 1-2 px grid.
+        dtype = torch.promote_types(maps[0].dtype, torch.float32)
+        anchors = self.anchors(padded_size, maps, dtype)  # (R, 4)
         per_level = [m.shape[-2] * m.shape[-1] * self.head.num_anchors for m in maps]
-        pred_logits = flatten_levels(logits, C)  # (B, R, C)
-        pred_deltas = flatten_levels(deltas, 4)  # (B, R, 4)
+        pred_logits = flatten_levels(logits, C).to(dtype)  # (B, R, C)
+        pred_deltas = flatten_levels(deltas, 4).to(dtype)  # (B, R, 4)
         if C == 1:
             object_logit = pred_logits[..., 0]  # (B, R)
         else:  # log-odds of the 2-way softmax: p(object) = sigmoid(s1 - s0)
             object_logit = pred_logits[..., 1] - pred_logits[..., 0]
         # Proposals do not backpropagate into the deltas (the paper's approximate joint training).
-        proposals = self.box_coder.decode_single(
-            pred_deltas.detach().reshape(-1, 4), anchors.repeat(B, 1)
-        ).view(B, -1, 4)  # (B*R, 4) -> (B, R, 4)
-        boxes, scores = self._select(proposals, object_logit.detach(), image_sizes, per_level)
+        boxes, scores = self._select(
+            pred_deltas.detach(), object_logit.detach(), anchors, image_sizes, per_level
+        )
         losses: dict[str, Tensor] = {}
         if targets is not None:
             losses = self._loss(anchors, pred_logits, pred_deltas, targets)
         return boxes, scores, losses
 
     def _select(
-        self, proposals: Tensor, logit: Tensor, image_sizes: Sequence[tuple[int, int]], per_level: list[int]
+        self,
+        deltas: Tensor,
+        logit: Tensor,
+        anchors: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        per_level: list[int],
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Top-n per level, clip, drop small / low boxes, NMS per level, top-n overall."""
-        B = proposals.shape[0]
+        """Top-n per level, decode, clip, drop small / low boxes, NMS per (image, level), top-n.
+
+        ``deltas (B, R, 4)``, ``logit (B, R)``, ``anchors (R, 4)``. Only the top-n candidates are
+        decoded, and one NMS call serves the whole batch (each image's levels are its own classes).
+        """
+        B = deltas.shape[0]
+        device = logit.device
         pre_n = self.pre_nms_top_n[self._mode()]
         top_idx, levels, offset = [], [], 0
         for level, ob in enumerate(logit.split(per_level, dim=1)):
             k = min(pre_n, ob.shape[1])
             top_idx.append(ob.topk(k, dim=1).indices + offset)  # (B, k)
-            levels.append(torch.full((k,), level, dtype=torch.int64, device=logit.device))
+            levels.append(torch.full((k,), level, dtype=torch.int64, device=device))
             offset += ob.shape[1]
         idx = torch.cat(top_idx, dim=1)  # (B, K)
-        level_of = torch.cat(levels)  # (K,)
-        rows = torch.arange(B, device=logit.device)[:, None]
+        K = idx.shape[1]
+        rows = torch.arange(B, device=device)[:, None]
         probs = torch.sigmoid(logit[rows, idx])  # (B, K)
-        candidates = proposals[rows, idx]  # (B, K, 4)
+        candidates = self.box_coder.decode_single(
+            deltas[rows, idx].reshape(-1, 4), anchors[idx.reshape(-1)]
+        ).view(B, K, 4)  # (B*K, 4) -> (B, K, 4)
+        candidates = torch.stack(
+            [clip_boxes_to_image(c, size) for c, size in zip(candidates, image_sizes, strict=True)]
+        )  # (B, K, 4)
+        flat, probs = candidates.reshape(-1, 4), probs.reshape(-1)  # (B*K, 4), (B*K,)
+        keep = remove_small_boxes(flat, self.min_size)
+        keep = keep[probs[keep] >= self.score_thresh]
+        # Class of a candidate: (image, level), so NMS never crosses images or levels.
+        group = (rows * len(per_level) + torch.cat(levels)[None, :]).reshape(-1)[keep]  # (B*K,)
+        kept = keep[batched_nms(flat[keep], probs[keep], group, self.nms_thresh)]  # by score
+        image_of = torch.div(kept, K, rounding_mode="floor")
         post_n = self.post_nms_top_n[self._mode()]
         out_boxes, out_scores = [], []
-        for boxes, scores, size in zip(candidates, probs, image_sizes, strict=True):
-            boxes = clip_boxes_to_image(boxes, size)
-            keep = remove_small_boxes(boxes, self.min_size)
-            keep = keep[scores[keep] >= self.score_thresh]
-            boxes, scores, lvl = boxes[keep], scores[keep], level_of[keep]
-            keep = batched_nms(boxes, scores, lvl, self.nms_thresh)[:post_n]
-            out_boxes.append(boxes[keep])
-            out_scores.append(scores[keep])
+        for i in range(B):
+            mine = kept[image_of == i][:post_n]  # decreasing score, as a per-image NMS
+            out_boxes.append(flat[mine])
+            out_scores.append(probs[mine])
         return out_boxes, out_scores
 
     def _loss(
         self, anchors: Tensor, pred_logits: Tensor, pred_deltas: Tensor, targets: Sequence[dict[str, Tensor]]
     ) -> dict[str, Tensor]:
         R = anchors.shape[0]
-        labels, matched_gt = [], []
+        labels: list[Tensor] = []  # per image (R,): 1 object, 0 background, -1 ignored
+        matches: list[tuple[Tensor, Tensor] | None] = []  # per image: gt boxes, matched gt (R,)
         for target in targets:
             gt_boxes = target["boxes"].to(anchors)
             if gt_boxes.numel() == 0:  # an all-background image: every anchor is negative
                 labels.append(torch.zeros(R, device=anchors.device))
-                matched_gt.append(torch.zeros_like(anchors))
+                matches.append(None)
                 continue
             matched = self.matcher(box_iou(gt_boxes, anchors))  # (R,)
             label = (matched >= 0).to(anchors.dtype)
-            label[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
-            labels.append(label)
-            matched_gt.append(gt_boxes[matched.clamp(min=0)])  # (R, 4)
-        pos, neg = self.sampler(labels)
-        pos_idx = torch.where(torch.cat(pos))[0]  # into (B*R,)
-        sampled = torch.cat([pos_idx, torch.where(torch.cat(neg))[0]])
+            labels.append(label.masked_fill_(matched == Matcher.BETWEEN_THRESHOLDS, -1.0))
+            matches.append((gt_boxes, matched))
+        samples = self.sampler.sample_indices(labels)  # per image: sorted (pos, neg) into (R,)
+        pos_idx = torch.cat([pos + i * R for i, (pos, _) in enumerate(samples)])  # into (B*R,)
+        sampled = torch.cat([pos_idx, *(neg + i * R for i, (_, neg) in enumerate(samples))])
         all_labels = torch.cat(labels)  # (B*R,)
-        logits = pred_logits.reshape(-1, pred_logits.shape[-1])  # (B, R, C) -> (B*R, C)
         # Regression targets of the sampled positives only (not of every anchor).
-        gt_deltas = self.box_coder.encode_single(torch.cat(matched_gt)[pos_idx], anchors[pos_idx % R])
+        pos_gt = []  # (P_i, 4) per image that has gts
+        for match, (pos, _) in zip(matches, samples, strict=True):
+            if match is not None:
+                gt_boxes, matched = match
+                pos_gt.append(gt_boxes[matched[pos]])
+        gt_deltas = self.box_coder.encode_single(
+            torch.cat(pos_gt) if pos_gt else anchors.new_zeros(0, 4), anchors[pos_idx % R]
+        )
+        logits = pred_logits.reshape(-1, pred_logits.shape[-1])  # (B, R, C) -> (B*R, C)
         box_loss = F.smooth_l1_loss(
             pred_deltas.reshape(-1, 4)[pos_idx], gt_deltas, beta=1 / 9, reduction="sum"
         ) / max(sampled.numel(), 1)

@@ -100,21 +100,24 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     check_boxes(boxes1, "boxes1")
     check_boxes(boxes2, "boxes2")
     needs_grad = torch.is_grad_enabled() and (boxes1.requires_grad or boxes2.requires_grad)
-    small = boxes1.dim() != 2 or boxes1.shape[0] <= _IOU_ROWS_PER_CHUNK
-    if needs_grad or small or not boxes1.is_floating_point():
+    wide = (torch.float32, torch.float64)
+    if needs_grad or boxes1.dim() != 2 or boxes2.dim() != 2 or {boxes1.dtype, boxes2.dtype} - set(wide):
         inter, union = _inter_union(boxes1, boxes2, fmt)
         return inter / union
-    # Row blocks keep the [rows, M] temporaries in cache: several times faster than one
-    # [N, M] pass for thousands of boxes on a CPU.
-    out: Tensor | None = None
+    # No autograd: contiguous corner columns (the strided [:, k] views are several times slower
+    # to read) and row blocks that keep the [rows, M] temporaries in cache, computed in place.
+    # Same operations in the same order as _inter_union, so the same numbers.
+    area1, area2 = box_area(boxes1, fmt), box_area(boxes2, fmt)  # (N,), (M,)
+    bx1, by1, bx2, by2 = (t.contiguous()[None, :] for t in _to_corners(boxes2, fmt))  # (1, M)
+    ax1, ay1, ax2, ay2 = (t.contiguous()[:, None] for t in _to_corners(boxes1, fmt))  # (N, 1)
+    out = torch.empty(boxes1.shape[0], boxes2.shape[0], dtype=area1.dtype, device=boxes1.device)
     for start in range(0, boxes1.shape[0], _IOU_ROWS_PER_CHUNK):
-        inter, union = _inter_union(
-            boxes1[start : start + _IOU_ROWS_PER_CHUNK], boxes2, fmt, inplace=True
-        )
-        if out is None:
-            out = inter.new_empty(boxes1.shape[0], boxes2.shape[0])
-        torch.div(inter, union, out=out[start : start + _IOU_ROWS_PER_CHUNK])
-    assert out is not None
+        r = slice(start, start + _IOU_ROWS_PER_CHUNK)
+        w = torch.minimum(ax2[r], bx2).sub_(torch.maximum(ax1[r], bx1)).clamp_(min=0)  # (rows, M)
+        h = torch.minimum(ay2[r], by2).sub_(torch.maximum(ay1[r], by1)).clamp_(min=0)
+        inter = w.mul_(h)
+        union = (area1[r, None] + area2[None, :]).sub_(inter)
+        torch.div(inter, union, out=out[r])
     return out
 
 

@@ -56,12 +56,10 @@ class Matcher:
             if match_quality_matrix.shape[0] == 0:
                 raise ValueError("No ground-truth boxes available for one of the images during training")
             raise ValueError("No proposal boxes available for one of the images during training")
-        matched_vals, matches = match_quality_matrix.max(dim=0)  # (N,) best gt per prediction
-        best_gt = matches.clone()
+        matched_vals, best_gt = match_quality_matrix.max(dim=0)  # (N,) best gt per prediction
         below = matched_vals < self.low_threshold
         between = (matched_vals >= self.low_threshold) & (matched_vals < self.high_threshold)
-        matches[below] = BELOW_LOW_THRESHOLD
-        matches[between] = BETWEEN_THRESHOLDS
+        matches = best_gt.masked_fill(below, BELOW_LOW_THRESHOLD).masked_fill_(between, BETWEEN_THRESHOLDS)
         if self.allow_low_quality_matches:
             highest_per_gt = match_quality_matrix.max(dim=1).values  # (M,)
             # Predictions achieving some gt's highest quality (ties included) keep their best gt.
@@ -87,6 +85,26 @@ class BalancedPositiveNegativeSampler:
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
 
+    def sample_indices(
+        self, matched_idxs: list[Tensor], generator: torch.Generator | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Per image, the sampled positives and negatives as sorted int64 indices into ``[N_i]``.
+
+        The same draws as :meth:`__call__` (whose masks are these indices scattered).
+        """
+        out = []
+        for labels in matched_idxs:
+            positive = torch.where(labels >= 1)[0]
+            negative = torch.where(labels == 0)[0]
+            num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
+            num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
+            perm_pos = torch.randperm(positive.numel(), device=positive.device, generator=generator)
+            perm_neg = torch.randperm(negative.numel(), device=negative.device, generator=generator)
+            pos = positive[perm_pos[:num_pos].sort().values]  # positive is sorted: so is pos
+            neg = negative[perm_neg[:num_neg].sort().values]
+            out.append((pos, neg))
+        return out
+
     def __call__(
         self, matched_idxs: list[Tensor], generator: torch.Generator | None = None
     ) -> tuple[list[Tensor], list[Tensor]]:
@@ -99,17 +117,7 @@ class BalancedPositiveNegativeSampler:
             (pos, neg): per image, uint8 masks ``[N_i]`` of the sampled positives / negatives.
         """
         pos_masks, neg_masks = [], []
-        for labels in matched_idxs:
-            positive = torch.where(labels >= 1)[0]
-            negative = torch.where(labels == 0)[0]
-            num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
-            num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
-            perm_pos = torch.randperm(positive.numel(), device=positive.device, generator=generator)
-            perm_neg = torch.randperm(negative.numel(), device=negative.device, generator=generator)
-            pos = torch.zeros_like(labels, dtype=torch.uint8)
-            neg = torch.zeros_like(labels, dtype=torch.uint8)
-            pos[positive[perm_pos[:num_pos]]] = 1
-            neg[negative[perm_neg[:num_neg]]] = 1
-            pos_masks.append(pos)
-            neg_masks.append(neg)
+        for labels, (pos, neg) in zip(matched_idxs, self.sample_indices(matched_idxs, generator), strict=True):
+            pos_masks.append(torch.zeros_like(labels, dtype=torch.uint8).index_fill_(0, pos, 1))
+            neg_masks.append(torch.zeros_like(labels, dtype=torch.uint8).index_fill_(0, neg, 1))
         return pos_masks, neg_masks

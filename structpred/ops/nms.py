@@ -6,8 +6,8 @@ two vectorised steps:
 
 1. **Suppression pairs.** In score order, list every pair ``(i, j)``, ``i < j``, with
    ``IoU > threshold`` (and, for :func:`batched_nms`, the same class). Computed in row
-   blocks of the upper triangle (cut at the class segment's end), or only inside class segments
-   when there are many small classes.
+   blocks of the upper triangle (each inside one class's segment), or pair by pair inside class
+   segments when there are many small classes.
 2. **Fixed point.** Box ``j`` is kept iff no *kept* box ``i < j`` suppresses it. Starting
    from "all kept" and applying that rule to all boxes at once converges to the greedy
    answer (Cluster-NMS, Zheng et al. 2020): after ``t`` rounds every box whose longest
@@ -56,31 +56,38 @@ def _pair_iou(b1: Tensor, b2: Tensor) -> Tensor:
 
 
 def _dense_pairs(boxes: Tensor, threshold: float, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-    """All suppression pairs ``(i, j)``, ``i < j``, of score-sorted ``boxes [N, 4]``, by row blocks."""
+    """All suppression pairs ``(i, j)``, ``i < j``, of score-sorted ``boxes [N, 4]``, by row blocks.
+
+    With ``labels`` (boxes sorted by label) each block lies inside one label's segment, so
+    pairs never cross labels and no label test is needed.
+    """
     n = boxes.shape[0]
     x1, y1, x2, y2 = boxes.unbind(1)  # (N,) each; contiguous copies below
     x1, y1, x2, y2 = x1.contiguous(), y1.contiguous(), x2.contiguous(), y2.contiguous()
     area = (x2 - x1) * (y2 - y1)
-    ends = None
-    if labels is not None:  # boxes are sorted by label: a block's pairs end with its last row's label
-        _, seg_len = torch.unique_consecutive(labels, return_counts=True)
-        ends = torch.repeat_interleave(torch.cumsum(seg_len, 0), seg_len).tolist()  # (N,) segment ends
+    if labels is None:
+        segments = [(0, n)]
+    else:
+        ends = torch.cumsum(torch.unique_consecutive(labels, return_counts=True)[1], 0).tolist()
+        segments = list(zip([0, *ends[:-1]], ends, strict=True))
     src, dst = [], []
-    for a in range(0, n, _ROWS):
-        r = slice(a, a + _ROWS)
-        e = n if ends is None else ends[min(a + _ROWS, n) - 1]
-        # Row boxes (r, 1) against boxes a..e (1, e - a); in-place, no autograd here.
-        w = torch.minimum(x2[r, None], x2[None, a:e]).sub_(torch.maximum(x1[r, None], x1[None, a:e]))
-        h = torch.minimum(y2[r, None], y2[None, a:e]).sub_(torch.maximum(y1[r, None], y1[None, a:e]))
-        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
-        union = (area[r, None] + area[None, a:e]).sub_(inter)
-        over = _above(inter.div_(union), threshold)  # (r, e - a)
-        if labels is not None:
-            over &= labels[r, None] == labels[None, a:e]
-        over.triu_(1)  # only j > i; column 0 of the block is row `a`
-        i, j = over.nonzero(as_tuple=True)
-        src.append(i + a)
-        dst.append(j + a)
+    for start, e in segments:
+        a = start
+        while a < e:
+            # Rows a..b against columns a..e; a short remainder joins the block (fewer, larger steps).
+            b = e if e - a <= 2 * _ROWS else a + _ROWS
+            r = slice(a, b)
+            # Row boxes (r, 1) against boxes a..e (1, e - a); in-place, no autograd here.
+            w = torch.minimum(x2[r, None], x2[None, a:e]).sub_(torch.maximum(x1[r, None], x1[None, a:e]))
+            h = torch.minimum(y2[r, None], y2[None, a:e]).sub_(torch.maximum(y1[r, None], y1[None, a:e]))
+            inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+            union = (area[r, None] + area[None, a:e]).sub_(inter)
+            over = _above(inter.div_(union), threshold)  # (b - a, e - a)
+            over.triu_(1)  # only j > i; column 0 of the block is row `a`
+            i, j = over.nonzero(as_tuple=True)
+            src.append(i + a)
+            dst.append(j + a)
+            a = b
     return torch.cat(src), torch.cat(dst)
 
 

@@ -96,6 +96,32 @@ def test_all_background_images_train() -> None:
     sum(losses.values()).backward()
 
 
+def test_box_geometry_stays_float32_under_bf16_autocast() -> None:
+    """bf16 (8-bit mantissa) would put anchors and boxes on a 1-2 px grid at 256 px."""
+    from structpred.ops import anchors_for_image
+
+    torch.manual_seed(0)
+    model = get_model("fasterrcnn_narrow_fpn", num_classes=6, min_size=128, max_size=128)
+    images, targets = _shapes(2, size=128)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, losses = model(images, targets)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    rpn = model.rpn
+    assert rpn._anchors is not None and rpn._anchors.dtype == torch.float32
+    sizes = tuple(rpn._anchor_key[1])  # type: ignore[index]
+    exact = anchors_for_image(rpn._anchor_key[0], sizes, rpn.anchor_sizes, rpn.aspect_ratios)  # type: ignore[index]
+    assert torch.equal(rpn._anchors, exact)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        preds, _ = model(images)
+    for pred in preds:
+        assert pred["boxes"].dtype == torch.float32 and pred["scores"].dtype == torch.float32
+        if pred["boxes"].numel():  # off the bf16 grid: some coordinate is not a bf16 number
+            boxes = pred["boxes"]
+            assert bool((boxes != boxes.to(torch.bfloat16).float()).any())
+
+
 def test_partly_outside_boxes_are_clipped_and_the_callers_targets_untouched() -> None:
     model = get_model("fasterrcnn_narrow_fpn", num_classes=3).eval()
     boxes = torch.tensor([[-10.0, 5.0, 30.0, 90.0]])
