@@ -2,21 +2,22 @@
 
 Command (both variants at once, one process and one thread each, then the table)::
 
-    OMP_NUM_THREADS=1 python benchmarks/mask_rcnn_ablation.py --variants align,pool --jobs 2
+    OMP_NUM_THREADS=1 python benchmarks/mask_rcnn_ablation.py --variants align,pool --seeds 0,1 --jobs 2
 
 ``maskrcnn_narrow_fpn`` is trained from scratch by the engine (:func:`structpred.engine.run.train`)
 once per ``roi_op`` (``"align"``: RoIAlign, ``"pool"``: the quantised RoIPool, in both the box and
 the mask pooler), with one recipe for both — the ``fasterrcnn_narrow_fpn`` one (AdamW 2e-3,
-weight decay 1e-4, warm-up 100, cosine, batch 4, seed 0: the same initial weights and data order)
-and the same epochs. Only the last epoch is validated. Each model is then run once over the test
+weight decay 1e-4, warm-up 100, cosine, batch 4; per seed the same initial weights and data
+order) and the same epochs. Only the last epoch is validated. Each model is then run once over the test
 split and scored by :class:`~structpred.metrics.MeanAveragePrecision` for boxes (``bbox``) and for
 masks (``segm``, the model's soft ``[N, 1, H, W]`` masks thresholded at 0.5).
 
 "train wall time" is that of ``train`` (the first epoch also renders the images into the
 dataset's cache; the final validation is included). ``--data nuclei`` trains on the DSB 2018
-nuclei crops instead (1 class, 128 px crops: 8 train / 4 val / 4 test; 150 epochs by default).
-Each variant writes ``OUT/<data>-<variant>/result.json``; the table is printed from those files,
-so ``--table`` reprints it without training. Single seeded runs.
+nuclei crops instead (1 class, 128 px crops: 65 overlapping train crops at stride 32, 4 val and
+4 test crops; 20 epochs by default). Each (variant, seed) writes
+``OUT/<data>-<variant>-seed<S>/result.json``; the table, with the mean over seeds, is printed
+from those files, so ``--table`` reprints it without training.
 """
 
 from __future__ import annotations
@@ -60,26 +61,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="align,pool", help="comma-separated roi_op values")
     p.add_argument("--data", default="shapes", choices=["shapes", "nuclei"])
-    p.add_argument("--epochs", type=int, default=None, help="default: 3 (shapes), 150 (nuclei)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 3 (shapes), 20 (nuclei)")
     p.add_argument("--num-images", type=int, default=None, help="shapes train/val subset (pilots)")
     p.add_argument("--test-images", type=int, default=None, help="shapes test subset (default 500)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, one run per (variant, seed)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per variant")
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once (subprocesses)")
     p.add_argument("--table", action="store_true", help="only print the table from OUT's results")
     p.add_argument("--out", default="out/mask_rcnn_ablation/")
     args = p.parse_args(argv)
     if args.epochs is None:
-        args.epochs = 3 if args.data == "shapes" else 150
+        args.epochs = 3 if args.data == "shapes" else 20
+    args.seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
     return args
 
 
 def _data_kwargs(args: argparse.Namespace, split: str) -> dict[str, Any]:
     if args.data == "nuclei":
-        return {"crop": 128}
+        return {"crop": 128, "stride": 32} if split == "train" else {"crop": 128}
     n = args.test_images if split == "test" else args.num_images
     return {} if n is None else {"num_images": n}
 
@@ -102,10 +104,14 @@ def test_scores(model: torch.nn.Module, data: Any, batch_size: int) -> dict[str,
     return out
 
 
-def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train one ``roi_op``, score it on the test split, write and return its result row."""
+def _run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    return Path(args.out) / f"{args.data}-{variant}-seed{seed}"
+
+
+def run_variant(variant: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one ``roi_op`` with one seed, score it on the test split, write and return its row."""
     torch.set_num_threads(args.threads)
-    out_dir = Path(args.out) / f"{args.data}-{variant}"
+    out_dir = _run_dir(args, variant, seed)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -114,7 +120,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         weight_decay=1e-4,
         schedule="cosine",
         warmup_steps=args.warmup,
-        seed=args.seed,
+        seed=seed,
         eval_every=args.epochs,  # validate the last epoch only
         progress=False,
         log_every=50,
@@ -132,6 +138,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     scores = test_scores(trainer.model, test, 8)
     row = {
         "variant": variant,
+        "seed": seed,
         "data": args.data,
         "epochs": args.epochs,
         "train_images": len(trainer.train_data),  # type: ignore[arg-type]
@@ -148,25 +155,27 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
-def _spawn(variants: list[str], args: argparse.Namespace, argv: list[str]) -> None:
-    """Run each variant in its own process (``OMP_NUM_THREADS`` = ``--threads``), ``--jobs`` at a time."""
+def _spawn(runs: list[tuple[str, int]], args: argparse.Namespace, argv: list[str]) -> None:
+    """Run each (variant, seed) in its own process (``OMP_NUM_THREADS`` = ``--threads``),
+    ``--jobs`` at a time."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    pending = list(variants)
-    running: list[tuple[str, subprocess.Popen[bytes], Any]] = []  # (variant, process, log file)
+    pending = list(runs)
+    running: list[tuple[str, subprocess.Popen[bytes], Any]] = []  # (name, process, log file)
     while pending or running:
         while pending and len(running) < args.jobs:
-            v = pending.pop(0)
-            log = open(Path(args.out) / f"{args.data}-{v}.log", "w")  # noqa: SIM115
+            v, seed = pending.pop(0)
+            name = f"{args.data}-{v}-seed{seed}"
+            log = open(Path(args.out) / f"{name}.log", "w")  # noqa: SIM115
             # argparse keeps the last value
-            cmd = [sys.executable, __file__, *argv, "--variants", v, "--jobs", "1"]
-            running.append((v, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            cmd = [sys.executable, __file__, *argv, "--variants", v, "--seeds", str(seed), "--jobs", "1"]
+            running.append((name, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         time.sleep(5)
-        for v, proc, log in list(running):
+        for name, proc, log in list(running):
             if proc.poll() is not None:
-                running.remove((v, proc, log))
+                running.remove((name, proc, log))
                 log.close()
-                print(f"{v}: exit {proc.returncode} (log {args.out}/{args.data}-{v}.log)", flush=True)
+                print(f"{name}: exit {proc.returncode} (log {args.out}/{name}.log)", flush=True)
 
 
 def _fmt(values: tuple[float, ...] | None, sign: str = "") -> str:
@@ -177,35 +186,57 @@ def _delta(a: tuple[float, ...] | None, b: tuple[float, ...] | None) -> tuple[fl
     return tuple(x - y for x, y in zip(a, b, strict=True)) if a and b else None
 
 
+def _scores(row: dict[str, Any]) -> dict[str, tuple[float, ...]]:
+    """Box and mask (AP, AP50, AP75) in % of one result row."""
+    kinds = (("box", "bbox"), ("mask", "segm"))
+    return {kind: tuple(100 * row[f"{key}_{k}"] for k in METRIC_KEYS) for kind, key in kinds}
+
+
+def _mean(values: list[tuple[float, ...]]) -> tuple[float, ...]:
+    return tuple(sum(col) / len(col) for col in zip(*values, strict=True))
+
+
 def print_table(args: argparse.Namespace, variants: list[str]) -> None:
-    """Our rows (from ``OUT/<data>-<variant>/result.json``), RoIAlign - RoIPool, then the paper's."""
-    rows = {}
+    """Our rows per seed (from ``OUT/<data>-<variant>-seed<S>/result.json``), their means,
+    RoIAlign - RoIPool per seed and on the means, then the paper's."""
+    rows: dict[str, dict[int, dict[str, Any]]] = {}  # variant -> seed -> row
     for v in variants:
-        path = Path(args.out) / f"{args.data}-{v}" / "result.json"
-        if path.exists():
-            rows[v] = json.loads(path.read_text())
+        for seed in args.seeds:
+            path = _run_dir(args, v, seed) / "result.json"
+            if path.exists():
+                rows.setdefault(v, {})[seed] = json.loads(path.read_text())
     if not rows:
         print(f"no results in {args.out}")
         return
-    r0 = next(iter(rows.values()))
+    r0 = next(iter(next(iter(rows.values())).values()))
     print(
         f"\n{MODEL} on {r0['data']}: {r0['epochs']} epochs x {r0['train_images']} images ({r0['steps']} "
-        f"steps), batch {args.batch_size}, AdamW {args.lr} (warm-up {args.warmup}, cosine), seed "
-        f"{args.seed}, {r0['threads']} thread(s) per variant; test {r0['test_images']} images. AP in %.\n"
+        f"steps), batch {args.batch_size}, AdamW {args.lr} (warm-up {args.warmup}, cosine), "
+        f"{r0['threads']} thread(s) per run; test {r0['test_images']} images. AP in %.\n"
     )
-    print("| variant | box AP | AP50 | AP75 | mask AP | AP50 | AP75 | train wall time |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    ours: dict[str, dict[str, tuple[float, ...]]] = {}
-    for v, r in rows.items():
-        ours[v] = {
-            kind: tuple(100 * r[f"{key}_{k}"] for k in METRIC_KEYS)
-            for kind, key in (("box", "bbox"), ("mask", "segm"))
-        }
-        minutes = f"{r['train_s'] / 60:.1f} min"
-        print(f"| {NAMES.get(v, v)} | {_fmt(ours[v]['box'])} | {_fmt(ours[v]['mask'])} | {minutes} |")
-    if "align" in ours and "pool" in ours:
-        box, mask = (_delta(ours["align"][k], ours["pool"][k]) for k in ("box", "mask"))
-        print(f"| RoIAlign − RoIPool | {_fmt(box, '+')} | {_fmt(mask, '+')} | |")
+    print("| variant | seed | box AP | AP50 | AP75 | mask AP | AP50 | AP75 | train wall time |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for v, by_seed in rows.items():
+        for seed, r in sorted(by_seed.items()):
+            sc = _scores(r)
+            minutes = f"{r['train_s'] / 60:.1f} min"
+            print(f"| {NAMES.get(v, v)} | {seed} | {_fmt(sc['box'])} | {_fmt(sc['mask'])} | {minutes} |")
+    if "align" in rows and "pool" in rows:
+        seeds = sorted(set(rows["align"]) & set(rows["pool"]))
+        for seed in seeds:
+            a, p = _scores(rows["align"][seed]), _scores(rows["pool"][seed])
+            box, mask = _delta(a["box"], p["box"]), _delta(a["mask"], p["mask"])
+            print(f"| RoIAlign − RoIPool | {seed} | {_fmt(box, '+')} | {_fmt(mask, '+')} | |")
+        if len(seeds) > 1:
+            means = {
+                v: {k: _mean([_scores(rows[v][s])[k] for s in seeds]) for k in ("box", "mask")}
+                for v in ("align", "pool")
+            }
+            n = f"{len(seeds)} seeds"
+            for v in ("align", "pool"):
+                print(f"| {NAMES[v]}, mean | {n} | {_fmt(means[v]['box'])} | {_fmt(means[v]['mask'])} | |")
+            box, mask = (_delta(means["align"][k], means["pool"][k]) for k in ("box", "mask"))
+            print(f"| **RoIAlign − RoIPool, mean** | {n} | {_fmt(box, '+')} | {_fmt(mask, '+')} | |")
     print("\nThe paper (He et al. 2017, Table 2; COCO minival, ResNet-50; box AP only in 2d):\n")
     print("| setting | variant | box AP | AP50 | AP75 | mask AP | AP50 | AP75 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -224,11 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not args.table:
         tic = time.perf_counter()
-        if args.jobs > 1 and len(variants) > 1:
-            _spawn(variants, args, argv)
+        runs = [(v, seed) for seed in args.seeds for v in variants]
+        if args.jobs > 1 and len(runs) > 1:
+            _spawn(runs, args, argv)
         else:
-            for v in variants:
-                run_variant(v, args)
+            for v, seed in runs:
+                run_variant(v, seed, args)
         print(f"total wall time {(time.perf_counter() - tic) / 60:.1f} min")
     print_table(args, variants)
 

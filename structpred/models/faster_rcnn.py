@@ -309,6 +309,9 @@ NARROW_SETTINGS: dict[str, Any] = {
     "sampling_ratio": 1,
     "representation_size": 256,
     "box_batch_size_per_image": 64,
+    # mAP integrates the whole precision-recall curve: keep the low-score tail for scoring, as
+    # YOLO's validation does (0.001); `structpred predict` still draws only scores >= 0.5.
+    "box_score_thresh": 0.001,
 }
 
 

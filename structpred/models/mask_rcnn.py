@@ -149,7 +149,10 @@ def maskrcnn_narrow_fpn(
 ) -> MaskRCNN:
     """The small from-scratch CPU model: ``fasterrcnn_narrow_fpn``'s backbone and settings
     (:data:`~structpred.models.faster_rcnn.NARROW_SETTINGS`) with a mask head as narrow as the
-    FPN (four 3x3 convs of ``fpn_channels``; 14 x 14 RoIAlign -> 28 x 28 masks)."""
-    narrow_mask = {"mask_layers": (fpn_channels,) * 4, "mask_dim_reduced": fpn_channels}
+    FPN (four 3x3 convs of ``fpn_channels``; 14 x 14 RoIAlign -> 28 x 28 masks). Detections
+    below 0.05 are dropped (torchvision's threshold): each one kept pastes a full-image mask."""
+    narrow_mask = {
+        "mask_layers": (fpn_channels,) * 4, "mask_dim_reduced": fpn_channels, "box_score_thresh": 0.05,
+    }  # fmt: skip
     settings = {**NARROW_SETTINGS, **narrow_mask, **config}
     return build_mask_rcnn(narrow_backbone(width, fpn_channels), num_classes, _config(**settings))

@@ -117,7 +117,8 @@ class BalancedPositiveNegativeSampler:
             (pos, neg): per image, uint8 masks ``[N_i]`` of the sampled positives / negatives.
         """
         pos_masks, neg_masks = [], []
-        for labels, (pos, neg) in zip(matched_idxs, self.sample_indices(matched_idxs, generator), strict=True):
+        samples = self.sample_indices(matched_idxs, generator)
+        for labels, (pos, neg) in zip(matched_idxs, samples, strict=True):
             pos_masks.append(torch.zeros_like(labels, dtype=torch.uint8).index_fill_(0, pos, 1))
             neg_masks.append(torch.zeros_like(labels, dtype=torch.uint8).index_fill_(0, neg, 1))
         return pos_masks, neg_masks

@@ -109,8 +109,8 @@ def test_box_geometry_stays_float32_under_bf16_autocast() -> None:
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     rpn = model.rpn
     assert rpn._anchors is not None and rpn._anchors.dtype == torch.float32
-    sizes = tuple(rpn._anchor_key[1])  # type: ignore[index]
-    exact = anchors_for_image(rpn._anchor_key[0], sizes, rpn.anchor_sizes, rpn.aspect_ratios)  # type: ignore[index]
+    padded, sizes = rpn._anchor_key[:2]  # type: ignore[index]
+    exact = anchors_for_image(padded, sizes, rpn.anchor_sizes, rpn.aspect_ratios)
     assert torch.equal(rpn._anchors, exact)
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -208,3 +208,15 @@ def test_sampler_actually_samples_at_random():
 def test_sampler_bad_params(batch, fraction):
     with pytest.raises(ValueError, match="batch_size_per_image|positive_fraction"):
         BalancedPositiveNegativeSampler(batch, fraction)
+
+
+def test_sample_indices_are_the_masks_draws_sorted():
+    g = torch.Generator().manual_seed(3)
+    images = [make_labels(60, 400, 30, g), make_labels(0, 50, 2, g), torch.zeros(0, dtype=torch.int64)]
+    sampler = BalancedPositiveNegativeSampler(64, 0.25)
+    pos_masks, neg_masks = sampler(images, generator=torch.Generator().manual_seed(7))
+    indices = sampler.sample_indices(images, generator=torch.Generator().manual_seed(7))
+    for (pos, neg), pos_mask, neg_mask in zip(indices, pos_masks, neg_masks, strict=True):
+        assert pos.dtype == neg.dtype == torch.int64
+        assert torch.equal(pos, torch.where(pos_mask.bool())[0])  # same draws, ascending
+        assert torch.equal(neg, torch.where(neg_mask.bool())[0])
