@@ -68,22 +68,14 @@ def _to_corners(boxes: Tensor, fmt: str) -> tuple[Tensor, Tensor, Tensor, Tensor
     return a, b, c, d
 
 
-def _inter_union(
-    boxes1: Tensor, boxes2: Tensor, fmt: str, inplace: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Pairwise intersection and union areas ``[..., N, M]`` of ``[..., N, 4]`` x ``[..., M, 4]``.
-
-    ``inplace`` reuses the temporaries (about 1.5x faster); only valid without autograd.
-    """
+def _inter_union(boxes1: Tensor, boxes2: Tensor, fmt: str) -> tuple[Tensor, Tensor]:
+    """Pairwise intersection and union areas ``[..., N, M]`` of ``[..., N, 4]`` x ``[..., M, 4]``."""
     area1 = box_area(boxes1, fmt)  # (..., N)
     area2 = box_area(boxes2, fmt)  # (..., M)
     ax1, ay1, ax2, ay2 = (t.unsqueeze(-1) for t in _to_corners(boxes1, fmt))  # (..., N, 1)
     bx1, by1, bx2, by2 = (t.unsqueeze(-2) for t in _to_corners(boxes2, fmt))  # (..., 1, M)
     w = _upcast(torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1))  # (..., N, M)
     h = _upcast(torch.minimum(ay2, by2) - torch.maximum(ay1, by1))
-    if inplace:
-        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
-        return inter, (area1.unsqueeze(-1) + area2.unsqueeze(-2)).sub_(inter)
     inter = w.clamp(min=0) * h.clamp(min=0)
     return inter, area1.unsqueeze(-1) + area2.unsqueeze(-2) - inter
 
@@ -110,7 +102,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     area1, area2 = box_area(boxes1, fmt), box_area(boxes2, fmt)  # (N,), (M,)
     bx1, by1, bx2, by2 = (t.contiguous()[None, :] for t in _to_corners(boxes2, fmt))  # (1, M)
     ax1, ay1, ax2, ay2 = (t.contiguous()[:, None] for t in _to_corners(boxes1, fmt))  # (N, 1)
-    out = torch.empty(boxes1.shape[0], boxes2.shape[0], dtype=area1.dtype, device=boxes1.device)
+    dtype = torch.promote_types(area1.dtype, area2.dtype)
+    out = torch.empty(boxes1.shape[0], boxes2.shape[0], dtype=dtype, device=boxes1.device)
     for start in range(0, boxes1.shape[0], _IOU_ROWS_PER_CHUNK):
         r = slice(start, start + _IOU_ROWS_PER_CHUNK)
         w = torch.minimum(ax2[r], bx2).sub_(torch.maximum(ax1[r], bx1)).clamp_(min=0)  # (rows, M)
