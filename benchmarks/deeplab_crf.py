@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from structpred.bench.recipe import ablation_config
 from structpred.data.registry import build_dataset
 from structpred.engine.run import train
-from structpred.engine.trainer import TrainConfig
 from structpred.metrics.segmentation import SegmentationMetric
 from structpred.models.deeplab import AtrousSegmenter
 
@@ -126,20 +126,13 @@ def run(name: str, args: argparse.Namespace, grid: list[Setting]) -> dict[str, A
         train_kw, eval_kw = dict(limit), dict(limit)
     else:
         epochs, train_kw, eval_kw = args.epochs_nuclei, {"stride": args.stride}, {"crop": 256}
-    config = TrainConfig(
+    config = ablation_config(
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        schedule="cosine",
         warmup_steps=args.warmup,
         seed=args.seed,
         eval_every=max(1, epochs // 5),  # a few val points in log.csv (final weights are scored)
-        progress=False,
-        log_every=1000,
-        keep_last=1,
-        device="cpu",
     )
     tic = time.perf_counter()
     trainer, engine_val = train(

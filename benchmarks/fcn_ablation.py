@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
+from structpred.bench.recipe import ablation_config
 from structpred.data.shapes import ShapesWorld
-from structpred.engine import TrainConfig
 from structpred.engine.trainer import Trainer, seed_everything
 from structpred.metrics.segmentation import SegmentationMetric
 from structpred.models import get_model
@@ -95,19 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     overrides = _model_kwargs(args.model_arg)
     rows = []
     for name in args.models:
-        config = TrainConfig(
+        config = ablation_config(
             epochs=args.epochs,
             batch_size=args.batch_size,
             lr=args.lr,
-            optimizer="adamw",
-            weight_decay=1e-4,
-            schedule="cosine",
             warmup_steps=args.warmup,
             seed=args.seed,
-            progress=False,
-            log_every=1000,
-            keep_last=1,
-            device="cpu",
             model_name=name,
             data="shapes",
         )

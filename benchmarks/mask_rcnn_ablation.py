@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
+from structpred.bench.recipe import ablation_config
 from structpred.data.registry import build_dataset
-from structpred.engine import TrainConfig
 from structpred.engine.run import train
 from structpred.metrics import MeanAveragePrecision
 
@@ -112,20 +112,14 @@ def run_variant(variant: str, seed: int, args: argparse.Namespace) -> dict[str, 
     """Train one ``roi_op`` with one seed, score it on the test split, write and return its row."""
     torch.set_num_threads(args.threads)
     out_dir = _run_dir(args, variant, seed)
-    config = TrainConfig(
+    config = ablation_config(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        schedule="cosine",
         warmup_steps=args.warmup,
         seed=seed,
         eval_every=args.epochs,  # validate the last epoch only
-        progress=False,
         log_every=50,
-        keep_last=1,
-        device="cpu",
     )
     tic = time.perf_counter()
     trainer, val = train(

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 import structpred.models.unet  # noqa: F401  (registers unet_narrow)
+from structpred.bench.recipe import ablation_config
 from structpred.data.nuclei import Nuclei
 from structpred.data.shapes import ShapesWorld
 from structpred.engine import TrainConfig
@@ -111,18 +112,11 @@ class RandomDihedral:
 
 
 def _config(args: argparse.Namespace, epochs: int, name: str) -> TrainConfig:
-    return TrainConfig(
+    return ablation_config(
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        schedule="cosine",
         seed=args.seed,
-        progress=False,
-        log_every=1000,
-        keep_last=1,
-        device="cpu",
         model_name="unet_narrow",
         data=name,
     )
