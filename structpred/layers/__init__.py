@@ -1,6 +1,6 @@
 """Small reusable modules."""
 
-from .poolers import MultiScaleRoIAlign, MultiScaleRoIPool
+from .poolers import MultiScaleRoIAlign, MultiScaleRoIPool, RoIPooler
 from .rnn import LSTM, RNN, LSTMCell, RNNCell
 from .stn import SpatialTransformer
 
@@ -11,5 +11,6 @@ __all__ = [
     "MultiScaleRoIAlign",
     "MultiScaleRoIPool",
     "RNNCell",
+    "RoIPooler",
     "SpatialTransformer",
 ]

@@ -1,6 +1,6 @@
-"""FPN poolers as modules: ``MultiScaleRoIAlign`` (a drop-in for torchvision's) and its quantised
-counterpart ``MultiScaleRoIPool`` (Mask R-CNN's RoIPool ablation); :func:`multiscale_pooler`
-picks one by name."""
+"""RoI poolers as modules. FPN: ``MultiScaleRoIAlign`` (a drop-in for torchvision's) and its
+quantised counterpart ``MultiScaleRoIPool`` (Mask R-CNN's RoIPool ablation); :func:`multiscale_pooler`
+picks one by name. One map: :class:`RoIPooler` (Fast R-CNN's RoIPool, SPP or RoIAlign)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from torch import Tensor, nn
 
 from ..ops._checks import pair
 from ..ops.poolers import multiscale_roi_align, multiscale_roi_pool
+from ..ops.roi_align import roi_align
+from ..ops.roi_pool import roi_pool, spp
 
 ROI_OPS = ("align", "pool")
+POOLS = ("roi_pool", "spp", "roi_align")  # RoIPooler's modes
 
 
 def _levels(featmap_names: Sequence[str], x: Mapping[str, Tensor]) -> list[Tensor]:
@@ -150,3 +153,54 @@ def multiscale_pooler(
     if roi_op == "pool":
         return MultiScaleRoIPool(featmap_names, output_size)
     raise ValueError(f"roi_op must be one of {ROI_OPS}, got {roi_op!r}")
+
+
+class RoIPooler(nn.Module):
+    """Pool RoIs from one named feature map of a known stride (RoIHeads' pooler contract).
+
+    Args:
+        featmap_name: key of the feature dict to pool from.
+        stride: the map's stride in input pixels (``spatial_scale = 1 / stride``).
+        mode: ``"roi_pool"`` (Fast R-CNN's max pooling), ``"spp"`` (SPPnet pyramid, flat
+            ``[S, C * sum(n^2)]``) or ``"roi_align"`` (bilinear, ``sampling_ratio`` taps per bin).
+        output_size: T for roi_pool / roi_align; spp_levels: the SPP pyramid.
+    """
+
+    def __init__(
+        self,
+        featmap_name: str,
+        stride: int,
+        mode: str = "roi_pool",
+        output_size: int = 7,
+        spp_levels: Sequence[int] = (1, 2, 4),
+        sampling_ratio: int = 2,
+    ) -> None:
+        super().__init__()
+        if mode not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {mode!r}")
+        self.featmap_name, self.stride, self.mode = featmap_name, int(stride), mode
+        self.output_size, self.spp_levels = int(output_size), tuple(int(n) for n in spp_levels)
+        self.sampling_ratio = sampling_ratio
+
+    def out_features(self, channels: int) -> int:
+        """Flattened features per RoI: ``C * T * T``, or ``C * sum(n^2)`` for spp."""
+        cells = sum(n * n for n in self.spp_levels) if self.mode == "spp" else self.output_size**2
+        return channels * cells
+
+    def forward(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> Tensor:
+        """``features[name] [B, C, Hf, Wf]``, per image ``[P_i, 4]`` boxes in (resized) input pixels
+        -> ``[S, C, T, T]`` (``[S, C * sum(n^2)]`` for spp)."""
+        if self.featmap_name not in features:
+            raise ValueError(f"feature map {self.featmap_name!r} not found; got {list(features)}")
+        x, scale = features[self.featmap_name], 1.0 / self.stride
+        if self.mode == "roi_pool":
+            return roi_pool(x, boxes, self.output_size, scale)
+        if self.mode == "spp":
+            return spp(x, boxes, self.spp_levels, scale)
+        return roi_align(x, boxes, self.output_size, scale, self.sampling_ratio)
+
+    def extra_repr(self) -> str:
+        size = f"levels={self.spp_levels}" if self.mode == "spp" else f"output_size={self.output_size}"
+        return f"{self.featmap_name!r}, mode={self.mode}, stride={self.stride}, {size}"

@@ -15,7 +15,7 @@ with best IoU in ``[0.1, 0.5)`` -- the 0.1 floor is the paper's hard-example heu
 
 Proposals are class-agnostic xyxy boxes in *original-image* pixels, taken from the first of:
     1. ``model(images, proposals=[Tensor[P, 4], ...])``;
-    2. ``targets[i]["proposals"]`` (see :class:`WithProposals`);
+    2. ``targets[i]["proposals"]`` (see :class:`~structpred.proposals.WithProposals`);
     3. Selective Search ("fast", 2000 boxes) on the image, cached on the module by
        ``(targets[i]["image_id"], image content)`` when an ``image_id`` is given.
 They are scaled with the image, clipped to it; boxes wholly outside are dropped.
@@ -29,181 +29,26 @@ ImageNet RGB normalisation (torchvision's VGG weights), no truncated SVD, single
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..heads.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
+from ..layers.poolers import RoIPooler
 from ..layers.transform import DetectionTransform, as_image_list, resize_boxes
-from ..ops import Matcher, clip_boxes_to_image, roi_align, roi_pool, spp
-from ..proposals import selective_search
+from ..ops import BackgroundFloorMatcher, clip_boxes_to_image
+from ..proposals import ProposalFn, WithProposals, check_proposals, image_fingerprint, selective_search
 from .faster_rcnn import check_targets
 from .registry import register_model
 
 logger = logging.getLogger(__name__)
-
-ProposalFn = Callable[[Tensor], Tensor]  # image [3, H, W] in [0, 1] -> boxes [P, 4] xyxy pixels
-POOLS = ("roi_pool", "spp", "roi_align")
-
-
-# ---------------------------------------------------------------------------- helpers
-def check_proposals(boxes: Any, size: tuple[int, int], name: str = "proposals") -> Tensor:
-    """Validated proposals ``Tensor[P, 4]`` (xyxy pixels of an ``(H, W)`` image), clipped to it.
-
-    Raises ``ValueError`` naming ``name`` and the box for: not a float ``Tensor[P, 4]``,
-    non-finite values, degenerate boxes (``x2 <= x1`` or ``y2 <= y1``). Boxes wholly outside
-    the image are dropped; ``P = 0`` is allowed.
-    """
-    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
-        got = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-        raise ValueError(f"{name} must be a Tensor[P, 4] of xyxy boxes, got {got}")
-    if not boxes.is_floating_point():
-        raise ValueError(f"{name} must be float, got {boxes.dtype}")
-    if not bool(torch.isfinite(boxes).all()):
-        j = int((~torch.isfinite(boxes).all(1)).nonzero()[0])
-        raise ValueError(f"{name}[{j}] = {boxes[j].tolist()} is not finite")
-    bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if bool(bad.any()):
-        j = int(bad.nonzero()[0])
-        raise ValueError(f"{name}[{j}] = {boxes[j].tolist()} is degenerate (need x2 > x1, y2 > y1)")
-    clipped = clip_boxes_to_image(boxes, size)
-    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    return clipped[keep]
-
-
-def image_fingerprint(image: Tensor) -> str:
-    """A digest of an image's values: cache keys stay right when ids repeat (train vs val)."""
-    data = image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-class BackgroundFloorMatcher(Matcher):
-    """RoIHeads' matcher with the paper's background band: best IoU in ``[floor, low)`` is
-    background (-1), below ``floor`` ignored (-2, never sampled), ``>= high`` a match."""
-
-    def __init__(self, high_threshold: float, low_threshold: float, floor: float) -> None:
-        super().__init__(high_threshold, low_threshold, allow_low_quality_matches=False)
-        if not 0.0 <= floor <= low_threshold:
-            raise ValueError(f"bg_iou_floor must be in [0, bg_iou_thresh={low_threshold}], got {floor}")
-        self.floor = floor
-
-    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
-        """``(M gts, N proposals)`` IoUs -> int64[N]: gt index, -1 background or -2 ignored."""
-        matches = super().__call__(match_quality_matrix)
-        best = match_quality_matrix.max(dim=0).values  # (N,)
-        matches[best < self.floor] = Matcher.BETWEEN_THRESHOLDS
-        return matches
-
-
-class RoIPooler(nn.Module):
-    """Pool RoIs from one named feature map of a known stride (RoIHeads' pooler contract).
-
-    Args:
-        featmap_name: key of the feature dict to pool from.
-        stride: the map's stride in input pixels (``spatial_scale = 1 / stride``).
-        mode: ``"roi_pool"`` (Fast R-CNN's max pooling), ``"spp"`` (SPPnet pyramid, flat
-            ``[S, C * sum(n^2)]``) or ``"roi_align"`` (bilinear, ``sampling_ratio`` taps per bin).
-        output_size: T for roi_pool / roi_align; spp_levels: the SPP pyramid.
-    """
-
-    def __init__(
-        self,
-        featmap_name: str,
-        stride: int,
-        mode: str = "roi_pool",
-        output_size: int = 7,
-        spp_levels: Sequence[int] = (1, 2, 4),
-        sampling_ratio: int = 2,
-    ) -> None:
-        super().__init__()
-        if mode not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {mode!r}")
-        self.featmap_name, self.stride, self.mode = featmap_name, int(stride), mode
-        self.output_size, self.spp_levels = int(output_size), tuple(int(n) for n in spp_levels)
-        self.sampling_ratio = sampling_ratio
-
-    def out_features(self, channels: int) -> int:
-        """Flattened features per RoI: ``C * T * T``, or ``C * sum(n^2)`` for spp."""
-        cells = sum(n * n for n in self.spp_levels) if self.mode == "spp" else self.output_size**2
-        return channels * cells
-
-    def forward(
-        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
-    ) -> Tensor:
-        """``features[name] [B, C, Hf, Wf]``, per image ``[P_i, 4]`` boxes in (resized) input pixels
-        -> ``[S, C, T, T]`` (``[S, C * sum(n^2)]`` for spp)."""
-        if self.featmap_name not in features:
-            raise ValueError(f"feature map {self.featmap_name!r} not found; got {list(features)}")
-        x, scale = features[self.featmap_name], 1.0 / self.stride
-        if self.mode == "roi_pool":
-            return roi_pool(x, boxes, self.output_size, scale)
-        if self.mode == "spp":
-            return spp(x, boxes, self.spp_levels, scale)
-        return roi_align(x, boxes, self.output_size, scale, self.sampling_ratio)
-
-    def extra_repr(self) -> str:
-        size = f"levels={self.spp_levels}" if self.mode == "spp" else f"output_size={self.output_size}"
-        return f"{self.featmap_name!r}, mode={self.mode}, stride={self.stride}, {size}"
-
-
-class WithProposals(Dataset):
-    """A detection dataset whose targets also carry ``proposals`` ``Tensor[P, 4]`` (xyxy pixels),
-    computed once per item and kept in memory.
-
-    Wrap a dataset without random augmentation (an item whose image changed between reads gets
-    its proposals recomputed). DataLoader workers each hold a copy: call :meth:`precompute` first.
-    Other attributes (``categories`` ...) are the wrapped dataset's.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        mode: str = "fast",
-        max_proposals: int | None = 2000,
-        proposal_fn: ProposalFn | None = None,
-    ) -> None:
-        self.dataset = dataset
-        self.proposal_fn = proposal_fn or partial(selective_search, mode=mode, max_proposals=max_proposals)
-        self.cache: dict[int, tuple[str, Tensor]] = {}
-        self._warned = False
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
-        image, target = self.dataset[index]
-        key, fingerprint = int(index) % len(self), image_fingerprint(image)
-        hit = self.cache.get(key)
-        if hit is None or hit[0] != fingerprint:
-            if hit is not None and not self._warned:
-                logger.warning("WithProposals: item %d changed between reads (random augmentation?); "
-                               "its proposals are recomputed", key)  # fmt: skip
-                self._warned = True
-            hit = (fingerprint, self.proposal_fn(image).cpu())
-            self.cache[key] = hit
-        return image, {**target, "proposals": hit[1]}
-
-    def precompute(self) -> None:
-        """Compute every item's proposals now, in this process (logs the time per image)."""
-        tic = time.perf_counter()
-        for i in range(len(self)):
-            self[i]
-        per_image = (time.perf_counter() - tic) / max(len(self), 1)
-        logger.info("proposals of %d images: %.2f s per image", len(self), per_image)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":  # not set yet (unpickling): do not recurse
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 # ---------------------------------------------------------------------------- model

@@ -16,7 +16,7 @@ from .boxes import (
 )
 from .crf import dense_crf
 from .masks import paste_masks_in_image
-from .matcher import BalancedPositiveNegativeSampler, Matcher
+from .matcher import BackgroundFloorMatcher, BalancedPositiveNegativeSampler, Matcher
 from .nms import batched_nms, nms
 from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align, multiscale_roi_pool
 from .roi_align import roi_align
@@ -24,6 +24,7 @@ from .roi_pool import roi_pool, spp
 from .warp import affine_grid, grid_sample
 
 __all__ = [
+    "BackgroundFloorMatcher",
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
     "Matcher",

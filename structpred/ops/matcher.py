@@ -2,7 +2,8 @@
 
 Used by the RPN (anchors vs boxes: 0.7 / 0.3, low-quality matches allowed) and by the
 RoI heads (proposals vs boxes: 0.5 / 0.5) of Faster R-CNN; behaviour as torchvision's
-``Matcher`` and ``BalancedPositiveNegativeSampler``.
+``Matcher`` and ``BalancedPositiveNegativeSampler``. :class:`BackgroundFloorMatcher` adds
+Fast R-CNN's background band (best IoU in ``[0.1, 0.5)``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,24 @@ class Matcher:
             # Predictions achieving some gt's highest quality (ties included) keep their best gt.
             preds = torch.where(match_quality_matrix == highest_per_gt[:, None])[1]
             matches[preds] = best_gt[preds]
+        return matches
+
+
+class BackgroundFloorMatcher(Matcher):
+    """RoIHeads' matcher with the paper's background band: best IoU in ``[floor, low)`` is
+    background (-1), below ``floor`` ignored (-2, never sampled), ``>= high`` a match."""
+
+    def __init__(self, high_threshold: float, low_threshold: float, floor: float) -> None:
+        super().__init__(high_threshold, low_threshold, allow_low_quality_matches=False)
+        if not 0.0 <= floor <= low_threshold:
+            raise ValueError(f"bg_iou_floor must be in [0, bg_iou_thresh={low_threshold}], got {floor}")
+        self.floor = floor
+
+    def __call__(self, match_quality_matrix: Tensor) -> Tensor:
+        """``(M gts, N proposals)`` IoUs -> int64[N]: gt index, -1 background or -2 ignored."""
+        matches = super().__call__(match_quality_matrix)
+        best = match_quality_matrix.max(dim=0).values  # (N,)
+        matches[best < self.floor] = BETWEEN_THRESHOLDS
         return matches
 
 

@@ -6,16 +6,11 @@ import pytest
 import torch
 
 from structpred.data import ShapesWorld
+from structpred.layers.poolers import RoIPooler
 from structpred.models import get_model, list_models
-from structpred.models.fast_rcnn import (
-    BackgroundFloorMatcher,
-    FastRCNN,
-    RoIPooler,
-    WithProposals,
-    check_proposals,
-)
-from structpred.ops import Matcher
-from structpred.proposals import selective_search
+from structpred.models.fast_rcnn import FastRCNN
+from structpred.ops import BackgroundFloorMatcher, Matcher
+from structpred.proposals import WithProposals, check_proposals, selective_search
 
 LOSSES = {"loss_classifier", "loss_box_reg"}
 TINY = {"min_size": 80, "max_size": 80, "representation_size": 64, "batch_size_per_image": 32}
