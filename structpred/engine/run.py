@@ -5,9 +5,7 @@ The CLI's ``train`` and ``eval`` are thin wrappers over :func:`train` and :func:
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,86 +14,17 @@ from torch.utils.data import Dataset
 
 from ..data.registry import build_dataset
 from ..models import get_model
-from ..models.registry import _BUILDERS
+from ..tasks import task_of
 from . import checkpoint as ckpt
-from .trainer import Metric, TrainConfig, Trainer, seed_everything
+from .trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def _num_classes(model: nn.Module) -> int:
-    """``model.config.num_classes`` (every classifier / segmenter config has it)."""
-    config: Any = getattr(model, "config", None)
-    if config is None or not hasattr(config, "num_classes"):
-        raise ValueError(f"{type(model).__name__} has no config.num_classes; cannot choose its metric")
-    return int(config.num_classes)
-
-
-def metric_for(model: nn.Module, dataset: Dataset) -> Callable[[], Metric] | None:
-    """The field's standard metric for the model's task (None: loss only)."""
-    task = getattr(model, "task", None)
-    if task == "classification":
-        from ..metrics.classification import Accuracy
-
-        num_classes = _num_classes(model)
-        return lambda: Accuracy(num_classes)
-    if task == "detection":
-        from ..metrics import MeanAveragePrecision
-
-        return lambda: MeanAveragePrecision(iou_type="bbox")
-    if task == "instance_segmentation":
-        from ..metrics import MeanAveragePrecision
-
-        return lambda: MeanAveragePrecision(iou_type="segm")
-    if task == "semantic_segmentation":
-        from ..metrics.segmentation import SegmentationMetric
-
-        config: Any = model.config
-        num_classes = _num_classes(model)
-        key, ignore = str(config.target_key), int(config.ignore_index)
-        return lambda: SegmentationMetric(num_classes, key, ignore)
-    if task == "language_model":
-        from ..metrics.sequence import BitsPerCharacter
-
-        return BitsPerCharacter
-    if task == "regression":
-        from ..metrics.sequence import RegressionError
-
-        scale = float(getattr(dataset, "target_scale", 1.0))
-        return lambda: RegressionError(scale)
-    return None
-
-
 def model_kwargs_for(name: str, model_kwargs: dict[str, Any], dataset: Dataset | None) -> dict[str, Any]:
-    """The builder's keyword arguments: the user's, plus the dataset's class count if it asks.
-
-    Convention: a builder's ``num_classes`` counts object classes, background excluded
-    (``len(dataset.categories)``); detection models add their background class themselves.
-    Semantic segmenters (builders with a ``target_key`` argument) count background, as
-    torchvision's do: they get ``dataset.label_map_classes[target_key]``.
-    """
-    if name not in _BUILDERS:
-        get_model(name)  # raises the registry's ValueError listing the known names
-    kwargs = dict(model_kwargs)
-    params = inspect.signature(_BUILDERS[name]).parameters
-    categories = getattr(dataset, "categories", None)
-    if "target_key" in params and "num_classes" in params:
-        # A semantic segmenter labels every pixel: its classes are the label map's, background
-        # included (the dataset says how many each of its label maps has).
-        key = kwargs.get("target_key", params["target_key"].default)
-        counts = getattr(dataset, "label_map_classes", None)
-        if counts is not None and key not in counts:
-            raise ValueError(f"{type(dataset).__name__} has no {key!r} label map; it has {sorted(counts)}")
-        if counts is not None:
-            kwargs.setdefault("num_classes", int(counts[key]))
-        elif categories is not None:
-            kwargs.setdefault("num_classes", len(categories) + 1)
-    elif categories is not None and "num_classes" in params:
-        kwargs.setdefault("num_classes", len(categories))
-    vocab = getattr(dataset, "vocab_chars", None)  # a character model's vocabulary (recorded with it)
-    if vocab is not None and "vocab" in inspect.signature(_BUILDERS[name]).parameters:
-        kwargs.setdefault("vocab", vocab)
-    return kwargs
+    """The builder's keyword arguments: the user's, plus what the dataset decides for the model's
+    task (its ``num_classes`` convention, a vocabulary...; see :mod:`structpred.tasks`)."""
+    return task_of(name).model_kwargs(dataset, model_kwargs)
 
 
 def train(
@@ -112,7 +41,10 @@ def train(
     seed_everything(config.seed)  # the model's initial weights depend on it
     train_set = build_dataset(data, "train", **data_kwargs)
     val_set = build_dataset(data, "val", **data_kwargs)
-    kwargs = model_kwargs_for(model_name, model_kwargs or {}, train_set)
+    task = task_of(model_name)
+    kwargs = task.model_kwargs(train_set, model_kwargs or {})
+    task.check_dataset(train_set, kwargs, f"--data {data} (train)")  # before any training step
+    task.check_dataset(val_set, kwargs, f"--data {data} (val)")
     model = get_model(model_name, **kwargs)
     config.model_name, config.model_kwargs, config.data = model_name, kwargs, data
     categories = getattr(train_set, "categories", None)
@@ -121,7 +53,7 @@ def train(
         config.category_ids = [
             int(i) for i in getattr(categories, "ids", range(1, len(categories.names) + 1))
         ]
-    trainer = Trainer(model, train_set, val_set, config, out_dir, metric=metric_for(model, train_set))
+    trainer = Trainer(model, train_set, val_set, config, out_dir, metric=task.metric(model, train_set))
     return trainer, trainer.fit(resume=resume)
 
 
@@ -149,18 +81,19 @@ def evaluate(
         config.batch_size = batch_size
     if device:
         config.device = device
-    trainer = Trainer(
-        model, dataset, dataset, config, Path(checkpoint).parent, metric=metric_for(model, dataset)
-    )
+    task = task_of(config.model_name)
+    task.check_dataset(dataset, config.model_kwargs, f"--data {data} ({split})")
+    metric = task.metric(model, dataset)
+    trainer = Trainer(model, dataset, dataset, config, Path(checkpoint).parent, metric=metric)
     metrics = trainer.evaluate(dataset)
-    metric = getattr(trainer, "last_metric", None)
-    if pr_plot is not None and metric is not None and hasattr(metric, "pr_curve"):
+    last = trainer.last_metric
+    if pr_plot is not None and last is not None and hasattr(last, "pr_curve"):
         from ..viz.plots import plot_pr_curves
 
         names = config.class_names or list(getattr(getattr(dataset, "categories", None), "names", []))
         curves = {
             (names[label - 1] if 0 < label <= len(names) else str(label)): (r.numpy(), p.numpy())
-            for label, (r, p) in metric.pr_curve(iou_threshold=0.5).items()
+            for label, (r, p) in last.pr_curve(iou_threshold=0.5).items()
         }
         if curves:
             plot_pr_curves(curves, pr_plot, title=f"{config.model_name} on {data} {split}, IoU 0.5")

@@ -1,8 +1,9 @@
 """One training engine for every structpred model.
 
-The model contract (DESIGN.md §3): ``model(images, targets) -> (predictions, losses)`` where
-``losses`` maps ``loss_*`` names to scalars; the engine sums them. In eval mode with targets
-a model returns both, so validation loss comes with validation metrics.
+The model contract (DESIGN.md §3, :mod:`structpred.models.contract`): ``model(inputs, targets,
+predict=True) -> (predictions, losses)`` where ``losses`` maps ``loss_*`` names to scalars; the
+engine sums them. Training steps ask for ``predict=False`` (losses only); evaluation gets both,
+so validation loss comes with validation metrics. The metric comes from the model's task.
 
 Resuming is exact: the data order of an epoch is a pure function of ``(seed, epoch)``, the
 learning rate a pure function of the step, and a checkpoint holds weights, optimizer state
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,21 +31,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.collate import collate
+from ..tasks.base import Metric
 from . import checkpoint as ckpt
 from . import distributed
 from .logs import RunLog
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
-
-
-class Metric(Protocol):
-    """What the engine needs of a metric (``structpred.metrics`` classes have it)."""
-
-    # preds: what the model returns (a list of dicts for detectors, {"logits": ...} for segmenters)
-    def update(self, preds: Any, targets: list[dict[str, Tensor]]) -> None: ...
-
-    def compute(self) -> dict[str, Any]: ...
 
 
 def seed_everything(seed: int) -> None:
@@ -142,6 +135,7 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.last_metric: Metric | None = None  # the last evaluation's (e.g. for PR curves)
 
     # ------------------------------------------------------------------ building blocks
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -278,7 +272,7 @@ class Trainer:
                 group["lr"] = lr
             images, targets = _to_device(images, targets, self.ctx.device)
             with self._autocast():
-                _, losses = model(images, targets)
+                _, losses = model(images, targets, predict=False)  # losses only: no inference work
             self._check_finite(losses)
             loss = sum(losses.values())
             self.optimizer.zero_grad(set_to_none=True)
@@ -342,7 +336,7 @@ class Trainer:
             out["loss"] = sum(out.values())
         if metric is not None:
             out.update(metric.compute())
-        self.last_metric = metric  # e.g. for PR curves after `structpred eval`
+        self.last_metric = metric
         return out
 
 

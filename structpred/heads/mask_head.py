@@ -164,15 +164,17 @@ class MaskRoIHeads(RoIHeads):
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         targets: Sequence[dict[str, Tensor]] | None = None,
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        """Detections with ``masks [N, 1, M, M]`` (probabilities, not in training mode) and the
-        box losses + ``loss_mask`` (whenever ``targets`` with ``masks`` are given)."""
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        """Detections with ``masks [N, 1, M, M]`` (probabilities; None with ``predict=False``) and
+        the box losses + ``loss_mask`` (whenever ``targets`` with ``masks`` are given)."""
         losses: dict[str, Tensor] = {}
         if targets is not None:
             losses, sampled = self.box_losses(features, proposals, image_sizes, targets)
             losses["loss_mask"] = self.mask_loss(features, sampled, targets, image_sizes)
-        if self.training:
-            return [], losses
+        if not predict:
+            return None, losses
         detections = self.detect(features, proposals, image_sizes)
         logits = self.mask_logits(features, [d["boxes"] for d in detections], image_sizes)
         labels = torch.cat([d["labels"] for d in detections])  # (Q,)

@@ -168,13 +168,15 @@ class RoIHeads(nn.Module):
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         targets: Sequence[dict[str, Tensor]] | None = None,
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        """Detections per image (not in training mode) and losses (whenever ``targets`` is given)."""
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        """Detections per image (None with ``predict=False``) and losses (whenever ``targets`` is given)."""
         losses: dict[str, Tensor] = {}
         if targets is not None:
             losses, _ = self.box_losses(features, proposals, image_sizes, targets)
-        if self.training:
-            return [], losses
+        if not predict:
+            return None, losses
         return self.detect(features, proposals, image_sizes), losses
 
     def postprocess(

@@ -68,10 +68,10 @@ class ClassificationHead(nn.Module):
 
     @staticmethod
     def predictions(logits: Tensor) -> list[dict[str, Tensor]]:
-        """Per image ``{"logits": [K], "scores": max softmax probability, "labels": argmax}``."""
+        """Per item ``{"class_logits": [K], "scores": max softmax probability, "labels": argmax}``."""
         scores, labels = logits.softmax(-1).max(-1)  # (B,), (B,)
         return [
-            {"logits": lg, "scores": sc, "labels": lb}
+            {"class_logits": lg, "scores": sc, "labels": lb}
             for lg, sc, lb in zip(logits, scores, labels, strict=True)
         ]
 

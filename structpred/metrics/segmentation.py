@@ -152,7 +152,7 @@ def boundary_band(target: Tensor, width: int = 5, ignore_index: int | None = 255
 class SegmentationMetric:
     """The engine's metric for semantic segmenters: mIoU over all pixels and in the boundary band.
 
-    ``update(preds, targets)`` takes the model's ``{"logits": [B, K, H, W]}`` and the list of
+    ``update(preds, targets)`` takes the model's ``{"label_map": int64[B, H, W], ...}`` and the list of
     target dicts (label map under ``target_key``); ``compute()`` gives :class:`MeanIoU`'s
     figures plus ``boundary_miou`` and ``boundary_pixel_accuracy`` (pixels within
     ``boundary_width`` px of a true label edge, see :func:`boundary_band`).
@@ -177,13 +177,13 @@ class SegmentationMetric:
         self.band.reset()
 
     def update(self, preds: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> None:
-        """Add a batch of predictions ``{"logits": [B, K, H, W]}`` and their targets."""
-        if not isinstance(preds, dict) or "logits" not in preds:
-            raise ValueError(f"preds must be a dict with 'logits' [B, K, H, W], got {type(preds).__name__}")
+        """Add a batch of predictions ``{"label_map": int64[B, H, W]}`` and their targets."""
+        if not isinstance(preds, dict) or "label_map" not in preds:
+            raise ValueError(f"preds must be a dict with 'label_map' [B, H, W], got {type(preds).__name__}")
         missing = [i for i, t in enumerate(targets) if self.target_key not in t]
         if missing:
             raise ValueError(f"targets {missing[:5]} have no {self.target_key!r} label map")
-        labels = preds["logits"].argmax(1)  # (B, K, H, W) -> (B, H, W)
+        labels = preds["label_map"]  # (B, H, W)
         target = torch.stack([t[self.target_key] for t in targets]).to(labels.device)  # (B, H, W)
         self.all.update(labels, target)
         band = boundary_band(target, self.boundary_width, self.ignore_index)

@@ -34,7 +34,7 @@ def _check_pairs(preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]
 class BitsPerCharacter:
     """Bits per character of a language model over ``update`` calls.
 
-    ``preds``: per item ``{"logits": [T, V]}`` (unnormalised); ``targets``: per item
+    ``preds``: per item ``{"token_logits": [T, V]}`` (unnormalised); ``targets``: per item
     ``{"labels": int64[T]}`` (the true next characters). ``compute()`` gives ``bpc``, ``nll``
     (nats per character), ``perplexity`` (per character, ``exp(nll)``) and ``chars``.
     """
@@ -50,9 +50,10 @@ class BitsPerCharacter:
 
     def update(self, preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> None:
         """Add a batch of items (see the class doc)."""
-        _check_pairs(preds, targets, "logits", "labels", "BitsPerCharacter")
+        _check_pairs(preds, targets, "token_logits", "labels", "BitsPerCharacter")
         for i, (p, t) in enumerate(zip(preds, targets, strict=True)):
-            logits, labels = p["logits"].detach(), t["labels"].detach().to(p["logits"].device)
+            logits = p["token_logits"].detach()
+            labels = t["labels"].detach().to(logits.device)
             if logits.dim() != 2 or labels.shape != logits.shape[:1]:
                 raise ValueError(f"BitsPerCharacter: item {i} has logits {tuple(logits.shape)} and labels "
                                  f"{tuple(labels.shape)}; expected [T, V] and [T]")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .contract import check_request
 from .registry import register_model
 
 
@@ -34,11 +35,10 @@ class SmallClassifier(nn.Module):
     """Three conv blocks, global average pooling, dropout, a linear layer over K classes.
 
     ``forward(images, targets=None) -> (predictions, losses)``: per image
-    ``{"logits": [K], "scores": max softmax prob, "labels": argmax}``; with targets
+    ``{"class_logits": [K], "scores": max softmax prob, "labels": argmax}``; with targets
     (``{"labels": class}`` per image) ``losses = {"loss_cls": cross-entropy}``.
     """
 
-    task = "classification"
 
     def __init__(self, config: ClassifierConfig | None = None, features: nn.Module | None = None) -> None:
         super().__init__()
@@ -79,16 +79,15 @@ class SmallClassifier(nn.Module):
         return (batch - self.mean) / self.std
 
     def forward(
-        self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        self,
+        images: Sequence[Tensor] | Tensor,
+        targets: Sequence[dict[str, Tensor]] | None = None,
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        check_request(targets is not None, predict, type(self).__name__)
         x = self.features(self._batch(images))  # (B, 4w, S/8, S/8)
         logits = self.head(self.dropout(x.mean(dim=(2, 3))))  # (B, K)
-        probs = logits.softmax(-1)
-        scores, labels = probs.max(-1)
-        preds = [
-            {"logits": lg, "scores": sc, "labels": lb}
-            for lg, sc, lb in zip(logits, scores, labels, strict=True)
-        ]
         losses: dict[str, Tensor] = {}
         if targets is not None:
             if len(targets) != logits.shape[0]:
@@ -99,10 +98,17 @@ class SmallClassifier(nn.Module):
                     f"target labels must be in [0, {self.config.num_classes}), got {true.tolist()}"
                 )
             losses["loss_cls"] = F.cross_entropy(logits, true)
+        if not predict:
+            return None, losses
+        scores, labels = logits.softmax(-1).max(-1)  # (B, K) -> (B,), (B,)
+        preds = [
+            {"class_logits": lg, "scores": sc, "labels": lb}
+            for lg, sc, lb in zip(logits, scores, labels, strict=True)
+        ]
         return preds, losses
 
 
-@register_model
+@register_model(task="classification")
 def digits_cnn(
     num_classes: int = 10, width: int = 32, input_size: int = 32, dropout: float = 0.1
 ) -> SmallClassifier:

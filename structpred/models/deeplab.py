@@ -20,7 +20,7 @@ Convention:
       align_corners=False)``, as torchvision.
     * Auxiliary head (``aux=True``): FCNHead on layer3 (1024 channels for ResNet-50); its
       loss is ``aux_weight`` (0.5, torchvision's reference recipe) x cross-entropy, and its logits
-      are returned as ``predictions["aux"]`` in both modes.
+      are returned as ``predictions["aux_logits"]`` in both modes.
     * Backbone norms are trainable ``nn.BatchNorm2d`` (torchvision's segmentation builders); the
       image-pooling branch needs batches of 2+ in training.
 """
@@ -176,7 +176,7 @@ def _resnet50_model(
     return build_atrous(backbone, 2048, 1024, c)
 
 
-@register_model
+@register_model(task="semantic_segmentation", peer_weights=("torchvision",))
 def deeplabv3_resnet50(
     num_classes: int = 21, target_key: str = "semantic", aux: bool = False, **config: Any
 ) -> AtrousSegmenter:
@@ -187,7 +187,7 @@ def deeplabv3_resnet50(
     return _resnet50_model("deeplabv3", num_classes, target_key, aux, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation", peer_weights=("torchvision",))
 def fcn_resnet50(
     num_classes: int = 21, target_key: str = "semantic", aux: bool = False, **config: Any
 ) -> AtrousSegmenter:
@@ -195,7 +195,7 @@ def fcn_resnet50(
     return _resnet50_model("fcn", num_classes, target_key, aux, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def deeplab_narrow(
     num_classes: int = 7,
     target_key: str = "semantic",

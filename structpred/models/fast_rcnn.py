@@ -45,6 +45,7 @@ from ..layers.poolers import RoIPooler
 from ..layers.transform import DetectionTransform, as_image_list, resize_boxes
 from ..ops import BackgroundFloorMatcher, clip_boxes_to_image
 from ..proposals import ProposalFn, WithProposals, check_proposals, image_fingerprint, selective_search
+from .contract import check_request
 from .faster_rcnn import check_targets
 from .registry import register_model
 
@@ -64,7 +65,6 @@ class FastRCNN(nn.Module):
         cache_size: computed proposals kept (least recently used dropped); 0 disables.
     """
 
-    task = "detection"
 
     def __init__(
         self,
@@ -131,10 +131,12 @@ class FastRCNN(nn.Module):
         images: Sequence[Tensor] | Tensor,
         targets: Sequence[dict[str, Tensor]] | None = None,
         proposals: Sequence[Tensor] | None = None,
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        """Detections (eval mode) and losses (with ``targets``); ``proposals`` per image, optional."""
-        if self.training and targets is None:
-            raise ValueError("training mode needs targets (call model.eval() for predictions only)")
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        """Detections (unless ``predict=False``: None) and losses (with ``targets``), in either
+        mode; ``proposals`` per image, optional."""
+        check_request(targets is not None, predict, type(self).__name__)
         image_list = as_image_list(images)
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in image_list]
         if targets is not None:
@@ -152,10 +154,10 @@ class FastRCNN(nn.Module):
         features = self.backbone(batch)  # (B, C, Hf, Wf) by name
         if isinstance(features, Tensor):
             features = {"0": features}
-        detections, losses = self.roi_heads(features, boxes, image_sizes, resized)
-        if not self.training:
-            detections = self.transform.postprocess(detections, image_sizes, original_sizes)
-        return detections, losses
+        detections, losses = self.roi_heads(features, boxes, image_sizes, resized, predict=predict)
+        if detections is None:
+            return None, losses
+        return self.transform.postprocess(detections, image_sizes, original_sizes), losses
 
 
 @dataclass
@@ -228,7 +230,7 @@ def _config(**overrides: Any) -> FastRCNNConfig:
     return FastRCNNConfig(**overrides)
 
 
-@register_model
+@register_model(task="detection")
 def fast_rcnn_vgg16(num_classes: int = 20, trainable_from: int = 10, **config: Any) -> FastRCNN:
     """Fast R-CNN, VGG-16 (the paper's model L): conv5_3 (stride 16) -> 7x7 RoI pooling ->
     fc6/fc7 (25088 -> 4096 -> 4096, dropout 0.5); conv1_x, conv2_x frozen (``trainable_from=10``).
@@ -242,7 +244,7 @@ def fast_rcnn_vgg16(num_classes: int = 20, trainable_from: int = 10, **config: A
     return build_fast_rcnn(backbone, pooler, head, head.out_features, num_classes, c)
 
 
-@register_model
+@register_model(task="detection")
 def fast_rcnn_narrow(num_classes: int = 6, width: int = 16, featmap: str = "c3", **config: Any) -> FastRCNN:
     """The small from-scratch model for CPU training: NarrowNet cut after ``featmap`` ("c3":
     stride 8, 2*width channels; "c4": stride 16), a 256-wide fc6/fc7, images kept at 128-256 px."""

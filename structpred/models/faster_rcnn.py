@@ -11,7 +11,8 @@ RoI heads (pooled RoIs -> classes + boxes) -> boxes scaled back to the original 
 Contract (DESIGN.md §3): ``model(images, targets=None) -> (predictions, losses)``. With targets
 the losses ``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg`` come
 in train *and* eval mode (validation loss for free); predictions (``boxes`` xyxy in original
-pixels, ``scores``, ``labels`` 1..K) come in eval mode, and are ``[]`` in training mode.
+pixels, ``scores``, ``labels`` 1..K) come in either mode, None only with ``predict=False``
+(:mod:`structpred.models.contract`).
 Every part is injected; the builders below write the paper's and torchvision's trees out.
 """
 
@@ -28,6 +29,7 @@ from ..heads.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from ..heads.rpn import RegionProposalNetwork, RPNHead
 from ..layers.poolers import multiscale_pooler
 from ..layers.transform import DetectionTransform
+from .contract import check_request
 from .registry import register_model
 
 
@@ -91,7 +93,6 @@ class FasterRCNN(nn.Module):
         num_classes: K, object classes (background excluded).
     """
 
-    task = "detection"
 
     def __init__(
         self,
@@ -112,10 +113,14 @@ class FasterRCNN(nn.Module):
         return check_targets(targets, sizes, self.num_classes)
 
     def forward(
-        self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None
-    ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        if self.training and targets is None:
-            raise ValueError("training mode needs targets (call model.eval() for predictions only)")
+        self,
+        images: Sequence[Tensor] | Tensor,
+        targets: Sequence[dict[str, Tensor]] | None = None,
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
+        check_request(targets is not None, predict, type(self).__name__)
         if targets is not None:
             if isinstance(images, Tensor):
                 sizes = [tuple(images.shape[-2:])] * images.shape[0]
@@ -129,10 +134,11 @@ class FasterRCNN(nn.Module):
         if isinstance(features, Tensor):
             features = {"0": features}
         proposals, _, rpn_losses = self.rpn(features, tuple(batch.shape[-2:]), image_sizes, resized)
-        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, resized)
-        if not self.training:
-            detections = self.transform.postprocess(detections, image_sizes, original_sizes)
-        return detections, {**rpn_losses, **roi_losses}
+        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, resized, predict=predict)
+        losses = {**rpn_losses, **roi_losses}
+        if detections is None:
+            return None, losses
+        return self.transform.postprocess(detections, image_sizes, original_sizes), losses
 
 
 @dataclass
@@ -254,7 +260,7 @@ def _config(**overrides: Any) -> FasterRCNNConfig:
     return make_config(FasterRCNNConfig, overrides)
 
 
-@register_model
+@register_model(task="detection", peer_weights=("torchvision",))
 def fasterrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **config: Any) -> FasterRCNN:
     """Faster R-CNN, ResNet-50 (frozen BN) + FPN, torchvision's layout (load its weights with
     :func:`~structpred.models.convert.from_torchvision`)."""
@@ -266,7 +272,7 @@ def fasterrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **
 _MOBILE_ANCHORS = {"anchor_sizes": ((32, 64, 128, 256, 512),) * 3, "aspect_ratios": ((0.5, 1.0, 2.0),) * 3}
 
 
-@register_model
+@register_model(task="detection", peer_weights=("torchvision",))
 def fasterrcnn_mobilenet_v3_large_fpn(
     num_classes: int = 90, trainable_layers: int = 3, **config: Any
 ) -> FasterRCNN:
@@ -278,7 +284,7 @@ def fasterrcnn_mobilenet_v3_large_fpn(
     return build_faster_rcnn(backbone, num_classes, _config(**settings))
 
 
-@register_model
+@register_model(task="detection", peer_weights=("torchvision",))
 def fasterrcnn_mobilenet_v3_large_320_fpn(
     num_classes: int = 90, trainable_layers: int = 3, **config: Any
 ) -> FasterRCNN:
@@ -322,7 +328,7 @@ def narrow_backbone(width: int = 16, fpn_channels: int = 32) -> nn.Module:
     return narrow_fpn(out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width))
 
 
-@register_model
+@register_model(task="detection")
 def fasterrcnn_narrow_fpn(
     num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any
 ) -> FasterRCNN:

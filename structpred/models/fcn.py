@@ -245,37 +245,37 @@ def _build(
     return build_fcn(config_from(FCNConfig, settings))
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def fcn32s_vgg16(num_classes: int = 21, target_key: str = "semantic", **config: Any) -> SemanticSegmenter:
     """FCN-32s on VGG-16 (the paper's layout); ``num_classes`` counts background."""
     return _build(32, {}, num_classes, target_key, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def fcn16s_vgg16(num_classes: int = 21, target_key: str = "semantic", **config: Any) -> SemanticSegmenter:
     """FCN-16s on VGG-16: + the pool4 skip."""
     return _build(16, {}, num_classes, target_key, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def fcn8s_vgg16(num_classes: int = 21, target_key: str = "semantic", **config: Any) -> SemanticSegmenter:
     """FCN-8s on VGG-16: + the pool4 and pool3 skips."""
     return _build(8, {}, num_classes, target_key, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def fcn32s_narrow(num_classes: int = 7, target_key: str = "semantic", **config: Any) -> SemanticSegmenter:
     """FCN-32s, 1/8-width VGG-16 with BN, for CPU training (shapes world: 7 classes incl. background)."""
     return _build(32, _NARROW, num_classes, target_key, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def fcn16s_narrow(num_classes: int = 7, target_key: str = "semantic", **config: Any) -> SemanticSegmenter:
     """FCN-16s, the narrow trunk of :func:`fcn32s_narrow`."""
     return _build(16, _NARROW, num_classes, target_key, config)
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def fcn8s_narrow(num_classes: int = 7, target_key: str = "semantic", **config: Any) -> SemanticSegmenter:
     """FCN-8s, the narrow trunk of :func:`fcn32s_narrow`."""
     return _build(8, _NARROW, num_classes, target_key, config)

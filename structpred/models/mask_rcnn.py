@@ -79,7 +79,6 @@ class MaskRCNN(FasterRCNN):
         :class:`~structpred.heads.mask_head.MaskRoIHeads`.
     """
 
-    task = "instance_segmentation"
 
     def __init__(
         self,
@@ -134,7 +133,7 @@ def _config(**overrides: Any) -> MaskRCNNConfig:
     return make_config(MaskRCNNConfig, overrides, "Mask R-CNN")
 
 
-@register_model
+@register_model(task="instance_segmentation", peer_weights=("torchvision",))
 def maskrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **config: Any) -> MaskRCNN:
     """Mask R-CNN, ResNet-50 (frozen BN) + FPN, torchvision's layout (load its weights with
     :func:`~structpred.models.convert.from_torchvision`)."""
@@ -143,7 +142,7 @@ def maskrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **co
     return build_mask_rcnn(resnet50_fpn(trainable_layers=trainable_layers), num_classes, _config(**config))
 
 
-@register_model
+@register_model(task="instance_segmentation")
 def maskrcnn_narrow_fpn(
     num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any
 ) -> MaskRCNN:

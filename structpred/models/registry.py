@@ -1,34 +1,70 @@
-"""Model registry: a plain dict of builder functions, filled by ``@register_model``."""
+"""Model registry: a plain dict of builder functions, each registered with the task it solves.
+
+A builder declares its task by name (``@register_model(task="detection")``); the task itself
+(target keys, prediction keys, metric, ``num_classes`` convention, predict writer) lives in
+:mod:`structpred.tasks`, which sits above the models: a model names its task and never imports
+it. ``peer_weights`` names the ecosystems whose weights the model loads (``"torchvision"``:
+:func:`structpred.models.from_torchvision` converts the peer's model into this builder's).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a builder without building it."""
+
+    name: str
+    task: str
+    builder: Callable[..., nn.Module]
+    peer_weights: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """The first line of the builder's docstring."""
+        doc = (self.builder.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
 
 
-def register_model(fn: Builder) -> Builder:
-    """Register a builder under its function name; names are unique."""
-    name = fn.__name__
-    if name in _BUILDERS:
-        raise ValueError(f"a model named {name!r} is already registered")
-    _BUILDERS[name] = fn
-    return fn
+_MODELS: dict[str, ModelInfo] = {}
+
+
+def register_model(*, task: str, peer_weights: Sequence[str] = ()) -> Callable[[Builder], Builder]:
+    """Decorator: register a builder under its function name for ``task``; names are unique."""
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"register_model needs a task name, got {task!r}")
+
+    def register(fn: Builder) -> Builder:
+        name = fn.__name__
+        if name in _MODELS:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _MODELS[name] = ModelInfo(name, task, fn, tuple(peer_weights))
+        return fn
+
+    return register
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registration of model ``name`` (``ValueError`` listing the known names)."""
+    if name not in _MODELS:
+        known = ", ".join(sorted(_MODELS)) or "none yet"
+        raise ValueError(f"unknown model {name!r}; registered models: {known}")
+    return _MODELS[name]
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword overrides of its defaults."""
-    if name not in _BUILDERS:
-        known = ", ".join(sorted(_BUILDERS)) or "none yet"
-        raise ValueError(f"unknown model {name!r}; registered models: {known}")
-    return _BUILDERS[name](**kwargs)
+    return model_info(name).builder(**kwargs)
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return sorted(_BUILDERS)
+def list_models(task: str | None = None) -> list[str]:
+    """Names of the registered models (of ``task``, if given), sorted."""
+    return sorted(name for name, info in _MODELS.items() if task is None or info.task == task)

@@ -4,7 +4,7 @@ A :class:`SemanticSegmenter` wraps a network ``net`` that maps a normalised batc
 ``[B, 3, H, W]`` to ``{"out": [B, K, H, W], "aux": [B, K, H, W] (optional)}`` logits at the
 input's resolution (each net upsamples / crops / pads as its paper does). The wrapper validates
 and normalises the images, stacks the targets' label maps, computes the loss and returns the
-engine's pair ``({"logits": [B, K, H, W]}, losses)``.
+engine's pair ``(predictions, losses)`` (below).
 
 Shape shorthand: B images, K classes (background included), H x W pixels.
 
@@ -16,8 +16,11 @@ Convention:
       labels ``0..K-1`` or ``ignore_index`` (255).
     * Loss: per-pixel cross-entropy over non-ignored pixels (``loss_seg``), plus
       ``aux_weight`` x the same on ``"aux"`` (``loss_aux``) when the net returns it in training.
-    * Predictions: ``{"logits": [B, K, H, W]}``, plus ``"aux"`` ``[B, K, H, W]`` (the auxiliary
-      head's raw logits, not passed through ``refine``) when the net returns one.
+    * Predictions (the semantic-segmentation task's keys, the same in train and eval mode):
+      ``logits`` float ``[B, K, H, W]`` (the network's scores), ``label_map`` int64 ``[B, H, W]``
+      (the arg-max of the refined scores: :meth:`SemanticSegmenter.refine`, a dense CRF for
+      DeepLab, identity otherwise), and ``aux_logits`` ``[B, K, H, W]`` when the net has an
+      auxiliary head.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, as_image_list
+from .contract import check_request
 
 IGNORE_INDEX = 255
 
@@ -91,7 +95,6 @@ class SemanticSegmenter(nn.Module):
         config: a :class:`SegmenterConfig` (or a subclass with the model's own fields).
     """
 
-    task = "semantic_segmentation"
     image_mean: Tensor  # buffers (1, 3, 1, 1)
     image_std: Tensor
 
@@ -124,14 +127,20 @@ class SemanticSegmenter(nn.Module):
         return losses
 
     def refine(self, logits: Tensor, images: Tensor) -> Tensor:
-        """Post-processing of eval-mode logits given the ``[0, 1]`` images (identity here)."""
+        """Scores the label map is read from, given the ``[0, 1]`` images (identity here)."""
         return logits
 
     def forward(
-        self, images: Sequence[Tensor] | Tensor, targets: Sequence[dict[str, Tensor]] | None = None
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Logits for every pixel, and the loss when ``targets`` are given."""
+        self,
+        images: Sequence[Tensor] | Tensor,
+        targets: Sequence[dict[str, Tensor]] | None = None,
+        *,
+        predict: bool = True,
+    ) -> tuple[dict[str, Tensor] | None, dict[str, Tensor]]:
+        """Scores and labels for every pixel (None with ``predict=False``), and the loss when
+        ``targets`` are given; the same in train and eval mode."""
         name = type(self).__name__
+        check_request(targets is not None, predict, name)
         x = batch_images(images, name)  # (B, 3, H, W)
         B, _, H, W = x.shape
         labels = None
@@ -147,10 +156,12 @@ class SemanticSegmenter(nn.Module):
         losses: dict[str, Tensor] = {}
         if labels is not None and targets is not None:
             losses = self.loss(outputs, labels.to(out.device), targets)
-        logits = out if self.training else self.refine(out, x)
-        predictions = {"logits": logits}
-        if "aux" in outputs:  # the auxiliary head's raw logits (never refined)
-            predictions["aux"] = outputs["aux"]
+        if not predict:
+            return None, losses
+        # The label map comes from the refined scores (a CRF, for models that have one).
+        predictions = {"logits": out, "label_map": self.refine(out, x).argmax(1)}  # (B, H, W)
+        if "aux" in outputs:  # the auxiliary head's logits
+            predictions["aux_logits"] = outputs["aux"]
         return predictions, losses
 
 

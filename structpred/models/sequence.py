@@ -31,6 +31,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..heads.single_value import ClassificationHead, RegressionHead
 from ..layers.rnn import LSTM, RNN
+from .contract import check_request
 from .registry import register_model
 
 Targets = Sequence[dict[str, Tensor]]
@@ -104,11 +105,10 @@ class CharLM(nn.Module):
     """Character-level LSTM language model.
 
     ``forward(inputs, targets=None)``: ``inputs`` ids ``int64[T]`` per item (or ``[B, T]``); per item
-    ``{"logits": [T, V]}`` for the character after each step; with targets (``{"labels": int64[T]}``)
+    ``{"token_logits": [T, V]}`` for the character after each step; with targets (``{"labels": int64[T]}``)
     ``losses = {"loss_lm": mean cross-entropy in nats}``.
     """
 
-    task = "language_model"
 
     def __init__(self, config: CharLMConfig | None = None) -> None:
         super().__init__()
@@ -137,13 +137,13 @@ class CharLM(nn.Module):
         assert isinstance(out, Tensor)
         return self.head(self.drop(out)), state  # (B, T, V)
 
-    def forward(self, inputs: Sequence[Tensor] | Tensor, targets: Targets | None = None
-                ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+    def forward(self, inputs: Sequence[Tensor] | Tensor, targets: Targets | None = None, *,
+                predict: bool = True) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        check_request(targets is not None, predict, "CharLM")
         ids, lengths = _batch(inputs, None, "CharLM")
         if lengths is not None:
             raise ValueError("CharLM: all windows of a batch must have the same length")
         logits, _ = self.step(ids)  # (B, T, V)
-        preds = [{"logits": lg} for lg in logits]
         losses: dict[str, Tensor] = {}
         if targets is not None:
             if len(targets) != ids.shape[0]:
@@ -153,7 +153,7 @@ class CharLM(nn.Module):
                 raise ValueError(
                     f"CharLM: labels {tuple(labels.shape)} do not match inputs {tuple(ids.shape)}")
             losses["loss_lm"] = F.cross_entropy(logits.reshape(-1, self.vocab_size), labels.reshape(-1))
-        return preds, losses
+        return ([{"token_logits": lg} for lg in logits] if predict else None), losses
 
     @torch.no_grad()
     def sample(self, prefix: str, n: int, temperature: float = 1.0,
@@ -225,11 +225,11 @@ class _SequenceEncoder(nn.Module):
 
 class SequenceClassifier(_SequenceEncoder):
     """One class per sequence, by a :class:`~structpred.heads.single_value.ClassificationHead` on the
-    last state: per item ``{"logits": [K], "scores", "labels"}``; targets ``{"labels": int64 in [0, K)}``
-    -> ``{"loss_cls": cross-entropy}``. ``rnn`` / ``head`` None: built from the config.
+    last state: per item ``{"class_logits": [K], "scores", "labels"}``; targets
+    ``{"labels": int64 in [0, K)}`` -> ``{"loss_cls": cross-entropy}``. ``rnn`` / ``head`` None:
+    built from the config.
     """
 
-    task = "classification"
 
     def __init__(self, config: SequenceConfig | None = None, rnn: RNN | LSTM | None = None,
                  head: ClassificationHead | None = None) -> None:
@@ -238,10 +238,12 @@ class SequenceClassifier(_SequenceEncoder):
         self.head = head or ClassificationHead(c.hidden_size, c.num_classes, c.dropout)
 
     def forward(self, inputs: Sequence[Tensor] | Tensor, targets: Targets | None = None,
-                lengths: Tensor | None = None) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+                lengths: Tensor | None = None, *, predict: bool = True
+                ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        check_request(targets is not None, predict, "SequenceClassifier")
         logits = self.head(self.encode(inputs, lengths))  # (B, H) -> (B, K)
         losses = self.head.losses(logits, targets) if targets is not None else {}
-        return ClassificationHead.predictions(logits), losses
+        return (ClassificationHead.predictions(logits) if predict else None), losses
 
 
 class SequenceRegressor(_SequenceEncoder):
@@ -249,7 +251,6 @@ class SequenceRegressor(_SequenceEncoder):
     last state: per item ``{"value": [O]}``; targets ``{"value": float[O]}`` -> ``{"loss_reg": MSE}``.
     """
 
-    task = "regression"
 
     def __init__(self, config: SequenceConfig | None = None, rnn: RNN | LSTM | None = None,
                  head: RegressionHead | None = None) -> None:
@@ -259,7 +260,9 @@ class SequenceRegressor(_SequenceEncoder):
         self.head = head or RegressionHead(c.hidden_size, c.num_classes, loss="mse")
 
     def forward(self, inputs: Sequence[Tensor] | Tensor, targets: Targets | None = None,
-                lengths: Tensor | None = None) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+                lengths: Tensor | None = None, *, predict: bool = True
+                ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        check_request(targets is not None, predict, "SequenceRegressor")
         values = self.head(self.drop(self.encode(inputs, lengths)))  # (B, H) -> (B, O)
         losses: dict[str, Tensor] = {}
         if targets is not None:
@@ -269,18 +272,18 @@ class SequenceRegressor(_SequenceEncoder):
                     raise ValueError(
                         f"SequenceRegressor: targets[{i}] needs 'value' with {n_out} target values")
             losses = self.head.losses(values, targets)
-        return [{"value": v} for v in values], losses
+        return ([{"value": v} for v in values] if predict else None), losses
 
 
 # ------------------------------------------------------------------------------------------ builders
-@register_model
+@register_model(task="language_model")
 def lstm_charlm(vocab: str = "", embed_dim: int = 64, hidden_size: int = 256, num_layers: int = 1,
                 dropout: float = 0.0) -> CharLM:
     """Character LSTM language model over ``vocab`` (the data set's ``vocab_chars``)."""
     return CharLM(CharLMConfig(vocab, embed_dim, hidden_size, num_layers, dropout))
 
 
-@register_model
+@register_model(task="classification")
 def lstm_vowels(num_classes: int = 9, input_size: int = 12, hidden_size: int = 64, num_layers: int = 1,
                 dropout: float = 0.0) -> SequenceClassifier:
     """LSTM speaker classifier for Japanese Vowels (12 features, 9 speakers)."""
@@ -288,7 +291,7 @@ def lstm_vowels(num_classes: int = 9, input_size: int = 12, hidden_size: int = 6
     return SequenceClassifier(config)
 
 
-@register_model
+@register_model(task="classification")
 def rnn_vowels(num_classes: int = 9, input_size: int = 12, hidden_size: int = 64, num_layers: int = 1,
                dropout: float = 0.0) -> SequenceClassifier:
     """Elman (tanh) RNN speaker classifier for Japanese Vowels."""
@@ -296,13 +299,13 @@ def rnn_vowels(num_classes: int = 9, input_size: int = 12, hidden_size: int = 64
     return SequenceClassifier(config)
 
 
-@register_model
+@register_model(task="regression")
 def lstm_sunspots(hidden_size: int = 32, num_layers: int = 1, dropout: float = 0.0) -> SequenceRegressor:
     """LSTM one-step-ahead forecaster of the yearly sunspot number (1 input, 1 output)."""
     return SequenceRegressor(SequenceConfig(1, 1, hidden_size, num_layers, "lstm", dropout))
 
 
-@register_model
+@register_model(task="regression")
 def lstm_adding(hidden_size: int = 64, num_layers: int = 1, chrono: int = 150) -> SequenceRegressor:
     """LSTM for the adding problem: 2 inputs (value, marker) -> the sum, read at the last step.
 
@@ -312,7 +315,7 @@ def lstm_adding(hidden_size: int = 64, num_layers: int = 1, chrono: int = 150) -
     return SequenceRegressor(SequenceConfig(2, 1, hidden_size, num_layers, "lstm", chrono=chrono))
 
 
-@register_model
+@register_model(task="regression")
 def rnn_adding(hidden_size: int = 64, num_layers: int = 1) -> SequenceRegressor:
     """Elman (tanh) RNN for the adding problem, same readout as :func:`lstm_adding`."""
     return SequenceRegressor(SequenceConfig(2, 1, hidden_size, num_layers, "tanh"))

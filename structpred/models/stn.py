@@ -61,7 +61,7 @@ class STNClassifier(SmallClassifier):
     """:class:`SmallClassifier` whose features start with a :class:`Rectifier` (or not).
 
     Same contract: ``forward(images, targets=None) -> (predictions, losses)`` with per image
-    ``{"logits": [K], "scores", "labels"}`` and ``{"loss_cls"}`` given ``{"labels": class}``
+    ``{"class_logits": [K], "scores", "labels"}`` and ``{"loss_cls"}`` given ``{"labels": class}``
     targets. ``rectify(images)`` gives the rectified images in [0, 1] and their ``theta``.
 
     Args:
@@ -113,7 +113,7 @@ class STNClassifier(SmallClassifier):
         return (x * self.std + self.mean).clamp(0.0, 1.0), theta
 
 
-@register_model
+@register_model(task="classification")
 def stn_digits(
     num_classes: int = 10,
     width: int = 32,
@@ -137,7 +137,7 @@ def stn_digits(
     )
 
 
-@register_model
+@register_model(task="classification")
 def cnn_digits(
     num_classes: int = 10, width: int = 33, input_size: int = 32, dropout: float = 0.1
 ) -> STNClassifier:

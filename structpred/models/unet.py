@@ -371,14 +371,15 @@ class UNetSegmenter(SemanticSegmenter):
         self.eval()
         preds, _ = self(images)
         self.train(was_training)
-        labels = preds["logits"].argmax(1)  # (B, K, H, W) -> (B, H, W)
+        assert preds is not None
+        labels = preds["label_map"]  # (B, H, W)
         return [instances_from_semantic(m, foreground, min_pixels) for m in labels]
 
 
 # ----------------------------------------------------------------------------- builders
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def unet(num_classes: int = 2, target_key: str = "semantic", **config: Any) -> UNetSegmenter:
     """The paper's U-Net: valid convolutions, 64 base channels, depth 4, weighted loss (w0 = 10,
     sigma = 5, separation borders), no batch norm; ``num_classes`` counts background. Any
@@ -388,7 +389,7 @@ def unet(num_classes: int = 2, target_key: str = "semantic", **config: Any) -> U
     )
 
 
-@register_model
+@register_model(task="semantic_segmentation")
 def unet_narrow(num_classes: int = 2, target_key: str = "semantic", **config: Any) -> UNetSegmenter:
     """The same U-Net for CPU training: 16 base channels, depth 4, ``same`` padding, batch norm;
     the paper's weighted loss unless overridden (``boundary_weight=False``...)."""

@@ -1,0 +1,185 @@
+"""What a task is: the contract between a family of models, its data, its metric and its outputs.
+
+A model names its task when it is registered (``@register_model(task="detection")``); the
+engine and the CLI look the task up here and dispatch through it, never on the name:
+
+* ``inputs``: what one item's input is: ``"image"`` (``[3, H, W]``), ``"pair"``
+  (``[2, 3, H, W]``), ``"clip"`` (``[T, 3, H, W]``) or ``"sequence"`` (``[T, ...]``).
+* ``target_keys`` / ``prediction_keys``: each key with its one meaning and shape. Predictions
+  are the same in train and eval mode (:mod:`structpred.models.contract`).
+* :meth:`Task.model_kwargs`: the builder arguments a dataset decides (the ``num_classes``
+  convention of the task, a vocabulary...).
+* :meth:`Task.check_dataset`: the dataset's items carry the task's targets; run before the
+  first training step, so a wrong ``--data`` fails at once, not in the middle of an epoch.
+* :meth:`Task.metric`: the field's standard metric (a fresh one per evaluation).
+* :meth:`Task.check_predictions`: the prediction contract, asserted by the registry-wide test.
+* :meth:`Task.sample_batch`: a small valid batch for a built model (registry-wide test, docs).
+* :meth:`Task.predict_files`: ``structpred predict``'s writer for this task's outputs.
+
+A new task is a new file in this package that subclasses :class:`Task` and registers an
+instance with :func:`register_task`; nothing in ``engine/`` changes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+Targets = list[dict[str, Any]]
+
+
+class Metric(Protocol):
+    """What the engine needs of a metric (``structpred.metrics`` classes have it)."""
+
+    def update(self, preds: Any, targets: list[dict[str, Tensor]]) -> None: ...
+
+    def compute(self) -> dict[str, Any]: ...
+
+
+class Task(abc.ABC):
+    """Base class of the tasks; subclasses fill the class attributes and override what differs."""
+
+    name: ClassVar[str] = ""
+    inputs: ClassVar[str] = "image"
+    target_keys: ClassVar[dict[str, str]] = {}
+    prediction_keys: ClassVar[dict[str, str]] = {}
+    num_classes_rule: ClassVar[str] = "the model has no classes"
+
+    # ---------------------------------------------------------------- data -> builder, checks
+    def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The builder's keyword arguments: the user's ``kwargs`` plus what ``dataset`` decides."""
+        return dict(kwargs)
+
+    def required_target_keys(self, model_kwargs: dict[str, Any]) -> list[str]:
+        """Keys every target must have for a model built with ``model_kwargs``."""
+        return list(self.target_keys)
+
+    def check_dataset(self, dataset: Dataset, model_kwargs: dict[str, Any], where: str) -> None:
+        """Raise a ``ValueError`` unless ``dataset``'s first item carries this task's targets."""
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise ValueError(f"{where}: the dataset is empty")
+        item = dataset[0]
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], dict)):
+            raise ValueError(f"{where}: items must be (input, target dict) pairs, got {type(item).__name__}")
+        missing = [k for k in self.required_target_keys(model_kwargs) if k not in item[1]]
+        if missing:
+            raise ValueError(
+                f"{where}: item 0 has no {missing} in its target (it has {sorted(item[1])}); the "
+                f"{self.name} task needs {sorted(self.required_target_keys(model_kwargs))}"
+            )
+        check_input(item[0], self.inputs, f"{where}: item 0")
+
+    # ---------------------------------------------------------------- evaluation
+    def metric(self, model: nn.Module, dataset: Dataset | None) -> Callable[[], Metric] | None:
+        """A factory of the task's standard metric for ``model`` (None: validation loss only)."""
+        return None
+
+    # ---------------------------------------------------------------- contract
+    @abc.abstractmethod
+    def check_predictions(self, predictions: Any, batch_size: int) -> None:
+        """Raise an ``AssertionError`` naming the key unless ``predictions`` keep the contract."""
+
+    @abc.abstractmethod
+    def sample_batch(self, model: nn.Module, batch_size: int = 2, seed: int = 0) -> tuple[Any, Targets]:
+        """A small valid ``(inputs, targets)`` batch for ``model`` (random, seeded)."""
+
+    # ---------------------------------------------------------------- outputs
+    def predict_files(
+        self,
+        model: nn.Module,
+        paths: Sequence[Path],
+        out: Path,
+        class_names: Sequence[str],
+        category_ids: Sequence[int],
+        score_threshold: float,
+        batch_size: int,
+    ) -> Path:
+        """Run ``model`` on the files at ``paths``, write the task's outputs under ``out``; returns
+        the path of the summary json."""
+        raise ValueError(
+            f"the {self.name} task reads {self.inputs}s, not image files: `structpred predict` has "
+            "nothing to run it on (use `structpred eval` on a dataset)"
+        )
+
+    def describe(self) -> str:
+        """One paragraph for docs and ``--help``: inputs, targets, predictions, classes."""
+        targets = ", ".join(f"{k} {v}" for k, v in self.target_keys.items())
+        preds = ", ".join(f"{k} {v}" for k, v in self.prediction_keys.items())
+        return (
+            f"{self.name}: inputs {self.inputs}; targets {targets or '-'}; predictions {preds}; "
+            f"num_classes: {self.num_classes_rule}"
+        )
+
+
+def check_input(x: Any, kind: str, where: str) -> None:
+    """Raise a ``ValueError`` unless ``x`` is one item's input of ``kind`` (see the module doc)."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{where}: the input must be a Tensor, got {type(x).__name__}")
+    rank = {"image": 3, "pair": 4, "clip": 4}.get(kind)
+    if rank is None:  # sequences: any [T, ...]
+        return
+    if x.dim() != rank or x.shape[-3] != 3 or not x.is_floating_point():
+        shape = {"image": "[3, H, W]", "pair": "[2, 3, H, W]", "clip": "[T, 3, H, W]"}[kind]
+        raise ValueError(f"{where}: a {kind} input must be float {shape}, got {x.dtype} {tuple(x.shape)}")
+    if kind == "pair" and x.shape[0] != 2:
+        raise ValueError(f"{where}: a pair input must hold 2 views, got {x.shape[0]}")
+
+
+def expect(condition: bool, message: str) -> None:
+    """``AssertionError(message)`` unless ``condition`` (contract checks, not input validation)."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def expect_tensor(value: Any, where: str, shape: Sequence[int | None], dtype: str) -> None:
+    """Assert ``value`` is a Tensor of ``shape`` (None: any size) and kind ``dtype`` ("float"/"int")."""
+    expect(isinstance(value, Tensor), f"{where} must be a Tensor, got {type(value).__name__}")
+    assert isinstance(value, Tensor)
+    sizes = zip(shape, value.shape, strict=False)  # compared only when the ranks agree
+    ok = len(shape) == value.dim() and all(s is None or s == d for s, d in sizes)
+    expect(ok, f"{where} must have shape {list(shape)} (None: any), got {tuple(value.shape)}")
+    if dtype == "float":
+        expect(value.is_floating_point(), f"{where} must be floating point, got {value.dtype}")
+    else:
+        expect(value.dtype == torch.int64, f"{where} must be int64, got {value.dtype}")
+
+
+def expect_items(
+    predictions: Any, batch_size: int, keys: Sequence[str], task: str
+) -> list[dict[str, Tensor]]:
+    """Assert ``predictions`` is a list of ``batch_size`` dicts with exactly ``keys``; return it."""
+    expect(isinstance(predictions, list), f"{task}: predictions must be a list of per-item dicts")
+    expect(len(predictions) == batch_size, f"{task}: {len(predictions)} predictions for {batch_size} items")
+    for i, p in enumerate(predictions):
+        expect(isinstance(p, dict) and sorted(p) == sorted(keys), f"{task}: predictions[{i}] keys "
+               f"{sorted(p) if isinstance(p, dict) else type(p).__name__} != {sorted(keys)}")
+    return predictions
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to the registry under ``task.name`` (unique)."""
+    if not task.name or task.name in _TASKS:
+        raise ValueError(f"task name {task.name!r} is empty or already registered")
+    _TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name`` (``ValueError`` listing the known ones)."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(_TASKS))}")
+    return _TASKS[name]
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks, sorted."""
+    return sorted(_TASKS)

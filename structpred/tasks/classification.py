@@ -1,0 +1,116 @@
+"""Classification: one class per item (an image, or a sequence); accuracy.
+
+Shape shorthand: B items, K classes.
+
+Targets: ``labels`` int64 scalar in ``0..K-1``. Predictions: a list of B dicts,
+``class_logits`` float ``[K]``, ``scores`` float scalar (the largest softmax probability) and
+``labels`` int64 scalar (its class). ``num_classes`` counts every class (there is no background):
+``dataset.num_classes`` or ``len(dataset.categories)``.
+
+``structpred predict`` (image classifiers) writes ``predictions.json``: per image its file, the
+predicted class (index and name) and its score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.images import read_image
+from .base import Metric, Targets, Task, expect_items, expect_tensor, register_task
+
+logger = logging.getLogger(__name__)
+
+
+def _num_classes(model: nn.Module) -> int:
+    k = getattr(getattr(model, "config", None), "num_classes", None)
+    if not isinstance(k, int):
+        raise ValueError(f"{type(model).__name__} has no config.num_classes; cannot choose its metric")
+    return k
+
+
+class ClassificationTask(Task):
+    """A class per item; top-1 accuracy (and per-class recall)."""
+
+    name = "classification"
+    inputs = "image"
+    target_keys = {"labels": "int64[] in 0..K-1"}
+    prediction_keys = {"class_logits": "float[K]", "scores": "float[]", "labels": "int64[]"}
+    num_classes_rule = "every class, no background (dataset.num_classes or len(dataset.categories))"
+
+    def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = dict(kwargs)
+        count = getattr(dataset, "num_classes", None)
+        categories = getattr(dataset, "categories", None)
+        if isinstance(count, int):
+            out.setdefault("num_classes", count)
+        elif categories is not None:
+            out.setdefault("num_classes", len(categories))
+        return out
+
+    def check_dataset(self, dataset: Dataset, model_kwargs: dict[str, Any], where: str) -> None:
+        # Inputs are images or sequences (a sequence classifier): only the targets are checked.
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            raise ValueError(f"{where}: the dataset is empty")
+        _, target = dataset[0]
+        if "labels" not in target:
+            raise ValueError(f"{where}: item 0 has no 'labels' in its target (it has {sorted(target)})")
+
+    def metric(self, model: nn.Module, dataset: Dataset | None) -> Callable[[], Metric]:
+        from ..metrics.classification import Accuracy
+
+        num_classes = _num_classes(model)
+        return lambda: Accuracy(num_classes)
+
+    def check_predictions(self, predictions: Any, batch_size: int) -> None:
+        for i, p in enumerate(expect_items(predictions, batch_size, list(self.prediction_keys), self.name)):
+            expect_tensor(p["class_logits"], f"predictions[{i}]['class_logits']", [None], "float")
+            expect_tensor(p["scores"], f"predictions[{i}]['scores']", [], "float")
+            expect_tensor(p["labels"], f"predictions[{i}]['labels']", [], "int")
+
+    def sample_batch(self, model: nn.Module, batch_size: int = 2, seed: int = 0) -> tuple[Any, Targets]:
+        g = torch.Generator().manual_seed(seed)
+        K = _num_classes(model)
+        input_size = getattr(model.config, "input_size", None)
+        if hasattr(model.config, "hidden_size"):  # a sequence classifier: [T_b, F] per item
+            inputs = [torch.randn(5 + 2 * b, int(input_size or 1), generator=g) for b in range(batch_size)]
+        else:
+            inputs = [torch.rand(3, 28 + 4 * b, 30, generator=g) for b in range(batch_size)]
+        targets: Targets = [{"labels": torch.randint(0, K, (), generator=g)} for _ in range(batch_size)]
+        return inputs, targets
+
+    def predict_files(
+        self,
+        model: nn.Module,
+        paths: Sequence[Path],
+        out: Path,
+        class_names: Sequence[str],
+        category_ids: Sequence[int],
+        score_threshold: float,
+        batch_size: int,
+    ) -> Path:
+        pictures = [read_image(p) for p in paths]  # validates every file before any work
+        device = next(model.parameters()).device
+        results: list[dict[str, Any]] = []
+        with torch.no_grad():
+            for start in range(0, len(paths), batch_size):
+                preds, _ = model([im.to(device) for im in pictures[start : start + batch_size]])
+                for k, p in enumerate(preds):
+                    label = int(p["labels"])
+                    name = class_names[label] if label < len(class_names) else str(label)
+                    file_name, score = str(paths[start + k]), float(p["scores"])
+                    results.append({"file_name": file_name, "label": label, "name": name, "score": score})
+        json_path = out / "predictions.json"
+        json_path.write_text(json.dumps(results), encoding="utf-8")
+        logger.info("classes of %d images -> %s", len(paths), out)
+        return json_path
+
+
+register_task(ClassificationTask())

@@ -1,0 +1,175 @@
+"""Object detection and instance segmentation: boxes (and masks) per image, COCO AP.
+
+Shape shorthand: B images, N detections of an image, K object classes (background excluded),
+H x W an image's own size.
+
+Targets (torchvision's keys): ``boxes`` float ``[N, 4]`` xyxy absolute pixels, ``labels``
+int64 ``[N]`` in ``1..K``; instance segmentation adds ``masks`` uint8 ``[N, H, W]``.
+Predictions: a list of B dicts, ``boxes`` float ``[N, 4]`` (xyxy, the input image's pixels),
+``scores`` float ``[N]``, ``labels`` int64 ``[N]`` in ``1..K``; instance segmentation adds
+``masks`` float ``[N, 1, H, W]`` (probabilities).
+
+``num_classes`` counts object classes, background excluded (``len(dataset.categories)``);
+the models add their background class themselves.
+
+``structpred predict`` writes ``<n>_<stem>.png`` per input (boxes with class names and scores at
+or above the threshold, masks tinted under them) and ``predictions.json``, a COCO *results* list
+(``image_id``, ``file_name``, ``category_id``, ``bbox`` ``[x, y, w, h]``, ``score``, and for
+masks ``segmentation`` as COCO RLE) holding every detection, so it can be scored at any threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..data.images import read_image
+from ..viz import draw_boxes, draw_masks, save_png
+from .base import Metric, Targets, Task, expect_items, expect_tensor, register_task
+from .outputs import output_png
+
+logger = logging.getLogger(__name__)
+
+
+def _num_object_classes(model: nn.Module) -> int:
+    k = getattr(model, "num_classes", None)
+    if not isinstance(k, int):
+        raise ValueError(f"{type(model).__name__} has no int num_classes (object classes)")
+    return k
+
+
+class DetectionTask(Task):
+    """Boxes, scores and labels per image; COCO box AP."""
+
+    name = "detection"
+    target_keys = {"boxes": "float[N, 4] xyxy pixels", "labels": "int64[N] in 1..K"}
+    prediction_keys = {
+        "boxes": "float[N, 4] xyxy pixels of the input image",
+        "scores": "float[N]",
+        "labels": "int64[N] in 1..K",
+    }
+    num_classes_rule = "object classes, background excluded (len(dataset.categories))"
+    iou_type = "bbox"
+
+    def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = dict(kwargs)
+        categories = getattr(dataset, "categories", None)
+        if categories is not None:
+            out.setdefault("num_classes", len(categories))
+        return out
+
+    def metric(self, model: nn.Module, dataset: Dataset | None) -> Callable[[], Metric]:
+        from ..metrics import MeanAveragePrecision
+
+        iou_type = self.iou_type
+        return lambda: MeanAveragePrecision(iou_type=iou_type)
+
+    def check_predictions(self, predictions: Any, batch_size: int) -> None:
+        for i, p in enumerate(expect_items(predictions, batch_size, list(self.prediction_keys), self.name)):
+            n = p["boxes"].shape[0] if isinstance(p["boxes"], Tensor) else -1
+            expect_tensor(p["boxes"], f"predictions[{i}]['boxes']", [n, 4], "float")
+            expect_tensor(p["scores"], f"predictions[{i}]['scores']", [n], "float")
+            expect_tensor(p["labels"], f"predictions[{i}]['labels']", [n], "int")
+            if "masks" in p:
+                expect_tensor(p["masks"], f"predictions[{i}]['masks']", [n, 1, None, None], "float")
+
+    def sample_batch(self, model: nn.Module, batch_size: int = 2, seed: int = 0) -> tuple[Any, Targets]:
+        g = torch.Generator().manual_seed(seed)
+        K = _num_object_classes(model)
+        images, targets = [], []
+        for b in range(batch_size):
+            H, W = 64 + 8 * b, 80 - 8 * b  # sizes differ within the batch
+            images.append(torch.rand(3, H, W, generator=g))
+            xy = torch.rand(3, 2, generator=g) * torch.tensor([W / 2, H / 2])  # (N, 2) top-left corners
+            wh = 8 + torch.rand(3, 2, generator=g) * torch.tensor([W / 3, H / 3])
+            boxes = torch.cat([xy, xy + wh], 1)  # (N, 4) xyxy, inside the image
+            target: dict[str, Any] = {
+                "boxes": boxes,
+                "labels": torch.randint(1, K + 1, (3,), generator=g),
+                "image_id": torch.tensor(b),
+            }
+            if self.iou_type == "segm":
+                masks = torch.zeros(3, H, W, dtype=torch.uint8)
+                for n, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
+                    masks[n, y1:y2, x1:x2] = 1
+                target["masks"] = masks
+            targets.append(target)
+        return images, targets
+
+    def predict_files(
+        self,
+        model: nn.Module,
+        paths: Sequence[Path],
+        out: Path,
+        class_names: Sequence[str],
+        category_ids: Sequence[int],
+        score_threshold: float,
+        batch_size: int,
+    ) -> Path:
+        pictures = [read_image(p) for p in paths]  # validates every file before any work
+        device = next(model.parameters()).device
+        ids = list(category_ids) or list(range(1, len(class_names) + 1))
+        results: list[dict[str, Any]] = []
+        with torch.no_grad():
+            for start in range(0, len(paths), batch_size):
+                chunk = pictures[start : start + batch_size]
+                preds, _ = model([im.to(device) for im in chunk])
+                for k, (image, pred) in enumerate(zip(chunk, preds, strict=True)):
+                    index = start + k
+                    first = len(results)
+                    boxes, scores, labels = (pred[key].cpu() for key in ("boxes", "scores", "labels"))
+                    rows = zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)
+                    for (x1, y1, x2, y2), score, label in rows:
+                        category = ids[label - 1] if 0 < label <= len(ids) else label
+                        results.append({
+                            "image_id": index, "file_name": str(paths[index]), "category_id": int(category),
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score,
+                        })  # fmt: skip
+                    picture = image
+                    if "masks" in pred:
+                        masks = pred["masks"][:, 0].cpu() > 0.5  # (N, 1, H, W) probabilities -> (N, H, W)
+                        for r, rle in zip(results[first:], _rle(masks), strict=True):
+                            r["segmentation"] = rle
+                        picture = draw_masks(picture, masks[scores >= score_threshold])
+                    picture = draw_boxes(
+                        picture, boxes, labels, scores, class_names=list(class_names) or None,
+                        score_threshold=score_threshold,
+                    )
+                    save_png(output_png(out, index, paths[index]), picture)
+        json_path = out / "predictions.json"
+        json_path.write_text(json.dumps(results), encoding="utf-8")
+        logger.info("%d detections on %d images -> %s", len(results), len(paths), out)
+        return json_path
+
+
+class InstanceSegmentationTask(DetectionTask):
+    """Detection plus a mask per object; COCO mask AP."""
+
+    name = "instance_segmentation"
+    target_keys = {**DetectionTask.target_keys, "masks": "uint8[N, H, W]"}
+    prediction_keys = {**DetectionTask.prediction_keys, "masks": "float[N, 1, H, W] probabilities"}
+    iou_type = "segm"
+
+
+def _rle(masks: Tensor) -> list[dict[str, Any]]:
+    """COCO run-length encodings (``counts`` as str) of ``bool[N, H, W]`` masks."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    if masks.shape[0] == 0:
+        return []
+    encoded = mask_utils.encode(
+        np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8))
+    )  # (H, W, N)
+    return [{"size": e["size"], "counts": e["counts"].decode("ascii")} for e in encoded]
+
+
+register_task(DetectionTask())
+register_task(InstanceSegmentationTask())
