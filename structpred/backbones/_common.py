@@ -1,16 +1,8 @@
-"""Pieces shared by the backbones: the norm-layer type, input checks, conv-norm-act, init."""
+"""Pieces shared by the backbones: input checks, trainable-layer checks, output stride -> dilation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import Tensor, nn
-
-# A norm layer is built from the channel count alone: nn.BatchNorm2d, FrozenBatchNorm2d,
-# functools.partial(nn.BatchNorm2d, eps=1e-3), lambda c: nn.GroupNorm(8, c), ...
-NormLayer = Callable[[int], nn.Module]
-# Activation modules are built as ``act_layer(inplace=True)``: nn.ReLU, nn.Hardswish.
-ActLayer = Callable[..., nn.Module]
+from torch import Tensor
 
 
 def check_images(x: Tensor, in_channels: int, where: str) -> None:
@@ -29,52 +21,9 @@ def check_trainable_layers(trainable_layers: int, max_value: int, where: str) ->
         raise ValueError(f"{where}: trainable_layers must be in [0, {max_value}], got {trainable_layers}")
 
 
-class ConvNormAct(nn.Sequential):
-    """``Conv2d -> norm -> activation`` as children ``0``, ``1``, ``2`` (torchvision's naming).
-
-    The conv has no bias when a norm follows (the norm's shift makes it redundant).
-    "Same" padding for odd kernels: ``(k - 1) // 2 * dilation``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        stride: int = 1,
-        groups: int = 1,
-        dilation: int = 1,
-        norm_layer: NormLayer | None = nn.BatchNorm2d,
-        act_layer: ActLayer | None = nn.ReLU,
-    ) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=(kernel_size - 1) // 2 * dilation,
-                dilation=dilation,
-                groups=groups,
-                bias=norm_layer is None,
-            )
-        ]
-        if norm_layer is not None:
-            layers.append(norm_layer(out_channels))
-        if act_layer is not None:
-            layers.append(act_layer(inplace=True))
-        super().__init__(*layers)
-        self.out_channels = out_channels
-
-
-def init_conv_norm(module: nn.Module) -> None:
-    """He init (fan-out) for convs, unit scale / zero shift for trainable norms."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm) and m.weight is not None:
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+def dilation_for(output_stride: int, where: str) -> tuple[bool, bool, bool]:
+    """``replace_stride_with_dilation`` of the last three stages for an output stride of 32, 16 or 8."""
+    table = {32: (False, False, False), 16: (False, False, True), 8: (False, True, True)}
+    if output_stride not in table:
+        raise ValueError(f"{where}: output_stride must be 32, 16 or 8, got {output_stride!r}")
+    return table[output_stride]

@@ -25,8 +25,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ..layers.conv import ActLayer, ConvNormAct, NormLayer, init_conv_norm
 from ..layers.frozen_bn import FrozenBatchNorm2d
-from ._common import ActLayer, ConvNormAct, NormLayer, check_images, check_trainable_layers, init_conv_norm
+from ._common import check_images, check_trainable_layers
+from .registry import register_backbone
 
 # Table 1 of the paper, after the stem (16 channels out):
 # (kernel, expanded channels, out channels, squeeze-excite, activation, stride)
@@ -227,14 +229,21 @@ class MobileNetV3Large(nn.Module):
         return self.forward_features(x)
 
 
+@register_backbone("mobilenet_v3_large")
 def mobilenet_v3_large(
     *,
     norm_layer: NormLayer | None = None,
     dilated: bool = False,
     return_stages: Sequence[int] = (4, 5),
     trainable_layers: int = 6,
+    output_stride: int | None = None,
 ) -> MobileNetV3Large:
-    """MobileNetV3-Large; default ``out_channels = {stage4: 160, stage5: 960}``, both stride 32."""
+    """MobileNetV3-Large; default ``out_channels = {stage4: 160, stage5: 960}``, both stride 32.
+    ``output_stride=16`` is ``dilated=True`` (the last stage dilated, as torchvision's DeepLab)."""
+    if output_stride is not None:
+        if output_stride not in (32, 16):
+            raise ValueError(f"mobilenet_v3_large: output_stride must be 32 or 16, got {output_stride!r}")
+        dilated = output_stride == 16
     return MobileNetV3Large(
         MobileNetV3Features(
             norm_layer=norm_layer,

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ._common import ConvNormAct, NormLayer, check_images, init_conv_norm
+from ..layers.conv import ConvNormAct, NormLayer, init_conv_norm
+from ._common import check_images, dilation_for
+from .registry import register_backbone
 
 
 class NarrowNet(nn.Module):
@@ -88,14 +90,19 @@ class NarrowNet(nn.Module):
         return self.forward_features(x)
 
 
+@register_backbone("narrow")
 def narrow(
     widths: Sequence[int] = (16, 32, 64, 128),
     *,
     depth: int = 2,
     norm_layer: NormLayer | None = None,
     replace_stride_with_dilation: Sequence[bool] = (False, False, False),
+    output_stride: int | None = None,
 ) -> NarrowNet:
-    """The default narrow backbone: ``out_channels = {c2: 16, c3: 32, c4: 64, c5: 128}``."""
+    """The default narrow backbone: ``out_channels = {c2: 16, c3: 32, c4: 64, c5: 128}``;
+    ``output_stride`` 16 / 8, when given, sets ``replace_stride_with_dilation``."""
+    if output_stride is not None:
+        replace_stride_with_dilation = dilation_for(output_stride, "narrow")
     return NarrowNet(
         widths, depth=depth, norm_layer=norm_layer, replace_stride_with_dilation=replace_stride_with_dilation
     )

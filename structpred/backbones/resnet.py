@@ -19,8 +19,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ..layers.conv import NormLayer, init_conv_norm
 from ..layers.frozen_bn import FrozenBatchNorm2d
-from ._common import NormLayer, check_images, check_trainable_layers, init_conv_norm
+from ._common import check_images, check_trainable_layers, dilation_for
+from .registry import register_backbone
 
 # Which children trainable_layers = 1..5 unfreezes, last stage first (torchvision's order).
 _TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")
@@ -207,13 +209,18 @@ class ResNet(nn.Module):
         return self.forward_features(x)
 
 
+@register_backbone("resnet18")
 def resnet18(
     *,
     norm_layer: NormLayer | None = None,
     trainable_layers: int = 5,
     replace_stride_with_dilation: Sequence[bool] = (False, False, False),
+    output_stride: int | None = None,
 ) -> ResNet:
-    """ResNet-18: ``out_channels = {c2: 64, c3: 128, c4: 256, c5: 512}``; FrozenBN by default."""
+    """ResNet-18: ``out_channels = {c2: 64, c3: 128, c4: 256, c5: 512}``; FrozenBN by default.
+    ``output_stride`` 16 / 8, when given, sets ``replace_stride_with_dilation``."""
+    if output_stride is not None:
+        replace_stride_with_dilation = dilation_for(output_stride, "resnet18")
     return ResNet(
         BasicBlock,
         (2, 2, 2, 2),
@@ -223,13 +230,18 @@ def resnet18(
     )
 
 
+@register_backbone("resnet50")
 def resnet50(
     *,
     norm_layer: NormLayer | None = None,
     trainable_layers: int = 5,
     replace_stride_with_dilation: Sequence[bool] = (False, False, False),
+    output_stride: int | None = None,
 ) -> ResNet:
-    """ResNet-50: ``out_channels = {c2: 256, c3: 512, c4: 1024, c5: 2048}``; FrozenBN by default."""
+    """ResNet-50: ``out_channels = {c2: 256, c3: 512, c4: 1024, c5: 2048}``; FrozenBN by default.
+    ``output_stride`` 16 / 8, when given, sets ``replace_stride_with_dilation``."""
+    if output_stride is not None:
+        replace_stride_with_dilation = dilation_for(output_stride, "resnet50")
     return ResNet(
         Bottleneck,
         (3, 4, 6, 3),

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ._common import check_images
+from .registry import register_backbone
 
 # Channels per conv, "M" = 2x2 max-pool with stride 2.
 VGG16_CONFIG: tuple[int | str, ...] = (
@@ -168,6 +169,7 @@ class VGG16Head(nn.Module):
             self.load_state_dict({dst: state_dict[src] for src, dst in key_map.items()})
 
 
+@register_backbone("vgg16")
 def vgg16(
     *,
     trainable_from: int = 0,
@@ -175,8 +177,12 @@ def vgg16(
     batch_norm: bool = False,
     conv1_padding: int = 1,
     ceil_mode: bool = False,
+    output_stride: int = 32,
 ) -> VGG16:
-    """VGG-16 conv trunk; ``out_channels = {pool3: 256, pool4: 512, c5: 512, pool5: 512}`` / ``width_div``."""
+    """VGG-16 conv trunk; ``out_channels = {pool3: 256, pool4: 512, c5: 512, pool5: 512}`` / ``width_div``
+    (``output_stride`` must be 32: VGG-16 has no dilated variant here)."""
+    if output_stride != 32:
+        raise ValueError(f"vgg16: output_stride must be 32, got {output_stride!r}")
     return VGG16(
         trainable_from=trainable_from,
         width_div=width_div,

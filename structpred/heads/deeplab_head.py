@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..backbones._common import ConvNormAct, NormLayer
+from ..layers.conv import ConvNormAct, NormLayer
 
 
 class ImagePooling(ConvNormAct):

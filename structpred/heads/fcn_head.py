@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from ..backbones._common import ConvNormAct, NormLayer
+from ..layers.conv import ConvNormAct, NormLayer
 
 
 def bilinear_kernel(channels: int, factor: int) -> Tensor:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..backbones.registry import check_backbone, get_backbone
 from ..heads.deeplab_head import DeepLabHead
 from ..heads.fcn_head import FCNHead
 from .registry import register_model
@@ -150,11 +151,14 @@ class AtrousSegmenter(SemanticSegmenter):
         return q.clamp_min(torch.finfo(q.dtype).tiny).log().to(logits.dtype)
 
 
-def build_atrous(
-    backbone: nn.Module, in_channels: int, aux_channels: int, config: DeepLabConfig
-) -> AtrousSegmenter:
-    """An :class:`AtrousSegmenter` with the head ``config.head`` on ``backbone``'s ``c5``
-    (``in_channels``) and, with ``config.aux``, an FCNHead on its ``c4`` (``aux_channels``)."""
+def build_atrous(backbone: nn.Module, config: DeepLabConfig) -> AtrousSegmenter:
+    """An :class:`AtrousSegmenter` with the head ``config.head`` on ``backbone``'s last (coarsest)
+    map and, with ``config.aux``, an FCNHead on the map before it (layer4 / layer3 of a ResNet)."""
+    check_backbone(backbone, "build_atrous")
+    channels: dict[str, int] = backbone.out_channels  # type: ignore[assignment]
+    if len(channels) < 2:
+        raise ValueError(f"build_atrous needs a backbone with >= 2 maps, got {list(channels)}")
+    (aux_key, aux_channels), (out_key, in_channels) = list(channels.items())[-2:]
     c, K = config, config.num_classes
     head: nn.Module
     if c.head == "deeplabv3":
@@ -162,18 +166,15 @@ def build_atrous(
     else:
         head = FCNHead(in_channels, K)
     aux_head = FCNHead(aux_channels, K) if c.aux else None
-    return AtrousSegmenter(AtrousNet(backbone, head, aux_head), c)
+    return AtrousSegmenter(AtrousNet(backbone, head, aux_head, out_key=out_key, aux_key=aux_key), c)
 
 
 def _resnet50_model(
     head: str, num_classes: int, target_key: str, aux: bool, config: dict[str, Any]
 ) -> AtrousSegmenter:
-    from ..backbones.resnet import resnet50
-
     overrides = {"head": head, "num_classes": num_classes, "target_key": target_key, "aux": aux}
     c = config_from(DeepLabConfig, {**config, **overrides})
-    backbone = resnet50(norm_layer=nn.BatchNorm2d, replace_stride_with_dilation=(False, True, True))
-    return build_atrous(backbone, 2048, 1024, c)
+    return build_atrous(get_backbone("resnet50", norm_layer=nn.BatchNorm2d, output_stride=8), c)
 
 
 @register_model(task="semantic_segmentation", peer_weights=("torchvision",))
@@ -209,11 +210,29 @@ def deeplab_narrow(
     16 x 16 map for 128 x 128 images), ASPP of 64 channels with rates (2, 4, 6) (the paper's
     rates assume a ~65 x 65 map; these cover a 16 x 16 one), dropout 0.1.
     """
-    from ..backbones.narrow import narrow
-
     settings = {"atrous_rates": (2, 4, 6), "aspp_channels": 64, "dropout": 0.1, **config}
     c = config_from(
         DeepLabConfig, {**settings, "num_classes": num_classes, "target_key": target_key, "aux": aux}
     )
-    backbone = narrow(tuple(widths), replace_stride_with_dilation=(False, True, True))
-    return build_atrous(backbone, widths[3], widths[2], c)
+    return build_atrous(get_backbone("narrow", widths=tuple(widths), output_stride=8), c)
+
+
+@register_model(task="semantic_segmentation")
+def deeplabv3(
+    num_classes: int = 21,
+    target_key: str = "semantic",
+    backbone: str = "resnet50",
+    output_stride: int = 8,
+    aux: bool = False,
+    backbone_args: dict[str, Any] | None = None,
+    **config: Any,
+) -> AtrousSegmenter:
+    """DeepLab-v3 (ASPP head) over any registered backbone (``structpred.backbones.list_backbones()``)
+    at ``output_stride``; batch norm trains unless ``backbone_args`` says otherwise. ``head="fcn"``
+    gives an FCN head instead."""
+    overrides = {"num_classes": num_classes, "target_key": target_key, "aux": aux}
+    c = config_from(DeepLabConfig, {**config, **overrides})
+    args = {"output_stride": output_stride, **(backbone_args or {})}
+    if backbone in ("resnet18", "resnet50", "mobilenet_v3_large"):  # their default norm is frozen
+        args.setdefault("norm_layer", nn.BatchNorm2d)
+    return build_atrous(get_backbone(backbone, **args), c)

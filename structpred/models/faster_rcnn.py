@@ -264,7 +264,7 @@ def _config(**overrides: Any) -> FasterRCNNConfig:
 def fasterrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **config: Any) -> FasterRCNN:
     """Faster R-CNN, ResNet-50 (frozen BN) + FPN, torchvision's layout (load its weights with
     :func:`~structpred.models.convert.from_torchvision`)."""
-    from ..layers.fpn import resnet50_fpn
+    from ..backbones.fpn import resnet50_fpn
 
     return build_faster_rcnn(resnet50_fpn(trainable_layers=trainable_layers), num_classes, _config(**config))
 
@@ -277,7 +277,7 @@ def fasterrcnn_mobilenet_v3_large_fpn(
     num_classes: int = 90, trainable_layers: int = 3, **config: Any
 ) -> FasterRCNN:
     """Faster R-CNN, MobileNetV3-Large + FPN (2 levels + pool), 800 px, as torchvision's."""
-    from ..layers.fpn import mobilenet_v3_large_fpn
+    from ..backbones.fpn import mobilenet_v3_large_fpn
 
     settings = {**_MOBILE_ANCHORS, "rpn_score_thresh": 0.05, **config}
     backbone = mobilenet_v3_large_fpn(trainable_layers=trainable_layers)
@@ -323,9 +323,42 @@ NARROW_SETTINGS: dict[str, Any] = {
 
 def narrow_backbone(width: int = 16, fpn_channels: int = 32) -> nn.Module:
     """The narrow 4-stage backbone (widths ``width`` .. ``8 width``) + FPN of ``fpn_channels``."""
-    from ..layers.fpn import narrow_fpn
+    from ..backbones.fpn import narrow_fpn
 
     return narrow_fpn(out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width))
+
+
+def any_backbone_fpn(
+    backbone: str, fpn_channels: int, backbone_args: dict[str, Any] | None, config: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The registered ``backbone`` + FPN, and ``config`` with anchors and pooled levels defaulted to
+    its pyramid (one anchor level per FPN output, the RoI pooler over all but ``"pool"``)."""
+    from ..backbones.fpn import fpn_backbone
+
+    neck = fpn_backbone(backbone, out_channels=fpn_channels, **(backbone_args or {}))
+    levels = [str(i) for i in range(len(neck.in_keys))]  # FPN outputs "0".."L-1", then "pool"
+    sizes = (32, 64, 128, 256, 512)
+    anchors: dict[str, Any]
+    if len(levels) == 4:  # torchvision's per-level anchors fit a 4-level pyramid + pool
+        anchors = {"anchor_sizes": tuple((s,) for s in sizes)}
+    else:  # every size at every level, as torchvision's MobileNet detectors
+        anchors = {"anchor_sizes": (sizes,) * (len(levels) + 1)}
+    anchors["aspect_ratios"] = ((0.5, 1.0, 2.0),) * (len(levels) + 1)
+    return neck, {**anchors, "featmap_names": tuple(levels), **config}
+
+
+@register_model(task="detection")
+def fasterrcnn_fpn(
+    num_classes: int = 6,
+    backbone: str = "resnet18",
+    fpn_channels: int = 256,
+    backbone_args: dict[str, Any] | None = None,
+    **config: Any,
+) -> FasterRCNN:
+    """Faster R-CNN + FPN over any registered backbone (``structpred.backbones.list_backbones()``);
+    torchvision's settings unless overridden (any :class:`FasterRCNNConfig` field)."""
+    neck, settings = any_backbone_fpn(backbone, fpn_channels, backbone_args, config)
+    return build_faster_rcnn(neck, num_classes, _config(**settings))
 
 
 @register_model(task="detection")

@@ -35,6 +35,7 @@ from .faster_rcnn import (
     NARROW_SETTINGS,
     FasterRCNN,
     FasterRCNNConfig,
+    any_backbone_fpn,
     box_head_parts,
     box_settings,
     build_rpn,
@@ -137,7 +138,7 @@ def _config(**overrides: Any) -> MaskRCNNConfig:
 def maskrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **config: Any) -> MaskRCNN:
     """Mask R-CNN, ResNet-50 (frozen BN) + FPN, torchvision's layout (load its weights with
     :func:`~structpred.models.convert.from_torchvision`)."""
-    from ..layers.fpn import resnet50_fpn
+    from ..backbones.fpn import resnet50_fpn
 
     return build_mask_rcnn(resnet50_fpn(trainable_layers=trainable_layers), num_classes, _config(**config))
 
@@ -155,3 +156,17 @@ def maskrcnn_narrow_fpn(
     }  # fmt: skip
     settings = {**NARROW_SETTINGS, **narrow_mask, **config}
     return build_mask_rcnn(narrow_backbone(width, fpn_channels), num_classes, _config(**settings))
+
+
+@register_model(task="instance_segmentation")
+def maskrcnn_fpn(
+    num_classes: int = 6,
+    backbone: str = "resnet18",
+    fpn_channels: int = 256,
+    backbone_args: dict[str, Any] | None = None,
+    **config: Any,
+) -> MaskRCNN:
+    """Mask R-CNN + FPN over any registered backbone (``structpred.backbones.list_backbones()``);
+    torchvision's settings unless overridden (any :class:`MaskRCNNConfig` field)."""
+    neck, settings = any_backbone_fpn(backbone, fpn_channels, backbone_args, config)
+    return build_mask_rcnn(neck, num_classes, _config(**settings))

@@ -8,15 +8,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from structpred.layers.fpn import (
+from structpred.backbones.fpn import (
     BackboneWithFPN,
-    FeaturePyramidNetwork,
-    LastLevelMaxPool,
     mobilenet_v3_large_fpn,
     narrow_fpn,
     resnet18_fpn,
     resnet50_fpn,
 )
+from structpred.layers.fpn import FeaturePyramidNetwork, LastLevelMaxPool
 from tests.backbones import assert_features_close, build_uninitialised, randomize_norms_
 
 tv_fpn = pytest.importorskip("torchvision.ops.feature_pyramid_network")
