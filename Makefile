@@ -29,7 +29,9 @@ demo: $(STAMP)
 test: lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check structpred tests benchmarks
+	$(BIN)/ruff check structpred tests benchmarks experiments
+	# the layers point one way (contracts in pyproject.toml)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy structpred

@@ -1,0 +1,1 @@
+"""Heads: RPN, RoI heads, mask head, FCN / DeepLab heads, single-value heads (each with its loss)."""
