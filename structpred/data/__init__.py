@@ -1,7 +1,9 @@
 """Data: the built-in shapes world, real data sets shipped in registry packages, and files on disk.
 
 Items follow DESIGN.md §3: ``(image float32[3, H, W] in [0, 1], target dict)`` with
-torchvision's keys. Readers and writers of the field's formats are in :mod:`.formats`.
+torchvision's keys; pairs ``(views float32[2, 3, H, W], target)`` and clips ``(frames
+float32[T, 3, H, W], target)`` (:mod:`.shapes_views`), transformed jointly by :mod:`.transforms`.
+Readers and writers of the field's formats are in :mod:`.formats`.
 Optional readers (scikit-learn for digits, tifffile for nuclei) are imported only when used.
 """
 
@@ -13,6 +15,7 @@ from .nuclei import Nuclei
 from .records import Categories, ImageRecord
 from .registry import build_dataset
 from .shapes import ShapesSample, ShapesWorld
+from .shapes_views import ShapesFlow, ShapesStereo, ShapesVideo
 from .trees import DeepForestTrees
 
 __all__ = [
@@ -23,7 +26,10 @@ __all__ = [
     "Digits",
     "ImageRecord",
     "Nuclei",
+    "ShapesFlow",
     "ShapesSample",
+    "ShapesStereo",
+    "ShapesVideo",
     "ShapesWorld",
     "build_dataset",
     "collate",

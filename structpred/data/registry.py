@@ -1,6 +1,8 @@
 """Datasets by name: the ``--data`` spec of ``structpred train`` / ``eval``.
 
-Specs: ``shapes`` (the built-in shapes world), ``digits`` (one real digit per item),
+Specs: ``shapes`` (the built-in shapes world), its pairs and clips ``shapes-flow`` (flow pairs),
+``shapes-stereo`` (rectified stereo pairs), ``shapes-video`` (clips with tracks; see
+:mod:`structpred.data.shapes_views`), ``digits`` (one real digit per item),
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
 ``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
@@ -22,6 +24,18 @@ def _shapes(split: str, arg: str, **kw: Any) -> Dataset:
 
     kw.setdefault("cache", True)  # training reads every item once per epoch: render it once
     return ShapesWorld(split, **kw)
+
+
+def _shapes_views(name: str) -> Callable[..., Dataset]:
+    def build(split: str, arg: str, **kw: Any) -> Dataset:
+        from . import shapes_views
+
+        if name != "ShapesVideo":  # a clip item is ~5x a pair: caching clips is opt-in
+            kw.setdefault("cache", True)
+        cls: Callable[..., Dataset] = getattr(shapes_views, name)
+        return cls(split, **kw)
+
+    return build
 
 
 def _digits(split: str, arg: str, **kw: Any) -> Dataset:
@@ -76,6 +90,9 @@ def _sequence(name: str) -> Callable[..., Dataset]:
 
 BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes": _shapes,
+    "shapes-flow": _shapes_views("ShapesFlow"),
+    "shapes-stereo": _shapes_views("ShapesStereo"),
+    "shapes-video": _shapes_views("ShapesVideo"),
     "digits": _digits,
     "digits-distorted": _digits_distorted,
     "shakespeare": _sequence("shakespeare"),

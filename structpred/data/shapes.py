@@ -330,7 +330,9 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         float32 ``[1, H, W]`` (of the left image, pixels), ``disparity_right`` (of the right
         image); ``depth`` float32 ``[1, H, W]`` metres (the item's depth); ``valid`` bool
         ``[H, W]``: the left pixel is visible in the right image, where ``right[y, x - d] ==
-        left[y, x]`` exactly; ``focal`` (pixels) and ``baseline`` (metres) floats; ``image_id``.
+        left[y, x]`` exactly; ``valid_right`` bool ``[H, W]``: the right pixel is visible in the
+        left image, where ``left[y, x + d_right] == right[y, x]``; ``focal`` (pixels) and
+        ``baseline`` (metres) floats; ``image_id``.
         """
         i = self._index(index)
         scene = self.scene(i)
@@ -340,13 +342,16 @@ class ShapesWorld(Dataset[tuple[Tensor, Target]]):
         right = render_scene(scene, self.size, offsets=offsets)
         disp_left = disp[left.owner]  # (H, W)
         shift = np.stack([-disp_left, np.zeros_like(disp_left)], axis=-1)  # (H, W, 2)
+        disp_right = disp[right.owner]  # (H, W)
+        shift_right = np.stack([disp_right, np.zeros_like(disp_right)], axis=-1)  # (H, W, 2): back by +d
         return {
             "left": self._chw(left.image),
             "right": self._chw(right.image),
             "disparity": torch.from_numpy(disp_left.astype(np.float32))[None],  # (1, H, W)
-            "disparity_right": torch.from_numpy(disp[right.owner].astype(np.float32))[None],
+            "disparity_right": torch.from_numpy(disp_right.astype(np.float32))[None],
             "depth": torch.from_numpy(self._depth_of(disp_left.astype(np.float64)).astype(np.float32))[None],
             "valid": torch.from_numpy(self._still_visible(left.owner, right.owner, shift)),
+            "valid_right": torch.from_numpy(self._still_visible(right.owner, left.owner, shift_right)),
             "focal": self.focal,
             "baseline": self.baseline,
             "image_id": torch.tensor(i, dtype=torch.int64),
