@@ -26,11 +26,11 @@ from .viz import draw_boxes, overlay_label_map, save_png
 logger = logging.getLogger(__name__)
 
 MODEL = "fasterrcnn_narrow_fpn"
-# The recipe of benchmarks/RESULTS.md (AdamW beat SGD 0.461 to 0.288 after one epoch; batch 4
+# The recipe of experiments/RESULTS.md (AdamW beat SGD 0.461 to 0.288 after one epoch; batch 4
 # at 2e-3 beat batch 8 at 1e-3).
 RECIPE: dict[str, Any] = {"batch_size": 4, "lr": 0.002, "warmup_steps": 100, "optimizer": "adamw"}
 SEG_MODEL = "fcn8s_narrow"
-# The FCN ablation's recipe (benchmarks/fcn_ablation.py; see benchmarks/RESULTS.md).
+# The FCN ablation's recipe (experiments/fcn_ablation.py; see experiments/RESULTS.md).
 SEG_RECIPE: dict[str, Any] = {"batch_size": 8, "lr": 0.003, "warmup_steps": 50, "optimizer": "adamw"}
 
 

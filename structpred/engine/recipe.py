@@ -1,10 +1,10 @@
-"""The training recipe shared by the ablation scripts in ``benchmarks/``."""
+"""The training recipe shared by the ablation scripts in ``experiments/``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..engine import TrainConfig
+from .trainer import TrainConfig
 
 # AdamW with weight decay and a cosine schedule, quiet, on the CPU, keeping the last checkpoint.
 ABLATION_DEFAULTS: dict[str, Any] = {

@@ -1,5 +1,5 @@
 """FCN-32s vs 16s vs 8s, the paper's skip ablation, on the shapes world:
-``python benchmarks/fcn_ablation.py``.
+``python experiments/fcn_ablation.py``.
 
 The three ``fcn*_narrow`` models (same 1/8-width VGG-16 trunk with batch norm, same code; only
 the skips differ) are trained the same way — same seed, so the same initial trunk weights and
@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from structpred.bench.recipe import ablation_config
 from structpred.data.shapes import ShapesWorld
+from structpred.engine.recipe import ablation_config
 from structpred.engine.trainer import Trainer, seed_everything
 from structpred.metrics.segmentation import SegmentationMetric
 from structpred.models import get_model

@@ -2,7 +2,7 @@
 
 Command (both variants at once, one process and one thread each, then the table)::
 
-    OMP_NUM_THREADS=1 python benchmarks/mask_rcnn_ablation.py --variants align,pool --seeds 0,1 --jobs 2
+    OMP_NUM_THREADS=1 python experiments/mask_rcnn_ablation.py --variants align,pool --seeds 0,1 --jobs 2
 
 ``maskrcnn_narrow_fpn`` is trained from scratch by the engine (:func:`structpred.engine.run.train`)
 once per ``roi_op`` (``"align"``: RoIAlign, ``"pool"``: the quantised RoIPool, in both the box and
@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from structpred.bench.recipe import ablation_config
 from structpred.data.registry import build_dataset
+from structpred.engine.recipe import ablation_config
 from structpred.engine.run import train
 from structpred.metrics import MeanAveragePrecision
 

@@ -1,4 +1,4 @@
-"""Real sequence tasks trained by the common engine: ``python benchmarks/sequences.py``.
+"""Real sequence tasks trained by the common engine: ``python experiments/sequences.py``.
 
 Four experiments, run one after another through ``structpred.engine.run.train`` (the code path
 of ``structpred train``), each then evaluated on its test split with the task's metric:
@@ -13,9 +13,8 @@ of ``structpred train``), each then evaluated on its test split with the task's 
 Prints a Markdown table with wall times and the ``structpred train`` command of each run.
 ``--only NAME`` runs a single experiment; ``--threads`` sets torch's threads (default 2).
 
-The data specs and metrics are registered in the engine by a few lines in ``data/registry.py`` and
-``engine/run.py``; until they are, this script adds the specs to the registry at run time and
-evaluates with :mod:`structpred.metrics.sequence` itself (the commands need those lines).
+The data specs are registered in ``data/registry.py`` (this script also adds any missing one at
+run time); each test split is scored with the metric of the model's task (:mod:`structpred.tasks`).
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ from structpred.data import registry
 from structpred.data.sequences import SPECS, AddingProblem, Shakespeare, Sunspots
 from structpred.engine import run
 from structpred.engine.trainer import Metric, TrainConfig
-from structpred.metrics.sequence import BitsPerCharacter, RegressionError
 from structpred.models.sequence import CharLM
+from structpred.tasks import task_of
 
 
 @dataclass
@@ -88,15 +87,9 @@ def _register_specs() -> None:
         registry.BUILDERS.setdefault(name, build)
 
 
-def _metric(model: nn.Module, dataset: Dataset) -> Callable[[], Metric]:
-    """The engine's metric for the task, or (before ``metric_for`` knows the task) ours."""
-    found = run.metric_for(model, dataset)
-    if found is not None:
-        return found
-    if model.task == "language_model":
-        return BitsPerCharacter
-    scale = float(getattr(dataset, "target_scale", 1.0))
-    return lambda: RegressionError(scale)
+def _metric(name: str, model: nn.Module, dataset: Dataset) -> Callable[[], Metric] | None:
+    """The engine's metric for the task of the registered model ``name``."""
+    return task_of(name).metric(model, dataset)
 
 
 def _baseline(exp: Experiment, test: Dataset) -> str:
@@ -128,7 +121,7 @@ def run_experiment(exp: Experiment, out: Path, log: logging.Logger) -> dict[str,
                              data_kwargs=exp.data_kwargs)
     train_s = time.perf_counter() - tic
     test = registry.build_dataset(exp.data, "test", **exp.data_kwargs)
-    trainer.metric = _metric(trainer.model, test)
+    trainer.metric = _metric(exp.model, trainer.model, test)
     metrics = trainer.evaluate(test)
     row: dict[str, Any] = {"name": exp.name, "model": exp.model, "steps": trainer.step,
                            "train_s": train_s, "total_s": time.perf_counter() - tic,

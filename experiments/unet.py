@@ -1,5 +1,5 @@
 """U-Net (``unet_narrow``) on real nuclei, with and without the paper's boundary weights, and on
-shapes-world parts: ``python benchmarks/unet.py``.
+shapes-world parts: ``python experiments/unet.py``.
 
 Nuclei (:class:`~structpred.data.nuclei.Nuclei`, the 512 x 512 DSB 2018 image shipped with
 stardist): training on 128 x 128 crops of the top half at stride ``--stride`` (32: 65
@@ -47,10 +47,10 @@ import torch
 from torch import Tensor
 
 import structpred.models.unet  # noqa: F401  (registers unet_narrow)
-from structpred.bench.recipe import ablation_config
 from structpred.data.nuclei import Nuclei
 from structpred.data.shapes import ShapesWorld
 from structpred.engine import TrainConfig
+from structpred.engine.recipe import ablation_config
 from structpred.engine.trainer import Trainer, seed_everything
 from structpred.metrics.segmentation import MeanIoU, SegmentationMetric
 from structpred.models import get_model

@@ -1,5 +1,5 @@
 """DeepLab with and without the fully-connected CRF, on the shapes world and on nuclei:
-``OMP_NUM_THREADS=1 python benchmarks/deeplab_crf.py [--skip-shapes | --skip-nuclei] [--out DIR]``.
+``OMP_NUM_THREADS=1 python experiments/deeplab_crf.py [--skip-shapes | --skip-nuclei] [--out DIR]``.
 
 ``deeplab_narrow`` (dilated NarrowNet, output stride 8, ASPP, bilinear upsampling) is trained
 once per data set with the engine (:func:`structpred.engine.run.train`; AdamW, warm-up, cosine,
@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from structpred.bench.recipe import ablation_config
 from structpred.data.registry import build_dataset
+from structpred.engine.recipe import ablation_config
 from structpred.engine.run import train
 from structpred.metrics.segmentation import SegmentationMetric
 from structpred.models.deeplab import AtrousSegmenter
@@ -103,9 +103,9 @@ def score(
             out = model.refine(logits, images)  # identity without the CRF
             crf_s[j] += time.perf_counter() - tic
             if start == 0 and j == check:
-                full = model(images)[0]["logits"]  # the toggled model's own eval path
-                assert torch.allclose(full, out, atol=1e-4), "refine() differs from forward(crf=True)"
-            metrics[j].update({"logits": out}, targets)
+                full = model(images)[0]["label_map"]  # the toggled model's own eval path
+                assert torch.equal(full, out.argmax(1)), "refine() differs from forward(crf=True)"
+            metrics[j].update({"label_map": out.argmax(1)}, targets)  # (B, K, H, W) -> (B, H, W)
     _set_crf(model, None)
     rows = []
     for m, s in zip(metrics, crf_s, strict=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from structpred.bench.recipe import ABLATION_DEFAULTS, ablation_config
+from structpred.engine.recipe import ABLATION_DEFAULTS, ablation_config
 
 
 def test_ablation_config_has_the_shared_defaults_and_takes_overrides() -> None:
