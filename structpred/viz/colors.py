@@ -71,13 +71,6 @@ def distinct_color(index: int) -> Color:
     return round(r * 255), round(g * 255), round(b * 255)
 
 
-def distinct_colors(n: int) -> list[Color]:
-    """``[distinct_color(0), ..., distinct_color(n - 1)]``."""
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    return [distinct_color(i) for i in range(n)]
-
-
 def voc_palette(num_colors: int = 256) -> Tensor:
     """The PASCAL VOC label palette ``uint8[num_colors, 3]``.
 
