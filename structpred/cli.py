@@ -26,12 +26,24 @@ def _key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _list_models(args: argparse.Namespace, rest: list[str]) -> int:
-    from .models import list_models
+    from .models import list_models, model_info
+    from .models.registry import parameter_count
 
-    for name in list_models():
-        print(name)
-    if not list_models():
-        print("no models registered yet")
+    names = list_models(args.task)
+    if not names:
+        print("no models registered yet" if args.task is None else f"no models for task {args.task!r}")
+        return 0
+    rows = [("model", "task", "parameters", "loads weights of", "what")]
+    for name in names:
+        info = model_info(name)
+        try:
+            count = f"{parameter_count(name):,}"
+        except ValueError:  # its size comes from the data (a vocabulary...)
+            count = "from data"
+        rows.append((name, info.task, count, ", ".join(info.peer_weights) or "-", info.summary))
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return 0
 
 
@@ -166,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("list-models", help="list the registered model builders")
+    p = sub.add_parser(
+        "list-models", help="list the registered models: task, parameters, peer weights they load"
+    )
+    p.add_argument("--task", default=None, help="only the models of this task (e.g. detection)")
     p.set_defaults(func=_list_models)
 
     p = sub.add_parser(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
@@ -63,6 +64,14 @@ def model_info(name: str) -> ModelInfo:
 def get_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with keyword overrides of its defaults."""
     return model_info(name).builder(**kwargs)
+
+
+def parameter_count(name: str, **kwargs: Any) -> int:
+    """Parameters of model ``name`` with its default settings, counted without allocating them
+    (the model is built on PyTorch's ``meta`` device)."""
+    with torch.device("meta"):
+        model = get_model(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())
 
 
 def list_models(task: str | None = None) -> list[str]:

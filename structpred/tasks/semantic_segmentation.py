@@ -105,7 +105,9 @@ class SemanticSegmentationTask(Task):
         for b in range(batch_size):
             labels = torch.randint(0, int(c.num_classes), (size, size), generator=g)
             labels[:4] = int(c.ignore_index)  # an ignored band
-            targets.append({str(c.target_key): labels, "image_id": torch.tensor(b)})
+            # One instance per foreground class (U-Net's border weights read instance masks).
+            masks = torch.stack([labels == k for k in range(1, int(c.num_classes))]).to(torch.uint8)
+            targets.append({str(c.target_key): labels, "masks": masks, "image_id": torch.tensor(b)})
         return images, targets
 
     def predict_files(
