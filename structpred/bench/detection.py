@@ -3,7 +3,7 @@
 Models: ``fasterrcnn_resnet50_fpn`` and ``fasterrcnn_mobilenet_v3_large_fpn`` (91 classes,
 torchvision's defaults otherwise: ``min_size`` 800, ``max_size`` 1333, ``box_score_thresh``
 0.05), built by torchvision with ``weights=None`` (seed 0) and converted to ours by
-:func:`structpred.models.convert.from_torchvision`, so both sides hold the same tensors.
+:func:`structpred.models.from_torchvision`, so both sides hold the same tensors.
 ``mobilenet_v3_large_320_fpn`` can be chosen too (``--models``).
 
 Random weights see realistic, varied features only after calibration, done once on the
@@ -151,7 +151,7 @@ def build_pair(name: str, image: Tensor, quick: bool) -> tuple[nn.Module, nn.Mod
     """(torchvision model, ours) with the same calibrated weights, both in eval mode."""
     from torchvision.models import detection
 
-    from ..models.convert import from_torchvision
+    from ..models import from_torchvision
 
     kwargs: dict[str, Any] = {}
     if quick:  # no upscaling of the tiny image, few proposals and RoIs: the smoke run stays tiny

@@ -3,7 +3,7 @@
 torchvision's ``maskrcnn_resnet50_fpn`` (91 classes, ``weights=None``, seed 0, its default
 transform: ``min_size`` 800, ``max_size`` 1333) is calibrated on the benchmark image as in
 :mod:`structpred.bench.detection` (batch norms standardised, classifier logits scaled to std 1)
-and converted by :func:`structpred.models.convert.from_torchvision`. ``box_score_thresh`` is
+and converted by :func:`structpred.models.from_torchvision`. ``box_score_thresh`` is
 lowered to 0.01, so post-processing keeps its cap of ``detections_per_img`` = 100 detections and
 the mask path (RoIAlign 14 x 14 of 100 boxes, the mask head, pasting 100 masks into the image)
 does full work.
@@ -40,7 +40,7 @@ def build_pair(image: Tensor, **settings: Any) -> tuple[nn.Module, nn.Module]:
     """
     from torchvision.models import detection
 
-    from ..models.convert import from_torchvision
+    from ..models import from_torchvision
 
     torch.manual_seed(SEED)
     peer = detection.maskrcnn_resnet50_fpn(

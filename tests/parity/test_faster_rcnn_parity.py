@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from structpred.models.convert import from_torchvision
+from structpred.models import from_torchvision
 
 detection = pytest.importorskip("torchvision.models.detection")
 FrozenBN = pytest.importorskip("torchvision.ops.misc").FrozenBatchNorm2d

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from structpred.layers import MultiScaleRoIPool
-from structpred.models.convert import from_torchvision
+from structpred.models import from_torchvision
 from structpred.models.mask_rcnn import MaskRCNN
 from structpred.ops import paste_masks_in_image
 

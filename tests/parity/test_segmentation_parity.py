@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from structpred.layers.transform import IMAGENET_MEAN, IMAGENET_STD
-from structpred.models.convert import from_torchvision
-from structpred.models.convert_segmentation import from_torchvision_segmentation
+from structpred.models import from_torchvision
 from structpred.models.deeplab import AtrousSegmenter
+from structpred.models.weights.torchvision_segmentation import from_torchvision_segmentation
 from tests.backbones import randomize_norms_
 
 segmentation = pytest.importorskip("torchvision.models.segmentation")
@@ -46,7 +46,7 @@ def tv_model(name: str, aux: bool, num_classes: int) -> nn.Module:
 @pytest.mark.parametrize(("name", "aux", "num_classes"), CASES)
 def test_same_logits_on_two_sizes(name: str, aux: bool, num_classes: int) -> None:
     tv = tv_model(name, aux, num_classes)
-    # The one entry point (structpred.models.convert.from_torchvision) dispatches here.
+    # The one entry point (structpred.models.from_torchvision) dispatches here.
     ours = from_torchvision(tv) if aux else from_torchvision_segmentation(tv)
     assert isinstance(ours, AtrousSegmenter) and not ours.training
     assert ours.config.head == name.split("_")[0] and ours.config.aux == aux

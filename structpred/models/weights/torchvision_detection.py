@@ -1,45 +1,58 @@
-"""torchvision weights in: ``from_torchvision(tv_model)`` returns the same network as ours.
-
-The torchvision model is only read (its configuration and ``state_dict``); nothing of it runs in
-ours. Every tensor is copied by an explicit name rule, and the copy asserts that every
-torchvision tensor found its place with the same shape and that none of ours was left out
-(nanoGPT's rule: a checkpoint import that checks every shape).
+"""torchvision Faster / Mask R-CNN in: our :class:`FasterRCNN` / ``MaskRCNN`` with the same tensors.
 
 Supported: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_mobilenet_v3_large_fpn``,
 ``fasterrcnn_mobilenet_v3_large_320_fpn`` and ``maskrcnn_resnet50_fpn``, any weights and any
-``num_classes``, with their transform, RPN, RoI-head and mask-head settings (score thresholds,
-top-n, NMS, sizes) carried over. :func:`from_torchvision` is the one entry point; it recognises
-a model family by its structure (no torchvision import), one ``if`` per family.
+``num_classes``, with their transform, RPN, RoI-head and mask-head settings (sizes, anchors,
+top-n, NMS and score thresholds, sampler sizes, box coder weights) carried over, and their
+train / eval mode and frozen parameters. The torchvision model is only read (attributes and
+``state_dict``); nothing here imports torchvision. The family is recognised by its structure.
+
+torchvision name                                  ->  ours
+    backbone.{body,fpn}.*                         ->  the same (our FPN builders use its names)
+    rpn.head.conv.0.0.*                           ->  rpn.head.conv.*
+    rpn.head.{cls_logits,bbox_pred}.*             ->  the same
+    roi_heads.box_head.{fc6,fc7}.*                ->  the same
+    roi_heads.box_predictor.{cls_score,bbox_pred}.*  ->  the same
+    roi_heads.mask_head.{i}.0.*                   ->  roi_heads.mask_head.convs.{i}.*
+    roi_heads.mask_predictor.*                    ->  the same
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
-from .faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
-from .mask_rcnn import MaskRCNNConfig, build_mask_rcnn
+from ...backbones.fpn import mobilenet_v3_large_fpn, resnet50_fpn
+from ..faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
+from ..mask_rcnn import MaskRCNNConfig, build_mask_rcnn
+from .renamer import Rule, copy_renamed
 
 logger = logging.getLogger(__name__)
 
-# torchvision name -> ours, first match wins; names not listed are identical.
-_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"^rpn\.head\.conv\.0\.0\.", "rpn.head.conv."),
-    (r"^roi_heads\.mask_head\.(\d+)\.0\.", r"roi_heads.mask_head.convs.\1."),
+SUPPORTED = (
+    "Faster R-CNN (fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn, "
+    "fasterrcnn_mobilenet_v3_large_320_fpn) and Mask R-CNN (maskrcnn_resnet50_fpn)"
 )
 
+# torchvision name -> ours; first match wins, every tensor must match one.
+RULES: tuple[Rule, ...] = (
+    (r"(backbone\.(?:body|fpn)\..+)", r"\1"),
+    (r"rpn\.head\.conv\.0\.0\.(.+)", r"rpn.head.conv.\1"),
+    (r"(rpn\.head\.(?:cls_logits|bbox_pred)\..+)", r"\1"),
+    (r"(roi_heads\.box_head\.fc[67]\..+)", r"\1"),
+    (r"(roi_heads\.box_predictor\.(?:cls_score|bbox_pred)\..+)", r"\1"),
+    (r"roi_heads\.mask_head\.(\d+)\.0\.(.+)", r"roi_heads.mask_head.convs.\1.\2"),
+    (r"(roi_heads\.mask_predictor\.(?:conv5_mask|mask_fcn_logits)\..+)", r"\1"),
+)
+# Skipped only when our model keeps no batch-norm counter (frozen BN) while theirs does.
+_BN_COUNTER = r".*\.num_batches_tracked"
 
-def _rename(name: str) -> str:
-    for pattern, repl in _RENAMES:
-        name, n = re.subn(pattern, repl, name)
-        if n:
-            break
-    return name
+
+def recognises(tv_model: nn.Module) -> bool:
+    """A torchvision ``GeneralizedRCNN``: ``transform``, ``backbone``, ``rpn`` and ``roi_heads``."""
+    return all(hasattr(tv_model, name) for name in ("transform", "backbone", "rpn", "roi_heads"))
 
 
 def _backbone_kind(tv_model: nn.Module) -> str:
@@ -64,6 +77,11 @@ def _settings(tv_model: Any) -> dict[str, Any]:
     t, rpn, roi = tv_model.transform, tv_model.rpn, tv_model.roi_heads
     if getattr(t, "fixed_size", None) is not None:
         raise ValueError("torchvision models with a fixed_size transform are not supported")
+    if not all(hasattr(roi.box_head, fc) for fc in ("fc6", "fc7")):
+        raise ValueError(
+            f"box head {type(roi.box_head).__name__}: only the two-layer MLP box head is supported "
+            "(not the _v2 models' conv heads)"
+        )
     pool = roi.box_roi_pool
     out_size = pool.output_size if isinstance(pool.output_size, int) else pool.output_size[0]
     return dict(
@@ -96,35 +114,6 @@ def _settings(tv_model: Any) -> dict[str, Any]:
     )
 
 
-def copy_weights(ours: nn.Module, tv_model: nn.Module, rename: Callable[[str], str] | None = None) -> None:
-    """Copy every torchvision tensor into ``ours`` by ``rename`` (default: :data:`_RENAMES`); assert
-    names and shapes. ``convert_segmentation`` passes its own ``rename``."""
-    rename = rename or _rename
-    theirs = {rename(k): v for k, v in tv_model.state_dict().items()}
-    mine = ours.state_dict()
-    if not any(k.endswith("num_batches_tracked") for k in mine):  # frozen BN has no counter
-        theirs = {k: v for k, v in theirs.items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(mine) - set(theirs))
-    unexpected = sorted(set(theirs) - set(mine))
-    if missing or unexpected:
-        raise ValueError(
-            f"weights do not map 1:1: ours without a torchvision tensor {missing[:8]}, "
-            f"torchvision tensors without a place {unexpected[:8]}"
-        )
-    for name, value in theirs.items():
-        if mine[name].shape != value.shape:
-            raise ValueError(
-                f"{name}: torchvision shape {tuple(value.shape)} != ours {tuple(mine[name].shape)}"
-            )
-    with torch.no_grad():
-        for name, value in theirs.items():
-            mine[name].copy_(value)
-    # The same parameters are frozen as in the torchvision model.
-    tv_grad = {rename(k): p.requires_grad for k, p in tv_model.named_parameters()}
-    for name, p in ours.named_parameters():
-        p.requires_grad_(tv_grad.get(name, p.requires_grad))
-
-
 def _mask_settings(roi: Any) -> dict[str, Any]:
     """Our :class:`MaskRCNNConfig`'s mask-branch settings from torchvision's ``roi_heads``."""
     pool, head, predictor = roi.mask_roi_pool, roi.mask_head, roi.mask_predictor
@@ -149,55 +138,35 @@ def _mask_settings(roi: Any) -> dict[str, Any]:
     }
 
 
-def _is_detection(tv_model: nn.Module) -> bool:
-    """A torchvision ``GeneralizedRCNN`` (Faster / Mask R-CNN): transform, backbone, rpn, roi_heads."""
-    return all(hasattr(tv_model, name) for name in ("transform", "backbone", "rpn", "roi_heads"))
+def convert(tv_model: nn.Module) -> FasterRCNN:
+    """Our Faster R-CNN, or Mask R-CNN when the RoI heads have a mask branch, with ``tv_model``'s
+    weights, settings, frozen parameters and train / eval mode.
 
-
-def _detection_from_torchvision(tv_model: nn.Module) -> FasterRCNN:
-    """Our Faster R-CNN, or Mask R-CNN when the RoI heads have a mask branch."""
-    from ..layers.fpn import mobilenet_v3_large_fpn, resnet50_fpn
-
-    kind = _backbone_kind(tv_model)
+    Raises:
+        ValueError: an unsupported variant (keypoint heads, another backbone, the ``_v2``
+            heads, a ``fixed_size`` transform), or tensors that do not map one to one.
+    """
     tv: Any = tv_model
+    if getattr(tv.roi_heads, "keypoint_predictor", None) is not None:
+        raise ValueError("torchvision Keypoint R-CNN is not supported (only Faster / Mask R-CNN)")
+    kind = _backbone_kind(tv_model)
     settings = _settings(tv)
     num_classes = int(tv.roi_heads.box_predictor.cls_score.out_features) - 1
     # torchvision uses plain (trainable) batch norm when built without pretrained weights.
     plain_bn = any(isinstance(m, nn.BatchNorm2d) for m in tv.backbone.modules())
-    norm = nn.BatchNorm2d if plain_bn else None
-    # Which parameters train is copied from the torchvision model by copy_weights.
+    # Which parameters train is copied from the torchvision model by copy_renamed.
     build = resnet50_fpn if kind == "resnet50" else mobilenet_v3_large_fpn
-    backbone = build(norm_layer=norm)
+    backbone = build(norm_layer=nn.BatchNorm2d if plain_bn else None)
     model: FasterRCNN
     if getattr(tv.roi_heads, "mask_predictor", None) is not None:
         config = MaskRCNNConfig(**settings, **_mask_settings(tv.roi_heads))
         model = build_mask_rcnn(backbone, num_classes, config)
     else:
         model = build_faster_rcnn(backbone, num_classes, FasterRCNNConfig(**settings))
-    copy_weights(model, tv_model)
+    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
+    copy_renamed(model, tv_model, RULES, skip=() if counters else (_BN_COUNTER,))
     model.train(tv_model.training)
     logger.info(
         "converted torchvision %s %s (%d classes + background)", kind, type(model).__name__, num_classes
     )
     return model
-
-
-def from_torchvision(tv_model: nn.Module) -> nn.Module:
-    """Our model with the torchvision model's weights and settings (its train/eval mode too).
-
-    Detection: ``fasterrcnn_*`` -> :class:`FasterRCNN`, ``maskrcnn_resnet50_fpn`` -> ``MaskRCNN``.
-    Segmentation: ``fcn_resnet50`` / ``deeplabv3_resnet50`` -> ``AtrousSegmenter`` (see
-    :mod:`structpred.models.convert_segmentation`).
-    """
-    if _is_detection(tv_model):
-        return _detection_from_torchvision(tv_model)
-    from torchvision.models.segmentation import FCN, DeepLabV3  # the peer's classes, read only
-
-    if isinstance(tv_model, DeepLabV3 | FCN):
-        from .convert_segmentation import from_torchvision_segmentation
-
-        return from_torchvision_segmentation(tv_model)
-    raise ValueError(
-        f"{type(tv_model).__name__} is not a torchvision detection model (Faster / Mask R-CNN) "
-        "or segmentation model (FCN / DeepLabV3) that structpred converts"
-    )

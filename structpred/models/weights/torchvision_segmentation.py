@@ -1,9 +1,9 @@
-"""torchvision segmentation weights in: ``from_torchvision_segmentation(tv_model)``.
+"""torchvision FCN / DeepLabV3 in: our :class:`AtrousSegmenter` with the same tensors.
 
-Accepts torchvision's ``fcn_resnet50`` and ``deeplabv3_resnet50`` (any weights, any
-``num_classes``, with or without ``aux_loss``) and returns our :class:`AtrousSegmenter` with the
-same tensors, copied by :func:`structpred.models.convert.copy_weights` with the explicit rename
-rules below (it asserts that every tensor finds its place with the same shape, both ways).
+Supported: ``fcn_resnet50`` and ``deeplabv3_resnet50`` (any weights, any ``num_classes``, with
+or without ``aux_loss``), with their dilation, ASPP rates, widths and dropout, frozen parameters
+and train / eval mode. The torchvision model is only read (attributes and ``state_dict``);
+nothing here imports torchvision. The family is recognised by its structure.
 
 torchvision name                          ->  ours
     backbone.*                            ->  net.backbone.*                (same ResNet names)
@@ -17,55 +17,47 @@ torchvision name                          ->  ours
 Convention: torchvision's segmentation models take the *normalised* batch (their preset
 transform normalises); ours take ``[0, 1]`` images and normalise inside with ImageNet mean / std
 (the config's ``image_mean`` / ``image_std``). So ``ours(x)`` equals ``tv((x - mean) / std)``; the
-torchvision model's ``out`` is our ``predictions["logits"]``, its ``aux`` our ``predictions["aux"]``.
+torchvision model's ``out`` is our ``predictions["logits"]``, its ``aux`` our auxiliary logits.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from torch import nn
 
-from .convert import copy_weights
-from .deeplab import AtrousSegmenter, DeepLabConfig, build_atrous
+from ...backbones.resnet import resnet50
+from ..deeplab import AtrousSegmenter, DeepLabConfig, build_atrous
+from .renamer import Rule, copy_renamed
 
 logger = logging.getLogger(__name__)
 
-_DEEPLAB_RULES: tuple[tuple[str, str], ...] = (
-    (r"^classifier\.0\.convs\.([0-3])\.", r"net.head.aspp.branches.\1."),
-    (r"^classifier\.0\.convs\.4\.1\.", "net.head.aspp.pooling.0."),
-    (r"^classifier\.0\.convs\.4\.2\.", "net.head.aspp.pooling.1."),
-    (r"^classifier\.0\.project\.", "net.head.aspp.project."),
-    (r"^classifier\.1\.", "net.head.conv.0."),
-    (r"^classifier\.2\.", "net.head.conv.1."),
-    (r"^classifier\.4\.", "net.head.classifier."),
-)
-_FCN_RULES: tuple[tuple[str, str], ...] = (
-    (r"^classifier\.([01])\.", r"net.head.conv.\1."),
-    (r"^classifier\.4\.", "net.head.classifier."),
-)
-_COMMON_RULES: tuple[tuple[str, str], ...] = (
-    (r"^backbone\.", "net.backbone."),
-    (r"^aux_classifier\.([01])\.", r"net.aux_head.conv.\1."),
-    (r"^aux_classifier\.4\.", "net.aux_head.classifier."),
-)
+SUPPORTED = "FCN (fcn_resnet50) and DeepLabV3 (deeplabv3_resnet50), with or without aux_loss"
 
-
-def _renamer(rules: tuple[tuple[str, str], ...]) -> Any:
-    def rename(name: str) -> str:
-        for pattern, repl in rules:
-            new, n = re.subn(pattern, repl, name)
-            if n:
-                return new
-        raise ValueError(f"no rename rule for torchvision tensor {name!r}")
-
-    return rename
+# torchvision name -> ours; first match wins, every tensor must match one.
+_COMMON_RULES: tuple[Rule, ...] = (
+    (r"backbone\.(.+)", r"net.backbone.\1"),
+    (r"aux_classifier\.([01])\.(.+)", r"net.aux_head.conv.\1.\2"),
+    (r"aux_classifier\.4\.(.+)", r"net.aux_head.classifier.\1"),
+)
+DEEPLAB_RULES: tuple[Rule, ...] = _COMMON_RULES + (
+    (r"classifier\.0\.convs\.([0-3])\.(.+)", r"net.head.aspp.branches.\1.\2"),
+    (r"classifier\.0\.convs\.4\.1\.(.+)", r"net.head.aspp.pooling.0.\1"),
+    (r"classifier\.0\.convs\.4\.2\.(.+)", r"net.head.aspp.pooling.1.\1"),
+    (r"classifier\.0\.project\.(.+)", r"net.head.aspp.project.\1"),
+    (r"classifier\.1\.(.+)", r"net.head.conv.0.\1"),
+    (r"classifier\.2\.(.+)", r"net.head.conv.1.\1"),
+    (r"classifier\.4\.(.+)", r"net.head.classifier.\1"),
+)
+FCN_RULES: tuple[Rule, ...] = _COMMON_RULES + (
+    (r"classifier\.([01])\.(.+)", r"net.head.conv.\1.\2"),
+    (r"classifier\.4\.(.+)", r"net.head.classifier.\1"),
+)
 
 
 def _head_kind(tv_model: nn.Module) -> str:
-    """``"deeplabv3"`` or ``"fcn"``, from the classifier's structure (no torchvision import)."""
+    """``"deeplabv3"`` or ``"fcn"``, from the classifier's structure."""
     classifier = getattr(tv_model, "classifier", None)
     if not isinstance(classifier, nn.Sequential) or not hasattr(tv_model, "backbone"):
         raise ValueError(f"{type(tv_model).__name__} is not a torchvision segmentation model")
@@ -75,6 +67,18 @@ def _head_kind(tv_model: nn.Module) -> str:
     if isinstance(classifier[0], nn.Conv2d) and len(classifier) == 5:
         return "fcn"
     raise ValueError(f"unsupported torchvision segmentation head starting with {first}")
+
+
+def recognises(tv_model: nn.Module) -> bool:
+    """A torchvision FCN / DeepLabV3: a ``backbone``, an ``aux_classifier`` attribute (maybe
+    ``None``) and a ``classifier`` that is an ASPP head or FCN's 5-layer head."""
+    if not hasattr(tv_model, "aux_classifier"):
+        return False
+    try:
+        _head_kind(tv_model)
+    except ValueError:
+        return False
+    return True
 
 
 def _backbone_dilation(backbone: nn.Module) -> tuple[bool, bool, bool]:
@@ -90,12 +94,14 @@ def _backbone_dilation(backbone: nn.Module) -> tuple[bool, bool, bool]:
 
 
 def from_torchvision_segmentation(tv_model: nn.Module) -> AtrousSegmenter:
-    """Our segmenter with ``tv_model``'s weights, head settings and train / eval mode.
+    """Our segmenter with ``tv_model``'s weights, head settings, frozen parameters and train / eval mode.
 
     ``tv_model``: torchvision ``fcn_resnet50(...)`` or ``deeplabv3_resnet50(...)``.
-    """
-    from ..backbones.resnet import resnet50
 
+    Raises:
+        ValueError: not an FCN / DeepLabV3, a backbone other than ResNet-50, or tensors that do
+            not map one to one.
+    """
     kind = _head_kind(tv_model)
     tv: Any = tv_model
     dilation = _backbone_dilation(tv.backbone)
@@ -111,9 +117,11 @@ def from_torchvision_segmentation(tv_model: nn.Module) -> AtrousSegmenter:
         }
     config = DeepLabConfig(**settings)
     backbone = resnet50(norm_layer=nn.BatchNorm2d, replace_stride_with_dilation=dilation)
-    model = build_atrous(backbone, 2048, 1024, config)
-    rules = _COMMON_RULES + (_DEEPLAB_RULES if kind == "deeplabv3" else _FCN_RULES)
-    copy_weights(model, tv_model, rename=_renamer(rules))
+    model = build_atrous(backbone, config)
+    copy_renamed(model, tv_model, DEEPLAB_RULES if kind == "deeplabv3" else FCN_RULES)
     model.train(tv_model.training)
     logger.info("converted torchvision %s_resnet50 (%d classes, aux=%s)", kind, num_classes, aux)
     return model
+
+
+convert = from_torchvision_segmentation

@@ -1,0 +1,59 @@
+"""Peer weights in: ``from_torchvision(tv_model)`` returns the same network as ours, same tensors.
+
+One dispatcher over a list of converters. Each converter has a ``recognises(tv_model)`` that reads
+only the module's structure and attributes (nothing in this package imports torchvision) and a
+``convert(tv_model)`` that builds our model with the peer's settings and fills every tensor by
+explicit rename rules through the one strict renamer, :func:`copy_renamed` (every peer tensor
+placed or declared skipped, every one of ours filled exactly once, every shape equal).
+
+Supported: torchvision's Faster R-CNN / Mask R-CNN (:mod:`.torchvision_detection`) and FCN /
+DeepLabV3 (:mod:`.torchvision_segmentation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from . import torchvision_detection, torchvision_segmentation
+from .renamer import Rule, copy_renamed, rename_all
+
+__all__ = ["Converter", "Rule", "copy_renamed", "from_torchvision", "rename_all"]
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One model family: ``supported`` (what it takes, for error messages), ``recognises`` (by
+    structure, no import of the peer library) and ``convert`` (the peer's model -> ours)."""
+
+    supported: str
+    recognises: Callable[[nn.Module], bool]
+    convert: Callable[[nn.Module], nn.Module]
+
+
+TORCHVISION: tuple[Converter, ...] = tuple(
+    Converter(module.SUPPORTED, module.recognises, module.convert)
+    for module in (torchvision_detection, torchvision_segmentation)
+)
+
+
+def from_torchvision(tv_model: nn.Module) -> nn.Module:
+    """Our model with the torchvision model's weights, settings, frozen parameters and train / eval mode.
+
+    Detection: ``fasterrcnn_*`` -> ``FasterRCNN``, ``maskrcnn_resnet50_fpn`` -> ``MaskRCNN``.
+    Segmentation: ``fcn_resnet50`` / ``deeplabv3_resnet50`` -> ``AtrousSegmenter``.
+
+    Raises:
+        ValueError: no converter recognises ``tv_model`` (the message lists what is supported),
+            or the recognised family's converter refuses the variant or its tensors.
+    """
+    for converter in TORCHVISION:
+        if converter.recognises(tv_model):
+            return converter.convert(tv_model)
+    supported = "; ".join(c.supported for c in TORCHVISION)
+    raise ValueError(
+        f"{type(tv_model).__name__} is not a torchvision detection model or segmentation model that "
+        f"from_torchvision converts. Supported: {supported}"
+    )
