@@ -36,9 +36,10 @@ import structpred.models.sequence  # noqa: F401  (registers the sequence builder
 from structpred.data import registry
 from structpred.data.sequences import SPECS, AddingProblem, Shakespeare, Sunspots
 from structpred.engine import run
-from structpred.engine.trainer import Metric, TrainConfig
+from structpred.engine.trainer import TrainConfig
 from structpred.models.sequence import CharLM
 from structpred.tasks import task_of
+from structpred.tasks.base import Metric
 
 
 @dataclass

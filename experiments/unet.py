@@ -131,7 +131,7 @@ def nuclei_scores(model: UNetSegmenter | None, split: str) -> dict[str, float]:
         pred = gt_labels
     else:
         model.eval()
-        pred = model([image])[0]["logits"].argmax(1)[0]  # (1, K, H, W) -> (H, W)
+        pred = model([image])[0]["label_map"][0]  # (1, H, W) -> (H, W)
     miou = MeanIoU(2)
     miou.update(pred[None], gt_labels[None])
     m = miou.compute()

@@ -14,7 +14,7 @@ from torch import nn
 import structpred
 from structpred.bench.timing import Comparison, compare, format_table
 from structpred.cli import main
-from structpred.models import get_model, list_models, register_model, registry
+from structpred.models import get_model, list_models, model_info, register_model, registry
 
 # ---------------------------------------------------------------------------- CLI
 
@@ -47,28 +47,47 @@ def test_list_models_matches_registry(capsys):
     assert main(["list-models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = list_models()
-    assert lines == (names if names else ["no models registered yet"])
+    assert names, "the library registers its models on import"
+    assert lines[0].split()[:2] == ["model", "task"]  # a header, then one row per model, sorted
+    assert [line.split()[0] for line in lines[1:]] == names
+    assert [line.split()[1] for line in lines[1:]] == [model_info(n).task for n in names]
+    detection = list_models(task="detection")
+    assert main(["list-models", "--task", "detection"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == detection
 
 
 def test_list_models_when_empty(capsys, monkeypatch):
-    monkeypatch.setattr(registry, "_BUILDERS", {})
+    monkeypatch.setattr(registry, "_MODELS", {})
     assert main(["list-models"]) == 0
     assert capsys.readouterr().out == "no models registered yet\n"
+    assert main(["list-models", "--task", "detection"]) == 0
+    assert capsys.readouterr().out == "no models for task 'detection'\n"
 
 
 def test_list_models_prints_registered_names(capsys, monkeypatch):
-    monkeypatch.setattr(registry, "_BUILDERS", {})
+    monkeypatch.setattr(registry, "_MODELS", {})
 
-    @register_model
+    @register_model(task="classification")
     def zeta_net() -> nn.Module:
+        """The last one.
+
+        More text, not shown."""
         return nn.Identity()
 
-    @register_model
+    @register_model(task="detection", peer_weights=("torchvision",))
     def alpha_net() -> nn.Module:
-        return nn.Identity()
+        return nn.Linear(2, 3)
 
     assert main(["list-models"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["alpha_net", "zeta_net"]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["model", "task", "parameters", "loads", "weights", "of", "what"]
+    assert rows[1] == ["alpha_net", "detection", "9", "torchvision"]  # no docstring: no summary
+    assert rows[2] == ["zeta_net", "classification", "0", "-", "The", "last", "one."]  # its first line
+    assert len(rows) == 3
+    assert main(["list-models", "--task", "classification"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["model", "zeta_net"]
+    assert list_models(task="detection") == ["alpha_net"]
+    assert list_models(task="classification") == ["zeta_net"]
 
 
 @pytest.mark.parametrize(
@@ -143,7 +162,7 @@ def throwaway():
     added: list[str] = []
 
     def add(fn):
-        out = register_model(fn)
+        out = register_model(task="classification")(fn)
         added.append(fn.__name__)
         return out
 
@@ -151,7 +170,7 @@ def throwaway():
         yield add
     finally:
         for name in added:
-            registry._BUILDERS.pop(name, None)
+            registry._MODELS.pop(name, None)
 
 
 def test_register_and_build(throwaway):
@@ -166,9 +185,11 @@ def test_register_and_build(throwaway):
     model = get_model("_structpred_test_tiny")
     assert isinstance(model, nn.Linear) and model.in_features == 4
     assert get_model("_structpred_test_tiny", width=3).in_features == 3  # keyword overrides
+    info = model_info("_structpred_test_tiny")
+    assert info.task == "classification" and info.builder is _structpred_test_tiny and info.peer_weights == ()
     with pytest.raises(TypeError):
         get_model("_structpred_test_tiny", depth=3)
-    registry._BUILDERS.pop("_structpred_test_tiny")
+    registry._MODELS.pop("_structpred_test_tiny")
     assert list_models() == before
 
 
@@ -187,8 +208,20 @@ def test_duplicate_name(throwaway):
 
     other.__name__ = "_structpred_test_dup"
     with pytest.raises(ValueError, match="_structpred_test_dup.*already registered"):
-        register_model(other)
+        register_model(task="detection")(other)
     assert isinstance(get_model("_structpred_test_dup"), nn.Identity)  # the first one stays
+    assert model_info("_structpred_test_dup").task == "classification"
+
+
+def test_register_needs_a_task():
+    def _structpred_test_no_task() -> nn.Module:
+        return nn.Identity()
+
+    with pytest.raises(TypeError):  # the task is keyword-only and required
+        register_model(_structpred_test_no_task)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="needs a task name"):
+        register_model(task="")
+    assert "_structpred_test_no_task" not in list_models()
 
 
 def test_unknown_name_lists_known(throwaway):
@@ -207,7 +240,7 @@ def test_unknown_name_lists_known(throwaway):
 
 
 def test_unknown_name_with_empty_registry(monkeypatch):
-    monkeypatch.setattr(registry, "_BUILDERS", {})
+    monkeypatch.setattr(registry, "_MODELS", {})
     with pytest.raises(ValueError, match="none yet"):
         get_model("fasterrcnn")
 

@@ -58,7 +58,7 @@ def test_linear_classification_head_on_pixels_beats_090_on_held_out_digits() -> 
         preds = head.predictions(head(x_val))
     accuracy = torch.stack([p["labels"] for p in preds]).eq(y_val).float().mean()
     assert accuracy > 0.9, f"held-out accuracy {accuracy:.3f}"
-    assert set(preds[0]) == {"logits", "scores", "labels"} and preds[0]["logits"].shape == (10,)
+    assert set(preds[0]) == {"class_logits", "scores", "labels"} and preds[0]["class_logits"].shape == (10,)
     assert 0.1 <= float(preds[0]["scores"]) <= 1.0
 
 

@@ -62,7 +62,7 @@ def test_metric_equals_meaniou_overall_and_in_the_band() -> None:
     logits = torch.randn(2, 3, 16, 16, generator=g)
     logits[:, 0] += 1.0
     metric = SegmentationMetric(3, "semantic", IGNORE, boundary_width=2)
-    metric.update({"logits": logits}, [{"semantic": t} for t in target])
+    metric.update({"logits": logits, "label_map": logits.argmax(1)}, [{"semantic": t} for t in target])
     out = metric.compute()
     whole = MeanIoU(3, IGNORE)
     whole.update(logits, target)
@@ -81,7 +81,12 @@ def test_perfect_predictions_score_one_in_the_band_too() -> None:
         torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float()
     )  # (B, H, W, K) -> (B, K, H, W)
     metric = SegmentationMetric(2, boundary_width=5)
-    metric.update({"logits": logits}, [{"semantic": target[0]}])
+    metric.update({"logits": logits, "label_map": logits.argmax(1)}, [{"semantic": target[0]}])
+    out = metric.compute()
+    assert float(out["miou"]) == 1.0 and float(out["boundary_miou"]) == 1.0
+    # The label map is what is scored (a refined one, e.g. a CRF's), not the arg-max of the logits.
+    metric = SegmentationMetric(2, boundary_width=5)
+    metric.update({"logits": -logits, "label_map": target}, [{"semantic": target[0]}])
     out = metric.compute()
     assert float(out["miou"]) == 1.0 and float(out["boundary_miou"]) == 1.0
 
@@ -92,7 +97,7 @@ def test_other_target_key_and_no_ignore() -> None:
     logits = torch.zeros(1, 2, 8, 8)
     logits[:, 1, 2:6, 2:5] = 1.0  # misses one column of the square
     metric = SegmentationMetric(2, target_key="parts", ignore_index=None, boundary_width=1)
-    metric.update({"logits": logits}, [{"parts": target[0]}])
+    metric.update({"label_map": logits.argmax(1)}, [{"parts": target[0]}])
     out = metric.compute()
     assert 0.0 < float(out["boundary_miou"]) < float(out["miou"]) < 1.0
 
@@ -100,8 +105,17 @@ def test_other_target_key_and_no_ignore() -> None:
 @pytest.mark.parametrize(
     ("preds", "targets", "message"),
     [
-        (torch.zeros(1, 2, 4, 4), [{"semantic": torch.zeros(4, 4, dtype=torch.int64)}], "dict with 'logits'"),
-        ({"logits": torch.zeros(1, 2, 4, 4)}, [{"labels": torch.zeros(4, 4)}], "no 'semantic' label map"),
+        (torch.zeros(1, 4, 4), [{"semantic": torch.zeros(4, 4, dtype=torch.int64)}], "dict with 'label_map'"),
+        (
+            {"logits": torch.zeros(1, 2, 4, 4)},  # scores alone: the label map is the model's to make
+            [{"semantic": torch.zeros(4, 4, dtype=torch.int64)}],
+            "dict with 'label_map'",
+        ),
+        (
+            {"label_map": torch.zeros(1, 4, 4, dtype=torch.int64)},
+            [{"labels": torch.zeros(4, 4)}],
+            "no 'semantic' label map",
+        ),
     ],
 )
 def test_bad_inputs_raise_a_clear_error(preds: object, targets: list, message: str) -> None:

@@ -28,7 +28,7 @@ def test_bpc_matches_a_hand_computation() -> None:
     logits = [[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], [[0.0, 0.0, 0.0], [1.0, -2.0, 0.0]]]
     labels = [[0, 1], [2, -100]]
     metric = BitsPerCharacter()
-    metric.update([{"logits": torch.tensor(lg)} for lg in logits],
+    metric.update([{"token_logits": torch.tensor(lg)} for lg in logits],
                   [{"labels": torch.tensor(lb)} for lb in labels])
     out = metric.compute()
     assert out["chars"] == 3
@@ -40,15 +40,17 @@ def test_bpc_matches_a_hand_computation() -> None:
 def test_bpc_uniform_is_log2_v_and_accumulates() -> None:
     V, T = 83, 50
     metric = BitsPerCharacter()
-    metric.update([{"logits": torch.zeros(T, V)}], [{"labels": torch.randint(0, V, (T,))}])
+    metric.update([{"token_logits": torch.zeros(T, V)}], [{"labels": torch.randint(0, V, (T,))}])
     assert metric.compute()["bpc"] == pytest.approx(math.log2(V))
     g = torch.Generator().manual_seed(0)
     logits = [torch.randn(T, V, generator=g) for _ in range(6)]
     labels = [torch.randint(0, V, (T,), generator=g) for _ in range(6)]
     whole, parts = BitsPerCharacter(), BitsPerCharacter()
-    whole.update([{"logits": x} for x in logits], [{"labels": y} for y in labels])
+    whole.update([{"token_logits": x} for x in logits], [{"labels": y} for y in labels])
     for k in range(0, 6, 2):
-        parts.update([{"logits": x} for x in logits[k : k + 2]], [{"labels": y} for y in labels[k : k + 2]])
+        parts.update(
+            [{"token_logits": x} for x in logits[k : k + 2]], [{"labels": y} for y in labels[k : k + 2]]
+        )
     assert parts.compute()["bpc"] == pytest.approx(whole.compute()["bpc"], rel=1e-12)
     nll = torch.nn.functional.cross_entropy(torch.cat(logits).double(), torch.cat(labels))
     assert whole.compute()["bpc"] == pytest.approx(float(nll) / math.log(2), rel=1e-9)
@@ -59,15 +61,19 @@ def test_bpc_uniform_is_log2_v_and_accumulates() -> None:
 def test_bpc_bad_input() -> None:
     metric = BitsPerCharacter()
     with pytest.raises(ValueError, match="1 predictions for 2"):
-        metric.update([{"logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(2, dtype=torch.int64)}] * 2)
-    with pytest.raises(ValueError, match="'logits'"):
+        metric.update(
+            [{"token_logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(2, dtype=torch.int64)}] * 2
+        )
+    with pytest.raises(ValueError, match="'token_logits'"):
         metric.update([{"value": torch.zeros(2, 3)}], [{"labels": torch.zeros(2, dtype=torch.int64)}])
+    with pytest.raises(ValueError, match="'token_logits'"):  # a classifier's key is not a language model's
+        metric.update([{"logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(2, dtype=torch.int64)}])
     with pytest.raises(ValueError, match=r"\[T, V\]"):
-        metric.update([{"logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(3, dtype=torch.int64)}])
+        metric.update([{"token_logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(3, dtype=torch.int64)}])
     with pytest.raises(ValueError, match="lie in"):
-        metric.update([{"logits": torch.zeros(2, 3)}], [{"labels": torch.tensor([0, 3])}])
+        metric.update([{"token_logits": torch.zeros(2, 3)}], [{"labels": torch.tensor([0, 3])}])
     with pytest.raises(ValueError, match="integers"):
-        metric.update([{"logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(2)}])
+        metric.update([{"token_logits": torch.zeros(2, 3)}], [{"labels": torch.zeros(2)}])
 
 
 def test_rmse_mae_match_numpy() -> None:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 import structpred.ops
 from structpred.heads.deeplab_head import ASPP, DeepLabHead
 from structpred.heads.fcn_head import FCNHead
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.deeplab import AtrousNet, AtrousSegmenter
 from tests.models.segmentation_cases import random_labels, shapes_batch
 
@@ -36,8 +36,8 @@ def test_builders_registered_and_torchvision_tree() -> None:
     with torch.device("meta"):
         deeplab = get_model("deeplabv3_resnet50", aux=True)
         fcn = get_model("fcn_resnet50")
-    for model in (deeplab, fcn):
-        assert isinstance(model, AtrousSegmenter) and model.task == "semantic_segmentation"
+    for name, model in (("deeplabv3_resnet50", deeplab), ("fcn_resnet50", fcn)):
+        assert isinstance(model, AtrousSegmenter) and model_info(name).task == "semantic_segmentation"
         assert model.config.num_classes == 21 and model.net.backbone.strides["c5"] == 8
         layer4 = model.net.backbone.layer4
         assert layer4[0].conv2.dilation == (2, 2) and layer4[1].conv2.dilation == (4, 4)
@@ -64,8 +64,9 @@ def test_narrow_forward_backward_odd_sizes_and_bilinear_resize(aux: bool) -> Non
     H, W = 37, 53
     x = torch.rand(2, 3, H, W)
     preds, losses = model(x, _labels(2, H, W, K=5))
-    assert set(preds) == ({"logits", "aux"} if aux else {"logits"})
-    assert all(v.shape == (2, 5, H, W) for v in preds.values())
+    assert set(preds) == ({"logits", "label_map", "aux_logits"} if aux else {"logits", "label_map"})
+    assert all(v.shape == (2, 5, H, W) for k, v in preds.items() if k != "label_map")
+    assert preds["label_map"].shape == (2, H, W) and preds["label_map"].dtype == torch.int64
     assert set(losses) == ({"loss_seg", "loss_aux"} if aux else {"loss_seg"})
     sum(losses.values()).backward()
     for n, p in model.named_parameters():
@@ -81,6 +82,7 @@ def test_narrow_forward_backward_odd_sizes_and_bilinear_resize(aux: bool) -> Non
     assert coarse.shape[-2:] == (5, 7)  # ceil(37 / 8), ceil(53 / 8)
     torch.testing.assert_close(preds["logits"], F.interpolate(coarse, (H, W), mode="bilinear"))
     torch.testing.assert_close(preds["logits"][..., 0, 0], coarse[..., 0, 0])  # the corner pixel: no blend
+    assert torch.equal(preds["label_map"], preds["logits"].argmax(1))  # no CRF: the logits' arg-max
 
 
 def test_aspp_image_pooling_and_head_shapes() -> None:
@@ -108,7 +110,7 @@ def test_eval_with_targets_and_ignore_labels() -> None:
         preds, losses = model(x, targets)
     labels = torch.stack([t["semantic"] for t in targets])
     keep = labels != 255
-    for key, loss, w in (("logits", "loss_seg", 1.0), ("aux", "loss_aux", 0.25)):
+    for key, loss, w in (("logits", "loss_seg", 1.0), ("aux_logits", "loss_aux", 0.25)):
         expected = w * F.cross_entropy(preds[key].permute(0, 2, 3, 1)[keep], labels[keep])
         torch.testing.assert_close(losses[loss], expected)
     _, losses = model.train()(x, [{"semantic": torch.full((32, 32), 255)} for _ in range(2)])
@@ -151,24 +153,33 @@ def test_crf_refine_plumbing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def fake_dense_crf(probs: Tensor, image: Tensor, **params: float) -> Tensor:
         calls.append({"probs": probs, "image": image, **params})
-        return torch.full_like(probs, 1.0 / probs.shape[1])
+        return probs.flip(1)  # class k's marginal goes to K-1-k: the label map shows the CRF ran
 
     monkeypatch.setattr(structpred.ops, "dense_crf", fake_dense_crf, raising=False)
     torch.manual_seed(0)
     model = get_model("deeplab_narrow", crf=True, crf_num_iters=3, crf_srgb_bilateral=5.0, **TINY)
     x = torch.rand(2, 3, 24, 40)
-    model.train()(x, _labels(2, 24, 40))
-    assert calls == []  # training logits are never refined
+    none, losses = model.train()(x, _labels(2, 24, 40), predict=False)
+    assert none is None and set(losses) == {"loss_seg"}
+    assert calls == []  # a losses-only training step skips the CRF (inference-only work)
+    with torch.no_grad():
+        train_preds, _ = model(x)  # training mode, predictions asked for: the same meaning as eval
+    assert len(calls) == 1
+    torch.testing.assert_close(calls[0]["probs"], train_preds["logits"].softmax(1))
+    assert torch.equal(train_preds["label_map"], 6 - train_preds["logits"].argmax(1))
     with torch.no_grad():
         preds, _ = model.eval()(x)
         raw = model.net(model.normalize(x))["out"]
-    (call,) = calls
+    call = calls[1]
+    assert len(calls) == 2
     assert call["num_iters"] == 3 and call["srgb_bilateral"] == 5.0 and call["sxy_bilateral"] == 80.0
     torch.testing.assert_close(call["probs"], raw.softmax(1))
     assert call["image"].dtype == torch.uint8 and torch.equal(
         call["image"], (x * 255).round().to(torch.uint8)
     )
-    torch.testing.assert_close(preds["logits"], torch.full_like(raw, 1 / 7).log())
+    torch.testing.assert_close(preds["logits"], raw)  # the network's own scores, not the CRF's
+    assert preds["label_map"].dtype == torch.int64
+    assert torch.equal(preds["label_map"], 6 - raw.argmax(1))  # the arg-max of the refined scores
 
 
 def test_crf_refine_with_dense_crf() -> None:
@@ -182,10 +193,14 @@ def test_crf_refine_with_dense_crf() -> None:
     with torch.no_grad():
         refined, _ = model(x, _labels(1, 24, 32))
         raw, _ = plain(x)
-    probs = refined["logits"].softmax(1)
+        scores = model.refine(refined["logits"], x)  # what the label map is read from
+    torch.testing.assert_close(refined["logits"], raw["logits"])  # the network's own scores
+    assert torch.equal(raw["label_map"], raw["logits"].argmax(1))  # no CRF: the logits' arg-max
+    probs = scores.softmax(1)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 24, 32))
     expected = dense_crf(raw["logits"].softmax(1), (x * 255).round().to(torch.uint8))
     torch.testing.assert_close(probs, expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(refined["label_map"], scores.argmax(1))
 
 
 # ----------------------------------------------------------------------------- bad input

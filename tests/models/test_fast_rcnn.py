@@ -46,9 +46,12 @@ def test_builders_are_registered() -> None:
 
 
 def test_vgg16_builder_has_the_papers_tree() -> None:
+    from structpred.models import model_info
+
     with torch.device("meta"):  # the shapes, without allocating VGG-16's 130M weights
         model = get_model("fast_rcnn_vgg16")
-    assert isinstance(model, FastRCNN) and model.task == "detection" and model.num_classes == 20
+    assert isinstance(model, FastRCNN) and model_info("fast_rcnn_vgg16").task == "detection"
+    assert model.num_classes == 20
     heads = model.roi_heads
     assert isinstance(heads.box_roi_pool, RoIPooler) and heads.box_roi_pool.featmap_name == "c5"
     assert heads.box_roi_pool.stride == 16 and heads.box_roi_pool.output_size == 7
@@ -76,18 +79,28 @@ def test_vgg16_builder_has_the_papers_tree() -> None:
     ],
 )
 def test_builder_forward_backward_and_contract(name: str, kwargs: dict, shapes) -> None:
+    from structpred.models import model_info
+
     torch.manual_seed(0)
     images, targets = shapes
     model = get_model(name, num_classes=6, **kwargs)
-    assert isinstance(model, FastRCNN) and model.task == "detection"
+    assert isinstance(model, FastRCNN) and model_info(name).task == "detection"
     model.train()
     preds, losses = model(images, targets)
-    assert preds == [] and set(losses) == LOSSES
+    assert set(losses) == LOSSES and len(preds) == 2  # training mode predicts too: detections
+    for pred in preds:
+        n = pred["boxes"].shape[0]
+        assert set(pred) == {"boxes", "scores", "labels"} and pred["boxes"].shape == (n, 4)
+        assert pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
+        assert pred["labels"].dtype == torch.int64
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    with torch.no_grad():
+        none, losses_only = model(images, targets, predict=False)  # the training step: losses only
+    assert none is None and set(losses_only) == LOSSES
 
     model.eval()
     with torch.no_grad():
@@ -252,8 +265,16 @@ def test_bad_input_is_a_clear_value_error(targets, proposals, message: str) -> N
 
 def test_bad_settings_and_modes_are_value_errors() -> None:
     model = get_model("fast_rcnn_narrow", num_classes=3).train()
-    with pytest.raises(ValueError, match="training mode needs targets"):
-        model([torch.rand(3, 32, 32)])
+    with torch.no_grad():
+        preds, losses = model([torch.rand(3, 32, 32)])  # training mode, no targets: detections
+    assert losses == {} and isinstance(preds, list) and len(preds) == 1
+    (pred,) = preds
+    n = pred["boxes"].shape[0]
+    assert set(pred) == {"boxes", "scores", "labels"} and pred["boxes"].shape == (n, 4)
+    assert pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
+    assert pred["labels"].dtype == torch.int64
+    with pytest.raises(ValueError, match="asks for neither predictions nor losses"):
+        model([torch.rand(3, 32, 32)], predict=False)
     with pytest.raises(ValueError, match=r"images\[0\] must be a Tensor\[3, H, W\]"):
         model.eval()([torch.rand(1, 32, 32)])
     with pytest.raises(ValueError, match="unknown Fast R-CNN settings"):

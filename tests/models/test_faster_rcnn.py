@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from structpred.data import ShapesWorld
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.faster_rcnn import FasterRCNN
 
 DETECTORS = [name for name in list_models() if name.startswith("fasterrcnn_")]
@@ -34,21 +34,29 @@ def test_builder_forward_backward_and_contract(name: str) -> None:
     # Tiny images and few proposals: the contract, not the accuracy, is under test here.
     small = {"min_size": 64, "max_size": 96, "box_batch_size_per_image": 32}
     model = get_model(name, num_classes=6, **small)
-    assert isinstance(model, FasterRCNN) and model.task == "detection"
+    assert isinstance(model, FasterRCNN) and model_info(name).task == "detection"
     images, targets = _shapes(2, size=80)
     model.train()
     preds, losses = model(images, targets)
-    assert preds == [] and set(losses) == LOSSES
+    assert set(losses) == LOSSES and len(preds) == 2  # training mode predicts too: detections
+    for pred in preds:
+        n = pred["boxes"].shape[0]
+        assert set(pred) == {"boxes", "scores", "labels"} and pred["boxes"].shape == (n, 4)
+        assert pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
+        assert pred["labels"].dtype == torch.int64
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    with torch.no_grad():
+        none, losses_only = model(images, targets, predict=False)  # the training step: losses only
+    assert none is None and set(losses_only) == LOSSES
 
     model.eval()
     with torch.no_grad():
         preds, losses = model(images, targets)  # eval with targets: both
-        assert set(losses) == LOSSES
+        assert set(losses) == LOSSES and len(preds) == 2
         preds_only, no_losses = model(images)
     assert no_losses == {}
     for pred, image in zip(preds_only, images, strict=True):
@@ -159,10 +167,18 @@ def test_bad_input_is_a_clear_value_error(images, targets, message: str) -> None
         model(images, targets)
 
 
-def test_training_mode_needs_targets_and_builders_check_settings() -> None:
+def test_training_mode_without_targets_predicts_and_builders_check_settings() -> None:
     model = get_model("fasterrcnn_narrow_fpn", num_classes=3).train()
-    with pytest.raises(ValueError, match="training mode needs targets"):
-        model([torch.rand(3, 32, 32)])
+    with torch.no_grad():
+        preds, losses = model([torch.rand(3, 32, 32)])  # training mode, no targets: detections
+    assert losses == {} and isinstance(preds, list) and len(preds) == 1
+    (pred,) = preds
+    n = pred["boxes"].shape[0]
+    assert set(pred) == {"boxes", "scores", "labels"} and pred["boxes"].shape == (n, 4)
+    assert pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
+    assert pred["labels"].dtype == torch.int64
+    with pytest.raises(ValueError, match="asks for neither predictions nor losses"):
+        model([torch.rand(3, 32, 32)], predict=False)
     with pytest.raises(ValueError, match="unknown Faster R-CNN settings"):
         get_model("fasterrcnn_narrow_fpn", rpn_nms=0.5)
     with pytest.raises(ValueError, match="num_classes"):

@@ -17,7 +17,7 @@ from structpred.heads.fcn_head import (
     crop_to_input,
     grid_after,
 )
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.fcn import FCN
 from structpred.models.segmenter import SemanticSegmenter
 from tests.models.segmentation_cases import random_labels, shapes_batch
@@ -43,7 +43,8 @@ def test_builders_registered_and_paper_tree() -> None:
     for stride in (32, 16, 8):
         with torch.device("meta"):  # VGG-16's 134M weights, never allocated
             model = get_model(f"fcn{stride}s_vgg16")
-        assert isinstance(model, SemanticSegmenter) and model.task == "semantic_segmentation"
+        assert isinstance(model, SemanticSegmenter)
+        assert model_info(f"fcn{stride}s_vgg16").task == "semantic_segmentation"
         net = model.net
         assert isinstance(net, FCN) and model.config.num_classes == 21
         assert net.fc6.weight.shape == (4096, 512, 7, 7) and net.fc6.padding == (0, 0)
@@ -203,7 +204,8 @@ def test_forward_backward_and_odd_sizes(name: str) -> None:
         x = torch.rand(2, 3, H, W)
         model.train()
         preds, losses = model(x, _labels(2, H, W, K=5))
-        assert set(preds) == {"logits"} and preds["logits"].shape == (2, 5, H, W)
+        assert set(preds) == {"logits", "label_map"} and preds["logits"].shape == (2, 5, H, W)
+        assert torch.equal(preds["label_map"], preds["logits"].argmax(1))  # (2, H, W), no refinement
         assert set(losses) == {"loss_seg"} and torch.isfinite(losses["loss_seg"])
     losses["loss_seg"].backward()
     net = model.net
@@ -215,6 +217,7 @@ def test_forward_backward_and_odd_sizes(name: str) -> None:
     with torch.no_grad():
         preds, losses = model([torch.rand(3, 1, 1)])  # a single pixel survives the paper's padding
     assert losses == {} and preds["logits"].shape == (1, 5, 1, 1)
+    assert preds["label_map"].shape == (1, 1, 1) and preds["label_map"].dtype == torch.int64
 
 
 # ----------------------------------------------------------------------------- losses, ignore, training

@@ -10,7 +10,7 @@ import torch
 from structpred.data import ShapesWorld
 from structpred.heads.mask_head import MaskHead, MaskPredictor, MaskRoIHeads
 from structpred.layers import MultiScaleRoIAlign, MultiScaleRoIPool
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.mask_rcnn import MaskRCNN
 
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
@@ -28,7 +28,7 @@ def _shapes(n: int, size: int = 80) -> tuple[list[torch.Tensor], list[dict[str, 
 def test_the_builders_are_registered_with_torchvisions_layout() -> None:
     assert {"maskrcnn_resnet50_fpn", "maskrcnn_narrow_fpn"} <= set(list_models())
     model = get_model("maskrcnn_resnet50_fpn", num_classes=3)
-    assert isinstance(model, MaskRCNN) and model.task == "instance_segmentation"
+    assert isinstance(model, MaskRCNN) and model_info("maskrcnn_resnet50_fpn").task == "instance_segmentation"
     heads = model.roi_heads
     assert isinstance(heads, MaskRoIHeads) and isinstance(heads.mask_roi_pool, MultiScaleRoIAlign)
     assert heads.mask_roi_pool.output_size == (14, 14) and heads.mask_roi_pool.sampling_ratio == 2
@@ -60,12 +60,20 @@ def test_forward_backward_keys_and_shapes(roi_op: str) -> None:
     images, targets = _shapes(2)
     model.train()
     preds, losses = model(images, targets)
-    assert preds == [] and set(losses) == LOSSES
+    assert set(losses) == LOSSES and len(preds) == 2  # training mode predicts too: detections with masks
+    for pred, image in zip(preds, images, strict=True):
+        n = pred["boxes"].shape[0]
+        assert set(pred) == {"boxes", "labels", "scores", "masks"} and pred["boxes"].shape == (n, 4)
+        assert pred["scores"].shape == (n,) and pred["labels"].dtype == torch.int64
+        assert pred["masks"].shape == (n, 1, *image.shape[-2:]) and pred["masks"].dtype == torch.float32
     total = sum(losses.values())
     assert torch.isfinite(total) and float(losses["loss_mask"].detach()) > 0
     total.backward()
     mask_grads = [p.grad for n, p in model.named_parameters() if n.startswith("roi_heads.mask_")]
     assert len(mask_grads) == 12 and all(g is not None and torch.isfinite(g).all() for g in mask_grads)
+    with torch.no_grad():
+        none, losses_only = model(images, targets, predict=False)  # the training step: losses only
+    assert none is None and set(losses_only) == LOSSES
 
     model.eval()
     with torch.no_grad():

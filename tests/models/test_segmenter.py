@@ -11,10 +11,11 @@ from torch.utils.data import Subset
 
 from structpred.data.shapes import ShapesWorld
 from structpred.engine import TrainConfig, Trainer
-from structpred.engine.run import metric_for, model_kwargs_for
+from structpred.engine.run import model_kwargs_for
 from structpred.metrics import SegmentationMetric
-from structpred.models import registry
+from structpred.models import ModelInfo, registry
 from structpred.models.segmenter import SegmenterConfig, SemanticSegmenter, config_from
+from structpred.tasks import get_task
 
 
 class TinyNet(nn.Module):
@@ -47,13 +48,20 @@ def test_logits_cover_every_pixel_and_losses_come_with_targets() -> None:
     model = tiny(aux_weight=0.4)
     images = torch.rand(2, 3, 12, 12)
     preds, losses = model(images, _targets(2))
-    assert preds["logits"].shape == (2, 7, 12, 12)
+    assert set(preds) == {"logits", "label_map", "aux_logits"}
+    assert preds["logits"].shape == (2, 7, 12, 12) and preds["aux_logits"].shape == (2, 7, 12, 12)
+    assert preds["label_map"].shape == (2, 12, 12) and preds["label_map"].dtype == torch.int64
     assert set(losses) == {"loss_seg", "loss_aux"}
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in model.parameters())
+    none, losses_only = model(images, _targets(2), predict=False)  # the training step's call
+    assert none is None and set(losses_only) == {"loss_seg", "loss_aux"}
+    with pytest.raises(ValueError, match="asks for neither predictions nor losses"):
+        model(images, predict=False)
     model.eval()
     preds, losses = model(list(images), _targets(2))  # eval with targets: both
     assert preds["logits"].shape == (2, 7, 12, 12) and "loss_seg" in losses
+    assert preds["label_map"].shape == (2, 12, 12)
     assert model(images)[1] == {}
 
 
@@ -77,19 +85,22 @@ def test_all_ignored_image_gives_zero_loss_with_a_graph() -> None:
     losses["loss_seg"].backward()
 
 
-def test_refine_runs_in_eval_only() -> None:
-    class Doubling(SemanticSegmenter):
+def test_label_map_is_read_from_the_refined_scores_in_both_modes() -> None:
+    class Negating(SemanticSegmenter):
         def refine(self, logits: Tensor, images: Tensor) -> Tensor:
             assert images.min() >= 0 and images.max() <= 1  # the [0, 1] images, not normalised
-            return 2 * logits
+            return -logits  # flips the arg-max: the label map shows whether refine ran
 
-    model = Doubling(TinyNet(3), SegmenterConfig(num_classes=3))
+    model = Negating(TinyNet(3), SegmenterConfig(num_classes=3))
     x = torch.rand(1, 3, 8, 8)
-    train_logits = model(x)[0]["logits"]
-    model.eval()
-    raw = model.net(model.normalize(x))["out"]
-    assert torch.allclose(model(x)[0]["logits"], 2 * raw)
-    assert not torch.allclose(train_logits, 2 * train_logits)
+    for training in (True, False):
+        model.train(training)
+        preds, _ = model(x)
+        raw = model.net(model.normalize(x))["out"]
+        assert torch.allclose(preds["logits"], raw)  # the network's own scores, never refined
+        assert preds["label_map"].dtype == torch.int64
+        assert torch.equal(preds["label_map"], model.refine(raw, x).argmax(1))  # refined, in either mode
+        assert not torch.equal(preds["label_map"], raw.argmax(1))
 
 
 @pytest.mark.parametrize(
@@ -124,9 +135,11 @@ def test_unknown_setting_is_named() -> None:
 
 
 def test_engine_picks_class_count_from_the_label_map(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry._BUILDERS, "tiny_segmenter", tiny)
+    monkeypatch.setitem(
+        registry._MODELS, "tiny_segmenter", ModelInfo("tiny_segmenter", "semantic_segmentation", tiny)
+    )
     world = ShapesWorld("train", num_images=2)
-    assert model_kwargs_for("tiny_segmenter", {}, world)["num_classes"] == 7
+    assert model_kwargs_for("tiny_segmenter", {}, world) == {"num_classes": 7, "target_key": "semantic"}
     assert model_kwargs_for("tiny_segmenter", {"target_key": "parts"}, world)["num_classes"] == 13
     with pytest.raises(ValueError, match="no 'depth' label map"):
         model_kwargs_for("tiny_segmenter", {"target_key": "depth"}, world)
@@ -136,7 +149,7 @@ def test_trainer_fits_and_reports_miou_and_boundary_miou(tmp_path: Path) -> None
     torch.manual_seed(0)
     world = ShapesWorld("train", num_images=8, size=32, cache=True)
     model = tiny()
-    make_metric = metric_for(model, world)
+    make_metric = get_task("semantic_segmentation").metric(model, world)
     assert make_metric is not None and isinstance(make_metric(), SegmentationMetric)
     cfg = TrainConfig(epochs=3, batch_size=4, lr=0.01, optimizer="adamw", progress=False)
     trainer = Trainer(model, world, Subset(world, range(4)), cfg, tmp_path, metric=make_metric)

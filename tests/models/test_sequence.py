@@ -15,7 +15,7 @@ from torch import Tensor
 import structpred.models.sequence  # noqa: F401  (registers the builders)
 from structpred.engine.trainer import TrainConfig, Trainer
 from structpred.metrics.sequence import BitsPerCharacter, RegressionError
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.sequence import CharLM, SequenceClassifier, SequenceRegressor
 
 VOCAB = "\n !',.?abcdefghijklmnopqrstuvwxyz"
@@ -47,8 +47,12 @@ def batch_for(name: str, B: int = 4, seed: int = 0) -> tuple[list[Tensor], list[
 
 def test_builders_are_registered_with_their_task() -> None:
     assert set(BUILDERS) <= set(list_models())
+    classes = {
+        "language_model": CharLM, "classification": SequenceClassifier, "regression": SequenceRegressor
+    }
     for name in BUILDERS:
-        assert tiny(name).task == TASKS[name]
+        assert model_info(name).task == TASKS[name] and name in list_models(task=TASKS[name])
+        assert isinstance(tiny(name), classes[TASKS[name]])
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -65,9 +69,10 @@ def test_forward_backward_keys_shapes(name: str) -> None:
         assert p.grad is not None and bool(torch.isfinite(p.grad).all()), pname
     assert len(preds) == len(inputs)
     if name == "lstm_charlm":
-        assert preds[0]["logits"].shape == (12, len(VOCAB))
+        assert set(preds[0]) == {"token_logits"} and preds[0]["token_logits"].shape == (12, len(VOCAB))
     elif name.endswith("vowels"):
-        assert preds[0]["logits"].shape == (9,) and preds[0]["labels"].dtype == torch.int64
+        assert set(preds[0]) == {"class_logits", "scores", "labels"}
+        assert preds[0]["class_logits"].shape == (9,) and preds[0]["labels"].dtype == torch.int64
         assert 0 <= float(preds[0]["scores"].detach()) <= 1
     else:
         assert preds[0]["value"].shape == (1,)
@@ -87,7 +92,7 @@ def test_list_input_equals_padded_input_with_lengths(name: str) -> None:
     padded = torch.full((len(inputs), int(lengths.max()), inputs[0].shape[1]), 7.0)  # junk past the ends
     for b, x in enumerate(inputs):
         padded[b, : x.shape[0]] = x
-    key = "logits" if name.endswith("vowels") else "value"
+    key = "class_logits" if name.endswith("vowels") else "value"
     with torch.no_grad():
         from_list = torch.stack([p[key] for p in model(inputs)[0]])
         from_padded = torch.stack([p[key] for p in model(padded, lengths=lengths)[0]])

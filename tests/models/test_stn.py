@@ -10,7 +10,7 @@ import torch
 
 import structpred.models.stn  # noqa: F401  (registers stn_digits and cnn_digits)
 from structpred.layers.stn import SpatialTransformer
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.stn import STNClassifier, STNClassifierConfig
 
 pytest.importorskip("sklearn")
@@ -40,13 +40,14 @@ def test_builds_from_registry_forward_backward(name: str, batch: tuple) -> None:
     assert name in list_models()
     torch.manual_seed(0)
     model = get_model(name, **TINY)
-    assert isinstance(model, STNClassifier) and model.task == "classification"
+    assert isinstance(model, STNClassifier) and model_info(name).task == "classification"
     preds, losses = model(images, targets)
     assert set(losses) == {"loss_cls"} and torch.isfinite(losses["loss_cls"])
     assert len(preds) == len(images)
     for p in preds:
-        assert set(p) == {"logits", "scores", "labels"}
-        assert p["logits"].shape == (10,) and p["scores"].shape == () and p["labels"].dtype == torch.int64
+        assert set(p) == {"class_logits", "scores", "labels"}
+        assert p["class_logits"].shape == (10,) and p["scores"].shape == ()
+        assert p["labels"].dtype == torch.int64
     losses["loss_cls"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 

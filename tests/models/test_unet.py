@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from structpred.models import get_model, list_models
+from structpred.models import get_model, list_models, model_info
 from structpred.models.unet import (
     UNet,
     UNetConfig,
@@ -75,17 +75,19 @@ def test_builds_from_registry_forward_backward(name: str) -> None:
     assert name in list_models()
     torch.manual_seed(0)
     model = get_model(name, **TINY)
-    assert isinstance(model, UNetSegmenter) and model.task == "semantic_segmentation"
+    assert isinstance(model, UNetSegmenter) and model_info(name).task == "semantic_segmentation"
     images = torch.rand(2, 3, 20, 28)
     targets = _targets(20, 28, 2)
     preds, losses = model(images, targets)
-    assert set(preds) == {"logits"} and preds["logits"].shape == (2, 2, 20, 28)
+    assert set(preds) == {"logits", "label_map"} and preds["logits"].shape == (2, 2, 20, 28)
+    assert torch.equal(preds["label_map"], preds["logits"].argmax(1))  # (2, 20, 28): no refinement
     assert set(losses) == {"loss_seg"} and torch.isfinite(losses["loss_seg"])
     losses["loss_seg"].backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
     preds, none = model(list(images))
     assert none == {} and preds["logits"].shape == (2, 2, 20, 28)
+    assert preds["label_map"].shape == (2, 20, 28) and preds["label_map"].dtype == torch.int64
     _, val = model(images, targets)  # eval with targets: both
     assert set(val) == {"loss_seg"}
 

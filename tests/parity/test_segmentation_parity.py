@@ -1,5 +1,6 @@
 """torchvision's ``fcn_resnet50`` / ``deeplabv3_resnet50``, converted by
-``from_torchvision_segmentation``, give the same logits (``out``) and auxiliary logits (``aux``).
+``from_torchvision_segmentation``, give the same logits (ours ``logits``, theirs ``out``) and
+auxiliary logits (ours ``aux_logits``, theirs ``aux``).
 
 torchvision takes the normalised batch, ours ``[0, 1]`` images (normalised inside with ImageNet
 mean / std): torchvision gets ``(x - mean) / std``, ours ``x``. The models are randomly
@@ -57,8 +58,10 @@ def test_same_logits_on_two_sizes(name: str, aux: bool, num_classes: int) -> Non
         with torch.no_grad():
             theirs = tv((x - MEAN) / STD)
             preds, losses = ours(x)
-        assert losses == {} and set(preds) == ({"logits", "aux"} if aux else {"logits"})
-        for ours_key, tv_key in (("logits", "out"), ("aux", "aux")) if aux else (("logits", "out"),):
+        keys = {"logits", "label_map", "aux_logits"} if aux else {"logits", "label_map"}
+        assert losses == {} and set(preds) == keys
+        assert torch.equal(preds["label_map"], preds["logits"].argmax(1))  # no CRF: the raw logits' arg-max
+        for ours_key, tv_key in (("logits", "out"), ("aux_logits", "aux")) if aux else (("logits", "out"),):
             ref = theirs[tv_key]
             assert preds[ours_key].shape == ref.shape == (1, num_classes, H, W)
             assert ref.abs().max() > 1e-2, "the comparison would be vacuous"
