@@ -9,13 +9,14 @@ an optional fully-connected CRF on top.
   -1x1 head, :class:`structpred.heads.fcn_head.FCNHead`); the VGG FCN of the paper is ``models.fcn``.
 * The CRF: DeepLab v1/v2 (Chen et al. 2015 / 2017) post-process the network's probabilities with
   a fully-connected CRF (Krähenbühl & Koltun 2011). Here it is the ``refine`` hook: with
-  ``config.crf``, eval-mode logits become ``log(dense_crf(softmax(logits), image))``.
+  ``config.crf``, the label map is read from ``log(dense_crf(softmax(logits), image))`` in both
+  modes (``predictions["logits"]`` stay the network's own; training steps skip the CRF).
 
 Shape shorthand: B images, K classes, H x W input, h x w the backbone's stride-8 map.
 
 Convention:
     * Input: ``[0, 1]`` images, normalised inside with ImageNet mean / std (torchvision's
-      segmentation models expect the normalised batch; see ``convert_segmentation``).
+      segmentation models expect the normalised batch; see ``models.weights.torchvision_segmentation``).
     * Logits are resized to the input with ``F.interpolate(..., mode="bilinear",
       align_corners=False)``, as torchvision.
     * Auxiliary head (``aux=True``): FCNHead on layer3 (1024 channels for ResNet-50); its
@@ -123,7 +124,7 @@ def _dense_crf() -> Callable[..., Tensor]:
 
 
 class AtrousSegmenter(SemanticSegmenter):
-    """:class:`SemanticSegmenter` whose eval-mode logits may be refined by a dense CRF (``config.crf``)."""
+    """:class:`SemanticSegmenter` whose label map may come from a dense CRF (``config.crf``)."""
 
     config: DeepLabConfig
 

@@ -137,7 +137,7 @@ def _config(**overrides: Any) -> MaskRCNNConfig:
 @register_model(task="instance_segmentation", peer_weights=("torchvision",))
 def maskrcnn_resnet50_fpn(num_classes: int = 90, trainable_layers: int = 3, **config: Any) -> MaskRCNN:
     """Mask R-CNN, ResNet-50 (frozen BN) + FPN, torchvision's layout (load its weights with
-    :func:`~structpred.models.convert.from_torchvision`)."""
+    :func:`~structpred.models.from_torchvision`)."""
     from ..backbones.fpn import resnet50_fpn
 
     return build_mask_rcnn(resnet50_fpn(trainable_layers=trainable_layers), num_classes, _config(**config))

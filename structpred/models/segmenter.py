@@ -88,7 +88,7 @@ def stack_labels(
 
 
 class SemanticSegmenter(nn.Module):
-    """``model(images, targets=None) -> ({"logits": [B, K, H, W]}, losses)``; see the module doc.
+    """``model(images, targets=None, *, predict=True) -> (predictions, losses)``; see the module doc.
 
     Args:
         net: normalised ``[B, 3, H, W]`` -> ``{"out": [B, K, H, W], "aux"?: [B, K, H, W]}``.
