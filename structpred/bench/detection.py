@@ -203,7 +203,8 @@ def _train_step(
     def step() -> dict[str, Tensor]:
         model.zero_grad(set_to_none=True)
         torch.manual_seed(SEED)
-        out = model(images, targets)
+        # Ours asks for losses only (predict=False), which is what torchvision's training mode computes.
+        out = model(images, targets, predict=False) if ours else model(images, targets)
         losses: dict[str, Tensor] = out[1] if ours else out
         sum(losses.values()).backward()  # type: ignore[union-attr]
         return losses
