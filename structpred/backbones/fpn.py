@@ -31,7 +31,6 @@ from ..layers.fpn import FeaturePyramidNetwork
 from .mobilenet import MobileNetV3Features
 from .narrow import NarrowNet
 from .registry import Backbone, check_backbone, get_backbone
-from .resnet import resnet18, resnet50
 
 
 class BackboneWithFPN(nn.Module):
@@ -93,8 +92,10 @@ def resnet50_fpn(
     extra_block: str | nn.Module | None = "maxpool",
 ) -> BackboneWithFPN:
     """ResNet-50 (FrozenBN unless ``norm_layer``) + FPN: ``"0".."3"``, ``"pool"``, each D channels."""
-    body = resnet50(norm_layer=norm_layer, trainable_layers=trainable_layers)
-    return BackboneWithFPN(body, in_keys, out_channels, extra_block=extra_block)
+    return fpn_backbone(
+        "resnet50", out_channels=out_channels, in_keys=in_keys, extra_block=extra_block,
+        norm_layer=norm_layer, trainable_layers=trainable_layers,
+    )  # fmt: skip
 
 
 def resnet18_fpn(
@@ -106,8 +107,10 @@ def resnet18_fpn(
     extra_block: str | nn.Module | None = "maxpool",
 ) -> BackboneWithFPN:
     """ResNet-18 (FrozenBN unless ``norm_layer``) + FPN: ``"0".."3"``, ``"pool"``, each D channels."""
-    body = resnet18(norm_layer=norm_layer, trainable_layers=trainable_layers)
-    return BackboneWithFPN(body, in_keys, out_channels, extra_block=extra_block)
+    return fpn_backbone(
+        "resnet18", out_channels=out_channels, in_keys=in_keys, extra_block=extra_block,
+        norm_layer=norm_layer, trainable_layers=trainable_layers,
+    )  # fmt: skip
 
 
 def mobilenet_v3_large_fpn(
@@ -146,11 +149,11 @@ def fpn_backbone(
     out_channels: int = 256,
     in_keys: Sequence[str] | None = None,
     extra_block: str | nn.Module | None = "maxpool",
-    norm_layer: NormLayer | None = None,
+    fpn_norm_layer: NormLayer | None = None,
     **backbone_kwargs: Any,
 ) -> BackboneWithFPN:
     """The registered backbone ``name`` (built with ``backbone_kwargs``) + an FPN of ``out_channels``
-    over ``in_keys`` (default: all its maps, finest first); ``norm_layer`` is the FPN's."""
+    over ``in_keys`` (default: all its maps, finest first) with ``fpn_norm_layer`` in the FPN."""
     body = get_backbone(name, **backbone_kwargs)
     keys = list(in_keys) if in_keys is not None else list(body.out_channels)  # type: ignore[arg-type]
-    return BackboneWithFPN(body, keys, out_channels, extra_block=extra_block, norm_layer=norm_layer)
+    return BackboneWithFPN(body, keys, out_channels, extra_block=extra_block, norm_layer=fpn_norm_layer)

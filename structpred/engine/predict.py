@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..tasks import task_of
+from ..tasks.base import PredictJob
 from .run import load_model
 
 logger = logging.getLogger(__name__)
@@ -42,5 +43,5 @@ def predict_images(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in images]
-    names, ids = config.class_names, config.category_ids
-    return task.predict_files(model, paths, out, names, ids, score_threshold, batch_size)
+    job = PredictJob(paths, out, config.class_names, config.category_ids, score_threshold, batch_size)
+    return task.predict_files(model, job)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -40,6 +41,18 @@ class Metric(Protocol):
     def update(self, preds: Any, targets: list[dict[str, Tensor]]) -> None: ...
 
     def compute(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class PredictJob:
+    """What ``structpred predict`` asks of a task's writer."""
+
+    paths: Sequence[Path]  # input files, validated by the writer before any work
+    out: Path  # the output directory (exists)
+    class_names: Sequence[str] = ()  # names of labels 1..K (detection) or 0..K-1 (classification)
+    category_ids: Sequence[int] = ()  # the data's own id of each label (COCO results)
+    score_threshold: float = 0.5  # draw detections at or above this score
+    batch_size: int = 4
 
 
 class Task(abc.ABC):
@@ -90,18 +103,9 @@ class Task(abc.ABC):
         """A small valid ``(inputs, targets)`` batch for ``model`` (random, seeded)."""
 
     # ---------------------------------------------------------------- outputs
-    def predict_files(
-        self,
-        model: nn.Module,
-        paths: Sequence[Path],
-        out: Path,
-        class_names: Sequence[str],
-        category_ids: Sequence[int],
-        score_threshold: float,
-        batch_size: int,
-    ) -> Path:
-        """Run ``model`` on the files at ``paths``, write the task's outputs under ``out``; returns
-        the path of the summary json."""
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
+        """Run ``model`` on ``job.paths``, write the task's outputs under ``job.out``; returns the
+        path of the summary json."""
         raise ValueError(
             f"the {self.name} task reads {self.inputs}s, not image files: `structpred predict` has "
             "nothing to run it on (use `structpred eval` on a dataset)"

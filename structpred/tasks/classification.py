@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.images import read_image
-from .base import Metric, Targets, Task, expect_items, expect_tensor, register_task
+from .base import Metric, PredictJob, Targets, Task, expect_items, expect_tensor, register_task
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +86,8 @@ class ClassificationTask(Task):
         targets: Targets = [{"labels": torch.randint(0, K, (), generator=g)} for _ in range(batch_size)]
         return inputs, targets
 
-    def predict_files(
-        self,
-        model: nn.Module,
-        paths: Sequence[Path],
-        out: Path,
-        class_names: Sequence[str],
-        category_ids: Sequence[int],
-        score_threshold: float,
-        batch_size: int,
-    ) -> Path:
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
+        paths, out, class_names, batch_size = job.paths, job.out, job.class_names, job.batch_size
         pictures = [read_image(p) for p in paths]  # validates every file before any work
         device = next(model.parameters()).device
         results: list[dict[str, Any]] = []

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from ..data.images import read_image
 from ..viz import draw_boxes, draw_masks, save_png
-from .base import Metric, Targets, Task, expect_items, expect_tensor, register_task
+from .base import Metric, PredictJob, Targets, Task, expect_items, expect_tensor, register_task
 from .outputs import output_png
 
 logger = logging.getLogger(__name__)
@@ -103,19 +103,12 @@ class DetectionTask(Task):
             targets.append(target)
         return images, targets
 
-    def predict_files(
-        self,
-        model: nn.Module,
-        paths: Sequence[Path],
-        out: Path,
-        class_names: Sequence[str],
-        category_ids: Sequence[int],
-        score_threshold: float,
-        batch_size: int,
-    ) -> Path:
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
+        paths, out, class_names, score_threshold = job.paths, job.out, job.class_names, job.score_threshold
+        batch_size = job.batch_size
         pictures = [read_image(p) for p in paths]  # validates every file before any work
         device = next(model.parameters()).device
-        ids = list(category_ids) or list(range(1, len(class_names) + 1))
+        ids = list(job.category_ids) or list(range(1, len(class_names) + 1))
         results: list[dict[str, Any]] = []
         with torch.no_grad():
             for start in range(0, len(paths), batch_size):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from ..data.images import read_image
 from ..viz import overlay_label_map, save_png
-from .base import Metric, Targets, Task, expect, expect_tensor, register_task
+from .base import Metric, PredictJob, Targets, Task, expect, expect_tensor, register_task
 from .outputs import output_png
 
 logger = logging.getLogger(__name__)
@@ -110,18 +110,10 @@ class SemanticSegmentationTask(Task):
             targets.append({str(c.target_key): labels, "masks": masks, "image_id": torch.tensor(b)})
         return images, targets
 
-    def predict_files(
-        self,
-        model: nn.Module,
-        paths: Sequence[Path],
-        out: Path,
-        class_names: Sequence[str],
-        category_ids: Sequence[int],
-        score_threshold: float,
-        batch_size: int,
-    ) -> Path:
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
         from PIL import Image
 
+        paths, out = job.paths, job.out
         pictures = [read_image(p) for p in paths]  # validates every file before any work
         device = next(model.parameters()).device
         summary: list[dict[str, Any]] = []
