@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from torch.utils.data import Dataset
 
 from ..data.registry import build_dataset
 from ..models import get_model
@@ -19,12 +18,6 @@ from . import checkpoint as ckpt
 from .trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
-
-
-def model_kwargs_for(name: str, model_kwargs: dict[str, Any], dataset: Dataset | None) -> dict[str, Any]:
-    """The builder's keyword arguments: the user's, plus what the dataset decides for the model's
-    task (its ``num_classes`` convention, a vocabulary...; see :mod:`structpred.tasks`)."""
-    return task_of(name).model_kwargs(dataset, model_kwargs)
 
 
 def train(

@@ -11,11 +11,10 @@ from torch.utils.data import Subset
 
 from structpred.data.shapes import ShapesWorld
 from structpred.engine import TrainConfig, Trainer
-from structpred.engine.run import model_kwargs_for
 from structpred.metrics import SegmentationMetric
 from structpred.models import ModelInfo, registry
 from structpred.models.segmenter import SegmenterConfig, SemanticSegmenter, config_from
-from structpred.tasks import get_task
+from structpred.tasks import get_task, task_of
 
 
 class TinyNet(nn.Module):
@@ -139,10 +138,10 @@ def test_engine_picks_class_count_from_the_label_map(monkeypatch: pytest.MonkeyP
         registry._MODELS, "tiny_segmenter", ModelInfo("tiny_segmenter", "semantic_segmentation", tiny)
     )
     world = ShapesWorld("train", num_images=2)
-    assert model_kwargs_for("tiny_segmenter", {}, world) == {"num_classes": 7, "target_key": "semantic"}
-    assert model_kwargs_for("tiny_segmenter", {"target_key": "parts"}, world)["num_classes"] == 13
+    assert task_of("tiny_segmenter").model_kwargs(world, {}) == {"num_classes": 7, "target_key": "semantic"}
+    assert task_of("tiny_segmenter").model_kwargs(world, {"target_key": "parts"})["num_classes"] == 13
     with pytest.raises(ValueError, match="no 'depth' label map"):
-        model_kwargs_for("tiny_segmenter", {"target_key": "depth"}, world)
+        task_of("tiny_segmenter").model_kwargs(world, {"target_key": "depth"})
 
 
 def test_trainer_fits_and_reports_miou_and_boundary_miou(tmp_path: Path) -> None:
