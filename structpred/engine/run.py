@@ -46,7 +46,9 @@ def train(
         config.category_ids = [
             int(i) for i in getattr(categories, "ids", range(1, len(categories.names) + 1))
         ]
-    trainer = Trainer(model, train_set, val_set, config, out_dir, metric=task.metric(model, train_set))
+    trainer = Trainer(
+        model, train_set, val_set, config, out_dir, metric=task.metric(model, train_set), task=task
+    )
     return trainer, trainer.fit(resume=resume)
 
 
@@ -77,7 +79,7 @@ def evaluate(
     task = task_of(config.model_name)
     task.check_dataset(dataset, config.model_kwargs, f"--data {data} ({split})")
     metric = task.metric(model, dataset)
-    trainer = Trainer(model, dataset, dataset, config, Path(checkpoint).parent, metric=metric)
+    trainer = Trainer(model, dataset, dataset, config, Path(checkpoint).parent, metric=metric, task=task)
     metrics = trainer.evaluate(dataset)
     last = trainer.last_metric
     if pr_plot is not None and last is not None and hasattr(last, "pr_curve"):

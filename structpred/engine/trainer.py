@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.collate import collate
-from ..tasks.base import Metric
+from ..tasks.base import Metric, Task, evaluation_loop
 from . import checkpoint as ckpt
 from . import distributed
 from .logs import RunLog
@@ -112,6 +112,7 @@ class Trainer:
         config: the run's settings.
         out_dir: run directory (checkpoints, ``log.csv``, ``tensorboard/``).
         metric: builds a fresh metric for each evaluation (None: loss only).
+        task: the model's task, whose evaluation loop runs (None: the default per-batch loop).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class Trainer:
         out_dir: str | Path = "runs/run",
         metric: Callable[[], Metric] | None = None,
         collate_fn: Callable[[list[Any]], tuple] = collate,
+        task: Task | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.ctx = distributed.init(self.config.device)
@@ -131,6 +133,7 @@ class Trainer:
         self.val_data = val_data
         self.out_dir = Path(out_dir)
         self.metric = metric
+        self.task = task
         self.collate_fn = collate_fn
         self.optimizer = self._build_optimizer()
         self.step = 0
@@ -316,20 +319,17 @@ class Trainer:
             raise ValueError("no data to evaluate on")
         self.model.eval()
         metric = self.metric() if self.metric is not None else None
-        sums: dict[str, float] = {}
-        count = 0
         indices = list(range(len(data)))  # type: ignore[arg-type]
         b = self.config.batch_size
         loader = self._loader(data, [indices[i : i + b] for i in range(0, len(indices), b)], 0)
-        for images, targets in loader:
-            images, targets = _to_device(images, targets, self.ctx.device)
+
+        def run(inputs: Any, targets: Any) -> tuple[Any, dict[str, Tensor]]:
+            inputs, targets = _to_device(inputs, targets, self.ctx.device)
             with self._autocast():
-                preds, losses = self.model(images, targets)
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(images)
-            count += len(images)
-            if metric is not None:
-                metric.update(preds, targets)
+                return self.model(inputs, targets)
+
+        loop = self.task.evaluate if self.task is not None else evaluation_loop  # the task's own loop
+        sums, count = loop(run, loader, metric)
         self.model.train()
         out: dict[str, Any] = {k: v / max(count, 1) for k, v in sums.items()}
         if sums:

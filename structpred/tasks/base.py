@@ -23,7 +23,7 @@ instance with :func:`register_task`; nothing in ``engine/`` changes.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 Targets = list[dict[str, Any]]
+# Runs the model on one batch (the engine moves it to the device, under autocast, no grad).
+RunBatch = Callable[[Any, Targets], tuple[Any, dict[str, Tensor]]]
 
 
 class Metric(Protocol):
@@ -93,6 +95,17 @@ class Task(abc.ABC):
         """A factory of the task's standard metric for ``model`` (None: validation loss only)."""
         return None
 
+    def evaluate(
+        self, run: RunBatch, batches: Iterable[tuple[Any, Targets]], metric: Metric | None
+    ) -> tuple[dict[str, float], int]:
+        """The evaluation loop: every batch through ``run``, predictions into ``metric``.
+
+        Returns each loss term summed over items, and the item count. Items are images, pairs
+        or sequences alike; a task whose evaluation needs state across batches (a tracker over
+        a video's frames) overrides this.
+        """
+        return evaluation_loop(run, batches, metric)
+
     # ---------------------------------------------------------------- contract
     @abc.abstractmethod
     def check_predictions(self, predictions: Any, batch_size: int) -> None:
@@ -119,6 +132,22 @@ class Task(abc.ABC):
             f"{self.name}: inputs {self.inputs}; targets {targets or '-'}; predictions {preds}; "
             f"num_classes: {self.num_classes_rule}"
         )
+
+
+def evaluation_loop(
+    run: RunBatch, batches: Iterable[tuple[Any, Targets]], metric: Metric | None
+) -> tuple[dict[str, float], int]:
+    """:meth:`Task.evaluate`'s default: per batch of items, losses summed and the metric updated."""
+    sums: dict[str, float] = {}
+    count = 0
+    for inputs, targets in batches:
+        preds, losses = run(inputs, targets)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(inputs)
+        count += len(inputs)
+        if metric is not None:
+            metric.update(preds, targets)
+    return sums, count
 
 
 def check_input(x: Any, kind: str, where: str) -> None:

@@ -52,7 +52,7 @@ def test_flow_task_through_the_engine() -> None:
     task.check_dataset(data, {}, "shapes-flow")  # pairs with flow + valid: accepted
     model = ConstantFlow(0.5, -0.25)
     trainer = Trainer(model, data, data, TrainConfig(batch_size=4, progress=False, device="cpu"),
-                      metric=task.metric(model, data))
+                      metric=task.metric(model, data), task=task)
     metrics = trainer.evaluate()
     assert metrics["epe"] == pytest.approx(_direct_epe(data, 0.5, -0.25), rel=1e-6)
     assert metrics["loss_epe"] > 0 and 0 <= metrics["px1"] <= metrics["px3"] <= metrics["px5"] <= 1

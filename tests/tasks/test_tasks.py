@@ -72,3 +72,28 @@ def test_sequence_tasks_have_no_image_writer(tmp_path: Path) -> None:
     model = get_model("lstm_sunspots")
     with pytest.raises(ValueError, match="reads sequences, not image files"):
         task_of("lstm_sunspots").predict_files(model, PredictJob([tmp_path / "x.png"], tmp_path))
+
+
+def test_trainer_runs_the_tasks_evaluation_loop() -> None:
+    from structpred.engine import TrainConfig, Trainer
+    from structpred.tasks.classification import ClassificationTask
+
+    class CountingTask(ClassificationTask):
+        """The classification task with an evaluation loop that counts its batches."""
+
+        batches = 0
+
+        def evaluate(self, run, batches, metric):  # type: ignore[no-untyped-def]
+            def counted():  # type: ignore[no-untyped-def]
+                for batch in batches:
+                    CountingTask.batches += 1
+                    yield batch
+
+            return super().evaluate(run, counted(), metric)
+
+    data = torch.utils.data.Subset(build_dataset("digits", "val"), range(10))
+    model = get_model("digits_cnn")
+    task = CountingTask()
+    config = TrainConfig(batch_size=4, progress=False, device="cpu")
+    metrics = Trainer(model, data, data, config, metric=task.metric(model, data), task=task).evaluate()
+    assert CountingTask.batches == 3 and "loss_cls" in metrics and 0 <= metrics["accuracy"] <= 1
