@@ -26,6 +26,7 @@ joint transform (:mod:`structpred.data.transforms`) applied to every item.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -36,7 +37,7 @@ from .records import Categories
 from .shapes import ShapesWorld, Target, Transforms
 
 
-class _ShapesViews(Dataset[tuple[Tensor, Target]]):
+class _ShapesViews(Dataset[tuple[Tensor, Target]], abc.ABC):
     """Shared plumbing: the wrapped world, index checks, the cache of rendered items, transforms."""
 
     kind: str = "pair"
@@ -57,8 +58,9 @@ class _ShapesViews(Dataset[tuple[Tensor, Target]]):
     def __len__(self) -> int:
         return len(self.world)
 
+    @abc.abstractmethod
     def _render(self, index: int) -> tuple[Tensor, Target]:
-        raise NotImplementedError
+        """Item ``index`` before caching and transforms."""
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         i = self.world._index(index)  # the world's IndexError / TypeError
