@@ -303,7 +303,7 @@ def fasterrcnn_mobilenet_v3_large_320_fpn(
 # Images resized to 256 px (the shapes world's 128 px doubled: its smallest objects, 4 px across,
 # then cover a whole stride-4 cell), anchors 8..203 px, a lighter RPN (300 / 150 proposals per
 # level / image in training) and box head (64 sampled RoIs, one bilinear sample per RoIAlign
-# bin). Each choice was measured; see benchmarks/RESULTS.md.
+# bin). Each choice was measured; see experiments/RESULTS.md.
 NARROW_SETTINGS: dict[str, Any] = {
     "min_size": 256,
     "max_size": 256,

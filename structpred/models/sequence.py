@@ -310,7 +310,7 @@ def lstm_adding(hidden_size: int = 64, num_layers: int = 1, chrono: int = 150) -
     """LSTM for the adding problem: 2 inputs (value, marker) -> the sum, read at the last step.
 
     Chrono-initialised for T = ``chrono`` steps (module doc); ``chrono=0`` gives the plain forget
-    bias 1, which at T = 150 sits on the predict-the-mean plateau far longer (see benchmarks/).
+    bias 1, which at T = 150 sits on the predict-the-mean plateau far longer (see experiments/).
     """
     return SequenceRegressor(SequenceConfig(2, 1, hidden_size, num_layers, "lstm", chrono=chrono))
 

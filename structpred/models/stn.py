@@ -5,7 +5,7 @@ A :class:`~structpred.layers.stn.SpatialTransformer` in front of the small CNN c
 image is resampled through it (rectified) and the CNN classifies the rectified image. Trained
 end to end on the classification loss alone. ``cnn_digits`` is the same classifier without
 the transformer, a little wider so both have about the same number of parameters; the pair
-is the comparison of ``benchmarks/stn_digits.py``.
+is the comparison of ``experiments/stn_digits.py``.
 
 Shape shorthand: B images, K classes, S input side (images are resized to S x S), P transform
 parameters.
