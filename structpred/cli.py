@@ -238,10 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pr-plot", default=None, metavar="PNG", help="detection: write PR curves here")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("predict", help="run a trained detector on images: drawn PNGs + COCO results json")
+    p = sub.add_parser(
+        "predict",
+        help="run a trained model on images: its task's outputs (drawn PNGs + COCO results json, "
+        "label-map PNGs, classes) under --out",
+    )
     p.add_argument("--checkpoint", required=True, help="run directory or ckpt-*.json")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--out", default="out/predict", help="output directory")
+    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder; mirrors the inputs' sub-folders, never beside them "
+        "(default: a new numbered folder under out/predict)",
+    )
     p.add_argument("--score-threshold", type=float, default=0.5, help="draw boxes at or above this score")
     p.add_argument("--device", default=None)
     p.set_defaults(func=_predict)

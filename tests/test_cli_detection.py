@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from structpred.cli import main
 from structpred.data import ShapesWorld
@@ -54,8 +55,13 @@ def test_train_eval_predict(tmp_path: Path, capsys) -> None:
 
 
 def test_predict_bad_input(tmp_path: Path, capsys) -> None:
-    missing = tmp_path / "nothing.png"
-    assert main(["predict", "--checkpoint", str(tmp_path), str(missing)]) == 2
+    missing = tmp_path / "nothing.png"  # the inputs are checked first, before the model loads
+    assert main(["predict", "--checkpoint", str(tmp_path), str(missing), "--out", str(tmp_path / "o")]) == 2
+    assert "nothing.png: no such file or folder" in capsys.readouterr().err
+    image = tmp_path / "in" / "image.png"
+    image.parent.mkdir()
+    write_image(image, torch.rand(3, 16, 16))
+    assert main(["predict", "--checkpoint", str(tmp_path), str(image), "--out", str(tmp_path / "o")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
 
 

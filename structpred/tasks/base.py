@@ -55,6 +55,7 @@ class PredictJob:
     category_ids: Sequence[int] = ()  # the data's own id of each label (COCO results)
     score_threshold: float = 0.5  # draw detections at or above this score
     batch_size: int = 4
+    stems: Sequence[Path] = ()  # per input, its output path below ``out``, no suffix (tasks.outputs)
 
 
 class Task(abc.ABC):

@@ -135,7 +135,7 @@ class DetectionTask(Task):
                         picture, boxes, labels, scores, class_names=list(class_names) or None,
                         score_threshold=score_threshold,
                     )
-                    save_png(output_png(out, index, paths[index]), picture)
+                    save_png(output_png(job, index), picture)
         json_path = out / "predictions.json"
         json_path.write_text(json.dumps(results), encoding="utf-8")
         logger.info("%d detections on %d images -> %s", len(results), len(paths), out)

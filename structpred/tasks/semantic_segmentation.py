@@ -124,11 +124,12 @@ class SemanticSegmentationTask(Task):
                 if K > 256:
                     raise ValueError(f"{K} classes do not fit an 8-bit label PNG")
                 labels = preds["label_map"][0].cpu()  # (H, W)
-                save_png(output_png(out, index, path), overlay_label_map(image, labels))
-                label_png = output_png(out, index, path, "_labels")
+                save_png(output_png(job, index), overlay_label_map(image, labels))
+                label_png = output_png(job, index, "_labels")
                 Image.fromarray(labels.to(torch.uint8).numpy(), mode="L").save(label_png)
                 counts = torch.bincount(labels.reshape(-1), minlength=K).tolist()  # (H*W,) -> (K,)
-                summary.append({"file_name": str(path), "labels_png": label_png.name, "class_pixels": counts})
+                labels_png = str(label_png.relative_to(out))
+                summary.append({"file_name": str(path), "labels_png": labels_png, "class_pixels": counts})
         json_path = out / "predictions.json"
         json_path.write_text(json.dumps(summary), encoding="utf-8")
         logger.info("label maps of %d images -> %s", len(paths), out)
