@@ -11,6 +11,7 @@ from structpred.models import get_model, list_models
 from structpred.models.fast_rcnn import FastRCNN
 from structpred.ops import BackgroundFloorMatcher, Matcher
 from structpred.proposals import WithProposals, check_proposals, selective_search
+from structpred.tasks import get_task
 
 LOSSES = {"loss_classifier", "loss_box_reg"}
 TINY = {"min_size": 80, "max_size": 80, "representation_size": 64, "batch_size_per_image": 32}
@@ -267,12 +268,8 @@ def test_bad_settings_and_modes_are_value_errors() -> None:
     model = get_model("fast_rcnn_narrow", num_classes=3).train()
     with torch.no_grad():
         preds, losses = model([torch.rand(3, 32, 32)])  # training mode, no targets: detections
-    assert losses == {} and isinstance(preds, list) and len(preds) == 1
-    (pred,) = preds
-    n = pred["boxes"].shape[0]
-    assert set(pred) == {"boxes", "scores", "labels"} and pred["boxes"].shape == (n, 4)
-    assert pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
-    assert pred["labels"].dtype == torch.int64
+    assert losses == {}
+    get_task("detection").check_predictions(preds, 1)  # keys, shapes and dtypes of the contract
     with pytest.raises(ValueError, match="asks for neither predictions nor losses"):
         model([torch.rand(3, 32, 32)], predict=False)
     with pytest.raises(ValueError, match=r"images\[0\] must be a Tensor\[3, H, W\]"):

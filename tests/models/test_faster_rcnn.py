@@ -8,6 +8,7 @@ import torch
 from structpred.data import ShapesWorld
 from structpred.models import get_model, list_models, model_info
 from structpred.models.faster_rcnn import FasterRCNN
+from structpred.tasks import get_task
 
 DETECTORS = [name for name in list_models() if name.startswith("fasterrcnn_")]
 LOSSES = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
@@ -171,12 +172,8 @@ def test_training_mode_without_targets_predicts_and_builders_check_settings() ->
     model = get_model("fasterrcnn_narrow_fpn", num_classes=3).train()
     with torch.no_grad():
         preds, losses = model([torch.rand(3, 32, 32)])  # training mode, no targets: detections
-    assert losses == {} and isinstance(preds, list) and len(preds) == 1
-    (pred,) = preds
-    n = pred["boxes"].shape[0]
-    assert set(pred) == {"boxes", "scores", "labels"} and pred["boxes"].shape == (n, 4)
-    assert pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
-    assert pred["labels"].dtype == torch.int64
+    assert losses == {}
+    get_task("detection").check_predictions(preds, 1)  # keys, shapes and dtypes of the contract
     with pytest.raises(ValueError, match="asks for neither predictions nor losses"):
         model([torch.rand(3, 32, 32)], predict=False)
     with pytest.raises(ValueError, match="unknown Faster R-CNN settings"):
