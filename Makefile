@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip install --constraint constraints.txt
 
-.PHONY: demo test lint typecheck unit bench venv data clean
+.PHONY: demo test lint typecheck unit bench venv data browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy structpred
 
-unit: $(STAMP) data
+# Debian's Chromium, for the HTML report's browser test (skipped when it is already there)
+browser:
+	test -x /usr/bin/chromium || (apt-get install -y chromium || (apt-get update && apt-get install -y chromium))
+
+unit: $(STAMP) data browser
 	STRUCTPRED_REQUIRE_DATA=1 $(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -1,0 +1,7 @@
+"""``python -m structpred.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

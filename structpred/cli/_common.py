@@ -1,0 +1,35 @@
+"""Helpers shared by the verbs (private): ``K=V`` options and the metric table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict, values parsed as JSON when they parse (``3``, ``0.5``, ``[1,2]``)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} expects key=value, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """One ``name  value`` line per metric (tensors of one element as floats)."""
+    lines = []
+    for key, value in metrics.items():
+        if hasattr(value, "numel") and value.numel() == 1:
+            value = float(value)
+        if isinstance(value, float):
+            lines.append(f"{key:>24s}  {value:.4f}")
+        elif hasattr(value, "tolist"):
+            lines.append(f"{key:>24s}  {[round(v, 4) for v in value.flatten().tolist()]}")
+        else:
+            lines.append(f"{key:>24s}  {value}")
+    return "\n".join(lines)

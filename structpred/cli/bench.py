@@ -1,0 +1,34 @@
+"""``structpred bench SUITE``: time structpred against its peer (ratios from one run)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+SUITES = ("ops", "metrics", "proposals", "detection", "mask_rcnn", "crf", "segmentation", "rnn")
+
+
+def run(args: argparse.Namespace, rest: list[str]) -> int:
+    """Run one suite; options after the suite name go to it."""
+    importlib.import_module(f"structpred.bench.{args.suite}").main(rest)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    """Declare ``bench``."""
+    p = sub.add_parser(
+        "bench",
+        help="time structpred against its peer (ratios from one run)",
+        description="Time structpred against its peer; extra options go to the suite "
+        "(e.g. structpred bench ops --repeats 25).",
+    )
+    p.add_argument(
+        "suite",
+        choices=SUITES,
+        help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall; "
+        "detection: Faster R-CNN vs torchvision; mask_rcnn: Mask R-CNN inference vs torchvision; "
+        "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
+        "rnn: RNN/LSTM vs torch.nn",
+    )
+    p.set_defaults(func=run)
