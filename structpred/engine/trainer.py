@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.collate import collate
+from ..progress import Progress
 from ..tasks.base import Metric, Task, evaluation_loop
 from . import checkpoint as ckpt
 from . import distributed
@@ -260,13 +261,12 @@ class Trainer:
     ) -> None:
         c = self.config
         model.train()
-        bar = None
-        if c.progress and self.ctx.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=len(loader) + done, initial=done, desc=f"epoch {epoch + 1}/{c.epochs}", leave=False
-            )
+        bar: Progress[Any] = Progress(
+            total=len(loader) + done,
+            initial=done,
+            desc=f"epoch {epoch + 1}/{c.epochs}",
+            enabled=c.progress and self.ctx.is_main,
+        )
         step_in_epoch = done
         for images, targets in loader:
             tic = time.perf_counter()
@@ -288,15 +288,13 @@ class Trainer:
             ips = len(images) * self.ctx.world_size / max(time.perf_counter() - tic, 1e-9)
             values = {k: float(v.detach()) for k, v in losses.items()}
             values.update(loss=float(loss.detach()), lr=lr, images_per_s=ips)
-            if bar is not None:
-                bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
-                bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
+            bar.update(1)
             if runlog is not None and (self.step % c.log_every == 0 or step_in_epoch == 1):
                 runlog.write(self.step, epoch, "train", values)
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self._save(epoch, step_in_epoch)
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     def _check_finite(self, losses: dict[str, Tensor]) -> None:
         if not losses:
