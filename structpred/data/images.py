@@ -1,27 +1,39 @@
 """Read and write image files as ``float32 Tensor[3, H, W]`` in ``[0, 1]`` (DESIGN.md §3).
 
-Convention: pixels are returned as stored. EXIF orientation is *not* applied (neither by PIL nor
-torchvision by default), so pixels, :func:`image_size` and annotations drawn on the stored
-pixels agree. Grey images are repeated to 3 channels; alpha is dropped (not composited);
-palette images are expanded. 8-bit values ``v`` become ``v / 255``, 16-bit values ``v / 65535``.
+Convention: pixels are returned as stored. EXIF orientation is *not* applied, so pixels,
+:func:`image_size` and annotations drawn on the stored pixels agree. Grey images are repeated to
+3 channels; alpha is dropped (not composited); palette images are expanded. 8-bit values ``v``
+become ``v / 255``, 16-bit values ``v / 65535``.
 
-PNG and JPEG are decoded with ``torchvision.io`` (exact 16-bit PNG, also RGB); other formats
-(TIFF, BMP, WebP...) with PIL, where 16-bit *grey* is exact and 16-bit RGB TIFF is reduced to
-8 bits by PIL. Broken files raise ``ValueError`` naming the file.
+Every format is decoded with Pillow (maintained, no deprecation warnings; ``torchvision.io``'s
+decoders are being moved to torchcodec). Pillow keeps 16-bit grey exact; for 16-bit RGB(A) and
+grey+alpha PNGs, which Pillow reduces to 8 bits, the PNG is decoded twice through Pillow's own
+unfiltering with two raw modes (high bytes, low bytes) and the halves are joined, so those are
+exact too. 16-bit RGB TIFF is reduced to 8 bits by Pillow. Broken files raise ``ValueError``
+naming the file. Pillow's decompression-bomb warning (images over ~89 M pixels) is logged, not
+printed; over ~179 M pixels it is a ``ValueError``.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
+
+logger = logging.getLogger(__name__)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
+# Pillow's raw modes of 16-bit PNGs it reduces to 8 bits -> (raw mode of the low bytes, channels).
+# The low-byte raw mode unpacks the same number of bits per pixel, so the PNG filters (which work
+# on whole pixels) are undone the same way; "RGBA" on grey+alpha reads bytes (Ghi, Glo, Ahi, Alo).
+_LOW_BYTES = {"RGB;16B": ("RGB;16L", 3), "RGBA;16B": ("RGBA;16L", 4), "LA;16B": ("RGBA", 4)}
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -33,17 +45,46 @@ def _read_bytes(path: Path) -> bytes:
         raise ValueError(f"{path}: cannot read image file: {err}") from err
 
 
-def _decode_torchvision(path: Path, data: bytes) -> Tensor:
-    """PNG/JPEG bytes -> float32 [3, H, W] in [0, 1]."""
+def _open(data: bytes, rawmode: str | None = None) -> tuple[Image.Image, object]:
+    """``(decoded image, the raw mode Pillow chose)``; ``rawmode`` replaces the tile's raw mode."""
+    im = Image.open(io.BytesIO(data))
+    chosen = im.tile[0].args if im.format == "PNG" and len(im.tile) == 1 else None
+    if rawmode is not None:
+        im.tile = [tile._replace(args=rawmode) for tile in im.tile]
+    im.load()
+    return im, chosen
+
+
+def _decode(path: Path, data: bytes) -> Tensor:
+    """Image bytes -> float32 [3, H, W] in [0, 1]; Pillow's errors become ``ValueError``."""
     try:
-        raw = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except RuntimeError as err:  # libpng / libjpeg errors: truncated or corrupt data
-        raise ValueError(f"{path}: corrupt or truncated image: {err}".splitlines()[0]) from err
-    if raw.dtype == torch.uint8:
-        return raw.float().div_(255.0)
-    if raw.dtype == torch.uint16:
-        return raw.to(torch.int32).float().div_(65535.0)
-    raise ValueError(f"{path}: unsupported pixel type {raw.dtype}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            im, raw = _open(data)
+            low = None
+            if isinstance(raw, str) and raw in _LOW_BYTES:
+                low = np.asarray(_open(data, _LOW_BYTES[raw][0])[0], dtype=np.uint16)  # (H, W, C)
+        for w in caught:
+            logger.warning("%s: %s", path, w.message)
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{path}: not a readable image file") from err
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: image too large: {err}") from err
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:  # truncated, broken headers
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: corrupt or truncated image: {message}") from err
+    if low is None:
+        return _pil_to_tensor(path, im)
+    if raw == "LA;16B":  # low holds the bytes (Ghi, Glo, Ahi, Alo) per pixel
+        return _grey_tensor((low[..., 0] * 256 + low[..., 1]).astype(np.float32) / 65535.0)
+    high = np.asarray(im, dtype=np.uint16)[..., :3]  # (H, W, 3) high bytes
+    rgb = (high * 256 + low[..., :3]).astype(np.float32) / 65535.0  # (H, W, 3)
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
+
+
+def _grey_tensor(grey: np.ndarray) -> Tensor:
+    g = torch.from_numpy(np.ascontiguousarray(grey, dtype=np.float32))  # (H, W)
+    return g.unsqueeze(0).expand(3, -1, -1).contiguous()  # (3, H, W)
 
 
 def _pil_to_tensor(path: Path, im: Image.Image) -> Tensor:
@@ -62,8 +103,7 @@ def _pil_to_tensor(path: Path, im: Image.Image) -> Tensor:
     else:
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
-    g = torch.from_numpy(np.ascontiguousarray(grey))  # (H, W)
-    return g.unsqueeze(0).expand(3, -1, -1).contiguous()  # (3, H, W)
+    return _grey_tensor(grey)
 
 
 def read_image(path: str | Path) -> Tensor:
@@ -72,19 +112,7 @@ def read_image(path: str | Path) -> Tensor:
     Raises ``ValueError`` naming the file when it is missing, not an image, truncated or corrupt.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC):
-        return _decode_torchvision(path, data)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return _pil_to_tensor(path, im)
-    except UnidentifiedImageError as err:
-        raise ValueError(f"{path}: not a readable image file") from err
-    except Image.DecompressionBombError as err:
-        raise ValueError(f"{path}: image too large: {err}") from err
-    except (OSError, SyntaxError) as err:  # PIL: truncated data, broken headers
-        raise ValueError(f"{path}: corrupt or truncated image: {err}") from err
+    return _decode(path, _read_bytes(path))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -93,13 +121,15 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if not path.is_file():
         raise ValueError(f"{path}: image file not found")
     try:
-        with Image.open(path) as im:
-            width, height = im.size
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
     except UnidentifiedImageError as err:
         raise ValueError(f"{path}: not a readable image file") from err
     except Image.DecompressionBombError as err:
         raise ValueError(f"{path}: image too large: {err}") from err
-    except (OSError, SyntaxError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise ValueError(f"{path}: cannot read the image header: {err}") from err
     return int(height), int(width)
 
