@@ -2,7 +2,9 @@
 
 Tensors in, ``uint8`` ``Tensor[3, H, W]`` out: ``draw_boxes``, ``draw_masks``,
 ``draw_label_map``, ``overlay_label_map``, ``flow_to_color``, ``depth_to_color``,
-``make_grid``; ``save_png`` writes one to disk. ``plot_loss_curves`` and ``plot_pr_curves``
+``make_grid``; ``save_png`` writes one to disk. ``structpred.viz.scores``: the AP of a PR
+curve (the metric's definition), the per-image scores and box confusion of the HTML report.
+``plot_loss_curves`` and ``plot_pr_curves``
 (in ``structpred.viz.plots``, imported lazily because matplotlib is slow to import) write PNGs.
 """
 
@@ -21,6 +23,8 @@ from .colors import (
     voc_palette,
 )
 from .draw import (
+    caption_font_size,
+    caption_position,
     draw_boxes,
     draw_label_map,
     draw_masks,
@@ -29,8 +33,9 @@ from .draw import (
     save_png,
     to_uint8_image,
 )
+from .scores import average_precision, box_image_ap50, detection_confusion, image_ap50, image_miou
 
-_PLOTS = ("average_precision", "plot_loss_curves", "plot_pr_curves")
+_PLOTS = ("loss_curves_figure", "plot_loss_curves", "plot_pr_curves", "pr_curves_figure")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,19 +49,27 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "apply_colormap",
     "average_precision",
+    "box_image_ap50",
+    "caption_font_size",
+    "caption_position",
     "colormap_lut",
     "depth_to_color",
+    "detection_confusion",
     "distinct_color",
     "draw_boxes",
     "draw_label_map",
     "draw_masks",
     "flow_color_wheel",
     "flow_to_color",
+    "image_ap50",
+    "image_miou",
+    "loss_curves_figure",
     "make_grid",
     "overlay_label_map",
     "parse_color",
     "plot_loss_curves",
     "plot_pr_curves",
+    "pr_curves_figure",
     "save_png",
     "to_uint8_image",
     "voc_palette",

@@ -107,10 +107,15 @@ def draw_boxes(
     class_names: Sequence[str] | Any | None = None,
     colors: ColorLike | Sequence[ColorLike] | None = None,
     width: int = 2,
-    font_size: int = 11,
+    font_size: int | None = None,
     score_threshold: float | None = None,
 ) -> Tensor:
-    """Draw box outlines with a caption ``"name 0.87"`` above each (inside when no room above).
+    """Draw box outlines with a caption ``"name 0.87"`` beside each, never over its object.
+
+    Caption rule: the caption sits on a tag just above the box; when the image has no room
+    above, just below it; when there is room for neither it is left out. A caption is never
+    drawn inside its box, so it never hides a small object. Its size follows the image
+    (:func:`caption_font_size`) unless ``font_size`` is given.
 
     Args:
         image (Tensor[3, H, W]): float in [0, 1] or uint8.
@@ -124,7 +129,7 @@ def draw_boxes(
         colors: one colour for all boxes or one per box; default: a distinct colour per class
             (per box without labels).
         width: outline width in pixels, drawn inside the box.
-        font_size: caption height in pixels.
+        font_size: caption height in pixels; None: :func:`caption_font_size` of the image.
         score_threshold: draw only boxes with ``score >= score_threshold`` (needs scores).
     Returns:
         uint8 Tensor[3, H, W].
@@ -151,6 +156,8 @@ def draw_boxes(
         raise ValueError("score_threshold needs scores")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
+    if font_size is None:
+        font_size = caption_font_size(H, W)
     if font_size < 1:
         raise ValueError(f"font_size must be >= 1, got {font_size}")
     label_list = labels.tolist() if labels is not None else None
@@ -185,25 +192,48 @@ def draw_boxes(
         px2, py2 = max(round(cx2) - 1, px1), max(round(cy2) - 1, py1)
         draw.rectangle((px1, py1, px2, py2), outline=color, width=width)
         if captions[i]:
-            _draw_caption(draw, captions[i], (px1, py1), color, font, (H, W))
+            _draw_caption(draw, captions[i], (px1, py1, px2, py2), color, font, (H, W))
     return _from_pil(pil)
+
+
+def caption_font_size(height: int, width: int) -> int:
+    """Caption height in pixels for an ``height`` x ``width`` image: 3.5 % of the shorter side,
+    clamped to 8..22 (legible on a 64-pixel thumbnail, not shouting on a photograph)."""
+    return int(min(22, max(8, round(0.035 * min(height, width)))))
+
+
+def caption_position(
+    box: tuple[int, int, int, int], tag: tuple[int, int], size: tuple[int, int]
+) -> tuple[int, int] | None:
+    """Top-left corner of a ``tag = (tw, th)`` caption for the pixel box ``(x1, y1, x2, y2)``
+    (inclusive) in an image of ``size = (H, W)``: above the box, else below it, else None
+    (no room: the caption is left out rather than drawn over the object)."""
+    H, W = size
+    tw, th = tag
+    x1, y1, _, y2 = box
+    x = max(0, min(x1, W - tw))
+    if y1 - th >= 0:
+        return x, y1 - th
+    if y2 + 1 + th <= H:
+        return x, y2 + 1
+    return None
 
 
 def _draw_caption(
     draw: ImageDraw.ImageDraw,
     text: str,
-    corner: tuple[int, int],
+    box: tuple[int, int, int, int],
     color: Color,
     font: Any,
     size: tuple[int, int],
 ) -> None:
-    """Caption on a filled tag in the box colour, above the box's top-left corner when it fits."""
-    H, W = size
+    """Caption on a filled tag in the box colour at :func:`caption_position` (if any)."""
     left, top, right, bottom = (int(math.ceil(v)) for v in draw.textbbox((0, 0), text, font=font))
     tw, th = right - left + 2, bottom - top + 2  # 1-pixel margin around the glyphs
-    x, y = corner
-    y = y - th if y - th >= 0 else y  # above the box, else inside it
-    x = max(0, min(x, W - tw))
+    where = caption_position(box, (tw, th), size)
+    if where is None:
+        return
+    x, y = where
     draw.rectangle((x, y, x + tw - 1, y + th - 1), fill=color)
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
     ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)

@@ -8,34 +8,24 @@ gives a PNG of ``w * dpi`` x ``h * dpi`` pixels.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .scores import _as_1d, average_precision
 
 logger = logging.getLogger(__name__)
 
 # Column or key names taken as the x axis, in order of preference.
 X_KEYS = ("step", "epoch", "iteration", "iter")
-
-
-def _as_1d(values: Any, name: str) -> np.ndarray:
-    """A Tensor, array or sequence of numbers (``None`` = missing) -> float64 ``[L]``."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().double().numpy()
-    try:
-        arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a 1-D sequence of numbers, got {type(values).__name__}") from None
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    return arr
 
 
 def _read_csv_log(path: Path) -> dict[str, list[float]]:
@@ -83,32 +73,89 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return out
 
 
-def plot_loss_curves(
+def figure_png(fig: Figure) -> bytes:
+    """The figure laid out (``tight_layout``) and encoded as PNG bytes (for HTML pages)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf)
+    return buf.getvalue()
+
+
+def fit_title(fig: Figure, ax: Any, title: str, fontsize: float = 12.0, min_fontsize: float = 6.0) -> Any:
+    """Set ``ax``'s title so that all of it lies inside the figure: wrapped at word boundaries
+    to the figure's width, then shrunk (down to ``min_fontsize``) until its box fits."""
+    canvas = FigureCanvasAgg(fig)
+    fig_w = fig.get_figwidth() * fig.dpi
+    size = fontsize
+    while True:
+        chars = max(8, int(0.92 * fig_w / (0.6 * size * fig.dpi / 72.0)))  # ~0.6 em per character
+        text = ax.set_title("\n".join(textwrap.wrap(title, chars)) or title, fontsize=size)
+        fig.tight_layout()
+        canvas.draw()
+        box = text.get_window_extent(canvas.get_renderer())
+        inside = box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig_w and box.y1 <= fig.get_figheight() * fig.dpi
+        if inside or size <= min_fontsize:
+            return text
+        size = max(min_fontsize, size - 1.0)
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """Exponential moving average with bias correction (TensorBoard's smoothing), ``[L] -> [L]``:
+    ``s_t = w s_{t-1} + (1 - w) y_t``, divided by ``1 - w^t`` so the start is not pulled to 0."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out = np.empty_like(values, dtype=np.float64)
+    acc = 0.0
+    for t, y in enumerate(values, start=1):
+        acc = weight * acc + (1.0 - weight) * float(y)
+        out[t - 1] = acc / (1.0 - weight**t)
+    return out
+
+
+def _default_keys(series: Mapping[str, np.ndarray], x_key: str | None) -> list[str]:
+    """The total loss series when there are any (``loss``, ``val_loss``, ``train/loss``; not
+    the ``loss_<term>`` parts), else every series naming a loss, else every series; axes
+    (``step``, ``epoch``...) never."""
+    names = [k for k in series if k != x_key and k not in X_KEYS]
+    last = {k: k.rsplit("/", 1)[-1] for k in names}
+    totals = [k for k in names if last[k] == "loss" or last[k].endswith("_loss")]  # not loss_<term>
+    losses = [k for k in names if "loss" in k.rsplit("/", 1)[-1]]
+    return totals or losses or names
+
+
+def loss_curves_figure(
     history: Mapping[str, Sequence[float]] | str | Path,
-    path: str | Path,
     *,
     keys: Sequence[str] | None = None,
     x_key: str | None = None,
-    log_y: bool = False,
+    log_y: bool | None = None,
+    smoothing: float | None = None,
     title: str = "Training curves",
     figsize: tuple[float, float] = (6.0, 4.0),
     dpi: int = 100,
-) -> Path:
-    """Plot one line per series of a training history and write it as a PNG.
+) -> Figure:
+    """One line per series of a training history, as a matplotlib ``Figure``.
+
+    Readable by default: a series of many points (>= 30, e.g. per-step training loss) is drawn
+    faint, with its smoothed line (:func:`ema`) on top in the same colour; the y axis is
+    logarithmic when the drawn values span more than a factor of 10; with both ``step`` and
+    ``epoch`` in the history the x axis counts steps and a second axis on top marks epochs.
 
     Args:
         history: ``{"loss": [...], "val_loss": [...], "epoch": [...]}`` or the path of a CSV
             log with a header row (empty cells = not logged at that row), such as the
             engine's ``log.csv``, whose metrics are split per ``phase`` (``train/loss``...).
-        path: output ``.png`` file (parent folders are created).
-        keys: the series to draw; default every numeric series except x-axis ones
+        keys: the series to draw; default the total losses (``loss``, ``val_loss``,
+            ``train/loss``, ``val/loss``, not the ``loss_<term>`` parts) when logged, else every
+            series with ``loss`` in its name, else every numeric series except x-axis ones
             (``step``, ``epoch``, ``iteration``, ``iter``).
         x_key: the series used as x; default the first of ``step``, ``epoch``, ``iteration``,
             ``iter`` that is present, else ``1..L`` (a series shorter than ``L`` is drawn
             against ``1..len``).
-        log_y: logarithmic y axis (non-positive values are not drawn).
+        log_y: logarithmic y axis (non-positive values are not drawn); None: automatic, as above.
+        smoothing: EMA weight in [0, 1) for long series; None: 0.9 (0 draws raw lines only).
     Returns:
-        ``Path(path)``.
+        the ``Figure`` (see :func:`plot_loss_curves` to write it).
     """
     if isinstance(history, (str, Path)):
         series = {k: _as_1d(v, f"history[{k!r}]") for k, v in _read_csv_log(Path(history)).items()}
@@ -120,15 +167,17 @@ def plot_loss_curves(
         x_key = next((k for k in X_KEYS if k in series), None)
     elif x_key not in series:
         raise ValueError(f"x_key={x_key!r} is not in history (has {sorted(series)})")
-    names = list(keys) if keys is not None else [k for k in series if k != x_key and k not in X_KEYS]
+    names = list(keys) if keys is not None else _default_keys(series, x_key)
     missing = [k for k in names if k not in series]
     if missing:
         raise ValueError(f"keys {missing} are not in history (has {sorted(series)})")
     if not names:
         raise ValueError("history has no series to plot")
+    weight = 0.9 if smoothing is None else float(smoothing)
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
 
-    fig = Figure(figsize=figsize, dpi=dpi)
-    ax = fig.add_subplot(1, 1, 1)
+    lines: list[tuple[str, np.ndarray, np.ndarray]] = []
     for name in names:
         y = series[name]
         if x_key is not None:
@@ -145,50 +194,88 @@ def plot_loss_curves(
         if not keep.any():
             logger.warning("plot_loss_curves: series %r has no finite values to draw", name)
             continue
-        ax.plot(x[keep], y[keep], label=name, marker="." if keep.sum() < 30 else None)
+        lines.append((name, x[keep], y[keep]))
+    drawn = np.concatenate([y for _, _, y in lines]) if lines else np.zeros(0)
+    if log_y is None:  # automatic: log when positive values span more than a decade
+        log_y = bool(drawn.size) and bool((drawn > 0).all()) and drawn.max() > 10.0 * drawn.min()
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (name, x, y) in enumerate(lines):
+        if log_y:
+            x, y = x[y > 0], y[y > 0]
+        color = f"C{i % 10}"
+        if y.size >= 30 and weight > 0.0:
+            ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(x, ema(y, weight), color=color, linewidth=1.8, label=f"{name} (smoothed)")
+        else:
+            ax.plot(x, y, color=color, label=name, marker="." if y.size < 30 else None)
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(x_key or "index")
-    ax.set_ylabel("value")
-    ax.set_title(title)
+    ax.set_xlabel(
+        {"step": "training step (optimizer updates)", "epoch": "epoch"}.get(x_key or "", x_key or "index")
+    )
+    ax.set_ylabel("loss" if all("loss" in n for n in names) else "value")
+    if x_key == "step" and "epoch" in series:
+        _epoch_axis(ax, series["step"], series["epoch"])
+    fit_title(fig, ax, title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
+    return fig
+
+
+def plot_loss_curves(
+    history: Mapping[str, Sequence[float]] | str | Path,
+    path: str | Path,
+    *,
+    keys: Sequence[str] | None = None,
+    x_key: str | None = None,
+    log_y: bool | None = None,
+    smoothing: float | None = None,
+    title: str = "Training curves",
+    figsize: tuple[float, float] = (6.0, 4.0),
+    dpi: int = 100,
+) -> Path:
+    """:func:`loss_curves_figure` written as a PNG at ``path`` (parent folders are created);
+    returns ``Path(path)``. The arguments are :func:`loss_curves_figure`'s."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png, got {str(path)!r}")
+    fig = loss_curves_figure(
+        history,
+        keys=keys,
+        x_key=x_key,
+        log_y=log_y,
+        smoothing=smoothing,
+        title=title,
+        figsize=figsize,
+        dpi=dpi,
+    )
     return _save(fig, path)
 
 
-def average_precision(recall: Any, precision: Any) -> float:
-    """Area under the precision-recall curve with the precision envelope (all-point, VOC 2010+).
+def _epoch_axis(ax: Any, steps: np.ndarray, epochs: np.ndarray) -> None:
+    """A top x axis with a tick at the first logged step of each epoch, labelled with the epoch."""
+    ok = np.isfinite(steps) & np.isfinite(epochs)
+    ticks: dict[int, float] = {}
+    for s, e in zip(steps[ok], epochs[ok], strict=True):
+        ticks.setdefault(int(e), float(s))
+    if len(ticks) < 2:
+        return
+    top = ax.secondary_xaxis("top")
+    every = max(1, len(ticks) // 10)  # at most ~10 labels
+    shown = sorted(ticks.items())[::every]
+    top.set_xticks([s for _, s in shown], labels=[str(e) for e, _ in shown])
+    top.set_xlabel("epoch", fontsize=9)
 
-    ``recall`` and ``precision`` are ``[R]`` points of one curve (any order of recall);
-    precision at recall r is taken as the best precision at any recall >= r.
-    """
-    r = _as_1d(recall, "recall")
-    p = _as_1d(precision, "precision")
-    order = np.argsort(r, kind="stable")
-    r = np.concatenate(([0.0], r[order], [r.max() if r.size else 0.0]))
-    p = np.concatenate(([0.0], p[order], [0.0]))
-    p = np.maximum.accumulate(p[::-1])[::-1]  # envelope: best precision at this recall or beyond
-    return float(np.sum((r[1:] - r[:-1]) * p[1:]))
 
-
-def plot_pr_curves(
+def pr_curves_figure(
     curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, float]],
-    path: str | Path,
     title: str = "Precision-recall",
     *,
     figsize: tuple[float, float] = (5.0, 5.0),
     dpi: int = 100,
-) -> Path:
-    """Plot precision against recall, one curve per entry, with each curve's AP in the legend.
-
-    Args:
-        curves: ``{name: (recall [R], precision [R])}``, values in [0, 1]; a third element
-            gives the AP to print (e.g. COCO's 101-point AP), else it is computed with
-            ``average_precision`` (all-point envelope).
-        path: output ``.png`` file (parent folders are created).
-    Returns:
-        ``Path(path)``.
-    """
+) -> Figure:
+    """:func:`plot_pr_curves`' figure, not yet written (an HTML report encodes it itself)."""
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("curves must be a non-empty dict {name: (recall, precision)}")
     fig = Figure(figsize=figsize, dpi=dpi)
@@ -213,7 +300,31 @@ def plot_pr_curves(
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left")
-    return _save(fig, path)
+    ax.legend(loc="lower left", fontsize="small" if len(curves) > 6 else None)
+    fit_title(fig, ax, title)
+    return fig
+
+
+def plot_pr_curves(
+    curves: Mapping[str, tuple[Any, Any] | tuple[Any, Any, float]],
+    path: str | Path,
+    title: str = "Precision-recall",
+    *,
+    figsize: tuple[float, float] = (5.0, 5.0),
+    dpi: int = 100,
+) -> Path:
+    """Plot precision against recall, one curve per entry, with each curve's AP in the legend.
+
+    The title is wrapped (and shrunk if need be) to lie wholly inside the figure.
+
+    Args:
+        curves: ``{name: (recall [R], precision [R])}``, values in [0, 1]; a third element
+            gives the AP to print, else it is :func:`average_precision` of the points (COCO's
+            101-point AP: for ``MeanAveragePrecision.pr_curve`` curves, exactly the metric's
+            per-class AP at that IoU threshold).
+        path: output ``.png`` file (parent folders are created).
+    Returns:
+        ``Path(path)``.
+    """
+    return _save(pr_curves_figure(curves, title, figsize=figsize, dpi=dpi), path)

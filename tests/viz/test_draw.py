@@ -185,11 +185,12 @@ def test_default_colors_follow_labels():
     assert [pixel(out, 17, 10), pixel(out, 17, 30), pixel(out, 37, 50)] == [RED, (0, 0, 255), (0, 255, 0)]
 
 
-def test_caption_above_box_when_room_else_inside():
+def test_caption_above_box_when_room_else_below_else_left_out():
     img = torch.zeros(3, 60, 80, dtype=torch.uint8)
     names = Categories(["cat", "dog"])
     box_low = torch.tensor([[10.0, 30.0, 70.0, 55.0]])
-    out = draw_boxes(img, box_low, torch.tensor([2]), torch.tensor([0.87]), names, colors=RED, width=1)
+    out = draw_boxes(img, box_low, torch.tensor([2]), torch.tensor([0.87]), names, colors=RED, width=1,
+                     font_size=11)  # fmt: skip
     above = out[:, :30, :]
     assert (above != 0).any()  # the tag is above the box
     tag = above[:, :, 10:]
@@ -197,11 +198,54 @@ def test_caption_above_box_when_room_else_inside():
     assert (tag > 200).all(0).sum() > 10  # white (anti-aliased) ink on red
     interior = out[:, 31:54, 11:69]
     assert interior.sum() == 0
-    # At the top of the image there is no room above: the tag goes inside the box.
-    out = draw_boxes(
-        img, torch.tensor([[10.0, 0.0, 70.0, 40.0]]), torch.tensor([1]), class_names=["cat", "x"]
-    )
-    assert (out[:, 2:10, 12:40] != 0).any()
+    # At the top of the image there is no room above: the tag goes below the box, not inside.
+    top_box = torch.tensor([[10.0, 0.0, 70.0, 30.0]])
+    out = draw_boxes(img, top_box, torch.tensor([1]), class_names=["cat", "x"], width=1)
+    assert out[:, 1:29, 11:69].sum() == 0  # the object is not covered
+    assert (out[:, 30:45, 10:40] != 0).any()  # the tag is just below
+    # A box filling the image's height: no room above or below, the caption is left out.
+    tall = torch.tensor([[10.0, 0.0, 70.0, 60.0]])
+    plain = draw_boxes(img, tall, colors=RED, width=1)
+    captioned = draw_boxes(img, tall, torch.tensor([1]), class_names=["cat", "x"], colors=RED, width=1)
+    assert torch.equal(plain, captioned)
+
+
+@pytest.mark.parametrize("H, W", [(24, 24), (64, 64), (64, 48), (300, 400), (1080, 1920)])
+def test_caption_never_covers_its_box(H, W):
+    # The rule on every small box at every position: the tag rectangle and the box never overlap.
+    from structpred.viz import caption_font_size, caption_position
+
+    size = caption_font_size(H, W)
+    assert 8 <= size <= 22
+    tag = (4 * size, size + 2)
+    g = torch.Generator().manual_seed(H * W)
+    for _ in range(200):
+        w, h = (int(v) for v in torch.randint(1, 12, (2,), generator=g))
+        x1 = int(torch.randint(0, W - w + 1, (1,), generator=g))
+        y1 = int(torch.randint(0, H - h + 1, (1,), generator=g))
+        box = (x1, y1, x1 + w - 1, y1 + h - 1)
+        where = caption_position(box, tag, (H, W))
+        if where is None:
+            assert y1 - tag[1] < 0 and box[3] + 1 + tag[1] > H  # no room above or below
+            continue
+        x, y = where
+        assert 0 <= x and x + tag[0] <= max(W, tag[0]) and 0 <= y and y + tag[1] <= H
+        rows_overlap = y <= box[3] and box[1] <= y + tag[1] - 1
+        assert not rows_overlap, (box, where)
+
+
+def test_caption_size_scales_with_the_image():
+    from structpred.viz import caption_font_size
+
+    assert caption_font_size(64, 64) == 8
+    assert caption_font_size(480, 640) == 17
+    assert caption_font_size(4000, 6000) == 22
+    small = draw_boxes(torch.zeros(3, 64, 64, dtype=torch.uint8), torch.tensor([[8.0, 30.0, 40.0, 60.0]]),
+                       torch.tensor([1]), class_names=["cat"], colors=RED, width=1)  # fmt: skip
+    big = draw_boxes(torch.zeros(3, 640, 640, dtype=torch.uint8), torch.tensor([[80.0, 300.0, 400.0, 600.0]]),
+                     torch.tensor([1]), class_names=["cat"], colors=RED, width=1)  # fmt: skip
+    tag_rows = lambda out, y: int((out[0, :y] == 255).any(1).sum())  # noqa: E731
+    assert tag_rows(big, 300) > 2 * tag_rows(small, 30)
 
 
 def test_captions_differ_by_name_and_score():
