@@ -8,6 +8,11 @@ placed or declared skipped, every one of ours filled exactly once, every shape e
 
 Supported: torchvision's Faster R-CNN / Mask R-CNN (:mod:`.torchvision_detection`) and FCN /
 DeepLabV3 (:mod:`.torchvision_segmentation`).
+
+Weights files in (fine-tuning): :func:`load_weights` fills a model built by the registry from a
+checkpoint of ours or a torchvision ``state_dict`` file through the same rules, re-initialising
+only the class-dependent tensors (:mod:`.class_dependent`) when the class count differs;
+:func:`freeze` sets ``requires_grad=False`` on the backbone, its first stages or named parts.
 """
 
 from __future__ import annotations
@@ -18,9 +23,23 @@ from dataclasses import dataclass
 from torch import nn
 
 from . import torchvision_detection, torchvision_segmentation
+from .class_dependent import class_dependent_names
+from .freeze import backbone_stages, freeze
+from .load import WeightsReport, load_weights
 from .renamer import Rule, copy_renamed, rename_all
 
-__all__ = ["Converter", "Rule", "copy_renamed", "from_torchvision", "rename_all"]
+__all__ = [
+    "Converter",
+    "Rule",
+    "WeightsReport",
+    "backbone_stages",
+    "class_dependent_names",
+    "copy_renamed",
+    "freeze",
+    "from_torchvision",
+    "load_weights",
+    "rename_all",
+]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ naming the tensors at the first check that fails:
 2. every renamed source lands on a tensor of ours (a ``state_dict`` key of the target);
 3. no two sources land on the same tensor of ours;
 4. every tensor of ours is filled;
-5. every source tensor has the shape of the tensor it fills.
+5. every source tensor has the shape of the tensor it fills, except the tensors of ours named by
+   ``reinit`` (the class-dependent layers when fine-tuning to another number of classes): those
+   keep their own, freshly initialised values when the shapes differ.
 
 Only then is anything copied, so a failed conversion leaves the target untouched. Parameters of
 ours that are filled from a source *parameter* also take its ``requires_grad`` (the same layers
@@ -76,8 +78,10 @@ def copy_renamed(
     rules: Sequence[Rule],
     *,
     skip: Sequence[str] = (),
+    reinit: Sequence[str] = (),
 ) -> dict[str, str]:
-    """Fill every tensor of ``target`` from ``source`` by ``rules``; return ``{source: ours}``.
+    """Fill every tensor of ``target`` from ``source`` by ``rules``; return ``{source: ours}`` for
+    the tensors copied.
 
     Args:
         target: our module; its ``state_dict`` keys are the names to fill, each exactly once.
@@ -86,6 +90,9 @@ def copy_renamed(
         rules: ordered ``(pattern, replacement)`` rules, see :func:`rename_all`.
         skip: patterns of source tensors deliberately not copied (e.g. ``r".*\\.num_batches_tracked"``
             when our frozen batch norm keeps no counter).
+        reinit: patterns (whole name) of *our* tensors that keep their own values when the
+            source's shape differs (left out of the returned mapping); with equal shapes they
+            are copied like the rest.
 
     Raises:
         ValueError: a source tensor without a rule, renamed to a name that is not ours, two
@@ -112,15 +119,19 @@ def copy_renamed(
         shown = _listing([repr(n) for n in unfilled])
         raise ValueError(f"{len(unfilled)} tensor(s) of ours filled by no source tensor: {shown}")
 
+    may_differ = [re.compile(pattern) for pattern in reinit]
+    differ = {src for src, dst in mapping.items() if theirs[src].shape != mine[dst].shape}
+    kept = {src for src in differ if any(p.fullmatch(mapping[src]) for p in may_differ)}
     mismatched = [
         f"{src!r} {tuple(theirs[src].shape)} -> {dst!r} {tuple(mine[dst].shape)}"
         for src, dst in mapping.items()
-        if theirs[src].shape != mine[dst].shape
+        if src in differ and src not in kept
     ]
     if mismatched:
         shown = _listing(mismatched, "; ")
         raise ValueError(f"{len(mismatched)} shape mismatch(es) (source -> ours): {shown}")
 
+    mapping = {src: dst for src, dst in mapping.items() if src not in kept}
     with torch.no_grad():
         for src, dst in mapping.items():
             mine[dst].copy_(theirs[src])

@@ -6,6 +6,8 @@ Supported: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_mobilenet_v3_large_fpn``,
 top-n, NMS and score thresholds, sampler sizes, box coder weights) carried over, and their
 train / eval mode and frozen parameters. The torchvision model is only read (attributes and
 ``state_dict``); nothing here imports torchvision. The family is recognised by its structure.
+A saved ``state_dict`` file goes through the same rules (``recognises_state`` / ``state_rules``,
+used by :func:`~structpred.models.weights.load_weights`), recognised by its tensor names.
 
 torchvision name                                  ->  ours
     backbone.{body,fpn}.*                         ->  the same (our FPN builders use its names)
@@ -20,6 +22,7 @@ torchvision name                                  ->  ours
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from torch import nn
@@ -170,3 +173,33 @@ def convert(tv_model: nn.Module) -> FasterRCNN:
         "converted torchvision %s %s (%d classes + background)", kind, type(model).__name__, num_classes
     )
     return model
+
+
+# ----------------------------------------------------------------- from a state dict file
+_STATE_MARKER = "rpn.head.conv.0.0.weight"  # torchvision's RPN conv sits in Sequential(Conv2dNormActivation)
+
+
+def recognises_state(names: Collection[str]) -> bool:
+    """A torchvision Faster / Mask R-CNN ``state_dict``: its RPN conv and box predictor names."""
+    return _STATE_MARKER in names and "roi_heads.box_predictor.cls_score.weight" in names
+
+
+def state_family(names: Collection[str]) -> str:
+    """``"torchvision Mask R-CNN"`` or ``"torchvision Faster R-CNN"`` from the tensor names."""
+    masks = any(n.startswith("roi_heads.mask_predictor.") for n in names)
+    return "torchvision Mask R-CNN" if masks else "torchvision Faster R-CNN"
+
+
+def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """``(rules, skip)`` to fill our Faster / Mask R-CNN ``model`` from a torchvision state dict
+    with tensors ``names`` (the batch-norm counters are skipped when our norm keeps none).
+
+    Raises:
+        ValueError: ``model`` is not our Faster R-CNN / Mask R-CNN.
+    """
+    if not isinstance(model, FasterRCNN):
+        raise ValueError(
+            f"torchvision detection weights need a Faster / Mask R-CNN, not {type(model).__name__}"
+        )
+    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
+    return RULES, () if counters else (_BN_COUNTER,)

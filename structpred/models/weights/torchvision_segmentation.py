@@ -3,7 +3,9 @@
 Supported: ``fcn_resnet50`` and ``deeplabv3_resnet50`` (any weights, any ``num_classes``, with
 or without ``aux_loss``), with their dilation, ASPP rates, widths and dropout, frozen parameters
 and train / eval mode. The torchvision model is only read (attributes and ``state_dict``);
-nothing here imports torchvision. The family is recognised by its structure.
+nothing here imports torchvision. The family is recognised by its structure. A saved
+``state_dict`` file goes through the same rules (``recognises_state`` / ``state_rules``, used by
+:func:`~structpred.models.weights.load_weights`), recognised by its tensor names.
 
 torchvision name                          ->  ours
     backbone.*                            ->  net.backbone.*                (same ResNet names)
@@ -23,6 +25,7 @@ torchvision model's ``out`` is our ``predictions["logits"]``, its ``aux`` our au
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from torch import nn
@@ -125,3 +128,37 @@ def from_torchvision_segmentation(tv_model: nn.Module) -> AtrousSegmenter:
 
 
 convert = from_torchvision_segmentation
+
+
+# ----------------------------------------------------------------- from a state dict file
+_DEEPLAB_MARKER = "classifier.0.convs.0.0.weight"  # ASPP's 1x1 branch
+
+
+def recognises_state(names: Collection[str]) -> bool:
+    """A torchvision FCN / DeepLabV3 ``state_dict``: a ResNet ``backbone.*`` and ``classifier.4``."""
+    return "backbone.conv1.weight" in names and "classifier.4.weight" in names
+
+
+def state_family(names: Collection[str]) -> str:
+    """``"torchvision DeepLabV3"`` or ``"torchvision FCN"`` from the tensor names."""
+    return "torchvision DeepLabV3" if _DEEPLAB_MARKER in names else "torchvision FCN"
+
+
+def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """``(rules, skip)`` to fill our :class:`AtrousSegmenter` ``model`` from a torchvision FCN /
+    DeepLabV3 state dict with tensors ``names``.
+
+    Raises:
+        ValueError: ``model`` is not an AtrousSegmenter, or its head (ASPP or FCN) is not the file's.
+    """
+    net = getattr(model, "net", None)
+    if not isinstance(model, AtrousSegmenter) or net is None:
+        raise ValueError(
+            f"torchvision segmentation weights need an AtrousSegmenter, not {type(model).__name__}"
+        )
+    deeplab_file = _DEEPLAB_MARKER in names
+    deeplab_model = hasattr(net.head, "aspp")
+    if deeplab_file != deeplab_model:
+        ours = "DeepLabV3 (ASPP)" if deeplab_model else "FCN"
+        raise ValueError(f"the file holds {state_family(names)} weights but the model's head is {ours}")
+    return (DEEPLAB_RULES if deeplab_file else FCN_RULES), ()

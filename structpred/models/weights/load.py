@@ -1,0 +1,229 @@
+"""Weights in from a file: ``load_weights(model, path)`` fills an already built model.
+
+Sources, told apart by the path and the tensor names in the file:
+
+- **ours**: a run directory (its newest ``ckpt-*.json``), a ``ckpt-*.json`` or its
+  ``.safetensors`` file, as :mod:`structpred.engine.checkpoint` writes them (the model's tensors
+  under ``model/``). Read here directly, so the models layer does not import the engine; a test
+  writes a checkpoint with the engine and reads it back with this module.
+- **torchvision**: a ``torch.save(tv_model.state_dict())`` file (``.pth`` / ``.pt``, or a
+  ``.safetensors`` of the same names), read with ``torch.load(weights_only=True)`` (nothing is
+  unpickled that could run code). Faster / Mask R-CNN and FCN / DeepLabV3, renamed by the same
+  rules as :func:`~structpred.models.weights.from_torchvision`. A ``{"model": state_dict, ...}``
+  file (torchvision's reference training scripts) is unwrapped.
+- **timm**: recognised and refused with a clear error (ViT / Swin weights land in a later issue).
+
+Every tensor goes through the one strict renamer (:func:`~.renamer.copy_renamed`): a missing,
+unexpected or differently shaped tensor is an error naming it and both shapes. The one exception
+is the standard fine-tuning recipe: tensors whose shape depends on the number of classes
+(:mod:`.class_dependent`) keep the model's fresh initialisation when their shape differs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import torchvision_detection, torchvision_segmentation
+from .class_dependent import class_dependent_patterns
+from .renamer import Rule, copy_renamed, rename_all
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WeightsReport", "load_weights"]
+
+# The checkpoint format of structpred.engine.checkpoint (tested against it).
+_CKPT_NAME = re.compile(r"^ckpt-(\d+)\.json$")
+_MODEL_PREFIX = "model/"
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+_IDENTITY: tuple[Rule, ...] = ((r"(.+)", r"\1"),)
+# Names only timm's models have (ViT / Swin / ConvNeXt / timm ResNet heads).
+_TIMM_MARKERS = re.compile(
+    r"(?:cls_token|pos_embed|patch_embed\..*|blocks\.0\..*|layers\.0\.blocks\..*|stages\.0\..*)"
+)
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class WeightsReport:
+    """What :func:`load_weights` did; ``str(report)`` is the text the CLI prints."""
+
+    kind: str  # "ours" or "torchvision"
+    file: Path
+    family: str  # e.g. "torchvision Faster R-CNN", "ours: fasterrcnn_narrow_fpn"
+    loaded: int  # tensors copied from the file
+    num_classes: int | None = None  # the model's, when it has one
+    # (our name, our shape, the file's shape) of each re-initialised tensor
+    reinitialised: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+
+    @property
+    def reinitialised_names(self) -> list[str]:
+        """Names of the re-initialised tensors."""
+        return [name for name, _, _ in self.reinitialised]
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.loaded} tensors from {self.file} ({self.family})"]
+        if self.reinitialised:
+            known = self.num_classes is not None
+            plural = "" if self.num_classes == 1 else "es"
+            what = f"for {self.num_classes} class{plural}" if known else "(class count differs)"
+            shapes = ", ".join(
+                f"{name} {list(mine)} (file: {list(theirs)})" for name, mine, theirs in self.reinitialised
+            )
+            lines.append(f"re-initialised {what}: {shapes}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _checkpoint_json(path: Path) -> Path:
+    """The newest ``ckpt-*.json`` in the run directory ``path``."""
+    found = [p for p in path.iterdir() if _CKPT_NAME.match(p.name)]
+    if not found:
+        raise ValueError(f"{path}: no checkpoint (ckpt-*.json) in this directory")
+    return max(found, key=lambda p: int(_CKPT_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def _read_torch(path: Path) -> dict[str, Tensor]:
+    """A ``torch.save``d state dict (or ``{"model": state_dict, ...}``), without unpickling code."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, a pickled Module, not a torch file at all...
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path}: not a readable torch.save state dict ({type(err).__name__}: {first})"
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"{path}: expected a state dict (tensor name -> tensor), got {type(obj).__name__}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise ValueError(f"{path}: not a state dict: entries {bad[:5]} are not name -> tensor")
+    return dict(obj)
+
+
+def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
+    """``(kind, file read, tensors, checkpoint state)``; kind ``"ours"`` or ``"state_dict"``."""
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or directory")
+    if path.is_dir():
+        path = _checkpoint_json(path)
+    if path.suffix == ".json":
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read checkpoint state ({err})") from err
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: not a checkpoint state (a JSON object), got {type(meta).__name__}")
+        weights = path.with_name(str(meta.get("weights", path.with_suffix(".safetensors").name)))
+        tensors = _read_safetensors(weights)
+        if not any(k.startswith(_MODEL_PREFIX) for k in tensors):
+            raise ValueError(f"{weights}: no model tensors ({_MODEL_PREFIX}...) in this checkpoint")
+        return "ours", weights, tensors, meta
+    if path.suffix == ".safetensors":
+        tensors = _read_safetensors(path)
+        if any(k.startswith(_MODEL_PREFIX) for k in tensors):
+            state = path.with_suffix(".json")
+            try:
+                meta = json.loads(state.read_text()) if state.is_file() else {}
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                meta = {}  # the tensors are complete without it; only the report's family name is lost
+            return "ours", path, tensors, meta if isinstance(meta, dict) else {}
+        return "state_dict", path, tensors, {}
+    if path.suffix in _TORCH_SUFFIXES:
+        return "state_dict", path, _read_torch(path), {}
+    raise ValueError(
+        f"{path}: not a weights file; expected a run directory, ckpt-*.json, .safetensors, "
+        f"or a torch.save state dict ({', '.join(_TORCH_SUFFIXES)})"
+    )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _torchvision_plan(
+    model: nn.Module, names: Collection[str], file: Path
+) -> tuple[str, tuple[Rule, ...], tuple[str, ...]]:
+    """``(family, rules, skip)`` for a plain state dict, by its tensor names and our model."""
+    for module in (torchvision_detection, torchvision_segmentation):
+        if module.recognises_state(names):
+            family = module.state_family(names)
+            try:
+                rules, skip = module.state_rules(model, names)
+            except ValueError as err:
+                raise ValueError(
+                    f"{file}: {family} weights do not fit {type(model).__name__}: {err}"
+                ) from None
+            return family, rules, skip
+    if any(_TIMM_MARKERS.fullmatch(n) for n in names):
+        raise ValueError(
+            f"{file}: looks like timm weights ({sorted(names)[0]}, ...); timm weights are not "
+            "supported yet (ViT / Swin backbones land in a later issue)"
+        )
+    shown = ", ".join(sorted(names)[:4])
+    raise ValueError(
+        f"{file}: a state dict of no supported family ({shown}, ...); supported: our checkpoints, "
+        f"torchvision {torchvision_detection.SUPPORTED}, torchvision {torchvision_segmentation.SUPPORTED}"
+    )
+
+
+def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
+    """Fill ``model`` (built with the user's number of classes) from the weights file ``path``.
+
+    ``path``: a run directory, ``ckpt-*.json`` / ``.safetensors`` of ours, or a torchvision
+    ``state_dict`` file (``.pth`` / ``.pt``). Tensors that depend on the number of classes keep
+    the model's fresh initialisation when the file's shape differs; every other tensor must
+    match by name and shape. On error nothing is copied.
+
+    Raises:
+        ValueError: no such file, not a weights file, a truncated or unreadable file, timm
+            weights (not yet supported), a state dict of another family, or a missing /
+            unexpected / differently shaped tensor (named, with both shapes).
+    """
+    path = Path(path)
+    kind, file, tensors, meta = _read(path)
+    if kind == "ours":
+        state = {k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        name = config.get("model_name") if config else None
+        family, rules = f"ours: {name}" if name else "ours", _IDENTITY
+        skip: tuple[str, ...] = ()
+    else:
+        state = tensors
+        family, rules, skip = _torchvision_plan(model, state, file)
+        kind = "torchvision"
+    reinit = class_dependent_patterns(model)
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        copied = copy_renamed(model, state, rules, skip=skip, reinit=reinit)
+    except ValueError as err:
+        raise ValueError(f"{file} ({family}) does not fit {type(model).__name__}: {err}") from err
+    renamed = rename_all(state, rules, skip)
+    kept = {dst: tuple(state[src].shape) for src, dst in renamed.items() if src not in copied}
+    reinitialised = [(dst, shape, kept[dst]) for dst, shape in mine.items() if dst in kept]  # our order
+    num_classes = getattr(model, "num_classes", None)
+    report = WeightsReport(
+        kind, file, family, len(copied), num_classes if isinstance(num_classes, int) else None, reinitialised
+    )
+    logger.info("%s", report)
+    return report
