@@ -1,24 +1,93 @@
-"""The data flags shared by ``train``, ``eval`` (private): ``--data`` and ``--data-arg``."""
+"""The data flags shared by ``train``, ``eval`` (private): ``--data``, ``--data-arg``,
+``--val-fraction`` and ``--split-seed``.
+
+Data on disk (``coco:``, ``voc:``, ``yolo:``, ``masks:``) is read for the model's task: boxes for
+a detector, instance masks for an instance segmenter, label maps for a semantic segmenter. The
+task comes from ``--model`` (train) or the checkpoint's model (eval) and is passed to
+:func:`structpred.data.registry.build_dataset` as ``task``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 from ._common import key_values
 
 DATA_HELP = (
     "shapes | digits | digits-distorted | digit-canvas | trees | nuclei | shakespeare | japanese-vowels "
-    "| sunspots | adding | coco:DIR | voc:DIR | yolo:DIR"
+    "| sunspots | adding | coco:DIR|FILE.json | voc:DIR | yolo:DIR|FILE.yaml | masks:DIR "
+    "(layouts on disk: docs/data.md)"
 )
 
 
 def add_data_arguments(p: argparse.ArgumentParser, *, required: bool, default_help: str = "") -> None:
-    """``--data SPEC`` and ``--data-arg K=V`` on ``p``."""
+    """``--data SPEC``, ``--data-arg K=V``, ``--val-fraction F`` and ``--split-seed N`` on ``p``."""
     p.add_argument("--data", required=required, default=None, help=DATA_HELP + default_help)
     p.add_argument("--data-arg", action="append", metavar="K=V", help="dataset keyword argument")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="data on disk without a val split: this fraction of train, chosen with --split-seed, "
+        "is the val split (refused for data with its own val) (default: the data's own splits)",
+    )
+    p.add_argument(
+        "--split-seed", type=int, default=0, metavar="N", help="seed of --val-fraction's choice (default: 0)"
+    )
+
+
+def split_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"val_fraction": F, "split_seed": N}`` when ``--val-fraction`` is given, else ``{}``."""
+    fraction = getattr(args, "val_fraction", None)
+    if fraction is None:
+        return {}
+    return {"val_fraction": fraction, "split_seed": getattr(args, "split_seed", 0)}
+
+
+def _checkpoint_model(path: str) -> str | None:
+    """The model name a checkpoint (run directory or ``ckpt-*.json``) records, or None."""
+    from ..engine import checkpoint as ckpt
+
+    target = Path(path)
+    if target.is_dir():
+        newest = ckpt.latest_checkpoint(target)
+        if newest is None:
+            return None
+        target = newest
+    try:
+        name = json.loads(target.with_suffix(".json").read_text())["config"]["model_name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the engine reports an unreadable checkpoint itself
+    return name if isinstance(name, str) else None
+
+
+def task_name(args: argparse.Namespace) -> str | None:
+    """The task of ``--model`` (or of ``--checkpoint``'s model), or None when unknown."""
+    from ..tasks import task_of
+
+    model = getattr(args, "model", None)
+    if model is None and getattr(args, "checkpoint", None):
+        model = _checkpoint_model(args.checkpoint)
+    if model is None:
+        return None
+    try:
+        return task_of(model).name
+    except (ValueError, KeyError):
+        return None  # an unknown model is reported where the model is built
 
 
 def data_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The dataset keyword arguments the data flags ask for."""
-    return key_values(args.data_arg, "--data-arg")
+    """The dataset keyword arguments the data flags ask for (``--data-arg`` values, the split
+    options, and for data on disk the model's ``task``)."""
+    kwargs = key_values(args.data_arg, "--data-arg")
+    kwargs.update(split_options(args))
+    data = getattr(args, "data", None) or ""
+    if data.partition(":")[0] in ("coco", "voc", "yolo", "masks") or getattr(args, "checkpoint", None):
+        task = task_name(args)
+        if task is not None:
+            kwargs.setdefault("task", task)
+    return kwargs

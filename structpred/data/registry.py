@@ -6,14 +6,15 @@ Specs: ``shapes`` (the built-in shapes world), its pairs and clips ``shapes-flow
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
 ``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
-(StarDist's DSB 2018 image), and files on disk: ``coco:DIR``, ``voc:DIR``, ``yolo:DIR`` —
-a directory laid out as ``structpred data export`` writes it (see :mod:`structpred.data.export`).
+(StarDist's DSB 2018 image), and files on disk in the layouts users have (trees in
+``docs/data.md``; :mod:`structpred.data.layouts`): ``coco:DIR|FILE.json`` (COCO tree, labelling
+tool exports), ``voc:DIR`` (VOC devkit), ``yolo:DIR|FILE.yaml`` (Ultralytics ``data.yaml``),
+``masks:DIR`` (image + label-map folders); ``structpred data export`` writes the first three.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -70,11 +71,9 @@ def _nuclei(split: str, arg: str, **kw: Any) -> Dataset:
 
 def _files(fmt: str) -> Callable[..., Dataset]:
     def build(split: str, arg: str, **kw: Any) -> Dataset:
-        if not arg:
-            raise ValueError(f"--data {fmt}:DIR needs a directory, e.g. {fmt}:out/shapes-{fmt}")
-        from .export import open_export
+        from .layouts import open_layout
 
-        return open_export(Path(arg), fmt, split, **kw)
+        return open_layout(fmt, arg, split, **kw)
 
     return build
 
@@ -105,15 +104,40 @@ BUILDERS: dict[str, Callable[..., Dataset]] = {
     "coco": _files("coco"),
     "voc": _files("voc"),
     "yolo": _files("yolo"),
+    "masks": _files("masks"),
 }
+FILE_SPECS = ("coco", "voc", "yolo", "masks")
 
 
-def build_dataset(spec: str, split: str, **kwargs: Any) -> Dataset:
+def build_dataset(
+    spec: str,
+    split: str,
+    *,
+    task: str | None = None,
+    val_fraction: float | None = None,
+    split_seed: int = 0,
+    **kwargs: Any,
+) -> Dataset:
     """The dataset named by ``spec`` (``name`` or ``name:argument``), its ``split``.
 
-    Extra keyword arguments go to the dataset's constructor (e.g. ``num_images`` for shapes).
+    Extra keyword arguments go to the dataset's constructor (e.g. ``num_images`` for shapes;
+    ``target`` or ``on_error`` for data on disk). ``task`` (the model's task name) tells data on
+    disk which targets to give (boxes, instance masks, label maps); built-in data ignore it.
+    ``val_fraction`` / ``split_seed`` carve a deterministic val split out of the train split of
+    data on disk that has none (:mod:`structpred.data.layouts.splits`); built-in data have
+    their own splits and refuse it.
     """
     name, _, arg = spec.partition(":")
     if name not in BUILDERS:
-        raise ValueError(f"unknown dataset {spec!r}; known: {', '.join(BUILDERS)} (coco/voc/yolo take :DIR)")
+        raise ValueError(
+            f"unknown dataset {spec!r}; known: {', '.join(BUILDERS)} (coco/voc/yolo/masks take :PATH)"
+        )
+    if name in FILE_SPECS:
+        split_kw = {"task": task, "val_fraction": val_fraction, "split_seed": split_seed}
+        return BUILDERS[name](split, arg, **split_kw, **kwargs)
+    if val_fraction is not None:
+        raise ValueError(
+            f"--val-fraction is for data on disk without a val split (coco:, voc:, yolo:, masks:); "
+            f"{name!r} has its own splits"
+        )
     return BUILDERS[name](split, arg, **kwargs)

@@ -1,14 +1,19 @@
 """YOLO (Darknet / Ultralytics) detection datasets: ``data.yaml`` + one ``.txt`` per image.
 
-Layout: ``data.yaml`` holds ``names`` (a list, or a dict ``{0: name, ...}`` with keys
-``0..K-1``), optionally ``nc`` and ``path``, and per split (``train``/``val``/``test``) a
-directory of images, a ``.txt`` list of image paths, or a list of those, relative to ``path``
-(itself relative to the yaml's directory; default that directory). The labels of
+Layout (as Ultralytics reads it): ``data.yaml`` holds ``names`` (a list, or a dict
+``{0: name, ...}`` with keys ``0..K-1``), optionally ``nc`` and ``path``, and per split
+(``train``/``val``/``test``; ``valid`` is read as ``val`` when there is no ``val``) a directory of
+images (searched recursively), a ``.txt`` list of image paths, or a list of those, relative to
+``path`` (itself relative to the yaml's directory; default that directory). A relative split path
+starting with ``../`` that does not exist is retried without it, as Ultralytics does for
+Roboflow's ``train: ../train/images``. In a ``.txt`` list, ``./x.jpg`` is relative to the list's
+folder, other relative lines to ``path`` (then the list's folder). The labels of
 ``.../images/<rest>/x.jpg`` are in ``.../labels/<rest>/x.txt`` (the last ``images`` component is
 replaced, as Ultralytics does); a missing label file means an image without objects.
 
 Convention: a label line is ``class cx cy w h``, class ``c`` in ``0..K-1`` (label ``c + 1``),
-centre and size normalised by the image width/height, each in ``[0, 1]`` (1e-6 of float slack).
+centre and size normalised by the image width/height, each in ``[0, 1]`` (1e-6 of float slack);
+a segment line ``class x1 y1 x2 y2 ...`` (at least 3 points) gives the box around its points.
 Boxes are then checked like every reader's (1 px overshoot clipped). Image sizes come from the
 image headers. Writing normalises in float64 and prints ``repr`` floats, so a written box reads
 back within float32 rounding (< 1e-3 px for images up to 10,000 px).
@@ -66,12 +71,13 @@ def _categories(data: dict[str, Any], path: Path) -> Categories:
     names = data.get("names")
     if isinstance(names, dict):
         try:
-            keys = sorted(as_int(k, "class index") for k in names)
+            by_index = {as_int(k, "class index"): v for k, v in names.items()}
         except ValueError as err:
             raise ValueError(f"{path}: names: {err}") from err
+        keys = sorted(by_index)
         if keys != list(range(len(names))):
             raise ValueError(f"{path}: names keys must be the class indices 0..{len(names) - 1}, got {keys}")
-        names = [names[k] if k in names else names[str(k)] for k in keys]
+        names = [by_index[k] for k in keys]
     if not isinstance(names, list) or not names or not all(isinstance(n, str | int) for n in names):
         raise ValueError(f"{path}: 'names' must be a non-empty list (or dict) of class names")
     if "nc" in data and data["nc"] != len(names):
@@ -88,21 +94,40 @@ def _dataset_dir(data: dict[str, Any], yaml_path: Path) -> Path:
     return yaml_path.parent / base
 
 
+def _split_path(base: Path, source: str) -> Path:
+    target = base / source
+    if not target.exists() and source.startswith("../") and (base / source[3:]).exists():
+        return base / source[3:]  # Roboflow's "../train/images" beside the yaml (Ultralytics' rule)
+    return target
+
+
+def _list_file(target: Path, base: Path) -> list[Path]:
+    try:
+        lines = [line.strip() for line in target.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{target}: cannot read image list: {err}") from err
+    out = []
+    for line in (line for line in lines if line):
+        if line.startswith("./"):
+            out.append(target.parent / line[2:])
+        elif Path(line).is_absolute() or (base / line).is_file() or not (target.parent / line).is_file():
+            out.append(base / line)  # an absolute line stays absolute
+        else:
+            out.append(target.parent / line)
+    return out
+
+
 def _image_files(source: object, base: Path, yaml_path: Path) -> list[Path]:
     """Image paths of one split entry (directory, list file, or a list of those)."""
     if isinstance(source, list):
         return [p for item in source for p in _image_files(item, base, yaml_path)]
-    if not isinstance(source, str):
+    if not isinstance(source, str) or not source:
         raise ValueError(f"{yaml_path}: split entries must be paths, got {source!r}")
-    target = base / source
+    target = _split_path(base, source)
     if target.is_dir():
         return sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if target.is_file() and target.suffix == ".txt":
-        try:
-            lines = [line.strip() for line in target.read_text(encoding="utf-8").splitlines()]
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{target}: cannot read image list: {err}") from err
-        return [base / line for line in lines if line]
+        return _list_file(target, base)
     raise ValueError(f"{yaml_path}: split path {target} is neither a directory nor a .txt list")
 
 
@@ -118,14 +143,22 @@ def label_path(image: Path) -> Path:
 
 def _read_line(line: str, num_classes: int, height: int, width: int) -> tuple[int, list[float]]:
     fields = line.split()
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 fields 'class cx cy w h', got {len(fields)}")
+    if len(fields) != 5 and (len(fields) < 7 or len(fields) % 2 == 0):
+        raise ValueError(
+            f"expected 5 fields 'class cx cy w h' or a segment 'class x1 y1 x2 y2 x3 y3 ...' (7, 9, ... "
+            f"fields), got {len(fields)}"
+        )
     cls = as_int(fields[0], "class")
     if not 0 <= cls < num_classes:
         raise ValueError(f"class {cls} outside 0..{num_classes - 1}")
-    cx, cy, w, h = (as_number(v, "coordinate") for v in fields[1:])
-    if not all(-_SLACK <= v <= 1 + _SLACK for v in (cx, cy, w, h)):
-        raise ValueError(f"normalised values must be in [0, 1], got {[cx, cy, w, h]}")
+    values = [as_number(v, "coordinate") for v in fields[1:]]
+    if not all(-_SLACK <= v <= 1 + _SLACK for v in values):
+        raise ValueError(f"normalised values must be in [0, 1], got {values[:8]}")
+    if len(fields) == 5:
+        cx, cy, w, h = values
+    else:  # a segment: the box around its points
+        xs, ys = values[0::2], values[1::2]
+        cx, cy, w, h = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
     if w <= 0 or h <= 0:
         raise ValueError(f"width and height must be positive, got w={w}, h={h}")
     box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
@@ -167,6 +200,18 @@ def _record(image: Path, index: int, root: Path, num_classes: int, on_error: str
     )
 
 
+def yolo_splits(root: str | Path) -> list[str]:
+    """The splits a YOLO dataset's yaml names (``valid`` reads as ``val``)."""
+    yaml_path = _yaml_path(Path(root))
+    data = _load_yaml(yaml_path)
+    _categories(data, yaml_path)  # a yaml with bad names fails here, before any split is read
+    found = {_SPLIT_KEYS.get(k, k) for k in data if k in _SPLIT_KEYS and data[k] is not None}
+    return sorted(found)
+
+
+_SPLIT_KEYS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
 def read_yolo(
     root: str | Path, split: str = "train", on_error: str = "raise"
 ) -> tuple[list[ImageRecord], Categories]:
@@ -182,10 +227,13 @@ def read_yolo(
     yaml_path = _yaml_path(Path(root))
     data = _load_yaml(yaml_path)
     categories = _categories(data, yaml_path)
-    if split not in data or data[split] is None:
-        known = [s for s in ("train", "val", "test") if data.get(s) is not None]
+    key = split
+    if data.get(split) is None and split == "val":
+        key = next((k for k in ("valid", "validation") if data.get(k) is not None), split)
+    if data.get(key) is None:
+        known = [s for s in _SPLIT_KEYS if data.get(s) is not None]
         raise ValueError(f"{yaml_path}: no split {split!r}; splits present: {known}")
-    images = _image_files(data[split], _dataset_dir(data, yaml_path), yaml_path)
+    images = _image_files(data[key], _dataset_dir(data, yaml_path), yaml_path)
     records = []
     for index, image in enumerate(images):
         try:

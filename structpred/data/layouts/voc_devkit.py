@@ -1,0 +1,127 @@
+"""Pascal VOC on disk: the devkit layout (private; see docs/data.md).
+
+``voc:DIR`` is the ``VOC20xx`` folder itself, or a folder holding one (``DIR/VOCdevkit/VOC2012``,
+``DIR/VOC2007``). Inside: ``Annotations/*.xml``, ``JPEGImages/``, ``ImageSets/Main/<split>.txt``
+(boxes) and ``SegmentationClass/*.png`` with ``ImageSets/Segmentation/<split>.txt`` (label maps:
+palette PNGs, 0 = background, 255 = ignore). Without the ``ImageSets`` folder every file is read
+as unsplit data. Classes: the lines of ``classes.txt``, ``labels.txt`` or CVAT's
+``labelmap.txt`` (``name:r,g,b::``) in the VOC folder, a first ``background`` line being class
+0; otherwise the 20 standard classes. ``structpred data export --format voc`` writes this layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..datasets import DetectionFiles
+from ..formats.voc import VOC_CLASSES, read_voc_dir
+from .checks import check_image_files, find_image, read_lines
+from .labelmaps import MAX_CLASSES, LabelMapFiles, check_range, scan_masks
+from .splits import UNSPLIT, canonical
+
+CLASS_FILES = ("classes.txt", "labels.txt", "labelmap.txt")
+BACKGROUND = ("background", "_background_", "__background__")
+
+
+def _is_voc(folder: Path) -> bool:
+    return (folder / "Annotations").is_dir() or (folder / "SegmentationClass").is_dir()
+
+
+def voc_root(arg: Path) -> Path:
+    """The ``VOC20xx`` folder of ``voc:ARG``; ``ValueError`` if there is none or several."""
+    if not arg.is_dir():
+        raise ValueError(f"voc:{arg}: not a directory")
+    if _is_voc(arg):
+        return arg
+    folders = sorted(arg.glob("VOCdevkit/*")) + sorted(arg.glob("*"))
+    candidates = [p for p in folders if p.is_dir() and _is_voc(p)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        names = ", ".join(str(p.relative_to(arg)) for p in candidates)
+        raise ValueError(f"voc:{arg}: several VOC folders ({names}); name one, e.g. voc:{candidates[-1]}")
+    raise ValueError(
+        f"voc:{arg}: no VOC layout (expected Annotations/ or SegmentationClass/ with JPEGImages/, "
+        "here or in VOCdevkit/VOC20xx/)"
+    )
+
+
+def class_names(root: Path) -> tuple[list[str], str]:
+    """Names of classes 1..K and where they came from (a class file, or the 20 VOC classes)."""
+    for name in CLASS_FILES:
+        path = root / name
+        if not path.is_file():
+            continue
+        lines = [line for line in read_lines(path) if not line.startswith("#")]
+        names = [line.split(":")[0].strip() if name == "labelmap.txt" else line for line in lines]
+        if names and names[0].lower() in BACKGROUND:
+            names = names[1:]
+        if not names or len(set(names)) != len(names) or not all(names):
+            raise ValueError(f"{path}: class names must be non-empty and unique, got {names}")
+        if len(names) >= MAX_CLASSES:
+            raise ValueError(f"{path}: {len(names)} classes; label maps hold at most {MAX_CLASSES - 1}")
+        return names, str(path)
+    return list(VOC_CLASSES), "the 20 Pascal VOC classes"
+
+
+def available(root: Path, kind: str) -> list[str]:
+    """Splits a VOC folder holds for ``kind`` (``'Main'`` or ``'Segmentation'``)."""
+    folder = root / "ImageSets" / kind
+    if not folder.is_dir():
+        return [UNSPLIT]
+    splits = [canonical(p.stem) for p in folder.glob("*.txt") if "_" not in p.stem]
+    return sorted(set(splits)) or [UNSPLIT]
+
+
+def _image_set(root: Path, kind: str, split: str) -> Path | None:
+    if split == UNSPLIT:
+        return None
+    for path in sorted((root / "ImageSets" / kind).glob("*.txt")):
+        if "_" not in path.stem and canonical(path.stem) == split:
+            return path
+    raise ValueError(f"{root / 'ImageSets' / kind}: no {split}.txt")
+
+
+def open_boxes(root: Path, split: str, on_error: str = "raise") -> DetectionFiles:
+    """One split of the VOC folder's boxes, every image checked."""
+    names, _ = class_names(root)
+    image_set = _image_set(root, "Main", split)
+    records, categories = read_voc_dir(root / "Annotations", names, on_error=on_error, image_set=image_set)
+    images = root / "JPEGImages"
+    for record in records:
+        path = images / record.file_name
+        if not path.is_file():  # some tools write <filename> without or with another suffix
+            found = find_image(images, Path(record.file_name).stem)
+            if found is None:
+                raise ValueError(
+                    f"{root / 'Annotations'}: <filename> {record.file_name!r} not found in {images} "
+                    f"(tried it and {Path(record.file_name).stem}.jpg/.png/...)"
+                )
+            record.file_name = found.name
+    return check_image_files(DetectionFiles(records, categories, images), f"{root / 'Annotations'}")
+
+
+def open_label_maps(root: Path, split: str) -> LabelMapFiles:
+    """One split of the VOC folder's ``SegmentationClass`` label maps, every pair checked."""
+    names, source = class_names(root)
+    masks = root / "SegmentationClass"
+    if not masks.is_dir():
+        raise ValueError(f"{root}: no SegmentationClass/ folder (label maps for semantic segmentation)")
+    image_set = _image_set(root, "Segmentation", split)
+    if image_set is None:
+        stems = sorted(p.stem for p in masks.glob("*.png"))
+    else:
+        stems = [line.split()[0] for line in read_lines(image_set)]
+    pairs = []
+    for stem in stems:
+        image = find_image(root / "JPEGImages", stem)
+        where = f"{image_set}: {stem!r}" if image_set is not None else f"{masks / stem}.png"
+        if image is None:
+            raise ValueError(f"{where}: no image {stem}.jpg/.png/... in {root / 'JPEGImages'}")
+        mask = masks / f"{stem}.png"
+        if not mask.is_file():
+            raise ValueError(f"{where}: label map {mask} not found")
+        pairs.append((image, mask))
+    maxima, _ = scan_masks(pairs)
+    check_range(pairs, maxima, len(names) + 1, source)
+    return LabelMapFiles(pairs, names, len(names) + 1)
