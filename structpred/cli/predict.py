@@ -1,17 +1,47 @@
-"""``structpred predict``: run a trained model on images; its task's outputs under ``--out``."""
+"""``structpred predict``: run a trained model on images, videos or a dataset's split; its task's
+outputs under ``--out`` (docs/predict.md)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
+
+from ._data_args import add_data_arguments, data_kwargs
+
+EXAMPLES = """examples:
+  structpred predict --checkpoint out/run photos/ --out out/pred
+  structpred predict --checkpoint out/run "shots/**/*.jpg" clip.mp4 --video-out
+  structpred predict --checkpoint out/run --data coco:data/coco --split val --score-threshold 0
+  structpred predict --checkpoint out/run val2017/ --coco-json annotations/instances_val2017.json
+"""
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
-    """Predict; print where the outputs went."""
+    """Predict; print what was written where."""
     from ..engine.predict import predict_images
 
-    path = predict_images(args.checkpoint, args.images, args.out, args.score_threshold, args.device)
-    print(f"pictures and {path.name} in {path.parent}")
+    path = predict_images(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        args.score_threshold,
+        args.device,
+        args.batch_size,
+        data=args.data,
+        split=args.split,
+        data_kwargs=data_kwargs(args),
+        coco_json=args.coco_json,
+        video_out=args.video_out,
+        progress=not args.no_progress,
+    )
+    out = path.parent
+    items = json.loads((out / "images.json").read_text(encoding="utf-8"))
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    pictures = sum(1 for i in items if "output" in i)
+    videos = sorted(p.name for p in out.rglob("*_annotated.mp4"))
+    written = [f"{pictures} pictures", f"{path.name} ({len(rows)} rows)", "images.json", *videos]
+    print(f"{len(items)} images/frames -> {out}: {', '.join(written)}")
     return 0
 
 
@@ -19,17 +49,51 @@ def add_parser(sub: Any) -> None:
     """Declare ``predict``."""
     p = sub.add_parser(
         "predict",
-        help="run a trained model on images: its task's outputs (drawn PNGs + COCO results json, "
-        "label-map PNGs, classes) under --out",
+        help="run a trained model on images, videos or a dataset split: its task's outputs (drawn PNGs + "
+        "COCO results json, label-map PNGs, classes) under --out",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="run directory or ckpt-*.json")
-    p.add_argument("images", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="image or video files (.mp4 .avi .mov .mkv .webm), folders (searched recursively) or glob "
+        "patterns; or none with --data",
+    )
     p.add_argument(
         "--out",
         default=None,
         help="output folder; mirrors the inputs' sub-folders, never beside them "
         "(default: a new numbered folder under out/predict)",
     )
-    p.add_argument("--score-threshold", type=float, default=0.5, help="draw boxes at or above this score")
+    add_data_arguments(p, required=False, default_help=" — predict on that split's images; results carry "
+                       "its image and category ids (instead of INPUTs)")  # fmt: skip
+    p.add_argument("--split", default="val", help="the --data split (default: %(default)s)")
+    p.add_argument(
+        "--coco-json",
+        default=None,
+        metavar="FILE",
+        help="a COCO json naming the INPUT images: results use its image ids (matched by file name) "
+        "and its category ids (checked against the checkpoint's)",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="draw detections at or above this score; the json keeps all (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="images or frames per forward pass (default: 4)")
+    p.add_argument(
+        "--video-out",
+        action="store_true",
+        help="also encode each video's drawn frames as <out>/<video stem>_annotated.mp4",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, a few lines in a log)",
+    )
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)

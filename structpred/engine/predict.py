@@ -1,8 +1,12 @@
-"""``structpred predict``: a trained model on input files -> its task's outputs under ``out_dir``.
+"""``structpred predict``: a trained model on images, folders, globs, videos or a dataset's split
+-> its task's outputs under ``out_dir``.
 
-What is written depends on the model's task (:meth:`structpred.tasks.base.Task.predict_files`):
-drawn PNGs and a COCO results json for detection and instance segmentation, label-map PNGs for
-semantic segmentation, a json of classes for classification.
+What is written depends on the model's task (:meth:`structpred.tasks.base.Task.predict_batch`,
+written out by :mod:`structpred.tasks.predict_loop`): drawn PNGs and a COCO results json for
+detection and instance segmentation, label-map PNGs for semantic segmentation, a json of classes
+for classification; per frame for a video. With a COCO split (``data="coco:DIR"``) or a COCO
+json naming the images (``coco_json``), the results carry the data's own image and category ids
+(:mod:`structpred.tasks.coco_ids`), so pycocotools scores them unchanged.
 """
 
 from __future__ import annotations
@@ -10,15 +14,52 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..data.registry import build_dataset
 from ..tasks import task_of
 from ..tasks.base import PredictJob
+from ..tasks.coco_ids import checked_category_ids, image_ids_by_file_name
 from ..tasks.outputs import expand_inputs, next_run_folder, output_stems
+from ..tasks.predict_loop import probe_inputs
+from ..tasks.video_frames import is_video
 from .run import load_model
 
 logger = logging.getLogger(__name__)
+
+
+def _image_files(dataset: Any) -> tuple[list[Path], list[int]] | None:
+    """The image file and image id of each item of ``dataset`` (a dataset of image files with
+    ``records`` and ``image_path``, possibly inside views that keep ``base`` and ``indices``);
+    None for other datasets. ``vars`` is read, not attributes: views forward those to the base."""
+    indices: list[int] | None = None
+    while "records" not in vars(dataset) or not hasattr(dataset, "image_path"):
+        own = vars(dataset)
+        base = own.get("base", own.get("dataset"))
+        if base is None:
+            return None
+        if isinstance(own.get("indices"), Sequence):  # a view of some items of its base
+            view = [int(i) for i in own["indices"]]
+            indices = view if indices is None else [view[i] for i in indices]
+        dataset = base
+    chosen = range(len(dataset.records)) if indices is None else indices
+    return [Path(dataset.image_path(i)) for i in chosen], [int(dataset.records[i].image_id) for i in chosen]
+
+
+def _dataset_inputs(data: str, split: str, data_kwargs: dict[str, Any]) -> tuple[list[Path], list[int], Any]:
+    """The image files of ``data``'s ``split``, their image ids and the category table."""
+    dataset = build_dataset(data, split, **data_kwargs)
+    files = _image_files(dataset)
+    if files is None:
+        raise ValueError(
+            f"--data {data}: not a dataset of image files with records (predict reads coco:, voc: or "
+            "yolo: data; give the image files instead)"
+        )
+    if not files[0]:
+        raise ValueError(f"--data {data}: the {split!r} split holds no image")
+    return files[0], files[1], getattr(dataset, "categories", None)
 
 
 def predict_images(
@@ -28,25 +69,56 @@ def predict_images(
     score_threshold: float = 0.5,
     device: str | None = None,
     batch_size: int = 4,
+    *,
+    data: str | None = None,
+    split: str = "val",
+    data_kwargs: dict[str, Any] | None = None,
+    coco_json: str | Path | None = None,
+    video_out: bool = False,
+    progress: bool = True,
 ) -> Path:
-    """Run the checkpoint's model on ``images`` (files, folders, globs); returns the path of
-    ``predictions.json``.
+    """Run the checkpoint's model on ``images`` (files, folders, globs; images and videos) or on
+    the images of ``data``'s ``split``; returns the path of ``predictions.json``.
 
     Outputs go under ``out_dir`` (None: a new numbered folder under ``out/predict``), mirroring
-    the inputs' sub-folders (:mod:`structpred.tasks.outputs`). Raises ``ValueError`` for no
-    images, a missing or unreadable image (naming it), an ``out_dir`` that would put outputs
-    beside the inputs, or a task that does not read image files.
+    the inputs' sub-folders (:mod:`structpred.tasks.outputs`). ``coco_json`` maps the image
+    files to that json's image ids by file name. Raises ``ValueError`` — before the model loads
+    for the inputs — for no or unreadable inputs (naming the file), an ``out_dir`` that would
+    put outputs beside the inputs, categories that disagree with the checkpoint's, or a task
+    that does not read images.
     """
-    if not images:
-        raise ValueError("no images given to predict on")
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-    paths = expand_inputs(images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    categories, where = None, ""
+    image_ids: list[int] = []
+    if data is not None:
+        if images or coco_json is not None:
+            raise ValueError(
+                "give either --data (a dataset's split) or input files (with --coco-json), not both"
+            )
+        paths, image_ids, categories = _dataset_inputs(data, split, data_kwargs or {})
+        where = f"--data {data}"
+    else:
+        if not images:
+            raise ValueError("no images given to predict on (give files, folders, globs or --data)")
+        paths = expand_inputs(images)
+        if coco_json is not None:
+            videos = [str(p) for p in paths if is_video(p)]
+            if videos:
+                raise ValueError(f"--coco-json names images, not video frames: {', '.join(videos)}")
+            image_ids, categories = image_ids_by_file_name(paths, Path(coco_json))
+            where = str(coco_json)
     out = Path(out_dir) if out_dir is not None else next_run_folder(Path("out/predict"))
     stems = output_stems(paths, out)  # checked before the model loads
+    total = probe_inputs(paths)  # every header read: a bad file stops the run before any output
     model, config = load_model(checkpoint)
     task = task_of(config.model_name)
+    category_ids = checked_category_ids(config.class_names, config.category_ids, categories, where)
     model.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    out.mkdir(parents=True, exist_ok=True)
-    job = PredictJob(paths, out, config.class_names, config.category_ids, score_threshold, batch_size, stems)
+    job = PredictJob(
+        paths, out, config.class_names, category_ids, score_threshold, batch_size, stems,
+        image_ids=image_ids, video_out=video_out, progress=progress, total=total,
+    )  # fmt: skip
     return task.predict_files(model, job)

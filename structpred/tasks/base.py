@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -47,15 +47,28 @@ class Metric(Protocol):
 
 @dataclass(frozen=True)
 class PredictJob:
-    """What ``structpred predict`` asks of a task's writer."""
+    """What ``structpred predict`` asks of a task's writer (see :mod:`structpred.tasks.predict_loop`)."""
 
-    paths: Sequence[Path]  # input files, validated by the writer before any work
+    paths: Sequence[Path]  # input files: images and videos (tasks.video_frames.VIDEO_SUFFIXES)
     out: Path  # the output directory (exists)
     class_names: Sequence[str] = ()  # names of labels 1..K (detection) or 0..K-1 (classification)
     category_ids: Sequence[int] = ()  # the data's own id of each label (COCO results)
     score_threshold: float = 0.5  # draw detections at or above this score
     batch_size: int = 4
     stems: Sequence[Path] = ()  # per input, its output path below ``out``, no suffix (tasks.outputs)
+    image_ids: Sequence[int] = ()  # per input image, the data's own image id (default: its index)
+    video_out: bool = False  # also encode each video's drawn frames as ``<stem>_annotated.mp4``
+    progress: bool = True  # progress on stderr (structpred.progress: a bar on a terminal, lines in a log)
+    total: int = 0  # images + video frames expected (the progress bar's length; 0: unknown)
+
+
+@dataclass
+class ItemOutput:
+    """A task's prediction for one image or frame, as the predict loop writes it."""
+
+    rows: list[dict[str, Any]]  # its rows of predictions.json (the loop adds image_id, file_name...)
+    picture: Tensor | None = None  # uint8 [3, H, W] drawing, saved as <stem>.png (and a video frame)
+    extras: dict[str, Tensor] = field(default_factory=dict)  # suffix -> uint8 [H, W], <stem><suffix>.png
 
 
 class Task(abc.ABC):
@@ -117,13 +130,24 @@ class Task(abc.ABC):
         """A small valid ``(inputs, targets)`` batch for ``model`` (random, seeded)."""
 
     # ---------------------------------------------------------------- outputs
-    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
-        """Run ``model`` on ``job.paths``, write the task's outputs under ``job.out``; returns the
-        path of the summary json."""
+    def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
+        """``structpred predict``'s writer: the model on a batch of images (``[3, H, W]`` each, on
+        the model's device, under ``no_grad``) -> one :class:`ItemOutput` per image.
+
+        A task whose inputs are not images keeps this default, which refuses."""
         raise ValueError(
             f"the {self.name} task reads {self.inputs}s, not image files: `structpred predict` has "
             "nothing to run it on (use `structpred eval` on a dataset)"
         )
+
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
+        """Run ``model`` on ``job.paths`` (images, video frames), write the task's outputs under
+        ``job.out``; returns the path of ``predictions.json``."""
+        if type(self).predict_batch is Task.predict_batch:
+            self.predict_batch(model, [], job)  # the refusal, before any file is read
+        from .predict_loop import run_predict  # the loop imports this module
+
+        return run_predict(self, model, job)
 
     def describe(self) -> str:
         """One paragraph for docs and ``--help``: inputs, targets, predictions, classes."""

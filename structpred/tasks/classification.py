@@ -7,24 +7,30 @@ Targets: ``labels`` int64 scalar in ``0..K-1``. Predictions: a list of B dicts,
 ``labels`` int64 scalar (its class). ``num_classes`` counts every class (there is no background):
 ``dataset.num_classes`` or ``len(dataset.categories)``.
 
-``structpred predict`` (image classifiers) writes ``predictions.json``: per image its file, the
-predicted class (index and name) and its score.
+``structpred predict`` (image classifiers) writes ``predictions.json``: per image or frame its
+file, the predicted class (index and name) and its score (:mod:`structpred.tasks.predict_loop`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data.images import read_image
-from .base import Metric, PredictJob, Targets, Task, expect_items, expect_tensor, register_task
+from .base import (
+    ItemOutput,
+    Metric,
+    PredictJob,
+    Targets,
+    Task,
+    expect_items,
+    expect_tensor,
+    register_task,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,23 +92,14 @@ class ClassificationTask(Task):
         targets: Targets = [{"labels": torch.randint(0, K, (), generator=g)} for _ in range(batch_size)]
         return inputs, targets
 
-    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
-        paths, out, class_names, batch_size = job.paths, job.out, job.class_names, job.batch_size
-        pictures = [read_image(p) for p in paths]  # validates every file before any work
-        device = next(model.parameters()).device
-        results: list[dict[str, Any]] = []
-        with torch.no_grad():
-            for start in range(0, len(paths), batch_size):
-                preds, _ = model([im.to(device) for im in pictures[start : start + batch_size]])
-                for k, p in enumerate(preds):
-                    label = int(p["labels"])
-                    name = class_names[label] if label < len(class_names) else str(label)
-                    file_name, score = str(paths[start + k]), float(p["scores"])
-                    results.append({"file_name": file_name, "label": label, "name": name, "score": score})
-        json_path = out / "predictions.json"
-        json_path.write_text(json.dumps(results), encoding="utf-8")
-        logger.info("classes of %d images -> %s", len(paths), out)
-        return json_path
+    def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
+        preds, _ = model(images)
+        outputs = []
+        for p in preds:
+            label = int(p["labels"])
+            name = job.class_names[label] if label < len(job.class_names) else str(label)
+            outputs.append(ItemOutput([{"label": label, "name": name, "score": float(p["scores"])}]))
+        return outputs
 
 
 register_task(ClassificationTask())

@@ -12,28 +12,36 @@ Predictions: a list of B dicts, ``boxes`` float ``[N, 4]`` (xyxy, the input imag
 ``num_classes`` counts object classes, background excluded (``len(dataset.categories)``);
 the models add their background class themselves.
 
-``structpred predict`` writes ``<n>_<stem>.png`` per input (boxes with class names and scores at
-or above the threshold, masks tinted under them) and ``predictions.json``, a COCO *results* list
-(``image_id``, ``file_name``, ``category_id``, ``bbox`` ``[x, y, w, h]``, ``score``, and for
-masks ``segmentation`` as COCO RLE) holding every detection, so it can be scored at any threshold.
+``structpred predict`` writes ``<stem>.png`` per image or frame (boxes with class names and
+scores at or above the threshold, masks tinted under them) and ``predictions.json``, a COCO
+*results* list (``image_id``, ``file_name``, ``category_id`` — the data's own ids when known —
+``bbox`` ``[x, y, w, h]``, ``score``, and for masks ``segmentation`` as compressed COCO RLE)
+holding every detection, so pycocotools' ``loadRes`` + ``COCOeval`` score it at any threshold
+(:mod:`structpred.tasks.predict_loop`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data.images import read_image
-from ..viz import draw_boxes, draw_masks, save_png
-from .base import Metric, PredictJob, Targets, Task, expect_items, expect_tensor, register_task
-from .outputs import output_png
+from ..data.formats.coco import mask_to_rle
+from ..viz import draw_boxes, draw_masks, to_uint8_image
+from .base import (
+    ItemOutput,
+    Metric,
+    PredictJob,
+    Targets,
+    Task,
+    expect_items,
+    expect_tensor,
+    register_task,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,43 +111,32 @@ class DetectionTask(Task):
             targets.append(target)
         return images, targets
 
-    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
-        paths, out, class_names, score_threshold = job.paths, job.out, job.class_names, job.score_threshold
-        batch_size = job.batch_size
-        pictures = [read_image(p) for p in paths]  # validates every file before any work
-        device = next(model.parameters()).device
-        ids = list(job.category_ids) or list(range(1, len(class_names) + 1))
-        results: list[dict[str, Any]] = []
-        with torch.no_grad():
-            for start in range(0, len(paths), batch_size):
-                chunk = pictures[start : start + batch_size]
-                preds, _ = model([im.to(device) for im in chunk])
-                for k, (image, pred) in enumerate(zip(chunk, preds, strict=True)):
-                    index = start + k
-                    first = len(results)
-                    boxes, scores, labels = (pred[key].cpu() for key in ("boxes", "scores", "labels"))
-                    rows = zip(boxes.tolist(), scores.tolist(), labels.tolist(), strict=True)
-                    for (x1, y1, x2, y2), score, label in rows:
-                        category = ids[label - 1] if 0 < label <= len(ids) else label
-                        results.append({
-                            "image_id": index, "file_name": str(paths[index]), "category_id": int(category),
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score,
-                        })  # fmt: skip
-                    picture = image
-                    if "masks" in pred:
-                        masks = pred["masks"][:, 0].cpu() > 0.5  # (N, 1, H, W) probabilities -> (N, H, W)
-                        for r, rle in zip(results[first:], _rle(masks), strict=True):
-                            r["segmentation"] = rle
-                        picture = draw_masks(picture, masks[scores >= score_threshold])
-                    picture = draw_boxes(
-                        picture, boxes, labels, scores, class_names=list(class_names) or None,
-                        score_threshold=score_threshold,
-                    )
-                    save_png(output_png(job, index), picture)
-        json_path = out / "predictions.json"
-        json_path.write_text(json.dumps(results), encoding="utf-8")
-        logger.info("%d detections on %d images -> %s", len(results), len(paths), out)
-        return json_path
+    def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
+        preds, _ = model(images)
+        ids = list(job.category_ids) or list(range(1, len(job.class_names) + 1))
+        names = list(job.class_names) or None
+        outputs = []
+        for image, pred in zip(images, preds, strict=True):
+            boxes, scores, labels = (pred[key].cpu() for key in ("boxes", "scores", "labels"))
+            rows: list[dict[str, Any]] = []
+            for (x1, y1, x2, y2), score, label in zip(
+                boxes.tolist(), scores.tolist(), labels.tolist(), strict=True
+            ):
+                category = ids[label - 1] if 0 < label <= len(ids) else label
+                rows.append(
+                    {"category_id": int(category), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score}
+                )
+            picture = to_uint8_image(image)
+            if "masks" in pred:
+                masks = pred["masks"][:, 0].cpu() > 0.5  # (N, 1, H, W) probabilities -> (N, H, W)
+                for row, mask in zip(rows, masks, strict=True):
+                    row["segmentation"] = mask_to_rle(mask)
+                picture = draw_masks(picture, masks[scores >= job.score_threshold])
+            picture = draw_boxes(
+                picture, boxes, labels, scores, class_names=names, score_threshold=job.score_threshold
+            )
+            outputs.append(ItemOutput(rows, picture))
+        return outputs
 
 
 class InstanceSegmentationTask(DetectionTask):
@@ -149,19 +146,6 @@ class InstanceSegmentationTask(DetectionTask):
     target_keys = {**DetectionTask.target_keys, "masks": "uint8[N, H, W]"}
     prediction_keys = {**DetectionTask.prediction_keys, "masks": "float[N, 1, H, W] probabilities"}
     iou_type = "segm"
-
-
-def _rle(masks: Tensor) -> list[dict[str, Any]]:
-    """COCO run-length encodings (``counts`` as str) of ``bool[N, H, W]`` masks."""
-    import numpy as np
-    from pycocotools import mask as mask_utils
-
-    if masks.shape[0] == 0:
-        return []
-    encoded = mask_utils.encode(
-        np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8))
-    )  # (H, W, N)
-    return [{"size": e["size"], "counts": e["counts"].decode("ascii")} for e in encoded]
 
 
 register_task(DetectionTask())

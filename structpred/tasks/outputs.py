@@ -1,10 +1,11 @@
 """Where ``structpred predict`` reads its inputs and writes its outputs (one rule for every task).
 
-* Inputs: files, folders (every image below them, recursively) and glob patterns, expanded in
-  the order given, each file once.
+* Inputs: files, folders (every image and video below them, recursively) and glob patterns,
+  expanded in the order given, each file once.
 * Outputs mirror the inputs' sub-folders below their common folder, under ``--out``: two inputs
   with the same name in different folders get different outputs, and an output never lands
-  beside the inputs or over one of them (that is refused with a ``ValueError``).
+  beside the inputs or over one of them (that is refused with a ``ValueError``). A video's
+  stem is a folder of frames (``<stem>/frame_000123.png``).
 """
 
 from __future__ import annotations
@@ -14,21 +15,22 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import PredictJob
+from .video_frames import VIDEO_SUFFIXES, is_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
 
 def expand_inputs(specs: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (their images, recursively, sorted) and globs -> unique files, in order."""
+    """Files, folders (their images and videos, recursively, sorted) and globs -> unique files, in order."""
     found: list[Path] = []
     for spec in specs:
         text = str(spec)
         path = Path(text)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES)
             if not files:
-                raise ValueError(f"{text}: the folder holds no image ({', '.join(IMAGE_SUFFIXES)})")
+                raise ValueError(f"{text}: the folder holds no image or video ({', '.join(INPUT_SUFFIXES)})")
         elif path.is_file():
             files = [path]
         elif any(c in text for c in "*?["):
@@ -54,7 +56,8 @@ def output_stems(inputs: Sequence[Path], out: Path) -> list[Path]:
     """Per input, its output path under ``out`` without suffix: the input's path below the inputs'
     common folder, suffix dropped (kept in the name when two inputs would collide, ``a_jpg``).
 
-    Raises ``ValueError`` when an output would be written in a folder that holds inputs.
+    Raises ``ValueError`` when an output would be written in a folder that holds inputs (for a
+    video: its folder of frames, or the folder holding that one).
     """
     resolved = [p.resolve() for p in inputs]
     root = Path(os.path.commonpath([p.parent for p in resolved]))
@@ -67,11 +70,13 @@ def output_stems(inputs: Sequence[Path], out: Path) -> list[Path]:
     input_dirs = {p.parent for p in resolved}
     out = out.resolve()
     for source, stem in zip(inputs, stems, strict=True):
-        if (out / stem).parent in input_dirs:
-            raise ValueError(
-                f"--out {out} would write the outputs of {source} beside the inputs in "
-                f"{(out / stem).parent}; choose a folder outside the inputs' folders"
-            )
+        folders = [(out / stem).parent, out / stem] if is_video(source) else [(out / stem).parent]
+        for folder in folders:
+            if folder in input_dirs:
+                raise ValueError(
+                    f"--out {out} would write the outputs of {source} beside the inputs in "
+                    f"{folder}; choose a folder outside the inputs' folders"
+                )
     return stems
 
 
@@ -81,11 +86,3 @@ def next_run_folder(base: Path) -> Path:
     while (base / f"{n:03d}").exists():
         n += 1
     return base / f"{n:03d}"
-
-
-def output_png(job: PredictJob, index: int, suffix: str = "") -> Path:
-    """The PNG written for input ``index`` of ``job`` (its folder is created)."""
-    stem = job.stems[index] if job.stems else Path(job.paths[index].stem)
-    path = job.out / f"{stem}{suffix}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path

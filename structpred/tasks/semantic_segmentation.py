@@ -11,27 +11,32 @@ for nets with an auxiliary head, ``aux_logits`` float ``[B, K, H, W]``.
 ``num_classes`` counts every label of the map, background included, as torchvision's
 segmenters do: ``dataset.label_map_classes[target_key]`` (or ``len(categories) + 1``).
 
-``structpred predict`` writes per input ``<stem>.png`` (the label map blended over the image),
-``<stem>_labels.png`` (the label map, one grey level per class) and ``predictions.json``
-(per image its files and the pixel count of every class).
+``structpred predict`` writes per image or frame ``<stem>.png`` (the label map blended over the
+image), ``<stem>_labels.png`` (the label map, one grey level per class) and ``predictions.json``
+(per image its files and the pixel count of every class; :mod:`structpred.tasks.predict_loop`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data.images import read_image
-from ..viz import overlay_label_map, save_png
-from .base import Metric, PredictJob, Targets, Task, expect, expect_tensor, register_task
-from .outputs import output_png
+from ..viz import overlay_label_map
+from .base import (
+    ItemOutput,
+    Metric,
+    PredictJob,
+    Targets,
+    Task,
+    expect,
+    expect_tensor,
+    register_task,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,30 +115,20 @@ class SemanticSegmentationTask(Task):
             targets.append({str(c.target_key): labels, "masks": masks, "image_id": torch.tensor(b)})
         return images, targets
 
-    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
-        from PIL import Image
-
-        paths, out = job.paths, job.out
-        pictures = [read_image(p) for p in paths]  # validates every file before any work
-        device = next(model.parameters()).device
-        summary: list[dict[str, Any]] = []
-        with torch.no_grad():
-            for index, (path, image) in enumerate(zip(paths, pictures, strict=True)):  # sizes may differ
-                preds, _ = model([image.to(device)])
-                K = preds["logits"].shape[1]
-                if K > 256:
-                    raise ValueError(f"{K} classes do not fit an 8-bit label PNG")
-                labels = preds["label_map"][0].cpu()  # (H, W)
-                save_png(output_png(job, index), overlay_label_map(image, labels))
-                label_png = output_png(job, index, "_labels")
-                Image.fromarray(labels.to(torch.uint8).numpy(), mode="L").save(label_png)
-                counts = torch.bincount(labels.reshape(-1), minlength=K).tolist()  # (H*W,) -> (K,)
-                labels_png = str(label_png.relative_to(out))
-                summary.append({"file_name": str(path), "labels_png": labels_png, "class_pixels": counts})
-        json_path = out / "predictions.json"
-        json_path.write_text(json.dumps(summary), encoding="utf-8")
-        logger.info("label maps of %d images -> %s", len(paths), out)
-        return json_path
+    def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
+        outputs = []
+        for image in images:  # one at a time: sizes may differ and segmenters take one size
+            preds, _ = model([image])
+            K = preds["logits"].shape[1]
+            if K > 256:
+                raise ValueError(f"{K} classes do not fit an 8-bit label PNG")
+            labels = preds["label_map"][0].cpu()  # (H, W)
+            counts = torch.bincount(labels.reshape(-1), minlength=K).tolist()  # (H*W,) -> (K,)
+            picture = overlay_label_map(image.cpu(), labels)
+            outputs.append(
+                ItemOutput([{"class_pixels": counts}], picture, {"_labels": labels.to(torch.uint8)})
+            )
+        return outputs
 
 
 register_task(SemanticSegmentationTask())

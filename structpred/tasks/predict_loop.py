@@ -1,0 +1,197 @@
+"""The one loop behind ``structpred predict``: inputs in, a task's outputs out, for every task.
+
+Inputs are image files and video files (decoded frame by frame, :mod:`.video_frames`); each
+image or frame is an *item*. Items are read lazily and batched (``job.batch_size``), so neither
+a long video nor a large folder is held in memory; progress over the items is shown by
+:mod:`structpred.progress` (a bar on a terminal, a few lines in a log).
+
+Per item the task's :meth:`~structpred.tasks.base.Task.predict_batch` gives an
+:class:`~structpred.tasks.base.ItemOutput`, written here:
+
+* ``<stem>.png`` (the drawing) and ``<stem><suffix>.png`` per extra (e.g. ``_labels``), where
+  the stem mirrors the input below ``--out`` (:mod:`.outputs`); a video's frames go to
+  ``<video stem>/frame_000123.png``, and with ``job.video_out`` the drawings are also encoded
+  as ``<video stem>_annotated.mp4``.
+* ``predictions.json``: the task's rows, each prefixed with its item's ``image_id`` and
+  ``file_name`` (and ``frame``, ``time`` in seconds for a video frame); for detection this is a
+  COCO results list.
+* ``images.json``: one entry per item (``id``, ``file_name``, ``height``, ``width``, the files
+  written, ``frame``/``time``), so items without a prediction row are listed too.
+
+An input that fails while reading (a truncated video...) stops the run with a ``ValueError``
+saying what had been written: both json files are then written for the items done before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from ..data.images import image_size, read_image
+from ..progress import progress
+from ..viz import save_png
+from .base import ItemOutput, PredictJob
+from .video_frames import VideoWriter, is_video, iter_frames, probe_video
+
+if TYPE_CHECKING:
+    from .base import Task
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PredictItem:
+    """One image or video frame to predict on."""
+
+    image: Tensor  # float32 [3, H, W] in [0, 1]
+    stem: Path  # its outputs' path below ``job.out``, without suffix
+    info: dict[str, Any]  # image_id, file_name (and frame, time): the head of its json rows
+    video: Path | None = None  # the video it comes from
+
+
+def probe_inputs(paths: Iterable[Path]) -> int:
+    """Check every input's header (no pixels decoded); returns the items expected (images plus
+    the videos' declared frames, or duration x rate). ``ValueError`` naming a bad file."""
+    total = 0
+    for path in paths:
+        if is_video(path):
+            info = probe_video(path)
+            total += info.frames or round(info.duration * info.fps)
+        else:
+            image_size(path)
+            total += 1
+    return total
+
+
+def iter_items(job: PredictJob) -> Iterator[PredictItem]:
+    """``job``'s items in input order, read lazily (``ValueError`` naming a bad file)."""
+    index = 0  # running item index: the image_id when the data gives none
+    for k, path in enumerate(job.paths):
+        stem = job.stems[k] if job.stems else Path(path.stem)
+        if is_video(path):
+            for frame, time, image in iter_frames(path):
+                info = {"image_id": index, "file_name": str(path), "frame": frame, "time": round(time, 6)}
+                yield PredictItem(image, stem / f"frame_{frame:06d}", info, path)
+                index += 1
+        else:
+            image_id = int(job.image_ids[k]) if job.image_ids else index
+            yield PredictItem(read_image(path), stem, {"image_id": image_id, "file_name": str(path)})
+            index += 1
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to ``size`` consecutive items."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as json atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Sink:
+    """Writes items' outputs under ``job.out`` and keeps their json rows."""
+
+    def __init__(self, job: PredictJob) -> None:
+        self.job = job
+        self.rows: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+        self.files = 0
+        self._video: Path | None = None
+        self._writer: VideoWriter | None = None
+
+    def add(self, item: PredictItem, output: ItemOutput) -> None:
+        out = self.job.out
+        _, H, W = item.image.shape
+        entry: dict[str, Any] = {"id": item.info["image_id"], "file_name": item.info["file_name"]}
+        entry.update({"height": H, "width": W})
+        entry.update({k: v for k, v in item.info.items() if k in ("frame", "time")})
+        files: dict[str, str] = {}
+        if output.picture is not None:
+            save_png(out / f"{item.stem}.png", output.picture)
+            entry["output"] = f"{item.stem}.png"
+            self._video_frame(item, output.picture)
+        for suffix, grey in output.extras.items():
+            path = out / f"{item.stem}{suffix}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(grey.cpu().numpy(), mode="L").save(path)
+            files[f"{suffix.strip('_')}_png"] = entry[f"{suffix.strip('_')}_png"] = f"{item.stem}{suffix}.png"
+        self.files += int(output.picture is not None) + len(output.extras)
+        self.rows.extend({**item.info, **files, **row} for row in output.rows)
+        self.images.append(entry)
+
+    def _video_frame(self, item: PredictItem, picture: Tensor) -> None:
+        if not self.job.video_out or item.video is None:
+            return
+        if item.video != self._video:
+            self.close_video()
+            self._video = item.video
+            path = self.job.out / f"{item.stem.parent}_annotated.mp4"
+            self._writer = VideoWriter(path, probe_video(item.video).fps)
+        assert self._writer is not None
+        self._writer.write(picture)
+
+    def close_video(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            logger.info("%d annotated frames -> %s", self._writer.frames, self._writer.path)
+        self._writer, self._video = None, None
+
+    def finish(self) -> Path:
+        self.close_video()
+        _write_json(self.job.out / "images.json", self.images)
+        path = self.job.out / "predictions.json"
+        _write_json(path, self.rows)
+        return path
+
+
+def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
+    """Run ``model`` over ``job``'s items and write its outputs; returns ``predictions.json``.
+
+    Raises ``ValueError`` for an input that cannot be read, after writing the json files for
+    the items done before it (the message says how many and where).
+    """
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    job.out.mkdir(parents=True, exist_ok=True)
+    sink = _Sink(job)
+    items = progress(iter_items(job), total=job.total or None, desc="predict", enabled=job.progress)
+    try:
+        for batch in batched(items, job.batch_size):
+            with torch.no_grad():
+                outputs = task.predict_batch(model, [it.image.to(device) for it in batch], job)
+            if len(outputs) != len(batch):
+                raise RuntimeError(
+                    f"{task.name}.predict_batch gave {len(outputs)} outputs for {len(batch)} images"
+                )
+            for item, output in zip(batch, outputs, strict=True):
+                sink.add(item, output)
+    except ValueError as err:
+        sink.finish()
+        raise ValueError(
+            f"{err} (stopped there: {len(sink.images)} images/frames done before it, their "
+            f"{sink.files} pictures, predictions.json and images.json are in {job.out})"
+        ) from err
+    finally:
+        sink.close_video()
+    path = sink.finish()
+    logger.info("%d images/frames, %d prediction rows -> %s", len(sink.images), len(sink.rows), job.out)
+    return path
