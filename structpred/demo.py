@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,26 @@ def run_demo(
     pictures: int = 8,
     data_kwargs: dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and draw (see the module docstring); returns the test metrics.
 
     By default the shapes world's sizes are used (2,000 train, 200 val, 500 test images);
-    ``data_kwargs`` / ``model_kwargs`` override the dataset's and the builder's arguments.
+    ``data_kwargs`` / ``model_kwargs`` override the dataset's and the builder's arguments;
+    ``report`` receives the per-epoch lines (default: the log).
     """
     out = Path(out)
     data_kwargs = data_kwargs or {}
     config = TrainConfig(epochs=epochs, **RECIPE)
-    engine_run.train(MODEL, "shapes", config, out / "run", model_kwargs=model_kwargs, data_kwargs=data_kwargs)
+    engine_run.train(
+        MODEL,
+        "shapes",
+        config,
+        out / "run",
+        model_kwargs=model_kwargs,
+        data_kwargs=data_kwargs,
+        report=report,
+    )
     metrics = engine_run.evaluate(
         out / "run", "shapes", "test", data_kwargs=data_kwargs, pr_plot=out / "pr_curve.png"
     )
@@ -73,6 +84,7 @@ def run_segmentation_demo(
     pictures: int = 8,
     data_kwargs: dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``SEG_MODEL`` on the shapes world's semantic label maps, evaluate, draw; test metrics.
 
@@ -84,7 +96,13 @@ def run_segmentation_demo(
     data_kwargs = data_kwargs or {}
     config = TrainConfig(epochs=epochs, eval_every=epochs, **SEG_RECIPE)
     engine_run.train(
-        SEG_MODEL, "shapes", config, root / "run", model_kwargs=model_kwargs, data_kwargs=data_kwargs
+        SEG_MODEL,
+        "shapes",
+        config,
+        root / "run",
+        model_kwargs=model_kwargs,
+        data_kwargs=data_kwargs,
+        report=report,
     )
     metrics = engine_run.evaluate(root / "run", "shapes", "test", data_kwargs=data_kwargs)
     test = ShapesWorld("test", **data_kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from torch import nn
 
 import structpred
 from structpred.bench.timing import Comparison, compare, format_table
-from structpred.cli import main
+from structpred.cli import build_parser, main
+from structpred.cli._examples import EXAMPLES
 from structpred.models import get_model, list_models, model_info, register_model, registry
 
 # ---------------------------------------------------------------------------- CLI
@@ -36,6 +38,47 @@ def test_help_lists_commands(capsys):
     assert "bench" in out
 
 
+def _verb_parsers() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_verb_shows_its_defaults_and_examples() -> None:
+    verbs = _verb_parsers()
+    assert {"train", "eval", "predict", "demo", "list-models", "data", "info"} <= set(verbs)
+    for name, parser in verbs.items():
+        text = parser.format_help()
+        if name in EXAMPLES:
+            assert "examples:" in text and f"structpred {name}" in text.split("examples:")[1], name
+        for action in parser._actions:
+            shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.nargs != 0
+            if shown and action.help and action.help != argparse.SUPPRESS:
+                # Each flag with a default says it (and no "(default: None)" anywhere).
+                assert "default" in parser._get_formatter()._get_help_string(action), (name, action.dest)
+        assert "(default: None)" not in text, name
+
+
+def test_train_help_shows_the_real_defaults_of_its_sentinel_flags(capsys) -> None:
+    from structpred.engine import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    d = TrainConfig()
+    for flag, value in (
+        ("--epochs", d.epochs),
+        ("--lr", d.lr),
+        ("--optimizer", d.optimizer),
+        ("--keep-last", d.keep_last),
+    ):
+        assert (
+            f"(default: {value})" in text.split(flag, 1)[1].split("--", 1)[0] or f"(default: {value})" in text
+        ), flag
+    assert "with defaults: `structpred list-models`" in text  # where a model's arguments are listed
+    assert "coco:DIR" in text and "shapes" in text  # --data lists the specs
+    assert "examples:" in text and "--resume runs/shapes" in text
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
@@ -48,12 +91,32 @@ def test_list_models_matches_registry(capsys):
     lines = capsys.readouterr().out.splitlines()
     names = list_models()
     assert names, "the library registers its models on import"
-    assert lines[0].split()[:2] == ["model", "task"]  # a header, then one row per model, sorted
-    assert [line.split()[0] for line in lines[1:]] == names
-    assert [line.split()[1] for line in lines[1:]] == [model_info(n).task for n in names]
+    assert lines[0].split()[:2] == ["model", "task"]  # a header, then per model, sorted: a row...
+    rows, kwargs = lines[1::2], lines[2::2]  # ... and the line of its builder's arguments
+    assert [line.split()[0] for line in rows] == names
+    assert [line.split()[1] for line in rows] == [model_info(n).task for n in names]
+    assert all(line.startswith("    --model-arg: ") for line in kwargs)
+    by_name = dict(zip(names, kwargs, strict=True))
+    assert "num_classes=6, width=16, fpn_channels=32" in by_name["fasterrcnn_narrow_fpn"]
+    assert "**config: FasterRCNNConfig(" in by_name["fasterrcnn_narrow_fpn"]  # its config's fields
+    assert "vocab=''" in by_name["lstm_charlm"]
     detection = list_models(task="detection")
     assert main(["list-models", "--task", "detection"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == detection
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1::2]] == detection
+
+
+def test_list_models_one_model_shows_every_config_field(capsys):
+    assert main(["list-models", "fasterrcnn_narrow_fpn"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1].split()[:3] == [
+        "fasterrcnn_narrow_fpn",
+        "detection",
+        lines[1].split()[2],
+    ]
+    assert "min_size=800" in lines[2] and "box_detections_per_img=100" in lines[2]  # every field
+    assert "class defaults; the builder presets some" in lines[2] and "more" not in lines[2]
+    assert main(["list-models", "no_such_model"]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
 
 
 def test_list_models_when_empty(capsys, monkeypatch):
@@ -68,7 +131,7 @@ def test_list_models_prints_registered_names(capsys, monkeypatch):
     monkeypatch.setattr(registry, "_MODELS", {})
 
     @register_model(task="classification")
-    def zeta_net() -> nn.Module:
+    def zeta_net(depth: int = 3, name: str = "z") -> nn.Module:
         """The last one.
 
         More text, not shown."""
@@ -82,10 +145,16 @@ def test_list_models_prints_registered_names(capsys, monkeypatch):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert rows[0] == ["model", "task", "parameters", "loads", "weights", "of", "what"]
     assert rows[1] == ["alpha_net", "detection", "9", "torchvision"]  # no docstring: no summary
-    assert rows[2] == ["zeta_net", "classification", "0", "-", "The", "last", "one."]  # its first line
-    assert len(rows) == 3
+    assert rows[2] == ["--model-arg:", "(none)"]
+    assert rows[3] == ["zeta_net", "classification", "0", "-", "The", "last", "one."]  # its first line
+    assert rows[4] == ["--model-arg:", "depth=3,", "name='z'"]  # from the signature, with defaults
+    assert len(rows) == 5
     assert main(["list-models", "--task", "classification"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["model", "zeta_net"]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "model",
+        "zeta_net",
+        "--model-arg:",
+    ]
     assert list_models(task="detection") == ["alpha_net"]
     assert list_models(task="classification") == ["zeta_net"]
 

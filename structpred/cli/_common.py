@@ -20,9 +20,16 @@ def key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """One ``name  value`` line per metric (tensors of one element as floats)."""
-    lines = []
+def table_header(split: str, kind: str) -> str:
+    """The metric table's first line: ``val split, box AP (COCO)``."""
+    return f"{split} split, {kind}"
+
+
+def format_metrics(metrics: dict[str, Any], split: str | None = None, kind: str | None = None) -> str:
+    """The metric table: a header naming the split and the kind of figures (``val split, box AP
+    (COCO)``, ``test split, mIoU``...) when given, then one ``name  value`` line per metric
+    (tensors of one element as floats)."""
+    lines = [table_header(split, kind)] if split is not None and kind is not None else []
     for key, value in metrics.items():
         if hasattr(value, "numel") and value.numel() == 1:
             value = float(value)

@@ -10,16 +10,18 @@ from ._common import format_metrics
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
     """The demo: detection, then semantic segmentation, on the built-in shapes world."""
-    from ..demo import SEG_MODEL, run_demo, run_segmentation_demo
+    from ..demo import MODEL, SEG_MODEL, run_demo, run_segmentation_demo
+    from ..tasks import task_of
 
     epochs = {} if args.epochs is None else {"epochs": args.epochs}  # None: the demo's own default
-    metrics = run_demo(args.out, pictures=args.pictures, **epochs)
-    print("COCO box metrics of fasterrcnn_narrow_fpn on the shapes world's test split:")
-    print(format_metrics(metrics))
+    metrics = run_demo(args.out, pictures=args.pictures, report=print, **epochs)
+    print(f"{MODEL} on the shapes world:")
+    print(format_metrics(metrics, "test", task_of(MODEL).headline.kind))
     if args.seg_epochs > 0:
-        seg = run_segmentation_demo(args.out, epochs=args.seg_epochs, pictures=args.pictures)
-        print(f"Semantic segmentation metrics of {SEG_MODEL} on the shapes world's test split:")
-        print(format_metrics({k: v for k, v in seg.items() if k != "confusion_matrix"}))
+        seg = run_segmentation_demo(args.out, epochs=args.seg_epochs, pictures=args.pictures, report=print)
+        print(f"{SEG_MODEL} on the shapes world:")
+        table = {k: v for k, v in seg.items() if k != "confusion_matrix"}
+        print(format_metrics(table, "test", task_of(SEG_MODEL).headline.kind))
     print(f"checkpoints, PR curves and pictures of predictions in {args.out}")
     return 0
 

@@ -7,6 +7,11 @@ A checkpoint ``ckpt-<step>`` is two files in the run directory:
 - ``ckpt-<step>.json`` — config, epoch, step, step within the epoch, optimizer scalars and
   parameter groups, numpy and Python RNG states, and the metrics so far.
 
+The best checkpoint by the task's headline metric is named in ``best.json`` (``{"checkpoint":
+"ckpt-….json", "metric": "map", "value": …, "epoch": …}``); it is kept beside the last
+``keep_last`` ones, never deleted while it is the best. ``load_checkpoint(RUN_DIR)`` reads the
+newest; ``best_checkpoint(RUN_DIR)`` the best.
+
 Each file is written to a temporary name, flushed to disk and renamed with ``os.replace``
 (atomic on POSIX); the JSON goes last, so a JSON file that exists always describes complete
 weights. A run killed at any moment therefore leaves its last good checkpoint intact. Nothing
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -31,6 +37,12 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^ckpt-(\d+)\.json$")
+BEST = "best.json"
+
+
+def checkpoint_name(step: int) -> str:
+    """The JSON file name of the checkpoint written at ``step``."""
+    return f"ckpt-{step:08d}.json"
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -100,11 +112,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     state: dict[str, Any],
     keep_last: int = 3,
+    best: bool = False,
 ) -> Path:
-    """Write ``ckpt-<step>`` atomically and delete all but the newest ``keep_last``.
+    """Write ``ckpt-<step>`` atomically and delete all but the newest ``keep_last`` (and the best).
 
     Args:
-        state: JSON-able training state (epoch, step_in_epoch, config, metrics...).
+        state: JSON-able training state (epoch, step_in_epoch, config, metrics...); its
+            ``"best"`` entry is what ``best.json`` records.
+        best: this checkpoint is the run's best: ``best.json`` names it.
     Returns:
         the JSON file's path.
     """
@@ -118,12 +133,18 @@ def save_checkpoint(
         tensors.update(opt_tensors)
     rng_tensors, meta["rng"] = rng_state()
     tensors.update(rng_tensors)
-    stem = f"ckpt-{step:08d}"
+    stem = Path(checkpoint_name(step)).stem
     weights = run_dir / f"{stem}.safetensors"
     meta["weights"] = weights.name
     _atomic_write(weights, lambda p: save_file(tensors, str(p)))
     _atomic_write(run_dir / f"{stem}.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
+    if best:
+        record = {**(state.get("best") or {}), "checkpoint": f"{stem}.json"}
+        _atomic_write(run_dir / BEST, lambda p: p.write_text(json.dumps(record, indent=1)))
+    kept = best_checkpoint(run_dir)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        if old == kept:
+            continue
         old.with_suffix(".safetensors").unlink(missing_ok=True)
         old.unlink(missing_ok=True)
     log.info("saved checkpoint %s", run_dir / f"{stem}.json")
@@ -145,20 +166,65 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a checkpoint's JSON (or its run directory's newest) -> (tensors, state)."""
+def better(value: float | None, best: dict[str, Any] | None, higher_is_better: bool) -> bool:
+    """Whether ``value`` beats ``best["value"]`` (no best yet: any real figure does).
+
+    NaN, None and COCO's -1 ("no ground truth") never do."""
+    if value is None or math.isnan(value) or (higher_is_better and value < 0):
+        return False
+    if best is None:
+        return True
+    old = float(best["value"])
+    return value > old if higher_is_better else value < old
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``best.json`` names in ``run_dir`` (if it still exists), or None."""
+    record = Path(run_dir) / BEST
+    try:
+        name = json.loads(record.read_text())["checkpoint"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    path = Path(run_dir) / str(name)
+    return path if path.is_file() else None
+
+
+def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
+    """A checkpoint's JSON file from a run directory (newest, or the best with ``best``), a
+    ``ckpt-*.json`` / ``.safetensors`` file or ``best.json``; ``ValueError`` if there is none."""
     path = Path(path)
     if path.is_dir():
-        newest = latest_checkpoint(path)
-        if newest is None:
-            raise ValueError(f"{path}: no checkpoint (ckpt-*.json) in this directory")
-        path = newest
+        found = best_checkpoint(path) if best else latest_checkpoint(path)
+        if found is None:
+            what = f"best checkpoint ({BEST})" if best else "checkpoint (ckpt-*.json)"
+            raise ValueError(f"{path}: no {what} in this directory")
+        return found
+    if best:
+        raise ValueError(f"{path}: --best needs a run directory, not a file")
+    if path.name == BEST:
+        found = best_checkpoint(path.parent)
+        if found is None:
+            raise ValueError(f"{path}: names no existing checkpoint")
+        return found
     if path.suffix == ".safetensors":
-        path = path.with_suffix(".json")
+        return path.with_suffix(".json")
+    if not path.exists():
+        raise ValueError(f"{path}: no such checkpoint file or run directory")
+    return path
+
+
+def read_meta(path: str | Path, best: bool = False) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint's JSON state without its tensors: (the JSON file, the state)."""
+    path = resolve_checkpoint(path, best)
     try:
-        meta = json.loads(path.read_text())
+        return path, json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: cannot read checkpoint state ({err})") from err
+
+
+def load_checkpoint(path: str | Path, best: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a checkpoint (see :func:`resolve_checkpoint`) -> (tensors, state)."""
+    path, meta = read_meta(path, best)
     weights = path.with_name(meta.get("weights", path.with_suffix(".safetensors").name))
     try:
         tensors = load_file(str(weights))
@@ -194,7 +260,26 @@ def restore(
             f"unexpected {unexpected[:5]}, shape (checkpoint vs model) {wrong[:5]}"
         )
     model.load_state_dict(weights, strict=True)
-    if optimizer is not None and "optimizer" in meta:
-        optimizer.load_state_dict(_join_optimizer(tensors, meta["optimizer"]))
+    if optimizer is not None:
+        restore_optimizer(tensors, meta, optimizer)
     if rng:
         set_rng_state(tensors, meta["rng"])
+
+
+def restore_optimizer(
+    tensors: dict[str, Tensor], meta: dict[str, Any], optimizer: torch.optim.Optimizer
+) -> None:
+    """Load the checkpoint's optimizer state into ``optimizer`` (nothing if it has none).
+
+    Raises ``ValueError`` when the state cannot apply (another optimizer's keys, other parameter
+    groups); ``optimizer`` is then unchanged.
+    """
+    if "optimizer" not in meta:
+        return
+    state = _join_optimizer(tensors, meta["optimizer"])
+    kind = type(optimizer).__name__
+    expected = {"SGD": {"momentum_buffer"}, "AdamW": {"exp_avg", "exp_avg_sq", "step"}}.get(kind)
+    for pid, entries in state["state"].items():
+        if expected is not None and not set(entries) <= expected | {"max_exp_avg_sq"}:
+            raise ValueError(f"parameter {pid} holds {sorted(entries)}, not a {kind} state")
+    optimizer.load_state_dict(state)

@@ -1,4 +1,5 @@
-"""Training logs: a CSV file always, TensorBoard event files when tensorboard is installed."""
+"""Training logs: a CSV file always, TensorBoard event files when tensorboard is installed; the
+per-epoch line a user reads."""
 
 from __future__ import annotations
 
@@ -61,3 +62,28 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def epoch_line(
+    epoch: int,
+    epochs: int,
+    train_loss: float,
+    metrics: dict[str, float],
+    key: str,
+    best: bool,
+    seconds: float,
+) -> str:
+    """``epoch 3/10  train loss 0.412  val loss 0.398  val map 0.61  (best)  41 s``.
+
+    ``epoch`` is 0-based; ``metrics`` the validation's (empty on epochs without one); ``key``
+    the task's headline metric.
+    """
+    parts = [f"epoch {epoch + 1}/{epochs}", f"train loss {train_loss:.4g}"]
+    if "loss" in metrics:
+        parts.append(f"val loss {metrics['loss']:.4g}")
+    if key != "loss" and key in metrics:
+        parts.append(f"val {key} {metrics[key]:.4g}")
+    if best:
+        parts.append("(best)")
+    parts.append(f"{seconds:.0f} s")
+    return "  ".join(parts)

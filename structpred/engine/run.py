@@ -1,23 +1,151 @@
 """From names to a run: the model from the registry, the data from a spec, the right metric.
 
-The CLI's ``train`` and ``eval`` are thin wrappers over :func:`train` and :func:`evaluate`.
+The CLI's ``train`` and ``eval`` are thin wrappers over :func:`train`, :func:`resume` and
+:func:`evaluate`.
+
+Image size (``image_size=N``, ``--image-size N``): one rule, "the longer side of every image
+becomes N, aspect kept", applied where the model resizes:
+
+- a model whose builder takes ``min_size`` / ``max_size`` (the detectors) is built with
+  ``min_size=max_size=N``; it resizes internally and maps its boxes back to the input's pixels;
+- a model whose builder takes ``input_size`` (the image classifiers) is built with
+  ``input_size=N`` (it resamples every image to N x N itself);
+- any other image model (the segmenters label the pixels they are given) gets its data
+  resampled: each item's images and targets (label maps nearest) to a longer side of N.
+
+``N`` is recorded in the config (``image_size``); ``eval`` uses the recorded size unless given
+another. A sequence model has no image size (``ValueError``).
+
+Resume (:func:`resume`): the whole config comes from the run's newest checkpoint. Settings
+that change the run (``RUN_CHANGING``) are compared with the checkpoint's and refused unless
+``override``; harmless ones (``HARMLESS``: device, workers, progress...) apply freely.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from ..data.registry import build_dataset
-from ..models import get_model
-from ..tasks import task_of
+from ..data.transforms import resize
+from ..models import get_model, model_info
+from ..tasks import Task, task_of
 from . import checkpoint as ckpt
 from .trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
+
+Report = Callable[[str], None]
+
+#: Config fields a resumed run may change without ``override`` (they do not change the weights).
+HARMLESS = ("device", "num_workers", "progress", "keep_last", "checkpoint_every", "eval_every", "log_every")
+#: Config fields compared on resume (with ``model_args`` / ``data_kwargs`` key by key).
+RUN_CHANGING = (
+    "model_name", "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+    "schedule", "warmup_steps", "milestones", "gamma", "clip_grad_norm", "amp", "seed", "weights",
+    "freeze", "num_classes", "image_size", "model_args", "data_kwargs",
+)  # fmt: skip
+
+
+class ResumeMismatch(ValueError):
+    """The resumed run's settings differ from its checkpoint's; ``differences`` lists them as
+    ``(name, checkpoint value, given value)`` (``model_args.width`` for a builder argument)."""
+
+    def __init__(self, run_dir: Path, differences: list[tuple[str, Any, Any]]) -> None:
+        self.differences = differences
+        lines = "; ".join(f"{name}: checkpoint {old!r}, given {new!r}" for name, old, new in differences)
+        super().__init__(
+            f"{run_dir}: the settings differ from the checkpoint's ({lines}); pass override=True"
+        )
+
+
+# ---------------------------------------------------------------------------------- image size
+class _LongerSide(Dataset):
+    """``dataset`` with each item resampled to a longer side of ``size`` (see the module doc)."""
+
+    def __init__(self, dataset: Dataset, size: int) -> None:
+        self.dataset, self.size = dataset, size
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        images, target = self.dataset[index]
+        H, W = images.shape[-2:]
+        scale = self.size / max(H, W)
+        return resize(images, target, (max(1, round(H * scale)), max(1, round(W * scale))))
+
+    def __getattr__(self, name: str) -> Any:  # categories, label_map_classes... of the dataset
+        if name in ("dataset", "size"):
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def image_size_rule(
+    model_name: str, kwargs: dict[str, Any], image_size: int | None, sample: Any = None
+) -> tuple[dict[str, Any], bool]:
+    """The builder kwargs for ``image_size`` and whether the data must be resampled instead.
+
+    ``sample``: one item's input, if known; the size applies to images (``[..., 3, H, W]``) only.
+    """
+    if image_size is None:
+        return dict(kwargs), False
+    if image_size < 16:
+        raise ValueError(f"--image-size {image_size}: too small (at least 16 pixels)")
+    task = task_of(model_name)
+    is_image = isinstance(sample, Tensor) and sample.dim() >= 3 and sample.shape[-3] == 3
+    if task.inputs == "sequence" or (sample is not None and not is_image):
+        raise ValueError(f"--image-size: {model_name} ({task.name}) reads sequences, not images")
+    if _accepts(model_name, {**kwargs, "min_size": image_size, "max_size": image_size}):
+        return {**kwargs, "min_size": image_size, "max_size": image_size}, False
+    if _accepts(model_name, {**kwargs, "input_size": image_size}):
+        return {**kwargs, "input_size": image_size}, False
+    return dict(kwargs), True
+
+
+def _accepts(model_name: str, kwargs: dict[str, Any]) -> bool:
+    """Whether the builder takes ``kwargs`` (built on the meta device: nothing allocated)."""
+    try:
+        with torch.device("meta"):
+            get_model(model_name, **kwargs)
+    except (TypeError, ValueError):  # an unknown keyword (of the builder or of its config)
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------- train
+def _num_classes(task: Task, model_name: str, data: Dataset, num_classes: int, where: str) -> None:
+    params = inspect.signature(model_info(model_name).builder).parameters
+    if "num_classes" not in params:
+        raise ValueError(f"--num-classes: {model_name} takes no num_classes argument")
+    needed = task.model_kwargs(data, {}).get("num_classes")
+    if isinstance(needed, int) and num_classes < needed:
+        raise ValueError(
+            f"--num-classes {num_classes}: {where} needs at least {needed} ({task.num_classes_rule})"
+        )
+
+
+def _weights_in(model: nn.Module, weights: str | None, freeze: str | None, say: Report) -> None:
+    """Load ``weights`` into the fresh model, then freeze ``freeze``; say what happened."""
+    if weights:
+        from ..models.weights import load_weights
+
+        say(str(load_weights(model, weights)))
+    if freeze:
+        from ..models.weights import freeze as freeze_parts
+
+        names = freeze_parts(model, freeze)
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "")
+        say(f"--freeze {freeze}: frozen {shown}; {trainable:,} of {total:,} parameters train")
 
 
 def train(
@@ -28,18 +156,47 @@ def train(
     resume: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     data_kwargs: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    freeze: str | None = None,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    report: Report | None = None,
 ) -> tuple[Trainer, dict[str, Any]]:
-    """Train ``model_name`` on the ``data`` spec (see :func:`structpred.data.registry.build_dataset`)."""
-    data_kwargs = data_kwargs or {}
+    """Train ``model_name`` on the ``data`` spec (see :func:`structpred.data.registry.build_dataset`).
+
+    ``weights`` (a checkpoint of ours or a torchvision state dict) is loaded right after the
+    model is built and ``freeze`` applied after it (:mod:`structpred.models.weights`);
+    ``num_classes`` replaces the data's class count (at least the data's); ``image_size``: see
+    the module docstring. All are recorded in the config. With ``resume`` the newest checkpoint
+    in ``out_dir`` supersedes ``weights`` (not reloaded). ``report`` receives the lines a user
+    reads (weights loaded, per-epoch figures); default the log.
+    """
+    say: Report = report or log.info
+    data_kwargs = dict(data_kwargs or {})
+    user_args = dict(model_kwargs or {})
     seed_everything(config.seed)  # the model's initial weights depend on it
     train_set = build_dataset(data, "train", **data_kwargs)
     val_set = build_dataset(data, "val", **data_kwargs)
     task = task_of(model_name)
-    kwargs = task.model_kwargs(train_set, model_kwargs or {})
+    args = dict(user_args)
+    if num_classes is not None:
+        _num_classes(task, model_name, train_set, num_classes, f"--data {data}")
+        args["num_classes"] = num_classes
+    sample = train_set[0][0] if image_size is not None else None
+    kwargs, resample = image_size_rule(model_name, task.model_kwargs(train_set, args), image_size, sample)
     task.check_dataset(train_set, kwargs, f"--data {data} (train)")  # before any training step
     task.check_dataset(val_set, kwargs, f"--data {data} (val)")
+    if resample and image_size is not None:
+        train_set, val_set = _LongerSide(train_set, image_size), _LongerSide(val_set, image_size)
     model = get_model(model_name, **kwargs)
+    if resume and ckpt.latest_checkpoint(out_dir) is not None:
+        _weights_in(model, None, freeze, say)  # the checkpoint holds the weights
+    else:
+        _weights_in(model, str(weights) if weights else None, freeze, say)
     config.model_name, config.model_kwargs, config.data = model_name, kwargs, data
+    config.model_args, config.data_kwargs = user_args, data_kwargs
+    config.weights = str(weights) if weights else config.weights if resume else None
+    config.freeze, config.num_classes, config.image_size = freeze, num_classes, image_size
     categories = getattr(train_set, "categories", None)
     if categories is not None and hasattr(categories, "names"):
         config.class_names = list(categories.names)
@@ -47,11 +204,114 @@ def train(
             int(i) for i in getattr(categories, "ids", range(1, len(categories.names) + 1))
         ]
     trainer = Trainer(
-        model, train_set, val_set, config, out_dir, metric=task.metric(model, train_set), task=task
+        model, train_set, val_set, config, out_dir, task.metric(model, train_set), task=task, report=say
     )
     return trainer, trainer.fit(resume=resume)
 
 
+# ---------------------------------------------------------------------------------- resume
+def recorded_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config of ``run_dir``'s newest checkpoint (old checkpoints: missing fields default)
+    and the checkpoint's state."""
+    _, meta = ckpt.load_checkpoint(run_dir)
+    cfg = dict(meta.get("config", {}))
+    if not cfg.get("model_name") or not cfg.get("data"):
+        raise ValueError(f"{run_dir}: the checkpoint records no model name or data spec; cannot resume")
+    config = TrainConfig(**{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__})
+    if not config.model_args:  # checkpoints before model_args was recorded
+        config.model_args = dict(config.model_kwargs)
+    if isinstance(config.milestones, list):
+        config.milestones = tuple(config.milestones)
+    return config, meta
+
+
+def config_differences(config: TrainConfig, changes: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(name, recorded, given)`` for each setting of ``changes`` that differs from ``config``.
+
+    ``model_args`` and ``data_kwargs`` are compared key by key (given keys only); a builder
+    argument is compared with the value the model was built with.
+    """
+    out: list[tuple[str, Any, Any]] = []
+    for name, given in changes.items():
+        if name not in RUN_CHANGING:
+            raise ValueError(f"{name!r} is not a run setting (known: {', '.join(RUN_CHANGING)})")
+        if name in ("model_args", "data_kwargs"):
+            built = config.model_kwargs if name == "model_args" else config.data_kwargs
+            for key, value in dict(given).items():
+                old = built.get(key, getattr(config, name).get(key))
+                if _differ(old, value):
+                    out.append((f"{name}.{key}", old, value))
+        elif _differ(getattr(config, name), given):
+            out.append((name, getattr(config, name), given))
+    return out
+
+
+def _differ(old: Any, new: Any) -> bool:
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+        return list(old) != list(new)
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
+        return float(old) != float(new)
+    return bool(old != new)
+
+
+def resume(
+    run_dir: str | Path,
+    changes: dict[str, Any] | None = None,
+    override: bool = False,
+    settings: dict[str, Any] | None = None,
+    report: Report | None = None,
+) -> tuple[Trainer, dict[str, Any]]:
+    """Continue the run in ``run_dir`` from its newest checkpoint, with its recorded config.
+
+    Args:
+        changes: run-changing settings (``RUN_CHANGING`` names) the caller gives; any that
+            differs from the checkpoint's raises :class:`ResumeMismatch` unless ``override``,
+            which applies it and appends it to ``config.overrides`` (saved in every checkpoint).
+        settings: harmless settings (``HARMLESS``), applied as given.
+    """
+    run_dir = Path(run_dir)
+    say: Report = report or log.info
+    config, meta = recorded_config(run_dir)
+    differences = config_differences(config, changes or {})
+    if differences and not override:
+        raise ResumeMismatch(run_dir, differences)
+    if any(name == "weights" for name, _, _ in differences):
+        raise ValueError(
+            f"{run_dir}: a resumed run does not load another weights file (its checkpoint holds the "
+            "weights); start a new run with --weights instead"
+        )
+    for name, old, new in differences:
+        if "." in name:
+            field, key = name.split(".", 1)
+            getattr(config, field)[key] = new
+        else:
+            setattr(config, name, new)
+        say(f"override: {name} {old!r} -> {new!r}")
+    if differences:
+        changed = {name: [old, new] for name, old, new in differences}
+        record = {"step": int(meta["step"]), "epoch": int(meta["epoch"]), "changes": changed}
+        config.overrides = [*config.overrides, record]
+    for name, value in (settings or {}).items():
+        if name not in HARMLESS:
+            raise ValueError(f"{name!r} is not a harmless setting (those are {', '.join(HARMLESS)})")
+        setattr(config, name, value)
+    user_args = dict(config.model_args)
+    return train(
+        config.model_name,
+        config.data,
+        config,
+        run_dir,
+        resume=True,
+        model_kwargs=user_args,
+        data_kwargs=dict(config.data_kwargs),
+        freeze=config.freeze,
+        num_classes=config.num_classes,
+        image_size=config.image_size,
+        report=say,
+    )
+
+
+# ---------------------------------------------------------------------------------- evaluate
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
@@ -60,17 +320,22 @@ def evaluate(
     device: str | None = None,
     data_kwargs: dict[str, Any] | None = None,
     pr_plot: str | Path | None = None,
+    best: bool = False,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the checkpoint's model, load its weights and evaluate on ``data``'s ``split``.
 
-    ``data`` defaults to the spec the run was trained on. For detection, ``pr_plot`` is where
-    the per-class precision-recall curves (IoU 0.5) are drawn.
+    ``checkpoint``: a run directory (its newest checkpoint, or the best with ``best``) or a
+    checkpoint file. ``data`` defaults to the spec the run was trained on (and then its data
+    arguments, updated by ``data_kwargs``). ``image_size`` defaults to the recorded one. For
+    detection, ``pr_plot`` is where the per-class precision-recall curves (IoU 0.5) are drawn.
     """
-    model, config = load_model(checkpoint)
-    data = data or config.data
-    if not data:
+    model, config = load_model(checkpoint, best=best, image_size=image_size)
+    if not data and not config.data:
         raise ValueError(f"{checkpoint}: no data spec recorded; pass one (e.g. --data shapes)")
-    dataset = build_dataset(data, split, **(data_kwargs or {}))
+    kwargs = {**config.data_kwargs, **(data_kwargs or {})} if not data else dict(data_kwargs or {})
+    data = data or config.data
+    dataset = build_dataset(data, split, **kwargs)
     config.progress = False
     if batch_size:
         config.batch_size = batch_size
@@ -78,8 +343,12 @@ def evaluate(
         config.device = device
     task = task_of(config.model_name)
     task.check_dataset(dataset, config.model_kwargs, f"--data {data} ({split})")
+    _, resample = image_size_rule(config.model_name, config.model_kwargs, config.image_size)
+    if resample and config.image_size is not None:
+        dataset = _LongerSide(dataset, config.image_size)
     metric = task.metric(model, dataset)
-    trainer = Trainer(model, dataset, dataset, config, Path(checkpoint).parent, metric=metric, task=task)
+    run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+    trainer = Trainer(model, dataset, dataset, config, run_dir, metric=metric, task=task)
     metrics = trainer.evaluate(dataset)
     last = trainer.last_metric
     if pr_plot is not None and last is not None and hasattr(last, "pr_curve"):
@@ -96,13 +365,22 @@ def evaluate(
     return metrics
 
 
-def load_model(checkpoint: str | Path) -> tuple[nn.Module, TrainConfig]:
-    """The checkpoint's model, rebuilt from its recorded builder and weights, in eval mode."""
-    tensors, meta = ckpt.load_checkpoint(checkpoint)
+def load_model(
+    checkpoint: str | Path, best: bool = False, image_size: int | None = None
+) -> tuple[nn.Module, TrainConfig]:
+    """The checkpoint's model, rebuilt from its recorded builder and weights, in eval mode.
+
+    ``image_size`` rebuilds it for another input size (the recorded one by default).
+    """
+    tensors, meta = ckpt.load_checkpoint(checkpoint, best=best)
     cfg = dict(meta["config"])
     if not cfg.get("model_name"):
         raise ValueError(f"{checkpoint}: the checkpoint records no model name")
-    model = get_model(cfg["model_name"], **cfg.get("model_kwargs", {}))
-    ckpt.restore(tensors, meta, model, rng=False)
     config = TrainConfig(**{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__})
+    kwargs = dict(cfg.get("model_kwargs", {}))
+    if image_size is not None and image_size != config.image_size:
+        kwargs, _ = image_size_rule(config.model_name, kwargs, image_size)
+        config.model_kwargs, config.image_size = kwargs, image_size
+    model = get_model(cfg["model_name"], **kwargs)
+    ckpt.restore(tensors, meta, model, rng=False)
     return model.eval(), config

@@ -20,7 +20,6 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.collate import collate
 from ..progress import Progress
-from ..tasks.base import Metric, Task, evaluation_loop
+from ..tasks.base import Headline, Metric, Task, evaluation_loop
 from . import checkpoint as ckpt
 from . import distributed
-from .logs import RunLog
+from .logs import RunLog, epoch_line
+from .recipe import TrainConfig
 from .schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -50,49 +50,6 @@ def seed_everything(seed: int) -> None:
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; training stopped before the optimizer step."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a run (saved in every checkpoint)."""
-
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 0.01
-    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # "cosine", "step" or "constant"
-    warmup_steps: int = 0
-    milestones: Sequence[float] = (0.67, 0.89)  # "step": fractions of the run
-    gamma: float = 0.1
-    clip_grad_norm: float | None = None
-    amp: str | None = None  # None, "bf16" (CPU or CUDA) or "fp16" (CUDA)
-    seed: int = 0
-    num_workers: int = 0
-    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0: at epoch ends only
-    eval_every: int = 1  # epochs between validations; the last epoch is always validated
-    keep_last: int = 3
-    log_every: int = 10
-    progress: bool = True
-    device: str | None = None
-    model_name: str = ""  # recorded so `structpred eval` can rebuild the model and its data
-    data: str = ""
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    class_names: list[str] = field(default_factory=list)  # names of labels 1..K (detection data)
-    category_ids: list[int] = field(default_factory=list)  # the data's own id of each label
-
-    def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise ValueError(
-                f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
-            )
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ValueError(f"eval_every must be an int >= 1 (epochs), got {self.eval_every!r}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
 
 
 def _to_device(images: Sequence[Tensor], targets: Sequence[dict[str, Any]], device: torch.device) -> tuple:
@@ -113,7 +70,10 @@ class Trainer:
         config: the run's settings.
         out_dir: run directory (checkpoints, ``log.csv``, ``tensorboard/``).
         metric: builds a fresh metric for each evaluation (None: loss only).
-        task: the model's task, whose evaluation loop runs (None: the default per-batch loop).
+        task: the model's task, whose evaluation loop runs (None: the default per-batch loop);
+            its headline metric picks the best checkpoint (None: the validation loss).
+        report: where the per-epoch line goes (default: this module's logger at INFO; the CLI
+            prints it).
     """
 
     def __init__(
@@ -126,6 +86,7 @@ class Trainer:
         metric: Callable[[], Metric] | None = None,
         collate_fn: Callable[[list[Any]], tuple] = collate,
         task: Task | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.ctx = distributed.init(self.config.device)
@@ -140,6 +101,9 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.last_metric: Metric | None = None  # the last evaluation's (e.g. for PR curves)
+        self.headline: Headline = task.headline if task is not None else Task.headline
+        self.best: dict[str, Any] | None = None  # the best validation so far (see _is_best)
+        self.report: Callable[[str], None] = report or log.info
 
     # ------------------------------------------------------------------ building blocks
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -193,18 +157,55 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.config.seed + epoch),
         )
 
-    def _save(self, epoch: int, step_in_epoch: int, metrics: dict[str, Any] | None = None) -> None:
+    def _save(
+        self, epoch: int, step_in_epoch: int, metrics: dict[str, Any] | None = None, best: bool = False
+    ) -> None:
         if not self.ctx.is_main:
             return
         state = {
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
+            "epochs_done": epoch + 1 if step_in_epoch >= self.steps_per_epoch() else epoch,
             "config": dataclasses.asdict(self.config),
             "metrics": metrics or {},
+            "best": self.best,
         }
         ckpt.save_checkpoint(
-            self.out_dir, self.step, self.model, self.optimizer, state, self.config.keep_last
+            self.out_dir, self.step, self.model, self.optimizer, state, self.config.keep_last, best=best
         )
+
+    def _is_best(self, metrics: dict[str, float], epoch: int) -> bool:
+        """Record ``metrics`` as the best so far if their headline figure beats the best's."""
+        key, higher, _ = self.headline
+        if not ckpt.better(metrics.get(key), self.best, higher):
+            return False
+        self.best = {
+            "metric": key,
+            "value": metrics[key],
+            "higher_is_better": higher,
+            "epoch": epoch + 1,  # 1-based, as printed
+            "step": self.step,
+            "checkpoint": ckpt.checkpoint_name(self.step),
+        }
+        return True
+
+    def _restore_optimizer(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """The checkpoint's optimizer state, or a fresh one (said) when it cannot apply."""
+        was = str(meta.get("config", {}).get("optimizer", self.config.optimizer))
+        if was != self.config.optimizer:
+            self.report(f"optimizer changed ({was} -> {self.config.optimizer}): fresh optimizer state")
+            return
+        try:
+            ckpt.restore_optimizer(tensors, meta, self.optimizer)
+        except (ValueError, KeyError) as err:  # other trainable parameters (--freeze changed...)
+            self.optimizer = self._build_optimizer()
+            self.report(f"the checkpoint's optimizer state does not fit ({err}): fresh optimizer state")
+            return
+        c = self.config  # hyper-parameters are the config's, not the checkpoint's
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = c.weight_decay
+            if "momentum" in group:
+                group["momentum"] = c.momentum
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -216,50 +217,70 @@ class Trainer:
         c = self.config
         runlog = RunLog(self.out_dir, tensorboard=self.ctx.is_main) if self.ctx.is_main else None
         start_epoch, skip, rng_meta = 0, 0, None
+        last_metrics: dict[str, Any] = {}
         if resume:
-            found = ckpt.latest_checkpoint(self.out_dir)
-            if found is None:
-                log.warning("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
-            else:
-                tensors, meta = ckpt.load_checkpoint(found)
-                ckpt.restore(tensors, meta, self.model, self.optimizer, rng=False)
-                self.step, start_epoch, skip = (
-                    int(meta["step"]),
-                    int(meta["epoch"]),
-                    int(meta["step_in_epoch"]),
-                )
-                rng_meta = (tensors, meta)
-                if runlog is not None:
-                    runlog.drop_after(self.step)
-                log.info("resuming from %s (epoch %d, step %d)", found, start_epoch, self.step)
+            start_epoch, skip, rng_meta = self._resume(runlog)
+            if rng_meta is not None:
+                last_metrics = dict(rng_meta[1].get("metrics") or {})
+                if start_epoch >= c.epochs:
+                    self.report(f"the run is complete ({c.epochs} epochs); nothing to train")
         train_model: nn.Module = self.model
         if self.ctx.distributed:
             train_model = DistributedDataParallel(self.model)
         total = c.epochs * self.steps_per_epoch()
-        last_metrics: dict[str, Any] = {}
         for epoch in range(start_epoch, c.epochs):
+            tic = time.perf_counter()
             batches = self._epoch_batches(epoch)
             loader = self._loader(self.train_data, batches[skip:], epoch)
             if rng_meta is not None:  # exactly where the interrupted run stood
                 ckpt.set_rng_state(rng_meta[0], rng_meta[1]["rng"])
                 rng_meta = None
-            self._train_epoch(train_model, loader, epoch, skip, total, runlog)
+            train_loss = self._train_epoch(train_model, loader, epoch, skip, total, runlog)
             skip = 0
             due = (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs
             last_metrics = self.evaluate() if due and self.val_data is not None and self.ctx.is_main else {}
+            scalars = _scalars(last_metrics)
             if runlog is not None and last_metrics:
-                runlog.write(self.step, epoch, "val", _scalars(last_metrics))
-            self.history.append({"epoch": epoch, "step": self.step, **_scalars(last_metrics)})
-            self._save(epoch, len(batches), _scalars(last_metrics))
+                runlog.write(self.step, epoch, "val", scalars)
+            best = bool(scalars) and self._is_best(scalars, epoch)
+            self.history.append({"epoch": epoch, "step": self.step, "train_loss": train_loss, **scalars})
+            self._save(epoch, len(batches), scalars, best=best)
+            if self.ctx.is_main:
+                seconds = time.perf_counter() - tic
+                self.report(
+                    epoch_line(epoch, c.epochs, train_loss, scalars, self.headline.key, best, seconds)
+                )
             distributed.barrier(self.ctx)
         if runlog is not None:
             runlog.close()
         return last_metrics
 
+    def _resume(
+        self, runlog: RunLog | None
+    ) -> tuple[int, int, tuple[dict[str, Tensor], dict[str, Any]] | None]:
+        """Restore the newest checkpoint; ``(epoch, batches of it done, (tensors, state))``."""
+        found = ckpt.latest_checkpoint(self.out_dir)
+        if found is None:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
+            return 0, 0, None
+        tensors, meta = ckpt.load_checkpoint(found)
+        ckpt.restore(tensors, meta, self.model, None, rng=False)
+        self._restore_optimizer(tensors, meta)
+        self.best = meta.get("best")
+        self.step, epoch, skip = int(meta["step"]), int(meta["epoch"]), int(meta["step_in_epoch"])
+        if skip >= self.steps_per_epoch():  # saved at the epoch's end: the next one starts
+            epoch, skip = epoch + 1, 0
+        if runlog is not None:
+            runlog.drop_after(self.step)
+        log.info("resuming from %s (epoch %d, step %d)", found, epoch, self.step)
+        return epoch, skip, (tensors, meta)
+
     def _train_epoch(
         self, model: nn.Module, loader: DataLoader, epoch: int, done: int, total: int, runlog: RunLog | None
-    ) -> None:
+    ) -> float:
+        """One epoch's (remaining) steps; the mean training loss over them."""
         c = self.config
+        loss_sum, steps = 0.0, 0
         model.train()
         bar: Progress[Any] = Progress(
             total=len(loader) + done,
@@ -288,6 +309,7 @@ class Trainer:
             ips = len(images) * self.ctx.world_size / max(time.perf_counter() - tic, 1e-9)
             values = {k: float(v.detach()) for k, v in losses.items()}
             values.update(loss=float(loss.detach()), lr=lr, images_per_s=ips)
+            loss_sum, steps = loss_sum + values["loss"], steps + 1
             bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
             bar.update(1)
             if runlog is not None and (self.step % c.log_every == 0 or step_in_epoch == 1):
@@ -295,6 +317,7 @@ class Trainer:
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self._save(epoch, step_in_epoch)
         bar.close()
+        return loss_sum / max(steps, 1)
 
     def _check_finite(self, losses: dict[str, Tensor]) -> None:
         if not losses:

@@ -26,7 +26,7 @@ import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,15 @@ class Metric(Protocol):
     def update(self, preds: Any, targets: list[dict[str, Tensor]]) -> None: ...
 
     def compute(self) -> dict[str, Any]: ...
+
+
+class Headline(NamedTuple):
+    """A task's headline figure: its key in the metric's results, its direction, what it is
+    (the console's per-epoch line and table header; the best checkpoint is chosen by it)."""
+
+    key: str
+    higher_is_better: bool
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ class Task(abc.ABC):
     target_keys: ClassVar[dict[str, str]] = {}
     prediction_keys: ClassVar[dict[str, str]] = {}
     num_classes_rule: ClassVar[str] = "the model has no classes"
+    headline: ClassVar[Headline] = Headline("loss", False, "validation loss")
 
     # ---------------------------------------------------------------- data -> builder, checks
     def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:

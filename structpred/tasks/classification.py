@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .base import (
+    Headline,
     ItemOutput,
     Metric,
     PredictJob,
@@ -50,6 +51,7 @@ class ClassificationTask(Task):
     target_keys = {"labels": "int64[] in 0..K-1"}
     prediction_keys = {"class_logits": "float[K]", "scores": "float[]", "labels": "int64[]"}
     num_classes_rule = "every class, no background (dataset.num_classes or len(dataset.categories))"
+    headline = Headline("accuracy", True, "top-1 accuracy")
 
     def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)

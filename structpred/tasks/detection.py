@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 from ..data.formats.coco import mask_to_rle
 from ..viz import draw_boxes, draw_masks, to_uint8_image
 from .base import (
+    Headline,
     ItemOutput,
     Metric,
     PredictJob,
@@ -65,6 +66,7 @@ class DetectionTask(Task):
     }
     num_classes_rule = "object classes, background excluded (len(dataset.categories))"
     iou_type = "bbox"
+    headline = Headline("map", True, "box AP (COCO)")
 
     def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)
@@ -146,6 +148,7 @@ class InstanceSegmentationTask(DetectionTask):
     target_keys = {**DetectionTask.target_keys, "masks": "uint8[N, H, W]"}
     prediction_keys = {**DetectionTask.prediction_keys, "masks": "float[N, 1, H, W] probabilities"}
     iou_type = "segm"
+    headline = Headline("map", True, "mask AP (COCO)")
 
 
 register_task(DetectionTask())

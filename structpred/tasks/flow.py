@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .base import Metric, Targets, Task, expect, expect_tensor, register_task
+from .base import Headline, Metric, Targets, Task, expect, expect_tensor, register_task
 
 
 class OpticalFlowTask(Task):
@@ -29,6 +29,7 @@ class OpticalFlowTask(Task):
     target_keys = {"flow": "float[2, H, W] (dx, dy) px", "valid": "bool[H, W]"}
     prediction_keys = {"flow": "float[B, 2, H, W] (dx, dy) px"}
     num_classes_rule = "no classes"
+    headline = Headline("epe", False, "EPE (px, end-point error)")
 
     def metric(self, model: nn.Module, dataset: Dataset | None) -> Callable[[], Metric]:
         from ..metrics.flow import FlowMetric

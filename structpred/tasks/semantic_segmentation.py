@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from ..viz import overlay_label_map
 from .base import (
+    Headline,
     ItemOutput,
     Metric,
     PredictJob,
@@ -63,6 +64,7 @@ class SemanticSegmentationTask(Task):
         "aux_logits": "float[B, K, H, W] (models with an auxiliary head only)",
     }
     num_classes_rule = "labels of the map, background included (dataset.label_map_classes[target_key])"
+    headline = Headline("miou", True, "mIoU")
 
     def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)

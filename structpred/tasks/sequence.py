@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .base import Metric, Targets, Task, expect_items, expect_tensor, register_task
+from .base import Headline, Metric, Targets, Task, expect_items, expect_tensor, register_task
 
 
 class LanguageModelTask(Task):
@@ -30,6 +30,7 @@ class LanguageModelTask(Task):
     target_keys = {"labels": "int64[T] next ids"}
     prediction_keys = {"token_logits": "float[T, V]"}
     num_classes_rule = "the vocabulary (dataset.vocab_chars -> the builder's vocab)"
+    headline = Headline("bpc", False, "bits per character")
 
     def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)
@@ -62,6 +63,7 @@ class RegressionTask(Task):
     inputs = "sequence"
     target_keys = {"value": "float[O]"}
     prediction_keys = {"value": "float[O]"}
+    headline = Headline("rmse", False, "RMSE (the data's units)")
 
     def metric(self, model: nn.Module, dataset: Dataset | None) -> Callable[[], Metric]:
         from ..metrics.sequence import RegressionError
