@@ -210,3 +210,101 @@ def mask_folders(
     if classes:
         (root / "classes.txt").write_text("background\ncat\ndog\n")
     return root
+
+
+# ------------------------------------------------------------------------------------------ broken
+def break_layout(kind: str, tmp_path: Path) -> tuple[str, dict, str]:
+    """A broken layout of ``kind``: (spec, build kwargs, the expected message)."""
+    if kind.startswith("coco"):
+        root = coco2017(tmp_path / "ds")
+        ann = root / "annotations" / "instances_train2017.json"
+        data = json.loads(ann.read_text())
+        if kind == "coco-no-json":
+            ann.unlink()
+            (root / "annotations" / "instances_val2017.json").unlink()
+            return f"coco:{root}", {}, "no COCO annotation json"
+        if kind == "coco-missing-image":
+            (root / "train2017" / "000000000001.jpg").unlink()
+            return (
+                f"coco:{root}",
+                {},
+                r"images\[1\] \(id 1001\) file_name '000000000001.jpg' not found; tried .*train2017",
+            )
+        if kind == "coco-size":
+            data["images"][2]["height"] = 50
+            ann.write_text(json.dumps(data))
+            return (
+                f"coco:{root}",
+                {},
+                r"000000000002.jpg: image is 48 x 64 \(H x W\) but .*instances_train2017.json says 50 x 64",
+            )
+        if kind == "coco-category":
+            data["annotations"][0]["category_id"] = 7
+            ann.write_text(json.dumps(data))
+            return f"coco:{root}", {}, r"instances_train2017.json: annotation id 1 .*unknown category id 7"
+        if kind == "coco-no-segmentation":
+            for a in data["annotations"]:
+                del a["segmentation"]
+            ann.write_text(json.dumps(data))
+            return f"coco:{root}", {"task": "instance_segmentation"}, "no annotation has a 'segmentation'"
+        if kind == "coco-empty":
+            data["images"], data["annotations"] = [], []
+            ann.write_text(json.dumps(data))
+            return f"coco:{root}", {}, "split 'train' has no images"
+    if kind.startswith("voc"):
+        voc = voc_devkit(tmp_path / "ds")
+        if kind == "voc-missing-image":
+            (voc / "JPEGImages" / "2012_000001.jpg").unlink()
+            return f"voc:{voc}", {}, r"<filename> '2012_000001.jpg' not found in .*JPEGImages"
+        if kind == "voc-unknown-class":
+            xml = voc / "Annotations" / "2012_000000.xml"
+            xml.write_text(xml.read_text().replace("<name>cat</name>", "<name>kat</name>"))
+            return f"voc:{voc}", {}, r"2012_000000.xml: object 0: unknown category 'kat'"
+        if kind == "voc-mask-size":
+            save_palette_png(voc / "SegmentationClass" / "2012_000002.png", np.zeros((10, 10), np.uint8))
+            return (
+                f"voc:{voc}",
+                {"task": "semantic_segmentation"},
+                r"2012_000002.png: mask is 10 x 10 .*is 48 x 64",
+            )
+    if kind.startswith("yolo"):
+        root = yolo_roboflow(tmp_path / "ds")
+        if kind == "yolo-names":
+            (root / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnames: cat\n")
+            return f"yolo:{root}", {}, r"data.yaml: 'names' must be a non-empty list"
+        if kind == "yolo-nc":
+            (root / "data.yaml").write_text("train: train/images\nval: valid/images\nnc: 3\nnames: [a, b]\n")
+            return f"yolo:{root}", {}, r"data.yaml: nc = 3 but 2 names"
+        if kind == "yolo-class":
+            (root / "train" / "labels" / "img1.txt").write_text("5 0.5 0.5 0.1 0.1\n")
+            return f"yolo:{root}", {}, r"train/labels/img1.txt line 1: class 5 outside 0..1"
+        if kind == "yolo-broken-image":
+            (root / "train" / "images" / "img2.jpg").write_bytes(b"not a jpeg")
+            return f"yolo:{root}", {}, r"img2.jpg: not a readable image file"
+        if kind == "yolo-empty":
+            for p in (root / "train" / "images").iterdir():
+                p.unlink()
+            return f"yolo:{root}", {}, "split 'train' has no images"
+    root = mask_folders(tmp_path / "m")
+    if kind == "masks-index":
+        save_palette_png(root / "masks" / "train" / "p001.png", np.full((H, W), 9, np.uint8))
+        return f"masks:{root}", {}, r"masks/train/p001.png: class index 9 is outside 0\.\.2 .*classes.txt"
+    if kind == "masks-unpaired":
+        (root / "masks" / "train" / "p002.png").unlink()
+        return f"masks:{root}", {}, r"images/train/p002.jpg: no mask .*masks/train/p002.png"
+    if kind == "masks-binary-255":
+        (root / "classes.txt").unlink()
+        for p in (root / "masks").rglob("*.png"):
+            save_palette_png(p, np.where(label_map([(1, [2, 2, 20, 20])]) > 0, 255, 0).astype(np.uint8))
+        return f"masks:{root}", {}, "every mask holds only 0 and 255"
+    if kind == "masks-rgb":
+        Image.new("RGB", (W, H)).save(root / "masks" / "val" / "p004.png")
+        return f"masks:{root}", {}, r"p004.png: label map has mode 'RGB'"
+    raise AssertionError(kind)
+
+
+BAD_LAYOUTS = [
+    "coco-no-json", "coco-missing-image", "coco-size", "coco-category", "coco-no-segmentation", "coco-empty",
+    "voc-missing-image", "voc-unknown-class", "voc-mask-size", "yolo-names", "yolo-nc", "yolo-class",
+    "yolo-broken-image", "yolo-empty", "masks-index", "masks-unpaired", "masks-binary-255", "masks-rgb",
+]  # fmt: skip

@@ -59,7 +59,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: malformed yaml: {err}") from err
+        raise ValueError(f"{path}: malformed yaml: {' '.join(str(err).split())}") from err
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: cannot read yaml: {err}") from err
     if not isinstance(data, dict):
