@@ -291,7 +291,8 @@ def write_report(
 ) -> Path:
     """Run ``model`` over ``dataset`` once and write ``out_dir/index.html``; returns its path.
 
-    ``metrics`` is the table to show (what ``evaluate`` returned, printed by ``eval``).
+    ``metrics`` is the table to show (what ``evaluate`` returned, printed by ``eval``). The
+    gallery shows the ``top_k`` best and ``top_k`` worst images (at most half the split each).
     """
     data = config.data or "?"
     out = check_report_dir(out_dir, data_folders(data))
@@ -306,10 +307,11 @@ def write_report(
         title=title, identity=identity, metrics=metric_rows(metrics, skip=("confusion_matrix",))
     )
     collector: _Detection | _Semantic | None = None
+    k = min(top_k, max(1, len(dataset) // 2))  # type: ignore[arg-type]  # best and worst both shown
     if task.name in ("detection", "instance_segmentation"):
-        collector = _Detection(model, config, dataset, top_k, masks=task.name == "instance_segmentation")
+        collector = _Detection(model, config, dataset, k, masks=task.name == "instance_segmentation")
     elif task.name == "semantic_segmentation":
-        collector = _Semantic(model, config, dataset, top_k)
+        collector = _Semantic(model, config, dataset, k)
     else:
         page.notes.append(
             f"The {task.name} task's inputs are {task.inputs}s: this report shows its metric table only "

@@ -201,8 +201,12 @@ def metric_rows(metrics: dict[str, object], skip: Sequence[str] = ()) -> Table:
 
 
 class Extremes:
-    """The ``k`` highest- and ``k`` lowest-scoring items seen (ties: the earlier item wins);
-    NaN scores are left out. Memory: at most ``2 k`` payloads."""
+    """The ``k`` best and ``k`` worst items seen, NaN scores left out; memory: ``2 k`` payloads.
+
+    One order ranks the items: by score, then earlier before later. The best are its top
+    ``k``, the worst its bottom ``k``, so with ``2 k`` items or more no item is in both (equal
+    scores: the first items seen are "best", the last "worst").
+    """
 
     def __init__(self, k: int) -> None:
         self.k = k
@@ -215,9 +219,11 @@ class Extremes:
         if self.k <= 0 or score != score:
             return
         n = next(self._count)
-        for heap, key in ((self._best, score), (self._worst, -score)):
-            entry = (key, -n, index, payload)  # -n: on equal scores, the later item goes first
-            if len(heap) < self.k:
+        for heap, entry in (
+            (self._best, (score, -n, index, payload)),
+            (self._worst, (-score, n, index, payload)),
+        ):
+            if len(heap) < self.k:  # each heap's smallest entry is the first to go
                 heapq.heappush(heap, entry)
             elif entry > heap[0]:
                 heapq.heapreplace(heap, entry)
@@ -227,7 +233,7 @@ class Extremes:
         return [(s, i, p) for s, _, i, p in sorted(self._best, reverse=True)]
 
     def worst(self) -> list[tuple[float, int, Any]]:
-        """``(score, index, payload)`` worst first (without the images already in :meth:`best`)."""
+        """``(score, index, payload)`` worst first (without any item already in :meth:`best`)."""
         shown = {i for _, i, _ in self.best()}
         return [(-s, i, p) for s, _, i, p in sorted(self._worst, reverse=True) if i not in shown]
 

@@ -109,6 +109,10 @@ def test_extremes_keep_k_best_and_worst():
     assert [(s, i) for s, i, _ in e.best()] == [(0.9, 1), (0.9, 4)]  # ties: the earlier first
     assert [(s, i) for s, i, _ in e.worst()] == [(0.1, 3), (0.3, 5)]
     assert e.best()[0][2] == "payload1"
+    ties = Extremes(2)
+    for i in range(5):
+        ties.add(0.0, i, None)
+    assert [i for _, i, _ in ties.best()] == [0, 1] and [i for _, i, _ in ties.worst()] == [4, 3]
     small = Extremes(3)
     for i, s in enumerate([0.2, 0.8]):
         small.add(s, i, None)
