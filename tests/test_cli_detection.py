@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from structpred.cli import main
 from structpred.data import ShapesWorld
@@ -52,17 +51,6 @@ def test_train_eval_predict(tmp_path: Path, capsys) -> None:
         assert r["image_id"] in (0, 1) and 1 <= r["category_id"] <= len(world.categories)
         x, y, w, h = r["bbox"]
         assert w >= 0 and h >= 0 and 0 <= x <= 64 and 0 <= y <= 64
-
-
-def test_predict_bad_input(tmp_path: Path, capsys) -> None:
-    missing = tmp_path / "nothing.png"  # the inputs are checked first, before the model loads
-    assert main(["predict", "--checkpoint", str(tmp_path), str(missing), "--out", str(tmp_path / "o")]) == 2
-    assert "nothing.png: no such file or folder" in capsys.readouterr().err
-    image = tmp_path / "in" / "image.png"
-    image.parent.mkdir()
-    write_image(image, torch.rand(3, 16, 16))
-    assert main(["predict", "--checkpoint", str(tmp_path), str(image), "--out", str(tmp_path / "o")]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
 
 
 def test_demo_trains_evaluates_and_draws(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from structpred.cli import main
 from structpred.data.formats.coco import read_coco
 from structpred.data.images import read_image, write_image
+from structpred.data.registry import build_dataset
 from structpred.engine import TrainConfig
 from structpred.engine import run as engine_run
 from structpred.models import get_model
@@ -42,12 +43,14 @@ class Oracle(nn.Module):
         return [{k: v.clone() for k, v in self.table[_key(im)].items()} for im in images], {}
 
 
-def _noisy_predictions(root: Path, masks: bool, seed: int = 0, empty: bool = False) -> dict[str, dict]:
+def _noisy_predictions(
+    root: Path, masks: bool, seed: int = 0, empty: bool = False, split: str = "val"
+) -> dict[str, dict]:
     """Per image of the split: its ground truth jittered, some labels wrong, a false positive,
     random scores (and masks shifted with the boxes)."""
     g = torch.Generator().manual_seed(seed)
     table = {}
-    records, _ = read_coco(root / "annotations" / "val.json")
+    records, _ = read_coco(root / "annotations" / f"{split}.json")
     for record in records:
         image = read_image(root / record.file_name)
         _, H, W = image.shape
@@ -223,15 +226,16 @@ def test_video_frames_detection_and_annotated_video(tmp_path: Path, monkeypatch:
     assert decoded == [(48, 64, 3)] * 12
 
 
-def test_video_and_images_segmentation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_video_and_images_segmentation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _untrained(monkeypatch, "fcn8s_narrow", num_classes=3, width_div=16, fc_channels=16)
     make_video(tmp_path / "in" / "clips" / "walk.webm", frames=5)
     write_image(tmp_path / "in" / "photo.png", torch.rand(3, 40, 56))
     out = tmp_path / "out"
-    assert (
-        main(["predict", "--checkpoint", "run", str(tmp_path / "in"), "--out", str(out), "--no-progress"])
-        == 0
-    )
+    assert main(["predict", "--checkpoint", "run", str(tmp_path / "in"), "--out", str(out)]) == 0
+    progress = capsys.readouterr().err.splitlines()  # not a terminal: a few summary lines, not a bar
+    assert progress[0] == "predict: start, 6 items" and progress[-1].startswith("predict: done 6/6")
     rows = json.loads((out / "predictions.json").read_text())
     assert [r.get("frame") for r in rows] == [0, 1, 2, 3, 4, None]  # the folder's files, sorted
     assert rows[0]["labels_png"] == "clips/walk/frame_000000_labels.png"
@@ -283,3 +287,62 @@ def test_bad_video_is_one_line_exit_2_and_says_what_was_written(
         assert len(list(out.rglob("frame_??????.png"))) == len(done)
     else:  # found in the headers, before the model runs: nothing written
         assert not out.exists()
+
+
+def test_predict_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nothing.png"  # the inputs are checked first, before the model loads
+    assert main(["predict", "--checkpoint", str(tmp_path), str(missing), "--out", str(tmp_path / "o")]) == 2
+    assert "nothing.png: no such file or folder" in capsys.readouterr().err
+    image = tmp_path / "in" / "image.png"
+    image.parent.mkdir()
+    write_image(image, torch.rand(3, 16, 16))
+    assert main(["predict", "--checkpoint", str(tmp_path), str(image), "--out", str(tmp_path / "o")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "no images given" in capsys.readouterr().err
+    both = ["--data", f"coco:{tmp_path}", str(image)]
+    assert main(["predict", "--checkpoint", str(tmp_path), *both, "--out", str(tmp_path / "o")]) == 2
+    assert "either --data" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_trained_mask_rcnn_scores_the_same_in_pycocotools(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "coco"
+    make_coco_split(root, split="train", seed=1)
+    gt_json = make_coco_split(root, split="val")
+    run = tmp_path / "run"
+    tiny = ["--model-arg", "width=8", "--model-arg", "fpn_channels=16", "--model-arg", "box_score_thresh=0.0",
+            "--model-arg", "representation_size=32", "--model-arg", "mask_layers=[16,16]"]  # fmt: skip
+    argv = ["train", "--model", "maskrcnn_narrow_fpn", "--data", f"coco:{root}", "--epochs", "1",
+            "--batch-size", "2", "--lr", "0.01", "--no-progress", "--out", str(run), *tiny]  # fmt: skip
+    assert main(argv) == 0
+    ours = engine_run.evaluate(run, None, "val")  # `structpred eval --checkpoint RUN`: the data it trained on
+    out = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(run), "--data", f"coco:{root}", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert len(results) > 20 and {r["category_id"] for r in results} <= {3, 7}
+    stats = _cocoeval(gt_json, out / "predictions.json", "segm")
+    for name in ["map", "map_50", "map_75", "mar_1", "mar_10", "mar_100"]:
+        assert float(ours[name]) == pytest.approx(stats[STATS.index(name)], abs=1e-6), name
+
+
+def test_a_carved_val_split_predicts_its_own_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "coco"
+    make_coco_split(root, num_images=6, split="train")  # no val split: --val-fraction carves one
+    _fake_checkpoint(
+        monkeypatch,
+        Oracle(_noisy_predictions(root, masks=False, split="train")),
+        "fasterrcnn_narrow_fpn",
+        root,
+    )
+    out = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", "run", "--data", f"coco:{root}", "--split", "val", "--out", str(out)]
+    assert main([*argv, "--data-arg", "val_fraction=0.5", "--no-progress"]) == 0
+    val = build_dataset(f"coco:{root}", "val", val_fraction=0.5)
+    expected = [int(val[i][1]["image_id"]) for i in range(len(val))]
+    assert 0 < len(expected) < 6
+    assert [i["id"] for i in json.loads((out / "images.json").read_text())] == expected

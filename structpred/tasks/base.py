@@ -14,7 +14,8 @@ engine and the CLI look the task up here and dispatch through it, never on the n
 * :meth:`Task.metric`: the field's standard metric (a fresh one per evaluation).
 * :meth:`Task.check_predictions`: the prediction contract, asserted by the registry-wide test.
 * :meth:`Task.sample_batch`: a small valid batch for a built model (registry-wide test, docs).
-* :meth:`Task.predict_files`: ``structpred predict``'s writer for this task's outputs.
+* :meth:`Task.predict_batch`: ``structpred predict``'s writer for this task's outputs (run over
+  images and video frames by :mod:`structpred.tasks.predict_loop`, through :meth:`Task.predict_files`).
 
 A new task is a new file in this package that subclasses :class:`Task` and registers an
 instance with :func:`register_task`; nothing in ``engine/`` changes.
