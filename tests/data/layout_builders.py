@@ -255,7 +255,11 @@ def break_layout(kind: str, tmp_path: Path) -> tuple[str, dict, str]:
         voc = voc_devkit(tmp_path / "ds")
         if kind == "voc-missing-image":
             (voc / "JPEGImages" / "2012_000001.jpg").unlink()
-            return f"voc:{voc}", {}, r"<filename> '2012_000001.jpg' not found in .*JPEGImages"
+            return (
+                f"voc:{voc}",
+                {},
+                r"2012_000001.xml: <filename> .2012_000001.jpg. not found in .*JPEGImages",
+            )
         if kind == "voc-unknown-class":
             xml = voc / "Annotations" / "2012_000000.xml"
             xml.write_text(xml.read_text().replace("<name>cat</name>", "<name>kat</name>"))

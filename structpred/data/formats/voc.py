@@ -153,7 +153,8 @@ def read_voc(
     return _record(_parse(path), path, cats, class_map, image_id, on_error)
 
 
-def _list_files(annotation_dir: Path, image_set: str | Path | None) -> list[Path]:
+def list_xml_files(annotation_dir: Path, image_set: str | Path | None) -> list[Path]:
+    """The xml files :func:`read_voc_dir` reads, in its order (``image_id`` = index here)."""
     if not annotation_dir.is_dir():
         raise ValueError(f"{annotation_dir}: VOC annotation directory not found")
     if image_set is None:
@@ -185,7 +186,7 @@ def read_voc_dir(
     """
     check_on_error(on_error)
     annotation_dir = Path(annotation_dir)
-    files = _list_files(annotation_dir, image_set)
+    files = list_xml_files(annotation_dir, image_set)
     parsed: list[tuple[int, Path, ET.Element]] = []
     for i, path in enumerate(files):
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..datasets import DetectionFiles
-from ..formats.voc import VOC_CLASSES, read_voc_dir
+from ..formats.voc import VOC_CLASSES, list_xml_files, read_voc_dir
 from .checks import check_image_files, find_image, read_lines
 from .labelmaps import MAX_CLASSES, LabelMapFiles, check_range, scan_masks
 from .splits import UNSPLIT, canonical
@@ -87,6 +87,7 @@ def open_boxes(root: Path, split: str, on_error: str = "raise") -> DetectionFile
     names, _ = class_names(root)
     image_set = _image_set(root, "Main", split)
     records, categories = read_voc_dir(root / "Annotations", names, on_error=on_error, image_set=image_set)
+    xml_files = list_xml_files(root / "Annotations", image_set)  # record.image_id indexes it
     images = root / "JPEGImages"
     for record in records:
         path = images / record.file_name
@@ -94,7 +95,7 @@ def open_boxes(root: Path, split: str, on_error: str = "raise") -> DetectionFile
             found = find_image(images, Path(record.file_name).stem)
             if found is None:
                 raise ValueError(
-                    f"{root / 'Annotations'}: <filename> {record.file_name!r} not found in {images} "
+                    f"{xml_files[record.image_id]}: <filename> {record.file_name!r} not found in {images} "
                     f"(tried it and {Path(record.file_name).stem}.jpg/.png/...)"
                 )
             record.file_name = found.name
