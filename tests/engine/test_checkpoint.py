@@ -104,3 +104,69 @@ def test_restore_rejects_other_architecture(tmp_path: Path) -> None:
     tensors, meta = ckpt.load_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="features.0.0.weight"):
         ckpt.restore(tensors, meta, get_model("digits_cnn", width=8))
+
+
+def test_best_checkpoint_is_kept_beside_the_last_ones(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("sgd")
+    best = {"metric": "map", "value": 0.5, "higher_is_better": True, "epoch": 1, "step": 5}
+    ckpt.save_checkpoint(
+        tmp_path, 5, model, opt, {"epoch": 0, "step_in_epoch": 5, "best": best}, 2, best=True
+    )
+    for step in (10, 15, 20):  # worse ones: best.json still names step 5
+        ckpt.save_checkpoint(tmp_path, step, model, opt, {"epoch": 0, "step_in_epoch": step, "best": best}, 2)
+    names = sorted(p.name for p in tmp_path.glob("ckpt-*.json"))
+    assert names == ["ckpt-00000005.json", "ckpt-00000015.json", "ckpt-00000020.json"]  # 2 last + best
+    assert (tmp_path / "ckpt-00000005.safetensors").is_file()
+    assert ckpt.best_checkpoint(tmp_path) == tmp_path / "ckpt-00000005.json"
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000020.json"  # resume / eval: the last
+    assert ckpt.resolve_checkpoint(tmp_path, best=True) == tmp_path / "ckpt-00000005.json"
+    assert ckpt.resolve_checkpoint(tmp_path / "best.json") == tmp_path / "ckpt-00000005.json"
+    record = json.loads((tmp_path / "best.json").read_text())
+    assert record["checkpoint"] == "ckpt-00000005.json" and record["value"] == 0.5
+    # A new best moves the pointer; the old best is then an ordinary old checkpoint: deleted.
+    new = {**best, "value": 0.7, "step": 25}
+    ckpt.save_checkpoint(
+        tmp_path, 25, model, opt, {"epoch": 1, "step_in_epoch": 0, "best": new}, 2, best=True
+    )
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.json")) == [
+        "ckpt-00000020.json",
+        "ckpt-00000025.json",
+    ]
+    assert ckpt.best_checkpoint(tmp_path) == tmp_path / "ckpt-00000025.json"
+
+
+def test_resolve_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no best checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path, best=True)
+    with pytest.raises(ValueError, match="no such checkpoint file or run directory"):
+        ckpt.resolve_checkpoint(tmp_path / "nope")
+    (tmp_path / "best.json").write_text('{"checkpoint": "ckpt-00000009.json"}')  # names a deleted one
+    with pytest.raises(ValueError, match="names no existing checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path / "best.json")
+
+
+@pytest.mark.parametrize(
+    ("value", "best", "higher", "expected"),
+    [
+        (0.5, None, True, True),
+        (float("nan"), None, True, False),
+        (-1.0, None, True, False),  # COCO's "no ground truth"
+        (0.4, {"value": 0.5}, True, False),
+        (0.5, {"value": 0.5}, True, False),  # a tie keeps the earlier one
+        (0.6, {"value": 0.5}, True, True),
+        (1.2, {"value": 1.5}, False, True),  # EPE: lower is better
+        (1.7, {"value": 1.5}, False, False),
+    ],
+)
+def test_better(value: float, best: dict | None, higher: bool, expected: bool) -> None:
+    assert ckpt.better(value, best, higher) is expected
+
+
+def test_optimizer_state_of_another_optimizer_is_refused(tmp_path: Path) -> None:
+    model, adamw = _model_and_optimizer("adamw")
+    ckpt.save_checkpoint(tmp_path, 1, model, adamw, {"epoch": 0, "step_in_epoch": 1})
+    tensors, meta = ckpt.load_checkpoint(tmp_path)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="not a SGD state"):
+        ckpt.restore_optimizer(tensors, meta, sgd)
+    assert sgd.state_dict()["state"] == {}  # unchanged
