@@ -5,12 +5,14 @@ exit code 2 before any training step (no checkpoint written)."""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
 
 from structpred.cli import main
+from structpred.cli._data_args import add_data_arguments, data_kwargs, split_options
 from structpred.engine import checkpoint as ckpt
 from tests.data import layout_builders as lb
 
@@ -129,3 +131,28 @@ def test_task_decides_what_voc_gives(tmp_path: Path, capsys) -> None:
     argv = ["train", *SEGMENTER, "--data", f"voc:{voc}", "--out", str(tmp_path / "r")]
     assert main(argv) == 2
     assert "has no 'val' split; it has ['train', 'trainval']" in capsys.readouterr().err
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_data_arguments(p, required=False)
+    p.add_argument("--model", default=None)
+    return p.parse_args(argv)
+
+
+def test_split_options_only_when_asked() -> None:
+    assert split_options(_parse([])) == {}
+    assert split_options(_parse(["--val-fraction", "0.25", "--split-seed", "7"])) == {
+        "val_fraction": 0.25,
+        "split_seed": 7,
+    }
+
+
+def test_the_model_task_goes_to_data_on_disk_only() -> None:
+    args = _parse(["--data", "voc:x", "--model", "fcn8s_narrow", "--data-arg", "on_error=skip"])
+    assert data_kwargs(args) == {"on_error": "skip", "task": "semantic_segmentation"}
+    assert data_kwargs(_parse(["--data", "coco:x", "--model", "maskrcnn_narrow_fpn"]))["task"] == (
+        "instance_segmentation"
+    )
+    assert data_kwargs(_parse(["--data", "shapes", "--model", "fcn8s_narrow"])) == {}
+    assert data_kwargs(_parse(["--data", "coco:x", "--model", "no_such_model"])) == {}  # reported later

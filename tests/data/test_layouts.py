@@ -3,6 +3,7 @@ what each reads, which split and target a request gets, and the one-line errors 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -237,3 +238,35 @@ def test_unsupported_target_is_a_clear_error(tmp_path: Path) -> None:
         build_dataset(f"masks:{lb.mask_folders(tmp_path / 'm')}", "train", task="detection")
     with pytest.raises(ValueError, match="voc: data holds no instance masks"):
         build_dataset(f"voc:{lb.voc_devkit(tmp_path / 'v')}", "train", task="instance_segmentation")
+
+
+def test_cvat_voc_export_default_subset_and_labelmap(tmp_path: Path) -> None:
+    voc = lb.voc_devkit(tmp_path / "cvat", n_train=3, n_val=0)
+    sets = voc / "ImageSets" / "Main"
+    for p in sets.glob("*.txt"):
+        p.unlink()
+    (sets / "default.txt").write_text("2012_000000\n2012_000001\n2012_000002\n")  # CVAT's one subset
+    (voc / "labelmap.txt").write_text(
+        "# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:128,0,0::\ndog:0,128,0::\n"
+    )
+    data = build_dataset(f"voc:{voc}", "train")
+    assert len(data) == 3 and data.categories.names == ["cat", "dog"]
+    assert len(build_dataset(f"voc:{voc}", "val", val_fraction=0.34)) == 1
+
+
+def test_label_studio_coco_export(tmp_path: Path) -> None:
+    root = tmp_path / "ls"
+    names = [f"images/{i}a1b2.jpg" for i in range(3)]  # Label Studio: names relative to result.json
+    for i, name in enumerate(names):
+        lb.save_jpg(root / name, lb.scene(i)[0])
+    (root / "result.json").write_text(json.dumps(lb.coco_json(names, 0, 3, with_rle=False)))
+    data = build_dataset(f"coco:{root}", "train")
+    assert len(data) == 3 and data.image_path(2) == root / "images" / "2a1b2.jpg"
+
+
+def test_label_map_datasets_list_their_image_files(tmp_path: Path) -> None:
+    root = lb.mask_folders(tmp_path / "m")
+    data = build_dataset(f"masks:{root}", "val")
+    assert [(r.file_name, r.height, r.width, r.image_id) for r in data.records] == [
+        (str(root / "images" / "val" / f"p00{i}.jpg"), lb.H, lb.W, i - 4) for i in (4, 5)
+    ]

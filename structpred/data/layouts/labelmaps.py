@@ -18,20 +18,22 @@ from torch.utils.data import Dataset
 
 from ..formats.labelmap import IGNORE_INDEX, read_label_map
 from ..images import image_size, read_image
-from ..records import Categories
+from ..records import Categories, ImageRecord
 
 MAX_CLASSES = 255  # indices 0..254; 255 is ignore
 
 
-def scan_masks(pairs: list[tuple[Path, Path]]) -> tuple[list[int], set[int]]:
+def scan_masks(pairs: list[tuple[Path, Path]]) -> tuple[list[int], set[int], list[tuple[int, int]]]:
     """Decode every mask once: per mask its largest class index (255 = ignore left out, -1 if
-    none) and the set of values over all masks; sizes are checked on the way.
+    none), the set of values over all masks, and per pair the image's ``(H, W)``; sizes are
+    checked on the way.
 
     Raises ``ValueError`` naming the file on an unreadable image header or mask, or a mask whose
     size is not its image's.
     """
     maxima: list[int] = []
     seen: set[int] = set()
+    sizes: list[tuple[int, int]] = []
     for image_path, mask_path in pairs:
         height, width = image_size(image_path)
         labels = read_label_map(mask_path)  # (H, W) int64
@@ -43,7 +45,8 @@ def scan_masks(pairs: list[tuple[Path, Path]]) -> tuple[list[int], set[int]]:
         values = torch.unique(labels).tolist()
         seen.update(values)
         maxima.append(max((v for v in values if v != IGNORE_INDEX), default=-1))
-    return maxima, seen
+        sizes.append((height, width))
+    return maxima, seen, sizes
 
 
 def check_range(pairs: list[tuple[Path, Path]], maxima: list[int], num_classes: int, source: str) -> None:
@@ -60,10 +63,18 @@ class LabelMapFiles(Dataset[tuple[Tensor, dict[str, Tensor]]]):
     """Pairs of (image file, label-map PNG) with ``num_classes`` classes (background included).
 
     ``categories`` names classes ``1..K-1``; ``pairs`` are not checked here (the layouts check
-    them with :func:`scan_masks` / :func:`check_range` before building this).
+    them with :func:`scan_masks` / :func:`check_range` before building this). ``records`` holds
+    one object-less :class:`ImageRecord` per image (file, size, ``image_id`` = index), for
+    callers that list a dataset's image files (``structpred predict --data``).
     """
 
-    def __init__(self, pairs: list[tuple[Path, Path]], class_names: list[str], num_classes: int) -> None:
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        class_names: list[str],
+        num_classes: int,
+        sizes: list[tuple[int, int]] | None = None,
+    ) -> None:
         if not 2 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in 2..{MAX_CLASSES} (255 = ignore), got {num_classes}")
         if len(class_names) != num_classes - 1:
@@ -71,6 +82,11 @@ class LabelMapFiles(Dataset[tuple[Tensor, dict[str, Tensor]]]):
                 f"{num_classes} classes need {num_classes - 1} names (1..K-1), got {len(class_names)}"
             )
         self.pairs = list(pairs)
+        shapes = sizes if sizes is not None else [(0, 0)] * len(self.pairs)
+        self.records = [
+            ImageRecord.empty(str(image), h, w, image_id=i)
+            for i, ((image, _), (h, w)) in enumerate(zip(self.pairs, shapes, strict=True))
+        ]
         self.categories = Categories(list(class_names))
         self.label_map_classes = {"semantic": num_classes}
 

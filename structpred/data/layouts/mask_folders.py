@@ -68,7 +68,8 @@ class MaskFolders:
         for split, sub in (self.folders or {UNSPLIT: ""}).items():
             self.pairs[split] = self._pairs(root / "images" / sub, root / "masks" / sub)
         every = [pair for pairs in self.pairs.values() for pair in pairs]
-        maxima, seen = scan_masks(every)
+        maxima, seen, sizes = scan_masks(every)
+        self.sizes = dict(zip(every, sizes, strict=True))
         classes = root / "classes.txt"
         if classes.is_file():
             names = read_lines(classes)
@@ -107,4 +108,5 @@ class MaskFolders:
 
     def dataset(self, split: str) -> LabelMapFiles:
         """The pairs of ``split`` (one of :meth:`available`)."""
-        return LabelMapFiles(self.pairs[split], self.names, self.num_classes)
+        pairs = self.pairs[split]
+        return LabelMapFiles(pairs, self.names, self.num_classes, [self.sizes[p] for p in pairs])

@@ -64,22 +64,27 @@ def class_names(root: Path) -> tuple[list[str], str]:
     return list(VOC_CLASSES), "the 20 Pascal VOC classes"
 
 
-def available(root: Path, kind: str) -> list[str]:
-    """Splits a VOC folder holds for ``kind`` (``'Main'`` or ``'Segmentation'``)."""
+def _split_files(root: Path, kind: str) -> dict[str, Path | None]:
+    """Split -> its ``ImageSets/<kind>/*.txt`` (None: every file). One list named otherwise
+    (CVAT's ``default.txt``) is the unsplit data."""
     folder = root / "ImageSets" / kind
     if not folder.is_dir():
-        return [UNSPLIT]
-    splits = [canonical(p.stem) for p in folder.glob("*.txt") if "_" not in p.stem]
-    return sorted(set(splits)) or [UNSPLIT]
+        return {UNSPLIT: None}
+    files: dict[str, Path | None] = {
+        canonical(p.stem): p for p in sorted(folder.glob("*.txt")) if "_" not in p.stem
+    }
+    if len(files) == 1 and not set(files) & {"train", "val", "test", "trainval"}:
+        return {UNSPLIT: next(iter(files.values()))}
+    return files or {UNSPLIT: None}
+
+
+def available(root: Path, kind: str) -> list[str]:
+    """Splits a VOC folder holds for ``kind`` (``'Main'`` or ``'Segmentation'``)."""
+    return sorted(_split_files(root, kind))
 
 
 def _image_set(root: Path, kind: str, split: str) -> Path | None:
-    if split == UNSPLIT:
-        return None
-    for path in sorted((root / "ImageSets" / kind).glob("*.txt")):
-        if "_" not in path.stem and canonical(path.stem) == split:
-            return path
-    raise ValueError(f"{root / 'ImageSets' / kind}: no {split}.txt")
+    return _split_files(root, kind)[split]
 
 
 def open_boxes(root: Path, split: str, on_error: str = "raise") -> DetectionFiles:
@@ -123,6 +128,6 @@ def open_label_maps(root: Path, split: str) -> LabelMapFiles:
         if not mask.is_file():
             raise ValueError(f"{where}: label map {mask} not found")
         pairs.append((image, mask))
-    maxima, _ = scan_masks(pairs)
+    maxima, _, sizes = scan_masks(pairs)
     check_range(pairs, maxima, len(names) + 1, source)
-    return LabelMapFiles(pairs, names, len(names) + 1)
+    return LabelMapFiles(pairs, names, len(names) + 1, sizes)
