@@ -302,8 +302,12 @@ def break_layout(kind: str, tmp_path: Path) -> tuple[str, dict, str]:
             save_palette_png(p, np.where(label_map([(1, [2, 2, 20, 20])]) > 0, 255, 0).astype(np.uint8))
         return f"masks:{root}", {}, "every mask holds only 0 and 255"
     if kind == "masks-rgb":
-        Image.new("RGB", (W, H)).save(root / "masks" / "val" / "p004.png")
-        return f"masks:{root}", {}, r"p004.png: label map has mode 'RGB'"
+        Image.new("RGB", (W, H), (1, 2, 3)).save(root / "masks" / "val" / "p004.png")
+        return (
+            f"masks:{root}",
+            {},
+            r"p004.png: colour \(1, 2, 3\) at pixel \(y=0, x=0\) is not a class colour",
+        )
     raise AssertionError(kind)
 
 

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from structpred.data import build_dataset
+from structpred.data.formats.labelmap import voc_palette
 from structpred.data.layouts.splits import canonical, carve
 from tests.data import layout_builders as lb
 
@@ -270,3 +271,36 @@ def test_label_map_datasets_list_their_image_files(tmp_path: Path) -> None:
     assert [(r.file_name, r.height, r.width, r.image_id) for r in data.records] == [
         (str(root / "images" / "val" / f"p00{i}.jpg"), lb.H, lb.W, i - 4) for i in (4, 5)
     ]
+
+
+def test_rgb_masks_through_labelmap_or_voc_palette(tmp_path: Path) -> None:
+    voc = lb.voc_devkit(tmp_path / "cvat", n_train=2, n_val=1)
+    colours = {0: (0, 0, 0), 1: (250, 50, 83), 2: (36, 179, 83), 255: (224, 224, 192)}
+    (voc / "labelmap.txt").write_text(
+        "# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:250,50,83::\ndog:36,179,83::\n"
+    )
+    for i in range(3):
+        labels = lb.label_map(lb.scene(i)[1])
+        rgb = np.zeros((*labels.shape, 3), np.uint8)
+        for k, colour in colours.items():
+            rgb[labels == k] = colour
+        Image.fromarray(rgb).save(voc / "SegmentationClass" / f"2012_{i:06d}.png")  # CVAT writes colours
+    data = build_dataset(f"voc:{voc}", "train", task="semantic_segmentation")
+    assert data.label_map_classes == {"semantic": 3}
+    for i in range(2):
+        expected = torch.from_numpy(lb.label_map(lb.scene(i)[1]).astype(np.int64))
+        assert torch.equal(data[i][1]["semantic"], expected)
+    # Without labelmap.txt, colour masks are read through the VOC palette (index k -> its colour).
+    (voc / "labelmap.txt").unlink()
+    masks = lb.mask_folders(tmp_path / "m", n_train=2, n_val=1)
+    palette = voc_palette().numpy()
+    labels = lb.label_map(lb.scene(0)[1])
+    Image.fromarray(palette[labels]).save(masks / "masks" / "train" / "p000.png")  # (H, W) -> (H, W, 3)
+    assert torch.equal(
+        build_dataset(f"masks:{masks}", "train")[0][1]["semantic"], torch.from_numpy(labels.astype(np.int64))
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"2012_000000.png: colour \(250, 50, 83\) at pixel .* not a class colour of the VOC palette",
+    ):
+        build_dataset(f"voc:{voc}", "train", task="semantic_segmentation")

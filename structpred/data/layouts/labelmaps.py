@@ -6,24 +6,73 @@ with ``semantic`` in ``0..K-1`` (0 = background) or 255 (ignore), as the semanti
 task expects (``label_map_classes = {"semantic": K}``; ``categories`` names classes ``1..K-1``).
 Every pair is checked when the dataset is built: image header readable, mask decodable and of
 the image's size, values in range; so nothing fails later, in the middle of training.
+
+Masks: a palette or greyscale PNG holds the class index itself. An RGB(A) mask (what CVAT's
+"Segmentation mask" export writes, or a VOC mask saved in colour) is mapped colour -> index
+through a colour table (:data:`Colors`: CVAT's ``labelmap.txt``, else the VOC palette); a colour
+outside the table is an error naming the file, the colour and a pixel that has it.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..formats.labelmap import IGNORE_INDEX, read_label_map
+from ..formats.labelmap import IGNORE_INDEX, read_label_map, voc_palette
 from ..images import image_size, read_image
 from ..records import Categories, ImageRecord
 
 MAX_CLASSES = 255  # indices 0..254; 255 is ignore
+Colors = dict[int, int]  # colour packed as 0xRRGGBB -> class index
 
 
-def scan_masks(pairs: list[tuple[Path, Path]]) -> tuple[list[int], set[int], list[tuple[int, int]]]:
+def palette_colors(num_classes: int = MAX_CLASSES) -> Colors:
+    """The VOC palette's colours of classes ``0..num_classes-1`` and of 255 (ignore)."""
+    rgb = voc_palette().to(torch.int64)  # (256, 3)
+    packed = (rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2]).tolist()  # (256,)
+    table = {packed[k]: k for k in range(min(num_classes, MAX_CLASSES))}
+    table.setdefault(packed[IGNORE_INDEX], IGNORE_INDEX)
+    return table
+
+
+def _colour_mask(path: Path, im: Image.Image, colors: Colors, source: str) -> Tensor:
+    rgb = np.asarray(im.convert("RGB"), dtype=np.int64)  # (H, W, 3)
+    packed = rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]  # (H, W)
+    unique, inverse = np.unique(packed, return_inverse=True)  # (U,), (H*W,)
+    lookup = np.array([colors.get(int(u), -1) for u in unique], dtype=np.int64)  # (U,)
+    if (lookup < 0).any():
+        bad = int(unique[lookup < 0][0])
+        y, x = (int(v[0]) for v in np.nonzero(packed == bad))
+        colour = (bad >> 16, bad >> 8 & 255, bad & 255)
+        raise ValueError(f"{path}: colour {colour} at pixel (y={y}, x={x}) is not a class colour of {source}")
+    return torch.from_numpy(lookup[inverse].reshape(packed.shape))  # (H*W,) -> (H, W)
+
+
+def read_mask(path: Path, colors: Colors | None = None, source: str = "the VOC palette") -> Tensor:
+    """A mask as ``int64 Tensor[H, W]`` of class indices: palette/grey PNGs as stored, RGB(A)
+    through ``colors`` (refused without). ``ValueError`` naming the file otherwise."""
+    if colors is not None and path.is_file():
+        try:
+            with Image.open(path) as im:
+                if im.mode in ("RGB", "RGBA"):
+                    im.load()
+                    return _colour_mask(path, im, colors, source)
+        except (UnidentifiedImageError, OSError, SyntaxError, EOFError, struct.error):
+            pass  # read_label_map names the problem
+        except Image.DecompressionBombError as err:
+            raise ValueError(f"{path}: mask too large: {err}") from err
+    return read_label_map(path)
+
+
+def scan_masks(
+    pairs: list[tuple[Path, Path]], colors: Colors | None = None, source: str = "the VOC palette"
+) -> tuple[list[int], set[int], list[tuple[int, int]]]:
     """Decode every mask once: per mask its largest class index (255 = ignore left out, -1 if
     none), the set of values over all masks, and per pair the image's ``(H, W)``; sizes are
     checked on the way.
@@ -36,7 +85,7 @@ def scan_masks(pairs: list[tuple[Path, Path]]) -> tuple[list[int], set[int], lis
     sizes: list[tuple[int, int]] = []
     for image_path, mask_path in pairs:
         height, width = image_size(image_path)
-        labels = read_label_map(mask_path)  # (H, W) int64
+        labels = read_mask(mask_path, colors, source)  # (H, W) int64
         if tuple(labels.shape) != (height, width):
             raise ValueError(
                 f"{mask_path}: mask is {labels.shape[0]} x {labels.shape[1]} (H x W) but its image "
@@ -74,6 +123,8 @@ class LabelMapFiles(Dataset[tuple[Tensor, dict[str, Tensor]]]):
         class_names: list[str],
         num_classes: int,
         sizes: list[tuple[int, int]] | None = None,
+        colors: Colors | None = None,
+        source: str = "the VOC palette",
     ) -> None:
         if not 2 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in 2..{MAX_CLASSES} (255 = ignore), got {num_classes}")
@@ -82,6 +133,7 @@ class LabelMapFiles(Dataset[tuple[Tensor, dict[str, Tensor]]]):
                 f"{num_classes} classes need {num_classes - 1} names (1..K-1), got {len(class_names)}"
             )
         self.pairs = list(pairs)
+        self.colors, self.source = colors, source
         shapes = sizes if sizes is not None else [(0, 0)] * len(self.pairs)
         self.records = [
             ImageRecord.empty(str(image), h, w, image_id=i)
@@ -100,7 +152,7 @@ class LabelMapFiles(Dataset[tuple[Tensor, dict[str, Tensor]]]):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, mask_path = self.pairs[index]
         image = read_image(image_path)  # (3, H, W)
-        labels = read_label_map(mask_path)  # (H, W)
+        labels = read_mask(mask_path, self.colors, self.source)  # (H, W)
         if tuple(labels.shape) != tuple(image.shape[1:]):
             size = tuple(image.shape[1:])
             raise ValueError(f"{mask_path}: mask size {tuple(labels.shape)} != image size {size}")

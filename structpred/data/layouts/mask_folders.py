@@ -2,7 +2,8 @@
 
 ``DIR/images/**/<name>.<jpg|png|...>`` pairs with ``DIR/masks/**/<name>.png`` (same relative
 path, mask suffix ``.png``, also ``.tif``/``.bmp``/``.gif``): a palette or greyscale PNG whose
-pixel values are class indices, 255 = ignore. Splits: ``images/train``, ``images/val`` (or
+pixel values are class indices, 255 = ignore (an RGB mask is read through the VOC palette's
+colours). Splits: ``images/train``, ``images/val`` (or
 ``valid``), ``images/test`` sub-folders when present (masks likewise), else one unsplit set.
 Classes: ``DIR/classes.txt`` (one name per line, line k = class k, line 0 the background);
 otherwise the largest index over every mask, plus one, named ``class_k``. A mask set holding only
@@ -15,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checks import IMAGE_SUFFIXES, read_lines
-from .labelmaps import MAX_CLASSES, LabelMapFiles, check_range, scan_masks
+from .labelmaps import MAX_CLASSES, LabelMapFiles, check_range, palette_colors, scan_masks
 from .splits import UNSPLIT, canonical
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
@@ -68,15 +69,16 @@ class MaskFolders:
         for split, sub in (self.folders or {UNSPLIT: ""}).items():
             self.pairs[split] = self._pairs(root / "images" / sub, root / "masks" / sub)
         every = [pair for pairs in self.pairs.values() for pair in pairs]
-        maxima, seen, sizes = scan_masks(every)
-        self.sizes = dict(zip(every, sizes, strict=True))
         classes = root / "classes.txt"
-        if classes.is_file():
-            names = read_lines(classes)
-            if not 2 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names):
-                raise ValueError(
-                    f"{classes}: needs 2..{MAX_CLASSES} unique names (line k = class k), got {len(names)}"
-                )
+        names = read_lines(classes) if classes.is_file() else None
+        if names is not None and (not 2 <= len(names) <= MAX_CLASSES or len(set(names)) != len(names)):
+            raise ValueError(
+                f"{classes}: needs 2..{MAX_CLASSES} unique names (line k = class k), got {len(names)}"
+            )
+        self.colors = palette_colors(len(names) if names else MAX_CLASSES)  # for RGB masks
+        maxima, seen, sizes = scan_masks(every, self.colors)
+        self.sizes = dict(zip(every, sizes, strict=True))
+        if names is not None:
             check_range(every, maxima, len(names), str(classes))
             self.num_classes, self.names = len(names), names[1:]
         else:
@@ -109,4 +111,5 @@ class MaskFolders:
     def dataset(self, split: str) -> LabelMapFiles:
         """The pairs of ``split`` (one of :meth:`available`)."""
         pairs = self.pairs[split]
-        return LabelMapFiles(pairs, self.names, self.num_classes, [self.sizes[p] for p in pairs])
+        sizes = [self.sizes[p] for p in pairs]
+        return LabelMapFiles(pairs, self.names, self.num_classes, sizes, self.colors)

@@ -6,7 +6,9 @@
 palette PNGs, 0 = background, 255 = ignore). Without the ``ImageSets`` folder every file is read
 as unsplit data. Classes: the lines of ``classes.txt``, ``labels.txt`` or CVAT's
 ``labelmap.txt`` (``name:r,g,b::``) in the VOC folder, a first ``background`` line being class
-0; otherwise the 20 standard classes. ``structpred data export --format voc`` writes this layout.
+0; otherwise the 20 standard classes. RGB masks (CVAT's "Segmentation mask" export) are mapped
+through ``labelmap.txt``'s colours, else the VOC palette's. ``structpred data export --format
+voc`` writes this layout.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from ..datasets import DetectionFiles
 from ..formats.voc import VOC_CLASSES, list_xml_files, read_voc_dir
 from .checks import check_image_files, find_image, read_lines
-from .labelmaps import MAX_CLASSES, LabelMapFiles, check_range, scan_masks
+from .labelmaps import MAX_CLASSES, Colors, LabelMapFiles, check_range, palette_colors, scan_masks
 from .splits import UNSPLIT, canonical
 
 CLASS_FILES = ("classes.txt", "labels.txt", "labelmap.txt")
@@ -78,6 +80,29 @@ def _split_files(root: Path, kind: str) -> dict[str, Path | None]:
     return files or {UNSPLIT: None}
 
 
+def label_colors(root: Path, num_classes: int) -> tuple[Colors, str]:
+    """The colour table of RGB masks: CVAT's ``labelmap.txt`` (``name:r,g,b::``, line order =
+    class index, a first ``background`` line being 0), else the VOC palette; and its source."""
+    path = root / "labelmap.txt"
+    if not path.is_file():
+        return palette_colors(num_classes), "the VOC palette"
+    lines = [line for line in read_lines(path) if not line.startswith("#")]
+    first = 0 if lines and lines[0].split(":")[0].strip().lower() in BACKGROUND else 1
+    table: Colors = {}
+    for k, line in enumerate(lines):
+        fields = line.split(":")
+        try:
+            rgb = [int(v) for v in fields[1].split(",")] if len(fields) > 1 else []
+        except ValueError:
+            rgb = []
+        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise ValueError(f"{path}: line {line!r}: expected 'name:r,g,b::' with r, g, b in 0..255")
+        table[rgb[0] << 16 | rgb[1] << 8 | rgb[2]] = k + first
+    for colour, index in palette_colors(0).items():  # just the ignore colour, (224, 224, 192)
+        table.setdefault(colour, index)
+    return table, str(path)
+
+
 def available(root: Path, kind: str) -> list[str]:
     """Splits a VOC folder holds for ``kind`` (``'Main'`` or ``'Segmentation'``)."""
     return sorted(_split_files(root, kind))
@@ -128,6 +153,7 @@ def open_label_maps(root: Path, split: str) -> LabelMapFiles:
         if not mask.is_file():
             raise ValueError(f"{where}: label map {mask} not found")
         pairs.append((image, mask))
-    maxima, _, sizes = scan_masks(pairs)
+    colors, colour_source = label_colors(root, len(names) + 1)
+    maxima, _, sizes = scan_masks(pairs, colors, colour_source)
     check_range(pairs, maxima, len(names) + 1, source)
-    return LabelMapFiles(pairs, names, len(names) + 1, sizes)
+    return LabelMapFiles(pairs, names, len(names) + 1, sizes, colors, colour_source)
