@@ -350,3 +350,17 @@ def test_comparison_ratio_verdict_and_table():
     assert table[2] == "| fast op | 1.00 | 4.00 | 0.25 | <= 1 met |"
     assert table[3] == "| slow op | 3.00 | 2.00 | 1.50 | <= 1 MISSED |"
     assert table[4] == "| extra op | 2.00 | 2.00 | 1.00 | - |"
+
+
+def test_metric_table_names_split_and_kind() -> None:
+    from structpred.cli._common import format_metrics
+
+    table = format_metrics(
+        {"map": torch.tensor(0.5), "classes": torch.tensor([1, 2]), "confusion": torch.zeros(3, 3)},
+        "val",
+        "box AP (COCO)",
+    ).splitlines()
+    assert table[0] == "val split, box AP (COCO)"
+    assert table[1].split() == ["map", "0.5000"] and table[2].split() == ["classes", "[1,", "2]"]
+    assert table[3].split() == ["confusion", "3", "x", "3", "matrix", "(not", "shown)"]
+    assert format_metrics({"loss": 1.0}).splitlines() == [f"{'loss':>24s}  1.0000"]  # no header asked

@@ -88,6 +88,9 @@ def test_train_then_eval_the_checkpoint(tmp_path: Path, capsys) -> None:
     evaluated = _table(capsys.readouterr().out)
     assert evaluated["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
     assert evaluated["loss_cls"] == pytest.approx(trained["loss_cls"], rel=1e-5)
+    # Without --data-arg, eval reads the data with the arguments the run recorded (size=16).
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    assert _table(capsys.readouterr().out)["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
     # Another split of the same data gives other figures (the split really is used).
     assert main(["eval", "--checkpoint", str(run), "--split", "test", "--data-arg", "size=16"]) == 0
     assert _table(capsys.readouterr().out)["loss_cls"] != pytest.approx(trained["loss_cls"], rel=1e-6)

@@ -35,6 +35,8 @@ def format_metrics(metrics: dict[str, Any], split: str | None = None, kind: str 
             value = float(value)
         if isinstance(value, float):
             lines.append(f"{key:>24s}  {value:.4f}")
+        elif hasattr(value, "dim") and value.dim() > 1:  # a matrix (confusion...): its shape only
+            lines.append(f"{key:>24s}  {' x '.join(map(str, value.shape))} matrix (not shown)")
         elif hasattr(value, "tolist"):
             lines.append(f"{key:>24s}  {[round(v, 4) for v in value.flatten().tolist()]}")
         else:

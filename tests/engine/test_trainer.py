@@ -129,3 +129,26 @@ def test_schedules() -> None:
     assert lr_at(95, 1.0, 100, schedule="step", milestones=(0.5, 0.9), gamma=0.1) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="schedule"):
         lr_at(0, 1.0, 10, schedule="linear")
+
+
+def test_epoch_line() -> None:
+    from structpred.engine.logs import epoch_line
+
+    line = epoch_line(2, 10, 0.41234, {"loss": 0.398, "map": 0.61, "map_50": 0.8}, "map", True, 41.2)
+    assert line == "epoch 3/10  train loss 0.4123  val loss 0.398  val map 0.61  (best)  41 s"
+    assert epoch_line(0, 10, 0.5, {}, "map", False, 3.0) == "epoch 1/10  train loss 0.5  3 s"  # no validation
+    assert (
+        epoch_line(0, 1, 0.5, {"loss": 0.4}, "loss", True, 1)
+        == "epoch 1/1  train loss 0.5  val loss 0.4  (best)  1 s"
+    )
+
+
+def test_fit_reports_one_line_per_epoch_and_keeps_the_best(tmp_path: Path) -> None:
+    lines: list[str] = []
+    trainer = _trainer(tmp_path, 64, epochs=2, keep_last=1)
+    trainer.report = lines.append
+    trainer.fit()
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val loss" in line for line in lines) and "(best)" in lines[0]
+    assert trainer.best is not None and trainer.best["metric"] == "loss"  # no task given: validation loss
+    assert ckpt.best_checkpoint(tmp_path) is not None
