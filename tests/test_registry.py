@@ -109,3 +109,84 @@ def test_model_keeps_its_task_contract(name: str, tmp_path: Any) -> None:
     # One bad input: one target too few is a clear ValueError, not an IndexError or a crash.
     with pytest.raises(ValueError):
         model(inputs, targets[:1])
+
+
+# ------------------------------------------------------------------------------------ export
+# Every registered model exports (torch.export and ONNX through onnxruntime) or is listed in
+# NOT_EXPORTABLE with its reason. An export takes 5-60 s (tracing and the ONNX translation
+# dominate, not the model's size), so every case is marked slow; CI runs them.
+
+
+def _no_detections(model: torch.nn.Module) -> str:
+    """Make every RoI background (the classifier's background logit +1e4): a detector's output is
+    empty on any image. Returns the parameter's name, to edit the exported copies the same way."""
+    for name, p in model.named_parameters():
+        if name.endswith("box_predictor.cls_score.bias"):
+            with torch.no_grad():
+                p[0] = 1e4
+            return name
+    raise AssertionError(f"{type(model).__name__} has no box_predictor.cls_score.bias")
+
+
+def _onnx_with(path: Any, param: str, value: Tensor) -> Any:
+    """An onnxruntime session for ``path`` with initializer ``param`` replaced by ``value``."""
+    import onnx
+    from onnx import numpy_helper
+
+    from structpred.engine.export import onnx_session
+
+    proto = onnx.load(str(path))
+    found = [t for t in proto.graph.initializer if t.name.endswith(param)]
+    assert len(found) == 1, [t.name for t in proto.graph.initializer if "cls_score" in t.name]
+    found[0].CopyFrom(numpy_helper.from_array(value.detach().numpy(), found[0].name))
+    edited = path.with_name("edited.onnx")
+    onnx.save(proto, str(edited))
+    return onnx_session(edited)
+
+
+def _assert_same(eager: tuple[Tensor, ...], got: tuple[Tensor, ...], where: str) -> None:
+    assert len(eager) == len(got), where
+    for k, (a, b) in enumerate(zip(eager, got, strict=True)):
+        assert a.shape == b.shape, f"{where}: output {k} {tuple(a.shape)} vs {tuple(b.shape)}"
+        assert a.dtype == b.dtype, f"{where}: output {k} {a.dtype} vs {b.dtype}"
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=1e-4, msg=f"{where}: output {k}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_model_exports_with_parity(name: str, tmp_path: Any) -> None:
+    from structpred.engine import export as ex
+
+    if name in ex.NOT_EXPORTABLE:
+        reason = ex.NOT_EXPORTABLE[name]
+        assert len(reason) > 20, f"{name}: NOT_EXPORTABLE needs the precise reason"
+        pytest.skip(f"not exportable: {reason}")
+    model = _build(name, seed=0).eval()
+    spec = ex.export_spec(name, model)
+    program = ex.export_program(spec)
+    path = ex.export_onnx(spec, tmp_path / f"{name}.onnx", program=program)
+    session = ex.onnx_session(path)
+    saved = tmp_path / f"{name}.pt2"
+    torch.export.save(program, str(saved))
+    loaded = torch.export.load(str(saved)).module()  # the round trip through a file
+    inputs = ex.check_inputs(spec)
+    dynamic = [axes for axes in spec.dynamic if axes]
+    assert len(inputs) == (2 if dynamic else 1)
+    if dynamic:  # the second input really differs along the dynamic axes
+        assert [x.shape for x in inputs[0]] != [x.shape for x in inputs[1]]
+    for x in inputs:
+        eager = ex.run_eager(spec, x)
+        where = f"{name} on {[tuple(t.shape) for t in x]}"
+        _assert_same(eager, ex.run_onnx(session, x), f"{where} (onnxruntime)")
+        _assert_same(eager, tuple(loaded(*x)), f"{where} (torch.export)")
+    if spec.task in ("detection", "instance_segmentation"):
+        assert ex.run_eager(spec, inputs[0])[0].shape[0] > 0, "the random detector should detect something"
+        param = _no_detections(model)
+        value = dict(model.named_parameters())[param]
+        blank = tuple(torch.zeros_like(t) if t.dim() == 4 else t for t in inputs[0])  # a blank image
+        for x in (inputs[0], blank):
+            eager = ex.run_eager(spec, x)
+            assert eager[0].shape[0] == 0, "background everywhere: no detections"
+            _assert_same(eager, ex.run_onnx(_onnx_with(path, param, value), x), f"{name}: none (onnxruntime)")
+            [p for n, p in loaded.named_parameters() if n.endswith(param)][0].data.copy_(value)
+            _assert_same(eager, tuple(loaded(*x)), f"{name}: none (torch.export)")

@@ -6,7 +6,7 @@ import argparse
 import importlib
 from typing import Any
 
-SUITES = ("ops", "metrics", "proposals", "detection", "mask_rcnn", "crf", "segmentation", "rnn")
+SUITES = ("ops", "metrics", "proposals", "detection", "mask_rcnn", "crf", "segmentation", "rnn", "export")
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
@@ -29,6 +29,6 @@ def add_parser(sub: Any) -> None:
         help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall; "
         "detection: Faster R-CNN vs torchvision; mask_rcnn: Mask R-CNN inference vs torchvision; "
         "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
-        "rnn: RNN/LSTM vs torch.nn",
+        "rnn: RNN/LSTM vs torch.nn; export: onnxruntime vs eager PyTorch (exported models)",
     )
     p.set_defaults(func=run)

@@ -128,6 +128,10 @@ class RegionProposalNetwork(nn.Module):
         unless ``dtype`` is given)."""
         sizes = tuple((m.shape[-2], m.shape[-1]) for m in maps)
         dtype = dtype or maps[0].dtype
+        if torch.compiler.is_exporting():  # no cache: a traced tensor must not outlive the trace
+            return anchors_for_image(
+                padded_size, sizes, self.anchor_sizes, self.aspect_ratios, dtype=dtype, device=maps[0].device
+            )
         key = (tuple(padded_size), sizes, dtype, maps[0].device)
         if self._anchors is None or key != self._anchor_key:
             self._anchors = anchors_for_image(

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .items import split_items
+
 POOLS = ("avg", "max")
 REGRESSION_LOSSES = ("mse", "smooth_l1")
 
@@ -70,10 +72,7 @@ class ClassificationHead(nn.Module):
     def predictions(logits: Tensor) -> list[dict[str, Tensor]]:
         """Per item ``{"class_logits": [K], "scores": max softmax probability, "labels": argmax}``."""
         scores, labels = logits.softmax(-1).max(-1)  # (B,), (B,)
-        return [
-            {"class_logits": lg, "scores": sc, "labels": lb}
-            for lg, sc, lb in zip(logits, scores, labels, strict=True)
-        ]
+        return split_items({"class_logits": logits, "scores": scores, "labels": labels})
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Mean cross-entropy of ``logits [B, K]`` against class indices ``labels int64[B]``."""

@@ -28,6 +28,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_image_batch(images: Tensor) -> Tensor:
+    """A validated float ``[B, 3, H, W]`` batch, checked without splitting it (so its sizes may be
+    symbolic under ``torch.export``)."""
+    if images.dim() != 4:
+        raise ValueError(f"images as a Tensor must be [B, 3, H, W], got {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        raise ValueError(f"images[0] must be a Tensor[3, H, W], got {tuple(images.shape[1:])}")
+    if not images.is_floating_point():
+        raise ValueError(f"images[0] must be float in [0, 1], got {images.dtype}")
+    if images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"images are empty: {tuple(images.shape)}")
+    return images
+
+
 def as_image_list(images: Sequence[Tensor] | Tensor) -> list[Tensor]:
     """Validated ``list[Tensor[3, H, W]]`` of floats from a list or a ``[B, 3, H, W]`` batch."""
     if isinstance(images, Tensor):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..heads.items import split_items
 from .contract import check_request
 from .registry import register_model
 
@@ -60,7 +61,8 @@ class SmallClassifier(nn.Module):
             if images.dim() != 4 or images.shape[1] != 3:
                 raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
             batch = images
-            if batch.shape[-2:] != (s, s):
+            # Exported: always resize (an identity at S x S), so the program takes any size.
+            if torch.compiler.is_exporting() or batch.shape[-2:] != (s, s):
                 batch = F.interpolate(batch, size=(s, s), mode="bilinear", align_corners=False)
         else:
             if len(images) == 0:
@@ -101,11 +103,7 @@ class SmallClassifier(nn.Module):
         if not predict:
             return None, losses
         scores, labels = logits.softmax(-1).max(-1)  # (B, K) -> (B,), (B,)
-        preds = [
-            {"class_logits": lg, "scores": sc, "labels": lb}
-            for lg, sc, lb in zip(logits, scores, labels, strict=True)
-        ]
-        return preds, losses
+        return split_items({"class_logits": logits, "scores": scores, "labels": labels}), losses
 
 
 @register_model(task="classification")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -117,7 +118,12 @@ class FastRCNN(nn.Module):
         for i, image in enumerate(images):
             size = (int(image.shape[1]), int(image.shape[2]))
             target = targets[i] if targets is not None else {}
-            if proposals is not None:
+            if proposals is not None and torch.compiler.is_exporting():
+                # Exported: no value checks (no data-dependent branch); clip and drop empty boxes
+                # as check_proposals does.
+                clipped = clip_boxes_to_image(proposals[i], size)
+                out.append(clipped[(clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])])
+            elif proposals is not None:
                 out.append(check_proposals(proposals[i], size, f"proposals[{i}]"))
             elif "proposals" in target:
                 out.append(check_proposals(target["proposals"], size, f"targets[{i}]['proposals']"))

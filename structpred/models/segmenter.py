@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, as_image_list
+from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, as_image_list, check_image_batch
 from .contract import check_request
 
 IGNORE_INDEX = 255
@@ -53,6 +53,8 @@ class SegmenterConfig:
 
 def batch_images(images: Sequence[Tensor] | Tensor, where: str) -> Tensor:
     """Validated ``[B, 3, H, W]`` float batch of same-sized images from a list or a batch."""
+    if isinstance(images, Tensor) and images.dim() == 4 and images.shape[0] > 0:
+        return check_image_batch(images)  # one size by construction (and exportable: no split)
     image_list = as_image_list(images)
     sizes = {tuple(im.shape[-2:]) for im in image_list}
     if len(sizes) > 1:

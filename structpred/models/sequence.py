@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from ..heads.items import split_items
 from ..heads.single_value import ClassificationHead, RegressionHead
 from ..layers.rnn import LSTM, RNN
 from .contract import check_request
@@ -131,7 +132,8 @@ class CharLM(nn.Module):
         """``ids int64[B, T]``, ``state`` ``(h, c)`` each ``(L, B, H)`` -> ``(logits [B, T, V], state)``."""
         if ids.dtype != torch.int64 or ids.dim() != 2:
             raise ValueError(f"CharLM: ids must be int64 [B, T], got {ids.dtype} {tuple(ids.shape)}")
-        if bool(((ids < 0) | (ids >= self.vocab_size)).any()):
+        # A data-dependent check: eager only (an exported program's Gather rejects bad ids itself).
+        if not torch.compiler.is_exporting() and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
             raise ValueError(f"CharLM: ids must lie in [0, {self.vocab_size})")
         out, state = self.rnn(self.embed(ids), state)  # (B, T, E) -> (B, T, H)
         assert isinstance(out, Tensor)
@@ -153,7 +155,7 @@ class CharLM(nn.Module):
                 raise ValueError(
                     f"CharLM: labels {tuple(labels.shape)} do not match inputs {tuple(ids.shape)}")
             losses["loss_lm"] = F.cross_entropy(logits.reshape(-1, self.vocab_size), labels.reshape(-1))
-        return ([{"token_logits": lg} for lg in logits] if predict else None), losses
+        return (split_items({"token_logits": logits}) if predict else None), losses
 
     @torch.no_grad()
     def sample(self, prefix: str, n: int, temperature: float = 1.0,
@@ -272,7 +274,7 @@ class SequenceRegressor(_SequenceEncoder):
                     raise ValueError(
                         f"SequenceRegressor: targets[{i}] needs 'value' with {n_out} target values")
             losses = self.head.losses(values, targets)
-        return ([{"value": v} for v in values] if predict else None), losses
+        return (split_items({"value": values}) if predict else None), losses
 
 
 # ------------------------------------------------------------------------------------------ builders

@@ -2,7 +2,8 @@
 
 Shape and dtype checks are free (no device sync). Checks that look at values
 (``x2 >= x1``, batch indices in range) need one reduction; they are done only where a
-wrong value would silently give a meaningless result (RoI pooling, box encoding, GIoU).
+wrong value would silently give a meaningless result (RoI pooling, box encoding, GIoU), and
+only in eager mode (under ``torch.export`` a value cannot steer Python control flow).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def check_boxes(boxes: Tensor, name: str, *, ordered: bool = False, rank2: bool 
     if ordered:
         if not boxes.is_floating_point():
             raise ValueError(f"{name} must be a floating point tensor, got {boxes.dtype}")
+        if torch.compiler.is_exporting():  # a value check is eager-only: no branch in a graph
+            return
         bad = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
         if bool(bad.any()):
             first = int(bad.reshape(-1).nonzero()[0])
@@ -98,7 +101,8 @@ def rois_from_boxes(
         check_float(boxes, name)
         batch = boxes[:, 0]
         xyxy = boxes[:, 1:]
-        if bool(((batch != batch.round()) | (batch < 0) | (batch >= num_images)).any()):
+        bad = (batch != batch.round()) | (batch < 0) | (batch >= num_images)
+        if not torch.compiler.is_exporting() and bool(bad.any()):
             raise ValueError(
                 f"{name}[:, 0] must hold integer batch indices in [0, {num_images - 1}] "
                 f"(input has {num_images} images), got values {batch.unique().tolist()[:8]}"

@@ -32,10 +32,11 @@ def cell_anchors(
     """
     if len(sizes) == 0 or len(aspect_ratios) == 0:
         raise ValueError("sizes and aspect_ratios must be non-empty")
+    # Checked on the Python numbers (no tensor-valued branch: torch.export traces this).
+    if any(float(s) <= 0 for s in sizes) or any(float(r) <= 0 for r in aspect_ratios):
+        raise ValueError(f"sizes and aspect_ratios must be positive, got {sizes}, {aspect_ratios}")
     scales = torch.as_tensor(sizes, dtype=dtype, device=device)
     ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
-    if bool((scales <= 0).any()) or bool((ratios <= 0).any()):
-        raise ValueError(f"sizes and aspect_ratios must be positive, got {sizes}, {aspect_ratios}")
     h_ratios = torch.sqrt(ratios)  # h = size * sqrt(r), w = size / sqrt(r): area size^2
     w_ratios = 1 / h_ratios
     ws = (w_ratios[:, None] * scales[None, :]).reshape(-1)  # (R, S) -> (A,)

@@ -158,6 +158,27 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
     return kept
 
 
+@torch.library.custom_op("structpred::nms", mutates_args=())
+def _nms_op(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """:func:`nms` as one opaque operator, for ``torch.export``: its data-dependent loop stays
+    out of the graph, and the ONNX exporter maps it to ``NonMaxSuppression``
+    (:mod:`structpred.engine.export`)."""
+    return _nms(boxes, scores, iou_threshold, None)
+
+
+@_nms_op.register_fake
+def _nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    kept = torch.library.get_ctx().new_dynamic_size()  # how many survive depends on the data
+    return boxes.new_empty(kept, dtype=torch.int64)
+
+
+def _offset_by_class(boxes: Tensor, idxs: Tensor) -> Tensor:
+    """Boxes of different ``idxs`` moved apart so that they never overlap (torchvision's trick;
+    exact unless labels reach the thousands, see the module docstring)."""
+    top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()  # 0 for no boxes
+    return boxes + (idxs.to(boxes) * (top + 1))[:, None]
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression.
 
@@ -168,6 +189,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Returns:
         int64[K]: indices of the kept boxes, by decreasing score.
     """
+    if torch.compiler.is_exporting():
+        return _nms_op(boxes, scores, iou_threshold)
     return _nms(boxes, scores, iou_threshold, None)
 
 
@@ -185,4 +208,6 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         raise ValueError(f"idxs must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
     if idxs.is_floating_point():
         raise ValueError(f"idxs must hold integer categories, got {idxs.dtype}")
+    if torch.compiler.is_exporting():
+        return _nms_op(_offset_by_class(boxes, idxs), scores, iou_threshold)
     return _nms(boxes, scores, iou_threshold, idxs)

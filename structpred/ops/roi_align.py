@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import guard_or_false, guard_or_true
 
 from ._checks import pair, rois_from_boxes
 
@@ -129,7 +130,8 @@ def roi_align_table(
     ph_bins, pw_bins = output_size
     channels = table.shape[1]
     num_rois = boxes.shape[0]
-    if num_rois == 0 or table.shape[0] == 0:
+    # guard_or_*: under torch.export the RoI count is data-dependent; the general path holds for 0.
+    if guard_or_false(num_rois == 0) or guard_or_false(table.shape[0] == 0):
         return table.new_zeros(num_rois, channels, ph_bins, pw_bins)
     offset = 0.5 if aligned else 0.0
     x1 = boxes[:, 0] * scale - offset
@@ -147,7 +149,7 @@ def roi_align_table(
         # Bound the index/weight lists (~24 bytes per tap) for huge grids.
         return max(1, _MAX_TAPS // (4 * max(grid[0] * grid[1], 1) * ph_bins * pw_bins))
 
-    if sampling_ratio > 0 and num_rois <= rois_per_call((sampling_ratio, sampling_ratio)):
+    if sampling_ratio > 0 and guard_or_true(num_rois <= rois_per_call((sampling_ratio, sampling_ratio))):
         # The common case: one grid for every RoI, one embedding_bag call.
         pooled = _align_group(table, geometry, (ph_bins, pw_bins), (sampling_ratio, sampling_ratio))
         # (K*PH*PW, C) -> (K, PH, PW, C) -> (K, C, PH, PW)

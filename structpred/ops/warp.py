@@ -81,9 +81,10 @@ def affine_grid(theta: Tensor, size: Sequence[int], align_corners: bool = False)
     _check_align_corners(align_corners)
     if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 4:
         raise ValueError(f"size must be (B, C, H, W), got {size!r}")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
+    # SymInts too: under torch.export the batch size is symbolic.
+    if not all(isinstance(s, int | torch.SymInt) and not isinstance(s, bool) and s >= 1 for s in size):
         raise ValueError(f"size must hold 4 positive ints (B, C, H, W), got {tuple(size)!r}")
-    B, _, Ho, Wo = (int(s) for s in size)
+    B, _, Ho, Wo = size
     if theta.shape[0] != B:
         raise ValueError(f"theta holds {theta.shape[0]} maps but size asks for a batch of {B}")
     xs = _linspace_from_neg_one(Wo, align_corners, theta)  # (Wo,)
