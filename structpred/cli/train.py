@@ -55,8 +55,9 @@ def _given_changes(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.model_arg:
         changes["model_args"] = key_values(args.model_arg, "--model-arg")
-    if args.data_arg:
-        changes["data_kwargs"] = data_kwargs(args)
+    given_data = data_kwargs(args)  # --data-arg, --val-fraction / --split-seed, the task of data on disk
+    if given_data:
+        changes["data_kwargs"] = given_data
     return changes
 
 
