@@ -18,6 +18,7 @@ from structpred.data.formats.coco import read_coco
 from structpred.data.images import read_image, write_image
 from structpred.data.registry import build_dataset
 from structpred.engine import TrainConfig
+from structpred.engine import predict as engine_predict  # noqa: F401  (imported before any patch)
 from structpred.engine import run as engine_run
 from structpred.models import get_model
 from tests.tasks.predict_cases import IDS, NAMES, make_coco_split, make_video
@@ -81,8 +82,9 @@ def _fake_checkpoint(monkeypatch: pytest.MonkeyPatch, model: nn.Module, model_na
     def load_model(checkpoint: Any, **kwargs: Any) -> tuple[nn.Module, TrainConfig]:
         return model.eval(), config
 
-    monkeypatch.setattr("structpred.engine.run.load_model", load_model)
+    # engine.predict first: importing it binds run.load_model, which must still be the real one
     monkeypatch.setattr("structpred.engine.predict.load_model", load_model)
+    monkeypatch.setattr("structpred.engine.run.load_model", load_model)
 
 
 def _cocoeval(gt_json: Path, results: Path, iou_type: str) -> np.ndarray:

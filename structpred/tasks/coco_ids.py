@@ -3,7 +3,7 @@
 * Image ids: from a dataset's records (``--data coco:DIR``), or by file name from a COCO json
   (``--coco-json FILE`` with image files): an input matches the image whose ``file_name`` ends
   its path (``val/0001.jpg`` matches ``/data/coco/val/0001.jpg``); the longest match wins, and a
-  file that matches none, or two equally well, is an error naming it.
+  file that matches none, or two equally well, or two files matching one image, is an error.
 * Category ids: label ``k`` of the model is the checkpoint's ``category_ids[k - 1]``; when the
   data has a category table too, the two must agree, id for id and name for name, or the error
   names the first label where they differ.
@@ -44,6 +44,13 @@ def image_ids_by_file_name(paths: Sequence[Path], json_path: Path) -> tuple[list
                 f"(ids {found}); give the files by a longer path or use --data"
             )
         ids.append(found[0])
+    first: dict[int, Path] = {}
+    for path, image_id in zip(paths, ids, strict=True):
+        if image_id in first:
+            raise ValueError(
+                f"{first[image_id]} and {path} both match image id {image_id} of {json_path}; give one"
+            )
+        first[image_id] = path
     return ids, categories
 
 

@@ -19,7 +19,8 @@ Per item the task's :meth:`~structpred.tasks.base.Task.predict_batch` gives an
   written, ``frame``/``time``), so items without a prediction row are listed too.
 
 An input that fails while reading (a truncated video...) stops the run with a ``ValueError``
-saying what had been written: both json files are then written for the items done before it.
+saying what had been written: both json files are then written for the items done before it
+(as they are when anything else stops the run).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..data.images import image_size, read_image
-from ..progress import progress
+from ..progress import Progress, progress
 from ..viz import save_png
 from .base import ItemOutput, PredictJob
 from .video_frames import VideoWriter, is_video, iter_frames, probe_video
@@ -173,9 +174,9 @@ def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
     device = next(iter(model.parameters()), torch.empty(0)).device
     job.out.mkdir(parents=True, exist_ok=True)
     sink = _Sink(job)
-    items = progress(iter_items(job), total=job.total or None, desc="predict", enabled=job.progress)
+    bar: Progress[Any] = progress(None, total=job.total or None, desc="predict", enabled=job.progress)
     try:
-        for batch in batched(items, job.batch_size):
+        for batch in batched(iter_items(job), job.batch_size):
             with torch.no_grad():
                 outputs = task.predict_batch(model, [it.image.to(device) for it in batch], job)
             if len(outputs) != len(batch):
@@ -184,14 +185,19 @@ def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
                 )
             for item, output in zip(batch, outputs, strict=True):
                 sink.add(item, output)
+            bar.update(len(batch))  # counted when written, not when read
     except ValueError as err:
         sink.finish()
         raise ValueError(
             f"{err} (stopped there: {len(sink.images)} images/frames done before it, their "
             f"{sink.files} pictures, predictions.json and images.json are in {job.out})"
         ) from err
+    except BaseException:  # a model error, Ctrl-C: the json files still list what is on disk
+        sink.finish()
+        raise
     finally:
         sink.close_video()
+        bar.close()
     path = sink.finish()
     logger.info("%d images/frames, %d prediction rows -> %s", len(sink.images), len(sink.rows), job.out)
     return path

@@ -130,6 +130,8 @@ def test_image_ids_by_file_name_longest_match_wins(tmp_path: Path) -> None:
     twice = _coco(tmp_path / "twice.json", ["a/x.jpg", "b/x.jpg", "x.jpg", "c/x.jpg"])
     ids, _ = image_ids_by_file_name([tmp_path / "x.jpg"], twice)
     assert ids == [12]  # "x.jpg" names it; a/x.jpg and b/x.jpg need their folder
+    with pytest.raises(ValueError, match=r"a/y\.jpg and .*b/y\.jpg both match image id 12"):
+        image_ids_by_file_name([tmp_path / "a" / "y.jpg", tmp_path / "b" / "y.jpg"], coco)
     ambiguous = _coco(tmp_path / "ambiguous.json", ["x.jpg", "x.jpg"])
     with pytest.raises(ValueError, match=r"2 images of .* have the file name x\.jpg \(ids \[10, 11\]\)"):
         image_ids_by_file_name([tmp_path / "x.jpg"], ambiguous)
