@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +42,11 @@ def _num_classes(model: nn.Module) -> int:
     if not isinstance(k, int):
         raise ValueError(f"{type(model).__name__} has no config.num_classes; cannot choose its metric")
     return k
+
+
+def _reads_sequences(model: nn.Module) -> bool:
+    """A sequence classifier (its config has a recurrent ``hidden_size``) reads ``[T, F]`` items."""
+    return hasattr(getattr(model, "config", None), "hidden_size")
 
 
 class ClassificationTask(Task):
@@ -87,12 +93,20 @@ class ClassificationTask(Task):
         g = torch.Generator().manual_seed(seed)
         K = _num_classes(model)
         input_size = getattr(model.config, "input_size", None)
-        if hasattr(model.config, "hidden_size"):  # a sequence classifier: [T_b, F] per item
+        if _reads_sequences(model):  # a sequence classifier: [T_b, F] per item
             inputs = [torch.randn(5 + 2 * b, int(input_size or 1), generator=g) for b in range(batch_size)]
         else:
             inputs = [torch.rand(3, 28 + 4 * b, 30, generator=g) for b in range(batch_size)]
         targets: Targets = [{"labels": torch.randint(0, K, (), generator=g)} for _ in range(batch_size)]
         return inputs, targets
+
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
+        if _reads_sequences(model):  # before any file is read or written
+            raise ValueError(
+                f"{type(model).__name__} classifies sequences, not image files: `structpred predict` has "
+                "nothing to run it on (use `structpred eval` on a dataset)"
+            )
+        return super().predict_files(model, job)
 
     def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
         preds, _ = model(images)

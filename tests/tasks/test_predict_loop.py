@@ -151,3 +151,27 @@ def test_category_tables_must_agree() -> None:
         checked_category_ids(["wolf", "cat"], [2, 5], data, "gt.json")
     with pytest.raises(ValueError, match="trained on 3 categories .* gt.json has 2"):
         checked_category_ids(["dog", "cat", "cow"], [2, 5, 7], data, "gt.json")
+
+
+@pytest.mark.parametrize(
+    ("task", "message"), [("optical_flow", "reads pairs"), ("lstm_vowels", "classifies sequences")]
+)
+def test_tasks_without_image_inputs_refuse_before_writing(tmp_path: Path, task: str, message: str) -> None:
+    from structpred.models import get_model
+    from structpred.tasks import get_task, task_of
+    from structpred.tasks.base import PredictJob
+
+    write_image(tmp_path / "a.png", torch.rand(3, 8, 8))
+    model = get_model(task) if task == "lstm_vowels" else torch.nn.Linear(1, 1)
+    owner = task_of(task) if task == "lstm_vowels" else get_task(task)
+    with pytest.raises(ValueError, match=f"{message}, not image files"):
+        owner.predict_files(model, PredictJob([tmp_path / "a.png"], tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_pyav_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    with pytest.raises(ValueError, match=r"video input needs PyAV: pip install 'structpred\[video\]'"):
+        probe_video(tmp_path / "clip.mp4")
