@@ -16,10 +16,10 @@ from structpred.cli._data_args import add_data_arguments, data_kwargs, split_opt
 from structpred.engine import checkpoint as ckpt
 from tests.data import layout_builders as lb
 
-DETECTOR = ["--model", "fasterrcnn_narrow_fpn", "--model-arg", "width=8", "--model-arg", "fpn_channels=16",
-            "--model-arg", "representation_size=32"]  # fmt: skip
-MASKER = ["--model", "maskrcnn_narrow_fpn", "--model-arg", "width=8", "--model-arg", "fpn_channels=16",
-          "--model-arg", "representation_size=32", "--model-arg", "mask_layers=[16,16]"]  # fmt: skip
+SMALL = ["--model-arg", "width=8", "--model-arg", "fpn_channels=16", "--model-arg", "representation_size=32",
+         "--model-arg", "min_size=64", "--model-arg", "max_size=96"]  # fmt: skip
+DETECTOR = ["--model", "fasterrcnn_narrow_fpn", *SMALL]
+MASKER = ["--model", "maskrcnn_narrow_fpn", *SMALL, "--model-arg", "mask_layers=[16,16]"]
 SEGMENTER = ["--model", "fcn8s_narrow", "--model-arg", "width_div=16", "--model-arg", "fc_channels=16",
              "--optimizer", "adamw", "--lr", "0.003"]  # fmt: skip
 
@@ -38,7 +38,7 @@ def _train_eval(
 
 @pytest.mark.slow
 def test_coco_from_roboflow_trains_a_detector(tmp_path: Path, capsys) -> None:
-    root = lb.coco_roboflow(tmp_path / "rf")
+    root = lb.coco_roboflow(tmp_path / "rf", n_train=3)
     trained, evaluated = _train_eval(f"coco:{root}", DETECTOR, tmp_path / "run", capsys)
     assert "map_50" in trained and "map_50" in evaluated
 
@@ -59,7 +59,7 @@ def test_coco_from_cvat_trains_mask_rcnn_with_a_carved_val_split(tmp_path: Path,
 
 @pytest.mark.slow
 def test_voc_devkit_trains_a_semantic_segmenter_on_segmentation_class(tmp_path: Path, capsys) -> None:
-    lb.voc_devkit(tmp_path / "ds")
+    lb.voc_devkit(tmp_path / "ds", n_train=3)
     trained, evaluated = _train_eval(f"voc:{tmp_path / 'ds'}", SEGMENTER, tmp_path / "run", capsys)
     assert "miou" in trained and "miou" in evaluated
     _, meta = ckpt.load_checkpoint(tmp_path / "run")
@@ -68,7 +68,7 @@ def test_voc_devkit_trains_a_semantic_segmenter_on_segmentation_class(tmp_path: 
 
 @pytest.mark.slow
 def test_voc_devkit_trains_a_detector_on_its_boxes(tmp_path: Path, capsys) -> None:
-    voc = lb.voc_devkit(tmp_path / "ds")
+    voc = lb.voc_devkit(tmp_path / "ds", n_train=3)
     (voc / "classes.txt").write_text("cat\ndog\n")
     trained, evaluated = _train_eval(f"voc:{voc}", DETECTOR, tmp_path / "run", capsys)
     assert "map_50" in evaluated
@@ -76,14 +76,14 @@ def test_voc_devkit_trains_a_detector_on_its_boxes(tmp_path: Path, capsys) -> No
 
 @pytest.mark.slow
 def test_yolo_from_roboflow_trains_a_detector(tmp_path: Path, capsys) -> None:
-    root = lb.yolo_roboflow(tmp_path / "y")
+    root = lb.yolo_roboflow(tmp_path / "y", n_train=3)
     trained, evaluated = _train_eval(f"yolo:{root / 'data.yaml'}", DETECTOR, tmp_path / "run", capsys)
     assert "map_50" in evaluated
 
 
 @pytest.mark.slow
 def test_mask_folders_train_a_semantic_segmenter(tmp_path: Path, capsys) -> None:
-    root = lb.mask_folders(tmp_path / "m")
+    root = lb.mask_folders(tmp_path / "m", n_train=3)
     trained, evaluated = _train_eval(f"masks:{root}", SEGMENTER, tmp_path / "run", capsys)
     assert "miou" in evaluated
     _, meta = ckpt.load_checkpoint(tmp_path / "run")
