@@ -67,6 +67,11 @@ def _meta(run: Path) -> dict:
     return json.loads(newest.read_text())
 
 
+def _row(lines: list[str], name: str) -> float:
+    (value,) = [float(line.split()[1]) for line in lines if line.split()[:1] == [name]]
+    return value
+
+
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return ckpt.model_state(ckpt.load_checkpoint(run)[0])
 
@@ -169,6 +174,10 @@ def test_eval_last_or_best_and_info(base_run: tuple[Path, str], capsys: pytest.C
     assert main(["eval", "--checkpoint", str(run)]) == 0
     last = capsys.readouterr().out.splitlines()
     assert last[0].startswith(str(ckpt.latest_checkpoint(run))) and last[1] == "val split, top-1 accuracy"
+    # Another input size: the classifier resamples to 16 x 16 itself; other figures, same weights.
+    assert main(["eval", "--checkpoint", str(run), "--image-size", "16"]) == 0
+    resized = capsys.readouterr().out.splitlines()
+    assert _row(resized, "loss") != _row(last, "loss")
     assert main(["eval", "--checkpoint", str(run), "--best", "--split", "test"]) == 0
     best = capsys.readouterr().out.splitlines()
     assert best[0].startswith(str(ckpt.best_checkpoint(run))) and best[1] == "test split, top-1 accuracy"
@@ -240,3 +249,22 @@ def test_num_classes_below_the_data_and_image_size_on_sequences_are_refused(
     assert main([*seq, "--image-size", "32"]) == 2
     assert "reads sequences, not images" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_run_logged_to_a_file_writes_a_few_progress_lines(tmp_path: Path) -> None:
+    """`structpred train ... > log 2>&1`: 75 steps, five progress lines (not one per redraw)."""
+    import subprocess
+    import sys
+
+    argv = [*TRAIN, "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")]
+    argv.remove("--no-progress")
+    log = tmp_path / "log"
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, "-m", "structpred", *argv], stdout=f, stderr=f, timeout=300)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert "\r" not in text
+    progress = [line for line in text.splitlines() if line.startswith("epoch 1/1: ")]
+    assert len(progress) == 5, text  # start, 25 %, 50 %, 75 %, done
+    assert progress[0] == "epoch 1/1: start, 75 items" and progress[-1].startswith("epoch 1/1: done 75/75,")
+    assert len(text.splitlines()) < 20
