@@ -348,3 +348,25 @@ def test_a_carved_val_split_predicts_its_own_images(tmp_path: Path, monkeypatch:
     expected = [int(val[i][1]["image_id"]) for i in range(len(val))]
     assert 0 < len(expected) < 6
     assert [i["id"] for i in json.loads((out / "images.json").read_text())] == expected
+
+
+def test_a_segmenter_trained_at_an_image_size_sees_that_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = {"num_classes": 3, "width_div": 16, "fc_channels": 16}
+    model = get_model("fcn8s_narrow", **kwargs).eval()
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0][0].shape)))
+    config = TrainConfig(
+        epochs=1, model_name="fcn8s_narrow", model_kwargs=kwargs, image_size=32
+    )  # as eval resamples
+    monkeypatch.setattr("structpred.engine.predict.load_model", lambda checkpoint, **kw: (model, config))
+    write_image(tmp_path / "in" / "a.png", torch.rand(3, 48, 64))
+    out = tmp_path / "out"
+    assert (
+        main(["predict", "--checkpoint", "run", str(tmp_path / "in"), "--out", str(out), "--no-progress"])
+        == 0
+    )
+    assert seen == [(3, 24, 32)]  # the longer side resampled to 32
+    assert read_image(out / "a_labels.png").shape == (3, 48, 64)  # outputs in the image's pixels
+    assert read_image(out / "a.png").shape == (3, 48, 64)

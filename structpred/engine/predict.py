@@ -25,7 +25,7 @@ from ..tasks.coco_ids import checked_category_ids, image_ids_by_file_name
 from ..tasks.outputs import expand_inputs, next_run_folder, output_stems
 from ..tasks.predict_loop import probe_inputs
 from ..tasks.video_frames import is_video
-from .run import load_model
+from .run import image_size_rule, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,13 @@ def predict_images(
     total = probe_inputs(paths)  # every header read: a bad file stops the run before any output
     model, config = load_model(checkpoint)
     task = task_of(config.model_name)
+    image_size = getattr(config, "image_size", None)
+    _, resample = image_size_rule(config.model_name, config.model_kwargs, image_size)  # as eval does
     category_ids = checked_category_ids(config.class_names, config.category_ids, categories, where)
     model.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
     job = PredictJob(
         paths, out, config.class_names, category_ids, score_threshold, batch_size, stems,
         image_ids=image_ids, video_out=video_out, progress=progress, total=total,
+        input_size=image_size if resample else None,
     )  # fmt: skip
     return task.predict_files(model, job)

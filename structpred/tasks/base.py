@@ -70,6 +70,19 @@ class PredictJob:
     video_out: bool = False  # also encode each video's drawn frames as ``<stem>_annotated.mp4``
     progress: bool = True  # progress on stderr (structpred.progress: a bar on a terminal, lines in a log)
     total: int = 0  # images + video frames expected (the progress bar's length; 0: unknown)
+    input_size: int | None = None  # the model sees images resampled to this longer side (model_view)
+
+    def model_view(self, image: Tensor) -> Tensor:
+        """``image`` as the model was trained to see it: resampled to a longer side of
+        ``input_size`` (the recorded ``--image-size`` of a model that does not resize itself, as
+        ``structpred eval`` resamples its data), else unchanged. Outputs go back to ``image``'s pixels."""
+        if self.input_size is None:
+            return image
+        from ..data.transforms import resize
+
+        H, W = image.shape[-2:]
+        scale = self.input_size / max(H, W)
+        return resize(image, {}, (max(1, round(H * scale)), max(1, round(W * scale))))[0]
 
 
 @dataclass

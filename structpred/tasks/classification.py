@@ -109,7 +109,7 @@ class ClassificationTask(Task):
         return super().predict_files(model, job)
 
     def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
-        preds, _ = model(images)
+        preds, _ = model([job.model_view(image) for image in images])
         outputs = []
         for p in preds:
             label = int(p["labels"])

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -120,11 +121,16 @@ class SemanticSegmentationTask(Task):
     def predict_batch(self, model: nn.Module, images: list[Tensor], job: PredictJob) -> list[ItemOutput]:
         outputs = []
         for image in images:  # one at a time: sizes may differ and segmenters take one size
-            preds, _ = model([image])
+            preds, _ = model([job.model_view(image)])
             K = preds["logits"].shape[1]
             if K > 256:
                 raise ValueError(f"{K} classes do not fit an 8-bit label PNG")
-            labels = preds["label_map"][0].cpu()  # (H, W)
+            labels = preds["label_map"][0].cpu()  # (h, w): the model's view
+            if labels.shape != image.shape[-2:]:  # back to the image's pixels, nearest
+                labels = F.interpolate(labels[None, None].float(), size=image.shape[-2:], mode="nearest")[
+                    0, 0
+                ]
+                labels = labels.long()  # (1, 1, h, w) -> (H, W)
             counts = torch.bincount(labels.reshape(-1), minlength=K).tolist()  # (H*W,) -> (K,)
             picture = overlay_label_map(image.cpu(), labels)
             outputs.append(
