@@ -21,6 +21,7 @@ from structpred.engine import TrainConfig
 from structpred.engine import predict as engine_predict  # noqa: F401  (imported before any patch)
 from structpred.engine import run as engine_run
 from structpred.models import get_model
+from structpred.tasks.video_frames import iter_frames
 from tests.tasks.predict_cases import IDS, NAMES, make_coco_split, make_video
 
 # COCOeval.stats in order, under our metric's names.
@@ -284,7 +285,10 @@ def test_bad_video_is_one_line_exit_2_and_says_what_was_written(
         assert "truncated" in err
         images = json.loads((out / "images.json").read_text())
         done = [(i["file_name"], i["frame"]) for i in images]
-        assert done[:4] == [(str(good), k) for k in range(4)] and len(done) > 4
+        decodable = []  # every frame decoded before the truncation is predicted and written
+        with pytest.raises(ValueError, match="truncated"):
+            decodable.extend(index for index, _, _ in iter_frames(bad))
+        assert decodable and done == [(str(good), k) for k in range(4)] + [(str(bad), k) for k in decodable]
         assert f"{len(done)} images/frames done before it" in err and str(out) in err
         assert len(list(out.rglob("frame_??????.png"))) == len(done)
     else:  # found in the headers, before the model runs: nothing written

@@ -165,18 +165,33 @@ class _Sink:
         return path
 
 
+def _readable(items: Iterator[PredictItem], failures: list[ValueError]) -> Iterator[PredictItem]:
+    """``items`` until one cannot be read; that error goes to ``failures`` (so the items read
+    before it are still predicted and written)."""
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except ValueError as err:
+            failures.append(err)
+            return
+        yield item
+
+
 def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
     """Run ``model`` over ``job``'s items and write its outputs; returns ``predictions.json``.
 
-    Raises ``ValueError`` for an input that cannot be read, after writing the json files for
-    the items done before it (the message says how many and where).
+    Raises ``ValueError`` for an input that cannot be read, after predicting and writing every
+    item read before it (the message says how many and where).
     """
     device = next(iter(model.parameters()), torch.empty(0)).device
     job.out.mkdir(parents=True, exist_ok=True)
     sink = _Sink(job)
     bar: Progress[Any] = progress(None, total=job.total or None, desc="predict", enabled=job.progress)
+    failures: list[ValueError] = []
     try:
-        for batch in batched(iter_items(job), job.batch_size):
+        for batch in batched(_readable(iter_items(job), failures), job.batch_size):
             with torch.no_grad():
                 outputs = task.predict_batch(model, [it.image.to(device) for it in batch], job)
             if len(outputs) != len(batch):
@@ -186,12 +201,6 @@ def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
             for item, output in zip(batch, outputs, strict=True):
                 sink.add(item, output)
             bar.update(len(batch))  # counted when written, not when read
-    except ValueError as err:
-        sink.finish()
-        raise ValueError(
-            f"{err} (stopped there: {len(sink.images)} images/frames done before it, their "
-            f"{sink.files} pictures, predictions.json and images.json are in {job.out})"
-        ) from err
     except BaseException:  # a model error, Ctrl-C: the json files still list what is on disk
         sink.finish()
         raise
@@ -199,5 +208,10 @@ def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
         sink.close_video()
         bar.close()
     path = sink.finish()
+    if failures:
+        raise ValueError(
+            f"{failures[0]} (stopped there: {len(sink.images)} images/frames done before it, their "
+            f"{sink.files} pictures, predictions.json and images.json are in {job.out})"
+        ) from failures[0]
     logger.info("%d images/frames, %d prediction rows -> %s", len(sink.images), len(sink.rows), job.out)
     return path
