@@ -4,8 +4,9 @@
 
 - when the stream (``sys.stderr``) is a terminal, a tqdm bar redraws in place;
 - otherwise (``make demo > log 2>&1``, CI, a pipe) it writes only a few summary lines to the
-  stream: one at the start, one at each quarter of ``total`` (25 %, 50 %, 75 %) and one at the
-  end with the rate — never thousands of carriage-return updates.
+  stream: one at the start, one at each quarter of ``total`` (25 %, 50 %, 75 %) reached at least
+  ``min_interval`` seconds after the previous line (a quick loop: none) and one at the end with
+  the rate — never thousands of carriage-return updates.
 
 Both kinds take ``update(n)``, ``set_postfix(**values)`` and ``close()`` (the postfix — the
 loss, say — is shown in the bar and appended to the summary lines). Used by the trainer and by
@@ -49,6 +50,8 @@ class Progress(Generic[T]):
         file: the stream (default ``sys.stderr``); its ``isatty()`` decides bar vs lines.
         tty: force the choice (None: ask the stream).
         leave: keep the finished bar on screen (terminal only).
+        min_interval: seconds between two summary lines (not on a terminal); quarters reached
+            sooner are not written (the trainer uses 2 s: a quick validation is two lines).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Progress(Generic[T]):
         file: TextIO | None = None,
         tty: bool | None = None,
         leave: bool = False,
+        min_interval: float = 0.0,
     ) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
@@ -75,6 +79,8 @@ class Progress(Generic[T]):
         self.postfix: dict[str, Any] = {}
         self._bar: Any = None
         self._start = time.perf_counter()
+        self._last_line = self._start
+        self.min_interval = min_interval
         self._next_quarter = 0
         self._closed = False
         if not enabled:
@@ -97,6 +103,7 @@ class Progress(Generic[T]):
     def _write(self, line: str) -> None:
         self.file.write(line + "\n")
         self.file.flush()
+        self._last_line = time.perf_counter()
 
     def _rate(self) -> str:
         elapsed = max(time.perf_counter() - self._start, 1e-9)
@@ -121,7 +128,8 @@ class Progress(Generic[T]):
         while self._next_quarter < len(QUARTERS) and self.n >= QUARTERS[self._next_quarter] * total:
             passed = QUARTERS[self._next_quarter]
             self._next_quarter += 1
-        if passed is not None and self.n < total:
+        due = time.perf_counter() - self._last_line >= self.min_interval
+        if passed is not None and self.n < total and due:
             self._write(f"{self._label()}{self.n}/{total} ({passed:.0%}), {self._rate()}{self._postfix()}")
 
     def set_postfix(self, **values: Any) -> None:
@@ -180,6 +188,6 @@ def progress(
         for images, targets in progress(loader, desc="epoch 1/10"):
             ...
 
-    ``kwargs`` go to :class:`Progress` (``initial``, ``file``, ``tty``, ``leave``).
+    ``kwargs`` go to :class:`Progress` (``initial``, ``file``, ``tty``, ``leave``, ``min_interval``).
     """
     return Progress(iterable, total=total, desc=desc, enabled=enabled, **kwargs)

@@ -252,7 +252,7 @@ def test_num_classes_below_the_data_and_image_size_on_sequences_are_refused(
 
 
 def test_a_run_logged_to_a_file_writes_a_few_progress_lines(tmp_path: Path) -> None:
-    """`structpred train ... > log 2>&1`: 75 steps, five progress lines (not one per redraw)."""
+    """`structpred train ... > log 2>&1`: 75 steps, at most five progress lines (not one per redraw)."""
     import subprocess
     import sys
 
@@ -265,6 +265,6 @@ def test_a_run_logged_to_a_file_writes_a_few_progress_lines(tmp_path: Path) -> N
     assert done.returncode == 0, text
     assert "\r" not in text
     progress = [line for line in text.splitlines() if line.startswith("epoch 1/1: ")]
-    assert len(progress) == 5, text  # start, 25 %, 50 %, 75 %, done
+    assert 2 <= len(progress) <= 5, text  # start, the quarters that took > 2 s, done
     assert progress[0] == "epoch 1/1: start, 75 items" and progress[-1].startswith("epoch 1/1: done 75/75,")
-    assert len(text.splitlines()) < 20
+    assert len(text.splitlines()) < 25  # + validation progress, the epoch line, the table

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         data_kwargs(args),
         pr_plot=args.pr_plot,
         image_size=args.image_size,
+        progress=not args.no_progress,
     )
     kind = task_of(meta["config"]["model_name"]).headline.kind
     print(f"{path} (epoch {int(meta.get('epoch', 0)) + 1}, step {meta.get('step', '?')})")
@@ -61,6 +62,7 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="the model's input size, longer side (default: the one trained with; see train --help)",
     )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pr-plot", default=None, metavar="PNG", help="detection: write PR curves here")
     p.add_argument("--report", default=None, metavar="DIR", help="write DIR/index.html: one page with "
                    "the metrics, per-class AP/IoU, PR curves, confusion and the best/worst images drawn")  # fmt: skip

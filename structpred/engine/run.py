@@ -322,6 +322,7 @@ def evaluate(
     pr_plot: str | Path | None = None,
     best: bool = False,
     image_size: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Rebuild the checkpoint's model, load its weights and evaluate on ``data``'s ``split``.
 
@@ -329,6 +330,7 @@ def evaluate(
     checkpoint file. ``data`` defaults to the spec the run was trained on (and then its data
     arguments, updated by ``data_kwargs``). ``image_size`` defaults to the recorded one. For
     detection, ``pr_plot`` is where the per-class precision-recall curves (IoU 0.5) are drawn.
+    ``progress``: show the evaluation's progress (:mod:`structpred.progress`).
     """
     model, config = load_model(checkpoint, best=best, image_size=image_size)
     if not data and not config.data:
@@ -336,7 +338,7 @@ def evaluate(
     kwargs = {**config.data_kwargs, **(data_kwargs or {})} if not data else dict(data_kwargs or {})
     data = data or config.data
     dataset = build_dataset(data, split, **kwargs)
-    config.progress = False
+    config.progress = progress
     if batch_size:
         config.batch_size = batch_size
     if device:

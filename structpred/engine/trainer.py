@@ -40,6 +40,8 @@ from .schedule import lr_at
 
 log = logging.getLogger(__name__)
 
+QUIET = 2.0  # seconds between progress lines in a log file (a quick loop: start and end only)
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's global RNGs (model initialisation, dropout...)."""
@@ -287,6 +289,7 @@ class Trainer:
             initial=done,
             desc=f"epoch {epoch + 1}/{c.epochs}",
             enabled=c.progress and self.ctx.is_main,
+            min_interval=QUIET,
         )
         step_in_epoch = done
         for images, targets in loader:
@@ -350,7 +353,9 @@ class Trainer:
                 return self.model(inputs, targets)
 
         loop = self.task.evaluate if self.task is not None else evaluation_loop  # the task's own loop
-        sums, count = loop(run, loader, metric)
+        shown = self.config.progress and self.ctx.is_main
+        with Progress(loader, desc="validation", enabled=shown, min_interval=QUIET) as batches:
+            sums, count = loop(run, batches, metric)
         self.model.train()
         out: dict[str, Any] = {k: v / max(count, 1) for k, v in sums.items()}
         if sums:

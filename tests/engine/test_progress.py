@@ -45,6 +45,37 @@ def test_non_tty_postfix_and_resumed_start() -> None:
     assert len(lines) == 3
 
 
+def test_a_quick_loop_writes_start_and_end_only() -> None:
+    out = io.StringIO()
+    assert len(list(progress(range(1000), desc="validation", file=out, min_interval=2.0))) == 1000
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "validation: start, 1000 items" and lines[1].startswith("validation: done 1000/1000,")
+    assert len(lines) == 2
+
+
+@pytest.mark.parametrize(
+    ("min_interval", "written"),
+    [
+        (1.5, ["start", "2/8 (25%)", "4/8 (50%)", "6/8 (75%)", "done 8/8"]),
+        (2.5, ["start", "4/8 (50%)", "done 8/8"]),
+    ],
+)
+def test_quarters_are_written_when_enough_time_passed(
+    monkeypatch: pytest.MonkeyPatch, min_interval: float, written: list[str]
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr("structpred.progress.time.perf_counter", lambda: now[0])
+    out = io.StringIO()
+    bar = Progress(total=8, desc="epoch 1/1", file=out, min_interval=min_interval)
+    for _ in range(8):  # one item a second
+        now[0] += 1.0
+        bar.update()
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0].removeprefix("epoch 1/1: ") for line in lines] == written
+    assert lines[-1] == "epoch 1/1: done 8/8, 1.00 it/s, 8 s"
+
+
 def test_unknown_total_and_disabled() -> None:
     out = io.StringIO()
     assert list(progress(iter(range(50)), file=out)) == list(range(50))
