@@ -76,16 +76,19 @@ def _noisy_predictions(
 
 
 def _fake_checkpoint(monkeypatch: pytest.MonkeyPatch, model: nn.Module, model_name: str, root: Path,
-                     ids: list[int] = IDS) -> None:  # fmt: skip
+                     ids: list[int] = IDS) -> list[dict[str, Any]]:  # fmt: skip
+    calls: list[dict[str, Any]] = []  # load_model's keyword arguments, per call
     config = TrainConfig(epochs=1, batch_size=2, progress=False, device="cpu", model_name=model_name,
                          data=f"coco:{root}", class_names=list(NAMES), category_ids=list(ids))  # fmt: skip
 
     def load_model(checkpoint: Any, **kwargs: Any) -> tuple[nn.Module, TrainConfig]:
+        calls.append(kwargs)
         return model.eval(), config
 
     # engine.predict first: importing it binds run.load_model, which must still be the real one
     monkeypatch.setattr("structpred.engine.predict.load_model", load_model)
     monkeypatch.setattr("structpred.engine.run.load_model", load_model)
+    return calls
 
 
 def _cocoeval(gt_json: Path, results: Path, iou_type: str) -> np.ndarray:
@@ -173,14 +176,12 @@ def test_coco_json_maps_files_to_their_ids_and_checks_categories(
 def test_no_detection_still_gives_valid_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "coco"
     make_coco_split(root, num_images=2)
-    _fake_checkpoint(
-        monkeypatch, Oracle(_noisy_predictions(root, masks=False, empty=True)), "fasterrcnn_narrow_fpn", root
-    )
+    oracle = Oracle(_noisy_predictions(root, masks=False, empty=True))
+    calls = _fake_checkpoint(monkeypatch, oracle, "fasterrcnn_narrow_fpn", root)
     out = tmp_path / "pred"
-    assert (
-        main(["predict", "--checkpoint", "run", "--data", f"coco:{root}", "--out", str(out), "--no-progress"])
-        == 0
-    )
+    argv = ["predict", "--checkpoint", "run", "--data", f"coco:{root}", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--best"]) == 0
+    assert calls == [{"best": True}]  # the run's best checkpoint
     assert json.loads((out / "predictions.json").read_text()) == []  # a valid (empty) COCO results list
     images = json.loads((out / "images.json").read_text())
     assert [(i["id"], i["output"]) for i in images] == [(101, "img_000.png"), (105, "img_001.png")]

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         coco_json=args.coco_json,
         video_out=args.video_out,
         progress=not args.no_progress,
+        best=args.best,
     )
     out = path.parent
     items = json.loads((out / "images.json").read_text(encoding="utf-8"))
@@ -55,6 +56,7 @@ def add_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="run directory or ckpt-*.json")
+    p.add_argument("--best", action="store_true", help="the run directory's best checkpoint, not its last")
     p.add_argument(
         "inputs",
         nargs="*",
