@@ -208,9 +208,9 @@ class _Detection:
             )
             pictures.append(Picture(label, png_data_uri(picture)))
         drawn, objects = int(shown.sum()), len(target["labels"])
-        return GalleryItem(
-            f"image {index}: AP50 {score:.3f}, {drawn} detections drawn, {objects} objects", pictures
-        )
+        top = f" (best score {float(pred['scores'].max()):.2f})" if pred["scores"].numel() else ""
+        caption = f"image {index}: AP50 {score:.3f}, {drawn} detections drawn{top}, {objects} objects"
+        return GalleryItem(caption, pictures)
 
 
 # ----------------------------------------------------------------------------- label maps

@@ -301,7 +301,7 @@ def pr_curves_figure(
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize="small" if len(curves) > 6 else None)
+    ax.legend(loc="best", fontsize="small" if len(curves) > 6 else None)  # least over the curves
     fit_title(fig, ax, title)
     return fig
 

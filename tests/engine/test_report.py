@@ -218,7 +218,7 @@ def test_detection_page_equals_the_metric(tmp_path, task_model):
     # PR plot + 2 best + 2 worst images, each with prediction and ground truth.
     assert len(doc.images) == 1 + 4 * 2 and all(s.startswith("data:image/png;base64,") for s in doc.images)
     html = page.read_text()
-    scores = [float(x) for x in re.findall(r"AP50 ([0-9.]+), \d+ detections", html)]
+    scores = [float(x) for x in re.findall(r"AP50 ([0-9.]+), \d+ detections drawn", html)]
     assert len(scores) == 4 and min(scores[:2]) >= max(scores[2:])
 
 
