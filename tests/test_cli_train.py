@@ -191,6 +191,11 @@ def test_eval_last_or_best_and_info(base_run: tuple[Path, str], capsys: pytest.C
     assert info["progress"].startswith("epochs 2 of 2 done")
     assert info["best"].startswith("val accuracy") and "adamw" in info["optimizer"]
     assert ".safetensors" in info["files"] and "run directory" in info["files"]
+    newest = ckpt.latest_checkpoint(run)
+    assert main(["info", str(newest), "--config"]) == 0  # a checkpoint file; the config as JSON
+    text = capsys.readouterr().out
+    config = json.loads(text[text.index("\n{") + 1 :])
+    assert config["model_name"] == "digits_cnn" and config["model_args"] == {"width": 8, "input_size": 8}
     assert main(["info", "/no/such/run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: /no/such/run")

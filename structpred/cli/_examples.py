@@ -1,6 +1,7 @@
 """The examples shown at the end of each verb's ``--help`` (one place; applied in ``build_parser``).
 
-Keys are the verbs' names as typed; a verb without an entry shows no examples.
+Keys are the verbs' names as typed. A verb whose module sets its own ``epilog`` (``predict``,
+``export``) keeps it; a verb with neither shows no examples.
 """
 
 from __future__ import annotations
@@ -24,9 +25,6 @@ EXAMPLES: dict[str, str] = {
   structpred eval --checkpoint runs/shapes                  # the last checkpoint, its own data
   structpred eval --checkpoint runs/shapes --best --split test
   structpred eval --checkpoint runs/shapes/ckpt-00001000.json --data coco:other""",
-    "predict": """examples:
-  structpred predict --checkpoint runs/shapes photos/ --out out/predictions
-  structpred predict --checkpoint runs/shapes 'photos/**/*.jpg' --score-threshold 0.3""",
     "data": """examples:
   structpred data export shapes --format coco --out out/shapes-coco
   structpred train --model fasterrcnn_narrow_fpn --data coco:out/shapes-coco""",
@@ -35,6 +33,4 @@ EXAMPLES: dict[str, str] = {
   structpred info runs/shapes/ckpt-00001000.json""",
     "bench": """examples:
   structpred bench ops --quick""",
-    "export": """examples:
-  structpred export --checkpoint runs/shapes --format onnx --out model.onnx""",
 }
