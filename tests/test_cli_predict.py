@@ -42,6 +42,7 @@ class Oracle(nn.Module):
         self.table, self.num_classes = table, num_classes
 
     def forward(self, images: list[Tensor], targets: Any = None) -> tuple[list[dict[str, Tensor]], dict]:
+        self.autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
         return [{k: v.clone() for k, v in self.table[_key(im)].items()} for im in images], {}
 
 
@@ -76,9 +77,9 @@ def _noisy_predictions(
 
 
 def _fake_checkpoint(monkeypatch: pytest.MonkeyPatch, model: nn.Module, model_name: str, root: Path,
-                     ids: list[int] = IDS) -> list[dict[str, Any]]:  # fmt: skip
+                     ids: list[int] = IDS, amp: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     calls: list[dict[str, Any]] = []  # load_model's keyword arguments, per call
-    config = TrainConfig(epochs=1, batch_size=2, progress=False, device="cpu", model_name=model_name,
+    config = TrainConfig(epochs=1, batch_size=2, progress=False, device="cpu", model_name=model_name, amp=amp,
                          data=f"coco:{root}", class_names=list(NAMES), category_ids=list(ids))  # fmt: skip
 
     def load_model(checkpoint: Any, **kwargs: Any) -> tuple[nn.Module, TrainConfig]:
@@ -171,6 +172,21 @@ def test_coco_json_maps_files_to_their_ids_and_checks_categories(
         main(["predict", "--checkpoint", "run", "--data", f"coco:{root}", "--out", str(tmp_path / "d")]) == 2
     )
     assert "category mismatch at label 2" in capsys.readouterr().err
+
+
+def test_predict_runs_as_eval_ran_mixed_precision_included(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "coco"
+    make_coco_split(root, num_images=2)
+    oracle = Oracle(_noisy_predictions(root, masks=False))
+    _fake_checkpoint(monkeypatch, oracle, "fasterrcnn_narrow_fpn", root, amp="bf16")
+    argv = ["predict", "--checkpoint", "run", "--data", f"coco:{root}", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert oracle.autocast == torch.bfloat16  # a run trained (and evaluated) under bf16 autocast
+    _fake_checkpoint(monkeypatch, oracle, "fasterrcnn_narrow_fpn", root, amp=None)
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert oracle.autocast is None
 
 
 def test_no_detection_still_gives_valid_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,6 +124,6 @@ def predict_images(
     job = PredictJob(
         paths, out, config.class_names, category_ids, score_threshold, batch_size, stems,
         image_ids=image_ids, video_out=video_out, progress=progress, total=total,
-        input_size=image_size if resample else None,
+        input_size=image_size if resample else None, amp=getattr(config, "amp", None),
     )  # fmt: skip
     return task.predict_files(model, job)

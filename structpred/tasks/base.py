@@ -71,6 +71,7 @@ class PredictJob:
     progress: bool = True  # progress on stderr (structpred.progress: a bar on a terminal, lines in a log)
     total: int = 0  # images + video frames expected (the progress bar's length; 0: unknown)
     input_size: int | None = None  # the model sees images resampled to this longer side (model_view)
+    amp: str | None = None  # "bf16" / "fp16": run the model under autocast, as the run evaluated it
 
     def model_view(self, image: Tensor) -> Tensor:
         """``image`` as the model was trained to see it: resampled to a longer side of

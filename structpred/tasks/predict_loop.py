@@ -25,6 +25,7 @@ saying what had been written: both json files are then written for the items don
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -165,6 +166,14 @@ class _Sink:
         return path
 
 
+def _autocast(amp: str | None, device: torch.device) -> Any:
+    """The run's mixed precision (``TrainConfig.amp``), as ``structpred eval`` uses it; fp16
+    off CUDA runs in float32."""
+    if amp is None or (amp == "fp16" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
 def _readable(items: Iterator[PredictItem], failures: list[ValueError]) -> Iterator[PredictItem]:
     """``items`` until one cannot be read; that error goes to ``failures`` (so the items read
     before it are still predicted and written)."""
@@ -192,7 +201,7 @@ def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
     failures: list[ValueError] = []
     try:
         for batch in batched(_readable(iter_items(job), failures), job.batch_size):
-            with torch.no_grad():
+            with torch.no_grad(), _autocast(job.amp, device):
                 outputs = task.predict_batch(model, [it.image.to(device) for it in batch], job)
             if len(outputs) != len(batch):
                 raise RuntimeError(
