@@ -131,6 +131,25 @@ def test_shape_mismatch_names_tensor_and_shapes_and_copies_nothing() -> None:
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
 
+def test_reinit_keeps_ours_only_where_named_and_shapes_differ() -> None:
+    src, dst = _random_(Source(classes=3)), Target(classes=4)
+    fresh = _snapshot(dst)
+    mapping = copy_renamed(dst, src, RULES, reinit=[r"classifier\..+"])
+    assert set(mapping) == {n for n in src.state_dict() if not n.startswith("head.")}  # copied only
+    for name, value in dst.state_dict().items():
+        source = src.state_dict()[name] if name.startswith("body.") else fresh[name]
+        torch.testing.assert_close(value, source, rtol=0, atol=0)
+    # Equal shapes: a reinit tensor is copied like the rest.
+    same = Target(classes=3)
+    assert len(copy_renamed(same, src, RULES, reinit=[r"classifier\..+"])) == len(src.state_dict())
+    torch.testing.assert_close(
+        same.state_dict()["classifier.weight"], src.state_dict()["head.weight"], rtol=0, atol=0
+    )
+    # A mismatch outside the reinit patterns is still an error.
+    with pytest.raises(ValueError, match=r"shape mismatch.*'head\.weight' \(3, 2\)"):
+        copy_renamed(Target(classes=4), src, RULES, reinit=[r"body\..+"])
+
+
 def test_requires_grad_is_copied_from_source_parameters() -> None:
     src, dst = Source(), Target()
     src.body[0].weight.requires_grad_(False)
