@@ -11,6 +11,8 @@ difference over every timed input is printed beside each row.
 from __future__ import annotations
 
 import argparse
+import tempfile
+import time
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +55,22 @@ CASES: list[tuple[str, dict, list[tuple[str, tuple[int, ...]]]]] = [
     ("lstm_charlm", {"vocab": "abcdefghijklmnopqrstuvwxyz .,\n"}, [("batch 1", (1,)), ("batch 32", (32,))]),
 ]
 QUICK = {"fasterrcnn_narrow_fpn", "fcn8s_narrow", "digits_cnn"}
+
+# --parity: the GPU-sized models at the registry test's small settings (the same code paths; the
+# narrow models, and every other, at their defaults).
+_FEW = {"training": 50, "testing": 50}
+_DETECTION = {"min_size": 64, "max_size": 96, "rpn_pre_nms_top_n": _FEW, "rpn_post_nms_top_n": _FEW,
+              "box_detections_per_img": 10}  # fmt: skip
+PARITY_SETTINGS: dict[str, dict] = {
+    **{name: _DETECTION for name in ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
+                                     "fasterrcnn_mobilenet_v3_large_320_fpn", "maskrcnn_resnet50_fpn")},
+    "fasterrcnn_fpn": {**_DETECTION, "fpn_channels": 32},
+    "maskrcnn_fpn": {**_DETECTION, "fpn_channels": 32},
+    "fast_rcnn_vgg16": {"min_size": 64, "max_size": 96, "representation_size": 64},
+    **{name: {"fc_channels": 64, "width_div": 4} for name in ("fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16")},
+    "deeplabv3": {"backbone": "resnet18"},
+    "lstm_charlm": {"vocab": "abcdefgh \n", "hidden_size": 16, "embed_dim": 8},
+}  # fmt: skip
 
 
 @dataclass
@@ -113,15 +131,63 @@ def run_rows(repeats: int, threads: int, quick: bool, tmp: str) -> list[Row]:
     return rows
 
 
+def parity_rows(names: list[str], tmp: str) -> list[str]:
+    """Per model (:data:`PARITY_SETTINGS`, random weights from seed 0): the exported inputs and the max
+    abs difference of onnxruntime and of the saved-and-loaded ``torch.export`` program vs eager,
+    over :func:`structpred.engine.export.check_inputs` (the example, and one changed along every
+    dynamic axis). A Markdown table, one row per model; a failure is a row with its error."""
+    from ..models import model_info
+
+    lines = [
+        "| model | task | inputs checked | onnxruntime | torch.export | export s |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name in names:
+        task = model_info(name).task
+        if name in ex.NOT_EXPORTABLE:
+            lines.append(f"| {name} | {task} | not exportable: {ex.NOT_EXPORTABLE[name]} | - | - | - |")
+            continue
+        try:
+            torch.manual_seed(0)
+            start = time.perf_counter()
+            spec = ex.export_spec(name, get_model(name, **PARITY_SETTINGS.get(name, {})).eval())
+            program = ex.export_program(spec)
+            path = ex.export_onnx(spec, f"{tmp}/{name}.onnx", program=program)
+            torch.export.save(program, f"{tmp}/{name}.pt2")
+            seconds = time.perf_counter() - start
+            inputs = ex.check_inputs(spec)
+            onnx_diff = ex.check_file(spec, path, "onnx", inputs)
+            program_diff = ex.check_file(spec, f"{tmp}/{name}.pt2", "torch-export", inputs)
+        except Exception as err:  # a row that says what failed, not a crash of the whole table
+            why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
+            lines.append(f"| {name} | {task} | FAILED: {why} | - | - | - |")
+            continue
+        shapes = "; ".join(" + ".join("x".join(map(str, t.shape)) for t in x) for x in inputs)
+        lines.append(f"| {name} | {task} | {shapes} | {onnx_diff:.1e} | {program_diff:.1e} | {seconds:.0f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> str:
     """CLI entry: the table (onnxruntime / eager ratios, parity) printed and returned."""
-    import tempfile
-
     parser = argparse.ArgumentParser(prog="structpred bench export", description=__doc__)
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per side (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     parser.add_argument("--quick", action="store_true", help="three models, one size each: a smoke run")
+    parser.add_argument(
+        "--parity",
+        nargs="*",
+        metavar="MODEL",
+        help="instead: parity of every registered model (or those named)",
+    )
     args = parser.parse_args(argv)
+    if args.parity is not None:
+        from ..models import list_models
+
+        with tempfile.TemporaryDirectory() as tmp:
+            table = "\n".join(parity_rows(args.parity or list_models(), tmp))
+        print(table)
+        return table
     previous = torch.get_num_threads()
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 #: The ONNX opset we write (the dynamo exporter's default in torch 2.14; onnxruntime 1.31 runs it).
 OPSET = 18
 FORMATS = ("onnx", "torch-export")
+#: Upper bounds of the dynamic axes.
+MAX_SIZE = {"batch": 4096, "height": 16384, "width": 16384, "proposals": 65536}
 
 #: Registered models that cannot be exported, with the precise reason. Empty reasons are a bug.
 NOT_EXPORTABLE: dict[str, str] = {}
@@ -112,8 +114,10 @@ class ExportSpec:
     opset: int = OPSET
 
     def dynamic_shapes(self) -> tuple[dict[int, Any], ...]:
-        """``torch.export`` dynamic shapes of the inputs."""
-        return tuple({a: torch.export.Dim.AUTO for a in axes} for axes in self.dynamic)
+        """``torch.export`` dynamic shapes of the inputs, each bounded by :data:`MAX_SIZE` (an
+        unbounded axis lets data-dependent sizes' range checks overflow int64 in ONNX)."""
+        auto = torch.export.Dim.AUTO
+        return tuple({a: auto(max=MAX_SIZE[name]) for a, name in axes.items()} for axes in self.dynamic)
 
 
 def _example(model: nn.Module, task_name: str) -> Tensor:
@@ -219,6 +223,22 @@ def _nms_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
     return op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])  # (M, 1) -> (M,)
 
 
+def _roi_pool_onnx(input: Any, rois: Any, pooled_h: int, pooled_w: int, spatial_scale: float) -> Any:
+    """``structpred::roi_pool`` in ONNX: ``MaxRoiPool`` (Caffe's RoIPool, as ours and torchvision's:
+    corners rounded half away from zero, bins floor/ceil, empty bins 0)."""
+    from onnxscript import opset18
+
+    op: Any = opset18
+    return op.MaxRoiPool(input, rois, pooled_shape=[pooled_h, pooled_w], spatial_scale=spatial_scale)
+
+
+#: Our custom operators and their ONNX translations.
+ONNX_TRANSLATIONS: dict[Any, Callable[..., Any]] = {
+    torch.ops.structpred.nms.default: _nms_onnx,
+    torch.ops.structpred.roi_pool.default: _roi_pool_onnx,
+}
+
+
 def export_onnx(
     spec: ExportSpec, out: str | Path, program: torch.export.ExportedProgram | None = None
 ) -> Path:
@@ -226,13 +246,21 @@ def export_onnx(
     ``program`` (the spec's ``torch.export`` program) if given."""
     out = Path(out)
     program = program if program is not None else export_program(spec)
+    # torch.export's runtime range checks on data-dependent sizes (``u0 >= 0``, ``u0 <= 3 * 2**64``)
+    # have no ONNX form (the bound overflows int64): the ONNX graph goes without them.
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten._assert_scalar.default:
+            graph.erase_node(node)
+    graph.eliminate_dead_code()
+    program.graph_module.recompile()
     onnx_program = torch.onnx.export(
         program,
         spec.example,
         input_names=list(spec.input_names),
         output_names=list(spec.output_names),
         opset_version=spec.opset,
-        custom_translation_table={torch.ops.structpred.nms.default: _nms_onnx},
+        custom_translation_table=ONNX_TRANSLATIONS,
         dynamo=True,
         verbose=False,
     )

@@ -180,6 +180,10 @@ class MaskRoIHeads(RoIHeads):
         labels = torch.cat([d["labels"] for d in detections])  # (Q,)
         # Only the predicted class's mask: (Q, K+1, M, M) -> (Q, 1, M, M)
         probs = logits[torch.arange(labels.shape[0], device=labels.device), labels][:, None].sigmoid()
-        for d, p in zip(detections, probs.split([len(d["labels"]) for d in detections]), strict=True):
+        if len(detections) == 1:  # one image (and an exported program's only case): no split
+            detections[0]["masks"] = probs
+            return detections, losses
+        counts = [d["labels"].shape[0] for d in detections]  # sizes, not len(): symbolic when exported
+        for d, p in zip(detections, probs.split(counts), strict=True):
             d["masks"] = p
         return detections, losses

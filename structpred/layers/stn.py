@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -71,6 +72,25 @@ def _scale_grad(x: Tensor, scale: float) -> Tensor:
     return x * scale + x.detach() * (1.0 - scale)
 
 
+class AdaptiveMaxPool2d(nn.AdaptiveMaxPool2d):
+    """torch's adaptive max-pool, with an export path: ONNX has no adaptive max-pool, so under
+    ``torch.export`` each of the ``oh x ow`` bins (torch's: rows ``floor(i H / oh)`` to
+    ``ceil((i + 1) H / oh)``, likewise columns) is pooled by its own slice. Same values."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not torch.compiler.is_exporting():
+            return super().forward(x)
+        size: Any = self.output_size
+        oh, ow = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        H, W = x.shape[-2:]
+        rows = []
+        for i in range(oh):
+            r = slice((i * H) // oh, -((-(i + 1) * H) // oh))
+            cols = [x[..., r, (j * W) // ow : -((-(j + 1) * W) // ow)].amax(dim=(-2, -1)) for j in range(ow)]
+            rows.append(torch.stack(cols, -1))  # (B, C, ow)
+        return torch.stack(rows, -2)  # (B, C, oh, ow)
+
+
 def default_localization(in_channels: int, features: int = 32) -> nn.Sequential:
     """The paper's small localisation CNN, size-agnostic: ``[B, C, H, W] -> [B, features]``.
 
@@ -84,7 +104,7 @@ def default_localization(in_channels: int, features: int = 32) -> nn.Sequential:
         nn.Conv2d(8, 10, kernel_size=5, padding=2),
         nn.MaxPool2d(2),
         nn.ReLU(inplace=True),
-        nn.AdaptiveMaxPool2d(3),
+        AdaptiveMaxPool2d(3),
         nn.Flatten(),  # (B, 10, 3, 3) -> (B, 90)
         nn.Linear(10 * 3 * 3, features),
         nn.ReLU(inplace=True),

@@ -119,9 +119,12 @@ def rois_from_boxes(
                 got = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
                 raise ValueError(f"{name}[{i}] must be a Tensor[L, 4], got {got}")
             check_float(b, f"{name}[{i}]")
-        counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=feature.device)
-        batch_idx = torch.repeat_interleave(torch.arange(len(boxes), device=feature.device), counts)
         xyxy = torch.cat([b.to(feature.dtype) for b in boxes]) if boxes else feature.new_zeros(0, 4)
+        if len(boxes) == 1:  # one image (an exported detector's case: no repeat over a symbolic count)
+            batch_idx = torch.zeros(xyxy.shape[0], dtype=torch.int64, device=feature.device)
+        else:
+            counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=feature.device)
+            batch_idx = torch.repeat_interleave(torch.arange(len(boxes), device=feature.device), counts)
     else:
         raise ValueError(
             f"{name} must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}"

@@ -81,8 +81,11 @@ def _pyramid_rois(
     max_size = (max(s[0] for s in image_sizes), max(s[1] for s in image_sizes))
     scales = [infer_scale(f.shape[-2:], max_size) for f in features]
     xyxy = torch.cat([b.to(first.dtype) for b in boxes])  # (K, 4)
-    counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=first.device)
-    batch_idx = torch.repeat_interleave(torch.arange(num_images, device=first.device), counts)
+    if len(boxes) == 1:  # one image (an exported detector's case: no repeat over a symbolic count)
+        batch_idx = torch.zeros(xyxy.shape[0], dtype=torch.int64, device=first.device)
+    else:
+        counts = torch.tensor([b.shape[0] for b in boxes], dtype=torch.int64, device=first.device)
+        batch_idx = torch.repeat_interleave(torch.arange(num_images, device=first.device), counts)
     if len(features) == 1:
         level = torch.zeros_like(batch_idx)
     else:

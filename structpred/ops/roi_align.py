@@ -99,6 +99,12 @@ def _align_group(
     rows = y_rows[:, :, None, :, None] + x_idx[:, None, :, None, :]
     weights = y_w[:, :, None, :, None] * x_w[:, None, :, None, :] / max(gh * gw, 1)
     bags = k * ph_bins * pw_bins
+    if torch.compiler.is_exporting():
+        # ONNX's embedding_bag is a loop over bags (and fails on none): gather, weight and sum.
+        # (bags, 4gh*gw) -> (bags, 4gh*gw, C) -> (bags, C)
+        n = 4 * gh * gw  # taps per bag, static (a -1 would be ambiguous with no bags)
+        taps = table[rows.reshape(bags, n)]
+        return (taps * weights.reshape(bags, n, 1)).sum(1)
     # (k, PH, PW, 2gh, 2gw) -> (k*PH*PW, 4*gh*gw): one fixed-size bag per bin
     return F.embedding_bag(
         rows.reshape(bags, -1), table, mode="sum", per_sample_weights=weights.reshape(bags, -1)

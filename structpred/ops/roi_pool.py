@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import guard_or_false, guard_or_true
 
 from ._checks import pair, rois_from_boxes
 
@@ -118,6 +119,19 @@ def _window_max(table: Tensor, y0: Tensor, y1: Tensor, x0: Tensor, x1: Tensor) -
     return best
 
 
+@torch.library.custom_op("structpred::roi_pool", mutates_args=())
+def _roi_pool_op(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int, spatial_scale: float) -> Tensor:
+    """:func:`roi_pool` of ``rois [K, 5]`` as one opaque operator, for ``torch.export``: the sparse
+    table's data-dependent loops stay out of the graph; the ONNX exporter maps it to ``MaxRoiPool``
+    (:mod:`structpred.engine.export`)."""
+    return roi_pool(input, rois, (pooled_h, pooled_w), spatial_scale)
+
+
+@_roi_pool_op.register_fake
+def _roi_pool_fake(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int, spatial_scale: float) -> Tensor:
+    return input.new_empty(rois.shape[0], input.shape[1], pooled_h, pooled_w)
+
+
 def roi_pool(
     input: Tensor,
     boxes: Tensor | Sequence[Tensor],
@@ -137,9 +151,13 @@ def roi_pool(
     """
     ph_bins, pw_bins = pair(output_size, "output_size")
     batch_idx, xyxy = rois_from_boxes(boxes, input)
+    if torch.compiler.is_exporting():
+        rois = torch.cat([batch_idx[:, None].to(xyxy.dtype), xyxy], 1)  # (K, 5)
+        return _roi_pool_op(input, rois, ph_bins, pw_bins, float(spatial_scale))
     num_images, channels, height, width = input.shape
     num_rois = xyxy.shape[0]
-    if num_rois == 0 or num_images * height * width == 0:
+    # guard_or_*: under torch.export the RoI count is data-dependent; the general path holds for 0.
+    if guard_or_false(num_rois == 0) or guard_or_false(num_images * height * width == 0):
         return input.new_zeros(num_rois, channels, ph_bins, pw_bins)
     if num_images * height * width >= _LOW:
         raise ValueError(f"input has {num_images * height * width} cells; roi_pool supports < 2^32")
@@ -169,7 +187,7 @@ def roi_pool(
         pooled = torch.gather(table, 0, cell)  # (B, C), differentiable w.r.t. input
     else:
         pooled = _window_max(table.view(num_images, height, width, channels), y0, y1, x0, x1)
-    if empty.numel() > 0:
+    if guard_or_true(empty.numel() > 0):
         pooled = pooled.index_fill(0, empty, 0.0)
     # (B, C) -> (K, PH, PW, C) -> (K, C, PH, PW)
     return pooled.view(num_rois, ph_bins, pw_bins, channels).permute(0, 3, 1, 2).contiguous()
