@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from structpred.engine.checkpoint import save_checkpoint
@@ -194,6 +195,14 @@ def test_torchvision_detection_state_dict_equals_from_torchvision(tmp_path: Path
     assert load_weights(
         get_model("fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=4), tmp_path / "ref.pt"
     ).loaded
+    # the same names in a .safetensors file (no model/ prefix: not a checkpoint of ours)
+    save_file(
+        {k: v.contiguous().clone() for k, v in tv.state_dict().items()}, str(tmp_path / "tv.safetensors")
+    )
+    again = get_model("fasterrcnn_mobilenet_v3_large_320_fpn", num_classes=4)
+    assert load_weights(again, tmp_path / "tv.safetensors").family == "torchvision Faster R-CNN"
+    for k, v in again.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0, msg=k)
 
 
 @pytest.mark.slow
