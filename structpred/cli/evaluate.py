@@ -64,6 +64,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--pr-plot", default=None, metavar="PNG", help="detection: write PR curves here")
-    p.add_argument("--report", default=None, metavar="DIR", help="write DIR/index.html: one page with "
-                   "the metrics, per-class AP/IoU, PR curves, confusion and the best/worst images drawn")  # fmt: skip
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="write DIR/index.html: one page with the metrics, per-class AP/IoU, PR curves, "
+        "confusion and the best/worst images drawn",
+    )
     p.set_defaults(func=run)

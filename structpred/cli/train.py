@@ -26,7 +26,7 @@ from typing import Any
 from ._common import format_metrics, key_values
 from ._data_args import add_data_arguments, data_kwargs
 
-DEFAULT_OUT = "runs/latest"
+RUNS = Path("runs")  # default --out: the first free runs/001, runs/002, ...
 # flag dest -> TrainConfig field, for the flags that change a run
 RUN_FLAGS = {
     "model": "model_name", "data": "data", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
@@ -132,6 +132,15 @@ def _resume(args: argparse.Namespace, run_dir: str) -> tuple[Any, dict[str, Any]
         ) from None
 
 
+def _new_run_folder() -> str:
+    """The first free ``runs/NNN``; under torchrun every process must agree, so --out is required."""
+    from ..tasks.outputs import next_run_folder
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("under torchrun give --out: the processes must write one run directory")
+    return str(next_run_folder(RUNS))
+
+
 def run(args: argparse.Namespace, rest: list[str]) -> int:
     """Train (or resume); print the per-epoch lines, the final table and where the run went."""
     from ..engine import NonFiniteLossError
@@ -140,7 +149,9 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
 
     if args.override and args.resume is None:
         raise ValueError("--override applies to --resume RUN_DIR only")
-    out = args.out or DEFAULT_OUT
+    if args.resume == "" and args.out is None:
+        raise ValueError("--resume needs the run directory: --resume RUN_DIR")
+    out = args.out or _new_run_folder()
     if args.resume:  # --resume RUN_DIR
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise ValueError(f"--out {args.out} and --resume {args.resume} name two runs; give --resume only")
@@ -242,7 +253,9 @@ def add_parser(sub: Any) -> None:
     )
     r.add_argument("--override", action="store_true", help="with --resume: apply (and record) changed flags")
     h = p.add_argument_group("this process (never recorded as changes)")
-    h.add_argument("--out", default=None, help=f"run directory (default: {DEFAULT_OUT})")
+    h.add_argument(
+        "--out", default=None, help=f"run directory (default: the first free {RUNS}/001, {RUNS}/002...)"
+    )
     h.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     h.add_argument("--workers", type=int, default=None, help="data loader processes (default: 0)")
     h.add_argument("--no-progress", action="store_true", help="no progress bar")

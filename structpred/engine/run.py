@@ -172,6 +172,11 @@ def train(
     reads (weights loaded, per-epoch figures); default the log.
     """
     say: Report = report or log.info
+    if not resume and (previous := ckpt.latest_checkpoint(out_dir)) is not None:
+        raise ValueError(
+            f"{out_dir} already holds a run ({previous.name}): continue it with --resume {out_dir}, "
+            "or give another --out (a new run never overwrites an old one)"
+        )
     data_kwargs = dict(data_kwargs or {})
     user_args = dict(model_kwargs or {})
     seed_everything(config.seed)  # the model's initial weights depend on it

@@ -88,3 +88,15 @@ def test_resume_mismatch_lists_every_difference(tmp_path: Path) -> None:
     err = ResumeMismatch(tmp_path, [("lr", 0.01, 0.02), ("model_args.width", 8, 16)])
     assert err.differences == [("lr", 0.01, 0.02), ("model_args.width", 8, 16)]
     assert "lr: checkpoint 0.01, given 0.02" in str(err) and "model_args.width" in str(err)
+
+
+def test_a_new_run_never_overwrites_a_run_directory(tmp_path: Path) -> None:
+    from structpred.engine.run import train
+
+    _run(tmp_path, "sgd").fit()
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    config = TrainConfig(epochs=1, batch_size=16, progress=False)
+    with pytest.raises(ValueError, match=r"already holds a run \(ckpt-.*--resume"):
+        train("digits_cnn", "digits", config, tmp_path, model_kwargs={"width": 4, "input_size": 8},
+              data_kwargs={"size": 8})  # fmt: skip
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # untouched
