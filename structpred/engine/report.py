@@ -308,9 +308,10 @@ def write_report(
     )
     collector: _Detection | _Semantic | None = None
     k = min(top_k, max(1, len(dataset) // 2))  # type: ignore[arg-type]  # best and worst both shown
-    if task.name in ("detection", "instance_segmentation"):
-        collector = _Detection(model, config, dataset, k, masks=task.name == "instance_segmentation")
-    elif task.name == "semantic_segmentation":
+    keys = set(task.prediction_keys)  # what the task's predictions hold decides what is drawn
+    if {"boxes", "scores", "labels"} <= keys:
+        collector = _Detection(model, config, dataset, k, masks="masks" in keys)
+    elif "label_map" in keys:
         collector = _Semantic(model, config, dataset, k)
     else:
         page.notes.append(
@@ -367,19 +368,13 @@ def report_for_checkpoint(
     image_size: int | None = None,
 ) -> Path:
     """:func:`write_report` for a checkpoint, with the model and data ``evaluate`` uses."""
-    from ..data.registry import build_dataset
     from . import run
 
     model, config = run.load_model(checkpoint, best=best, image_size=image_size)
-    kwargs = {**config.data_kwargs, **(data_kwargs or {})} if not data else dict(data_kwargs or {})
-    config.data = data or config.data
-    if not config.data:
+    if not (data or config.data):
         raise ValueError(f"{checkpoint}: no data spec recorded; pass one (e.g. --data shapes)")
-    check_report_dir(out_dir, data_folders(config.data))  # before the data is read
-    dataset = build_dataset(config.data, split, **kwargs)
-    _, resample = run.image_size_rule(config.model_name, config.model_kwargs, config.image_size)
-    if resample and config.image_size is not None:
-        dataset = run._LongerSide(dataset, config.image_size)  # as evaluate resamples it
+    check_report_dir(out_dir, data_folders(data or config.data))  # before the data is read
+    config.data, dataset = run.evaluation_data(config, data, split, data_kwargs)  # as evaluate reads it
     if batch_size:
         config.batch_size = batch_size
     return write_report(

@@ -180,9 +180,10 @@ def train(
     data_kwargs = dict(data_kwargs or {})
     user_args = dict(model_kwargs or {})
     seed_everything(config.seed)  # the model's initial weights depend on it
-    train_set = build_dataset(data, "train", **data_kwargs)
-    val_set = build_dataset(data, "val", **data_kwargs)
     task = task_of(model_name)
+    read = {"task": task.name, **data_kwargs}  # data on disk gives the task's targets
+    train_set = build_dataset(data, "train", **read)
+    val_set = build_dataset(data, "val", **read)
     args = dict(user_args)
     if num_classes is not None:
         _num_classes(task, model_name, train_set, num_classes, f"--data {data}")
@@ -317,6 +318,27 @@ def resume(
 
 
 # ---------------------------------------------------------------------------------- evaluate
+def evaluation_data(
+    config: TrainConfig, data: str | None, split: str, data_kwargs: dict[str, Any] | None = None
+) -> tuple[str, Dataset]:
+    """``(spec, dataset)`` a checkpoint's model is evaluated on, read as ``evaluate`` reads it.
+
+    ``data`` defaults to the recorded spec, and then its recorded data arguments are updated by
+    ``data_kwargs``; data on disk is read for the model's task; the dataset is checked against
+    the task and resampled to the recorded ``--image-size`` when the model does not resize.
+    """
+    task = task_of(config.model_name)
+    kwargs = {**config.data_kwargs, **(data_kwargs or {})} if not data else dict(data_kwargs or {})
+    kwargs.setdefault("task", task.name)  # boxes, instance masks or label maps from data on disk
+    spec = data or config.data
+    dataset = build_dataset(spec, split, **kwargs)
+    task.check_dataset(dataset, config.model_kwargs, f"--data {spec} ({split})")
+    _, resample = image_size_rule(config.model_name, config.model_kwargs, config.image_size)
+    if resample and config.image_size is not None:
+        dataset = _LongerSide(dataset, config.image_size)
+    return spec, dataset
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | None = None,
@@ -340,19 +362,13 @@ def evaluate(
     model, config = load_model(checkpoint, best=best, image_size=image_size)
     if not data and not config.data:
         raise ValueError(f"{checkpoint}: no data spec recorded; pass one (e.g. --data shapes)")
-    kwargs = {**config.data_kwargs, **(data_kwargs or {})} if not data else dict(data_kwargs or {})
-    data = data or config.data
-    dataset = build_dataset(data, split, **kwargs)
+    data, dataset = evaluation_data(config, data, split, data_kwargs)
     config.progress = progress
     if batch_size:
         config.batch_size = batch_size
     if device:
         config.device = device
     task = task_of(config.model_name)
-    task.check_dataset(dataset, config.model_kwargs, f"--data {data} ({split})")
-    _, resample = image_size_rule(config.model_name, config.model_kwargs, config.image_size)
-    if resample and config.image_size is not None:
-        dataset = _LongerSide(dataset, config.image_size)
     metric = task.metric(model, dataset)
     run_dir = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     trainer = Trainer(model, dataset, dataset, config, run_dir, metric=metric, task=task)

@@ -100,3 +100,15 @@ def test_a_new_run_never_overwrites_a_run_directory(tmp_path: Path) -> None:
         train("digits_cnn", "digits", config, tmp_path, model_kwargs={"width": 4, "input_size": 8},
               data_kwargs={"size": 8})  # fmt: skip
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # untouched
+
+
+def test_evaluation_data_reads_data_on_disk_for_the_models_task(tmp_path: Path) -> None:
+    from structpred.engine.run import evaluation_data
+    from tests.data.layout_builders import coco2017
+
+    root = coco2017(tmp_path / "coco")  # polygons / RLE in the json: boxes or instance masks
+    spec = f"coco:{root}"
+    for model, has_masks in (("maskrcnn_narrow_fpn", True), ("fasterrcnn_narrow_fpn", False)):
+        config = TrainConfig(model_name=model, model_kwargs={"num_classes": 2}, data="other")
+        used, dataset = evaluation_data(config, spec, "val")  # from Python: no task given
+        assert used == spec and ("masks" in dataset[0][1]) == has_masks
