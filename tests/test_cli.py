@@ -364,3 +364,14 @@ def test_metric_table_names_split_and_kind() -> None:
     assert table[1].split() == ["map", "0.5000"] and table[2].split() == ["classes", "[1,", "2]"]
     assert table[3].split() == ["confusion", "3", "x", "3", "matrix", "(not", "shown)"]
     assert format_metrics({"loss": 1.0}).splitlines() == [f"{'loss':>24s}  1.0000"]  # no header asked
+
+
+def test_a_closed_stdout_pipe_ends_quietly() -> None:
+    """``structpred list-models | head -1``: no BrokenPipeError traceback on stderr."""
+    cmd = [sys.executable, "-m", "structpred.cli", "list-models"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # the reader leaves before anything is written
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 141
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -76,9 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return int(args.func(args, rest))
+        code = int(args.func(args, rest))
+        sys.stdout.flush()  # inside the try: a reader that left is seen here, not at exit
+        return code
     except ValueError as err:  # bad input: one clear line, not a traceback (-v shows it)
         if args.verbose:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `structpred eval ... | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return 141  # 128 + SIGPIPE, as a shell reports it

@@ -28,9 +28,11 @@ def table_header(split: str, kind: str) -> str:
 def format_metrics(metrics: dict[str, Any], split: str | None = None, kind: str | None = None) -> str:
     """The metric table: a header naming the split and the kind of figures (``val split, box AP
     (COCO)``, ``test split, mIoU``...) when given, then one ``name  value`` line per metric
-    (tensors of one element as floats)."""
+    (tensors of one element as floats), the losses last."""
     lines = [table_header(split, kind)] if split is not None and kind is not None else []
-    for key, value in metrics.items():
+    losses_last = sorted(metrics, key=lambda k: k.startswith("loss"))  # the figures first (stable)
+    for key in losses_last:
+        value = metrics[key]
         if hasattr(value, "numel") and value.numel() == 1:
             value = float(value)
         if isinstance(value, float):
