@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from ._checks import check_boxes
 
@@ -90,7 +91,7 @@ def paste_masks_in_image(
         )
     H, W = int(image_size[0]), int(image_size[1])
     N, M = masks.shape[0], masks.shape[-1]
-    if N == 0:
+    if guard_or_false(N == 0):  # under torch.export N is data-dependent: the general path holds for 0
         return masks.new_zeros(0, 1, H, W)
     padded = F.pad(masks[:, 0], (padding,) * 4)  # (N, M, M) -> (N, Mp, Mp)
     Mp = M + 2 * padding
