@@ -24,6 +24,8 @@ def mirror_pad(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tenso
     """
     if min(top, bottom, left, right) < 0:
         raise ValueError(f"mirror_pad: pads must be >= 0, got {(top, bottom, left, right)}")
+    if top == bottom == left == right == 0:  # nothing to pad (and no index maps to export)
+        return x
     H, W = x.shape[-2:]
     rows = _reflect_indices(H, top, bottom, x.device)  # (top + H + bottom,)
     cols = _reflect_indices(W, left, right, x.device)  # (left + W + right,)
@@ -34,9 +36,12 @@ def _reflect_indices(n: int, before: int, after: int, device: torch.device) -> T
     i = torch.arange(-before, n + after, device=device)
     if n == 1:
         return torch.zeros_like(i)
-    period = 2 * (n - 1)
+    size: int | Tensor = n
+    if isinstance(n, torch.SymInt):  # exported: a tensor, as ONNX takes no symbolic scalar operand
+        size = torch.scalar_tensor(n, dtype=torch.int64, device=device)
+    period = 2 * (size - 1)
     i = i.remainder(period)  # in [0, period)
-    return torch.where(i >= n, period - i, i)
+    return torch.where(i >= size, period - i, i)
 
 
 def center_crop(x: Tensor, size: Sequence[int]) -> Tensor:
