@@ -128,6 +128,10 @@ def run_rows(repeats: int, threads: int, quick: bool, tmp: str) -> list[Row]:
                 repeats=repeats,
             )
             rows.append(Row(c, diff))
+            print(
+                f"  {c.name}: {c.ours_ms:.1f} vs {c.peer_ms:.1f} ms (ratio {c.ratio:.2f}), diff {diff:.2g}",
+                flush=True,
+            )
     return rows
 
 
