@@ -185,8 +185,8 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
         return ExportSpec(name, task, wrapper, ("images",), outs, (x,), ({},))
     if task == "semantic_segmentation":
         wrapper = SegmentationExport(model)
-        if getattr(getattr(model, "config", None), "padding", None) == "valid":
-            # The valid-mode U-Net's crops: onnxruntime gets them at the traced size only.
+        if getattr(getattr(model, "config", None), "padding", None) in ("valid", "same"):
+            # U-Nets' mirror pad and crops: onnxruntime gets them at the traced size only.
             image = {0: "batch"}
         return ExportSpec(name, task, wrapper, ("images",), ("logits", "label_map"), (x,), (image,))
     keys = {

@@ -24,7 +24,8 @@ def mirror_pad(x: Tensor, top: int, bottom: int, left: int, right: int) -> Tenso
     """
     if min(top, bottom, left, right) < 0:
         raise ValueError(f"mirror_pad: pads must be >= 0, got {(top, bottom, left, right)}")
-    if top == bottom == left == right == 0:  # nothing to pad (and no index maps to export)
+    pads = (top, bottom, left, right)
+    if all(type(p) is int for p in pads) and not any(pads):  # nothing to pad (ints: no guard)
         return x
     H, W = x.shape[-2:]
     rows = _reflect_indices(H, top, bottom, x.device)  # (top + H + bottom,)
