@@ -115,16 +115,18 @@ def test_model_keeps_its_task_contract(name: str, tmp_path: Any) -> None:
 # Every registered model exports (torch.export and ONNX through onnxruntime) or is listed in
 # NOT_EXPORTABLE with its reason. An export takes 5-60 s (tracing and the ONNX translation
 # dominate, not the model's size), so every case is marked slow; CI runs them.
-# At random weights some detectors output nothing: the MobileNet RPN drops proposals under 0.05
-# (torchvision's setting), and with 90 or 20 classes every class scores ~1/(K+1), under the box
-# threshold 0.05. The export test lowers those thresholds so that non-empty outputs are exercised
-# too (empty ones are checked for every detector below).
+# At random weights some detectors output nothing: with 90 or 20 classes every class scores
+# ~1/(K+1), under the box threshold 0.05. The export test lowers that threshold so non-empty
+# outputs are exercised too (empty ones are checked for every detector below). Not for the
+# MobileNet detectors: at random weights their scores tie (README, from_torchvision), and tied
+# boxes may leave NMS / top-k in another order in onnxruntime; they are checked empty (their RPN
+# drops every proposal under 0.05) and with no detections.
 EXPORT_EXTRA: dict[str, dict[str, Any]] = {
-    **{m: {"rpn_score_thresh": 0.0, "box_score_thresh": 0.001} for m in list_models() if "mobilenet" in m},
     "fasterrcnn_resnet50_fpn": {"box_score_thresh": 0.001},
     "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.001},
     "fast_rcnn_vgg16": {"score_thresh": 0.001},
 }
+TIED_AT_RANDOM = {m for m in list_models() if "mobilenet" in m}
 
 
 def _no_detections(model: torch.nn.Module) -> str:
@@ -197,7 +199,8 @@ def test_model_exports_with_parity(name: str, tmp_path: Any) -> None:
         _assert_same(eager, ex.run_onnx(session, x), f"{where} (onnxruntime)")
         _assert_same(eager, tuple(loaded(*x)), f"{where} (torch.export)")
     if spec.task in ("detection", "instance_segmentation"):
-        assert ex.run_eager(spec, inputs[0])[0].shape[0] > 0, "the random detector should detect something"
+        if name not in TIED_AT_RANDOM:
+            assert ex.run_eager(spec, inputs[0])[0].shape[0] > 0, "the detector should detect something"
         param = _no_detections(model)
         value = dict(model.named_parameters())[param]
         blank = tuple(torch.zeros_like(t) if t.dim() == 4 else t for t in inputs[0])  # a blank image
