@@ -352,13 +352,6 @@ def check_file(spec: ExportSpec, path: str | Path, fmt: str, inputs: list[tuple[
     return worst
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    """Seconds of one call."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 # ------------------------------------------------------------------------------ entry point
 @dataclass
 class ExportReport:
