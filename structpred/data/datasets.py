@@ -2,7 +2,8 @@
 
 An item is ``(image, target)`` per DESIGN.md §3: ``image`` float32 ``[3, H, W]`` in ``[0, 1]``;
 ``target`` has ``boxes`` float32 ``[N, 4]`` xyxy pixels, ``labels`` int64 ``[N]`` in ``1..K``,
-``image_id`` int64 scalar, ``iscrowd`` uint8 ``[N]`` (zeros when the format has no crowds) and,
+``image_id`` int64 scalar, ``iscrowd`` uint8 ``[N]`` (zeros when the format has no crowds),
+``area`` float32 ``[N]`` when the file gives every object's (COCO) and,
 with ``with_masks=True``, ``masks`` uint8 ``[N, H, W]`` decoded from the COCO segmentations.
 Images are read lazily; each one's size is checked against its record.
 """
@@ -96,6 +97,8 @@ class DetectionFiles(Dataset[tuple[Tensor, Target]]):
                 else torch.zeros(n, dtype=torch.uint8)
             ),
         }
+        if record.areas is not None:  # COCO's own areas: the metric's area ranges then match COCOeval's
+            target["area"] = record.areas.to(torch.float32).clone()
         if self.with_masks:
             target["masks"] = self._masks(record, path)
         if self.transforms is not None:

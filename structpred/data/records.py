@@ -68,6 +68,8 @@ class ImageRecord:
         iscrowd (uint8[N] | None): COCO crowd flags.
         segmentations: per object, polygons or RLE (COCO form), or None.
         difficult (uint8[N] | None): VOC "difficult" flags.
+        areas (float32[N] | None): COCO's ``area`` of each object (what COCOeval sorts into
+            small / medium / large), when the file gives one for every object.
     """
 
     file_name: str
@@ -79,6 +81,7 @@ class ImageRecord:
     iscrowd: Tensor | None = None
     segmentations: list[Segmentation] | None = None
     difficult: Tensor | None = None
+    areas: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.boxes.dim() != 2 or self.boxes.shape[1] != 4:
@@ -86,7 +89,7 @@ class ImageRecord:
         n = self.boxes.shape[0]
         if self.labels.shape != (n,):
             raise ValueError(f"{self.file_name}: {n} boxes but labels of shape {tuple(self.labels.shape)}")
-        for name in ("iscrowd", "difficult"):
+        for name in ("iscrowd", "difficult", "areas"):
             flags = getattr(self, name)
             if flags is not None and flags.shape != (n,):
                 raise ValueError(f"{self.file_name}: {n} boxes but {name} of shape {tuple(flags.shape)}")

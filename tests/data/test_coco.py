@@ -443,3 +443,31 @@ def test_skip_duplicate_annotation_id_keeps_the_first(tmp_path, caplog):
 def test_skip_still_raises_on_file_level_problems(tmp_path):
     with pytest.raises(ValueError, match="'categories' must be a non-empty list"):
         read_coco(write_json(tmp_path, edit(lambda d: d.pop("categories"))), on_error="skip")
+
+
+def test_areas_are_read_kept_in_the_dataset_targets_and_written_back(tmp_path) -> None:
+    """COCO's own ``area`` (what COCOeval sorts into small / medium / large) reaches the target."""
+    write_image(tmp_path / "a.png", torch.zeros(3, 40, 50))
+    data = {
+        "images": [{"id": 7, "file_name": "a.png", "height": 40, "width": 50}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [1, 2, 10, 20], "area": 123.5, "iscrowd": 0},
+            {"id": 2, "image_id": 7, "category_id": 3, "bbox": [5, 5, 4, 4], "area": 0, "iscrowd": 0},
+        ],
+        "categories": [{"id": 3, "name": "x"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    records, categories = read_coco(tmp_path / "a.json")
+    assert records[0].areas is not None and records[0].areas.tolist() == [123.5, 0.0]
+    _, target = from_coco(tmp_path / "a.json", tmp_path)[0]
+    assert target["area"].tolist() == [123.5, 0.0] and target["area"].dtype == torch.float32
+    write_coco(records, categories, tmp_path / "b.json")
+    assert [a["area"] for a in json.loads((tmp_path / "b.json").read_text())["annotations"]] == [123.5, 0.0]
+    # one object without an area: none are kept (the metric falls back to its own rule for all)
+    del data["annotations"][1]["area"]
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    assert read_coco(tmp_path / "a.json")[0][0].areas is None
+    data["annotations"][0]["area"] = -1
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"annotation id 1 .*area must be >= 0"):
+        read_coco(tmp_path / "a.json")

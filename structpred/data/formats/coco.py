@@ -214,6 +214,7 @@ class _Objects:
         self.labels: list[int] = []
         self.crowd: list[int] = []
         self.segs: list[Segmentation] = []
+        self.areas: list[float | None] = []
 
 
 def _read_annotation(ann: object, images: dict[int, _Objects], categories: Categories) -> None:
@@ -237,6 +238,10 @@ def _read_annotation(ann: object, images: dict[int, _Objects], categories: Categ
         raise ValueError(f"iscrowd must be 0 or 1, got {crowd}")
     raw_seg = ann.get("segmentation")
     seg = [] if raw_seg is None else check_segmentation(raw_seg, objects.height, objects.width)
+    area = None if ann.get("area") is None else as_number(ann["area"], "area")
+    if area is not None and area < 0:
+        raise ValueError(f"area must be >= 0, got {area}")
+    objects.areas.append(area)
     objects.boxes.append(box)
     objects.labels.append(label)
     objects.crowd.append(crowd)
@@ -297,6 +302,7 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
             seen_ann_ids.add(key)
 
     with_segs = any(seg for objects in images.values() for seg in objects.segs)
+    with_areas = all(a is not None for objects in images.values() for a in objects.areas)
     records = []
     for image_id, obj in images.items():
         n = len(obj.labels)
@@ -310,6 +316,7 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
                 image_id=image_id,
                 iscrowd=torch.tensor(obj.crowd, dtype=torch.uint8).reshape(n),
                 segmentations=obj.segs if with_segs else None,
+                areas=torch.tensor(obj.areas, dtype=torch.float32).reshape(n) if with_areas else None,
             )
         )
     return records, categories
@@ -358,6 +365,8 @@ def write_coco(records: list[ImageRecord], categories: Categories, path: str | P
                 ann["segmentation"] = seg
                 if seg:
                     ann["area"] = segmentation_area(seg, h, w)
+            if record.areas is not None:  # the record's own (read from a COCO file): kept as it was
+                ann["area"] = float(record.areas[k])
             annotations.append(ann)
     data = {
         "info": {"description": "written by structpred"},
