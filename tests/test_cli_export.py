@@ -55,7 +55,6 @@ def test_export_checkpoint_to_onnx_prints_parity(run_dir: Path, tmp_path: Path, 
     torch.testing.assert_close(logits[0], preds[0]["class_logits"], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.slow
 def test_export_untrained_model_to_torch_export(tmp_path: Path, capsys) -> None:
     out = tmp_path / "rnn.pt2"
     assert main(["export", "--model", "rnn_adding", "--format", "torch-export", "--out", str(out)]) == 0
