@@ -118,3 +118,20 @@ def test_help_tells_it_apart_from_data_export(capsys) -> None:
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # help wraps lines
     assert "export export a model to ONNX" in text and "(datasets: structpred data export)" in text
+
+
+@pytest.mark.parametrize(
+    ("model", "hint"), [("rnn_adding", "please report it"), ("fasterrcnn_narrow_fpn", "tie")]
+)
+def test_a_failed_check_keeps_the_file_and_exits_1_saying_why(
+    model: str, hint: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import structpred.engine.export as export
+
+    monkeypatch.setattr(export, "check_file", lambda *a, **k: float("inf"))  # as when outputs differ
+    monkeypatch.setattr(export, "export_onnx", lambda spec, out: Path(out).write_bytes(b"onnx"))
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--model", model, "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {out} was written but does not match"), err
+    assert hint in err[0] and out.exists()

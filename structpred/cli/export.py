@@ -4,6 +4,7 @@ checked against eager PyTorch (docs/export.md). Not ``structpred data export`` (
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ._common import key_values
@@ -45,7 +46,25 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         runs = "; ".join(", ".join(str(list(s)) for s in shapes) for shapes in report.checked)
         runtime = "onnxruntime CPU" if report.fmt == "onnx" else "torch.export.load"
         print(f"  {runtime} vs eager on {runs}: max abs diff {report.max_abs_diff:.3g}")
+        if report.max_abs_diff > TOLERANCE:
+            print(f"error: {report.path} was written but does not match eager PyTorch ({_why(report.task)})",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     return 0
+
+
+TOLERANCE = 1e-3  # the largest difference the check accepts (box pixels, logits, probabilities)
+
+
+def _why(task: str) -> str:
+    """What a failed check most likely means for ``task``."""
+    if task in ("detection", "instance_segmentation"):
+        return (
+            "different detections: expected when the model's scores tie, as in an undertrained or "
+            "random detector whose RPN gives many anchors the same objectness; onnxruntime's NMS and "
+            "top-k break ties differently. docs/export.md, 'Tied scores'"
+        )
+    return f"more than {TOLERANCE:g} apart: please report it with the model and command"
 
 
 def add_parser(sub: Any) -> None:
