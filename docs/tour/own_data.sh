@@ -18,7 +18,7 @@ run() {  # name spec model-flags sample-images
   echo "\$ structpred predict --checkpoint $OUT/runs/$1 $4 --out $OUT/pred/$1"
   $SP predict --checkpoint "$OUT/runs/$1" "$4" --out "$OUT/pred/$1"
   echo "\$ structpred export --checkpoint $OUT/runs/$1 --format onnx --out $OUT/$1.onnx"
-  $SP export --checkpoint "$OUT/runs/$1" --format onnx --out "$OUT/$1.onnx"
+  $SP export --checkpoint "$OUT/runs/$1" --format onnx --out "$OUT/$1.onnx" 2>&1 || echo "(exit $?)"
   echo
 }
 run coco "coco:$OUT/data/roboflow-coco" "$DET" "$OUT/data/roboflow-coco/valid"

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         model_kwargs=key_values(args.model_arg, "--model-arg"),
         force=args.force,
         check=not args.no_check,
-        image_size=tuple(args.image_size) if args.image_size else None,
+        image_size=tuple(args.input_size) if args.input_size else None,
     )
     opset = f", opset {report.opset}" if report.opset is not None else ""
     print(f"{report.model} ({report.task}) -> {report.path} [{report.fmt}{opset}] in {report.seconds:.1f} s")
@@ -89,12 +89,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--out", required=True, help="the file to write (never the checkpoint; see --force)")
     p.add_argument(
-        "--image-size",
+        "--input-size",
         nargs=2,
         type=int,
         metavar=("H", "W"),
-        help="the example image's size; a detector's program takes exactly this size "
-        "(default: its resize target, e.g. 256 x 256 for the narrow models)",
+        help="the example image's height and width; a detector's program takes exactly this size "
+        "(default: its resize target, e.g. 256 x 256 for the narrow models; not train's --image-size N, "
+        "the longer side)",
     )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--no-check", action="store_true", help="skip the parity run against eager PyTorch")
