@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..models.weights.load import CHECKPOINT_NAME, MODEL_PREFIX
+
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^ckpt-(\d+)\.json$")
+_NAME = CHECKPOINT_NAME
 BEST = "best.json"
 
 
@@ -125,7 +126,7 @@ def save_checkpoint(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"{MODEL_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = dict(state)
     meta["step"] = step
     if optimizer is not None:
@@ -235,7 +236,7 @@ def load_checkpoint(path: str | Path, best: bool = False) -> tuple[dict[str, Ten
 
 def model_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     """The ``model/…`` entries of a checkpoint, as a ``state_dict``."""
-    return {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    return {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
 
 
 def restore(

@@ -41,8 +41,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["WeightsReport", "load_weights"]
 
 # The checkpoint format of structpred.engine.checkpoint (tested against it).
-_CKPT_NAME = re.compile(r"^ckpt-(\d+)\.json$")
-_MODEL_PREFIX = "model/"
+# The checkpoint format of structpred.engine.checkpoint, which imports these two (one place):
+CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.json$")  # ckpt-<step>.json beside ckpt-<step>.safetensors
+MODEL_PREFIX = "model/"  # the model's tensors in the safetensors file: model/<state_dict name>
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 _IDENTITY: tuple[Rule, ...] = ((r"(.+)", r"\1"),)
 # Names only timm's models have (ViT / Swin / ConvNeXt / timm ResNet heads).
@@ -88,10 +89,10 @@ class WeightsReport:
 
 def _checkpoint_json(path: Path) -> Path:
     """The newest ``ckpt-*.json`` in the run directory ``path``."""
-    found = [p for p in path.iterdir() if _CKPT_NAME.match(p.name)]
+    found = [p for p in path.iterdir() if CHECKPOINT_NAME.match(p.name)]
     if not found:
         raise ValueError(f"{path}: no checkpoint (ckpt-*.json) in this directory")
-    return max(found, key=lambda p: int(_CKPT_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+    return max(found, key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
 def _read_safetensors(path: Path) -> dict[str, Tensor]:
@@ -137,12 +138,12 @@ def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
             raise ValueError(f"{path}: not a checkpoint state (a JSON object), got {type(meta).__name__}")
         weights = path.with_name(str(meta.get("weights", path.with_suffix(".safetensors").name)))
         tensors = _read_safetensors(weights)
-        if not any(k.startswith(_MODEL_PREFIX) for k in tensors):
-            raise ValueError(f"{weights}: no model tensors ({_MODEL_PREFIX}...) in this checkpoint")
+        if not any(k.startswith(MODEL_PREFIX) for k in tensors):
+            raise ValueError(f"{weights}: no model tensors ({MODEL_PREFIX}...) in this checkpoint")
         return "ours", weights, tensors, meta
     if path.suffix == ".safetensors":
         tensors = _read_safetensors(path)
-        if any(k.startswith(_MODEL_PREFIX) for k in tensors):
+        if any(k.startswith(MODEL_PREFIX) for k in tensors):
             state = path.with_suffix(".json")
             try:
                 meta = json.loads(state.read_text()) if state.is_file() else {}
@@ -203,7 +204,7 @@ def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
     path = Path(path)
     kind, file, tensors, meta = _read(path)
     if kind == "ours":
-        state = {k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+        state = {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         name = config.get("model_name") if config else None
         family, rules = f"ours: {name}" if name else "ours", _IDENTITY
