@@ -61,6 +61,27 @@ def _given_changes(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
+# flag dest -> TrainConfig field, for this process's flags (checked up front like RUN_FLAGS)
+HARMLESS_FLAGS = {
+    "workers": "num_workers", "checkpoint_every": "checkpoint_every", "eval_every": "eval_every",
+    "keep_last": "keep_last",
+}  # fmt: skip
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse a bad setting (``--lr inf``, ``--clip-grad -1``, ``--epochs 0``, ``--workers -1``...)
+    before any data is read or a run directory is made: one ``ValueError`` naming the flag."""
+    from ..engine.recipe import config_problem
+
+    for dest, field in {**RUN_FLAGS, **HARMLESS_FLAGS}.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        problem = config_problem(field, value)
+        if problem is not None:
+            raise ValueError(f"{flag_name(field)} {value}: {problem}")
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Harmless settings: this process's (device, workers, progress) and the ones given."""
     out: dict[str, Any] = {
@@ -147,6 +168,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     from ..engine import checkpoint as ckpt
     from ..tasks import task_of
 
+    check_flags(args)
     if args.override and args.resume is None:
         raise ValueError("--override applies to --resume RUN_DIR only")
     if args.resume == "" and args.out is None:
@@ -165,7 +187,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
                     raise ValueError(f"--resume {out}: no checkpoint (ckpt-*.json) in this directory")
                 _report(f"--resume: no checkpoint in {out} yet; starting a new run there")
             trainer, metrics = _fresh(args, out)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, ckpt.NonFiniteWeightsError) as err:  # the run failed, not the input
         print(f"error: {err}", file=sys.stderr)
         return 1
     if trainer.ctx.is_main:

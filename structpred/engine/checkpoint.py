@@ -5,40 +5,57 @@ A checkpoint ``ckpt-<step>`` is two files in the run directory:
 - ``ckpt-<step>.safetensors`` — model weights (``model/…``), optimizer tensors (``optim/…``,
   e.g. momentum buffers) and the torch RNG states (``rng/…``);
 - ``ckpt-<step>.json`` — config, epoch, step, step within the epoch, optimizer scalars and
-  parameter groups, numpy and Python RNG states, and the metrics so far.
+  parameter groups, numpy and Python RNG states, the metrics so far, and the weights file's
+  name, size and SHA-256.
 
-The best checkpoint by the task's headline metric is named in ``best.json`` (``{"checkpoint":
-"ckpt-….json", "metric": "map", "value": …, "epoch": …}``); it is kept beside the last
-``keep_last`` ones, never deleted while it is the best. ``load_checkpoint(RUN_DIR)`` reads the
-newest; ``best_checkpoint(RUN_DIR)`` the best.
+The JSON is the commit record (docs/checkpoints.md): the weights are written first (temporary
+name, fsync, ``os.replace``, fsync of the directory), then the JSON the same way. A checkpoint is
+*complete* when its JSON parses and names a weights file of the recorded size; only complete
+ones are listed, resumed or evaluated, so a kill at any instant leaves the previous complete
+checkpoint as the newest. Loading verifies the SHA-256 (a mismatch is corruption, not a kill:
+``ValueError`` naming the file). Leftovers of a killed save (``.*.tmp-*`` files, weights without
+their JSON) are removed by the next save and by :func:`clean_partial` on resume.
 
-Each file is written to a temporary name, flushed to disk and renamed with ``os.replace``
-(atomic on POSIX); the JSON goes last, so a JSON file that exists always describes complete
-weights. A run killed at any moment therefore leaves its last good checkpoint intact. Nothing
-is unpickled: loading cannot execute code.
+The best checkpoint by the task's headline metric is recorded in each checkpoint's state
+(``best``, committed with it) and mirrored in ``best.json`` (``{"checkpoint": "ckpt-….json",
+"metric": "map", "value": …, "epoch": …}``), which every save re-syncs; it is kept beside the
+last ``keep_last`` ones, never deleted while it is the best. ``load_checkpoint(RUN_DIR)`` reads
+the newest complete checkpoint; ``best_checkpoint(RUN_DIR)`` the best. Nothing is unpickled:
+loading cannot execute code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 from torch import Tensor
 
+from ..data import limits
 from ..models.weights.load import CHECKPOINT_NAME, MODEL_PREFIX
 
 log = logging.getLogger(__name__)
 
 _NAME = CHECKPOINT_NAME
+_WEIGHTS = re.compile(r"^ckpt-(\d+)\.safetensors$")
+_TMP = re.compile(r"^\.(ckpt-\d+\.(json|safetensors)|best\.json)\.tmp-\d+$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
 BEST = "best.json"
+
+
+class NonFiniteWeightsError(ValueError):
+    """The model's weights hold NaN or infinity: they are not saved (the last good checkpoint stays)."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -46,13 +63,25 @@ def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:08d}.json"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)`` then rename over ``path``."""
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX: the directory entry is data of the folder)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary beside ``path``, fsync it, rename it over ``path``, fsync
+    the folder: a reader sees the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    with open(tmp, "rb") as f:
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -119,14 +148,23 @@ def save_checkpoint(
 
     Args:
         state: JSON-able training state (epoch, step_in_epoch, config, metrics...); its
-            ``"best"`` entry is what ``best.json`` records.
+            ``"best"`` entry (naming its ``"checkpoint"``) is what ``best.json`` mirrors.
         best: this checkpoint is the run's best: ``best.json`` names it.
     Returns:
         the JSON file's path.
+    Raises:
+        NonFiniteWeightsError: a weight is NaN or infinite (nothing is written).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    clean_partial(run_dir)
     tensors = {f"{MODEL_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise NonFiniteWeightsError(
+                f"{run_dir}: step {step}: weight {name[len(MODEL_PREFIX) :]} holds NaN or infinity; "
+                "not saved (the last good checkpoint is kept)"
+            )
     meta = dict(state)
     meta["step"] = step
     if optimizer is not None:
@@ -135,21 +173,67 @@ def save_checkpoint(
     rng_tensors, meta["rng"] = rng_state()
     tensors.update(rng_tensors)
     stem = Path(checkpoint_name(step)).stem
-    weights = run_dir / f"{stem}.safetensors"
-    meta["weights"] = weights.name
-    _atomic_write(weights, lambda p: save_file(tensors, str(p)))
-    _atomic_write(run_dir / f"{stem}.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
+    blob = save_bytes(tensors)
+    meta["weights"] = f"{stem}.safetensors"
+    meta["weights_bytes"] = len(blob)
+    meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    _atomic_write(run_dir / meta["weights"], blob)
+    _atomic_write(run_dir / f"{stem}.json", json.dumps(meta, indent=1).encode())  # the commit
+    record = state.get("best") if isinstance(state.get("best"), dict) else None
     if best:
-        record = {**(state.get("best") or {}), "checkpoint": f"{stem}.json"}
-        _atomic_write(run_dir / BEST, lambda p: p.write_text(json.dumps(record, indent=1)))
+        record = {**(record or {}), "checkpoint": f"{stem}.json"}
+    if record is not None and "checkpoint" in record and _read_json_or_none(run_dir / BEST) != record:
+        _atomic_write(run_dir / BEST, json.dumps(record, indent=1).encode())
     kept = best_checkpoint(run_dir)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         if old == kept:
             continue
+        old.unlink(missing_ok=True)  # the JSON first: a JSON never outlives its weights
         old.with_suffix(".safetensors").unlink(missing_ok=True)
-        old.unlink(missing_ok=True)
     log.info("saved checkpoint %s", run_dir / f"{stem}.json")
     return run_dir / f"{stem}.json"
+
+
+def clean_partial(run_dir: str | Path) -> list[str]:
+    """Remove what a killed save left in ``run_dir``: temporaries (``.ckpt-*.tmp-*``) and weights
+    files no checkpoint JSON names. Returns the names removed."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    names = {p.name for p in run_dir.iterdir()}
+    removed = []
+    for name in sorted(names):
+        weights = _WEIGHTS.match(name)
+        orphan = weights is not None and f"ckpt-{weights.group(1)}.json" not in names
+        if _TMP.match(name) or orphan:
+            (run_dir / name).unlink(missing_ok=True)
+            removed.append(name)
+    if removed:
+        log.info("%s: removed the leftovers of an interrupted save: %s", run_dir, ", ".join(removed))
+    return removed
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _is_complete(path: Path) -> bool:
+    """Cheap completeness: the JSON parses and names a weights file of the recorded size."""
+    meta = _read_json_or_none(path)
+    if not isinstance(meta, dict):
+        return False
+    name = meta.get("weights", path.with_suffix(".safetensors").name)
+    if not isinstance(name, str) or not _WEIGHTS.match(name):
+        return False
+    try:
+        size = (path.parent / name).stat().st_size
+    except OSError:
+        return False
+    recorded = meta.get("weights_bytes")
+    return recorded is None or recorded == size
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -157,7 +241,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir() if _NAME.match(p.name)]
+    found = [p for p in run_dir.iterdir() if _NAME.match(p.name) and _is_complete(p)]
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
@@ -180,14 +264,22 @@ def better(value: float | None, best: dict[str, Any] | None, higher_is_better: b
 
 
 def best_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint ``best.json`` names in ``run_dir`` (if it still exists), or None."""
-    record = Path(run_dir) / BEST
-    try:
-        name = json.loads(record.read_text())["checkpoint"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return None
-    path = Path(run_dir) / str(name)
-    return path if path.is_file() else None
+    """The run's best complete checkpoint, or None: the one the newest checkpoint's state names
+    (committed with it), else the one ``best.json`` names."""
+    run_dir = Path(run_dir)
+    newest = latest_checkpoint(run_dir)
+    candidates = []
+    if newest is not None:
+        record = (_read_json_or_none(newest) or {}).get("best")
+        if isinstance(record, dict):
+            candidates.append(record.get("checkpoint"))
+    record = _read_json_or_none(run_dir / BEST)
+    if isinstance(record, dict):
+        candidates.append(record.get("checkpoint"))
+    for name in candidates:
+        if isinstance(name, str) and _NAME.match(name) and _is_complete(run_dir / name):
+            return run_dir / name
+    return None
 
 
 def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
@@ -208,29 +300,110 @@ def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
             raise ValueError(f"{path}: names no existing checkpoint")
         return found
     if path.suffix == ".safetensors":
-        return path.with_suffix(".json")
-    if not path.exists():
+        path = path.with_suffix(".json")
+    if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file or run directory")
     return path
 
 
+def _int_field(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"{key} must be an int >= 0, got {value!r}"
+    return None
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with a checkpoint's JSON state (None: nothing)."""
+    if not isinstance(meta, dict):
+        return f"the state must be a JSON object, got {type(meta).__name__}"
+    for key in ("step", "epoch", "step_in_epoch"):
+        if (problem := _int_field(meta, key)) is not None:
+            return problem
+    name = meta.get("weights", "ckpt-0.safetensors")
+    if not isinstance(name, str) or not _WEIGHTS.match(name):
+        return f"weights must name a ckpt-<step>.safetensors file beside it, got {name!r}"
+    if "weights_sha256" in meta and not (
+        isinstance(meta["weights_sha256"], str) and _SHA.match(meta["weights_sha256"])
+    ):
+        return f"weights_sha256 must be 64 lower-case hex digits, got {meta['weights_sha256']!r}"
+    if "weights_bytes" in meta and (problem := _int_field(meta, "weights_bytes")) is not None:
+        return problem
+    for key in ("config", "metrics", "rng", "optimizer"):
+        if key in meta and not isinstance(meta[key], dict):
+            return f"{key} must be a JSON object, got {type(meta[key]).__name__}"
+    if "best" in meta and meta["best"] is not None and not isinstance(meta["best"], dict):
+        return f"best must be a JSON object or null, got {type(meta['best']).__name__}"
+    if "config" in meta:
+        from .recipe import config_problem
+
+        for key, value in meta["config"].items():
+            if (problem := config_problem(key, value)) is not None:
+                return f"config.{key}: {problem}"
+    if "rng" in meta:
+        try:
+            _check_rng(meta["rng"])
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
+            return f"rng: not a numpy / Python RNG state ({err})"
+    return None
+
+
+def _check_rng(rest: dict[str, Any]) -> None:
+    """Apply the saved numpy and Python states to throw-away generators (raises if they do not fit)."""
+    kind, keys, pos, has_gauss, cached = rest["numpy"]
+    np.random.RandomState().set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = rest["python"]
+    random.Random().setstate((version, tuple(internal), gauss))
+
+
 def read_meta(path: str | Path, best: bool = False) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint's JSON state without its tensors: (the JSON file, the state)."""
+    """A checkpoint's JSON state without its tensors: (the JSON file, the state), validated."""
     path = resolve_checkpoint(path, best)
     try:
-        return path, json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read checkpoint state ({err})") from err
+        limits.check("max_text_file_bytes", path.stat().st_size, path, "checkpoint state (bytes)")
+        meta = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ValueError(f"{path}: cannot read checkpoint state ({reason})") from None
+    problem = _meta_problem(meta)
+    if problem is not None:
+        raise ValueError(f"{path}: not a checkpoint state: {problem}")
+    return path, meta
 
 
 def load_checkpoint(path: str | Path, best: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a checkpoint (see :func:`resolve_checkpoint`) -> (tensors, state)."""
+    """Read a checkpoint (see :func:`resolve_checkpoint`) -> (tensors, state).
+
+    The weights file must have the size and SHA-256 its JSON records (checkpoints written before
+    the checksum are read unverified); ``ValueError`` naming the file otherwise."""
     path, meta = read_meta(path, best)
     weights = path.with_name(meta.get("weights", path.with_suffix(".safetensors").name))
     try:
-        tensors = load_file(str(weights))
+        blob = weights.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{weights}: cannot read checkpoint weights ({err.strerror or err})") from None
+    if "weights_bytes" in meta and len(blob) != meta["weights_bytes"]:
+        raise ValueError(
+            f"{weights}: {len(blob)} bytes, {path.name} records {meta['weights_bytes']}: incomplete or "
+            "replaced weights"
+        )
+    if "weights_sha256" in meta and hashlib.sha256(blob).hexdigest() != meta["weights_sha256"]:
+        raise ValueError(
+            f"{weights}: SHA-256 differs from the one {path.name} records: the file is corrupt "
+            "(delete this checkpoint's two files to use the previous one)"
+        )
+    try:
+        tensors = load_bytes(blob)
     except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{weights}: cannot read checkpoint weights ({err})") from err
+        raise ValueError(f"{weights}: cannot read checkpoint weights ({err})") from None
+    if "rng" in meta:
+        state = tensors.get("rng/torch")
+        if state is None or state.dtype != torch.uint8 or state.dim() != 1:
+            raise ValueError(f"{weights}: rng/torch must be a 1-d uint8 tensor (the torch RNG state)")
+        try:
+            torch.Generator().set_state(state)
+        except RuntimeError as err:
+            raise ValueError(f"{weights}: rng/torch is not a torch RNG state ({err})") from None
     return tensors, meta
 
 
@@ -277,10 +450,16 @@ def restore_optimizer(
     """
     if "optimizer" not in meta:
         return
-    state = _join_optimizer(tensors, meta["optimizer"])
     kind = type(optimizer).__name__
+    try:
+        state = _join_optimizer(tensors, meta["optimizer"])
+    except (TypeError, KeyError, ValueError, AttributeError) as err:
+        raise ValueError(f"the optimizer state is malformed ({err!r})") from None
     expected = {"SGD": {"momentum_buffer"}, "AdamW": {"exp_avg", "exp_avg_sq", "step"}}.get(kind)
     for pid, entries in state["state"].items():
         if expected is not None and not set(entries) <= expected | {"max_exp_avg_sq"}:
             raise ValueError(f"parameter {pid} holds {sorted(entries)}, not a {kind} state")
-    optimizer.load_state_dict(state)
+    try:
+        optimizer.load_state_dict(state)
+    except (TypeError, KeyError, IndexError) as err:  # hostile parameter groups
+        raise ValueError(f"the optimizer state does not fit {kind} ({err!r})") from None

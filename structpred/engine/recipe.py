@@ -3,9 +3,88 @@ checkpoint) and the one shared by the ablation scripts in ``experiments/``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _int(low: int, high: int | None = None) -> Callable[[Any], bool]:
+    return lambda v: (
+        isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+    )
+
+
+def _real(low: float, high: float = math.inf, above: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if above else v >= low) and v <= high
+
+    return ok
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: any(v is c or (isinstance(v, str) and v == c) for c in choices)
+
+
+def _fractions(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(_real(0.0, 1.0)(m) for m in v)
+
+
+def _kind(*types: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, types)
+
+
+#: Each setting's rule: (test, what it must be). Checked on construction (Python and CLI), on
+#: every checkpoint read, and by ``structpred train`` before any data is read.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (_int(1), "a positive int (>= 1)"),
+    "batch_size": (_int(1), "a positive int (>= 1)"),
+    "lr": (_real(0.0, above=True), "a finite positive number (> 0)"),
+    "optimizer": (_one_of("sgd", "adamw"), "'sgd' or 'adamw'"),
+    "momentum": (_real(0.0, 1.0), "a number in [0, 1]"),
+    "weight_decay": (_real(0.0), "a finite number >= 0"),
+    "schedule": (_one_of("cosine", "step", "constant"), "'cosine', 'step' or 'constant'"),
+    "warmup_steps": (_int(0), "an int >= 0"),
+    "milestones": (_fractions, "a list of fractions of the run in [0, 1]"),
+    "gamma": (_real(0.0, above=True), "a finite positive number (> 0)"),
+    "clip_grad_norm": (_optional(_real(0.0, above=True)), "a finite positive number (> 0) or None"),
+    "amp": (_one_of(None, "bf16", "fp16"), "None, 'bf16' or 'fp16'"),
+    "seed": (_int(0, 2**32 - 1), "an int in [0, 2**32 - 1]"),
+    "num_workers": (_int(0), "an int >= 0"),
+    "checkpoint_every": (_int(0), "an int >= 0 (steps; 0: at epoch ends only)"),
+    "eval_every": (_int(1), "an int >= 1 (epochs)"),
+    "keep_last": (_int(0), "an int >= 0 (0: keep every checkpoint)"),
+    "log_every": (_int(1), "an int >= 1 (steps)"),
+    "progress": (_kind(bool), "true or false"),
+    "device": (_optional(_kind(str)), "a device name or None"),
+    "model_name": (_kind(str), "a string"),
+    "data": (_kind(str), "a string"),
+    "model_kwargs": (_kind(dict), "a mapping"),
+    "model_args": (_kind(dict), "a mapping"),
+    "data_kwargs": (_kind(dict), "a mapping"),
+    "weights": (_optional(_kind(str)), "a path or None"),
+    "freeze": (_optional(_kind(str)), "a spec or None"),
+    "num_classes": (_optional(_int(1)), "a positive int or None"),
+    "image_size": (_optional(_int(16)), "an int >= 16 (pixels) or None"),
+    "overrides": (_kind(list), "a list"),
+    "class_names": (_kind(list), "a list"),
+    "category_ids": (_kind(list), "a list"),
+}
+
+
+def config_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the setting ``name`` (``"must be ..., got ..."``), or
+    None when it is fine or ``name`` is not a setting (unknown keys of old checkpoints)."""
+    rule = RULES.get(name)
+    if rule is None or rule[0](value):
+        return None
+    return f"must be {rule[1]}, got {value!r}"
 
 
 @dataclass
@@ -46,16 +125,10 @@ class TrainConfig:
     category_ids: list[int] = field(default_factory=list)  # the data's own id of each label
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
-            raise ValueError(
-                f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}"
-            )
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ValueError(f"eval_every must be an int >= 1 (epochs), got {self.eval_every!r}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if self.amp not in (None, "bf16", "fp16"):
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        for name in RULES:
+            problem = config_problem(name, getattr(self, name))
+            if problem is not None:
+                raise ValueError(f"{name} {problem}")
 
 
 # AdamW with weight decay and a cosine schedule, quiet, on the CPU, keeping the last checkpoint.

@@ -92,10 +92,70 @@ def test_bad_checkpoints_raise_value_error(tmp_path: Path) -> None:
     (tmp_path / "ckpt-00000001.json").write_text("{not json")
     with pytest.raises(ValueError, match="ckpt-00000001.json"):
         ckpt.load_checkpoint(tmp_path / "ckpt-00000001.json")
-    (tmp_path / "ckpt-00000002.json").write_text(json.dumps({"weights": "ckpt-00000002.safetensors"}))
+    state = {"step": 2, "epoch": 0, "step_in_epoch": 2, "weights": "ckpt-00000002.safetensors"}
+    (tmp_path / "ckpt-00000002.json").write_text(json.dumps(state))
     (tmp_path / "ckpt-00000002.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="ckpt-00000002.safetensors"):
         ckpt.load_checkpoint(tmp_path / "ckpt-00000002.json")
+
+
+def test_checksum_is_verified_on_load(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("sgd")
+    path = ckpt.save_checkpoint(tmp_path, 3, model, opt, {"epoch": 0, "step_in_epoch": 3})
+    meta = json.loads(path.read_text())
+    weights = path.with_suffix(".safetensors")
+    assert meta["weights_bytes"] == weights.stat().st_size and len(meta["weights_sha256"]) == 64
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1  # one bit of the last tensor
+    weights.write_bytes(bytes(blob))
+    assert ckpt.latest_checkpoint(tmp_path) == path  # complete (right size), but corrupt:
+    with pytest.raises(ValueError, match=r"ckpt-00000003\.safetensors: SHA-256 differs"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+def test_a_kill_between_the_files_leaves_the_previous_checkpoint_newest(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("sgd")
+    ckpt.save_checkpoint(tmp_path, 5, model, opt, {"epoch": 0, "step_in_epoch": 5})
+    # weights renamed, JSON not yet (or still a temporary): no new checkpoint
+    (tmp_path / "ckpt-00000010.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / ".ckpt-00000010.json.tmp-123").write_text("{")
+    (tmp_path / ".best.json.tmp-9").write_text("{")
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000005.json"
+    # a JSON whose weights are shorter than recorded (not ours: we rename whole files) is skipped
+    meta = json.loads((tmp_path / "ckpt-00000005.json").read_text())
+    (tmp_path / "ckpt-00000007.json").write_text(json.dumps({**meta, "weights": "ckpt-00000010.safetensors"}))
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000005.json"
+    (tmp_path / "ckpt-00000007.json").unlink()
+    assert ckpt.clean_partial(tmp_path) == [
+        ".best.json.tmp-9",
+        ".ckpt-00000010.json.tmp-123",
+        "ckpt-00000010.safetensors",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000005.json", "ckpt-00000005.safetensors"]
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
+    model, opt = _model_and_optimizer("sgd")
+    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1})
+    with torch.no_grad():
+        next(model.parameters())[0].fill_(float("nan"))
+    with pytest.raises(ckpt.NonFiniteWeightsError, match="step 2: weight .* NaN or infinity"):
+        ckpt.save_checkpoint(tmp_path, 2, model, opt, {"epoch": 0, "step_in_epoch": 2}, keep_last=1)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-00000001.json"]
+
+
+def test_best_json_is_resynced_from_the_newest_checkpoint(tmp_path: Path) -> None:
+    # A kill after a best checkpoint's JSON but before best.json: the checkpoint's own record wins,
+    # and the next save rewrites best.json.
+    model, opt = _model_and_optimizer("sgd")
+    old = {"metric": "acc", "value": 0.1, "checkpoint": "ckpt-00000001.json"}
+    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1, "best": old}, best=True)
+    new = {**old, "value": 0.2, "checkpoint": "ckpt-00000002.json"}
+    ckpt.save_checkpoint(tmp_path, 2, model, opt, {"epoch": 1, "step_in_epoch": 1, "best": new}, best=True)
+    (tmp_path / "best.json").write_text(json.dumps(old))  # as if the kill came before its rename
+    assert ckpt.best_checkpoint(tmp_path) == tmp_path / "ckpt-00000002.json"
+    ckpt.save_checkpoint(tmp_path, 3, model, opt, {"epoch": 2, "step_in_epoch": 1, "best": new})
+    assert json.loads((tmp_path / "best.json").read_text())["checkpoint"] == "ckpt-00000002.json"
 
 
 def test_restore_rejects_other_architecture(tmp_path: Path) -> None:
