@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..ops import box_area, clip_boxes_to_image
+from .images import open_image
+from .limits import LimitError
 from .real import SPLITS, Transform, check_file, check_split, grid_starts, package_data_dir
 from .records import Categories, ImageRecord
 
@@ -136,10 +137,12 @@ def load_photo(path: Path) -> Tensor:
     """An RGB photo as ``uint8[3, H, W]``; ``ValueError`` naming the file if it cannot be decoded."""
     check_file(path)
     try:
-        with Image.open(path) as im:
+        with open_image(path, "photo") as im:  # header size checked against limits.max_pixels first
             pixels = np.asarray(im.convert("RGB"))  # (H, W, 3)
-    except (OSError, SyntaxError) as err:  # PIL raises these for broken or truncated files
-        raise ValueError(f"{path}: cannot decode image ({err})") from err
+    except LimitError:
+        raise
+    except ValueError as err:  # open_image's message starts with the path
+        raise ValueError(f"{path}: cannot decode image ({str(err).removeprefix(f'{path}: ')})") from err
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()  # (H, W, 3) -> (3, H, W)
 
 

@@ -17,14 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor
 
+from .. import limits
 from ..records import Categories, ImageRecord, Segmentation
 from ._common import (
-    as_int,
-    as_number,
     check_categories,
     check_on_error,
     check_record_for_writing,
@@ -32,130 +29,37 @@ from ._common import (
     clipped_boxes,
     report,
 )
+from .coco_segmentation import (
+    check_image_size,
+    check_segmentation,
+    integer,
+    mask_to_rle,
+    number,
+    segmentation_area,
+    segmentation_to_mask,
+)
+
+__all__ = [
+    "check_segmentation", "mask_to_rle", "read_coco", "segmentation_area", "segmentation_to_mask",
+    "write_coco",
+]  # fmt: skip
+
+_ID_RANGE = (-(2**63), 2**63 - 1)  # ids go into int64 tensors (image_id) and json
 
 
-def _mask_utils() -> Any:
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError as err:  # pragma: no cover - pycocotools is a declared dependency
-        raise ImportError("COCO masks need pycocotools: pip install pycocotools") from err
-    return mask_utils
+def _report(problem: str, on_error: str, err: ValueError) -> None:
+    """``report``, but a limit is never skipped: it raises ``LimitError`` (raise the limit to read)."""
+    if isinstance(err, limits.LimitError):
+        raise limits.LimitError(problem) from err
+    report(problem, on_error, err)
 
 
-# ------------------------------------------------------------------------ segmentations
-
-
-def _counts_from_string(text: str) -> list[int]:
-    """Decode COCO's compressed RLE string (pycocotools' ``rleFrString``) into run lengths.
-
-    Each count is a little-endian run of 5-bit groups stored as ``chr(48 + group)``, bit 0x20
-    meaning "more groups follow", bit 0x10 of the last group the sign; counts after the third are
-    stored as differences to the count two places before.
-    """
-    counts: list[int] = []
-    pos = 0
-    while pos < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if pos >= len(text):
-                raise ValueError("compressed RLE counts end inside a number")
-            group = ord(text[pos]) - 48
-            if not 0 <= group < 64:
-                raise ValueError(f"invalid character {text[pos]!r} in compressed RLE counts")
-            value |= (group & 0x1F) << shift
-            more = bool(group & 0x20)
-            pos += 1
-            shift += 5
-            if not more and group & 0x10:
-                value |= -1 << shift  # sign-extend
-        if len(counts) > 2:
-            value += counts[-2]
-        counts.append(value)
-    return counts
-
-
-def check_segmentation(seg: object, height: int, width: int) -> Segmentation:
-    """Validate one COCO segmentation for an image of ``height x width``; return it normalised.
-
-    Polygons: a list of ``[x0, y0, x1, y1, ...]`` with an even number (at least 6) of finite
-    coordinates each. RLE: ``{"size": [H, W], "counts": str | list[int]}`` whose size is the
-    image's and whose run lengths are non-negative and add up to ``H * W`` (checked before
-    pycocotools ever sees them: it does not bound-check). Compressed counts come back as ``str``.
-    """
-    if isinstance(seg, list):
-        polygons: list[list[float]] = []
-        for i, poly in enumerate(seg):
-            if not isinstance(poly, list):
-                raise ValueError(f"polygon {i} must be a list of coordinates, got {type(poly).__name__}")
-            if len(poly) < 6 or len(poly) % 2:
-                raise ValueError(
-                    f"polygon {i} must have an even number (>= 6) of coordinates, got {len(poly)}"
-                )
-            polygons.append([as_number(v, f"polygon {i} coordinate") for v in poly])
-        return polygons
-    if isinstance(seg, dict):
-        size = seg.get("size")
-        if not isinstance(size, list) or [as_int(v, "RLE size") for v in size] != [height, width]:
-            raise ValueError(f"RLE size {size!r} does not match the image size [{height}, {width}]")
-        counts = seg.get("counts")
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii", errors="replace")
-        if isinstance(counts, str):
-            runs = _counts_from_string(counts)
-        elif isinstance(counts, list):
-            runs = counts = [as_int(v, "RLE count") for v in counts]
-        else:
-            raise ValueError(f"RLE counts must be a string or a list of ints, got {type(counts).__name__}")
-        if any(r < 0 for r in runs) or sum(runs) != height * width:
-            raise ValueError(
-                f"RLE counts must be non-negative and sum to H * W = {height * width}, "
-                f"got sum {sum(runs)}"
-            )
-        return {"size": [height, width], "counts": counts}
-    raise ValueError(f"segmentation must be polygons (list) or RLE (dict), got {type(seg).__name__}")
-
-
-def _to_rle(seg: Segmentation, height: int, width: int) -> dict[str, Any] | None:
-    """pycocotools RLE of a validated segmentation (``None`` for no polygon)."""
-    mask_utils = _mask_utils()
-    if isinstance(seg, list):
-        if not seg:
-            return None
-        return dict(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
-    if isinstance(seg["counts"], list):
-        return dict(mask_utils.frPyObjects(seg, height, width))
-    return {"size": [height, width], "counts": seg["counts"].encode("ascii")}
-
-
-def segmentation_to_mask(seg: Segmentation, height: int, width: int) -> Tensor:
-    """Rasterise one COCO segmentation to ``uint8 Tensor[H, W]`` (1 inside, 0 outside).
-
-    ``[]`` (no polygon) gives an all-zero mask. Raises ``ValueError`` on a malformed segmentation.
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height} x {width}")
-    rle = _to_rle(check_segmentation(seg, height, width), height, width)
-    if rle is None:
-        return torch.zeros(height, width, dtype=torch.uint8)
-    mask = _mask_utils().decode(rle)  # (H, W) uint8, Fortran order
-    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))
-
-
-def mask_to_rle(mask: Tensor) -> dict[str, Any]:
-    """Encode a binary mask ``Tensor[H, W]`` (nonzero = inside) as compressed COCO RLE:
-    ``{"size": [H, W], "counts": str}`` (json-ready)."""
-    if not isinstance(mask, Tensor) or mask.dim() != 2:
-        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(f"mask must be a Tensor[H, W], got {shape}")
-    binary = np.asfortranarray(mask.detach().cpu().numpy() != 0, dtype=np.uint8)
-    rle = _mask_utils().encode(binary)
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def segmentation_area(seg: Segmentation, height: int, width: int) -> float:
-    """Pixel area of a segmentation (what COCO stores as ``area``); 0 for no polygon."""
-    rle = _to_rle(check_segmentation(seg, height, width), height, width)
-    return 0.0 if rle is None else float(_mask_utils().area(rle))
+def _as_id(value: object, what: str) -> int:
+    """An id as int, within int64 (a larger one cannot reach an ``image_id`` tensor)."""
+    number = integer(value, what)
+    if not _ID_RANGE[0] <= number <= _ID_RANGE[1]:
+        raise ValueError(f"{what} {str(value)[:40]} is outside the 64-bit integer range")
+    return number
 
 
 # ------------------------------------------------------------------------ reading
@@ -172,6 +76,10 @@ def _load_json(path: Path) -> Any:
         raise ValueError(f"{path}: malformed json at {where}: {err.msg}") from err
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: cannot read json: {err}") from err
+    except RecursionError:
+        raise ValueError(f"{path}: json nested too deeply to read") from None
+    except ValueError as err:  # an integer of more than 4,300 digits
+        raise ValueError(f"{path}: unreadable json number: {str(err).splitlines()[0][:120]}") from None
 
 
 def _read_categories(data: dict[str, Any], path: Path) -> Categories:
@@ -183,7 +91,7 @@ def _read_categories(data: dict[str, Any], path: Path) -> Categories:
         if not isinstance(cat, dict) or not isinstance(cat.get("name"), str):
             raise ValueError(f"{path}: categories[{i}] must be an object with a string 'name'")
         try:
-            pairs.append((as_int(cat.get("id"), "category id"), cat["name"]))
+            pairs.append((_as_id(cat.get("id"), "category id"), cat["name"]))
         except ValueError as err:
             raise ValueError(f"{path}: categories[{i}]: {err}") from err
     pairs.sort()
@@ -199,10 +107,9 @@ def _read_image_entry(img: object) -> tuple[int, str, int, int]:
     file_name = img.get("file_name")
     if not isinstance(file_name, str) or not file_name:
         raise ValueError("needs a non-empty string 'file_name'")
-    height, width = as_int(img.get("height"), "height"), as_int(img.get("width"), "width")
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got height {height}, width {width}")
-    return as_int(img.get("id"), "image id"), file_name, height, width
+    height, width = integer(img.get("height"), "height"), integer(img.get("width"), "width")
+    check_image_size(height, width, f"image {file_name[:200]!r}")
+    return _as_id(img.get("id"), "image id"), file_name, height, width
 
 
 class _Objects:
@@ -221,26 +128,30 @@ def _read_annotation(ann: object, images: dict[int, _Objects], categories: Categ
     """Parse one annotation and add it to its image's ``_Objects``; ``ValueError`` if bad."""
     if not isinstance(ann, dict):
         raise ValueError(f"must be an object, got {type(ann).__name__}")
-    image_id = as_int(ann.get("image_id"), "image_id")
+    image_id = _as_id(ann.get("image_id"), "image_id")
     if image_id not in images:
         raise ValueError(f"refers to unknown image id {image_id}")
     objects = images[image_id]
-    label = categories.label_of_id(as_int(ann.get("category_id"), "category_id"))
+    limits.check(
+        "max_annotations_per_image", len(objects.labels) + 1, f"image id {image_id}", "number of annotations"
+    )
+    label = categories.label_of_id(_as_id(ann.get("category_id"), "category_id"))
     bbox = ann.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
-        raise ValueError(f"bbox must be a list [x, y, w, h], got {bbox!r}")
-    x, y, w, h = (as_number(v, "bbox value") for v in bbox)
+        raise ValueError(f"bbox must be a list [x, y, w, h], got {str(bbox)[:80]}")
+    x, y, w, h = (number(v, "bbox value") for v in bbox)
     if w <= 0 or h <= 0:
         raise ValueError(f"bbox {bbox} has non-positive width or height")
     box = checked_box([x, y, x + w, y + h], objects.height, objects.width)
-    crowd = as_int(ann.get("iscrowd", 0), "iscrowd")
+    crowd = integer(ann.get("iscrowd", 0), "iscrowd")
     if crowd not in (0, 1):
         raise ValueError(f"iscrowd must be 0 or 1, got {crowd}")
     raw_seg = ann.get("segmentation")
     seg = [] if raw_seg is None else check_segmentation(raw_seg, objects.height, objects.width)
-    area = None if ann.get("area") is None else as_number(ann["area"], "area")
-    if area is not None and area < 0:
-        raise ValueError(f"area must be >= 0, got {area}")
+    area = None if ann.get("area") is None else number(ann["area"], "area")
+    # at most the image grown by a polygon's allowed overshoot (coco_segmentation): 3W x 3H
+    if area is not None and not 0 <= area <= 9.0 * objects.height * objects.width:
+        raise ValueError(f"area must be >= 0 and <= 9 * H * W (the polygon bounds), got {area:g}")
     objects.areas.append(area)
     objects.boxes.append(box)
     objects.labels.append(label)
@@ -280,7 +191,7 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
         except ValueError as err:
             if isinstance(img, dict) and isinstance(img.get("id"), int):
                 skipped_images.add(img["id"])
-            report(f"{path}: images[{i}]: {err}", on_error, err)
+            _report(f"{path}: images[{i}]: {err}", on_error, err)
             continue
         images[image_id] = _Objects(file_name, height, width)
 
@@ -291,12 +202,12 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
         if isinstance(ann_image, int) and ann_image in skipped_images:
             continue  # its image was already reported and skipped
         try:
-            key = None if ann_id is None else as_int(ann_id, "annotation id")
+            key = None if ann_id is None else _as_id(ann_id, "annotation id")
             if key is not None and key in seen_ann_ids:
                 raise ValueError(f"duplicate annotation id {key}")
             _read_annotation(ann, images, categories)
         except ValueError as err:
-            report(f"{path}: annotation id {ann_id} (annotations[{j}]): {err}", on_error, err)
+            _report(f"{path}: annotation id {str(ann_id)[:40]} (annotations[{j}]): {err}", on_error, err)
             continue
         if key is not None:
             seen_ann_ids.add(key)

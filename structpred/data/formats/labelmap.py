@@ -2,8 +2,22 @@
 
 A label map is ``int64 Tensor[H, W]`` of class indices, ``255`` = ignore (VOC draws object
 borders with it). It is written as a palette ('P' mode) PNG: the pixel *is* the class index and
-the palette only colours it for viewers. Greyscale ('L', 16-bit) PNGs read as their values;
-RGB label maps are refused (their colours would need a palette lookup that is not unique).
+the palette only colours it for viewers.
+
+Reading accepts only *lossless integer* label images, and maps each mode explicitly:
+
+| mode (Pillow) | files | value read |
+|---|---|---|
+| ``P`` | palette PNG / GIF / BMP / TIFF | the palette index |
+| ``L`` | 8-bit grey PNG / BMP / TIFF / PGM | the grey value |
+| ``1`` | 1-bit PNG / BMP / TIFF | 0 or 1 (not Pillow's 0 / 255) |
+| ``I;16*``, ``I`` | 16-bit grey PNG / TIFF, 32-bit int TIFF | the value, which must be in 0..65535 |
+
+Refused, with the file name: lossy files (JPEG, lossy WebP, JPEG-compressed TIFF: their values
+are not the ones written), float images (``F``: a class is an integer), negative or > 65535
+values (value and pixel named), colour and grey+alpha modes (RGB label maps would need a colour
+table: see :mod:`structpred.data.layouts.labelmaps`). The header's size is checked against
+``limits.max_pixels`` before decoding (:func:`structpred.data.images.open_image`).
 """
 
 from __future__ import annotations
@@ -13,10 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+from ..images import open_image
+
 IGNORE_INDEX = 255
+MAX_LABEL_VALUE = 65535  # the 16-bit range: class indices, or instance ids of a 16-bit mask
+# Pillow formats whose pixels are stored exactly (WebP only in its lossless VP8L flavour)
+LOSSLESS_FORMATS = ("PNG", "BMP", "TIFF", "GIF", "PPM", "WEBP")
+_LOSSY_TIFF = ("jpeg", "tiff_jpeg", "webp")  # Pillow's names of lossy TIFF compressions
+_MODES = ("P", "L", "1", "I", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 def voc_palette(num_colors: int = 256) -> Tensor:
@@ -37,29 +58,78 @@ def voc_palette(num_colors: int = 256) -> Tensor:
     return colors.to(torch.uint8)
 
 
-def read_label_map(path: str | Path) -> Tensor:
-    """Read a label PNG as ``int64 Tensor[H, W]`` (palette indices or grey values).
+def _webp_is_lossless(path: Path) -> bool:
+    """True iff the WebP file's image chunk is ``VP8L`` (lossless), not ``VP8 `` (lossy)."""
+    with path.open("rb") as f:
+        data = f.read(1 << 16)
+    pos = 12  # after "RIFF", size, "WEBP"
+    while pos + 8 <= len(data):
+        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8L"
+        if kind == b"ANMF":  # an animation frame holds its own chunks after a 16-byte header
+            pos += 8 + 16
+            continue
+        pos += 8 + size + (size & 1)
+    return False
 
-    Raises ``ValueError`` naming the file if it is missing, corrupt, truncated or in colour.
+
+def check_lossless(path: Path, im: Image.Image, what: str = "label map") -> None:
+    """Raise ``ValueError`` naming the file unless ``im`` was stored losslessly (see module doc)."""
+    fmt = im.format or "?"
+    lossy = fmt not in LOSSLESS_FORMATS
+    if fmt == "TIFF" and str(im.info.get("compression", "")).lower() in _LOSSY_TIFF:
+        fmt, lossy = f"TIFF with {im.info['compression']} compression", True
+    elif fmt == "WEBP" and not _webp_is_lossless(path):
+        fmt, lossy = "lossy WebP", True
+    if lossy:
+        raise ValueError(
+            f"{path}: {what} is {fmt}, a lossy format whose pixel values are not the labels "
+            f"written; save label maps as PNG (or another lossless format: {', '.join(LOSSLESS_FORMATS)})"
+        )
+
+
+def _first_position(mask: np.ndarray) -> str:
+    y, x = (int(v[0]) for v in np.nonzero(mask))
+    return f"(y={y}, x={x})"
+
+
+def label_values(path: Path, im: Image.Image) -> np.ndarray:
+    """The integer labels of a decoded, lossless label image as ``int64 [H, W]`` (module doc)."""
+    mode = im.mode
+    if mode == "F":
+        raise ValueError(f"{path}: label map holds floats (mode 'F'); class indices must be integers")
+    if mode not in _MODES:
+        raise ValueError(
+            f"{path}: label map has mode {mode!r}; expected a palette ('P'), greyscale ('L', '1') or "
+            "16-bit greyscale image whose pixel values are the class indices"
+        )
+    values = np.asarray(im).astype(np.int64)  # (H, W); mode '1' reads as bool: 0 / 1
+    if values.ndim != 2:
+        raise ValueError(f"{path}: label map must have one channel, got shape {values.shape}")
+    if mode in ("I", "I;16N") and values.size:
+        for bad, what in ((values < 0, "negative"), (values > MAX_LABEL_VALUE, f"over {MAX_LABEL_VALUE}")):
+            if bad.any():
+                value = int(values[bad][0])
+                raise ValueError(
+                    f"{path}: label value {value} at pixel {_first_position(values == value)} is {what}; "
+                    f"labels must be integers in 0..{MAX_LABEL_VALUE}"
+                )
+    return values
+
+
+def read_label_map(path: str | Path) -> Tensor:
+    """Read a lossless integer label image as ``int64 Tensor[H, W]`` (see the module doc).
+
+    Raises ``ValueError`` naming the file if it is missing, corrupt, truncated, lossy, in colour,
+    float, or holds a value outside 0..65535 (named with a pixel), and ``LimitError`` if its
+    header declares more than ``limits.max_pixels`` pixels.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: label map file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA", "F"):
-                raise ValueError(
-                    f"{path}: label map has mode {mode!r}; expected a palette ('P') or greyscale "
-                    "PNG whose pixel values are the class indices"
-                )
-            values = np.asarray(im.convert("L") if mode == "1" else im)  # (H, W)
-    except UnidentifiedImageError as err:
-        raise ValueError(f"{path}: not a readable image file") from err
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"{path}: corrupt or truncated label map: {err}") from err
-    return torch.from_numpy(values.astype(np.int64))
+    with open_image(path, "label map") as im:
+        check_lossless(path, im)
+        values = label_values(path, im)
+    return torch.from_numpy(values)
 
 
 def write_label_map(

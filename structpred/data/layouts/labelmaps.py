@@ -15,17 +15,16 @@ outside the table is an error naming the file, the colour and a pixel that has i
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..formats.labelmap import IGNORE_INDEX, read_label_map, voc_palette
-from ..images import image_size, read_image
+from ..formats.labelmap import IGNORE_INDEX, check_lossless, label_values, voc_palette
+from ..images import image_size, open_image, read_image
 from ..records import Categories, ImageRecord
 
 MAX_CLASSES = 255  # indices 0..254; 255 is ignore
@@ -55,19 +54,14 @@ def _colour_mask(path: Path, im: Image.Image, colors: Colors, source: str) -> Te
 
 
 def read_mask(path: Path, colors: Colors | None = None, source: str = "the VOC palette") -> Tensor:
-    """A mask as ``int64 Tensor[H, W]`` of class indices: palette/grey PNGs as stored, RGB(A)
-    through ``colors`` (refused without). ``ValueError`` naming the file otherwise."""
-    if colors is not None and path.is_file():
-        try:
-            with Image.open(path) as im:
-                if im.mode in ("RGB", "RGBA"):
-                    im.load()
-                    return _colour_mask(path, im, colors, source)
-        except (UnidentifiedImageError, OSError, SyntaxError, EOFError, struct.error):
-            pass  # read_label_map names the problem
-        except Image.DecompressionBombError as err:
-            raise ValueError(f"{path}: mask too large: {err}") from err
-    return read_label_map(path)
+    """A mask as ``int64 Tensor[H, W]`` of class indices: palette/grey images as stored, RGB(A)
+    through ``colors`` (refused without). Only lossless files are read, after the header's size
+    is checked against ``limits.max_pixels``; ``ValueError`` naming the file otherwise."""
+    with open_image(path, "mask") as im:
+        check_lossless(path, im, "mask")
+        if colors is not None and im.mode in ("RGB", "RGBA"):
+            return _colour_mask(path, im, colors, source)
+        return torch.from_numpy(label_values(path, im))
 
 
 def scan_masks(
