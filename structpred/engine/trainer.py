@@ -9,13 +9,16 @@ Resuming is exact: the data order of an epoch is a pure function of ``(seed, epo
 learning rate a pure function of the step, and a checkpoint holds weights, optimizer state
 and every RNG state. A run killed mid-epoch and resumed from its last checkpoint skips the
 batches it already did and ends with the same weights as a run never interrupted.
+
+Under torchrun (:mod:`.distributed`) each process takes its block of every global batch,
+trainable batch norms are synchronised for the run, and every process must read the same
+checkpoint on resume (checked); docs/distributed.md says what equals one process exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.collate import collate
 from ..progress import Progress
@@ -129,25 +132,28 @@ class Trainer:
         return torch.autocast(self.ctx.device.type, dtype=dtype)
 
     def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: this process's shard in full batches."""
-        shard = math.ceil(len(self.train_data) / self.ctx.world_size)  # type: ignore[arg-type]
-        steps = shard // self.config.batch_size
+        """Optimizer steps per epoch: full global batches (``world_size x batch_size`` items)."""
+        n, world, b = len(self.train_data), self.ctx.world_size, self.config.batch_size  # type: ignore[arg-type]
+        steps = n // (world * b)
         if steps == 0:
             raise ValueError(
-                f"batch size {self.config.batch_size} x {self.ctx.world_size} processes is larger than "
-                f"the training set ({len(self.train_data)} items)"  # type: ignore[arg-type]
+                f"batch size {b} x {world} processes is larger than the training set ({n} items)"
             )
         return steps
 
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This process's batches of ``epoch``: a pure function of (seed, epoch, rank)."""
-        sampler: DistributedSampler = DistributedSampler(
-            self.train_data, self.ctx.world_size, self.ctx.rank, shuffle=True, seed=self.config.seed
+        """This process's batches of ``epoch``: a pure function of (seed, epoch, rank); at each step
+        the processes' batches together are one process's batch (see ``global_batches``)."""
+        batches = distributed.global_batches(
+            len(self.train_data),  # type: ignore[arg-type]
+            self.config.batch_size,
+            self.ctx.world_size,
+            self.ctx.rank,
+            self.config.seed,
+            epoch,
         )
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        b = self.config.batch_size
-        return [order[i * b : (i + 1) * b] for i in range(self.steps_per_epoch())]
+        assert len(batches) == self.steps_per_epoch()
+        return batches
 
     def _loader(self, data: Dataset, batches: Iterable[list[int]], epoch: int) -> DataLoader:
         # Own generator: creating the iterator must not draw from the global RNG.
@@ -228,7 +234,30 @@ class Trainer:
                     self.report(f"the run is complete ({c.epochs} epochs); nothing to train")
         train_model: nn.Module = self.model
         if self.ctx.distributed:
+            # Batch statistics over the global batch, as one process computes them.
+            synced = distributed.sync_batchnorm(self.model)
+            if synced:
+                log.info("%d batch norm layers synchronised across %d processes", synced, self.ctx.world_size)
             train_model = DistributedDataParallel(self.model)
+        try:
+            return self._fit(train_model, runlog, start_epoch, skip, rng_meta, last_metrics)
+        finally:
+            if self.ctx.distributed:
+                distributed.local_batchnorm(self.model)  # the caller's model as it was given
+            if runlog is not None:
+                runlog.close()
+
+    def _fit(
+        self,
+        train_model: nn.Module,
+        runlog: RunLog | None,
+        start_epoch: int,
+        skip: int,
+        rng_meta: tuple[dict[str, Tensor], dict[str, Any]] | None,
+        last_metrics: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The epochs of :meth:`fit` from ``start_epoch`` (its first ``skip`` batches done)."""
+        c = self.config
         total = c.epochs * self.steps_per_epoch()
         for epoch in range(start_epoch, c.epochs):
             tic = time.perf_counter()
@@ -253,8 +282,6 @@ class Trainer:
                     epoch_line(epoch, c.epochs, train_loss, scalars, self.headline.key, best, seconds)
                 )
             distributed.barrier(self.ctx)
-        if runlog is not None:
-            runlog.close()
         return last_metrics
 
     def _resume(
@@ -262,10 +289,18 @@ class Trainer:
     ) -> tuple[int, int, tuple[dict[str, Tensor], dict[str, Any]] | None]:
         """Restore the newest checkpoint; ``(epoch, batches of it done, (tensors, state))``."""
         found = ckpt.latest_checkpoint(self.out_dir)
-        if found is None:
+        loaded = ckpt.load_checkpoint(found) if found is not None else None
+        # Every process reads the checkpoint: all must find the same one (one shared folder).
+        step = int(loaded[1]["step"]) if loaded is not None else -1
+        if not distributed.all_equal(step, self.ctx):
+            raise ValueError(
+                f"--resume: rank {self.ctx.rank} found {found or 'no checkpoint'} in {self.out_dir}, "
+                "another rank a different one; every node must see the same run folder (a shared disk)"
+            )
+        if loaded is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", self.out_dir)
             return 0, 0, None
-        tensors, meta = ckpt.load_checkpoint(found)
+        tensors, meta = loaded
         ckpt.restore(tensors, meta, self.model, None, rng=False)
         self._restore_optimizer(tensors, meta)
         self.best = meta.get("best")

@@ -1,7 +1,8 @@
-"""The engine end to end, in real processes: exact resume after SIGKILL, and 2-process DDP.
+"""The engine end to end, in real processes: exact resume after SIGKILL.
 
-Both train the real digits classifier on scikit-learn's real handwritten digits through the
-CLI (``python -m structpred train``), exactly as a user would.
+It trains the real digits classifier on scikit-learn's real handwritten digits through the CLI
+(``python -m structpred train``), exactly as a user would. Data parallel runs (torchrun, one
+node or two) are tested in ``test_ddp.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from structpred.engine import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -81,29 +81,3 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path: Path) -> None:
     rows = (killed / "log.csv").read_text().splitlines()[1:]
     train_steps = [row.split(",")[0] for row in rows if ",train," in row]
     assert train_steps and len(train_steps) == len(set(train_steps))
-
-
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    torchrun = BIN / "torchrun"
-    if not torchrun.exists():
-        pytest.skip("torchrun not installed next to this interpreter")
-    # No dropout: its masks would differ between one and two processes.
-    common = ("--epochs", "1", "--model-arg", "width=8", "--model-arg", "dropout=0.0")
-    one = tmp_path / "one"
-    _run(["train", *_train_args(one, *common)[1:]])
-    # Per-process batch 8 on 2 processes = global batch 16, as the single run's.
-    two = tmp_path / "two"
-    args = _train_args(two, *common)
-    args[args.index("--batch-size") + 1] = "8"
-    done = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "structpred", *args],
-        env=ENV, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert len(ckpt.list_checkpoints(two)) == 1  # only rank 0 writes
-    w1, w2 = _weights(one), _weights(two)
-    assert json.loads(ckpt.latest_checkpoint(one).read_text())["step"] == 75  # type: ignore[union-attr]
-    assert json.loads(ckpt.latest_checkpoint(two).read_text())["step"] == 75  # type: ignore[union-attr]
-    for name in w1:
-        gap = (w1[name] - w2[name]).abs().max()
-        assert torch.allclose(w1[name], w2[name], atol=1e-5, rtol=0), (name, gap)
