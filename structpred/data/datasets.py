@@ -5,7 +5,9 @@ An item is ``(image, target)`` per DESIGN.md §3: ``image`` float32 ``[3, H, W]`
 ``image_id`` int64 scalar, ``iscrowd`` uint8 ``[N]`` (zeros when the format has no crowds),
 ``area`` float32 ``[N]`` when the file gives every object's (COCO) and,
 with ``with_masks=True``, ``masks`` uint8 ``[N, H, W]`` decoded from the COCO segmentations.
-Images are read lazily; each one's size is checked against its record.
+Images are read lazily; each one's size is checked against its record. With masks, an item's
+``N x H x W`` mask bytes are bounded by :data:`MAX_MASK_BYTES`, checked when the dataset is built
+(a json with 10,000 objects on a 4000 x 4000 image would ask for 160 GB mid-epoch).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from .formats.yolo import read_yolo
 from .images import read_image
 from .records import Categories, ImageRecord
 
+# uint8 mask bytes of one item (objects x H x W): 1 GB, 50 x COCO's worst (93 objects at 640 x 480)
+MAX_MASK_BYTES = 1_000_000_000
 Target = dict[str, Tensor]
 Transform = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
@@ -62,6 +66,12 @@ class DetectionFiles(Dataset[tuple[Tensor, Target]]):
                 raise ValueError(
                     f"records[{i}] ({record.file_name}) has no segmentations; with_masks=True needs "
                     "COCO segmentations"
+                )
+            if with_masks and len(labels) * record.height * record.width > MAX_MASK_BYTES:
+                raise ValueError(
+                    f"records[{i}] ({record.file_name}): {len(labels)} masks of {record.height} x "
+                    f"{record.width} need {len(labels) * record.height * record.width:,} bytes, over "
+                    f"structpred.data.datasets.MAX_MASK_BYTES = {MAX_MASK_BYTES:,}"
                 )
         self.records = list(records)
         self.categories = categories

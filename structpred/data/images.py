@@ -75,7 +75,9 @@ def _probe(fp: BinaryIO, path: Path) -> ImageFile.ImageFile:
             continue
         fp.seek(0)
         try:
-            return factory(fp, str(path))
+            with warnings.catch_warnings():  # a GIF frame larger than its screen: checked after
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return factory(fp, str(path))
         except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open skips too
             fp.seek(0)
     raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")

@@ -60,7 +60,11 @@ def number(value: object, what: str) -> float:
 
 
 def integer(value: object, what: str) -> int:
-    """``as_int`` with the same short ``ValueError``."""
+    """``as_int`` with the same short ``ValueError``; a json int is taken exactly (no float)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{what} is outside the 64-bit integer range ({len(str(abs(value)))} digits)")
+        return value
     if number(value, what).is_integer():
         return as_int(value, what)
     raise ValueError(f"{what} must be an integer, got {str(value)[:40]!r}")
