@@ -27,7 +27,7 @@ from structpred.data.formats.labelmap import read_label_map
 from structpred.data.images import image_size, read_image
 from structpred.data.layouts.labelmaps import palette_colors, read_mask
 from structpred.data.limits import LimitError
-from tests.probe import builders as b
+from tests.probe import image_files as b
 
 Make = Callable[[Path], Callable[[], Any]]  # tmp folder -> the call under test
 
