@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -89,6 +90,17 @@ def all_equal(value: int, ctx: Context) -> bool:
     t = torch.tensor([value, -value], dtype=torch.int64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)  # max(v) and -min(v)
     return int(t[0]) == -int(t[1])
+
+
+def seed_step(seed: int, step: int, rank: int) -> None:
+    """Seed torch's global RNG for optimizer step ``step`` of process ``rank``.
+
+    Under torchrun the trainer calls it before each step, so every random draw inside the model
+    (samplers, dropout) is a function of ``(seed, step, rank)``: a resumed run draws what the
+    uninterrupted one drew on *every* rank (a checkpoint holds rank 0's RNG state only).
+    """
+    state = np.random.SeedSequence([seed, step, rank]).generate_state(2, dtype=np.uint32)
+    torch.manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 # ---------------------------------------------------------------------------------- sharding

@@ -332,6 +332,8 @@ class Trainer:
             lr = lr_at(self.step, c.lr, total, c.warmup_steps, c.schedule, c.milestones, c.gamma)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            if self.ctx.distributed:  # the step's random draws: a function of (seed, step, rank)
+                distributed.seed_step(c.seed, self.step, self.ctx.rank)
             images, targets = _to_device(images, targets, self.ctx.device)
             with self._autocast():
                 _, losses = model(images, targets, predict=False)  # losses only: no inference work

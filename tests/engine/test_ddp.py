@@ -92,6 +92,19 @@ def test_checkpoints_and_logs_follow_the_global_rank(tmp_path: Path) -> None:
     assert ckpt.list_checkpoints(tmp_path) == []
 
 
+def test_a_steps_draws_are_a_function_of_seed_step_and_rank() -> None:
+    # Under torchrun the trainer seeds each step so: a resumed run draws what the uninterrupted
+    # one drew on every rank (the checkpoint holds rank 0's RNG state only).
+    draws = {}
+    for key in ((3, 5, 0), (3, 5, 1), (3, 6, 0), (4, 5, 0), (3, 5, 0)):
+        distributed.seed_step(*key)
+        torch.rand(10)  # the stream then continues as usual
+        draws.setdefault(key, []).append(torch.rand(3))
+    assert torch.equal(*draws[(3, 5, 0)])
+    firsts = [v[0] for v in draws.values()]
+    assert all(not torch.equal(a, b) for i, a in enumerate(firsts) for b in firsts[i + 1 :])
+
+
 # ------------------------------------------------------------------------------- batch norm
 def test_synced_batch_norm_swaps_in_place_and_back() -> None:
     model = nn.Sequential(nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(3), FrozenBatchNorm2d(2)))
