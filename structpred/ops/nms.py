@@ -1,126 +1,137 @@
-"""Greedy non-maximum suppression, vectorised, with torchvision's exact results.
+"""Greedy non-maximum suppression with torchvision's exact results and a bounded worst case.
 
 Greedy NMS keeps the best-scoring box, drops every later box whose IoU with it exceeds
-the threshold, and repeats. Written as a loop over boxes it is sequential; here it is
-two vectorised steps:
+the threshold, and repeats. It is inherently sequential (box ``j``'s fate depends on whether
+the boxes that could drop it were themselves kept), so it is split into a parallel part
+that does all the arithmetic and a sequential part that does only bookkeeping:
 
-1. **Suppression pairs.** In score order, list every pair ``(i, j)``, ``i < j``, with
-   ``IoU > threshold`` (and, for :func:`batched_nms`, the same class). Computed in row
-   blocks of the upper triangle (each inside one class's segment), or pair by pair inside class
-   segments when there are many small classes.
-2. **Fixed point.** Box ``j`` is kept iff no *kept* box ``i < j`` suppresses it. Starting
-   from "all kept" and applying that rule to all boxes at once converges to the greedy
-   answer (Cluster-NMS, Zheng et al. 2020): after ``t`` rounds every box whose longest
-   suppression chain has length ``< t`` is final, so the loop ends after
-   (longest chain + 1) rounds — a handful in practice, each a scatter over the pairs.
+1. **Suppression pairs** (:mod:`structpred.ops.nms_pairs`). In score order, list every pair
+   ``(i, j)``, ``i < j``, with ``IoU > threshold`` (and, for :func:`batched_nms`, the same
+   label). Either the dense upper triangle of the IoU matrix in cache-sized row tiles, or,
+   when boxes are small against the spread of their x-coordinates (tiny boxes, chains), an
+   x-sweep that tests only boxes whose x-intervals overlap; the cheaper one is picked from an
+   exact count of the sweep's candidates. Every IoU is computed in vectorised tensor code.
+2. **Greedy scan.** The pairs, sorted by ``i``, are walked once in score order: box ``i`` is
+   kept iff no kept box has dropped it yet; a kept box marks its partners dropped. Because
+   ``i < j`` in every pair, ``i``'s fate is final when its turn comes. One pass, no rounds:
+   the cost is ``O(boxes with a partner + partners of kept boxes)`` set operations, whatever
+   the shape of the suppression graph. (A former fixed-point formulation needed
+   "longest suppression chain + 1" vectorised rounds: 30x torchvision on chains.)
 
-The IoU arithmetic and the strict ``>`` follow torchvision's CPU kernel, including how a
-float32 IoU is compared with a float64 threshold, so kept indices and their order are equal.
-:func:`batched_nms` is exact per-class NMS (torchvision's own path above 1,000 boxes); below
-that torchvision shifts each class's boxes by ``label * (max coordinate + 1)``, which can round
-an IoU across the threshold when labels are large (thousands) — there we keep the exact answer.
+The worst case is therefore the pair search, ``O(N^2)`` IoUs as in torchvision's kernel, and
+never a function of chain length. The scan walks host-side lists (``tolist``; on a GPU one copy
+of the pairs, as torchvision's CUDA kernel copies its bitmask), and on an accelerator with many
+pairs, vectorised pruning rounds (:func:`_prune_on_device`) first shrink them on the device.
+
+Numerics: float16 and bfloat16 boxes are computed in float32 (float16 areas of boxes over
+~256 px overflow to inf; torchvision upcasts too, its autocast and CUDA kernels), quantized
+boxes on their integer representation (scale and zero point cancel in the IoU, as in
+torchvision's quantized kernel). The IoU arithmetic and the strict ``>`` follow torchvision's
+CPU kernel, including how a float32 IoU is compared with a float64 threshold, so the kept
+indices and their order are equal. :func:`batched_nms` is exact per-class NMS (torchvision's
+own path above 1,000 boxes); below that torchvision shifts each class's boxes by
+``label * (max coordinate + 1)``, which can round an IoU across the threshold when labels
+are large (thousands): there we keep the exact answer.
+
+Differences from torchvision, by design: bad arguments raise ``ValueError`` naming the
+argument (torchvision raises ``RuntimeError`` from its C++ checks); quantized boxes need not
+share the scores' dtype; float ``idxs`` are refused unless empty.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.fx
 from torch import Tensor
 
 from ._checks import check_boxes
+from .nms_pairs import ROWS, band_pairs, segment_pairs, small_pairs
 
-# Row block for the dense pair search: a [256, N] float block stays in cache.
-_ROWS = 256
 # Above this many same-label candidate pairs, the blocked search uses less memory.
 _MAX_SEGMENT_PAIRS = 1 << 22
+# Up to this many boxes, one [N, N] IoU matrix (fewest operations).
+_SMALL = 256
+# On an accelerator, prune on the device while there are more pairs than this per box.
+_DEVICE_PAIRS_PER_BOX = 4
 
 
-def _above(iou: Tensor, threshold: float) -> Tensor:
-    """``iou > threshold`` with ``threshold`` kept in float64, like the C++ kernel.
+def _greedy_scan(n: int, src: Tensor, dst: Tensor) -> list[int]:
+    """Dropped work positions, walking ``(src, dst)`` (sorted by ``src``, ``src < dst``) once.
 
-    Comparing a float32 tensor with a Python float casts the float to float32, which can
-    round it up (0.3 -> 0.30000001) and flip the result for an IoU equal to the rounded
-    value. The smallest float32 above ``threshold`` is the exact test.
+    ``src`` is visited in increasing order, so when its turn comes every pair that could drop
+    it (all have a smaller source) has been seen: one pass gives the greedy answer.
     """
-    t = torch.tensor(threshold, dtype=iou.dtype).item()
-    return iou >= t if t > threshold else iou > t
+    if src.numel() == 0:
+        return []
+    nodes, counts = torch.unique_consecutive(src, return_counts=True)
+    ends = torch.cumsum(counts, 0).tolist()
+    targets = dst.tolist()
+    dropped: set[int] = set()
+    start = 0
+    for node, end in zip(nodes.tolist(), ends, strict=True):
+        if node not in dropped:
+            dropped.update(targets[start:end])  # C-level: partners of a kept box are dropped
+        start = end
+    return list(dropped)
 
 
-def _pair_iou(b1: Tensor, b2: Tensor) -> Tensor:
-    """IoU of paired boxes ``[..., 4]`` x ``[..., 4]`` -> ``[...]``, in the kernel's operation order."""
-    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
-    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
-    w = (torch.minimum(b1[..., 2], b2[..., 2]) - torch.maximum(b1[..., 0], b2[..., 0])).clamp(min=0)
-    h = (torch.minimum(b1[..., 3], b2[..., 3]) - torch.maximum(b1[..., 1], b2[..., 1])).clamp(min=0)
-    inter = w * h
-    return inter / (area1 + area2 - inter)
+def _scan_pairs(pairs: list[list[int]]) -> list[int]:
+    """:func:`_greedy_scan` for few pairs ``[[src, dst], ...]`` (sorted by ``src``): pair by pair."""
+    dropped: set[int] = set()
+    for i, j in pairs:
+        if i not in dropped:
+            dropped.add(j)
+    return list(dropped)
 
 
-def _dense_pairs(boxes: Tensor, threshold: float, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-    """All suppression pairs ``(i, j)``, ``i < j``, of score-sorted ``boxes [N, 4]``, by row blocks.
+def _drop(order: Tensor, lost: list[int]) -> Tensor:
+    """``order`` without the work positions in ``lost``."""
+    if not lost:
+        return order
+    keep = torch.ones(order.shape[0], dtype=torch.bool, device=order.device)
+    keep[torch.tensor(lost, dtype=torch.int64, device=order.device)] = False
+    return order[keep]
 
-    With ``labels`` (boxes sorted by label) each block lies inside one label's segment, so
-    pairs never cross labels and no label test is needed.
+
+def _prune_on_device(n: int, src: Tensor, dst: Tensor, max_pairs: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Vectorised greedy rounds until at most ``max_pairs`` undecided pairs remain.
+
+    A box with no remaining incoming pair is kept for sure, so its partners are dropped;
+    pairs touching a dropped box are then irrelevant. The first remaining source is always
+    such a root, so every round removes a pair: at most P rounds (``max_pairs=0`` solves the
+    whole problem with tensor ops only, no host copy). Returns ``(dropped bool[N], src, dst)``.
     """
-    n = boxes.shape[0]
-    x1, y1, x2, y2 = boxes.unbind(1)  # (N,) each; contiguous copies below
-    x1, y1, x2, y2 = x1.contiguous(), y1.contiguous(), x2.contiguous(), y2.contiguous()
-    area = (x2 - x1) * (y2 - y1)
-    if labels is None:
-        segments = [(0, n)]
-    else:
-        ends = torch.cumsum(torch.unique_consecutive(labels, return_counts=True)[1], 0).tolist()
-        segments = list(zip([0, *ends[:-1]], ends, strict=True))
-    src, dst = [], []
-    for start, e in segments:
-        a = start
-        while a < e:
-            # Rows a..b against columns a..e; a short remainder joins the block (fewer, larger steps).
-            b = e if e - a <= 2 * _ROWS else a + _ROWS
-            r = slice(a, b)
-            # Row boxes (r, 1) against boxes a..e (1, e - a); in-place, no autograd here.
-            w = torch.minimum(x2[r, None], x2[None, a:e]).sub_(torch.maximum(x1[r, None], x1[None, a:e]))
-            h = torch.minimum(y2[r, None], y2[None, a:e]).sub_(torch.maximum(y1[r, None], y1[None, a:e]))
-            inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
-            union = (area[r, None] + area[None, a:e]).sub_(inter)
-            over = _above(inter.div_(union), threshold)  # (b - a, e - a)
-            over.triu_(1)  # only j > i; column 0 of the block is row `a`
-            i, j = over.nonzero(as_tuple=True)
-            src.append(i + a)
-            dst.append(j + a)
-            a = b
-    return torch.cat(src), torch.cat(dst)
+    dropped = torch.zeros(n, dtype=torch.bool, device=src.device)
+    while src.numel() > max_pairs:
+        has_in = torch.zeros(n, dtype=torch.bool, device=src.device)
+        has_in[dst] = True
+        dropped[dst[~has_in[src]]] = True
+        live = ~(dropped[src] | dropped[dst])
+        src, dst = src[live], dst[live]
+    return dropped, src, dst
 
 
-def _segment_pairs(boxes: Tensor, threshold: float, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Suppression pairs when ``boxes [N, 4]`` are sorted by (label, score): only same-label pairs.
-
-    Every box ``i`` is paired with the boxes after it in its label segment; the
-    ``sum_c n_c^2 / 2`` candidates are built with ``repeat_interleave``, no Python loop.
-    """
-    n = boxes.shape[0]
-    device = boxes.device
-    _, seg_len = torch.unique_consecutive(labels, return_counts=True)
-    seg_end = torch.repeat_interleave(torch.cumsum(seg_len, 0), seg_len)  # (N,) end of i's segment
-    pos = torch.arange(n, device=device)
-    after = seg_end - pos - 1  # (N,) boxes after i in its segment
-    src = torch.repeat_interleave(pos, after)  # (P,)
-    first = torch.cumsum(after, 0) - after  # (N,) where i's pairs start in the pair list
-    dst = src + 1 + torch.arange(src.numel(), device=device) - first[src]  # (P,)
-    over = _above(_pair_iou(boxes[src], boxes[dst]), threshold)
-    return src[over], dst[over]
-
-
-def _greedy_fixed_point(n: int, src: Tensor, dst: Tensor, device: torch.device) -> Tensor:
-    """Keep mask ``bool[N]``: ``j`` kept iff no kept ``i`` has a pair ``(i, j)``."""
-    keep = torch.ones(n, dtype=torch.bool, device=device)
-    for _ in range(n + 1):  # converges in (longest suppression chain + 1) rounds
-        suppressed = torch.zeros(n, dtype=torch.bool, device=device)
-        suppressed[dst[keep[src]]] = True
-        new_keep = ~suppressed
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
+def _resolve(n: int, src: Tensor, dst: Tensor, *, device_rounds: bool) -> Tensor:
+    """Keep mask ``bool[N]`` of greedy NMS given its suppression pairs (sorted by ``src``)."""
+    keep = torch.ones(n, dtype=torch.bool, device=src.device)
+    if device_rounds:
+        dropped, src, dst = _prune_on_device(n, src, dst, _DEVICE_PAIRS_PER_BOX * n)
+        keep &= ~dropped
+    lost = _greedy_scan(n, src, dst)
+    if lost:
+        keep[torch.tensor(lost, dtype=torch.int64, device=src.device)] = False
     return keep
+
+
+def _as_float(t: Tensor) -> Tensor:
+    """Coordinates or scores as a float tensor NMS can rank and compare exactly."""
+    if t.is_quantized:  # integer representation: scale and zero point cancel in the IoU
+        return t.int_repr().float()
+    if t.dtype in (torch.float16, torch.bfloat16):  # exact upcast; areas no longer overflow
+        return t.float()
+    return t
 
 
 def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
@@ -128,34 +139,35 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
     if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"scores must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
-    if not boxes.is_floating_point():
+    if not (boxes.is_floating_point() or boxes.is_quantized):
         raise ValueError(f"boxes must be a floating point tensor, got {boxes.dtype}")
     n = boxes.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    boxes, scores = _as_float(boxes), _as_float(scores)
     # Stable: among equal scores the earlier box wins, as in torchvision's kernel.
     order = torch.sort(scores, descending=True, stable=True).indices
-    if labels is None:
-        src, dst = _dense_pairs(boxes[order], threshold, None)
-    else:
-        by_label = torch.sort(labels[order], stable=True).indices  # (label, score) order
-        order = order[by_label]
-        sorted_labels = labels[order]
-        seg_len = torch.unique_consecutive(sorted_labels, return_counts=True)[1]
-        candidates = int((seg_len * (seg_len - 1) // 2).sum())
-        # Same-label candidates only, unless the labels are so few that the row blocks (each
-        # cut at its last row's segment end: about candidates + n * _ROWS / 2 cheap,
-        # cache-friendly checks) are the smaller job.
-        if candidates < min(n * _ROWS // 4, _MAX_SEGMENT_PAIRS):
-            src, dst = _segment_pairs(boxes[order], threshold, sorted_labels)
-        else:
-            src, dst = _dense_pairs(boxes[order], threshold, sorted_labels)
-    keep = _greedy_fixed_point(n, src, dst, boxes.device)
-    kept = order[keep]
-    if labels is not None:  # back to decreasing score across labels, ties by index
-        kept = torch.sort(kept).values
-        kept = kept[torch.sort(scores[kept], descending=True, stable=True).indices]
-    return kept
+    if n <= _SMALL:  # one IoU matrix, scanned pair by pair: the least fixed cost
+        pairs = small_pairs(boxes[order], threshold, None if labels is None else labels[order])
+        return _drop(order, _scan_pairs(pairs))
+    if labels is not None and _many_small_labels(labels):
+        # Work order (label, score): each label a contiguous run of same-label candidates.
+        order = order[torch.sort(labels[order], stable=True).indices]
+        src, dst = segment_pairs(boxes[order], threshold, labels[order])
+        keep = _resolve(n, src, dst, device_rounds=boxes.device.type != "cpu")
+        kept = torch.sort(order[keep]).values  # back to decreasing score, ties by index
+        return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
+    # Work order = score order; pairs never cross labels, so one scan is per-label greedy.
+    src, dst = band_pairs(boxes[order], threshold, None if labels is None else labels[order])
+    return order[_resolve(n, src, dst, device_rounds=boxes.device.type != "cpu")]
+
+
+def _many_small_labels(labels: Tensor) -> bool:
+    """Whether same-label candidate pairs are few enough to test them all one by one."""
+    counts = torch.unique(labels, return_counts=True)[1]
+    candidates = int((counts * (counts - 1) // 2).sum())
+    # A gathered pair costs a few dense tile entries; a band has about N * ROWS of them.
+    return candidates < min(labels.numel() * ROWS // 4, _MAX_SEGMENT_PAIRS)
 
 
 @torch.library.custom_op("structpred::nms", mutates_args=())
@@ -179,16 +191,34 @@ def _offset_by_class(boxes: Tensor, idxs: Tensor) -> Tensor:
     return boxes + (idxs.to(boxes) * (top + 1))[:, None]
 
 
+def _fx_proxy(fn: Callable[..., Tensor], *args: object) -> torch.fx.Proxy | None:
+    """Under ``torch.fx.symbolic_trace``, record ``fn(*args)`` as one graph node (NMS branches
+    on data, which symbolic tracing cannot follow); ``None`` for real tensors."""
+    for a in args:
+        if isinstance(a, torch.fx.Proxy):
+            return a.tracer.create_proxy("call_function", fn, args, {})
+    return None
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """Greedy non-maximum suppression.
+    """Greedy non-maximum suppression (torchvision's results; algorithm in the module docstring).
 
     Args:
-        boxes (Tensor[N, 4]): xyxy boxes, float.
+        boxes (Tensor[N, 4]): xyxy boxes: float (float16/bfloat16 are computed in float32)
+            or quantized (computed on the integer representation, like torchvision).
         scores (Tensor[N]): one score per box.
         iou_threshold: a box is dropped if its IoU with a kept, higher-scoring box is ``>`` this.
     Returns:
-        int64[K]: indices of the kept boxes, by decreasing score.
+        int64[K]: indices of the kept boxes, by decreasing score (ties: smaller index first).
+    Raises:
+        ValueError: bad shapes or dtypes (torchvision raises ``RuntimeError`` there).
+
+    ``torch.fx.symbolic_trace`` records the call as one node; ``torch.export`` sees one
+    custom operator, ``structpred::nms``.
     """
+    traced = _fx_proxy(nms, boxes, scores, iou_threshold)
+    if traced is not None:
+        return traced  # type: ignore[return-value]
     if torch.compiler.is_exporting():
         return _nms_op(boxes, scores, iou_threshold)
     return _nms(boxes, scores, iou_threshold, None)
@@ -199,14 +229,19 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
     Args:
         boxes (Tensor[N, 4]), scores (Tensor[N]): as in :func:`nms`.
-        idxs (Tensor[N]): integer category of each box.
+        idxs (Tensor[N]): integer category of each box (any dtype when ``N == 0``).
     Returns:
         int64[K]: indices of the kept boxes, by decreasing score.
+    Raises:
+        ValueError: bad shapes or dtypes (torchvision raises ``RuntimeError`` there).
     """
+    traced = _fx_proxy(batched_nms, boxes, scores, idxs, iou_threshold)
+    if traced is not None:
+        return traced  # type: ignore[return-value]
     if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
         shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
         raise ValueError(f"idxs must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
-    if idxs.is_floating_point():
+    if idxs.is_floating_point() and idxs.numel() > 0:
         raise ValueError(f"idxs must hold integer categories, got {idxs.dtype}")
     if torch.compiler.is_exporting():
         return _nms_op(_offset_by_class(boxes, idxs), scores, iou_threshold)

@@ -14,6 +14,7 @@ import importlib
 
 import pytest
 import torch
+import torch.fx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -310,11 +311,11 @@ def test_batched_nms_ties_random():
 
 
 class _PathSpy:
-    """Wraps the two pair searches of ``structpred.ops.nms`` to record which one ran."""
+    """Wraps the pair searches of ``structpred.ops.nms`` to record which one ran."""
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
-        for name in ("_dense_pairs", "_segment_pairs"):
+        for name in ("small_pairs", "band_pairs", "segment_pairs"):
             original = getattr(nms_module, name)
 
             def wrapper(*args, _original=original, _name=name, **kwargs):
@@ -325,13 +326,13 @@ class _PathSpy:
 
 
 @pytest.mark.parametrize(
-    ("num_classes", "path"), [(1, "_dense_pairs"), (2, "_dense_pairs"), (80, "_segment_pairs")]
+    ("n", "num_classes", "path"),
+    [(200, 3, "small_pairs"), (600, 1, "band_pairs"), (600, 2, "band_pairs"), (600, 80, "segment_pairs")],
 )
-def test_batched_nms_both_pair_paths(monkeypatch, num_classes, path):
-    # n = 600: with 2 labels the same-label candidates (~n^2 / 4) outnumber n^2 / 8, so the
-    # blocked upper triangle runs (3 row blocks); with 80 labels only segment pairs are built.
+def test_batched_nms_each_pair_path(monkeypatch, n, num_classes, path):
+    # Up to 256 boxes: one IoU matrix. Above: the x-sorted band (few labels: ~n^2 / 4
+    # same-label candidates) or same-label pairs one by one (80 labels).
     spy = _PathSpy(monkeypatch)
-    n = 600
     boxes = clustered_boxes(n, seed=11, clusters=12)
     scores = distinct_scores(n, seed=11)
     idxs = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(11))
@@ -340,23 +341,26 @@ def test_batched_nms_both_pair_paths(monkeypatch, num_classes, path):
     assert spy.calls and set(spy.calls) == {path}, spy.calls
 
 
-def test_batched_nms_paths_agree(monkeypatch):
-    # The same input through both pair searches gives the same answer.
+def test_pair_paths_agree(monkeypatch):
+    # The same input through all three pair searches gives the same answer.
     n = 500
-    boxes = clustered_boxes(n, seed=12)
+    boxes = torch.cat([clustered_boxes(n - 100, seed=12), chain_boxes(100) + 300])
     scores = distinct_scores(n, seed=12)
     idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(12))
     results = {}
-    for limit in (0, 1 << 40):  # 0: never segment pairs; huge: always segment pairs
+    for small, limit, path in ((0, 0, "band_pairs"), (0, 1 << 40, "segment_pairs"), (n, 0, "small_pairs")):
+        monkeypatch.setattr(nms_module, "_SMALL", small)
         monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)
         spy = _PathSpy(monkeypatch)
-        results[limit] = batched_nms(boxes, scores, idxs, 0.5)
+        batched = batched_nms(boxes, scores, idxs, 0.5)
+        assert set(spy.calls) == {path}, spy.calls
+        results[path] = (batched, nms(boxes, scores, 0.3))
         monkeypatch.undo()
-        results[(limit, "path")] = set(spy.calls)
-    assert results[(0, "path")] == {"_dense_pairs"}
-    assert results[(1 << 40, "path")] == {"_segment_pairs"}
-    assert torch.equal(results[0], torch.tensor(naive_batched_nms(boxes, scores, idxs, 0.5)))
-    assert torch.equal(results[0], results[1 << 40])
+    assert results["band_pairs"][0].tolist() == naive_batched_nms(boxes, scores, idxs, 0.5)
+    assert results["band_pairs"][1].tolist() == naive_nms(boxes, scores, 0.3)
+    for path in ("segment_pairs", "small_pairs"):
+        assert torch.equal(results[path][0], results["band_pairs"][0]), path
+    assert torch.equal(results["small_pairs"][1], results["band_pairs"][1])
 
 
 def test_batched_nms_many_boxes_several_row_blocks():
@@ -380,6 +384,135 @@ def test_batched_nms_zero_and_one_box():
     assert out.dtype == torch.int64 and out.shape == (0,)
     one = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
     assert batched_nms(one, torch.tensor([0.2]), torch.tensor([4]), 0.5).tolist() == [0]
+
+
+def test_batched_nms_empty_with_any_idxs_dtype():
+    # torchvision returns an empty result for empty input whatever idxs' dtype (issue 15).
+    for idxs in (torch.zeros(0), torch.zeros(0, dtype=torch.int32)):
+        out = batched_nms(torch.zeros(0, 4), torch.zeros(0), idxs, 0.5)
+        assert out.dtype == torch.int64 and out.shape == (0,)
+
+
+# ---------------------------------------------------------------------------- worst case, numerics
+
+
+def test_nms_long_chain_one_pass():
+    # 3,000 chained boxes: each decision depends on the previous one. The greedy scan is one
+    # pass over the pairs (no rounds), and the x-band keeps the pair search near-linear.
+    n = 3000
+    boxes = chain_boxes(n)
+    scores = torch.linspace(1, 0, n)
+    assert nms(boxes, scores, 0.5).tolist() == list(range(0, n, 2))
+    assert nms(boxes, scores, 0.4).tolist() == list(range(0, n, 3))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(21))
+    assert perm[nms(boxes[perm], scores[perm], 0.5)].tolist() == list(range(0, n, 2))
+
+
+def test_device_rounds_fallback_equals_host_scan(monkeypatch):
+    # The accelerator path prunes with tensor-only rounds before the host scan; with no pair
+    # budget it solves everything on the device. Run it on CPU against the naive loop.
+    original = nms_module._resolve
+    monkeypatch.setattr(nms_module, "_DEVICE_PAIRS_PER_BOX", 0)
+    monkeypatch.setattr(
+        nms_module, "_resolve", lambda n, s, d, device_rounds: original(n, s, d, device_rounds=True)
+    )
+    calls = []
+    prune = nms_module._prune_on_device
+    monkeypatch.setattr(nms_module, "_prune_on_device", lambda *a: calls.append(a[0]) or prune(*a))
+    n = 400
+    boxes = torch.cat([clustered_boxes(n - 150, seed=22), chain_boxes(150) + 350])
+    scores = distinct_scores(n, seed=22)
+    for thr in (0.0, 0.5, 0.7):
+        check_nms(boxes, scores, thr)
+    check_nms(chain_boxes(300), torch.linspace(1, 0, 300), 0.5)
+    check_batched(boxes, scores, torch.arange(n) % 3, 0.5)
+    assert calls, "the device path did not run"
+    keep, src, dst = prune(4, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), 0)
+    assert keep.tolist() == [False, True, False, True] and src.numel() == 0
+
+
+@pytest.mark.parametrize("n", [60, 300])
+def test_nms_negative_and_nan_thresholds(n):
+    # IoU > negative threshold holds for disjoint boxes too: the x-band must not prune then.
+    boxes = random_boxes(n, seed=23, extent=2000.0)
+    scores = distinct_scores(n, seed=23)
+    check_nms(boxes, scores, -0.5)
+    assert nms(boxes, scores, -0.5).tolist() == [int(scores.argmax())]
+    assert nms(boxes, scores, float("nan")).tolist() == scores.argsort(descending=True).tolist()
+
+
+@pytest.mark.parametrize("n", [40, 300])
+def test_nms_non_finite_and_degenerate_boxes(n):
+    # NaN and infinite corners give NaN or 0 IoUs (never > thr), zero-area boxes 0/0; the
+    # answer is still the naive loop's, in both the small and the banded search.
+    boxes = clustered_boxes(n, seed=24)
+    boxes[::7, 0] = float("nan")
+    boxes[1::9, 2] = float("inf")
+    boxes[2::11, :2] = float("-inf")
+    boxes[3::13, 2] = boxes[3::13, 0]  # zero width
+    scores = distinct_scores(n, seed=24)
+    for thr in (0.0, 0.5):
+        check_nms(boxes, scores, thr)
+        check_batched(boxes, scores, torch.arange(n) % 2, thr)
+
+
+def test_nms_float16_large_boxes_computed_in_float32():
+    # torchvision's own float16 case: areas ~6e5 overflow float16 (max 65504) to inf, the
+    # IoU becomes NaN and nothing would be suppressed. Computed in float32: keep [1].
+    boxes = torch.tensor(
+        [
+            [285.3538, 185.5758, 1193.5110, 851.4551],
+            [285.1472, 188.7374, 1192.4984, 851.0669],
+            [279.2440, 197.9812, 1189.4746, 849.2019],
+        ]
+    )
+    scores = torch.tensor([0.6370, 0.7569, 0.3966])
+    assert nms(boxes, scores, 0.2).tolist() == [1]
+    assert nms(boxes.half(), scores.half(), 0.2).tolist() == [1]
+    assert batched_nms(boxes.half(), scores.half(), torch.zeros(3, dtype=torch.int64), 0.2).tolist() == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n", [80, 400])
+def test_nms_half_precisions_equal_float32_of_the_same_boxes(dtype, n):
+    # The upcast is exact, so the answer is the float32 answer on the rounded boxes.
+    boxes = (clustered_boxes(n, seed=25) * 3).to(dtype)
+    scores = distinct_scores(n, seed=25).to(dtype)
+    for thr in (0.3, 0.5, 0.7):
+        expected = naive_nms(boxes.float(), scores.float(), thr)
+        assert nms(boxes, scores, thr).tolist() == expected
+        # Under CPU autocast too (torchvision upcasts there; NMS runs outside autocast's lists).
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert nms(boxes, scores, thr).tolist() == expected
+
+
+def test_nms_quantized_boxes_use_the_integer_representation():
+    # Scale and zero point cancel in the IoU, as in torchvision's quantized kernel.
+    g = torch.Generator().manual_seed(26)
+    xy = torch.randint(0, 200, (120, 2), generator=g).float()
+    boxes = torch.cat([xy, xy + torch.randint(1, 55, (120, 2), generator=g)], 1)
+    scores = torch.rand(120, generator=g)
+    qboxes = torch.quantize_per_tensor(boxes, scale=1.0, zero_point=0, dtype=torch.quint8)
+    qscores = torch.quantize_per_tensor(scores, scale=1 / 256, zero_point=0, dtype=torch.quint8)
+    for thr in (0.3, 0.5):
+        expected = naive_nms(qboxes.int_repr().float(), qscores.int_repr().float(), thr)
+        assert nms(qboxes, qscores, thr).tolist() == expected
+    scaled = torch.quantize_per_tensor(boxes / 2 + 3, scale=0.5, zero_point=0, dtype=torch.quint8)
+    assert nms(scaled, qscores, 0.5).tolist() == nms(qboxes, qscores, 0.5).tolist()
+
+
+def test_nms_fx_symbolic_trace_records_one_node():
+    class Post(torch.nn.Module):
+        def forward(self, boxes, scores, labels):
+            return nms(boxes, scores, 0.5), batched_nms(boxes * 1, scores, labels, 0.4)
+
+    traced = torch.fx.symbolic_trace(Post())
+    targets = [node.target for node in traced.graph.nodes if node.op == "call_function"]
+    assert nms in targets and batched_nms in targets
+    boxes, scores = clustered_boxes(300, seed=27), distinct_scores(300, seed=27)
+    labels = torch.arange(300) % 4
+    for got, want in zip(traced(boxes, scores, labels), Post()(boxes, scores, labels), strict=True):
+        assert torch.equal(got, want)
 
 
 # ---------------------------------------------------------------------------- property

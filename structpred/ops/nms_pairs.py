@@ -1,0 +1,167 @@
+"""Suppression pairs for greedy NMS: which score-ordered boxes ``(i, j)``, ``i < j``, overlap.
+
+Shape shorthand: N boxes, already in *work order* (decreasing score, stable; for
+:func:`segment_pairs` grouped by label, then by score), P suppression pairs, T row tiles.
+
+Three searches, each returning the pairs sorted by source ``i``:
+
+- :func:`small_pairs` (N <= 256): one ``[N, N]`` IoU matrix in a dozen tensor operations,
+  the least fixed cost for the small per-class sets of two-stage detectors.
+- :func:`band_pairs`: IoU tiles of an x-sorted band. Two boxes can have IoU > 0 only if their
+  x-intervals overlap, so after sorting by ``(label, x1)`` a tile of 256 rows is tested only
+  against the columns up to the last ``x1`` inside any of its rows' x-intervals
+  (``searchsorted``). Bounded by the dense upper triangle (``N^2 / 2`` IoUs, reached when
+  boxes span the image or ``threshold < 0``); about ``N * (256 + boxes per x-interval)`` for
+  small, tiny or chained boxes.
+- :func:`segment_pairs`: every same-label pair one by one (``repeat_interleave``, no loop):
+  many small classes.
+
+The IoU is computed in the order of torchvision's CPU kernel (areas, ``w * h``, ``inter /
+(area_i + area_j - inter)``; every step is symmetric in ``i, j``) and compared with the
+threshold as a float64, so the pairs, and hence the kept boxes, are exactly torchvision's.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import torch
+from torch import Tensor
+
+# Row block for the dense search: a [256, N] float block stays in cache.
+ROWS = 256
+
+
+def above(iou: Tensor, threshold: float) -> Tensor:
+    """``iou > threshold`` with ``threshold`` kept in float64, like the C++ kernel.
+
+    Comparing a float32 tensor with a Python float casts the float to float32, which can
+    round it up (0.3 -> 0.30000001) and flip the result for an IoU equal to the rounded
+    value. The smallest float32 above ``threshold`` is the exact test.
+    """
+    t = _rounded(float(threshold), iou.dtype)
+    return iou >= t if t > threshold else iou > t
+
+
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype`` (round to nearest even), without a tensor round trip."""
+    if dtype == torch.float32 and math.isfinite(value):
+        try:
+            return float(struct.unpack("f", struct.pack("f", value))[0])
+        except OverflowError:  # beyond float32's range: the tensor cast gives inf
+            pass
+    return torch.tensor(value, dtype=dtype).item() if dtype != torch.float64 else value
+
+
+def pair_iou(b1: Tensor, b2: Tensor) -> Tensor:
+    """IoU of paired boxes ``[..., 4]`` x ``[..., 4]`` -> ``[...]``, in the kernel's operation order."""
+    area1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+    area2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+    w = (torch.minimum(b1[..., 2], b2[..., 2]) - torch.maximum(b1[..., 0], b2[..., 0])).clamp(min=0)
+    h = (torch.minimum(b1[..., 3], b2[..., 3]) - torch.maximum(b1[..., 1], b2[..., 1])).clamp(min=0)
+    inter = w * h
+    return inter / (area1 + area2 - inter)
+
+
+def small_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -> list[list[int]]:
+    """Suppression pairs ``[[i, j], ...]``, ``i < j``, sorted by ``i``, of a few work-ordered boxes.
+
+    One ``[N, N]`` IoU matrix in a dozen tensor operations: the fixed cost matters most for
+    the small per-class sets two-stage detectors suppress. ``nonzero`` on the whole matrix
+    is the slowest step, so it runs only on the rows that have a partner (IoU is symmetric).
+    """
+    corners = boxes.t().contiguous()  # (N, 4) -> (4, N)
+    lo, hi = corners[:2], corners[2:]  # (2, N) x1y1, x2y2: both axes in one operation
+    wh = torch.minimum(hi[:, :, None], hi[:, None, :])  # (2, N, N)
+    wh = wh.sub_(torch.maximum(lo[:, :, None], lo[:, None, :])).clamp_(min=0)
+    inter = wh[0].mul_(wh[1])  # (N, N)
+    side = hi - lo  # (2, N)
+    area = side[0] * side[1]  # (N,)
+    over = above(inter.div_((area[:, None] + area).sub_(inter)), threshold)  # (N, N)
+    if labels is not None:
+        over &= labels[:, None] == labels[None, :]
+    over.diagonal().fill_(False)
+    hot = over.view(torch.uint8).sum(1, dtype=torch.int32).nonzero()[:, 0]  # (R,) rows with a partner
+    if hot.numel() == 0:
+        return []
+    rows = hot.tolist()
+    # (2P, 2): both orders, sorted by row; keep i < j, with i back from hot-row numbering.
+    return [[rows[r], j] for r, j in over[hot].nonzero().tolist() if rows[r] < j]
+
+
+def band_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """All suppression pairs of work-ordered ``boxes [N, 4]``, from IoU tiles of an x-sorted band.
+
+    Boxes are sorted by ``(label, x1)``. Two boxes can have IoU > 0 only if their x-intervals
+    overlap, so row tile ``[a, b)`` is tested only against columns ``[a, e)``, ``e`` the first
+    box whose ``x1`` is past every row's ``x2`` (``searchsorted``). For ``threshold < 0`` (or
+    NaN) every pair can suppress and the band is the whole upper triangle. With ``labels``,
+    keys ``label * (N + 1) + rank(x1)`` are integers, so bands never cross labels through a
+    rounded float offset; a tile spanning two labels masks the cross-label pairs.
+    """
+    n = boxes.shape[0]
+    # NaN -> +inf: a box with a NaN corner never pairs (its IoUs are NaN), and searchsorted
+    # is only a binary search on NaN-free input.
+    x1 = boxes[:, 0].nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf)
+    xs = torch.sort(x1).values  # (N,)
+    # rank(v) = #{x1 < v}: x1_q < x2_p  <=>  rank(x1_q) < rank(x2_p).
+    lo = torch.searchsorted(xs, x1)  # (N,)
+    hi = torch.searchsorted(xs, boxes[:, 2].nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf))
+    lab = None
+    if labels is not None:
+        lab = torch.unique(labels, return_inverse=True)[1]  # (N,) dense label ids
+        lo, hi = lo + lab * (n + 1), hi + lab * (n + 1)
+    keys, by_x = torch.sort(lo, stable=True)  # (N,) x-order -> work position
+    tiles = -(-n // ROWS)
+    if threshold >= 0:
+        end = torch.searchsorted(keys, hi[by_x])  # (N,) first x-position past p's interval
+        end = torch.nn.functional.pad(end, (0, tiles * ROWS - n))  # (T * ROWS,)
+        tile_end = end.view(tiles, ROWS).amax(1).tolist()  # (T,)
+    else:
+        tile_end = [n] * tiles
+    bx1, by1, bx2, by2 = boxes[by_x].t().contiguous().unbind(0)  # (N, 4) -> 4 x (N,) x-ordered
+    area = (bx2 - bx1) * (by2 - by1)
+    if lab is not None:
+        lab = lab[by_x]
+    rows, cols = [], []
+    for t in range(tiles):
+        a, b = t * ROWS, min(t * ROWS + ROWS, n)
+        e = max(tile_end[t], b)
+        r, c = slice(a, b), slice(a, e)
+        # Row boxes (b - a, 1) against the band a..e (1, e - a); in place, no autograd here.
+        w = torch.minimum(bx2[r, None], bx2[None, c]).sub_(torch.maximum(bx1[r, None], bx1[None, c]))
+        h = torch.minimum(by2[r, None], by2[None, c]).sub_(torch.maximum(by1[r, None], by1[None, c]))
+        inter = w.clamp_(min=0).mul_(h.clamp_(min=0))
+        union = (area[r, None] + area[None, c]).sub_(inter)
+        over = above(inter.div_(union), threshold)  # (b - a, e - a)
+        if lab is not None and lab[a] != lab[e - 1]:
+            over &= lab[r, None] == lab[None, c]
+        over[:, : b - a].triu_(1)  # each pair once: only q > p (column 0 is row a)
+        p, q = over.nonzero(as_tuple=True)
+        rows.append(p + a)
+        cols.append(q + a)
+    p, q = (rows[0], cols[0]) if tiles == 1 else (torch.cat(rows), torch.cat(cols))
+    i, j = by_x[p], by_x[q]  # (P,) work positions
+    src, dst = torch.minimum(i, j), torch.maximum(i, j)
+    by_src = torch.sort(src).indices
+    return src[by_src], dst[by_src]
+
+
+def segment_pairs(boxes: Tensor, threshold: float, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Suppression pairs when ``boxes [N, 4]`` are grouped by label: only same-label pairs.
+
+    Every box ``i`` is paired with the boxes after it in its label segment; the
+    ``sum_c n_c^2 / 2`` candidates are built with ``repeat_interleave``, no Python loop.
+    """
+    n = boxes.shape[0]
+    device = boxes.device
+    _, seg_len = torch.unique_consecutive(labels, return_counts=True)
+    seg_end = torch.repeat_interleave(torch.cumsum(seg_len, 0), seg_len)  # (N,) end of i's segment
+    pos = torch.arange(n, device=device)
+    after = seg_end - pos - 1  # (N,) boxes after i in its segment
+    src = torch.repeat_interleave(pos, after)  # (P,)
+    first = torch.cumsum(after, 0) - after  # (N,) where i's pairs start in the pair list
+    dst = src + 1 + torch.arange(src.numel(), device=device) - first[src]  # (P,)
+    over = above(pair_iou(boxes[src], boxes[dst]), threshold)
+    return src[over], dst[over]
