@@ -541,3 +541,75 @@ def test_predict_limit_flag_at_the_image_passes_the_header_check(
     path = b.array_file(tmp_path, "a.png", np.zeros((16, 16), np.uint8))
     argv = ["predict", "--checkpoint", str(tmp_path), str(path), "--out", str(tmp_path / "o")]
     assert "no checkpoint" in _cli([*argv, "--limit", "max_pixels=256"], capsys)  # got past the image
+
+
+def _coco_folder(tmp_path: Path, **changes: Any) -> Path:
+    """``tmp/ds/train.json`` + ``tmp/ds/a.png`` (a 40 x 30 image)."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    Image.new("RGB", (W, H)).save(folder / "a.png")
+    (folder / "train.json").write_text(json.dumps(_coco(**changes)))
+    return folder
+
+
+def _train(tmp_path: Path, model: str, data: str, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
+
+
+def test_train_refuses_a_hostile_polygon_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _coco_folder(tmp_path, segmentation=[[2, 3, 2.08e8, 3.5e8, 12, 11]])
+    line = _cli(_train(tmp_path, "maskrcnn_narrow_fpn", f"coco:{folder / 'train.json'}"), capsys)
+    assert "train.json: annotation id 7" in line and "polygon 0 vertex 1" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_limit_flag_reaches_the_coco_reader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _coco_folder(tmp_path)  # its polygon has 4 vertices
+    argv = _train(
+        tmp_path, "maskrcnn_narrow_fpn", f"coco:{folder / 'train.json'}", "--limit", "max_polygon_vertices=3"
+    )
+    line = _cli(argv, capsys)
+    assert (
+        "annotation id 7" in line and "number of vertices is 4" in line and "max_polygon_vertices=3" in line
+    )
+
+
+def test_train_refuses_a_bomb_image_behind_a_coco_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _coco_folder(tmp_path)
+    b.write(folder, "a.png", b.png(50000, 50000))  # the json says 40 x 30; the file declares 2.5e9 pixels
+    line = _cli(_train(tmp_path, "maskrcnn_narrow_fpn", f"coco:{folder / 'train.json'}"), capsys)
+    assert "a.png" in line and "max_pixels" in line
+
+
+@pytest.mark.parametrize(
+    ("mask", "words"),
+    [
+        (b.saved(Image.new("L", (W, H)), "JPEG"), ("JPEG", "lossy")),
+        (b.png(40000, 40000, color=3), ("max_pixels",)),
+    ],
+    ids=["jpeg-named-png", "bomb"],
+)
+def test_train_refuses_a_bad_mask_of_a_mask_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mask: bytes, words: tuple[str, ...]
+) -> None:
+    (tmp_path / "ds" / "images").mkdir(parents=True)
+    (tmp_path / "ds" / "masks").mkdir()
+    Image.new("RGB", (W, H)).save(tmp_path / "ds" / "images" / "a.png")
+    b.write(tmp_path / "ds" / "masks", "a.png", mask)
+    line = _cli(_train(tmp_path, "deeplab_narrow", f"masks:{tmp_path / 'ds'}"), capsys)
+    assert "masks/a.png" in line and all(w in line for w in words), line
