@@ -179,6 +179,8 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
             raise ValueError(f"--out {args.out} and --resume {args.resume} name two runs; give --resume only")
         out = args.resume
     try:
+        if args.resume is not None and os.environ.get("RANK", "0") == "0":
+            ckpt.clean_partial(out)  # what a killed save left (one process: the others may be saving)
         if args.resume is not None and ckpt.latest_checkpoint(out) is not None:
             trainer, metrics = _resume(args, out)
         else:

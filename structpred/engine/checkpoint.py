@@ -48,8 +48,8 @@ from ..models.weights.load import CHECKPOINT_NAME, MODEL_PREFIX
 log = logging.getLogger(__name__)
 
 _NAME = CHECKPOINT_NAME
-_WEIGHTS = re.compile(r"^ckpt-(\d+)\.safetensors$")
-_TMP = re.compile(r"^\.(ckpt-\d+\.(json|safetensors)|best\.json)\.tmp-\d+$")
+_WEIGHTS = re.compile(r"^ckpt-(\d+)(\.[0-9a-f]{12})?\.safetensors$")  # see save_checkpoint
+_TMP = re.compile(r"^\.(ckpt-\d+(\.[0-9a-f]{12})?\.(json|safetensors)|best\.json)\.tmp-\d+$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 BEST = "best.json"
 
@@ -174,11 +174,20 @@ def save_checkpoint(
     tensors.update(rng_tensors)
     stem = Path(checkpoint_name(step)).stem
     blob = save_bytes(tensors)
-    meta["weights"] = f"{stem}.safetensors"
-    meta["weights_bytes"] = len(blob)
-    meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
-    _atomic_write(run_dir / meta["weights"], blob)
+    sha = hashlib.sha256(blob).hexdigest()
+    # A second save at the same step (mid-epoch, then epoch end) must not replace the weights a
+    # committed JSON names with other bytes: that pair would break until the new JSON lands.
+    committed = _read_json_or_none(run_dir / f"{stem}.json")
+    committed = committed if isinstance(committed, dict) else {}
+    for name in (f"{stem}.safetensors", f"{stem}.{sha[:12]}.safetensors"):
+        if name != committed.get("weights") or committed.get("weights_sha256") == sha:
+            break
+    meta.update(weights=name, weights_bytes=len(blob), weights_sha256=sha)
+    _atomic_write(run_dir / name, blob)
     _atomic_write(run_dir / f"{stem}.json", json.dumps(meta, indent=1).encode())  # the commit
+    old = committed.get("weights")
+    if isinstance(old, str) and old != name and _WEIGHTS.match(old):  # superseded by the commit
+        (run_dir / old).unlink(missing_ok=True)
     record = state.get("best") if isinstance(state.get("best"), dict) else None
     if best:
         record = {**(record or {}), "checkpoint": f"{stem}.json"}
@@ -188,8 +197,10 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         if old == kept:
             continue
+        weights = _weights_name(old)
         old.unlink(missing_ok=True)  # the JSON first: a JSON never outlives its weights
-        old.with_suffix(".safetensors").unlink(missing_ok=True)
+        if weights is not None:
+            (run_dir / weights).unlink(missing_ok=True)
     log.info("saved checkpoint %s", run_dir / f"{stem}.json")
     return run_dir / f"{stem}.json"
 
@@ -201,11 +212,10 @@ def clean_partial(run_dir: str | Path) -> list[str]:
     if not run_dir.is_dir():
         return []
     names = {p.name for p in run_dir.iterdir()}
+    named = {_weights_name(run_dir / n) for n in names if _NAME.match(n)}
     removed = []
     for name in sorted(names):
-        weights = _WEIGHTS.match(name)
-        orphan = weights is not None and f"ckpt-{weights.group(1)}.json" not in names
-        if _TMP.match(name) or orphan:
+        if _TMP.match(name) or (_WEIGHTS.match(name) and name not in named):
             (run_dir / name).unlink(missing_ok=True)
             removed.append(name)
     if removed:
@@ -220,13 +230,18 @@ def _read_json_or_none(path: Path) -> Any:
         return None
 
 
+def _weights_name(path: Path) -> str | None:
+    """The weights file a checkpoint JSON names (None: unreadable or not a plain ckpt name)."""
+    meta = _read_json_or_none(path)
+    name = meta.get("weights", path.with_suffix(".safetensors").name) if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and _WEIGHTS.match(name) else None
+
+
 def _is_complete(path: Path) -> bool:
     """Cheap completeness: the JSON parses and names a weights file of the recorded size."""
     meta = _read_json_or_none(path)
-    if not isinstance(meta, dict):
-        return False
-    name = meta.get("weights", path.with_suffix(".safetensors").name)
-    if not isinstance(name, str) or not _WEIGHTS.match(name):
+    name = _weights_name(path)
+    if not isinstance(meta, dict) or name is None:
         return False
     try:
         size = (path.parent / name).stat().st_size
@@ -299,7 +314,9 @@ def resolve_checkpoint(path: str | Path, best: bool = False) -> Path:
         if found is None:
             raise ValueError(f"{path}: names no existing checkpoint")
         return found
-    if path.suffix == ".safetensors":
+    if (weights := _WEIGHTS.match(path.name)) is not None:
+        path = path.with_name(f"ckpt-{weights.group(1)}.json")
+    elif path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file or run directory")

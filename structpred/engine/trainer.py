@@ -354,7 +354,8 @@ class Trainer:
             bar.update(1)
             if runlog is not None and (self.step % c.log_every == 0 or step_in_epoch == 1):
                 runlog.write(self.step, epoch, "train", values)
-            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+            last = step_in_epoch == done + len(loader)  # its checkpoint comes after validation
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0 and not last:
                 self._save(epoch, step_in_epoch)
         bar.close()
         return loss_sum / max(steps, 1)

@@ -230,3 +230,33 @@ def test_optimizer_state_of_another_optimizer_is_refused(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="not a SGD state"):
         ckpt.restore_optimizer(tensors, meta, sgd)
     assert sgd.state_dict()["state"] == {}  # unchanged
+
+
+def test_a_second_save_of_one_step_never_breaks_the_committed_pair(tmp_path: Path) -> None:
+    # Saving step 4 again with other tensors writes them under another name, so a kill before the
+    # new JSON lands leaves the old JSON with its own weights (not with bytes of another sha).
+    model, opt = _model_and_optimizer("sgd")
+    ckpt.save_checkpoint(tmp_path, 4, model, opt, {"epoch": 0, "step_in_epoch": 4})
+    before = ckpt.model_state(ckpt.load_checkpoint(tmp_path)[0])
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    real = ckpt._atomic_write
+
+    def die_at_the_json(path: Path, data: bytes) -> None:
+        if path.suffix == ".json":
+            raise KeyboardInterrupt  # stands for the kill
+        real(path, data)
+
+    ckpt._atomic_write = die_at_the_json
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ckpt.save_checkpoint(tmp_path, 4, model, opt, {"epoch": 0, "step_in_epoch": 4})
+    finally:
+        ckpt._atomic_write = real
+    names = sorted(p.name for p in tmp_path.glob("ckpt-*"))
+    assert len(names) == 3 and "ckpt-00000004.json" in names  # + the old and the new weights
+    after = ckpt.model_state(ckpt.load_checkpoint(tmp_path)[0])  # checksum holds: the old pair
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    path = ckpt.save_checkpoint(tmp_path, 4, model, opt, {"epoch": 0, "step_in_epoch": 4})
+    assert json.loads(path.read_text())["weights"] != "ckpt-00000004.safetensors"
+    assert len(list(tmp_path.glob("ckpt-*"))) == 2  # the superseded weights were removed
