@@ -2,8 +2,12 @@
 
 One module per verb (``train.py``, ``evaluate.py``, ``predict.py``...), each with an
 ``add_parser(subparsers)`` that declares its flags and sets ``func`` to its handler. A handler
-takes ``(args, rest)`` and returns the exit code; a ``ValueError`` it raises becomes one
-``error: ...`` line (exit 2) unless ``-v`` asks for the traceback.
+takes ``(args, rest)`` and returns the exit code. Errors a user can cause become one
+``error: ...`` line on stderr, no traceback (``-v`` shows it): a ``ValueError`` (bad input, bad
+flag: exit 2), an ``OSError`` (read-only or full disk, a file where a folder goes: exit 1),
+``MemoryError`` (exit 1), Ctrl-C (exit 130). ``--device`` is checked before the verb runs and
+``--limit NAME=N`` is in force while it runs. Any other exception is a bug: its traceback is
+shown (exit 1). The contract and the exit codes: docs/errors.md.
 
 Every sub-parser shows its defaults in ``--help`` (:class:`HelpFormatter`) and its examples
 (an epilog from :mod:`._examples`, applied here).
@@ -12,6 +16,7 @@ Every sub-parser shows its defaults in ``--help`` (:class:`HelpFormatter`) and i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -77,15 +82,77 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        code = int(args.func(args, rest))
+        check_device(getattr(args, "device", None))
+        with _limits(getattr(args, "limits", None)):
+            code = int(args.func(args, rest))
         sys.stdout.flush()  # inside the try: a reader that left is seen here, not at exit
         return code
     except ValueError as err:  # bad input: one clear line, not a traceback (-v shows it)
         if args.verbose:
             raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err), 2)
     except BrokenPipeError:  # `structpred eval ... | head`: the reader left; stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
         return 141  # 128 + SIGPIPE, as a shell reports it
+    except OSError as err:  # the system refused: read-only or full disk, a file where a folder goes
+        if args.verbose:
+            raise
+        return _error(os_error_text(err), 1)
+    except MemoryError:
+        if args.verbose:
+            raise
+        return _error("out of memory (try a smaller --batch-size or --image-size)", 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+
+
+def _error(text: str, code: int) -> int:
+    """Print ``error: TEXT`` as one line on stderr; return ``code``."""
+    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+    return code
+
+
+def os_error_text(err: OSError) -> str:
+    """``'out/run: No space left on device'``: the file(s) and the reason, without ``[Errno N]``."""
+    names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def check_device(device: str | None) -> None:
+    """Raise ``ValueError`` unless ``--device`` names a device type torch knows and this machine
+    has (``cuda`` without a GPU, ``mps`` off a Mac, ``cuda:3`` of 2 GPUs are refused up front)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"--device {device}: no CUDA GPU here (torch.cuda.is_available() is False); use cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"--device {device}: this machine has {count} CUDA GPU(s): cuda:0..cuda:{count - 1}"
+            )
+        return
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise ValueError(f"--device {device}: not available here; use cpu or cuda")
+
+
+def _limits(assignments: list[tuple[str, int]] | None) -> contextlib.AbstractContextManager[object]:
+    """``--limit`` values in force for one verb (none: nothing changes)."""
+    if not assignments:
+        return contextlib.nullcontext()
+    from ..data import limits
+
+    return limits.override(**dict(assignments))

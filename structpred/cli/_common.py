@@ -11,11 +11,11 @@ def key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{flag} expects key=value, got {pair!r}")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects K=V, got {pair!r}")
         try:
             out[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: "[[[[...": kept as text
             out[key] = value
     return out
 

@@ -1,5 +1,5 @@
-"""The data flags shared by ``train``, ``eval`` (private): ``--data``, ``--data-arg``,
-``--val-fraction`` and ``--split-seed``.
+"""The data flags shared by ``train``, ``eval``, ``predict`` (private): ``--data``, ``--data-arg``,
+``--val-fraction``, ``--split-seed`` and ``--limit NAME=N`` (the readers' input limits).
 
 Data on disk (``coco:``, ``voc:``, ``yolo:``, ``masks:``) is read for the model's task: boxes for
 a detector, instance masks for an instance segmenter, label maps for a semantic segmenter. The
@@ -37,6 +37,33 @@ def add_data_arguments(p: argparse.ArgumentParser, *, required: bool, default_he
     )
     p.add_argument(
         "--split-seed", type=int, default=0, metavar="N", help="seed of --val-fraction's choice (default: 0)"
+    )
+    add_limit_argument(p)
+
+
+LIMIT_HELP = (
+    "raise (or lower) one input limit of the readers, repeatable: max_pixels, "
+    "max_annotations_per_image, max_polygon_vertices, max_polygons_per_annotation, max_yaml_bytes, "
+    "max_yaml_aliases, max_yaml_depth, max_text_file_bytes (defaults and why: docs/limits.md; also "
+    "STRUCTPRED_<NAME>=N)"
+)
+
+
+def limit_assignment(text: str) -> tuple[str, int]:
+    """argparse type of ``--limit``: ``"max_pixels=2e8"`` -> ``("max_pixels", 200000000)``."""
+    from ..data.limits import parse_assignment
+
+    try:
+        return parse_assignment(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_limit_argument(p: argparse.ArgumentParser) -> None:
+    """``--limit NAME=N`` (repeatable) on ``p``; :func:`structpred.cli.main` applies the values
+    (:func:`structpred.data.limits.override`) around the verb."""
+    p.add_argument(
+        "--limit", dest="limits", action="append", type=limit_assignment, metavar="NAME=N", help=LIMIT_HELP
     )
 
 

@@ -6,6 +6,28 @@ import argparse
 from typing import Any
 
 from ._common import key_values
+from ._data_args import LIMIT_HELP, limit_assignment
+
+
+class _LimitOrCount(argparse.Action):
+    """``--limit NAME=N`` appends an input limit; ``--limit N`` (before ``--max-images``) sets
+    ``max_images``."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        text = str(value)
+        if "=" not in text:
+            try:
+                namespace.max_images = int(text)
+            except ValueError:
+                raise argparse.ArgumentError(
+                    self, f"expected NAME=N or a number of images, got {text!r}"
+                ) from None
+            return
+        try:
+            pair = limit_assignment(text)
+        except argparse.ArgumentTypeError as err:
+            raise argparse.ArgumentError(self, str(err)) from None
+        namespace.limits = [*(getattr(namespace, "limits", None) or []), pair]
 
 
 def export(args: argparse.Namespace, rest: list[str]) -> int:
@@ -16,7 +38,7 @@ def export(args: argparse.Namespace, rest: list[str]) -> int:
     kwargs = key_values(args.data_arg, "--data-arg")
     for split in args.splits:
         dataset = build_dataset(args.dataset, split, **kwargs)
-        path = export_dataset(dataset, args.out, args.format, split=split, limit=args.limit)
+        path = export_dataset(dataset, args.out, args.format, split=split, limit=args.max_images)
         print(f"{split}: {path}")
     return 0
 
@@ -30,6 +52,13 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--format", choices=["coco", "voc", "yolo"], required=True)
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--splits", nargs="+", default=["train", "val"])
-    e.add_argument("--limit", type=int, default=None, help="at most this many images per split")
+    e.add_argument("--max-images", type=int, default=None, metavar="N", help="at most N images per split")
+    e.add_argument(
+        "--limit",
+        dest="limits",
+        action=_LimitOrCount,
+        metavar="NAME=N",
+        help=LIMIT_HELP + "; a plain N (the old meaning) is --max-images N",
+    )
     e.add_argument("--data-arg", action="append", metavar="K=V", help="dataset keyword argument")
     e.set_defaults(func=export)

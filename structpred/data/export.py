@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .datasets import DetectionFiles, from_coco, from_voc, from_yolo
+from .formats._common import read_text_bounded
 from .formats.coco import mask_to_rle, write_coco
 from .formats.voc import write_voc
 from .formats.yolo import write_yolo
@@ -172,9 +173,8 @@ def open_export(root: str | Path, fmt: str, split: str = "train", **kwargs: Any)
         classes = root / VOC_CLASSES_FILE
         names = None
         if classes.is_file():
-            names = [
-                line.strip() for line in classes.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            text = read_text_bounded(classes, "class list")
+            names = [line.strip() for line in text.splitlines() if line.strip()]
         return from_voc(
             root / "Annotations", root / "JPEGImages", class_names=names, image_set=image_set, **kwargs
         )

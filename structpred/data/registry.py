@@ -14,6 +14,8 @@ tool exports), ``voc:DIR`` (VOC devkit), ``yolo:DIR|FILE.yaml`` (Ultralytics ``d
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -127,17 +129,32 @@ def build_dataset(
     data on disk that has none (:mod:`structpred.data.layouts.splits`); built-in data have
     their own splits and refuse it.
     """
+    if not isinstance(spec, str):
+        raise ValueError(f"dataset spec must be a string like 'shapes' or 'coco:DIR', got {spec!r}")
     name, _, arg = spec.partition(":")
     if name not in BUILDERS:
+        close = difflib.get_close_matches(name.strip().lower(), list(BUILDERS), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0] + (':' + arg if arg else '')!r}? " if close else ""
         raise ValueError(
-            f"unknown dataset {spec!r}; known: {', '.join(BUILDERS)} (coco/voc/yolo/masks take :PATH)"
+            f"unknown dataset {spec!r}; {hint}known: {', '.join(BUILDERS)} (coco/voc/yolo/masks take :PATH)"
         )
-    if name in FILE_SPECS:
-        split_kw = {"task": task, "val_fraction": val_fraction, "split_seed": split_seed}
-        return BUILDERS[name](split, arg, **split_kw, **kwargs)
-    if val_fraction is not None:
+    if arg and name not in FILE_SPECS:  # "shapes:typo" was silently the shapes world
         raise ValueError(
-            f"--val-fraction is for data on disk without a val split (coco:, voc:, yolo:, masks:); "
-            f"{name!r} has its own splits"
+            f"--data {name} takes no ':{arg}' (only coco/voc/yolo/masks take :PATH); use --data-arg K=V"
         )
-    return BUILDERS[name](split, arg, **kwargs)
+    try:
+        if name in FILE_SPECS:
+            split_kw = {"task": task, "val_fraction": val_fraction, "split_seed": split_seed}
+            return BUILDERS[name](split, arg, **split_kw, **kwargs)
+        if val_fraction is not None:
+            raise ValueError(
+                f"--val-fraction is for data on disk without a val split (coco:, voc:, yolo:, masks:); "
+                f"{name!r} has its own splits"
+            )
+        return BUILDERS[name](split, arg, **kwargs)
+    except TypeError as err:  # a --data-arg the dataset does not take; other TypeErrors are bugs
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if bad is None or bad.group(1) not in kwargs:
+            raise
+        key = bad.group(1)
+        raise ValueError(f"dataset {name!r} takes no argument {key!r} (from --data-arg {key}=...)") from err

@@ -271,7 +271,7 @@ def test_missing_and_broken_images(tmp_path, caplog):
 def test_unreadable_list_file(tmp_path):
     root = make_dataset(tmp_path, {"a": ""}, yaml_text="train: list.txt\nnames: [cat]\n")
     (root / "list.txt").write_bytes(b"\xff\xfe\x00images")
-    with pytest.raises(ValueError, match="list.txt: cannot read image list"):
+    with pytest.raises(ValueError, match="list.txt: image list is not UTF-8"):
         read_yolo(root)
 
 

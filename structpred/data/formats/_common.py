@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import limits
 from ..records import Categories, ImageRecord
 
 logger = logging.getLogger("structpred.data.formats")
@@ -39,6 +41,45 @@ def report(problem: str, on_error: str, err: BaseException | None = None) -> Non
     if on_error == "raise":
         raise ValueError(problem) from err
     logger.warning("skipped: %s", problem)
+
+
+def read_bytes_bounded(path: Path, what: str, limit: str = "max_text_file_bytes") -> bytes:
+    """The bytes of ``path`` (a ``what`` file), its size checked against ``limit`` before reading.
+
+    Raises ``ValueError`` naming the file when it is missing, not a regular file, unreadable or
+    too large (:class:`~structpred.data.limits.LimitError`).
+    """
+    try:
+        if not path.is_file():
+            raise ValueError(f"{path}: {what} not found" + (" (a directory)" if path.is_dir() else ""))
+        limits.check(limit, path.stat().st_size, path, f"size of the {what} (bytes)")
+        with path.open("rb") as f:
+            data = f.read(getattr(limits.current(), limit) + 1)  # a file that grew since stat()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read {what}: {err.strerror or err}") from err
+    limits.check(limit, len(data), path, f"size of the {what} (bytes)")
+    return data
+
+
+def decode_text(data: bytes, path: Path, what: str) -> str:
+    """UTF-8 text (a leading byte-order mark dropped); ``ValueError`` naming the file and the byte
+    offset on other encodings, and on NUL bytes (a binary file, or UTF-16)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: {what} is not UTF-8 text (byte {err.start}: {data[err.start : err.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        at = text.index(chr(0))
+        raise ValueError(f"{path}: {what} holds a NUL byte at character {at} (binary, or UTF-16?)")
+    return text
+
+
+def read_text_bounded(path: Path, what: str, limit: str = "max_text_file_bytes") -> str:
+    """:func:`read_bytes_bounded` then :func:`decode_text`."""
+    return decode_text(read_bytes_bounded(path, what, limit), path, what)
 
 
 def as_number(value: object, what: str) -> float:
@@ -83,8 +124,7 @@ def checked_box(box: Sequence[float], height: int, width: int) -> list[float]:
     tol = BOX_TOLERANCE
     if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
         raise ValueError(
-            f"box {shown} (xyxy) lies outside the {width} x {height} (W x H) image "
-            f"by more than {tol:g} px"
+            f"box {shown} (xyxy) lies outside the {width} x {height} (W x H) image by more than {tol:g} px"
         )
     clipped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(x2, width), min(y2, height)]
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:

@@ -17,6 +17,7 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import torch
 
+from .. import limits
 from ..records import Categories, ImageRecord
 from ._common import (
     as_int,
@@ -27,6 +28,8 @@ from ._common import (
     checked_box,
     clipped_boxes,
     float32_text,
+    read_bytes_bounded,
+    read_text_bounded,
     report,
 )
 
@@ -40,27 +43,38 @@ VOC_CLASSES = (
 
 def _parse(path: Path) -> ET.Element:
     """The root ``<annotation>`` element of a VOC file; ``ValueError`` naming the file otherwise."""
-    if not path.is_file():
-        raise ValueError(f"{path}: VOC xml file not found")
+    data = read_bytes_bounded(path, "VOC xml file")  # missing, unreadable, over max_text_file_bytes
     try:
-        root = SafeET.parse(path).getroot()
+        root = SafeET.fromstring(data)
     except ET.ParseError as err:
         line, col = err.position
         raise ValueError(f"{path}: malformed xml at line {line} column {col}: {err}") from err
     except defusedxml.DefusedXmlException as err:
         raise ValueError(f"{path}: refused unsafe xml ({type(err).__name__}): {err}") from err
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read xml: {err}") from err
+    except (LookupError, ValueError) as err:  # expat: an unknown or multi-byte declared encoding
+        raise ValueError(f"{path}: unsupported xml encoding: {err}") from err
     if root.tag != "annotation":
         raise ValueError(f"{path}: root element is <{root.tag}>, expected <annotation>")
     return root
 
 
 def _text(parent: ET.Element, tag: str, what: str) -> str:
-    node = parent.find(tag)
+    nodes = parent.findall(tag)
+    if len(nodes) > 1:  # two <width>s: which one the tool meant is a guess, so refuse
+        raise ValueError(f"{len(nodes)} <{tag}> elements in {what}, expected one")
+    node = nodes[0] if nodes else None
     if node is None or node.text is None or not node.text.strip():
         raise ValueError(f"missing <{tag}> in {what}")
     return node.text.strip()
+
+
+def _one(parent: ET.Element, tag: str, what: str) -> ET.Element:
+    nodes = parent.findall(tag)
+    if not nodes:
+        raise ValueError(f"missing <{tag}> in {what}")
+    if len(nodes) > 1:
+        raise ValueError(f"{len(nodes)} <{tag}> elements in {what}, expected one")
+    return nodes[0]
 
 
 def _mapped_name(obj: ET.Element, class_map: dict[str, str] | None) -> str:
@@ -79,13 +93,14 @@ def _record(
     """Build the record of a parsed file; bad objects raise or are skipped per ``on_error``."""
     try:
         file_name = _text(root, "filename", "<annotation>")
-        size = root.find("size")
-        if size is None:
-            raise ValueError("missing <size>")
+        size = _one(root, "size", "<annotation>")
         width = as_int(_text(size, "width", "<size>"), "<size><width>")
         height = as_int(_text(size, "height", "<size>"), "<size><height>")
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got width {width}, height {height}")
+        limits.check("max_pixels", width * height, "<size>", f"width x height {width} x {height}")
+        objects = len(root.findall("object"))
+        limits.check("max_annotations_per_image", objects, "<annotation>", "number of <object>s")
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
 
@@ -96,15 +111,13 @@ def _record(
         try:
             name = _mapped_name(obj, class_map)
             label = categories.label_of_name(name)
-            bndbox = obj.find("bndbox")
-            if bndbox is None:
-                raise ValueError("missing <bndbox>")
+            bndbox = _one(obj, "bndbox", "<object>")
             coords = [
                 as_number(_text(bndbox, t, "<bndbox>"), f"<{t}>") for t in ("xmin", "ymin", "xmax", "ymax")
             ]
             box = checked_box(coords, height, width)
-            node = obj.find("difficult")
-            flag = 0 if node is None or not (node.text or "").strip() else as_int(node.text, "<difficult>")
+            has_flag = any((node.text or "").strip() for node in obj.findall("difficult"))
+            flag = as_int(_text(obj, "difficult", "<object>"), "<difficult>") if has_flag else 0
             if flag not in (0, 1):
                 raise ValueError(f"<difficult> must be 0 or 1, got {flag}")
         except ValueError as err:
@@ -162,11 +175,11 @@ def list_xml_files(annotation_dir: Path, image_set: str | Path | None) -> list[P
     image_set = Path(image_set)
     if not image_set.is_file():
         raise ValueError(f"{image_set}: image set file not found")
-    try:
-        lines = image_set.read_text(encoding="utf-8").splitlines()
-        stems = [line.split()[0] for line in lines if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{image_set}: cannot read image set: {err}") from err
+    lines = read_text_bounded(image_set, "image set").splitlines()
+    stems = [line.split()[0] for line in lines if line.strip()]
+    for stem in stems:
+        if "/" in stem or "\\" in stem or stem in (".", ".."):  # ids name files in annotation_dir only
+            raise ValueError(f"{image_set}: id {stem!r} is not a plain file stem")
     return [annotation_dir / f"{stem}.xml" for stem in stems]
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import yaml  # type: ignore[import-untyped]  # no types-PyYAML stubs installed
 
+from .. import limits
 from ..images import image_size
 from ..records import Categories, ImageRecord
 from ._common import (
@@ -39,6 +40,7 @@ from ._common import (
     checked_box,
     clipped_boxes,
     logger,
+    read_text_bounded,
     report,
 )
 
@@ -55,13 +57,47 @@ def _yaml_path(root: Path) -> Path:
     raise ValueError(f"{root}: no data.yaml found")
 
 
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: 100x faster
+
+
+def _bound_yaml(text: str, path: Path) -> None:
+    """Walk the YAML events (no objects built) and refuse a document deeper than
+    ``max_yaml_depth``, with more than ``max_yaml_aliases`` aliases, or that expands (aliases
+    followed) to more nodes than ``max_yaml_bytes`` -- a plain document has fewer nodes than
+    bytes, so only an alias bomb does. The event parser keeps its own stack: no recursion."""
+    anchors: dict[str, int] = {}  # anchor -> nodes of its value, aliases expanded
+    stack: list[list[Any]] = [[None, 0]]  # open collections: [anchor, expanded nodes so far]
+    aliases = 0
+    for event in yaml.parse(text, Loader=_YamlLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            limits.check("max_yaml_aliases", aliases, path, "number of aliases (*name)")
+            stack[-1][1] += anchors.get(event.anchor, 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            stack[-1][1] += 1
+            if event.anchor is not None:
+                anchors[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 1])
+            limits.check("max_yaml_depth", len(stack) - 1, path, "nesting depth")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = stack.pop()
+            if anchor is not None:
+                anchors[anchor] = size
+            stack[-1][1] += size
+        else:
+            continue
+        limits.check("max_yaml_bytes", stack[-1][1], path, "size with aliases expanded (nodes)")
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a data.yaml, bounded (size, depth, aliases) before it is built."""
+    text = read_text_bounded(path, "yaml file", "max_yaml_bytes")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        _bound_yaml(text, path)
+        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506  (a SafeLoader: plain types only)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: malformed yaml: {' '.join(str(err).split())}") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read yaml: {err}") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
@@ -102,10 +138,7 @@ def _split_path(base: Path, source: str) -> Path:
 
 
 def _list_file(target: Path, base: Path) -> list[Path]:
-    try:
-        lines = [line.strip() for line in target.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{target}: cannot read image list: {err}") from err
+    lines = [line.strip() for line in read_text_bounded(target, "image list").splitlines()]
     out = []
     for line in (line for line in lines if line):
         if line.startswith("./"):
@@ -170,11 +203,10 @@ def _record(image: Path, index: int, root: Path, num_classes: int, on_error: str
     labels_file = label_path(image)
     boxes: list[list[float]] = []
     labels: list[int] = []
-    if labels_file.is_file():
-        try:
-            lines = labels_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{labels_file}: cannot read labels: {err}") from err
+    if labels_file.exists():  # a folder named x.txt is an error, not an image without objects
+        lines = read_text_bounded(labels_file, "label file").splitlines()  # \n, \r\n and \r alike
+        count = sum(1 for line in lines if line.strip())
+        limits.check("max_annotations_per_image", count, labels_file, "number of label lines")
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue

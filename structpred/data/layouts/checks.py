@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from ..datasets import DetectionFiles
+from ..formats._common import read_text_bounded
 from ..images import image_size
 
 logger = logging.getLogger("structpred.data.layouts")
@@ -46,8 +47,5 @@ def find_image(folder: Path, stem: str) -> Path | None:
 
 def read_lines(path: Path) -> list[str]:
     """Non-empty stripped lines of a small text file; ``ValueError`` naming it if unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read: {err}") from err
+    text = read_text_bounded(path, "text file")  # bounded, UTF-8 (BOM dropped), no NUL bytes
     return [line.strip() for line in text.splitlines() if line.strip()]
