@@ -132,6 +132,13 @@ def test_empty_segmentation_is_an_empty_mask():
         ({"size": [5, 4], "counts": "0 "}, "invalid character"),
         ({"size": [5, 4], "counts": "f"}, "end inside a number"),  # 'f' = 54: 'more' bit set
         ("polygon", "polygons \\(list\\) or RLE \\(dict\\)"),
+        (
+            [[1.0, 2.0, 2.08e8, 3.52e8, 5.0, 6.0]],
+            "vertex 1 .* more than one image size outside",
+        ),  # cocoapi#380
+        ([[1.0, 2.0, 8.01, 1.0, 5.0, 6.0]], "vertex 1"),  # x > 2W for W = 4
+        ([[0.0, 0.0, 4.0, 5.0] * 3000], "outline .* over 1000 x \\(H \\+ W\\)"),
+        ({"size": [5, 4], "counts": [2**40, 20 - 2**40]}, "non-negative"),
     ],
 )
 def test_bad_segmentation(seg, match):
@@ -471,3 +478,9 @@ def test_areas_are_read_kept_in_the_dataset_targets_and_written_back(tmp_path) -
     (tmp_path / "a.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"annotation id 1 .*area must be >= 0"):
         read_coco(tmp_path / "a.json")
+
+
+def test_vertices_up_to_one_image_size_outside_are_kept_and_clipped():
+    ring = [-4.0, -5.0, 8.0, -5.0, 8.0, 2.5, -4.0, 2.5]  # W = 4, H = 5: the bounds themselves
+    mask = segmentation_to_mask(check_segmentation([ring], 5, 4), 5, 4)
+    assert mask[:2].all() and not mask[3:].any()

@@ -132,3 +132,22 @@ def test_missing_file(tmp_path: Path) -> None:
         read_image(tmp_path / "none.png")
     with pytest.raises(ValueError, match="image file not found"):
         image_size(tmp_path / "none.png")
+
+
+def test_header_over_max_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    from structpred.data import limits
+
+    header = struct.pack(">IIBBBBB", 50000, 50000, 8, 0, 0, 0, 0)  # 2.5e9 pixels in 57 bytes
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b""))
+    for reader in (read_image, image_size):
+        with pytest.raises(limits.LimitError, match=r"bomb.png: image size 50000 x 50000 \(H x W\)"):
+            reader(tmp_path / "bomb.png")
+
+
+def test_animated_png_reads_its_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (3, 2), (k, 2 * k, 3 * k)) for k in (10, 20, 30)]
+    frames[0].save(tmp_path / "a.png", save_all=True, append_images=frames[1:])
+    assert torch.equal(
+        (read_image(tmp_path / "a.png") * 255).round(),
+        torch.tensor([10.0, 20, 30])[:, None, None].expand(3, 2, 3),
+    )

@@ -93,6 +93,24 @@ def test_reads_16_bit_greyscale_png(tmp_path):
     assert read_label_map(tmp_path / "grey16.png").tolist() == values.tolist()
 
 
+def test_one_bit_png_reads_class_1_not_255(tmp_path):
+    values = np.array([[0, 1], [1, 0]], dtype=bool)
+    Image.fromarray(values).save(tmp_path / "bits.png")  # mode '1': Pillow's convert("L") says 255
+    assert read_label_map(tmp_path / "bits.png").tolist() == [[0, 1], [1, 0]]
+
+
+def test_lossy_float_and_negative_label_images_refused(tmp_path):
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "grey.jpg")
+    with pytest.raises(ValueError, match="grey.jpg: label map is JPEG, a lossy format"):
+        read_label_map(tmp_path / "grey.jpg")
+    Image.fromarray(np.array([[0, 1.0]], np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match="f.tif: label map holds floats"):
+        read_label_map(tmp_path / "f.tif")
+    Image.fromarray(np.array([[0, 2], [-7, 1]], np.int32)).save(tmp_path / "n.tif")
+    with pytest.raises(ValueError, match=r"n.tif: label value -7 at pixel \(y=1, x=0\) is negative"):
+        read_label_map(tmp_path / "n.tif")
+
+
 def test_rgb_label_map_refused(tmp_path):
     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="rgb.png.*'RGB'"):
