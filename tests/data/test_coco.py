@@ -480,7 +480,7 @@ def test_areas_are_read_kept_in_the_dataset_targets_and_written_back(tmp_path) -
         read_coco(tmp_path / "a.json")
 
 
-def test_vertices_up_to_one_image_size_outside_are_kept_and_clipped():
+def test_vertices_up_to_one_image_size_outside_are_kept_and_clipped() -> None:
     ring = [-4.0, -5.0, 8.0, -5.0, 8.0, 2.5, -4.0, 2.5]  # W = 4, H = 5: the bounds themselves
     mask = segmentation_to_mask(check_segmentation([ring], 5, 4), 5, 4)
     assert mask[:2].all() and not mask[3:].any()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,13 +95,13 @@ def test_reads_16_bit_greyscale_png(tmp_path):
     assert read_label_map(tmp_path / "grey16.png").tolist() == values.tolist()
 
 
-def test_one_bit_png_reads_class_1_not_255(tmp_path):
+def test_one_bit_png_reads_class_1_not_255(tmp_path: Path) -> None:
     values = np.array([[0, 1], [1, 0]], dtype=bool)
     Image.fromarray(values).save(tmp_path / "bits.png")  # mode '1': Pillow's convert("L") says 255
     assert read_label_map(tmp_path / "bits.png").tolist() == [[0, 1], [1, 0]]
 
 
-def test_lossy_float_and_negative_label_images_refused(tmp_path):
+def test_lossy_float_and_negative_label_images_refused(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "grey.jpg")
     with pytest.raises(ValueError, match="grey.jpg: label map is JPEG, a lossy format"):
         read_label_map(tmp_path / "grey.jpg")
