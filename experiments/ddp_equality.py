@@ -1,5 +1,5 @@
 """One process vs ``torchrun`` (2 processes on one node, and 2 nodes of 1 process each):
-``OMP_NUM_THREADS=1 python experiments/ddp_equality.py [--models a,b] [--out DIR]``.
+``OMP_NUM_THREADS=1 python experiments/ddp_equality.py [--models a,b] [--bn] [--out DIR]``.
 
 Every run goes through the CLI (``python -m structpred train``) exactly as a user's would, with
 the same seed and the same *global* batch: ``--batch-size B`` on one process, ``B/2`` per process
@@ -17,7 +17,8 @@ checkpoints (0 = bit-identical), for
 and the checkpoint files each run wrote (global rank 0 alone writes them).
 Models: ``digits_cnn`` (no batch norm, dropout 0: exact), ``deeplab_narrow`` (trainable batch
 norm, synchronised under torchrun; dropout 0) and ``fasterrcnn_narrow_fpn`` (trainable batch
-norm + the RPN/RoI samplers' random draws). See docs/distributed.md for what the figures mean.
+norm + the RPN/RoI samplers' random draws). ``--bn`` adds the test's batch-norm classifier with
+synchronised and with per-process batch norm. See docs/distributed.md for what the figures mean.
 """
 
 from __future__ import annotations
@@ -153,15 +154,33 @@ def run_model(name: str, root: Path) -> dict[str, object]:
     }
 
 
+def run_bn_classifier(root: Path) -> dict[str, object]:
+    """The test's batch-norm classifier (tests/engine/test_ddp.py, 48 digits, 2 epochs of 3 steps):
+    one process (batch 16) vs 2 processes (8 each) with synchronised and with local batch norm."""
+    worker = Path(__file__).resolve().parents[1] / "tests" / "engine" / "test_ddp.py"
+    runs = {k: root / "bn_classifier" / k for k in ("one", "synced", "local")}
+    two = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", str(worker)]
+    _wait(_start([[sys.executable, str(worker), str(runs["one"]), "16"]]), "bn_classifier one")
+    _wait(_start([[*two, str(runs["synced"]), "8"]]), "bn_classifier synced")
+    _wait(_start([[*two, str(runs["local"]), "8", "local-bn"]]), "bn_classifier local")
+    w = {k: _weights(p) for k, p in runs.items()}
+    return {"synced_vs_one": max_gap(w["one"], w["synced"]), "local_vs_one": max_gap(w["one"], w["local"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
     parser.add_argument("--out", type=Path, default=None, help="run folders (default: a temporary one)")
+    parser.add_argument("--bn", action="store_true", help="also: synchronised vs per-process batch norm")
     a = parser.parse_args()
     root = a.out or Path(tempfile.mkdtemp(prefix="ddp_equality_"))
     print(f"{'model':<24}{'procs-one':>12}{'nodes-one':>12}{'nodes-procs':>13}{'resumed-nodes':>15}"
           f"{'resumed-one':>13}  steps  ckpts  s")  # fmt: skip
-    for name in a.models.split(","):
+    if a.bn:
+        r = run_bn_classifier(root)
+        print(f"bn_classifier: 2 processes vs one, batch norm synchronised {r['synced_vs_one']:.3g}, "
+              f"per-process {r['local_vs_one']:.3g}", flush=True)  # fmt: skip
+    for name in filter(None, a.models.split(",")):
         r = run_model(name, root)
         print(f"{name:<24}{r['procs_vs_one']:>12.3g}{r['nodes_vs_one']:>12.3g}{r['nodes_vs_procs']:>13.3g}"
               f"{r['resumed_vs_nodes']:>15.3g}{r['resumed_vs_one']:>13.3g}  {r['steps']['one']}"
