@@ -26,7 +26,9 @@ zero, its final state is the one at its last valid step, and the reverse directi
 last valid step from ``h0``.
 
 Speed: per layer and direction the input projection ``x U^T + b`` is one matmul over all T*B rows;
-each step is then one ``addmm`` with W (``[B, H] x [H, G*H]``) and the elementwise gates.
+each step is then one ``addmm`` with W (``[B, H] x [H, G*H]``) and the elementwise gates. The LSTM
+runs :func:`structpred.layers.lstm_function.lstm_scan`: in-place steps into preallocated buffers,
+and under autograd a hand-written BPTT backward (one GEMM per step, weight gradients in one GEMM).
 
 Per-step states (for BPTT diagnostics): ``module.cell(layer, reverse)`` is a cell sharing that
 layer's parameters; ``structpred.layers.bptt.unroll`` runs a cell and keeps every ``h_t`` (``c_t``).
@@ -42,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
+
+from .lstm_function import lstm_scan
 
 State = tuple[Tensor, ...]  # (h,) for RNN, (h, c) for LSTM; each (B, H)
 StepFn = Callable[[Tensor, State, Tensor], State]
@@ -320,8 +324,13 @@ class _RecurrentBase(nn.Module):
             outs = []
             for d in range(D):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, d == 1)
-                xw = _input_projection(layer_in, w_ih, b_ih, b_hh)  # (T, B, G*H)
-                out, final = _scan(step, xw, tuple(s[layer * D + d] for s in states), w_hh, valid, d == 1)
+                init = tuple(s[layer * D + d] for s in states)
+                if self.mode == "lstm":  # the hand-written recurrence and BPTT (layers/lstm_function.py)
+                    out, h_f, c_f = lstm_scan(layer_in, init[0], init[1], w_ih, w_hh, b_ih, b_hh, valid, d == 1)
+                    final: State = (h_f, c_f)
+                else:
+                    xw = _input_projection(layer_in, w_ih, b_ih, b_hh)  # (T, B, G*H)
+                    out, final = _scan(step, xw, init, w_hh, valid, d == 1)
                 outs.append(out)
                 finals.append(final)
             layer_in = outs[0] if D == 1 else torch.cat(outs, 2)  # D x (T, B, H) -> (T, B, D*H)

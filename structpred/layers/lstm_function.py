@@ -1,0 +1,217 @@
+"""One LSTM layer-direction over a whole sequence, with a hand-written BPTT backward.
+
+:func:`lstm_scan` runs the recurrence of :mod:`structpred.layers.rnn`'s LSTM on precomputed input
+projections ``xw = x U^T + b`` ``(T, B, 4H)`` (one GEMM over all steps, done by the caller, so its
+gradient is autograd's one GEMM too). Three paths, one semantics:
+
+* autograd on (something requires grad): :class:`LSTMScan`, a ``torch.autograd.Function``. The
+  forward keeps every step's activated gates ``(T, B, 4H)``, ``tanh(c_t)`` and the states; the
+  backward runs the BPTT recurrence with one GEMM per step (``dh_{t-1} = dgates_t W``) and a few
+  fused elementwise ops, then the recurrent weight gradient is ONE GEMM over all steps
+  (``dW = dgates^T h_prev``). The derivative factors are computed in bulk over all T before the loop.
+* no autograd (``torch.no_grad``, frozen weights): the same forward loop writing into preallocated
+  buffers, nothing saved.
+* tracing / ``torch.export``: plain out-of-place ops (:func:`_reference_scan`), which exporters like.
+
+Gate order i, f, g, o (torch's). Per step: ``a = xw_t + h_{t-1} W^T``;
+``i, f, o = sigmoid(a_i, a_f, a_o)``, ``g = tanh(a_g)``; ``c_t = f c_{t-1} + i g``;
+``h_t = o tanh(c_t)``. With ``valid (T, B, 1)`` (bool) a finished sequence keeps its state:
+``h_t = h_{t-1}``, ``c_t = c_{t-1}`` where not valid.
+
+Backward (``Dh``, ``Dc``: gradients reaching ``h_t``, ``c_t``; ``m`` the valid mask):
+``dc = Dc + Dh * m o (1 - tanh^2 c_t)``; ``da_{i,f,g} = dc * P_{i,f,g}``, ``da_o = Dh * P_o`` with
+``P = m [g i(1-i), c_{t-1} f(1-f), i (1-g^2), tanh(c_t) o(1-o)]``; ``Dc_{t-1} = dc * F``,
+``F = f`` where valid else 1; ``Dh_{t-1} = da W + (1 - m) Dh + grad_out_{t-1}``.
+
+Buffers: ``hs``, ``cs`` ``(T+1, B, H)`` hold ``h0`` and every state; for the forward direction
+step t reads slot t and writes slot t+1, for the reverse direction it reads t+1 and writes t, so
+the outputs are one slice of ``hs`` (no reversal, no stack).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def _slots(T: int, reverse: bool) -> tuple[range, int, slice, slice]:
+    """Processing order, the h0 slot, the outputs' slice and the previous states' slice of ``hs``."""
+    if reverse:
+        return range(T - 1, -1, -1), T, slice(0, T), slice(1, T + 1)
+    return range(T), 0, slice(1, T + 1), slice(0, T)
+
+
+def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
+    """``x U^T + b`` for all steps in one GEMM: ``(T, B, I) -> (T, B, 4H)``, a fresh tensor."""
+    x2 = x.reshape(-1, x.shape[-1])  # (T, B, I) -> (T*B, I)
+    xw = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, 4H)
+    return xw.view(x.shape[0], x.shape[1], -1)  # (T*B, 4H) -> (T, B, 4H)
+
+
+def _forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
+             valid: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The recurrence into buffers -> ``hs, cs (T+1, B, H)``, activated gates ``(T, B, 4H)`` and
+    ``sigmoid(2 c_t)`` ``(T, B, H)`` (``tanh(c_t) = 2 sigmoid(2 c_t) - 1``).
+
+    ``tanh`` is slow on CPU (3x ``sigmoid`` per element), so both are sigmoids: the g rows of the
+    weights are doubled once, one ``sigmoid_`` activates all four gates, and ``g = 2 s - 1``.
+    The gates buffer starts as the input projections; each step adds ``h_{t-1} W^T`` in place.
+    """
+    H = w_hh.shape[1]
+    scale = torch.ones(4, 1, 1, dtype=w_hh.dtype, device=w_hh.device)
+    scale[2] = 2.0  # (4, 1, 1): the g gate's rows doubled
+    w_ih2 = (w_ih.view(4, H, -1) * scale).view(4 * H, -1)  # (4H, I) -> (4, H, I) -> (4H, I)
+    w_hh2 = (w_hh.view(4, H, H) * scale).view(4 * H, H)  # (4H, H) -> (4, H, H) -> (4H, H)
+    b2 = None if b is None else (b.view(4, H) * scale[:, :, 0]).view(4 * H)  # (4H,)
+    gates = _project(x, w_ih2, b2)  # (T, B, 4H)
+    T, B, _ = gates.shape
+    order, first, _, _ = _slots(T, reverse)
+    hs = gates.new_empty(T + 1, B, H)
+    cs = gates.new_empty(T + 1, B, H)
+    hs[first] = h0
+    cs[first] = c0
+    sig_c = gates.new_empty(T, B, H)  # sigmoid(2 c_t)
+    w_t = w_hh2.t()  # (4H, H) -> (H, 4H), a view
+    g_l, h_l, c_l, s_l = gates.unbind(0), hs.unbind(0), cs.unbind(0), sig_c.unbind(0)  # views, once
+    masks = valid.unbind(0) if valid is not None else None
+    for t in order:
+        prev, cur = (t + 1, t) if reverse else (t, t + 1)
+        a = g_l[t].addmm_(h_l[prev], w_t).sigmoid_()  # (B, 4H): i, f, sigmoid(2 a_g), o
+        i, f, g, o = a.view(B, 4, H).unbind(1)  # (B, 4H) -> 4 x (B, H)
+        g.mul_(2).sub_(1)  # tanh(a_g)
+        if masks is None:
+            c = torch.mul(f, c_l[prev], out=c_l[cur]).addcmul_(i, g)
+            sc = torch.mul(c, 2, out=s_l[t]).sigmoid_()
+            torch.mul(o, sc, out=h_l[cur]).mul_(2).sub_(o)  # o tanh(c_t)
+        else:
+            c = torch.addcmul(f * c_l[prev], i, g)
+            sc = torch.mul(c, 2, out=s_l[t]).sigmoid_()
+            torch.where(masks[t], c, c_l[prev], out=c_l[cur])
+            torch.where(masks[t], (o * sc).mul_(2).sub_(o), h_l[prev], out=h_l[cur])
+    return hs, cs, gates, sig_c
+
+
+class LSTMScan(torch.autograd.Function):
+    """``(x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,) | None, valid (T, B, 1) | None,
+    reverse)`` -> ``out (T, B, H), h_n, c_n (B, H)``; hand-written backward (see the module)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
+                valid: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+        hs, cs, gates, sig_c = _forward(x, h0, c0, w_ih, w_hh, b, valid, reverse)
+        T = x.shape[0]
+        out_sl, last = _slots(T, reverse)[2], (0 if reverse else T)
+        ctx.reverse = reverse
+        ctx.save_for_backward(x, hs, cs, gates, sig_c, w_ih, w_hh, valid)
+        return hs[out_sl], hs[last].clone(), cs[last].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_out: Tensor, d_hn: Tensor, d_cn: Tensor) -> tuple[Tensor | None, ...]:
+        x, hs, cs, gates, sig_c, w_ih, w_hh, valid = ctx.saved_tensors
+        reverse: bool = ctx.reverse
+        T, B, G = gates.shape
+        H = G // 4
+        order, _, _, prev_sl = _slots(T, reverse)
+        i, f, g, o = gates.view(T, B, 4, H).unbind(2)  # (T, B, 4H) -> 4 x (T, B, H)
+        c_prev, h_prev = cs[prev_sl], hs[prev_sl]  # (T, B, H), the states each step read
+        tanh_c = sig_c * 2 - 1  # (T, B, H)
+        # Derivative factors for all steps at once (see the module doc).
+        P = torch.empty_like(gates)
+        P_i, P_f, P_g, P_o = P.view(T, B, 4, H).unbind(2)
+        torch.mul(torch.addcmul(i, i, i, value=-1), g, out=P_i)  # g i (1 - i)
+        torch.mul(torch.addcmul(f, f, f, value=-1), c_prev, out=P_f)  # c_{t-1} f (1 - f)
+        torch.addcmul(i, i, g * g, value=-1, out=P_g)  # i (1 - g^2)
+        torch.mul(torch.addcmul(o, o, o, value=-1), tanh_c, out=P_o)  # tanh(c_t) o (1 - o)
+        K = torch.addcmul(o, o, tanh_c * tanh_c, value=-1)  # o (1 - tanh^2 c_t), (T, B, H)
+        F: Tensor = f
+        keep: tuple[Tensor, ...] | None = None
+        if valid is not None:
+            m = valid.to(gates.dtype)  # (T, B, 1)
+            P.mul_(m)
+            K.mul_(m)
+            F = torch.where(valid, f, torch.ones((), dtype=f.dtype, device=f.device))
+            keep = (1 - m).unbind(0)  # T x (B, 1): 1 where the state is carried through
+        dG = torch.empty_like(gates)  # d(pre-activation gates), (T, B, 4H)
+        dG4 = dG.view(T, B, 4, H)  # (T, B, 4H) -> (T, B, 4, H)
+        dG_ifg, dG_o = dG4[:, :, :3].unbind(0), dG4[:, :, 3].unbind(0)
+        P4 = P.view(T, B, 4, H)
+        P_ifg, P_ol = P4[:, :, :3].unbind(0), P4[:, :, 3].unbind(0)
+        K_l, F_l, dG_l, d_out_l = K.unbind(0), F.unbind(0), dG.unbind(0), d_out.unbind(0)
+        steps = list(reversed(order))  # backward order: the last processed step first
+        dh = d_out_l[steps[0]] + d_hn  # (B, H)
+        dc = d_cn
+        dh0 = dc0 = None
+        for n, t in enumerate(steps):
+            dc = torch.addcmul(dc, dh, K_l[t])
+            torch.mul(P_ifg[t], dc.unsqueeze(1), out=dG_ifg[t])  # (B, 3, H)
+            torch.mul(P_ol[t], dh, out=dG_o[t])
+            dc = dc * F_l[t]
+            if n + 1 < len(steps):
+                dh_next = torch.addmm(d_out_l[steps[n + 1]], dG_l[t], w_hh)  # (B, 4H) @ (4H, H)
+            else:
+                dh_next = torch.mm(dG_l[t], w_hh)
+            if keep is not None:
+                dh_next.addcmul_(dh, keep[t])
+            dh = dh_next
+        dh0, dc0 = dh, dc
+        # The weights' and the input's gradients: one GEMM each over all steps.
+        need = ctx.needs_input_grad
+        dG2 = dG.view(T * B, G)  # (T, B, 4H) -> (T*B, 4H)
+        d_x = torch.mm(dG2, w_ih).view(x.shape) if need[0] else None  # (T*B, 4H) @ (4H, I)
+        d_wih = torch.mm(dG2.t(), x.reshape(T * B, -1)) if need[3] else None  # (4H, T*B) @ (T*B, I)
+        d_whh = torch.mm(dG2.t(), h_prev.reshape(T * B, H)) if need[4] else None  # (4H, H)
+        d_b = dG2.sum(0) if need[5] else None  # (4H,)
+        return d_x, dh0, dc0, d_wih, d_whh, d_b, None, None
+
+
+def _reference_scan(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
+                    valid: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Plain out-of-place ops (for tracers and exporters); same results as the other paths."""
+    w_t = w_hh.t()  # (H, 4H)
+    h, c = h0, c0
+    xs = _project(x, w_ih, b).unbind(0)  # T x (B, 4H)
+    outs: list[Tensor] = []
+    for t in _slots(len(xs), reverse)[0]:
+        i, f, g, o = torch.addmm(xs[t], h, w_t).chunk(4, 1)  # (B, 4H) -> 4 x (B, H)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        if valid is not None:
+            c_new, h_new = torch.where(valid[t], c_new, c), torch.where(valid[t], h_new, h)
+        h, c = h_new, c_new
+        outs.append(h)
+    if reverse:
+        outs.reverse()
+    return torch.stack(outs), h, c  # (T, B, H)
+
+
+def _tracing() -> bool:
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def lstm_scan(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+              b_hh: Tensor | None = None, valid: Tensor | None = None, reverse: bool = False
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Run one LSTM layer-direction.
+
+    Args:
+        x: ``(T, B, I)``. h0, c0: ``(B, H)``. w_ih: U ``(4H, I)``. w_hh: W ``(4H, H)``.
+        b_ih, b_hh: ``(4H,)`` or both None. valid: ``(T, B, 1)`` bool, or None (all steps valid).
+        reverse: run from the last step to the first.
+    Returns:
+        ``out (T, B, H)`` (every step's state), ``h_n``, ``c_n`` ``(B, H)``.
+    """
+    b = None if b_ih is None or b_hh is None else b_ih + b_hh  # (4H,)
+    if _tracing():
+        return _reference_scan(x, h0, c0, w_ih, w_hh, b, valid, reverse)
+    args = (x, h0, c0, w_ih, w_hh, b)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
+        out, h_n, c_n = LSTMScan.apply(*args, valid, reverse)
+        return out, h_n, c_n
+    hs, cs, _, _ = _forward(*args, valid, reverse)
+    T = x.shape[0]
+    last = 0 if reverse else T
+    return hs[_slots(T, reverse)[2]], hs[last], cs[last]
