@@ -46,5 +46,16 @@ unit: $(STAMP) data browser
 bench: $(STAMP)
 	$(BIN)/structpred bench ops --repeats 25
 
+# Fuzz every file reader (tests/fuzz, docs/fuzzing.md): FUZZ_SECONDS per reader, FUZZ_JOBS readers at
+# a time; prints examples, crashes and seconds per reader; crashes are kept in tests/fuzz/regressions/
+.PHONY: fuzz fuzz-quick
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS ?= 1
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz.runner --seconds $(FUZZ_SECONDS) --jobs $(FUZZ_JOBS) --save
+
+fuzz-quick: $(STAMP)
+	$(BIN)/python -m tests.fuzz.runner --seconds 60 --jobs $(FUZZ_JOBS) --save
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,142 @@
+"""Write the seed corpus ``tests/fuzz/corpus/<target>/`` (run once; the files are committed).
+
+Each layout target's seed is the file it replaces, as the layout builders (the way other tools
+write them) or our writers (export, checkpoints) wrote it; the direct targets get a few files
+per variant the reader supports (image modes and formats, label map modes, ``.flo`` sizes).
+
+    python -m tests.fuzz.make_corpus
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tests.data import layout_builders as lb
+from tests.fuzz.targets import CORPUS, TARGETS
+
+
+def _png(array: np.ndarray, mode: str | None = None, **save: object) -> bytes:
+    buf = io.BytesIO()
+    im = Image.fromarray(array, mode=mode) if mode else Image.fromarray(array)
+    im.save(buf, format=save.pop("format", "PNG"), **save)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _images() -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    out = {
+        "rgb.png": _png(rgb),
+        "grey.png": _png(grey),
+        "rgba.png": _png(np.dstack([rgb, grey]), "RGBA"),
+        "grey16.png": _png((grey.astype(np.uint16) * 257).astype(np.uint16)),
+        "rgb.jpg": _png(rgb, format="JPEG", quality=90),
+        "progressive.jpg": _png(rgb, format="JPEG", progressive=True),
+        "rgb.bmp": _png(rgb, format="BMP"),
+        "rgb.gif": _png(rgb, format="GIF"),
+        "rgb.tif": _png(rgb, format="TIFF"),
+    }
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG")
+    out["palette.png"] = buf.getvalue()
+    # 16-bit RGB PNG written by hand (Pillow cannot write it): filter byte 0 per row
+    h, w = 4, 5
+    raw = b"".join(b"\x00" + rng.integers(0, 65535, (w, 3)).astype(">u2").tobytes() for _ in range(h))
+    out["rgb16.png"] = _png_bytes(w, h, 16, 2, raw)
+    return out
+
+
+def _png_bytes(w: int, h: int, depth: int, ctype: int, raw: bytes) -> bytes:
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+def _label_maps() -> dict[str, bytes]:
+    from structpred.data.formats.labelmap import write_label_map
+
+    labels = torch.zeros(6, 8, dtype=torch.int64)
+    labels[1:4, 2:6] = 1
+    labels[0, :] = 255
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_label_map(Path(tmp) / "p.png", labels)
+        out["palette.png"] = (Path(tmp) / "p.png").read_bytes()
+    out["grey.png"] = _png(labels.numpy().astype(np.uint8))
+    out["grey16.png"] = _png(labels.numpy().astype(np.uint16))
+    out["bilevel.png"] = _png((labels.numpy() == 1), "1")
+    return out
+
+
+def _flo() -> dict[str, bytes]:
+    from structpred.data.formats.flo import write_flo
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for h, w in ((3, 4), (1, 1)):
+            path = Path(tmp) / f"{h}x{w}.flo"
+            write_flo(path, torch.arange(2 * h * w, dtype=torch.float32).reshape(2, h, w) / 3)
+            out[path.name] = path.read_bytes()
+    return out
+
+
+def _coco_json() -> dict[str, bytes]:
+    from structpred.data.formats.coco import write_coco
+    from structpred.data.records import Categories, ImageRecord
+
+    names = [f"{i}.jpg" for i in range(2)]
+    out = {"tools.json": json.dumps(lb.coco_json(names, 0, 2)).encode()}
+    record = ImageRecord(
+        "a.png", 20, 30, torch.tensor([[1.0, 2.0, 11.0, 12.0]]), torch.tensor([1]), image_id=7,
+        segmentations=[[[1.0, 2.0, 11.0, 2.0, 11.0, 12.0, 1.0, 12.0]]],
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        write_coco([record], Categories(["cat"], [3]), Path(tmp) / "ours.json")
+        out["ours.json"] = (Path(tmp) / "ours.json").read_bytes()
+    return out
+
+
+EXTRA = {"image": _images, "label_png": _label_maps, "flo": _flo, "coco_json": _coco_json}
+
+
+def main() -> None:
+    """Rewrite every target's seed folder."""
+    for target in TARGETS:
+        folder = CORPUS / target.name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        files: dict[str, bytes] = EXTRA[target.name]() if target.name in EXTRA else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            path, _ = target.setup(Path(tmp))
+            if path.is_file():
+                files[f"base{path.suffix}"] = path.read_bytes()
+        if target.name == "image_in_layout":
+            files.update({k: v for k, v in _images().items() if k in ("rgb.png", "grey.png")})
+        if target.name == "yolo_yaml":
+            files["ultralytics.yaml"] = (
+                b"path: .\ntrain: ../train/images\nval: ../valid/images\nnames:\n  0: cat\n  1: dog\n"
+            )
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        print(f"{target.name}: {len(files)} seeds, {sum(map(len, files.values()))} bytes")
+
+
+if __name__ == "__main__":
+    main()
