@@ -1,13 +1,20 @@
 """Ops benchmark: structpred.ops against torchvision.ops on the same inputs, one run.
 
-Inputs (the issue's): nms on 2,000 boxes at IoU 0.7; batched_nms on 2,000 boxes in 80
-classes; box_iou 2,000 x 2,000; roi_align and roi_pool of 512 RoIs on ``[2, 256, 50, 68]``
+NMS (issue 15): ``nms`` at IoU 0.5 on four box distributions in an 800 x 1088 image --
+uniform (sides 8-128 px), clustered (jittered copies around 200 objects), tiny (sides
+1-8 px) and an adversarial chain (10 px boxes 2 px apart, scores falling along the chain:
+each box overlaps the next, every decision depends on the previous one) -- at 200, 1,000,
+2,000, 5,000 and 10,000 boxes, and ``batched_nms`` on the clustered boxes in 80 classes.
+Every row checks that both sides keep the same indices before timing.
+
+Other inputs: box_iou 2,000 x 2,000; roi_align and roi_pool of 512 RoIs on ``[2, 256, 50, 68]``
 (a stride-16 map of an 800 x 1088 image), 7 x 7, sampling 2, aligned. Boxes are
 detection-like: jittered copies around object centres, so NMS has work to do.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -31,6 +38,63 @@ def detections(n: int, generator: torch.Generator, objects: int = 200) -> torch.
     return ops.clip_boxes_to_image(boxes, (IMAGE_H, IMAGE_W))
 
 
+NMS_SIZES = (200, 1000, 2000, 5000, 10000)
+NMS_THRESHOLD = 0.5
+
+
+def nms_boxes(kind: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` boxes ``[n, 4]`` and scores ``[n]`` of one NMS distribution (see the module docstring)."""
+    scores = torch.rand(n, generator=generator)
+    if kind == "clustered":
+        return detections(n, generator), scores
+    if kind == "chain":
+        x = torch.arange(n, dtype=torch.float32) * 2  # IoU(i, i+1) = 8/12, IoU(i, i+2) = 6/14
+        zeros = torch.zeros(n)
+        return torch.stack([x, zeros, x + 10, zeros + 10], 1), torch.linspace(1, 0, n)
+    low, high = {"uniform": (8.0, 128.0), "tiny": (1.0, 8.0)}[kind]
+    wh = low + torch.rand(n, 2, generator=generator) * (high - low)  # (n, 2)
+    xy = torch.rand(n, 2, generator=generator) * (torch.tensor([IMAGE_W, IMAGE_H]) - wh)
+    return torch.cat([xy, xy + wh], 1), scores
+
+
+def nms_cases(
+    sizes: tuple[int, ...] = NMS_SIZES, kinds: tuple[str, ...] = ("uniform", "clustered", "tiny", "chain")
+) -> list[tuple[str, Callable[[], object], Callable[[], object], int]]:
+    """``(name, ours, peer, n)`` for every NMS row; raises if the kept indices ever differ."""
+    import torchvision.ops as tv
+
+    g = torch.Generator().manual_seed(1)
+    cases: list[tuple[str, Callable[[], object], Callable[[], object], int]] = []
+    for kind in kinds:
+        for n in sizes:
+            boxes, scores = nms_boxes(kind, n, g)
+            if not torch.equal(ops.nms(boxes, scores, NMS_THRESHOLD), tv.nms(boxes, scores, NMS_THRESHOLD)):
+                raise AssertionError(f"nms differs from torchvision on {kind} boxes, n={n}")
+            cases.append(
+                (
+                    f"nms {kind} ({n:,} boxes)",
+                    functools.partial(ops.nms, boxes, scores, NMS_THRESHOLD),
+                    functools.partial(tv.nms, boxes, scores, NMS_THRESHOLD),
+                    n,
+                )
+            )
+    for n in sizes:
+        boxes, scores = nms_boxes("clustered", n, g)
+        classes = torch.randint(0, 80, (n,), generator=g)
+        args = (boxes, scores, classes, NMS_THRESHOLD)
+        if not torch.equal(ops.batched_nms(*args).sort().values, tv.batched_nms(*args).sort().values):
+            raise AssertionError(f"batched_nms differs from torchvision, n={n}")
+        cases.append(
+            (
+                f"batched_nms 80 classes ({n:,} boxes)",
+                functools.partial(ops.batched_nms, *args),
+                functools.partial(tv.batched_nms, *args),
+                n,
+            )
+        )
+    return cases
+
+
 def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Comparison]:
     """Run every case; ``quick`` shrinks inputs (for smoke tests, not for figures)."""
     import torchvision.ops as tv  # the peer, imported only to be measured against
@@ -39,8 +103,7 @@ def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Compar
     g = torch.Generator().manual_seed(0)
     n = 200 if quick else 2000
     boxes = detections(n, g)
-    scores = torch.rand(n, generator=g)
-    classes = torch.randint(0, 80, (n,), generator=g)
+    torch.rand(n, generator=g), torch.randint(0, 80, (n,), generator=g)  # keep the inputs below as before
     feats = torch.randn(2, 32 if quick else 256, 50, 68, generator=g)
     k = 64 if quick else 512
     rois = torch.cat([torch.randint(0, 2, (k, 1), generator=g).float(), detections(k, g)], 1)
@@ -59,30 +122,51 @@ def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Compar
 
         return step
 
-    cases: list[tuple[str, Callable[[], object], Callable[[], object], float | None]] = [
-        ("nms (2,000 boxes, IoU 0.7)",
-         lambda: ops.nms(boxes, scores, 0.7), lambda: tv.nms(boxes, scores, 0.7), 1.5),
-        ("batched_nms (2,000 boxes, 80 classes, IoU 0.5)",
-         lambda: ops.batched_nms(boxes, scores, classes, 0.5),
-         lambda: tv.batched_nms(boxes, scores, classes, 0.5), 1.5),
-        ("box_iou (2,000 x 2,000)", lambda: ops.box_iou(boxes, boxes), lambda: tv.box_iou(boxes, boxes), 1.0),
-        ("roi_align (512 RoIs, 7x7, sampling 2, aligned)",
-         lambda: ops.roi_align(feats, rois, 7, 1 / 16, 2, True),
-         lambda: tv.roi_align(feats, rois, 7, 1 / 16, 2, True), 1.0),
-        ("roi_pool (512 RoIs, 7x7)",
-         lambda: ops.roi_pool(feats, rois, 7, 1 / 16), lambda: tv.roi_pool(feats, rois, 7, 1 / 16), 1.0),
-        ("roi_align adaptive sampling (extra)",
-         lambda: ops.roi_align(feats, rois, 7, 1 / 16, -1, False),
-         lambda: tv.roi_align(feats, rois, 7, 1 / 16, -1, False), None),
-        ("MultiScaleRoIAlign, FPN P2-P5, 2 x 512 RoIs (extra)",
-         lambda: ours_pooler(fpn, proposals, image_sizes),
-         lambda: peer_pooler(fpn, proposals, image_sizes), None),
-        ("roi_align forward+backward (extra)",
-         fwd_bwd(ops.roi_align, 7, 1 / 16, 2, True), fwd_bwd(tv.roi_align, 7, 1 / 16, 2, True), None),
-        ("roi_pool forward+backward (extra)",
-         fwd_bwd(ops.roi_pool, 7, 1 / 16), fwd_bwd(tv.roi_pool, 7, 1 / 16), None),
+    # The big NMS inputs take tens of ms per call: fewer runs, still interleaved.
+    rows = [
+        compare(name, a, b, repeats=repeats if n < 5000 else max(3, repeats // 3), target=1.0)
+        for name, a, b, n in nms_cases((200, 1000) if quick else NMS_SIZES)
     ]
-    return [compare(name, a, b, repeats=repeats, target=t) for name, a, b, t in cases]
+    cases: list[tuple[str, Callable[[], object], Callable[[], object], float | None]] = [
+        ("box_iou (2,000 x 2,000)", lambda: ops.box_iou(boxes, boxes), lambda: tv.box_iou(boxes, boxes), 1.0),
+        (
+            "roi_align (512 RoIs, 7x7, sampling 2, aligned)",
+            lambda: ops.roi_align(feats, rois, 7, 1 / 16, 2, True),
+            lambda: tv.roi_align(feats, rois, 7, 1 / 16, 2, True),
+            1.0,
+        ),
+        (
+            "roi_pool (512 RoIs, 7x7)",
+            lambda: ops.roi_pool(feats, rois, 7, 1 / 16),
+            lambda: tv.roi_pool(feats, rois, 7, 1 / 16),
+            1.0,
+        ),
+        (
+            "roi_align adaptive sampling (extra)",
+            lambda: ops.roi_align(feats, rois, 7, 1 / 16, -1, False),
+            lambda: tv.roi_align(feats, rois, 7, 1 / 16, -1, False),
+            None,
+        ),
+        (
+            "MultiScaleRoIAlign, FPN P2-P5, 2 x 512 RoIs (extra)",
+            lambda: ours_pooler(fpn, proposals, image_sizes),
+            lambda: peer_pooler(fpn, proposals, image_sizes),
+            None,
+        ),
+        (
+            "roi_align forward+backward (extra)",
+            fwd_bwd(ops.roi_align, 7, 1 / 16, 2, True),
+            fwd_bwd(tv.roi_align, 7, 1 / 16, 2, True),
+            None,
+        ),
+        (
+            "roi_pool forward+backward (extra)",
+            fwd_bwd(ops.roi_pool, 7, 1 / 16),
+            fwd_bwd(tv.roi_pool, 7, 1 / 16),
+            None,
+        ),
+    ]
+    return rows + [compare(name, a, b, repeats=repeats, target=t) for name, a, b, t in cases]
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -90,7 +90,9 @@ def small_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -
     return [[rows[r], j] for r, j in over[hot].nonzero().tolist() if rows[r] < j]
 
 
-def band_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def band_pairs(
+    boxes: Tensor, threshold: float, labels: Tensor | None = None, share: float = 1.0
+) -> tuple[Tensor, Tensor] | None:
     """All suppression pairs of work-ordered ``boxes [N, 4]``, from IoU tiles of an x-sorted band.
 
     Boxes are sorted by ``(label, x1)``. Two boxes can have IoU > 0 only if their x-intervals
@@ -98,7 +100,9 @@ def band_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) ->
     box whose ``x1`` is past every row's ``x2`` (``searchsorted``). For ``threshold < 0`` (or
     NaN) every pair can suppress and the band is the whole upper triangle. With ``labels``,
     keys ``label * (N + 1) + rank(x1)`` are integers, so bands never cross labels through a
-    rounded float offset; a tile spanning two labels masks the cross-label pairs.
+    rounded float offset; a tile spanning two labels masks the cross-label pairs. ``None``
+    if the band holds more than ``share`` of the full tiles' IoUs (boxes wide against their
+    spread: then skipping dropped boxes, not distant ones, is what saves work).
     """
     n = boxes.shape[0]
     # NaN -> +inf: a box with a NaN corner never pairs (its IoUs are NaN), and searchsorted
@@ -120,6 +124,10 @@ def band_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) ->
         tile_end = end.view(tiles, ROWS).amax(1).tolist()  # (T,)
     else:
         tile_end = [n] * tiles
+    starts = range(0, n, ROWS)
+    band = sum(max(e, min(a + ROWS, n)) - a for a, e in zip(starts, tile_end, strict=True))
+    if band > share * sum(n - a for a in starts):
+        return None
     bx1, by1, bx2, by2 = boxes[by_x].t().contiguous().unbind(0)  # (N, 4) -> 4 x (N,) x-ordered
     area = (bx2 - bx1) * (by2 - by1)
     if lab is not None:

@@ -315,7 +315,7 @@ class _PathSpy:
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
-        for name in ("small_pairs", "band_pairs", "segment_pairs"):
+        for name in ("small_pairs", "band_pairs", "segment_pairs", "_tiled_greedy"):
             original = getattr(nms_module, name)
 
             def wrapper(*args, _original=original, _name=name, **kwargs):
@@ -327,40 +327,54 @@ class _PathSpy:
 
 @pytest.mark.parametrize(
     ("n", "num_classes", "path"),
-    [(200, 3, "small_pairs"), (600, 1, "band_pairs"), (600, 2, "band_pairs"), (600, 80, "segment_pairs")],
+    [
+        (200, 3, "small_pairs"),
+        (600, 1, "_tiled_greedy"),
+        (600, 2, "_tiled_greedy"),
+        (600, 80, "segment_pairs"),
+    ],
 )
 def test_batched_nms_each_pair_path(monkeypatch, n, num_classes, path):
-    # Up to 256 boxes: one IoU matrix. Above: the x-sorted band (few labels: ~n^2 / 4
-    # same-label candidates) or same-label pairs one by one (80 labels).
+    # Up to 256 boxes: one IoU matrix. Above: clustered boxes are wide against their spread,
+    # so the x-band declines and row tiles skip dropped boxes (few labels), or same-label
+    # pairs one by one (80 labels).
     spy = _PathSpy(monkeypatch)
     boxes = clustered_boxes(n, seed=11, clusters=12)
     scores = distinct_scores(n, seed=11)
     idxs = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(11))
     for thr in (0.0, 0.5, 0.7):
         check_batched(boxes, scores, idxs, thr)
-    assert spy.calls and set(spy.calls) == {path}, spy.calls
+    assert spy.calls and set(spy.calls) - {"band_pairs"} == {path}, spy.calls
 
 
 def test_pair_paths_agree(monkeypatch):
-    # The same input through all three pair searches gives the same answer.
+    # The same input through all four searches gives the same answer.
     n = 500
     boxes = torch.cat([clustered_boxes(n - 100, seed=12), chain_boxes(100) + 300])
     scores = distinct_scores(n, seed=12)
     idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(12))
     results = {}
-    for small, limit, path in ((0, 0, "band_pairs"), (0, 1 << 40, "segment_pairs"), (n, 0, "small_pairs")):
+    configs = {  # path: (_SMALL, _MAX_SEGMENT_PAIRS, _BAND_SHARE, the searches that run)
+        "band": (0, 0, 1.0, {"band_pairs"}),
+        "tiled": (0, 0, 0.0, {"band_pairs", "_tiled_greedy"}),  # the band declines, tiles run
+        "segment": (0, 1 << 40, 1.0, {"segment_pairs"}),
+        "small": (n, 0, 1.0, {"small_pairs"}),
+    }
+    for path, (small, limit, share, calls) in configs.items():
         monkeypatch.setattr(nms_module, "_SMALL", small)
         monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)
+        monkeypatch.setattr(nms_module, "_BAND_SHARE", share)
         spy = _PathSpy(monkeypatch)
         batched = batched_nms(boxes, scores, idxs, 0.5)
-        assert set(spy.calls) == {path}, spy.calls
+        assert set(spy.calls) == calls, spy.calls
         results[path] = (batched, nms(boxes, scores, 0.3))
         monkeypatch.undo()
-    assert results["band_pairs"][0].tolist() == naive_batched_nms(boxes, scores, idxs, 0.5)
-    assert results["band_pairs"][1].tolist() == naive_nms(boxes, scores, 0.3)
-    for path in ("segment_pairs", "small_pairs"):
-        assert torch.equal(results[path][0], results["band_pairs"][0]), path
-    assert torch.equal(results["small_pairs"][1], results["band_pairs"][1])
+    assert results["band"][0].tolist() == naive_batched_nms(boxes, scores, idxs, 0.5)
+    assert results["band"][1].tolist() == naive_nms(boxes, scores, 0.3)
+    for path in ("tiled", "segment", "small"):
+        assert torch.equal(results[path][0], results["band"][0]), path
+    for path in ("tiled", "small"):
+        assert torch.equal(results[path][1], results["band"][1]), path
 
 
 def test_batched_nms_many_boxes_several_row_blocks():
@@ -413,6 +427,7 @@ def test_device_rounds_fallback_equals_host_scan(monkeypatch):
     # budget it solves everything on the device. Run it on CPU against the naive loop.
     original = nms_module._resolve
     monkeypatch.setattr(nms_module, "_DEVICE_PAIRS_PER_BOX", 0)
+    monkeypatch.setattr(nms_module, "_BAND_SHARE", 1.0)  # the band and its pair list, always
     monkeypatch.setattr(
         nms_module, "_resolve", lambda n, s, d, device_rounds: original(n, s, d, device_rounds=True)
     )

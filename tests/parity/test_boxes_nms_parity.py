@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from structpred import ops
+from structpred.bench.ops import nms_boxes
 
 tv_ops = pytest.importorskip("torchvision.ops")
 
@@ -234,6 +235,94 @@ def test_nms_empty():
         assert_same_keep(
             ops.batched_nms(boxes, scores, idxs, 0.5), tv_ops.batched_nms(boxes, scores, idxs, 0.5)
         )
+
+
+@pytest.mark.parametrize("kind", ["uniform", "clustered", "tiny", "chain"])
+@pytest.mark.parametrize("n", [1, 200, 1000])
+def test_nms_bench_distributions(kind, n):
+    # The distributions of `structpred bench ops` (issue 15): kept indices identical, also
+    # with few distinct score values (ties) and in shuffled storage order.
+    boxes, scores = nms_boxes(kind, n, torch.Generator().manual_seed(n))
+    for thr in (0.3, 0.7):
+        assert_same_keep(ops.nms(boxes, scores, thr), tv_ops.nms(boxes, scores, thr), f"{kind} thr={thr}")
+    tied = scores_for(n, seed=n, levels=3)
+    assert_same_keep(ops.nms(boxes, tied, 0.5), tv_ops.nms(boxes, tied, 0.5), f"{kind} ties")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    assert_same_keep(
+        ops.nms(boxes[perm], scores[perm], 0.5), tv_ops.nms(boxes[perm], scores[perm], 0.5), "perm"
+    )
+
+
+def test_nms_long_chain_5000():
+    boxes, scores = nms_boxes("chain", 5000, torch.Generator().manual_seed(0))
+    assert_same_keep(ops.nms(boxes, scores, 0.5), tv_ops.nms(boxes, scores, 0.5), "chain")
+
+
+@pytest.mark.parametrize("n", [200, 1000, 2000])
+def test_batched_nms_80_classes_bench_distribution(n):
+    g = torch.Generator().manual_seed(n)
+    boxes, scores = nms_boxes("clustered", n, g)
+    idxs = torch.randint(0, 80, (n,), generator=g)
+    ours, theirs = ops.batched_nms(boxes, scores, idxs, 0.5), tv_ops.batched_nms(boxes, scores, idxs, 0.5)
+    assert_same_keep(ours, theirs, f"n={n}")  # distinct scores: the order is defined on both paths
+
+
+def test_batched_nms_empty_float_idxs():
+    # torchvision returns an empty result for empty input whatever the idxs dtype (issue 15).
+    boxes, scores, idxs = torch.zeros(0, 4), torch.zeros(0), torch.zeros(0)
+    assert_same_keep(ops.batched_nms(boxes, scores, idxs, 0.5), tv_ops.batched_nms(boxes, scores, idxs, 0.5))
+
+
+def test_nms_float16_torchvision_case():
+    # torchvision's own float16 case (test_nms_float16): float32 and float16 keep [1].
+    boxes = torch.tensor(
+        [
+            [285.3538, 185.5758, 1193.5110, 851.4551],
+            [285.1472, 188.7374, 1192.4984, 851.0669],
+            [279.2440, 197.9812, 1189.4746, 849.2019],
+        ]
+    )
+    scores = torch.tensor([0.6370, 0.7569, 0.3966])
+    assert (
+        ops.nms(boxes.half(), scores.half(), 0.2).tolist() == tv_ops.nms(boxes, scores, 0.2).tolist() == [1]
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_nms_half_precisions_match_torchvision_upcast(dtype):
+    # torchvision computes float16/bfloat16 NMS in float32 (autocast, CUDA accumulation):
+    # the same boxes, upcast exactly, must keep the same indices; under CPU autocast too.
+    boxes = (clustered_boxes(600, seed=30) * 2).to(dtype)
+    scores = scores_for(600, seed=30).to(dtype)
+    for thr in (0.2, 0.5, 0.8):
+        expected = tv_ops.nms(boxes.float(), scores.float(), thr)
+        assert_same_keep(ops.nms(boxes, scores, thr), expected, f"{dtype} thr={thr}")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        b16, s16 = boxes.to(torch.bfloat16), scores.to(torch.bfloat16)
+        assert_same_keep(ops.nms(b16, s16, 0.5), tv_ops.nms(b16, s16, 0.5), "autocast")
+
+
+def test_nms_quint8_matches_torchvision():
+    g = torch.Generator().manual_seed(31)
+    xy = torch.rand(300, 2, generator=g) * 150
+    boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2, generator=g) * 60], 1)
+    scores = torch.rand(300, generator=g)
+    for scale, zero_point in ((1.0, 0), (0.9, 7)):
+        qb = torch.quantize_per_tensor(boxes, scale=scale, zero_point=zero_point, dtype=torch.quint8)
+        qs = torch.quantize_per_tensor(scores, scale=scale / 200, zero_point=zero_point, dtype=torch.quint8)
+        for thr in (0.3, 0.5):
+            assert_same_keep(ops.nms(qb, qs, thr), tv_ops.nms(qb, qs, thr), f"scale={scale} thr={thr}")
+
+
+def test_nms_error_types_differ_as_documented():
+    # Documented in the docstrings: structpred raises ValueError naming the argument where
+    # torchvision's C++ checks raise RuntimeError.
+    boxes, scores = torch.zeros(3, 4), torch.zeros(2)
+    with pytest.raises(ValueError, match=r"scores must be a Tensor\[3\]"):
+        ops.nms(boxes, scores, 0.5)
+    with pytest.raises(RuntimeError):
+        tv_ops.nms(boxes, scores, 0.5)
+    assert "RuntimeError" in ops.nms.__doc__ and "RuntimeError" in ops.batched_nms.__doc__
 
 
 # Pairs of integer boxes whose IoU is an exact fraction; the float32 IoU of 1/3 and 3/10
