@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from ..ops._checks import pair
+from ..ops._checks import fx_leaf, pair
 from ..ops.poolers import multiscale_roi_align, multiscale_roi_pool
 from ..ops.roi_align import roi_align
 from ..ops.roi_pool import roi_pool, spp
@@ -31,6 +31,72 @@ def _levels(featmap_names: Sequence[str], x: Mapping[str, Tensor]) -> list[Tenso
         )
     # The dict's order decides the level order, as in torchvision.
     return [v for k, v in x.items() if k in featmap_names]
+
+
+# The forwards below go through fx_leaf functions: torch.fx.symbolic_trace records one node
+# per pooler call (the feature dict's keys and the ops' value checks cannot be traced).
+
+
+@fx_leaf
+def _align_levels(
+    featmap_names: Sequence[str],
+    x: Mapping[str, Tensor],
+    boxes: Sequence[Tensor],
+    image_shapes: Sequence[tuple[int, int]],
+    output_size: tuple[int, int],
+    sampling_ratio: int,
+    canonical_scale: int,
+    canonical_level: int,
+) -> Tensor:
+    """:func:`multiscale_roi_align` over the named maps of ``x``."""
+    return multiscale_roi_align(
+        _levels(featmap_names, x),
+        boxes,
+        image_shapes,
+        output_size,
+        sampling_ratio,
+        canonical_scale,
+        canonical_level,
+    )
+
+
+@fx_leaf
+def _pool_levels(
+    featmap_names: Sequence[str],
+    x: Mapping[str, Tensor],
+    boxes: Sequence[Tensor],
+    image_shapes: Sequence[tuple[int, int]],
+    output_size: tuple[int, int],
+    canonical_scale: int,
+    canonical_level: int,
+) -> Tensor:
+    """:func:`multiscale_roi_pool` over the named maps of ``x``."""
+    return multiscale_roi_pool(
+        _levels(featmap_names, x), boxes, image_shapes, output_size, canonical_scale, canonical_level
+    )
+
+
+@fx_leaf
+def _pool_one(
+    features: Mapping[str, Tensor],
+    boxes: Sequence[Tensor],
+    name: str,
+    stride: int,
+    mode: str,
+    size: int | tuple[int, ...],
+    sampling_ratio: int,
+) -> Tensor:
+    """:class:`RoIPooler`'s pooling of ``features[name]``; ``size`` is SPP's levels for spp."""
+    if name not in features:
+        raise ValueError(f"feature map {name!r} not found; got {list(features)}")
+    x, scale = features[name], 1.0 / stride
+    if mode == "spp":
+        assert isinstance(size, tuple)
+        return spp(x, boxes, size, scale)
+    assert isinstance(size, int)
+    if mode == "roi_pool":
+        return roi_pool(x, boxes, size, scale)
+    return roi_align(x, boxes, size, scale, sampling_ratio)
 
 
 class _PyramidPooler(nn.Module):
@@ -89,9 +155,9 @@ class MultiScaleRoIAlign(_PyramidPooler):
         Returns:
             Tensor[sum K_i, C, PH, PW].
         """
-        features = _levels(self.featmap_names, x)
-        return multiscale_roi_align(
-            features,
+        return _align_levels(
+            self.featmap_names,
+            x,
             boxes,
             image_shapes,
             self.output_size,
@@ -130,8 +196,9 @@ class MultiScaleRoIPool(_PyramidPooler):
         image_shapes: Sequence[tuple[int, int]],
     ) -> Tensor:
         """Pool: as :meth:`MultiScaleRoIAlign.forward`, ``Tensor[sum K_i, C, PH, PW]``."""
-        return multiscale_roi_pool(
-            _levels(self.featmap_names, x),
+        return _pool_levels(
+            self.featmap_names,
+            x,
             boxes,
             image_shapes,
             self.output_size,
@@ -192,14 +259,10 @@ class RoIPooler(nn.Module):
     ) -> Tensor:
         """``features[name] [B, C, Hf, Wf]``, per image ``[P_i, 4]`` boxes in (resized) input pixels
         -> ``[S, C, T, T]`` (``[S, C * sum(n^2)]`` for spp)."""
-        if self.featmap_name not in features:
-            raise ValueError(f"feature map {self.featmap_name!r} not found; got {list(features)}")
-        x, scale = features[self.featmap_name], 1.0 / self.stride
-        if self.mode == "roi_pool":
-            return roi_pool(x, boxes, self.output_size, scale)
-        if self.mode == "spp":
-            return spp(x, boxes, self.spp_levels, scale)
-        return roi_align(x, boxes, self.output_size, scale, self.sampling_ratio)
+        size = self.spp_levels if self.mode == "spp" else self.output_size
+        return _pool_one(
+            features, boxes, self.featmap_name, self.stride, self.mode, size, self.sampling_ratio
+        )
 
     def extra_repr(self) -> str:
         size = f"levels={self.spp_levels}" if self.mode == "spp" else f"output_size={self.output_size}"

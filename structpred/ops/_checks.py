@@ -8,12 +8,54 @@ only in eager mode (under ``torch.export`` a value cannot steer Python control f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
+import torch.fx
 from torch import Tensor
 
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def _tracer_of(args: Any) -> torch.fx.Tracer | None:
+    """The ``torch.fx`` tracer of the first Proxy in ``args`` (nested lists, tuples, dicts)."""
+    if isinstance(args, torch.fx.Proxy):
+        return args.tracer  # type: ignore[return-value]
+    if isinstance(args, (list, tuple)):
+        values: Sequence[Any] = args
+    elif isinstance(args, Mapping):
+        values = list(args.values())
+    else:
+        return None
+    for v in values:
+        tracer = _tracer_of(v)
+        if tracer is not None:
+            return tracer
+    return None
+
+
+def fx_leaf(fn: _Fn) -> _Fn:
+    """Make ``torch.fx.symbolic_trace`` record a call of ``fn`` as one graph node.
+
+    The RoI ops check values and branch on sizes, which symbolic tracing cannot follow. Like
+    ``torch.fx.wrap``, but wherever the caller lives: a call that receives a ``torch.fx.Proxy``
+    (directly or inside a list, tuple or dict) is recorded, not run; the traced module calls
+    ``fn`` on real tensors. Eager calls, ``torch.export`` and ``torch.compile`` see no Proxy and
+    run ``fn`` itself.
+    """
+
+    @functools.wraps(fn)
+    def leaf(*args: Any, **kwargs: Any) -> Any:
+        tracer = _tracer_of((args, kwargs))
+        if tracer is not None:
+            return tracer.create_proxy("call_function", leaf, args, kwargs)
+        return fn(*args, **kwargs)
+
+    return leaf  # type: ignore[return-value]
 
 
 def check_format(fmt: str, name: str = "fmt") -> None:
@@ -84,7 +126,7 @@ def rois_from_boxes(
 
     ``boxes`` is either ``Tensor[K, 5]`` rows ``(batch_index, x1, y1, x2, y2)`` or a list
     with one ``Tensor[L_i, 4]`` per image of ``feature`` (``[N, C, H, W]``). Boxes are cast
-    to ``feature``'s dtype. Raises ``ValueError`` on a wrong form, non-float boxes,
+    to ``feature``'s dtype. Raises ``ValueError`` on a wrong form, non-float boxes, non-finite or
     inverted boxes or a batch index that is not an image of ``feature``.
     """
     if not isinstance(feature, Tensor) or feature.dim() != 4:
@@ -95,8 +137,7 @@ def rois_from_boxes(
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 5:
             raise ValueError(
-                f"{name} as a Tensor must be [K, 5] (batch_index, x1, y1, x2, y2), "
-                f"got {tuple(boxes.shape)}"
+                f"{name} as a Tensor must be [K, 5] (batch_index, x1, y1, x2, y2), got {tuple(boxes.shape)}"
             )
         check_float(boxes, name)
         batch = boxes[:, 0]
@@ -130,5 +171,11 @@ def rois_from_boxes(
             f"{name} must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}"
         )
     xyxy = xyxy.to(device=feature.device, dtype=feature.dtype)
+    if not torch.compiler.is_exporting():
+        # A NaN corner passes the order test below and would pool zeros or a wrong window.
+        finite = torch.isfinite(xyxy).all(1)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            raise ValueError(f"{name} must be finite; box {first} is {xyxy[first].tolist()}")
     check_boxes(xyxy, name, ordered=True)
     return batch_idx.to(feature.device), xyxy

@@ -27,15 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.fx.experimental.symbolic_shapes import guard_or_false, guard_or_true
 
-from ._checks import pair, rois_from_boxes
+from ._checks import fx_leaf, pair, rois_from_boxes
 
 # Taps handled per embedding_bag call; bounds the index/weight lists (~24 bytes per tap).
 _MAX_TAPS = 1 << 23
 
 
-def _axis_taps(
-    coord: Tensor, size: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _axis_taps(coord: Tensor, size: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Bilinear taps along one axis, with torchvision's boundary rules.
 
     Args:
@@ -61,9 +59,7 @@ def _axis_taps(
 Geometry = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
-def _align_group(
-    table: Tensor, geometry: Geometry, out_hw: tuple[int, int], grid: tuple[int, int]
-) -> Tensor:
+def _align_group(table: Tensor, geometry: Geometry, out_hw: tuple[int, int], grid: tuple[int, int]) -> Tensor:
     """RoIAlign of k RoIs that share one sampling grid ``(gh, gw)`` -> ``[k*PH*PW, C]``.
 
     Args:
@@ -188,6 +184,28 @@ def roi_align_table(
     return out.view(num_rois, ph_bins, pw_bins, channels).permute(0, 3, 1, 2).contiguous()
 
 
+def _quantized_roi_align(
+    input: Tensor,
+    boxes: Tensor | Sequence[Tensor],
+    output_size: int | Sequence[int],
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+) -> Tensor:
+    """:func:`roi_align` of a per-tensor quantized map: pooled in float32, requantized with
+    the input's scale and zero point (torchvision's quantized kernel keeps them too)."""
+    if input.qscheme() not in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        raise ValueError(f"input: only per-tensor quantization is supported, got {input.qscheme()}")
+
+    def plain(b: Tensor) -> Tensor:
+        return b.dequantize() if isinstance(b, Tensor) and b.is_quantized else b
+
+    rois = plain(boxes) if isinstance(boxes, Tensor) else [plain(b) for b in boxes]
+    pooled = roi_align(input.dequantize(), rois, output_size, spatial_scale, sampling_ratio, aligned)
+    return torch.quantize_per_tensor(pooled, input.q_scale(), input.q_zero_point(), input.dtype)
+
+
+@fx_leaf
 def roi_align(
     input: Tensor,
     boxes: Tensor | Sequence[Tensor],
@@ -207,8 +225,26 @@ def roi_align(
         sampling_ratio: samples per bin along each axis; ``<= 0`` means ``ceil(bin size)``.
         aligned: shift boxes by -0.5 cell (pixel-centre convention).
     Returns:
-        Tensor[K, C, PH, PW].
+        Tensor[K, C, PH, PW], ``input``'s dtype.
+
+    A quantized map (``quint8``, ``qint8``, ``qint32``, per-tensor; boxes float or quantized)
+    gives a map quantized with the input's scale and zero point, as torchvision's.
+
+    Differences from torchvision: a ``float16``/``bfloat16`` map is pooled in float32 and
+    the result cast back, always (torchvision does so under autocast only). A quantized map may
+    hold several images (torchvision's quantized kernel takes one). Bad
+    arguments raise ``ValueError`` naming the argument (torchvision: ``RuntimeError`` from its
+    kernel, ``AssertionError`` for a box tensor of the wrong shape). ``torch.fx.symbolic_trace``
+    records a call as one node (as torchvision's ``torch.fx.wrap``); TorchScript is not
+    supported (``torch.export`` is).
     """
+    if isinstance(input, Tensor) and input.is_quantized:
+        return _quantized_roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+    if isinstance(input, Tensor) and input.dtype in (torch.float16, torch.bfloat16):
+        # Sample coordinates and bilinear weights in 8-10 mantissa bits are off by up to ~0.06
+        # of the map's range; pool in float32 and cast back, as torchvision's autocast does.
+        pooled = roi_align(input.float(), boxes, output_size, spatial_scale, sampling_ratio, aligned)
+        return pooled.to(input.dtype)
     out_hw = pair(output_size, "output_size")
     batch_idx, xyxy = rois_from_boxes(boxes, input)
     num_images, channels, height, width = input.shape

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.fx.experimental.symbolic_shapes import guard_or_false, guard_or_true
 
-from ._checks import pair, rois_from_boxes
+from ._checks import fx_leaf, pair, rois_from_boxes
 
 _LOW = 1 << 32  # keys: order code * 2^32 + (2^32 - 1 - cell index)
 
@@ -51,9 +51,7 @@ def _order_codes(table: Tensor) -> Tensor:
     return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
 
 
-def _bins(
-    start: Tensor, end: Tensor, bins: int, size: int, dtype: torch.dtype
-) -> tuple[Tensor, Tensor]:
+def _bins(start: Tensor, end: Tensor, bins: int, size: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Bin limits along one axis: ``[lo, hi)`` of every bin, ``int64[K, bins]``, clipped to the map."""
     length = (end - start + 1).clamp(min=1)
     bin_size = length.to(dtype) / bins  # (K,)
@@ -132,6 +130,7 @@ def _roi_pool_fake(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int, sp
     return input.new_empty(rois.shape[0], input.shape[1], pooled_h, pooled_w)
 
 
+@fx_leaf
 def roi_pool(
     input: Tensor,
     boxes: Tensor | Sequence[Tensor],
@@ -148,6 +147,12 @@ def roi_pool(
         spatial_scale: image pixels -> feature cells (1/stride).
     Returns:
         Tensor[K, C, PH, PW]; empty bins are 0.
+
+    Differences from torchvision: quantized maps are not supported (``dequantize()`` first);
+    bad arguments raise ``ValueError`` naming the argument (torchvision: ``RuntimeError`` from
+    its kernel, ``AssertionError`` for a box tensor of the wrong shape). Bin limits are
+    computed in the input's dtype, as torchvision's kernel does. ``torch.fx.symbolic_trace``
+    records a call as one node; TorchScript is not supported (``torch.export`` is).
     """
     ph_bins, pw_bins = pair(output_size, "output_size")
     batch_idx, xyxy = rois_from_boxes(boxes, input)
@@ -193,6 +198,7 @@ def roi_pool(
     return pooled.view(num_rois, ph_bins, pw_bins, channels).permute(0, 3, 1, 2).contiguous()
 
 
+@fx_leaf
 def spp(
     input: Tensor,
     boxes: Tensor | Sequence[Tensor],
@@ -212,6 +218,4 @@ def spp(
     if len(levels) == 0 or any(int(n) <= 0 for n in levels):
         raise ValueError(f"levels must be a non-empty list of positive ints, got {levels!r}")
     # (K, C, n, n) -> (K, C*n*n) per level, concatenated
-    return torch.cat(
-        [roi_pool(input, boxes, int(n), spatial_scale).flatten(1) for n in levels], dim=1
-    )
+    return torch.cat([roi_pool(input, boxes, int(n), spatial_scale).flatten(1) for n in levels], dim=1)

@@ -604,6 +604,12 @@ BAD_INPUTS = [
     pytest.param(_x(), [torch.tensor([[4.0, 1, 3, 4]], dtype=torch.float64)], 2, "boxes", id="list_x2_lt_x1"),
     pytest.param(_x(), [torch.zeros(1, 4, dtype=torch.float64)] * 3, 2, "boxes", id="list_longer_than_batch"),
     pytest.param(_x(), (1.0, 2.0), 2, "boxes", id="boxes_tuple_of_floats"),
+    pytest.param(_x(), _rois([0, 1, 1, math.nan, 4]), 2, "boxes must be finite", id="nan_corner"),
+    pytest.param(_x(), _rois([0, 1, 1, 4, math.inf]), 2, "boxes must be finite", id="inf_corner"),
+    pytest.param(_x(), _rois([0, -math.inf, 1, 4, 4]), 2, "boxes must be finite", id="minus_inf_corner"),
+    pytest.param(
+        _x(), [torch.tensor([[math.nan] * 4], dtype=torch.float64)], 2, "boxes must be finite", id="list_nan"
+    ),
     pytest.param(_x(), _rois([0, 1, 1, 4, 4]), 0, "output_size", id="output_size_0"),
     pytest.param(_x(), _rois([0, 1, 1, 4, 4]), -3, "output_size", id="output_size_negative"),
     pytest.param(_x(), _rois([0, 1, 1, 4, 4]), (3, 0), "output_size", id="output_size_pair_0"),
@@ -626,6 +632,94 @@ def test_bad_input_raises(op: str, x: Tensor, boxes: Any, output_size: Any, matc
 def test_spp_bad_input_raises(x: Tensor, boxes: Any, output_size: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         spp(x, boxes, (1, 2))
+
+
+def test_per_channel_quantized_input_raises() -> None:
+    scales, zero_points = torch.tensor([0.1, 0.2]), torch.tensor([0, 0])
+    x = torch.quantize_per_channel(torch.rand(1, 2, 4, 4), scales, zero_points, 1, torch.quint8)
+    with pytest.raises(ValueError, match="input: only per-tensor quantization"):
+        roi_align(x, _rois([0, 0, 0, 3, 3]).float(), 2)
+
+
+# ------------------------------------------------------ low precision, quantized maps, torch.fx
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rtol", "sampling_ratio", "aligned"),
+    [(torch.bfloat16, 2**-8, -1, False), (torch.float16, 2**-11, 2, True)],
+)
+def test_roi_align_low_precision_is_pooled_in_float32(
+    dtype: torch.dtype, rtol: float, sampling_ratio: int, aligned: bool
+) -> None:
+    """bf16/fp16 maps: the float64 result rounded once (sample coordinates and weights in bf16
+    were off by 0.035-0.059 on a fifth of the bins: torchvision's test_autocast_cpu)."""
+    gen = _gen(21)
+    N, H, W = 2, 7, 9
+    x = torch.rand(N, 1, W, H, generator=gen).transpose(2, 3).to(dtype)  # non-contiguous, as the peer's
+    rois = make_rois(gen, N, H, W, 0.5, 2, torch.float64).to(dtype)
+    got = roi_align(x, rois, (3, 5), 0.5, sampling_ratio, aligned)
+    want = ref_roi_align(x.double(), rois.double(), (3, 5), 0.5, sampling_ratio, aligned)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=rtol, atol=1e-6)
+    xg = x.detach().requires_grad_(True)
+    roi_align(xg, rois, 3, 0.5).sum().backward()
+    assert xg.grad is not None and xg.grad.dtype == dtype and bool(xg.grad.abs().sum() > 0)
+    # Under CPU autocast a float32 map stays float32, numbers and dtype.
+    x32, rois32 = x.float(), rois.float()
+    plain = roi_align(x32, rois32, 3, 0.5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = roi_align(x32, rois32, 3, 0.5)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, plain, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("qdtype", [torch.quint8, torch.qint8, torch.qint32])
+def test_roi_align_quantized_map(qdtype: torch.dtype) -> None:
+    """A quantized map gives a map quantized like it: the float result of the dequantized map,
+    requantized; several images are fine (torchvision's quantized kernel takes one)."""
+    gen = _gen(22)
+    x = torch.randint(50, 100, (2, 2, 10, 10), generator=gen).float()
+    qx = torch.quantize_per_tensor(x, 2.0, 10, qdtype)
+    rois = _rois([0, 1, 1, 6, 7], [1, 0, 2, 9, 9], [1, 3.5, 3.5, 4.5, 8]).float()
+    got = roi_align(qx, torch.quantize_per_tensor(rois, 0.5, 0, qdtype), 5, 1.0, -1, True)
+    assert got.is_quantized and got.dtype == qdtype and got.q_scale() == 2.0 and got.q_zero_point() == 10
+    want = torch.quantize_per_tensor(roi_align(qx.dequantize(), rois, 5, 1.0, -1, True), 2.0, 10, qdtype)
+    assert torch.equal(got.int_repr(), want.int_repr())
+
+
+def test_ops_trace_with_torch_fx() -> None:
+    """torch.fx.symbolic_trace records each op as one node (the ops branch on values inside)."""
+    import torch.fx
+
+    from structpred.layers import MultiScaleRoIAlign
+    from structpred.layers.poolers import RoIPooler
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fpn = MultiScaleRoIAlign(["p2", "p3"], 2, 2)
+            self.pooler = RoIPooler("p2", 4, "spp", spp_levels=(1, 2))
+
+        def forward(self, x: Tensor, rois: Tensor, feats: dict[str, Tensor], boxes: list[Tensor]) -> Tensor:
+            a = roi_align(x, rois, (3, 5), 0.5, -1, True)  # (K, C, 3, 5)
+            p = roi_pool(x, [rois[:4, 1:]], (3, 5), 0.5)  # (4, C, 3, 5)
+            s = spp(x, rois, (1, 2), 0.5)  # (K, C * 5)
+            f = self.fpn(feats, boxes, [(32, 32)]).flatten(1)  # (L, C * 4)
+            q = self.pooler(feats, boxes, [(32, 32)])  # (L, C * 5)
+            return torch.cat([a.flatten(1).sum(1), p.flatten(1).sum(1), s.sum(1), f.sum(1), q.sum(1)])
+
+    traced = torch.fx.symbolic_trace(Net())
+    targets = [n.target for n in traced.graph.nodes if n.op == "call_function"]
+    for fn in (roi_align, roi_pool, spp):
+        assert targets.count(fn) == 1
+    assert sum(getattr(t, "__name__", "") in ("_align_levels", "_pool_one") for t in targets) == 2
+    gen = _gen(23)
+    N, C, H, W = SHAPE
+    x = torch.randn(SHAPE, generator=gen)
+    rois = make_rois(gen, N, H, W, 0.5, 4, torch.float32)
+    feats = {"p2": torch.randn(1, C, 8, 8, generator=gen), "p3": torch.randn(1, C, 4, 4, generator=gen)}
+    boxes = [torch.tensor([[1.0, 2.0, 20.0, 30.0], [0.0, 0.0, 31.0, 31.0]])]
+    torch.testing.assert_close(traced(x, rois, feats, boxes), Net()(x, rois, feats, boxes), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- devices

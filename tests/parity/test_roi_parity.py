@@ -11,15 +11,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torchvision.ops as tv_ops  # torchvision: a dependency
+import torchvision.ops.poolers as tv_poolers
 from torch import Tensor
 
 from structpred.layers import MultiScaleRoIAlign
 from structpred.ops import assign_fpn_levels, roi_align, roi_pool, spp
 from tests.roi_cases import gen as _gen
 from tests.roi_cases import make_rois
-
-tv_ops = pytest.importorskip("torchvision.ops")
-tv_poolers = pytest.importorskip("torchvision.ops.poolers")
 
 SHAPE = (2, 3, 7, 9)  # N, C, H, W
 ATOL = {torch.float64: 1e-12, torch.float32: 1e-5}
@@ -82,6 +81,64 @@ def test_roi_align_zero_rois_matches_torchvision(sampling_ratio: int) -> None:
         got = roi_align(x, boxes, (3, 5), 0.5, sampling_ratio)
         want = tv_ops.roi_align(x, boxes, (3, 5), 0.5, sampling_ratio)
         assert got.shape == want.shape == (0, SHAPE[1], 3, 5)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rois_dtype", [torch.float32, torch.bfloat16])
+def test_roi_align_under_cpu_autocast_matches_torchvision(
+    x_dtype: torch.dtype, rois_dtype: torch.dtype
+) -> None:
+    """torchvision's test_autocast_cpu case: its autocast kernel pools in float32 and casts back;
+    ours pooled bf16 maps in bf16 (off by 0.035-0.059 on 22% of the bins) before the fix."""
+    gen = _gen(32)
+    x = torch.rand(2, 6, 10, 10, generator=gen).transpose(2, 3).to(x_dtype)
+    rois = torch.tensor(
+        [[0, 0, 0, 9, 9], [0, 0, 5, 4, 9], [0, 5, 5, 9, 9], [1, 0, 0, 9, 9], [1, 0.3, 1.7, 6.2, 8.9]]
+    ).to(rois_dtype)
+    for aligned in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = roi_align(x, rois, 5, 1.0, -1, aligned)
+            want = tv_ops.roi_align(x, rois, 5, 1.0, -1, aligned)
+        assert got.dtype == want.dtype == x_dtype
+        # float32 arithmetic in both; rounding to bf16 may differ by one unit (2^-8 below 1)
+        atol = 2**-8 if x_dtype == torch.bfloat16 else 1e-6
+        torch.testing.assert_close(got, want, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("qdtype", [torch.quint8, torch.qint8, torch.qint32])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_quantized_roi_align_matches_torchvision(qdtype: torch.dtype, aligned: bool) -> None:
+    """torchvision's test_qroialign inputs (one image: its quantized kernel's limit)."""
+    gen = _gen(33)
+    x = torch.randint(50, 100, (1, 2, 10, 10), generator=gen).float()
+    rois = torch.randint(0, 5, (40, 5), generator=gen).float()
+    rois[:, 0] = 0
+    rois[:, 3:] += rois[:, 1:3]
+    for scale, zero_point in ((1.0, 0), (2.0, 10), (0.1, 50)):
+        qx = torch.quantize_per_tensor(x, scale, zero_point, qdtype)
+        qrois = torch.quantize_per_tensor(rois, scale, zero_point, qdtype)
+        got = roi_align(qx, qrois, 5, 1.0, -1, aligned)
+        want = tv_ops.roi_align(qx, qrois, 5, 1.0, -1, aligned)
+        assert got.dtype == want.dtype == qdtype and got.q_scale() == want.q_scale()
+        # The same float result requantized; rounding a .5 may differ: one step, rarely.
+        diff = (got.int_repr().long() - want.int_repr().long()).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.05
+
+
+def test_traced_ops_match_torchvision() -> None:
+    """torch.fx.symbolic_trace of a module calling our ops (torchvision's test_torch_fx_trace)."""
+    import torch.fx
+
+    class Net(torch.nn.Module):
+        def forward(self, x: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+            return roi_align(x, rois, 5, 1.0, -1), roi_pool(x, rois, 5, 1.0)
+
+    traced = torch.fx.symbolic_trace(Net())
+    x = torch.rand(2, 50, 5, 5, generator=_gen(34))
+    rois = torch.tensor([[0, 0, 0, 9, 9], [0, 0, 5, 4, 9], [0, 5, 5, 9, 9], [1, 0, 0, 9, 9]]).float()
+    align, pool = traced(x, rois)
+    torch.testing.assert_close(align, tv_ops.roi_align(x, rois, 5, 1.0, -1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(pool, tv_ops.roi_pool(x, rois, 5, 1.0), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- roi_pool
