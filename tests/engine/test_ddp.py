@@ -72,7 +72,7 @@ def test_the_ranks_batches_together_are_one_process_batch(n: int, world: int, ba
 
 def test_one_process_order_is_distributed_samplers() -> None:
     # Unchanged for one process: runs (and their resume points) from before keep their order.
-    sampler: DistributedSampler = DistributedSampler(range(37), 1, 0, shuffle=True, seed=4)
+    sampler: DistributedSampler = DistributedSampler(range(37), 1, 0, shuffle=True, seed=4)  # type: ignore[arg-type]
     sampler.set_epoch(3)
     order = list(sampler)
     assert distributed.global_batches(37, 5, 1, 0, seed=4, epoch=3) == [
@@ -85,8 +85,9 @@ def test_one_process_order_is_distributed_samplers() -> None:
 def test_checkpoints_and_logs_follow_the_global_rank(tmp_path: Path) -> None:
     assert distributed.Context(rank=0, world_size=2, local_rank=1).is_main
     assert not distributed.Context(rank=1, world_size=2, local_rank=0).is_main  # node 2's local 0
-    trainer = Trainer(_bn_classifier(), Subset(Digits("train", size=16), range(16)), None,
-                      TrainConfig(epochs=1, batch_size=8, progress=False), tmp_path)  # fmt: skip
+    items = [(torch.rand(3, 16, 16), {"labels": torch.tensor(k % 10)}) for k in range(16)]
+    cfg = TrainConfig(epochs=1, batch_size=8, progress=False)
+    trainer = Trainer(_bn_classifier(), items, None, cfg, tmp_path)  # type: ignore[arg-type]
     trainer.ctx = distributed.Context(rank=1, world_size=1, local_rank=0)
     trainer._save(0, 1)
     assert ckpt.list_checkpoints(tmp_path) == []
@@ -95,7 +96,7 @@ def test_checkpoints_and_logs_follow_the_global_rank(tmp_path: Path) -> None:
 def test_a_steps_draws_are_a_function_of_seed_step_and_rank() -> None:
     # Under torchrun the trainer seeds each step so: a resumed run draws what the uninterrupted
     # one drew on every rank (the checkpoint holds rank 0's RNG state only).
-    draws = {}
+    draws: dict[tuple[int, int, int], list[torch.Tensor]] = {}
     for key in ((3, 5, 0), (3, 5, 1), (3, 6, 0), (4, 5, 0), (3, 5, 0)):
         distributed.seed_step(*key)
         torch.rand(10)  # the stream then continues as usual
@@ -107,15 +108,16 @@ def test_a_steps_draws_are_a_function_of_seed_step_and_rank() -> None:
 
 # ------------------------------------------------------------------------------- batch norm
 def test_synced_batch_norm_swaps_in_place_and_back() -> None:
-    model = nn.Sequential(nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(3), FrozenBatchNorm2d(2)))
+    inner = nn.Sequential(nn.BatchNorm1d(3), FrozenBatchNorm2d(2))
+    model = nn.Sequential(nn.BatchNorm2d(4), inner)
     params = [id(p) for p in model.parameters()] + [id(b) for b in model.buffers()]
     assert distributed.sync_batchnorm(model) == 2
     assert isinstance(model[0], distributed.SyncedBatchNorm2d) and isinstance(model[0], nn.BatchNorm2d)
-    assert isinstance(model[1][0], distributed.SyncedBatchNorm1d)
-    assert isinstance(model[1][1], FrozenBatchNorm2d)  # no batch statistics: left alone
+    assert isinstance(inner[0], distributed.SyncedBatchNorm1d)
+    assert isinstance(inner[1], FrozenBatchNorm2d)  # no batch statistics: left alone
     assert [id(p) for p in model.parameters()] + [id(b) for b in model.buffers()] == params
     assert distributed.local_batchnorm(model) == 2
-    assert type(model[0]) is nn.BatchNorm2d and type(model[1][0]) is nn.BatchNorm1d
+    assert type(model[0]) is nn.BatchNorm2d and type(inner[0]) is nn.BatchNorm1d
 
 
 def test_synced_batch_norm_equals_batch_norm_on_a_one_process_group(tmp_path: Path) -> None:
@@ -154,8 +156,9 @@ def test_mean_loss_over_halves_averaged_is_the_whole_batch_gradient() -> None:
     # DDP averages the processes' gradients (sum / world size); with a loss that is a mean over
     # the batch's images the average of the halves' gradients is the whole batch's. Batch norm
     # in training mode breaks it unless its statistics are the whole batch's.
-    images = torch.stack([Digits("train", size=16)[i][0] for i in range(8)])
-    labels = torch.tensor([int(Digits("train", size=16)[i][1]["labels"]) for i in range(8)])
+    digits = Digits("train", size=16)
+    images = torch.stack([digits[i][0] for i in range(8)])  # (8, 3, 16, 16)
+    labels = torch.tensor([int(digits[i][1]["labels"]) for i in range(8)])
     plain = SmallClassifier(ClassifierConfig(10, width=4, input_size=16, dropout=0.0))
     for model, equal in ((plain, True), (_bn_classifier(), False)):
         whole = _grads(model, images, labels)
