@@ -136,7 +136,21 @@ def _fresh(args: argparse.Namespace, out: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _resume(args: argparse.Namespace, run_dir: str) -> tuple[Any, dict[str, Any]]:
+    from ..engine import checkpoint as ckpt
     from ..engine import run as engine_run
+
+    path, meta = ckpt.read_meta(run_dir)  # validated; a run resumes from where it stood:
+    missing = [key for key in ("epoch", "step_in_epoch") if key not in meta]
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint (no {' or '.join(missing)}); cannot resume")
+    name = meta["config"].get("model_name")
+    if name:
+        from ..tasks import task_of
+
+        try:
+            task_of(str(name))
+        except ValueError as err:
+            raise ValueError(f"{path}: config.model_name: {err}") from None
 
     try:
         return engine_run.resume(

@@ -212,15 +212,27 @@ def clean_partial(run_dir: str | Path) -> list[str]:
     if not run_dir.is_dir():
         return []
     names = {p.name for p in run_dir.iterdir()}
-    named = {_weights_name(run_dir / n) for n in names if _NAME.match(n)}
     removed = []
     for name in sorted(names):
-        if _TMP.match(name) or (_WEIGHTS.match(name) and name not in named):
+        if _TMP.match(name) or _is_orphan(run_dir, name, names):
             (run_dir / name).unlink(missing_ok=True)
             removed.append(name)
     if removed:
         log.info("%s: removed the leftovers of an interrupted save: %s", run_dir, ", ".join(removed))
     return removed
+
+
+def _is_orphan(run_dir: Path, name: str, names: set[str]) -> bool:
+    """A weights file with no JSON of its step, or one its step's (readable) JSON does not name.
+    Beside an unreadable JSON it is kept: that is corruption to look at, not a killed save."""
+    weights = _WEIGHTS.match(name)
+    if weights is None:
+        return False
+    json_name = f"ckpt-{weights.group(1)}.json"
+    if json_name not in names:
+        return True
+    meta = _read_json_or_none(run_dir / json_name)
+    return isinstance(meta, dict) and meta.get("weights", f"ckpt-{weights.group(1)}.safetensors") != name
 
 
 def _read_json_or_none(path: Path) -> Any:
@@ -334,9 +346,12 @@ def _meta_problem(meta: Any) -> str | None:
     """What is wrong with a checkpoint's JSON state (None: nothing)."""
     if not isinstance(meta, dict):
         return f"the state must be a JSON object, got {type(meta).__name__}"
-    for key in ("step", "epoch", "step_in_epoch"):
-        if (problem := _int_field(meta, key)) is not None:
+    for key in ("step", "epoch", "step_in_epoch", "weights_bytes"):
+        if (key == "step" or key in meta) and (problem := _int_field(meta, key)) is not None:
             return problem
+    for key in ("config", "rng"):  # every save writes them
+        if key not in meta:
+            return f"no {key!r} entry"
     name = meta.get("weights", "ckpt-0.safetensors")
     if not isinstance(name, str) or not _WEIGHTS.match(name):
         return f"weights must name a ckpt-<step>.safetensors file beside it, got {name!r}"
@@ -344,13 +359,14 @@ def _meta_problem(meta: Any) -> str | None:
         isinstance(meta["weights_sha256"], str) and _SHA.match(meta["weights_sha256"])
     ):
         return f"weights_sha256 must be 64 lower-case hex digits, got {meta['weights_sha256']!r}"
-    if "weights_bytes" in meta and (problem := _int_field(meta, "weights_bytes")) is not None:
-        return problem
     for key in ("config", "metrics", "rng", "optimizer"):
         if key in meta and not isinstance(meta[key], dict):
             return f"{key} must be a JSON object, got {type(meta[key]).__name__}"
     if "best" in meta and meta["best"] is not None and not isinstance(meta["best"], dict):
         return f"best must be a JSON object or null, got {type(meta['best']).__name__}"
+    groups = meta.get("optimizer", {}).get("param_groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        return "optimizer.param_groups must be a list of JSON objects"
     if "config" in meta:
         from .recipe import config_problem
 
@@ -447,7 +463,8 @@ def restore(
     ]
     if missing or unexpected or wrong:
         raise ValueError(
-            f"checkpoint does not fit {type(model).__name__}: missing {missing[:5]}, "
+            f"{meta.get('weights', 'checkpoint')}: does not fit {type(model).__name__}: "
+            f"missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}, shape (checkpoint vs model) {wrong[:5]}"
         )
     model.load_state_dict(weights, strict=True)

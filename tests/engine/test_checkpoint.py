@@ -33,7 +33,7 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path, kind: str
     torch.manual_seed(123)
     np.random.seed(5)
     random.seed(7)
-    path = ckpt.save_checkpoint(tmp_path, 17, model, opt, {"epoch": 2, "step_in_epoch": 3})
+    path = ckpt.save_checkpoint(tmp_path, 17, model, opt, {"config": {}, "epoch": 2, "step_in_epoch": 3})
     expected = (torch.rand(3), np.random.rand(), random.random())  # draws right after saving
 
     model2, opt2 = _model_and_optimizer(kind)
@@ -58,7 +58,9 @@ def test_round_trip_restores_weights_optimizer_and_rng(tmp_path: Path, kind: str
 def test_keep_last_n_and_latest(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("sgd")
     for step in (5, 10, 15, 20):
-        ckpt.save_checkpoint(tmp_path, step, model, opt, {"epoch": 0, "step_in_epoch": step}, keep_last=2)
+        ckpt.save_checkpoint(
+            tmp_path, step, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": step}, keep_last=2
+        )
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
         "ckpt-00000015.json",
@@ -73,7 +75,7 @@ def test_half_written_checkpoint_is_ignored(tmp_path: Path) -> None:
     # A kill between the two renames leaves weights without their JSON, or a temp file:
     # neither may be taken for a checkpoint.
     model, opt = _model_and_optimizer("sgd")
-    ckpt.save_checkpoint(tmp_path, 5, model, opt, {"epoch": 0, "step_in_epoch": 5})
+    ckpt.save_checkpoint(tmp_path, 5, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 5})
     (tmp_path / "ckpt-00000010.safetensors").write_bytes(b"partial")
     (tmp_path / ".ckpt-00000010.json.tmp-123").write_text("{")
     assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "ckpt-00000005.json"
@@ -81,7 +83,7 @@ def test_half_written_checkpoint_is_ignored(tmp_path: Path) -> None:
 
 def test_no_pickle_in_checkpoint(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("adamw")
-    path = ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1})
+    path = ckpt.save_checkpoint(tmp_path, 1, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 1})
     json.loads(path.read_text())  # plain JSON
     assert path.with_suffix(".safetensors").read_bytes()[8:9] == b"{"  # safetensors header
 
@@ -92,8 +94,11 @@ def test_bad_checkpoints_raise_value_error(tmp_path: Path) -> None:
     (tmp_path / "ckpt-00000001.json").write_text("{not json")
     with pytest.raises(ValueError, match="ckpt-00000001.json"):
         ckpt.load_checkpoint(tmp_path / "ckpt-00000001.json")
-    state = {"step": 2, "epoch": 0, "step_in_epoch": 2, "weights": "ckpt-00000002.safetensors"}
-    (tmp_path / "ckpt-00000002.json").write_text(json.dumps(state))
+    model, opt = _model_and_optimizer("sgd")
+    path = ckpt.save_checkpoint(tmp_path, 2, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 2})
+    state = json.loads(path.read_text())
+    del state["weights_sha256"], state["weights_bytes"]  # as written before the checksum
+    path.write_text(json.dumps(state))
     (tmp_path / "ckpt-00000002.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="ckpt-00000002.safetensors"):
         ckpt.load_checkpoint(tmp_path / "ckpt-00000002.json")
@@ -101,7 +106,7 @@ def test_bad_checkpoints_raise_value_error(tmp_path: Path) -> None:
 
 def test_checksum_is_verified_on_load(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("sgd")
-    path = ckpt.save_checkpoint(tmp_path, 3, model, opt, {"epoch": 0, "step_in_epoch": 3})
+    path = ckpt.save_checkpoint(tmp_path, 3, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 3})
     meta = json.loads(path.read_text())
     weights = path.with_suffix(".safetensors")
     assert meta["weights_bytes"] == weights.stat().st_size and len(meta["weights_sha256"]) == 64
@@ -115,7 +120,7 @@ def test_checksum_is_verified_on_load(tmp_path: Path) -> None:
 
 def test_a_kill_between_the_files_leaves_the_previous_checkpoint_newest(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("sgd")
-    ckpt.save_checkpoint(tmp_path, 5, model, opt, {"epoch": 0, "step_in_epoch": 5})
+    ckpt.save_checkpoint(tmp_path, 5, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 5})
     # weights renamed, JSON not yet (or still a temporary): no new checkpoint
     (tmp_path / "ckpt-00000010.safetensors").write_bytes(b"x" * 100)
     (tmp_path / ".ckpt-00000010.json.tmp-123").write_text("{")
@@ -136,11 +141,13 @@ def test_a_kill_between_the_files_leaves_the_previous_checkpoint_newest(tmp_path
 
 def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("sgd")
-    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1})
+    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 1})
     with torch.no_grad():
         next(model.parameters())[0].fill_(float("nan"))
     with pytest.raises(ckpt.NonFiniteWeightsError, match="step 2: weight .* NaN or infinity"):
-        ckpt.save_checkpoint(tmp_path, 2, model, opt, {"epoch": 0, "step_in_epoch": 2}, keep_last=1)
+        ckpt.save_checkpoint(
+            tmp_path, 2, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 2}, keep_last=1
+        )
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-00000001.json"]
 
 
@@ -149,18 +156,22 @@ def test_best_json_is_resynced_from_the_newest_checkpoint(tmp_path: Path) -> Non
     # and the next save rewrites best.json.
     model, opt = _model_and_optimizer("sgd")
     old = {"metric": "acc", "value": 0.1, "checkpoint": "ckpt-00000001.json"}
-    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1, "best": old}, best=True)
+    ckpt.save_checkpoint(
+        tmp_path, 1, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 1, "best": old}, best=True
+    )
     new = {**old, "value": 0.2, "checkpoint": "ckpt-00000002.json"}
-    ckpt.save_checkpoint(tmp_path, 2, model, opt, {"epoch": 1, "step_in_epoch": 1, "best": new}, best=True)
+    ckpt.save_checkpoint(
+        tmp_path, 2, model, opt, {"config": {}, "epoch": 1, "step_in_epoch": 1, "best": new}, best=True
+    )
     (tmp_path / "best.json").write_text(json.dumps(old))  # as if the kill came before its rename
     assert ckpt.best_checkpoint(tmp_path) == tmp_path / "ckpt-00000002.json"
-    ckpt.save_checkpoint(tmp_path, 3, model, opt, {"epoch": 2, "step_in_epoch": 1, "best": new})
+    ckpt.save_checkpoint(tmp_path, 3, model, opt, {"config": {}, "epoch": 2, "step_in_epoch": 1, "best": new})
     assert json.loads((tmp_path / "best.json").read_text())["checkpoint"] == "ckpt-00000002.json"
 
 
 def test_restore_rejects_other_architecture(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("sgd")
-    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"epoch": 0, "step_in_epoch": 1})
+    ckpt.save_checkpoint(tmp_path, 1, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 1})
     tensors, meta = ckpt.load_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="features.0.0.weight"):
         ckpt.restore(tensors, meta, get_model("digits_cnn", width=8))
@@ -170,10 +181,12 @@ def test_best_checkpoint_is_kept_beside_the_last_ones(tmp_path: Path) -> None:
     model, opt = _model_and_optimizer("sgd")
     best = {"metric": "map", "value": 0.5, "higher_is_better": True, "epoch": 1, "step": 5}
     ckpt.save_checkpoint(
-        tmp_path, 5, model, opt, {"epoch": 0, "step_in_epoch": 5, "best": best}, 2, best=True
+        tmp_path, 5, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 5, "best": best}, 2, best=True
     )
     for step in (10, 15, 20):  # worse ones: best.json still names step 5
-        ckpt.save_checkpoint(tmp_path, step, model, opt, {"epoch": 0, "step_in_epoch": step, "best": best}, 2)
+        ckpt.save_checkpoint(
+            tmp_path, step, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": step, "best": best}, 2
+        )
     names = sorted(p.name for p in tmp_path.glob("ckpt-*.json"))
     assert names == ["ckpt-00000005.json", "ckpt-00000015.json", "ckpt-00000020.json"]  # 2 last + best
     assert (tmp_path / "ckpt-00000005.safetensors").is_file()
@@ -186,7 +199,7 @@ def test_best_checkpoint_is_kept_beside_the_last_ones(tmp_path: Path) -> None:
     # A new best moves the pointer; the old best is then an ordinary old checkpoint: deleted.
     new = {**best, "value": 0.7, "step": 25}
     ckpt.save_checkpoint(
-        tmp_path, 25, model, opt, {"epoch": 1, "step_in_epoch": 0, "best": new}, 2, best=True
+        tmp_path, 25, model, opt, {"config": {}, "epoch": 1, "step_in_epoch": 0, "best": new}, 2, best=True
     )
     assert sorted(p.name for p in tmp_path.glob("ckpt-*.json")) == [
         "ckpt-00000020.json",
@@ -224,7 +237,7 @@ def test_better(value: float, best: dict | None, higher: bool, expected: bool) -
 
 def test_optimizer_state_of_another_optimizer_is_refused(tmp_path: Path) -> None:
     model, adamw = _model_and_optimizer("adamw")
-    ckpt.save_checkpoint(tmp_path, 1, model, adamw, {"epoch": 0, "step_in_epoch": 1})
+    ckpt.save_checkpoint(tmp_path, 1, model, adamw, {"config": {}, "epoch": 0, "step_in_epoch": 1})
     tensors, meta = ckpt.load_checkpoint(tmp_path)
     sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="not a SGD state"):
@@ -236,7 +249,7 @@ def test_a_second_save_of_one_step_never_breaks_the_committed_pair(tmp_path: Pat
     # Saving step 4 again with other tensors writes them under another name, so a kill before the
     # new JSON lands leaves the old JSON with its own weights (not with bytes of another sha).
     model, opt = _model_and_optimizer("sgd")
-    ckpt.save_checkpoint(tmp_path, 4, model, opt, {"epoch": 0, "step_in_epoch": 4})
+    ckpt.save_checkpoint(tmp_path, 4, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 4})
     before = ckpt.model_state(ckpt.load_checkpoint(tmp_path)[0])
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
@@ -250,13 +263,13 @@ def test_a_second_save_of_one_step_never_breaks_the_committed_pair(tmp_path: Pat
     ckpt._atomic_write = die_at_the_json
     try:
         with pytest.raises(KeyboardInterrupt):
-            ckpt.save_checkpoint(tmp_path, 4, model, opt, {"epoch": 0, "step_in_epoch": 4})
+            ckpt.save_checkpoint(tmp_path, 4, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 4})
     finally:
         ckpt._atomic_write = real
     names = sorted(p.name for p in tmp_path.glob("ckpt-*"))
     assert len(names) == 3 and "ckpt-00000004.json" in names  # + the old and the new weights
     after = ckpt.model_state(ckpt.load_checkpoint(tmp_path)[0])  # checksum holds: the old pair
     assert all(torch.equal(before[k], after[k]) for k in before)
-    path = ckpt.save_checkpoint(tmp_path, 4, model, opt, {"epoch": 0, "step_in_epoch": 4})
+    path = ckpt.save_checkpoint(tmp_path, 4, model, opt, {"config": {}, "epoch": 0, "step_in_epoch": 4})
     assert json.loads(path.read_text())["weights"] != "ckpt-00000004.safetensors"
     assert len(list(tmp_path.glob("ckpt-*"))) == 2  # the superseded weights were removed

@@ -21,6 +21,7 @@ is the standard fine-tuning recipe: tensors whose shape depends on the number of
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -136,8 +137,16 @@ def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
             raise ValueError(f"{path}: cannot read checkpoint state ({err})") from err
         if not isinstance(meta, dict):
             raise ValueError(f"{path}: not a checkpoint state (a JSON object), got {type(meta).__name__}")
-        weights = path.with_name(str(meta.get("weights", path.with_suffix(".safetensors").name)))
+        name = meta.get("weights", path.with_suffix(".safetensors").name)
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"{path}: weights must name a file beside it, got {name!r}")
+        weights = path.with_name(name)
         tensors = _read_safetensors(weights)
+        sha = meta.get("weights_sha256")  # engine.checkpoint records it (older checkpoints: none)
+        if sha is not None and hashlib.sha256(weights.read_bytes()).hexdigest() != sha:
+            raise ValueError(
+                f"{weights}: SHA-256 differs from the one {path.name} records: the file is corrupt"
+            )
         if not any(k.startswith(MODEL_PREFIX) for k in tensors):
             raise ValueError(f"{weights}: no model tensors ({MODEL_PREFIX}...) in this checkpoint")
         return "ours", weights, tensors, meta
