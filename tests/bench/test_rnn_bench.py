@@ -21,7 +21,8 @@ def test_quick_run_prints_every_row(capsys: pytest.CaptureFixture[str]) -> None:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| lstm") or line.startswith("| rnn")]
-    assert len(rows) == 3
+    assert len(rows) == 13  # 3 headline rows + 5 extremes x (fwd+bwd, fwd)
+    assert sum("T1000" in r for r in rows) == 2 and sum("H1024" in r for r in rows) == 2
     for row in rows:
         ours, peer, ratio = (float(c) for c in re.split(r"\s*\|\s*", row.strip("| "))[1:4])
         assert ours > 0 and peer > 0 and ratio == pytest.approx(ours / peer, rel=0.05, abs=0.01)
