@@ -82,6 +82,10 @@ def _label_maps() -> dict[str, bytes]:
     out["grey.png"] = _png(labels.numpy().astype(np.uint8))
     out["grey16.png"] = _png(labels.numpy().astype(np.uint16))
     out["bilevel.png"] = _png((labels.numpy() == 1), "1")
+    # what a label reader must refuse or map explicitly: lossy JPEG, negative int / float TIFF
+    out["grey.jpg"] = _png(labels.numpy().astype(np.uint8), format="JPEG")
+    out["int32.tif"] = _png(labels.numpy().astype(np.int32) - 1, "I", format="TIFF")
+    out["float.tif"] = _png(labels.numpy().astype(np.float32) / 2, "F", format="TIFF")
     return out
 
 

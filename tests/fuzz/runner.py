@@ -17,6 +17,7 @@ reported by the worker. ``--save`` keeps each distinct crash under ``regressions
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import hashlib
 import os
 import random
@@ -136,6 +137,9 @@ class Forked:
             code = 0
             try:
                 os.close(read_fd)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)  # native libraries' complaints; the oracle reports what matters
+                faulthandler.disable()  # a segfault is reported by the supervisor, not dumped
                 import logging
                 import warnings
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from tests.fuzz import mutate
@@ -190,6 +191,12 @@ def _read_label_map(path: Path) -> None:
         raise WrongResult(f"{path}: label map {labels.dtype} {tuple(labels.shape)}")
     if int(labels.min()) < 0 or int(labels.max()) > 65535:
         raise WrongResult(f"{path}: label values [{int(labels.min())}, {int(labels.max())}]")
+    with Image.open(path) as im:  # it read: the file must be a lossless integer image (issue 15.4)
+        fmt, mode = im.format, im.mode
+    if fmt not in ("PNG", "TIFF", "BMP", "GIF"):
+        raise WrongResult(f"{path}: a {fmt} label map was accepted (lossy or not an integer image)")
+    if mode == "1" and int(labels.max()) > 1:
+        raise WrongResult(f"{path}: a 1-bit label map read as values up to {int(labels.max())}")
 
 
 def _read_flo(path: Path) -> None:
