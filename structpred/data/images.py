@@ -53,7 +53,7 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 # what Pillow raises on broken, truncated or hostile files
 _PIL_ERRORS = (
     OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, KeyError,
-    ZeroDivisionError, MemoryError, OverflowError, Image.DecompressionBombError,
+    ZeroDivisionError, OverflowError, Image.DecompressionBombError,
 )  # fmt: skip
 
 
@@ -128,6 +128,8 @@ def _load(path: Path, im: ImageFile.ImageFile, what: str, rawmode: str | None = 
             im.load()
     except limits.LimitError:
         raise
+    except MemoryError:
+        raise ValueError(f"{path}: not enough memory to decode a {height} x {width} (H x W) {what}") from None
     except _PIL_ERRORS as err:  # truncated, broken headers or data
         raise ValueError(f"{path}: corrupt or truncated {what}: {_first_line(err)}") from err
     if im.size != (width, height):  # a plugin that resized on load: check again
