@@ -162,6 +162,31 @@ YAML_CASES = [
         y("train: nowhere\nnames: [cat]\n"),
         Y + r"split path .*nowhere is neither a directory nor a \.txt list",
     ),
+    (
+        "yaml constructor crash (fuzz)",
+        y("x: !!timestamp 2001-12-14!!x\n" + NAMES_YAML),
+        Y + r"malformed yaml: a value cannot be built \(AttributeError",
+    ),
+    (
+        "yaml !!int word",
+        y("x: !!int abc\n" + NAMES_YAML),
+        Y + r"malformed yaml: a value cannot be built \(ValueError: invalid literal",
+    ),
+    (
+        "yaml !!float word",
+        y("x: !!float abc\n" + NAMES_YAML),
+        Y + r"malformed yaml: a value cannot be built \(ValueError",
+    ),
+    (
+        "yaml month 13",
+        y("x: !!timestamp 2001-13-45\n" + NAMES_YAML),
+        Y + r"malformed yaml: a value cannot be built \(ValueError: month must be in 1\.\.12\)",
+    ),
+    (
+        "BOM then latin-1 labels (fuzz)",
+        lbl(b"\xef\xbb\xbf0 0.5 0.5 0.5 0.5 # caf\xe9\n"),
+        r"a\.txt: label file is not UTF-8 text \(byte 26: b'\\xe9'\)",
+    ),
     ("split a mapping", y("train: {a: 1}\nnames: [cat]\n"), Y + r"split entries must be paths"),
 ]
 

@@ -64,12 +64,13 @@ def read_bytes_bounded(path: Path, what: str, limit: str = "max_text_file_bytes"
 def decode_text(data: bytes, path: Path, what: str) -> str:
     """UTF-8 text (a leading byte-order mark dropped); ``ValueError`` naming the file and the byte
     offset on other encodings, and on NUL bytes (a binary file, or UTF-16)."""
+    skip = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # a byte-order mark, as Notepad writes
     try:
-        text = data.decode("utf-8-sig")
+        text = data[skip:].decode("utf-8")
     except UnicodeDecodeError as err:
+        at = err.start + skip  # an offset in the file, BOM included
         raise ValueError(
-            f"{path}: {what} is not UTF-8 text (byte {err.start}: {data[err.start : err.start + 1]!r}); "
-            "save it as UTF-8"
+            f"{path}: {what} is not UTF-8 text (byte {at}: {data[at : at + 1]!r}); save it as UTF-8"
         ) from None
     if "\x00" in text:
         at = text.index(chr(0))

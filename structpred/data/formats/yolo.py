@@ -98,6 +98,12 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506  (a SafeLoader: plain types only)
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: malformed yaml: {' '.join(str(err).split())}") from err
+    except limits.LimitError:
+        raise
+    except (AttributeError, TypeError, ValueError, OverflowError) as err:  # PyYAML's constructors
+        # e.g. "!!timestamp 2001-12-14!!binary AAAA" makes PyYAML raise AttributeError
+        problem = f"{type(err).__name__}: {' '.join(str(err).split())}"
+        raise ValueError(f"{path}: malformed yaml: a value cannot be built ({problem})") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
