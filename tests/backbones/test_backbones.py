@@ -11,6 +11,10 @@ from functools import partial
 
 import pytest
 import torch
+import torchvision.models as tvm  # torchvision: a dependency
+import torchvision.models.detection.backbone_utils as tv_backbone_utils
+import torchvision.models.feature_extraction as fe
+import torchvision.ops.misc as tv_misc
 from torch import Tensor, nn
 
 from structpred.backbones import (
@@ -24,11 +28,6 @@ from structpred.backbones import (
 from structpred.backbones.resnet import ResNet
 from structpred.layers.frozen_bn import FrozenBatchNorm2d
 from tests.backbones import assert_features_close, build_uninitialised, randomize_norms_
-
-tvm = pytest.importorskip("torchvision.models")
-fe = pytest.importorskip("torchvision.models.feature_extraction")
-tv_backbone_utils = pytest.importorskip("torchvision.models.detection.backbone_utils")
-tv_misc = pytest.importorskip("torchvision.ops.misc")
 
 RESNET_NODES = {"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"}
 MOBILENET_STAGE_NODES = {f"features.{i}": f"stage{k}" for k, i in enumerate((0, 2, 4, 7, 13, 16))}

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from structpred.data.digits import source_digits  # scikit-learn's digits: a pinned dependency
 from structpred.heads.single_value import (
     ClassificationHead,
     RankingHead,
@@ -22,9 +23,6 @@ from structpred.heads.single_value import (
     global_pool,
     pairwise_ranking_loss,
 )
-
-pytest.importorskip("sklearn")
-from structpred.data.digits import source_digits  # noqa: E402
 
 
 def _pixels(split: str) -> tuple[Tensor, Tensor]:

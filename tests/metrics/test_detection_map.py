@@ -10,6 +10,7 @@ with the reference helper would still show.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -148,7 +149,12 @@ def test_custom_iou_and_recall_thresholds_match_pycocotools() -> None:
 # --- real data ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(importlib.util.find_spec("deepforest") is None, reason="deepforest==2.1.0 not installed")
+# The Makefile always installs deepforest (pinned); a hand-made venv may lack it: skipped there,
+# a failure under STRUCTPRED_REQUIRE_DATA=1 (make unit, CI).
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepforest") is None and os.environ.get("STRUCTPRED_REQUIRE_DATA") != "1",
+    reason="deepforest==2.1.0 not installed (STRUCTPRED_REQUIRE_DATA=1 makes this fail)",
+)
 def test_real_tree_boxes_match_pycocotools() -> None:
     """DeepForest's val tiles (real crown boxes, one class): jittered, dropped and extra detections."""
     from structpred.data import DeepForestTrees

@@ -115,11 +115,10 @@ def test_builder_forward_backward_and_contract(name: str, kwargs: dict, shapes) 
         assert pred["boxes"].shape == (n, 4) and pred["scores"].shape == (n,) and pred["labels"].shape == (n,)
         assert pred["boxes"].dtype == pred["scores"].dtype == torch.float32
         assert pred["labels"].dtype == torch.int64
-        assert n <= 100
-        if n:
-            assert int(pred["labels"].min()) >= 1 and int(pred["labels"].max()) <= 6
-            H, W = image.shape[-2:]
-            assert float(pred["boxes"][:, 2].max()) <= W and float(pred["boxes"][:, 3].max()) <= H
+        assert 0 < n <= 100  # seeded: something is detected, so the range checks below run
+        assert int(pred["labels"].min()) >= 1 and int(pred["labels"].max()) <= 6
+        H, W = image.shape[-2:]
+        assert float(pred["boxes"][:, 2].max()) <= W and float(pred["boxes"][:, 3].max()) <= H
 
 
 @pytest.mark.parametrize("pool", ["spp", "roi_align"])

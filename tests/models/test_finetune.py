@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+import torchvision.models.detection as tv_detection  # torchvision: a dependency
+import torchvision.models.segmentation as tv_segmentation
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -23,9 +25,6 @@ from structpred.models.weights import (
     freeze,
     load_weights,
 )
-
-tv_detection = pytest.importorskip("torchvision.models.detection")
-tv_segmentation = pytest.importorskip("torchvision.models.segmentation")
 
 BOX_PREDICTOR = [
     "roi_heads.box_predictor.cls_score.weight",
@@ -243,7 +242,7 @@ def test_state_dict_of_another_family_is_refused(tmp_path: Path) -> None:
 
 
 def test_timm_weights_are_refused_clearly(tmp_path: Path) -> None:
-    timm = pytest.importorskip("timm")
+    import timm  # a pinned dev dependency
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, depth=1)
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
     with pytest.raises(ValueError, match=r"vit\.pth: looks like timm weights.*not supported yet"):

@@ -9,12 +9,10 @@ import pytest
 import torch
 
 import structpred.models.stn  # noqa: F401  (registers stn_digits and cnn_digits)
+from structpred.data.distorted import DistortedDigits, distortion_theta  # scikit-learn: pinned
 from structpred.layers.stn import SpatialTransformer
 from structpred.models import get_model, list_models, model_info
 from structpred.models.stn import STNClassifier, STNClassifierConfig
-
-pytest.importorskip("sklearn")
-from structpred.data.distorted import DistortedDigits, distortion_theta  # noqa: E402
 
 TINY = {"width": 4}
 NAMES = ["stn_digits", "cnn_digits"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 
 import numpy as np
 import pytest
@@ -38,9 +39,12 @@ from structpred.ops.weight_map import (
 )
 
 TINY = {"base_channels": 2, "depth": 2}
+# The Makefile always installs stardist (pinned in constraints.txt); only a hand-made venv may
+# lack it: skipped there, a failure under STRUCTPRED_REQUIRE_DATA=1 (make unit, CI).
 needs_stardist = pytest.mark.skipif(
-    importlib.util.find_spec("stardist") is None or importlib.util.find_spec("tifffile") is None,
-    reason="stardist==0.9.2 / tifffile not installed",
+    (importlib.util.find_spec("stardist") is None or importlib.util.find_spec("tifffile") is None)
+    and os.environ.get("STRUCTPRED_REQUIRE_DATA") != "1",
+    reason="stardist==0.9.2 / tifffile not installed (STRUCTPRED_REQUIRE_DATA=1 makes this fail)",
 )
 
 

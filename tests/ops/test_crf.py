@@ -44,7 +44,7 @@ def coloured_scene(
 
 def real_scene(K: int = 6) -> tuple[Tensor, Tensor]:
     """skimage's coffee photo at 1/4 size (100 x 150) with colour-cluster unaries."""
-    data = pytest.importorskip("skimage.data")
+    import skimage.data as data  # scikit-image: a pinned dev dependency
     image = torch.from_numpy(np.ascontiguousarray(data.coffee()[::4, ::4])).permute(2, 0, 1).contiguous()
     rgb = image.reshape(3, -1).t().float()  # (N, 3)
     centres = rgb[torch.linspace(0, rgb.shape[0] - 1, K).long()]  # (K, 3) colours from the photo
@@ -56,7 +56,7 @@ def real_scene(K: int = 6) -> tuple[Tensor, Tensor]:
 
 def peer_crf(probs: Tensor, image: Tensor, num_iters: int = 5) -> Tensor:
     """pydensecrf2's ``DenseCRF2D`` with DeepLab's parameters, on ``[K, H, W]`` / ``uint8[3, H, W]``."""
-    dcrf = pytest.importorskip("pydensecrf.densecrf")
+    import pydensecrf.densecrf as dcrf  # pydensecrf2: a pinned dev dependency
     K, H, W = probs.shape
     crf = dcrf.DenseCRF2D(W, H, K)
     unary = -np.log(np.maximum(probs.reshape(K, H * W).numpy(), PROB_CLIP))
@@ -316,7 +316,6 @@ def test_bad_lattice_inputs() -> None:
 
 
 def test_bench_dense_crf_smoke() -> None:
-    pytest.importorskip("pydensecrf.densecrf")
     from structpred.bench.crf import bench_dense_crf
 
     threads = torch.get_num_threads()
