@@ -5,23 +5,30 @@ the threshold, and repeats. It is inherently sequential (box ``j``'s fate depend
 the boxes that could drop it were themselves kept), so it is split into a parallel part
 that does all the arithmetic and a sequential part that does only bookkeeping:
 
-1. **Suppression pairs** (:mod:`structpred.ops.nms_pairs`). In score order, list every pair
+1. **Suppression pairs** (:mod:`structpred.ops.nms_pairs`). In score order, the pairs
    ``(i, j)``, ``i < j``, with ``IoU > threshold`` (and, for :func:`batched_nms`, the same
-   label). Either the dense upper triangle of the IoU matrix in cache-sized row tiles, or,
-   when boxes are small against the spread of their x-coordinates (tiny boxes, chains), an
-   x-sweep that tests only boxes whose x-intervals overlap; the cheaper one is picked from an
-   exact count of the sweep's candidates. Every IoU is computed in vectorised tensor code.
+   label), every IoU in vectorised tensor code. Up to 256 boxes: one ``[N, N]`` matrix (least
+   fixed cost). Above: IoU tiles of an *x-sorted band* -- two boxes can only overlap if their
+   x-intervals do, so each 256-row tile is tested only against the boxes whose ``x1`` falls
+   inside one of its rows' x-intervals (small, tiny or chained boxes: ~``N * (256 + w)``
+   IoUs instead of ``N^2 / 2``). Many small classes: same-label pairs one by one.
 2. **Greedy scan.** The pairs, sorted by ``i``, are walked once in score order: box ``i`` is
    kept iff no kept box has dropped it yet; a kept box marks its partners dropped. Because
    ``i < j`` in every pair, ``i``'s fate is final when its turn comes. One pass, no rounds:
-   the cost is ``O(boxes with a partner + partners of kept boxes)`` set operations, whatever
-   the shape of the suppression graph. (A former fixed-point formulation needed
-   "longest suppression chain + 1" vectorised rounds: 30x torchvision on chains.)
+   ``O(boxes with a partner + partners of kept boxes)`` set operations, whatever the shape of
+   the suppression graph. (The former fixed-point formulation needed "longest suppression
+   chain + 1" vectorised rounds: 30x torchvision on chains.)
 
-The worst case is therefore the pair search, ``O(N^2)`` IoUs as in torchvision's kernel, and
-never a function of chain length. The scan walks host-side lists (``tolist``; on a GPU one copy
-of the pairs, as torchvision's CUDA kernel copies its bitmask), and on an accelerator with many
-pairs, vectorised pruning rounds (:func:`_prune_on_device`) first shrink them on the device.
+When boxes are wide against their spread (clustered detections), the band would hold more
+than half of the full tiles, and skipping *dropped* boxes saves more than skipping distant
+ones: :func:`_tiled_greedy` walks 256-row tiles in score order, resolves each tile's alive
+rows among themselves, then tests only its kept rows against the boxes still alive after it
+-- about ``kept x alive`` IoUs, torchvision's own bound. So the worst case is ``N^2 / 2`` IoUs
+(every box kept and overlapping every x-interval, as in torchvision's kernel), plus a host
+scan linear in the pairs, and never a function of chain length. The scan walks host-side
+lists (``tolist``; on a GPU one copy of the pairs, as torchvision's CUDA kernel copies its
+bitmask); on an accelerator with many pairs, tensor-only pruning rounds
+(:func:`_prune_on_device`) shrink them on the device first. Details and figures: docs/nms.md.
 
 Numerics: float16 and bfloat16 boxes are computed in float32 (float16 areas of boxes over
 ~256 px overflow to inf; torchvision upcasts too, its autocast and CUDA kernels), quantized
@@ -94,9 +101,9 @@ def _drop(order: Tensor, lost: list[int]) -> Tensor:
     """``order`` without the work positions in ``lost``."""
     if not lost:
         return order
-    keep = torch.ones(order.shape[0], dtype=torch.bool, device=order.device)
-    keep[torch.tensor(lost, dtype=torch.int64, device=order.device)] = False
-    return order[keep]
+    gone = set(lost)
+    kept = [p for p in range(order.shape[0]) if p not in gone]
+    return order[torch.tensor(kept, dtype=torch.int64, device=order.device)]
 
 
 def _prune_on_device(n: int, src: Tensor, dst: Tensor, max_pairs: int) -> tuple[Tensor, Tensor, Tensor]:
