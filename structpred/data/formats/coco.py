@@ -58,7 +58,7 @@ def _as_id(value: object, what: str) -> int:
     """An id as int, within int64 (a larger one cannot reach an ``image_id`` tensor)."""
     number = integer(value, what)
     if not _ID_RANGE[0] <= number <= _ID_RANGE[1]:
-        raise ValueError(f"{what} {str(value)[:40]} is outside the 64-bit integer range")
+        raise ValueError(f"{what} {repr(value)[:40]} is outside the 64-bit integer range")
     return number
 
 
@@ -138,7 +138,7 @@ def _read_annotation(ann: object, images: dict[int, _Objects], categories: Categ
     label = categories.label_of_id(_as_id(ann.get("category_id"), "category_id"))
     bbox = ann.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
-        raise ValueError(f"bbox must be a list [x, y, w, h], got {str(bbox)[:80]}")
+        raise ValueError(f"bbox must be a list [x, y, w, h], got {repr(bbox)[:80]}")
     x, y, w, h = (number(v, "bbox value") for v in bbox)
     if w <= 0 or h <= 0:
         raise ValueError(f"bbox {bbox} has non-positive width or height")
@@ -207,7 +207,7 @@ def read_coco(path: str | Path, on_error: str = "raise") -> tuple[list[ImageReco
                 raise ValueError(f"duplicate annotation id {key}")
             _read_annotation(ann, images, categories)
         except ValueError as err:
-            _report(f"{path}: annotation id {str(ann_id)[:40]} (annotations[{j}]): {err}", on_error, err)
+            _report(f"{path}: annotation id {repr(ann_id)[:40]} (annotations[{j}]): {err}", on_error, err)
             continue
         if key is not None:
             seen_ann_ids.add(key)

@@ -56,7 +56,7 @@ def number(value: object, what: str) -> float:
     except ValueError as err:
         if len(str(err)) <= 200:
             raise
-        raise ValueError(f"{what} must be a finite number, got {str(value)[:40]}...") from None
+        raise ValueError(f"{what} must be a finite number, got {repr(value)[:40]}...") from None
 
 
 def integer(value: object, what: str) -> int:
@@ -150,7 +150,7 @@ def _check_rle(seg: dict[str, Any], height: int, width: int) -> Segmentation:
             width,
         ]
     ):
-        raise ValueError(f"RLE size {str(size)[:80]} does not match the image size [{height}, {width}]")
+        raise ValueError(f"RLE size {repr(size)[:80]} does not match the image size [{height}, {width}]")
     pixels = height * width
     if pixels > _MAX_RLE_PIXELS:
         raise ValueError(f"RLE of a {height} x {width} image: H * W = {pixels:,} is over 32 bits")
