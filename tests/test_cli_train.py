@@ -114,10 +114,10 @@ def test_changed_flags_are_refused_with_the_differences(
     assert main([*argv, "--optimizer", "sgd", "--batch-size", "256"]) == 2  # same batch size: fine
     err = capsys.readouterr().err
     assert "add --override" in err
-    assert "  --lr: checkpoint 0.01, command line 0.02" in err
-    assert "  --model-arg width: checkpoint 8, command line 16" in err
-    assert "  --data-arg size: checkpoint 8, command line 16" in err
-    assert "  --optimizer: checkpoint 'adamw', command line 'sgd'" in err
+    assert "--lr: checkpoint 0.01, command line 0.02" in err
+    assert "--model-arg width: checkpoint 8, command line 16" in err
+    assert "--data-arg size: checkpoint 8, command line 16" in err
+    assert "--optimizer: checkpoint 'adamw', command line 'sgd'" in err
     assert "--batch-size" not in err
     assert sorted(p.name for p in run.iterdir()) == before  # nothing trained, nothing written
     # Flags equal to the recorded ones, and harmless ones, pass.

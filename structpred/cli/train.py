@@ -157,13 +157,13 @@ def _resume(args: argparse.Namespace, run_dir: str) -> tuple[Any, dict[str, Any]
             run_dir, _given_changes(args), args.override, _settings(args), report=_report
         )
     except engine_run.ResumeMismatch as err:
-        lines = "\n".join(
-            f"  {flag_name(name)}: checkpoint {old!r}, command line {new!r}"
+        lines = "; ".join(
+            f"{flag_name(name)}: checkpoint {old!r}, command line {new!r}"
             for name, old, new in err.differences
         )
         raise ValueError(
             f"--resume {run_dir}: the command line changes the run; add --override to apply it "
-            f"(recorded in the checkpoint), or drop these flags:\n{lines}"
+            f"(recorded in the checkpoint), or drop these flags: {lines}"
         ) from None
 
 

@@ -263,19 +263,22 @@ def _is_complete(path: Path) -> bool:
     return recorded is None or recorded == size
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints (their JSON files) in ``run_dir``, oldest first."""
-    run_dir = Path(run_dir)
+def _candidates(run_dir: Path) -> list[Path]:
+    """``ckpt-*.json`` files in ``run_dir``, oldest first (complete or not)."""
     if not run_dir.is_dir():
         return []
-    found = [p for p in run_dir.iterdir() if _NAME.match(p.name) and _is_complete(p)]
+    found = [p for p in run_dir.iterdir() if _NAME.match(p.name)]
     return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (their JSON files) in ``run_dir``, oldest first."""
+    return [p for p in _candidates(Path(run_dir)) if _is_complete(p)]
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint in ``run_dir``, or None."""
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    """The newest complete checkpoint in ``run_dir``, or None (only the newest ones are read)."""
+    return next((p for p in reversed(_candidates(Path(run_dir))) if _is_complete(p)), None)
 
 
 def better(value: float | None, best: dict[str, Any] | None, higher_is_better: bool) -> bool:
