@@ -187,6 +187,11 @@ YAML_CASES = [
         lbl(b"\xef\xbb\xbf0 0.5 0.5 0.5 0.5 # caf\xe9\n"),
         r"a\.txt: label file is not UTF-8 text \(byte 26: b'\\xe9'\)",
     ),
+    (
+        "split path too long",
+        y("train: " + "x" * 5000 + "\nnames: [cat]\n"),
+        Y + r"split 'train': cannot read .*xxx: File name too long$",
+    ),
     ("split a mapping", y("train: {a: 1}\nnames: [cat]\n"), Y + r"split entries must be paths"),
 ]
 
@@ -244,6 +249,11 @@ LABEL_CASES = [
         "list names a missing image",
         lambda tmp: read_yolo(_listed(tmp, "images/train/missing.png\n")),
         r"missing\.png: image file not found",
+    ),
+    (
+        "list line too long",
+        lambda tmp: read_yolo(_listed(tmp, "images/train/" + "y" * 5000 + ".png\n")),
+        Y + r"split 'train': cannot read .*yyy: File name too long$",
     ),
     (
         "list with NUL",
@@ -481,6 +491,11 @@ VOC_DIR_CASES = [
         "image set traversal",
         lambda tmp: _voc_dir(tmp, b"../../etc/passwd\n"),
         r"set\.txt: id '\.\./\.\./etc/passwd' is not a plain file stem",
+    ),
+    (
+        "image set id too long",
+        lambda tmp: _voc_dir(tmp, b"z" * 5000 + b"\n"),
+        r"zzz\.xml: cannot read VOC xml file: File name too long$",
     ),
     ("image set latin-1", lambda tmp: _voc_dir(tmp, b"caf\xe9\n"), r"set\.txt: image set is not UTF-8 text"),
     (

@@ -170,6 +170,10 @@ def _image_files(source: object, base: Path, yaml_path: Path) -> list[Path]:
     raise ValueError(f"{yaml_path}: split path {target} is neither a directory nor a .txt list")
 
 
+def _os_text(err: OSError) -> str:
+    return f"cannot read {err.filename or 'a path'}"[:300] + f": {err.strerror or err}"
+
+
 def label_path(image: Path) -> Path:
     """``.../images/<rest>/x.jpg`` -> ``.../labels/<rest>/x.txt`` (last ``images`` component)."""
     parts = list(image.parts)
@@ -271,11 +275,16 @@ def read_yolo(
     if data.get(key) is None:
         known = [s for s in _SPLIT_KEYS if data.get(s) is not None]
         raise ValueError(f"{yaml_path}: no split {split!r}; splits present: {known}")
-    images = _image_files(data[key], _dataset_dir(data, yaml_path), yaml_path)
+    try:
+        images = _image_files(data[key], _dataset_dir(data, yaml_path), yaml_path)
+    except OSError as err:  # a 5,000-character split path: "File name too long"
+        raise ValueError(f"{yaml_path}: split {key!r}: {_os_text(err)}") from err
     records = []
     for index, image in enumerate(images):
         try:
             records.append(_record(image, index, yaml_path.parent, len(categories), on_error))
+        except OSError as err:
+            report(f"{image}: {_os_text(err)}", on_error, err)
         except ValueError as err:
             report(str(err), on_error, err)
     return records, categories
