@@ -42,6 +42,16 @@ FORMATS = ("coco", "voc", "yolo")
 VOC_CLASSES_FILE = "classes.txt"
 
 
+def _field(target: dict[str, Any], key: str, where: str, dtype: torch.dtype | None) -> Tensor:
+    """``target[key]`` as a CPU tensor of ``dtype``; ``ValueError`` naming the item and key."""
+    try:
+        value = torch.as_tensor(target[key]).detach().cpu()
+        return value if dtype is None else value.to(dtype)
+    except (TypeError, ValueError, RuntimeError) as err:  # a str, a ragged list, an object
+        problem = " ".join(str(err).split())
+        raise ValueError(f"{where}: target[{key!r}] is not a tensor of numbers ({problem})") from None
+
+
 def _item_record(item: Any, index: int, file_name: str, fmt: str) -> tuple[Tensor, ImageRecord]:
     """Validate one ``(image, target)`` item and turn it into ``(image, record)``."""
     where = f"dataset item {index}"
@@ -54,20 +64,28 @@ def _item_record(item: Any, index: int, file_name: str, fmt: str) -> tuple[Tenso
     if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
         raise ValueError(f"{where}: target must be a dict with 'boxes' and 'labels'")
     _, height, width = image.shape
-    boxes = torch.as_tensor(target["boxes"]).detach().cpu().to(torch.float32)
-    labels = torch.as_tensor(target["labels"]).detach().cpu().to(torch.int64)
+    boxes = _field(target, "boxes", where, torch.float32)
+    labels = _field(target, "labels", where, torch.int64)
     if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != (boxes.shape[0],):
         raise ValueError(
             f"{where}: boxes must be [N, 4] and labels [N], "
             f"got {tuple(boxes.shape)} and {tuple(labels.shape)}"
         )
     n = boxes.shape[0]
-    image_id = int(target["image_id"]) if "image_id" in target else index
-    crowd = target.get("iscrowd")
-    iscrowd = None if crowd is None else torch.as_tensor(crowd).detach().cpu().to(torch.uint8).reshape(n)
+    image_id = index
+    if "image_id" in target:
+        ids = _field(target, "image_id", where, torch.int64)
+        if ids.numel() != 1:
+            raise ValueError(f"{where}: target['image_id'] must be one integer, got shape {tuple(ids.shape)}")
+        image_id = int(ids.reshape(()))
+    iscrowd = None
+    if target.get("iscrowd") is not None:
+        iscrowd = _field(target, "iscrowd", where, torch.uint8)
+        if iscrowd.shape != (n,):
+            raise ValueError(f"{where}: target['iscrowd'] must be [N] = [{n}], got {tuple(iscrowd.shape)}")
     segmentations: list[Segmentation] | None = None
     if fmt == "coco" and "masks" in target:
-        masks = torch.as_tensor(target["masks"]).detach().cpu()
+        masks = _field(target, "masks", where, None)
         if masks.shape != (n, height, width):
             raise ValueError(
                 f"{where}: masks must be [N, H, W] = {(n, height, width)}, got {tuple(masks.shape)}"

@@ -222,3 +222,37 @@ def test_export_bad_input(tmp_path, dataset, kwargs, match):
 def test_export_checks_boxes_in_every_format(tmp_path, fmt):
     with pytest.raises(ValueError, match="object 0 has an invalid box"):
         export_dataset(listed(item(), item(boxes=((5.0, 1.0, 4.0, 5.0),))), tmp_path, fmt)
+
+
+class _OneItem:
+    """A dataset of one given item (for hostile targets)."""
+
+    categories = Categories(["a"])
+
+    def __init__(self, item: object) -> None:
+        self.item = item
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> object:
+        return self.item
+
+
+_BOX, _LABEL = torch.tensor([[1.0, 1, 4, 4]]), torch.tensor([1])
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ({"boxes": _BOX, "labels": _LABEL, "image_id": torch.tensor([1, 2])}, r"dataset item 0: target\['image_id'\] must be one integer, got shape \(2,\)"),  # noqa: E501
+        ({"boxes": _BOX, "labels": _LABEL, "image_id": "x"}, r"dataset item 0: target\['image_id'\] is not a tensor of numbers"),  # noqa: E501
+        ({"boxes": "abc", "labels": _LABEL}, r"dataset item 0: target\['boxes'\] is not a tensor of numbers \(new\(\): invalid data type 'str'\)"),  # noqa: E501
+        ({"boxes": [[1, 2], [3]], "labels": _LABEL}, r"dataset item 0: target\['boxes'\] is not a tensor of numbers"),  # noqa: E501
+        ({"boxes": _BOX, "labels": _LABEL, "iscrowd": torch.tensor([0, 1])}, r"dataset item 0: target\['iscrowd'\] must be \[N\] = \[1\], got \(2,\)"),  # noqa: E501
+    ],
+    ids=["image_id vector", "image_id str", "boxes str", "boxes ragged", "iscrowd length"],
+)  # fmt: skip
+def test_hostile_target_is_one_error_naming_item_and_key(tmp_path, target, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        export_dataset(_OneItem((torch.rand(3, 8, 8), target)), tmp_path, "coco")
