@@ -216,7 +216,7 @@ def campaign(
             if n < 0:
                 break
     stats.seconds = time.monotonic() - start_time
-    stats.restarts -= 1
+    stats.restarts = max(0, stats.restarts - 1)
     return stats
 
 
@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = {r: [t.name for t in READERS[r]] for r in readers}
     if args.together:
         groups = {"all": [name for names in groups.values() for name in names]}
+    if args.replay:  # only the readers with saved inputs
+        groups = {r: names for r, names in groups.items() if _replayed(files, r)}
     total = 0
     for reader, names in groups.items():
         stats = campaign(reader, names, seed=seed, seconds=args.seconds, examples=args.examples,

@@ -32,6 +32,10 @@ OPEN: dict[str, str] = {
     # val.txt holding "/images/val/": "/images/val: image file not found" names neither val.txt nor
     # its line (owner: "errors", yolo.py _list_file)
     "yolo_list__unnamed__24647db05c.bin": "errors",
+    "yolo_list__unnamed__541e7da0a1.bin": "errors",  # the same with "//images/val/img2.jpg"
+    # a COCO file_name of 100,000 characters: OSError(ENAMETOOLONG) from Path.is_file in
+    # read_image (owner: "images", images.py _open_file) when the item is read (open_export)
+    "export_coco__exception-OSError__d963b5caa3.bin": "images",
 }
 
 
