@@ -615,6 +615,21 @@ DEVKIT_CASES = [
         lambda tmp: open_layout("voc", str(devkit(tmp, classes=b"cat\n")), "val", val_fraction=0.5),
         r"1 item\(s\) cannot be split by --val-fraction",
     ),
+    (
+        "layout path too long",
+        lambda tmp: open_layout("voc", "x" * 5000, "train"),
+        r"voc:xxx+: cannot read xxx+: File name too long$",
+    ),
+    (
+        "layout unknown ~user",
+        lambda tmp: open_layout("yolo", "~nosuchuser_probe/ds", "train"),
+        r"yolo:~nosuchuser_probe/ds: cannot expand '~'",
+    ),
+    (
+        "coco path too long",
+        lambda tmp: open_layout("coco", "c" * 5000, "train"),
+        r"coco:ccc+: cannot read ccc+: File name too long$",
+    ),
 ]
 
 

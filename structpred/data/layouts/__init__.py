@@ -103,8 +103,29 @@ def open_layout(
     if not arg:
         raise ValueError(f"--data {fmt}:PATH needs a directory (or file), e.g. {fmt}:datasets/mine")
     kind = _target(fmt, task, target)
-    path = Path(arg).expanduser()
     where = f"{fmt}:{arg}"
+    try:
+        path = Path(arg).expanduser()
+    except RuntimeError:  # "~nobody/data": no such user's home
+        raise ValueError(f"{where}: cannot expand '~' (no such user's home directory)") from None
+    try:
+        return _open(fmt, kind, path, where, split, val_fraction, split_seed, on_error)
+    except OSError as err:  # a path too long for the file system, a folder that cannot be listed...
+        names = " -> ".join(str(n)[:300] for n in (err.filename, err.filename2) if n is not None)
+        raise ValueError(f"{where}: cannot read {names or 'the data'}: {err.strerror or err}") from err
+
+
+def _open(
+    fmt: str,
+    kind: str,
+    path: Path,
+    where: str,
+    split: str,
+    val_fraction: float | None,
+    split_seed: int,
+    on_error: str,
+) -> Dataset[Any]:
+    """:func:`open_layout` once the arguments are checked."""
     if fmt == "coco":
         files = coco_files(path)
         root = path if path.is_dir() else path.parent
