@@ -375,3 +375,22 @@ def test_a_closed_stdout_pipe_ends_quietly() -> None:
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_limit_help_names_every_limit() -> None:
+    """``--limit``'s help lists the fields of ``structpred.data.limits.Limits`` (written out so
+    ``--help`` does not import the data package)."""
+    import dataclasses
+
+    from structpred.cli._data_args import LIMIT_NAMES
+    from structpred.data.limits import Limits
+
+    assert LIMIT_NAMES == tuple(f.name for f in dataclasses.fields(Limits))
+
+
+def test_verbs_that_read_data_take_limit() -> None:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for verb in ("train", "eval", "predict"):
+        assert "--limit" in sub.choices[verb].format_help(), verb
+    data_sub = next(a for a in sub.choices["data"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--limit NAME=N" in data_sub.choices["export"].format_help()

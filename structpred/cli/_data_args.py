@@ -41,11 +41,15 @@ def add_data_arguments(p: argparse.ArgumentParser, *, required: bool, default_he
     add_limit_argument(p)
 
 
+# The names of structpred.data.limits.Limits, written out so that `--help` does not import the
+# data package (tests/test_cli.py checks the list against Limits).
+LIMIT_NAMES = (
+    "max_pixels", "max_annotations_per_image", "max_polygon_vertices", "max_polygons_per_annotation",
+    "max_yaml_bytes", "max_yaml_aliases", "max_yaml_depth", "max_text_file_bytes",
+)  # fmt: skip
 LIMIT_HELP = (
-    "raise (or lower) one input limit of the readers, repeatable: max_pixels, "
-    "max_annotations_per_image, max_polygon_vertices, max_polygons_per_annotation, max_yaml_bytes, "
-    "max_yaml_aliases, max_yaml_depth, max_text_file_bytes (defaults and why: docs/limits.md; also "
-    "STRUCTPRED_<NAME>=N)"
+    f"raise (or lower) one input limit of the readers, repeatable: {', '.join(LIMIT_NAMES)} (defaults "
+    "and why: docs/limits.md; also STRUCTPRED_<NAME>=N)"
 )
 
 
