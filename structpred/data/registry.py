@@ -152,9 +152,15 @@ def build_dataset(
                 f"{name!r} has its own splits"
             )
         return BUILDERS[name](split, arg, **kwargs)
-    except TypeError as err:  # a --data-arg the dataset does not take; other TypeErrors are bugs
+    except TypeError as err:  # a --data-arg the dataset does not take, or of the wrong type
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-        if bad is None or bad.group(1) not in kwargs:
-            raise
-        key = bad.group(1)
-        raise ValueError(f"dataset {name!r} takes no argument {key!r} (from --data-arg {key}=...)") from err
+        if bad is not None and bad.group(1) in kwargs:
+            key = bad.group(1)
+            raise ValueError(f"dataset {name!r} takes no argument {key!r} (--data-arg {key}=...)") from err
+        given = {k: v for k, v in kwargs.items() if k not in ("on_error", "target")}
+        if not given:
+            raise  # no argument of the user's: a bug, keep the traceback
+        shown = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise ValueError(
+            f"dataset {name!r} cannot take {shown} ({type(err).__name__}: {err}); check the --data-arg types"
+        ) from err

@@ -216,7 +216,23 @@ CASES: list[tuple[str, Argv, int, str]] = [
             "szie=8",
         ],
         2,
-        r"error: dataset 'digits' takes no argument 'szie'",
+        r"error: dataset 'digits' takes no argument 'szie' \(--data-arg szie=\.\.\.\)",
+    ),
+    (
+        "data-arg wrong type",
+        lambda t: [
+            "data",
+            "export",
+            "shapes",
+            "--format",
+            "coco",
+            "--out",
+            str(t / "o"),
+            "--data-arg",
+            "num_objects=5",
+        ],
+        2,
+        r"error: dataset 'shapes' cannot take num_objects=5 \(TypeError: object of type 'int' has no len\(\)\); check the --data-arg types",
     ),
     (
         "data-arg no equals",
@@ -579,3 +595,15 @@ def test_a_real_bug_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -
 def test_verbose_shows_the_traceback_of_a_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown dataset 'foo'"):
         main(["-v", "data", "export", "foo", "--format", "coco", "--out", str(tmp_path)])
+
+
+def test_a_missing_image_is_refused_before_the_first_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The annotations name an image that is not there: refused when the dataset is built, so no
+    run folder (and no checkpoint) is written and no epoch starts."""
+    code, line = run_cli(
+        [*TRAIN, "--data", voc_missing_image(tmp_path), "--out", str(tmp_path / "r")], capsys
+    )
+    assert code == 2 and "a.xml: <filename> 'a.jpg' not found" in line
+    assert not (tmp_path / "r").exists()
