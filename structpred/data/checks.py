@@ -8,8 +8,11 @@ without ``/ 255``), and NaN or infinite pixels. :func:`check_images` refuses the
 ``ValueError`` naming the batch, the item and the field. It reads each tensor once (``aminmax``
 and ``isfinite``), about 1 ms per batch of four 256 x 256 images on a CPU core.
 
-Inputs that are not images (sequences: a last-but-two dimension other than 3, integer token
-ids) are left alone.
+Call it for tasks whose inputs are images (every task but ``sequence``): a tensor whose
+third dimension from the end is not 3 channels, or an integer tensor of token ids, is left
+alone, but a ``[B, T, F]`` sequence batch with ``B = 3`` would look like one image. Where it
+runs: once per batch where a batch enters the model (``engine/trainer.py``: the training and
+evaluation loops, before ``_to_device``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _is_image(x: Tensor) -> bool:
-    """A float tensor whose third dimension from the end is 3 channels (``[..., 3, H, W]``)."""
-    return x.dim() >= 3 and x.shape[-3] == 3
+    """A tensor whose third dimension from the end is 3 channels (``[..., 3, H, W]``) and that is
+    not integer token ids (``uint8`` is an image: 0..255 bytes)."""
+    is_ids = not x.is_floating_point() and x.dtype != torch.uint8
+    return x.dim() >= 3 and x.shape[-3] == 3 and not is_ids
 
 
 def check_image(image: Tensor, where: str) -> None:
