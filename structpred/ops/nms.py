@@ -76,9 +76,15 @@ def _greedy_scan(src: Tensor, dst: Tensor, dropped: set[int]) -> list[int]:
     if src.numel() == 0:
         return []
     nodes, counts = torch.unique_consecutive(src, return_counts=True)
-    ends = torch.cumsum(counts, 0).tolist()
     targets = dst.tolist()
     lost: list[int] = []
+    if len(targets) <= 3 * nodes.numel():  # few partners per box (chains): pair by pair is cheaper
+        for i, j in zip(src.tolist(), targets, strict=True):
+            if i not in dropped:
+                dropped.add(j)
+                lost.append(j)
+        return lost
+    ends = torch.cumsum(counts, 0).tolist()
     start = 0
     for node, end in zip(nodes.tolist(), ends, strict=True):
         if node not in dropped:

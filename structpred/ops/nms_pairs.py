@@ -31,6 +31,8 @@ from torch import Tensor
 
 # Row block for the dense search: a [256, N] float block stays in cache.
 ROWS = 256
+# Cost of one gathered candidate pair against one IoU in a tile (gathers, index arithmetic).
+_SWEEP_COST = 8
 
 
 def above(iou: Tensor, threshold: float) -> Tensor:
@@ -69,7 +71,7 @@ def small_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -
 
     One ``[N, N]`` IoU matrix in a dozen tensor operations: the fixed cost matters most for
     the small per-class sets two-stage detectors suppress. ``nonzero`` on the whole matrix
-    is the slowest step, so it runs only on the rows that have a partner (IoU is symmetric).
+    is the slowest step, so it runs only on the rows that have a partner.
     """
     corners = boxes.t().contiguous()  # (N, 4) -> (4, N)
     lo, hi = corners[:2], corners[2:]  # (2, N) x1y1, x2y2: both axes in one operation
@@ -81,13 +83,12 @@ def small_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -
     over = above(inter.div_((area[:, None] + area).sub_(inter)), threshold)  # (N, N)
     if labels is not None:
         over &= labels[:, None] == labels[None, :]
-    over.diagonal().fill_(False)
+    over.triu_(1)  # each pair once, source before target
     hot = over.view(torch.uint8).sum(1, dtype=torch.int32).nonzero()[:, 0]  # (R,) rows with a partner
     if hot.numel() == 0:
         return []
     rows = hot.tolist()
-    # (2P, 2): both orders, sorted by row; keep i < j, with i back from hot-row numbering.
-    return [[rows[r], j] for r, j in over[hot].nonzero().tolist() if rows[r] < j]
+    return [[rows[r], j] for r, j in over[hot].nonzero().tolist()]  # (P, 2) sorted by row
 
 
 def band_pairs(
@@ -120,6 +121,7 @@ def band_pairs(
     tiles = -(-n // ROWS)
     if threshold >= 0:
         end = torch.searchsorted(keys, hi[by_x])  # (N,) first x-position past p's interval
+        count = (end - torch.arange(n, device=end.device) - 1).clamp_(min=0)  # (N,) x-neighbours after p
         end = torch.nn.functional.pad(end, (0, tiles * ROWS - n))  # (T * ROWS,)
         tile_end = end.view(tiles, ROWS).amax(1).tolist()  # (T,)
     else:
@@ -128,6 +130,8 @@ def band_pairs(
     band = sum(max(e, min(a + ROWS, n)) - a for a, e in zip(starts, tile_end, strict=True))
     if band > share * sum(n - a for a in starts):
         return None
+    if threshold >= 0 and (total := int(count.sum())) * _SWEEP_COST <= band * ROWS:
+        return _sweep(boxes, threshold, by_x, count, total)  # few x-neighbours: pairs one by one
     bx1, by1, bx2, by2 = boxes[by_x].t().contiguous().unbind(0)  # (N, 4) -> 4 x (N,) x-ordered
     area = (bx2 - bx1) * (by2 - by1)
     if lab is not None:
@@ -152,6 +156,19 @@ def band_pairs(
     p, q = (rows[0], cols[0]) if tiles == 1 else (torch.cat(rows), torch.cat(cols))
     i, j = by_x[p], by_x[q]  # (P,) work positions
     src, dst = torch.minimum(i, j), torch.maximum(i, j)
+    by_src = torch.sort(src).indices
+    return src[by_src], dst[by_src]
+
+
+def _sweep(boxes: Tensor, threshold: float, by_x: Tensor, count: Tensor, total: int) -> tuple[Tensor, Tensor]:
+    """The band's candidates one by one: x-position ``p`` against its ``count[p]`` next boxes."""
+    p = torch.repeat_interleave(torch.arange(count.numel(), device=count.device), count)  # (C,)
+    first = torch.cumsum(count, 0) - count  # (N,) where p's candidates start
+    q = p + 1 + torch.arange(total, device=count.device) - first[p]  # (C,)
+    i, j = by_x[p], by_x[q]  # (C,) work positions
+    over = above(pair_iou(boxes[i], boxes[j]), threshold)
+    i, j = i[over], j[over]
+    src, dst = torch.minimum(i, j), torch.maximum(i, j)  # (P,)
     by_src = torch.sort(src).indices
     return src[by_src], dst[by_src]
 

@@ -377,6 +377,23 @@ def test_pair_paths_agree(monkeypatch):
         assert torch.equal(results[path][1], results["band"][1]), path
 
 
+def test_band_sweep_and_tiles_agree(monkeypatch):
+    # Inside the x-band, candidates are tested one by one (few x-neighbours) or in tiles.
+    pairs_module = importlib.import_module("structpred.ops.nms_pairs")
+    monkeypatch.setattr(nms_module, "_BAND_SHARE", 1.0)
+    n = 600
+    boxes = torch.cat([random_boxes(n - 200, seed=28, extent=600.0, max_wh=20.0), chain_boxes(200) + 50])
+    scores = distinct_scores(n, seed=28)
+    idxs = torch.arange(n) % 3
+    answers = []
+    for cost in (0, 1 << 40):  # 0: always one by one; huge: always tiles
+        monkeypatch.setattr(pairs_module, "_SWEEP_COST", cost)
+        answers.append((nms(boxes, scores, 0.4), batched_nms(boxes, scores, idxs, 0.5)))
+    assert answers[0][0].tolist() == naive_nms(boxes, scores, 0.4)
+    assert answers[0][1].tolist() == naive_batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(answers[0][0], answers[1][0]) and torch.equal(answers[0][1], answers[1][1])
+
+
 def test_batched_nms_many_boxes_several_row_blocks():
     # 1,100 boxes (5 row blocks of 256), 3 classes, and a chain crossing block boundaries.
     n = 1100
