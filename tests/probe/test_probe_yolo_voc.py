@@ -558,6 +558,14 @@ def _labelmap(tmp: Path) -> Any:
     return open_layout("voc", str(root), "train", target="semantic")
 
 
+def _seg_traversal(tmp: Path) -> Any:
+    root = devkit(tmp, classes=b"cat\n")
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("../../x\n")
+    return open_layout("voc", str(root), "train", target="semantic")
+
+
 TEXT_05: Any = "0.5"  # a string where a float goes
 DEVKIT_CASES = [
     (
@@ -614,6 +622,11 @@ DEVKIT_CASES = [
         "val fraction of 1 image",
         lambda tmp: open_layout("voc", str(devkit(tmp, classes=b"cat\n")), "val", val_fraction=0.5),
         r"1 item\(s\) cannot be split by --val-fraction",
+    ),
+    (
+        "segmentation set traversal",
+        _seg_traversal,
+        r"Segmentation/train\.txt: id '\.\./\.\./x' is not a plain file stem",
     ),
     (
         "layout path too long",

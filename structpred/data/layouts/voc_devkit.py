@@ -143,6 +143,9 @@ def open_label_maps(root: Path, split: str) -> LabelMapFiles:
         stems = sorted(p.stem for p in masks.glob("*.png"))
     else:
         stems = [line.split()[0] for line in read_lines(image_set)]
+        for stem in stems:
+            if "/" in stem or "\\" in stem or stem in (".", ".."):  # ids name files in this folder only
+                raise ValueError(f"{image_set}: id {stem!r} is not a plain file stem")
     pairs = []
     for stem in stems:
         image = find_image(root / "JPEGImages", stem)
