@@ -36,7 +36,13 @@ OPEN: dict[str, str] = {
     # a COCO file_name of 100,000 characters: OSError(ENAMETOOLONG) from Path.is_file in
     # read_image (owner: "images", images.py _open_file) when the item is read (open_export)
     "export_coco__exception-OSError__d963b5caa3.bin": "images",
+    "yolo_list__unnamed__2b7422e47e.bin": "errors",  # finding 2 again: "/val/img1.jpg"
+    # data.yaml "train: ../../../../" from a folder 4 deep in /tmp: the split walks the whole
+    # file system (rglob) for 30-60 s on this machine before its error (owner: "errors",
+    # yolo.py _image_files); not replayed in the suite while open (it costs the hang time)
+    "yolo_yaml__hang__c3a4095788.bin": "errors",
 }
+SLOW_KINDS = ("__hang__", "__rss__")
 
 
 def _report(stats: runner.Stats) -> str:
@@ -61,7 +67,11 @@ def test_seeds_read_and_saved_crashes_replay() -> None:
     """The seed corpus reads back (the tool-written ``base`` file of each target correctly), and
     every input saved under ``regressions/`` gives a clear error or a correct result."""
     seeds = [(t.name, p) for t in TARGETS for p in sorted((CORPUS / t.name).iterdir())]
-    saved = [(p.name.split("__")[0], p) for p in sorted(REGRESSIONS.glob("*/*.bin"))]
+    saved = [
+        (p.name.split("__")[0], p)
+        for p in sorted(REGRESSIONS.glob("*/*.bin"))
+        if not (p.name in OPEN and any(k in p.name for k in SLOW_KINDS))
+    ]
     assert len({t for t, _ in seeds}) == len(TARGETS), (
         "a target without seeds: python -m tests.fuzz.make_corpus"
     )
