@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from structpred.data import limits
@@ -742,3 +744,128 @@ def test_skip_mode_drops_the_bad_line_only(tmp_path: Path) -> None:
     records, _ = read_yolo(root, on_error="skip")
     assert records[0].boxes.tolist() == EXPECTED_BOX and records[0].labels.tolist() == [2]
     assert torch.equal(records[0].labels, torch.tensor([2]))
+
+
+# ------------------------------------------------------------------------------ a bounded fuzz
+# The quick hypothesis run that found the "(fuzz)" cases above, kept small (about a second):
+# any input either reads or raises one ValueError of one line. Long runs: tests/fuzz (make fuzz).
+YAML_ATOMS = [
+    "train: images/train\n",
+    "names: [cat, dog]\n",
+    "names: {0: a, 1: b}\n",
+    "nc: 2\n",
+    "&a ",
+    "*a",
+    "[",
+    "]",
+    "{",
+    "}",
+    ": ",
+    "- ",
+    "\n",
+    " ",
+    "!!python/name:os.system",
+    "path: ",
+    "..",
+    "\t",
+    "'",
+    "1e999",
+    ".nan",
+    "? ",
+    "val: ",
+    "\xe9",
+    "---\n",
+    "<<: *a\n",
+    "~",
+    "!!binary AAAA",
+    "!!timestamp 2001-12-14",
+    "!!int x",
+    "!!set {a}",
+]
+LABEL_ATOMS = [
+    "0",
+    "1",
+    "-1",
+    "0.5",
+    "1e308",
+    "nan",
+    "inf",
+    " ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\r",
+    "\x00",
+    "\ufeff",
+    "\xe9",
+    "9" * 400,
+    ".",
+    "e",
+    "1.0",
+]
+
+
+def _reads_or_one_line(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except ValueError as err:
+        assert "\n" not in str(err), str(err)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    yaml_parts=st.lists(st.sampled_from(YAML_ATOMS), max_size=25),
+    label_parts=st.lists(st.sampled_from(LABEL_ATOMS), max_size=30),
+)
+def test_fuzz_yolo_reads_or_raises_one_line(
+    tmp_path_factory: pytest.TempPathFactory, yaml_parts: list[str], label_parts: list[str]
+) -> None:
+    root = yolo(
+        tmp_path_factory.mktemp("fuzz"),
+        "".join(yaml_parts) + NAMES_YAML * (len(yaml_parts) % 2),
+        "".join(label_parts),
+    )
+    _reads_or_one_line(lambda: read_yolo(root))
+    _reads_or_one_line(lambda: read_yolo(root, on_error="skip"))
+
+
+XML_ATOMS = [
+    "<annotation>",
+    "</annotation>",
+    "<size>",
+    "</size>",
+    "<width>40</width>",
+    "<height>30</height>",
+    "<object>",
+    "</object>",
+    "<name>cat</name>",
+    "<bndbox>",
+    "</bndbox>",
+    "<xmin>1</xmin>",
+    "<xmax>nan</xmax>",
+    "<ymin>-5</ymin>",
+    "<ymax>1e400</ymax>",
+    "<filename>a.png</filename>",
+    "<difficult>2</difficult>",
+    "&amp;",
+    "<!DOCTYPE a>",
+    "\xe9",
+    "\x00",
+    "<![CDATA[x]]>",
+    "&#0;",
+]
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    parts=st.lists(st.sampled_from(XML_ATOMS), max_size=40),
+    head=st.sampled_from(
+        ["", '<?xml version="1.0" encoding="latin-1"?>', '<?xml version="1.0" encoding="x"?>']
+    ),
+)
+def test_fuzz_voc_reads_or_raises_one_line(
+    tmp_path_factory: pytest.TempPathFactory, parts: list[str], head: str
+) -> None:
+    call = v(head + "".join(parts))
+    tmp = tmp_path_factory.mktemp("fuzz")
+    _reads_or_one_line(lambda: call(tmp))
