@@ -17,6 +17,12 @@ How it is computed: bilinear resizing is separable, so mask ``n`` pasted into th
 ``Rx[n]`` ``(W, Mp)`` each image row's (column's) two interpolation weights, zero outside the
 box. Two batched matrix products give all ``N`` pasted masks at once, each output pixel written
 exactly once (no zero fill, no per-mask copy); the output's size bounds the cost.
+
+Eager calls whose boxes are small against the image (the common case: 100 detections in a
+photo) do the same products in a window the size of the largest box, placed per box inside the
+image over the box's visible part, and scatter them into one zero-filled output: the work is in
+the boxes, the output is written by one fill. Exporters and tracers take the dense form (no
+data-dependent sizes).
 """
 
 from __future__ import annotations
@@ -100,8 +106,47 @@ def paste_masks_in_image(
     corners = expand_boxes(boxes, float(Mp) / M).to(torch.int64)  # (N, 4)
     width = (corners[:, 2] - corners[:, 0] + 1).clamp(min=1)
     height = (corners[:, 3] - corners[:, 1] + 1).clamp(min=1)
+    if not _tracing():
+        # Eager: the largest box's extent (clipped to the image) is known, so compute in that window.
+        win_h, win_w = int(height.max().clamp(max=H)), int(width.max().clamp(max=W))
+        if win_h * win_w <= WINDOW_FRACTION * H * W:
+            return _paste_window(padded, corners, height, width, (H, W), (win_h, win_w))
     rows = _resize_weights(corners[:, 1], height, H, Mp, masks.dtype)  # (N, H, Mp)
     cols = _resize_weights(corners[:, 0], width, W, Mp, masks.dtype)  # (N, W, Mp)
     # (N, H, Mp) @ (N, Mp, Mp) -> (N, H, Mp); @ (N, Mp, W) -> (N, H, W)
     pasted = torch.bmm(torch.bmm(rows, padded), cols.transpose(1, 2))
     return pasted[:, None]  # (N, H, W) -> (N, 1, H, W)
+
+
+#: The windowed path (zero fill + work in the largest box's window) is taken when the window is at
+#: most this fraction of the image; above it, the dense products (every pixel written once) win.
+WINDOW_FRACTION = 0.5
+
+
+def _tracing() -> bool:
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def _paste_window(padded: Tensor, corners: Tensor, height: Tensor, width: Tensor, image: tuple[int, int],
+                  window: tuple[int, int]) -> Tensor:
+    """The masks resized in a ``win_h x win_w`` window per box (inside the image, holding the box's
+    visible part), scattered into a zero image: work in the boxes, one zero fill of the output.
+
+    Args:
+        padded (Tensor[N, Mp, Mp]); corners (int64[N, 4]) the scaled boxes; height, width (int64[N]).
+    Returns:
+        Tensor[N, 1, H, W].
+    """
+    (H, W), (win_h, win_w) = image, window
+    N, Mp = padded.shape[0], padded.shape[-1]
+    top = corners[:, 1].clamp(0, H - win_h)  # (N,) the window's origin: inside the image
+    left = corners[:, 0].clamp(0, W - win_w)
+    rows = _resize_weights(corners[:, 1] - top, height, win_h, Mp, padded.dtype)  # (N, win_h, Mp)
+    cols = _resize_weights(corners[:, 0] - left, width, win_w, Mp, padded.dtype)  # (N, win_w, Mp)
+    # (N, win_h, Mp) @ (N, Mp, Mp) @ (N, Mp, win_w) -> (N, win_h, win_w)
+    crop = torch.bmm(torch.bmm(rows, padded), cols.transpose(1, 2))
+    ys = top[:, None] + torch.arange(win_h, device=top.device)  # (N, win_h) image rows
+    xs = left[:, None] + torch.arange(win_w, device=left.device)  # (N, win_w) image columns
+    index = (ys[:, :, None] * W + xs[:, None, :]).view(N, -1)  # (N, win_h, win_w) -> (N, win_h*win_w)
+    out = padded.new_zeros(N, H * W).scatter_(1, index, crop.reshape(N, -1))  # distinct pixels per row
+    return out.view(N, 1, H, W)  # (N, H*W) -> (N, 1, H, W)

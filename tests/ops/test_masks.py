@@ -105,3 +105,41 @@ def test_paste_gradcheck() -> None:
 def test_paste_bad_input_is_a_clear_value_error(masks, boxes, size, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         paste_masks_in_image(masks, boxes, size)
+
+
+def _small_boxes(n: int, H: int, W: int, M: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes small against the image (the windowed path): inside, over each border, fully outside."""
+    masks, boxes = _inputs(n, H, W, M, seed=seed)
+    boxes[0] = torch.tensor([-3.7, -2.2, 2.5, 3.1])  # over the top-left corner
+    boxes[1] = torch.tensor([W - 2.5, H - 3.0, W + 3.9, H + 1.5])  # over the bottom-right corner
+    boxes[2] = torch.tensor([W + 5.0, 1.0, W + 9.0, 4.0])  # right of the image
+    boxes[3] = torch.tensor([2.0, 3.0, 2.0, 3.0])  # empty box (one pixel after scaling)
+    return masks, boxes
+
+
+@pytest.mark.parametrize(("M", "padding"), [(6, 1), (5, 0), (28, 1)])
+def test_paste_windowed_path_matches_the_naive_loop_and_the_dense_path(
+    M: int, padding: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structpred.ops import masks as masks_mod
+
+    H, W = 23, 29
+    masks, boxes = _small_boxes(9, H, W, M, seed=M + 10)
+    calls: list[tuple[int, int]] = []
+    real = masks_mod._paste_window
+    monkeypatch.setattr(masks_mod, "_paste_window", lambda *a: calls.append(a[-1]) or real(*a))
+    got = paste_masks_in_image(masks, boxes, (H, W), padding=padding)
+    assert calls and calls[0][0] * calls[0][1] < H * W  # the windowed path ran, in a smaller window
+    want = naive_paste(masks.numpy(), boxes.numpy(), H, W, padding)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-12)
+    monkeypatch.setattr(masks_mod, "WINDOW_FRACTION", 0.0)  # force the dense products
+    dense = paste_masks_in_image(masks, boxes, (H, W), padding=padding)
+    assert len(calls) == 1 and got.shape == dense.shape == (9, 1, H, W)
+    torch.testing.assert_close(got, dense, rtol=0, atol=1e-12)
+
+
+def test_paste_windowed_gradcheck() -> None:
+    masks, boxes = _small_boxes(4, 15, 19, 3, seed=5)
+    masks.requires_grad_(True)
+    paste = lambda m: paste_masks_in_image(m, boxes, (15, 19))  # noqa: E731
+    assert torch.autograd.gradcheck(paste, (masks,), fast_mode=True)
