@@ -11,6 +11,7 @@ clamped to the last cell.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -127,7 +128,12 @@ def test_paste_windowed_path_matches_the_naive_loop_and_the_dense_path(
     masks, boxes = _small_boxes(9, H, W, M, seed=M + 10)
     calls: list[tuple[int, int]] = []
     real = masks_mod._paste_window
-    monkeypatch.setattr(masks_mod, "_paste_window", lambda *a: calls.append(a[-1]) or real(*a))
+
+    def spy(*args: Any) -> torch.Tensor:
+        calls.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(masks_mod, "_paste_window", spy)
     got = paste_masks_in_image(masks, boxes, (H, W), padding=padding)
     assert calls and calls[0][0] * calls[0][1] < H * W  # the windowed path ran, in a smaller window
     want = naive_paste(masks.numpy(), boxes.numpy(), H, W, padding)
