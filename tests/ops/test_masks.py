@@ -103,7 +103,9 @@ def test_paste_gradcheck() -> None:
         (torch.rand(2, 1, 5, 5), torch.zeros(2, 4), (0, 9), "image_size must be a positive"),
     ],
 )  # fmt: skip
-def test_paste_bad_input_is_a_clear_value_error(masks, boxes, size, message: str) -> None:
+def test_paste_bad_input_is_a_clear_value_error(
+    masks: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         paste_masks_in_image(masks, boxes, size)
 
