@@ -29,18 +29,9 @@ BUDGET = 25.0  # seconds of wall time for the whole bounded campaign (set-up inc
 # Saved crashes whose reader is not fixed yet: (file name, owner). strict: a fix makes it pass,
 # and then it must leave this list.
 OPEN: dict[str, str] = {
-    # val.txt holding "/images/val/": "/images/val: image file not found" names neither val.txt nor
-    # its line (owner: "errors", yolo.py _list_file)
-    "yolo_list__unnamed__24647db05c.bin": "errors",
-    "yolo_list__unnamed__541e7da0a1.bin": "errors",  # the same with "//images/val/img2.jpg"
     # a COCO file_name of 100,000 characters: OSError(ENAMETOOLONG) from Path.is_file in
     # read_image (owner: "images", images.py _open_file) when the item is read (open_export)
     "export_coco__exception-OSError__d963b5caa3.bin": "images",
-    "yolo_list__unnamed__2b7422e47e.bin": "errors",  # finding 2 again: "/val/img1.jpg"
-    # data.yaml "train: ../../../../" from a folder 4 deep in /tmp: the split walks the whole
-    # file system (rglob) for 30-60 s on this machine before its error (owner: "errors",
-    # yolo.py _image_files); not replayed in the suite while open (it costs the hang time)
-    "yolo_yaml__hang__c3a4095788.bin": "errors",
 }
 SLOW_KINDS = ("__hang__", "__rss__")
 

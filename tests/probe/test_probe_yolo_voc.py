@@ -190,6 +190,16 @@ YAML_CASES = [
         r"a\.txt: label file is not UTF-8 text \(byte 26: b'\\xe9'\)",
     ),
     (
+        "split an ancestor folder (fuzz)",
+        y("train: ../../\nnames: [cat]\n"),
+        Y + r"split path '\.\./\.\./' is .*, a folder that holds this dataset itself",
+    ),
+    (
+        "split the root folder",
+        y("train: /\nnames: [cat]\n"),
+        Y + r"split path '/' is /, a folder that holds this dataset itself",
+    ),
+    (
         "split path too long",
         y("train: " + "x" * 5000 + "\nnames: [cat]\n"),
         Y + r"split 'train': cannot read .*xxx: File name too long$",
@@ -250,12 +260,17 @@ LABEL_CASES = [
     (
         "list names a missing image",
         lambda tmp: read_yolo(_listed(tmp, "images/train/missing.png\n")),
-        r"missing\.png: image file not found",
+        r"list\.txt line 1: .*missing\.png: image file not found",
     ),
     (
         "list line too long",
         lambda tmp: read_yolo(_listed(tmp, "images/train/" + "y" * 5000 + ".png\n")),
         Y + r"split 'train': cannot read .*yyy: File name too long$",
+    ),
+    (
+        "list absolute line (fuzz)",
+        lambda tmp: read_yolo(_listed(tmp, "/images/val/\n")),
+        r"list\.txt line 1: /images/val: image file not found",
     ),
     (
         "list with NUL",

@@ -21,6 +21,7 @@ back within float32 rounding (< 1e-3 px for images up to 10,000 px).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from ._common import (
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _SLACK = 1e-6  # normalised values may exceed [0, 1] by this much (float printing noise)
+MAX_WALK = 2_000_000  # files and folders a split folder's walk may visit (COCO train2017: 118,287)
 
 
 def _yaml_path(root: Path) -> Path:
@@ -143,30 +145,56 @@ def _split_path(base: Path, source: str) -> Path:
     return target
 
 
-def _list_file(target: Path, base: Path) -> list[Path]:
+def _list_file(target: Path, base: Path) -> list[tuple[Path, str]]:
+    """``(image path, "list.txt line N")`` of each line of an image list."""
     lines = [line.strip() for line in read_text_bounded(target, "image list").splitlines()]
     out = []
-    for line in (line for line in lines if line):
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
         if line.startswith("./"):
-            out.append(target.parent / line[2:])
+            path = target.parent / line[2:]
         elif Path(line).is_absolute() or (base / line).is_file() or not (target.parent / line).is_file():
-            out.append(base / line)  # an absolute line stays absolute
+            path = base / line  # an absolute line stays absolute
         else:
-            out.append(target.parent / line)
+            path = target.parent / line
+        out.append((path, f"{target} line {number}"))
     return out
 
 
-def _image_files(source: object, base: Path, yaml_path: Path) -> list[Path]:
-    """Image paths of one split entry (directory, list file, or a list of those)."""
+def _walk_images(folder: Path, yaml_path: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, linked folders followed as ``rglob`` did), sorted;
+    at most :data:`MAX_WALK` entries visited, so a split naming a huge tree (or a symlink loop)
+    fails fast instead of walking for minutes."""
+    found, seen = [], 0
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        seen += len(dirs) + len(files)
+        if seen > MAX_WALK:
+            raise ValueError(
+                f"{yaml_path}: split folder {folder} holds over {MAX_WALK:,} entries; name the images "
+                "folder itself (e.g. images/train)"
+            )
+        found += [Path(parent) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(p for p in found if p.is_file())
+
+
+def _image_files(source: object, base: Path, yaml_path: Path) -> list[tuple[Path, str | None]]:
+    """``(image path, where it was listed or None)`` of one split entry (directory, list file, or
+    a list of those)."""
     if isinstance(source, list):
         return [p for item in source for p in _image_files(item, base, yaml_path)]
     if not isinstance(source, str) or not source:
         raise ValueError(f"{yaml_path}: split entries must be paths, got {source!r}")
     target = _split_path(base, source)
     if target.is_dir():
-        return sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if yaml_path.resolve().is_relative_to(target.resolve()):  # "../../", "/": the yaml's own ancestors
+            raise ValueError(
+                f"{yaml_path}: split path {source!r} is {target.resolve()}, a folder that holds this "
+                "dataset itself; name its images folder (e.g. images/train)"
+            )
+        return [(p, None) for p in _walk_images(target, yaml_path)]
     if target.is_file() and target.suffix == ".txt":
-        return _list_file(target, base)
+        return list(_list_file(target, base))
     raise ValueError(f"{yaml_path}: split path {target} is neither a directory nor a .txt list")
 
 
@@ -280,13 +308,14 @@ def read_yolo(
     except OSError as err:  # a 5,000-character split path: "File name too long"
         raise ValueError(f"{yaml_path}: split {key!r}: {_os_text(err)}") from err
     records = []
-    for index, image in enumerate(images):
+    for index, (image, listed) in enumerate(images):
+        origin = f"{listed}: " if listed else ""  # an image of a list: name the list and line
         try:
             records.append(_record(image, index, yaml_path.parent, len(categories), on_error))
         except OSError as err:
-            report(f"{image}: {_os_text(err)}", on_error, err)
+            report(f"{origin}{image}: {_os_text(err)}", on_error, err)
         except ValueError as err:
-            report(str(err), on_error, err)
+            report(f"{origin}{err}", on_error, err)
     return records, categories
 
 
