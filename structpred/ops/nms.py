@@ -54,10 +54,16 @@ import torch.fx
 from torch import Tensor
 
 from ._checks import check_boxes
-from .nms_pairs import ROWS, above, band_pairs, segment_pairs, small_pairs
+from .nms_pairs import ROWS, above, band_pairs, outer, padded_pairs, segment_pairs, small_pairs
 
 # Above this many same-label candidate pairs, the blocked search uses less memory.
 _MAX_SEGMENT_PAIRS = 1 << 22
+# batched_nms: same-label pairs one by one below this many per box, else a loop over labels
+# once they average this many boxes (a loop costs a few dozen operations per label).
+_SEGMENT_PAIRS_PER_BOX = 16
+_PER_LABEL_BOXES = 48
+# Largest [L, M, M] IoU batch for labels of similar sizes (elements).
+_MAX_PADDED = 1 << 24
 # Up to this many boxes, one [N, N] IoU matrix (fewest operations).
 _SMALL = 256
 # The x-band is used while it holds at most this share of the full row tiles' IoUs.
@@ -167,12 +173,22 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
     if n <= _SMALL:  # one IoU matrix, scanned pair by pair: the least fixed cost
         pairs = small_pairs(boxes[order], threshold, None if labels is None else labels[order])
         return _drop(order, _scan_pairs(pairs))
-    if labels is not None and _many_small_labels(labels):
-        # Work order (label, score): each label a contiguous run of same-label candidates.
+    label_strategy = "" if labels is None else _label_strategy(labels)
+    if label_strategy:
+        # Work order (label, score): each label one contiguous run.
         order = order[torch.sort(labels[order], stable=True).indices]
-        src, dst = segment_pairs(boxes[order], threshold, labels[order])
-        keep = _resolve(n, src, dst, device_rounds=boxes.device.type != "cpu")
-        kept = torch.sort(order[keep]).values  # back to decreasing score, ties by index
+        if label_strategy in ("segment", "padded"):  # many small labels: all labels at once
+            if label_strategy == "padded":
+                runs = torch.unique_consecutive(labels[order], return_counts=True)[1]
+                src, dst = padded_pairs(boxes[order], threshold, runs)
+            else:
+                src, dst = segment_pairs(boxes[order], threshold, labels[order])
+            kept = order[_resolve(n, src, dst, device_rounds=boxes.device.type != "cpu")]
+        else:  # large labels: NMS per label, each with the strategy that suits its size
+            runs = torch.unique_consecutive(labels[order], return_counts=True)[1].tolist()
+            parts = [run[_nms(boxes[run], scores[run], threshold, None)] for run in order.split(runs)]
+            kept = torch.cat(parts)
+        kept = torch.sort(kept).values  # back to decreasing score, ties by index
         return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
     # Work order = score order; pairs never cross labels, so one scan is per-label greedy.
     work, work_labels = boxes[order], None if labels is None else labels[order]
@@ -200,12 +216,12 @@ def _tiled_greedy(boxes: Tensor, threshold: float, labels: Tensor | None) -> lis
         """``IoU > threshold`` (same label) of boxes ``rows`` (R,) x ``cols`` (C,) -> (R, C)."""
         rx1, ry1, rx2, ry2 = corners[:, rows].unbind(0)  # 4 x (R,)
         cx1, cy1, cx2, cy2 = corners[:, cols].unbind(0)  # 4 x (C,)
-        w = torch.minimum(rx2[:, None], cx2).sub_(torch.maximum(rx1[:, None], cx1)).clamp_(min=0)  # (R, C)
-        h = torch.minimum(ry2[:, None], cy2).sub_(torch.maximum(ry1[:, None], cy1)).clamp_(min=0)
+        w = outer(torch.minimum, rx2, cx2).sub_(outer(torch.maximum, rx1, cx1)).clamp_(min=0)  # (R, C)
+        h = outer(torch.minimum, ry2, cy2).sub_(outer(torch.maximum, ry1, cy1)).clamp_(min=0)
         inter = w.mul_(h)
-        out = above(inter.div_((area[rows, None] + area[cols]).sub_(inter)), threshold)
+        out = above(inter.div_(outer(torch.add, area[rows], area[cols]).sub_(inter)), threshold)
         if labels is not None:
-            out &= labels[rows, None] == labels[cols]
+            out &= outer(torch.eq, labels[rows], labels[cols])
         return out
 
     for a in range(0, n, ROWS):
@@ -226,12 +242,20 @@ def _tiled_greedy(boxes: Tensor, threshold: float, labels: Tensor | None) -> lis
     return list(dropped)
 
 
-def _many_small_labels(labels: Tensor) -> bool:
-    """Whether same-label candidate pairs are few enough to test them all one by one."""
+def _label_strategy(labels: Tensor) -> str:
+    """``"segment"``, ``"padded"``, ``"per_label"`` or ``""`` (labels in the band's keys)."""
     counts = torch.unique(labels, return_counts=True)[1]
+    if counts.numel() == 1:
+        return ""
     candidates = int((counts * (counts - 1) // 2).sum())
-    # A gathered pair costs a few dense tile entries; a band has about N * ROWS of them.
-    return candidates < min(labels.numel() * ROWS // 4, _MAX_SEGMENT_PAIRS)
+    n = labels.numel()
+    if candidates < min(n * _SEGMENT_PAIRS_PER_BOX, _MAX_SEGMENT_PAIRS):
+        return "segment"  # a few gathered pairs per box: cheaper than any loop
+    padded = counts.numel() * int(counts.max()) ** 2  # IoUs of the [L, M, M] batch
+    if padded <= min(8 * candidates, _MAX_PADDED):
+        return "padded"  # labels of similar sizes: one batched IoU for all of them
+    # Per label: a few dozen operations each, worth it once labels hold enough boxes.
+    return "per_label" if n >= _PER_LABEL_BOXES * counts.numel() else ""
 
 
 @torch.library.custom_op("structpred::nms", mutates_args=())

@@ -315,7 +315,7 @@ class _PathSpy:
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
-        for name in ("small_pairs", "band_pairs", "segment_pairs", "_tiled_greedy"):
+        for name in ("small_pairs", "band_pairs", "segment_pairs", "padded_pairs", "_tiled_greedy"):
             original = getattr(nms_module, name)
 
             def wrapper(*args, _original=original, _name=name, **kwargs):
@@ -330,14 +330,14 @@ class _PathSpy:
     [
         (200, 3, "small_pairs"),
         (600, 1, "_tiled_greedy"),
-        (600, 2, "_tiled_greedy"),
+        (600, 2, "padded_pairs"),
         (600, 80, "segment_pairs"),
     ],
 )
 def test_batched_nms_each_pair_path(monkeypatch, n, num_classes, path):
     # Up to 256 boxes: one IoU matrix. Above: clustered boxes are wide against their spread,
-    # so the x-band declines and row tiles skip dropped boxes (few labels), or same-label
-    # pairs one by one (80 labels).
+    # so the x-band declines and row tiles skip dropped boxes (one label); two labels of
+    # similar size: one batched [L, M, M] IoU; 80 small labels: same-label pairs one by one.
     spy = _PathSpy(monkeypatch)
     boxes = clustered_boxes(n, seed=11, clusters=12)
     scores = distinct_scores(n, seed=11)
@@ -348,30 +348,35 @@ def test_batched_nms_each_pair_path(monkeypatch, n, num_classes, path):
 
 
 def test_pair_paths_agree(monkeypatch):
-    # The same input through all four searches gives the same answer.
+    # The same input through every search gives the same answer.
     n = 500
     boxes = torch.cat([clustered_boxes(n - 100, seed=12), chain_boxes(100) + 300])
     scores = distinct_scores(n, seed=12)
     idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(12))
     results = {}
-    configs = {  # path: (_SMALL, _MAX_SEGMENT_PAIRS, _BAND_SHARE, the searches that run)
-        "band": (0, 0, 1.0, {"band_pairs"}),
-        "tiled": (0, 0, 0.0, {"band_pairs", "_tiled_greedy"}),  # the band declines, tiles run
-        "segment": (0, 1 << 40, 1.0, {"segment_pairs"}),
-        "small": (n, 0, 1.0, {"small_pairs"}),
+    configs = {  # path: (_SMALL, _MAX_SEGMENT_PAIRS, _MAX_PADDED, _PER_LABEL_BOXES, _BAND_SHARE, searches)
+        "band": (0, 0, 0, 1 << 30, 1.0, {"band_pairs"}),
+        "tiled": (0, 0, 0, 1 << 30, 0.0, {"band_pairs", "_tiled_greedy"}),  # the band declines
+        "segment": (0, 1 << 40, 0, 1 << 30, 1.0, {"segment_pairs"}),
+        "padded": (0, 0, 1 << 40, 1 << 30, 1.0, {"padded_pairs"}),
+        "per_label": (256, 0, 0, 1, 1.0, {"small_pairs"}),  # each label's ~83 boxes: one matrix
+        "small": (n, 0, 0, 1 << 30, 1.0, {"small_pairs"}),
     }
-    for path, (small, limit, share, calls) in configs.items():
+    for path, (small, limit, padded, per_label, share, calls) in configs.items():
         monkeypatch.setattr(nms_module, "_SMALL", small)
-        monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)
+        monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)  # 0: never segment pairs
+        monkeypatch.setattr(nms_module, "_SEGMENT_PAIRS_PER_BOX", 1 << 30)
+        monkeypatch.setattr(nms_module, "_MAX_PADDED", padded)
+        monkeypatch.setattr(nms_module, "_PER_LABEL_BOXES", per_label)
         monkeypatch.setattr(nms_module, "_BAND_SHARE", share)
         spy = _PathSpy(monkeypatch)
         batched = batched_nms(boxes, scores, idxs, 0.5)
-        assert set(spy.calls) == calls, spy.calls
+        assert set(spy.calls) == calls, (path, spy.calls)
         results[path] = (batched, nms(boxes, scores, 0.3))
         monkeypatch.undo()
     assert results["band"][0].tolist() == naive_batched_nms(boxes, scores, idxs, 0.5)
     assert results["band"][1].tolist() == naive_nms(boxes, scores, 0.3)
-    for path in ("tiled", "segment", "small"):
+    for path in ("tiled", "segment", "padded", "per_label", "small"):
         assert torch.equal(results[path][0], results["band"][0]), path
     for path in ("tiled", "small"):
         assert torch.equal(results[path][1], results["band"][1]), path
