@@ -174,7 +174,7 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
         pairs = small_pairs(boxes[order], threshold, None if labels is None else labels[order])
         return _drop(order, _scan_pairs(pairs))
     label_strategy = "" if labels is None else _label_strategy(labels)
-    if label_strategy:
+    if labels is not None and label_strategy:
         # Work order (label, score): each label one contiguous run.
         order = order[torch.sort(labels[order], stable=True).indices]
         if label_strategy in ("segment", "padded"):  # many small labels: all labels at once
