@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.checks import check_images
 from ..data.collate import collate
 from ..progress import Progress
 from ..tasks.base import Headline, Metric, Task, evaluation_loop
@@ -334,6 +335,7 @@ class Trainer:
                 group["lr"] = lr
             if self.ctx.distributed:  # the step's random draws: a function of (seed, step, rank)
                 distributed.seed_step(c.seed, self.step, self.ctx.rank)
+            self._check_inputs(images, f"epoch {epoch + 1} batch {step_in_epoch + 1}")
             images, targets = _to_device(images, targets, self.ctx.device)
             with self._autocast():
                 _, losses = model(images, targets, predict=False)  # losses only: no inference work
@@ -359,6 +361,12 @@ class Trainer:
                 self._save(epoch, step_in_epoch)
         bar.close()
         return loss_sum / max(steps, 1)
+
+    def _check_inputs(self, inputs: Any, where: str) -> None:
+        """Images, pairs and clips must be float in [0, 1] and finite (``data.checks``): float64,
+        0..255 floats and NaN pixels otherwise train silently wrong. Sequences are not images."""
+        if self.task is not None and self.task.inputs in ("image", "pair", "clip"):
+            check_images(inputs, where)
 
     def _check_finite(self, losses: dict[str, Tensor]) -> None:
         if not losses:
@@ -386,6 +394,7 @@ class Trainer:
         loader = self._loader(data, [indices[i : i + b] for i in range(0, len(indices), b)], 0)
 
         def run(inputs: Any, targets: Any) -> tuple[Any, dict[str, Tensor]]:
+            self._check_inputs(inputs, "validation batch")
             inputs, targets = _to_device(inputs, targets, self.ctx.device)
             with self._autocast():
                 return self.model(inputs, targets)
