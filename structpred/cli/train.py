@@ -187,7 +187,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         raise ValueError("--override applies to --resume RUN_DIR only")
     if args.resume == "" and args.out is None:
         raise ValueError("--resume needs the run directory: --resume RUN_DIR")
-    out = args.out or _new_run_folder()
+    out = args.out or args.resume or _new_run_folder()  # --resume RUN_DIR names the run (torchrun too)
     if args.resume:  # --resume RUN_DIR
         if args.out is not None and Path(args.out) != Path(args.resume):
             raise ValueError(f"--out {args.out} and --resume {args.resume} name two runs; give --resume only")
