@@ -41,6 +41,9 @@ class DetectionFiles(Dataset[tuple[Tensor, Target]]):
         with_masks: add ``masks`` decoded from ``record.segmentations`` (COCO); a record without
             segmentations, or an object with an empty one, raises ``ValueError``.
         transforms: ``(image, target) -> (image, target)``, applied last.
+
+    Every image file must exist when the dataset is built (a ``ValueError`` names the first
+    missing one), so a missing image never stops training mid-epoch.
     """
 
     def __init__(
@@ -76,6 +79,10 @@ class DetectionFiles(Dataset[tuple[Tensor, Target]]):
         self.records = list(records)
         self.categories = categories
         self.image_root = Path(image_root)
+        missing = [r.file_name for r in self.records if not (self.image_root / r.file_name).is_file()]
+        if missing:  # found now, not in the middle of an epoch
+            more = f" (and {len(missing) - 1} more of {len(self.records)} images)" if len(missing) > 1 else ""
+            raise ValueError(f"{self.image_root / missing[0]}: image file not found{more}")
         self.with_masks = with_masks
         self.transforms = transforms
 

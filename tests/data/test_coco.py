@@ -239,11 +239,12 @@ def test_from_coco_items_with_masks(tmp_path):
 
 def test_from_coco_masks_need_segmentations(tmp_path):
     data = coco_dict()
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, torch.zeros(3, 30, 40))
     with pytest.raises(ValueError, match=r"records\[0\] \(a.png\) has no segmentations"):
         from_coco(write_json(tmp_path, data), tmp_path, with_masks=True)
     data["annotations"][0]["segmentation"] = [[1, 2, 10, 2, 5, 9]]  # the others get [] (no polygon)
     dataset = from_coco(write_json(tmp_path, data), tmp_path, with_masks=True)
-    write_image(tmp_path / "a.png", torch.zeros(3, 30, 40))
     with pytest.raises(ValueError, match="a.png: object 1 has an empty segmentation"):
         dataset[0]
 
@@ -484,3 +485,9 @@ def test_vertices_up_to_one_image_size_outside_are_kept_and_clipped() -> None:
     ring = [-4.0, -5.0, 8.0, -5.0, 8.0, 2.5, -4.0, 2.5]  # W = 4, H = 5: the bounds themselves
     mask = segmentation_to_mask(check_segmentation([ring], 5, 4), 5, 4)
     assert mask[:2].all() and not mask[3:].any()
+
+
+def test_from_coco_refuses_a_missing_image_when_built(tmp_path):
+    write_image(tmp_path / "a.png", torch.zeros(3, 30, 40))  # b.png is missing
+    with pytest.raises(ValueError, match=r"b\.png: image file not found"):
+        from_coco(write_json(tmp_path, coco_dict()), tmp_path)

@@ -93,7 +93,10 @@ def as_number(value: object, what: str) -> float:
         except ValueError:
             raise ValueError(f"{what} must be a number, got {value!r}") from None
     elif isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a 400-digit JSON integer
+            raise ValueError(f"{what} is too large, got an integer of {len(str(value))} digits") from None
     else:
         raise ValueError(f"{what} must be a number, got {value!r}")
     if not math.isfinite(number):
