@@ -8,7 +8,8 @@ Convention: a frame is ``float32 Tensor[3, H, W]`` in ``[0, 1]`` (RGB), like an 
 its index counts decoded frames from 0 and its time is the presentation time in seconds
 (``frame.time``, or ``index / fps`` when the container gives none).
 
-A bad video is a ``ValueError`` naming the file: not a video (or no video stream), no frame,
+A bad video is a ``ValueError`` naming the file: not a video (or no video stream), a frame size
+over ``limits.max_pixels`` (checked from the header, before decoding), no frame,
 a decoding error, or a truncated file (fewer frames than the container declares, or decoding
 ending well before the container's duration).
 """
@@ -23,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..data import limits
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -71,6 +74,9 @@ def _info(path: Path, container: Any) -> VideoInfo:
     stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate
     duration = container.duration / 1_000_000 if container.duration else 0.0  # microseconds -> s
+    # a frame is decoded whole: its declared size is checked before the first decode
+    limits.check("max_pixels", int(stream.height) * int(stream.width), path,
+                 f"frame size {stream.height} x {stream.width} (H x W)")  # fmt: skip
     return VideoInfo(
         int(stream.frames or 0), float(rate or 0.0), float(duration), stream.height, stream.width
     )

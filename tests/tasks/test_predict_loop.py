@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from structpred.data import limits
 from structpred.data.images import write_image
 from structpred.data.records import Categories
 from structpred.progress import progress
@@ -39,6 +40,17 @@ def test_frames_are_decoded_lazily(tmp_path: Path) -> None:
     index, _, _ = next(frames)  # one frame decoded, the rest not yet
     assert index == 0
     frames.close()  # the container is closed early without error
+
+
+def test_a_frame_over_the_pixel_limit_is_refused_from_the_header(tmp_path: Path) -> None:
+    video = make_video(tmp_path / "clip.mp4", frames=2, height=48, width=64)
+    with limits.override(max_pixels=48 * 64):
+        assert probe_video(video).height == 48  # at the limit: read
+    with (
+        limits.override(max_pixels=48 * 64 - 1),
+        pytest.raises(limits.LimitError, match="clip.mp4: frame size 48 x 64"),
+    ):
+        next(iter_frames(video))
 
 
 def test_truncated_video_is_found_while_decoding(tmp_path: Path) -> None:
