@@ -349,7 +349,7 @@ def test_batched_nms_each_pair_path(monkeypatch, n, num_classes, path):
 
 def test_pair_paths_agree(monkeypatch):
     # The same input through every search gives the same answer.
-    n = 500
+    n = 360
     boxes = torch.cat([clustered_boxes(n - 100, seed=12), chain_boxes(100) + 300])
     scores = distinct_scores(n, seed=12)
     idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(12))
@@ -510,12 +510,12 @@ def test_nms_float16_large_boxes_computed_in_float32():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("n", [80, 400])
+@pytest.mark.parametrize("n", [80, 300])
 def test_nms_half_precisions_equal_float32_of_the_same_boxes(dtype, n):
     # The upcast is exact, so the answer is the float32 answer on the rounded boxes.
     boxes = (clustered_boxes(n, seed=25) * 3).to(dtype)
     scores = distinct_scores(n, seed=25).to(dtype)
-    for thr in (0.3, 0.5, 0.7):
+    for thr in (0.3, 0.7):
         expected = naive_nms(boxes.float(), scores.float(), thr)
         assert nms(boxes, scores, thr).tolist() == expected
         # Under CPU autocast too (torchvision upcasts there; NMS runs outside autocast's lists).
