@@ -11,6 +11,7 @@ about its length.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
@@ -110,8 +111,8 @@ def hostile_value(rnd: random.Random) -> Any:
     if pick == 4:  # a long flat list (a polygon with many vertices)
         n = rnd.choice([5, 6, 7, 1001, 100_001, 200_002])
         return [rnd.choice([0, 1, 3.5, 1e9, -1]) for _ in range(n)]
-    if pick == 5:  # many short lists (many rings)
-        return [[0, 0, 1, 0, 1, 1]] * rnd.choice([2, 10_001, 20_000])
+    if pick == 5:  # many short lists (many rings); separate lists: a later edit changes one
+        return [[0, 0, 1, 0, 1, 1] for _ in range(rnd.choice([2, 10_001, 20_000]))]
     if pick == 6:  # deep nesting
         depth = rnd.choice([60, 1000, 100_000])
         return json.loads("[" * depth + "]" * depth) if depth < 900 else _Raw("[" * depth + "]" * depth)
@@ -176,7 +177,7 @@ def mutate_json(seed: bytes, rnd: random.Random) -> bytes:
         if action == 0 and isinstance(parent, dict):
             del parent[key]
         elif action == 1 and isinstance(parent, list):
-            parent.insert(key, parent[key])  # a duplicate entry (same id)
+            parent.insert(key, copy.deepcopy(parent[key]))  # a duplicate entry (same id), not an alias
         else:
             parent[key] = hostile_value(rnd)
     out = _dumps(doc)

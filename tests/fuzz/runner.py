@@ -101,6 +101,8 @@ def _worker(spec: dict, ready: Ready, out: TextIO) -> None:
             data = Path(file).read_bytes()
         else:
             name = names[n % len(names)]
+            out.write(f"G {n} {name}\n")  # generating: the supervisor times the generator too
+            out.flush()
             data = T.generate(T.BY_NAME[name], ready[name][3], random.Random(f"{spec['seed']}:{n}"))
         folder, path, run, _ = ready[name]
         current.write_bytes(data)
@@ -226,6 +228,7 @@ def _watch(
 ) -> int:  # fmt: skip
     """Follow one worker; returns the next example index (``-1``: finished or out of time)."""
     running: tuple[int, str, float] | None = None
+    generating: tuple[int, str, float] | None = None
     base_rss = 0.0
     pending = b""
     while True:
@@ -237,7 +240,10 @@ def _watch(
             *lines, pending = (pending + chunk).split(b"\n")
         for raw in lines:
             word, *rest = raw.decode("utf-8", "replace").split(" ", 3)
-            if word == "R":
+            if word == "G":
+                generating = (int(rest[0]), rest[1], now)
+            elif word == "R":
+                generating = None
                 running = (int(rest[0]), rest[1], now)
                 base_rss = _rss_mb(proc.pid)
             elif word == "D" and running is not None:
@@ -263,6 +269,11 @@ def _watch(
         if seconds is not None and now - t0 > seconds:
             _kill(proc)
             return -1
+        if generating is not None and now - generating[2] > hang:  # a harness bug: fail loudly
+            _kill(proc)
+            raise RuntimeError(
+                f"fuzz harness: generating input {generating[0]} of {generating[1]} took > {hang} s"
+            )
         if running is not None:
             too_long = now - running[2] > hang
             rss = _rss_mb(proc.pid) - base_rss  # grown during this example
