@@ -11,7 +11,9 @@ that does all the arithmetic and a sequential part that does only bookkeeping:
    fixed cost). Above: IoU tiles of an *x-sorted band* -- two boxes can only overlap if their
    x-intervals do, so each 256-row tile is tested only against the boxes whose ``x1`` falls
    inside one of its rows' x-intervals (small, tiny or chained boxes: ~``N * (256 + w)``
-   IoUs instead of ``N^2 / 2``). Many small classes: same-label pairs one by one.
+   IoUs instead of ``N^2 / 2``). :func:`batched_nms` picks by label sizes: same-label
+   pairs one by one (many tiny labels), one padded ``[L, M, M]`` batch (similar sizes), or a
+   loop over labels (large uneven ones).
 2. **Greedy scan.** The pairs, sorted by ``i``, are walked once in score order: box ``i`` is
    kept iff no kept box has dropped it yet; a kept box marks its partners dropped. Because
    ``i < j`` in every pair, ``i``'s fate is final when its turn comes. One pass, no rounds:
