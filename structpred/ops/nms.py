@@ -169,7 +169,8 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
     n = boxes.shape[0]
     if n == 0:
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    boxes, scores = _as_float(boxes), _as_float(scores)
+    # indices carry no gradient: the IoU tiles write into preallocated outputs (out=), which autograd refuses
+    boxes, scores = _as_float(boxes.detach()), _as_float(scores.detach())
     # Stable: among equal scores the earlier box wins, as in torchvision's kernel.
     order = torch.sort(scores, descending=True, stable=True).indices
     if n <= _SMALL:  # one IoU matrix, scanned pair by pair: the least fixed cost
