@@ -10,8 +10,6 @@ import re
 import pytest
 import torch
 
-pytest.importorskip("torchvision.models.detection")
-
 from structpred.bench import detection  # noqa: E402
 from structpred.cli import main as cli_main  # noqa: E402
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("pydensecrf.densecrf")  # the pydensecrf2 package
-pytest.importorskip("torchvision.models.detection")
-
 from structpred.cli import main as cli_main  # noqa: E402
 
 

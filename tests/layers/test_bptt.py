@@ -213,7 +213,6 @@ def test_gradient_norms_accept_one_layer_modules_only() -> None:
 
 
 def test_plot_gradient_norms_writes_png(tmp_path: object) -> None:
-    pytest.importorskip("matplotlib")
     norms: dict[str, GradientNorms | Tensor] = dict(rnn_vs_lstm_gradient_norms(steps=110, hidden_size=8))
     norms["raw tensor"] = torch.logspace(-5, 0, 110)
     path = plot_gradient_norms(norms, tmp_path / "sub" / "norms.png")  # type: ignore[operator]

@@ -6,6 +6,9 @@ from collections import OrderedDict
 
 import pytest
 import torch
+import torchvision.models.detection as tv_detection
+import torchvision.models.detection.backbone_utils as tv_backbone_utils
+import torchvision.ops.feature_pyramid_network as tv_fpn
 from torch import Tensor, nn
 
 from structpred.backbones.fpn import (
@@ -17,10 +20,6 @@ from structpred.backbones.fpn import (
 )
 from structpred.layers.fpn import FeaturePyramidNetwork, LastLevelMaxPool
 from tests.backbones import assert_features_close, build_uninitialised, randomize_norms_
-
-tv_fpn = pytest.importorskip("torchvision.ops.feature_pyramid_network")
-tv_backbone_utils = pytest.importorskip("torchvision.models.detection.backbone_utils")
-tv_detection = pytest.importorskip("torchvision.models.detection")
 
 IN_CHANNELS = [8, 16, 32, 64]
 # Odd sizes, not all exact halves: the top-down path must interpolate to the lateral's size.

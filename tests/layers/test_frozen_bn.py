@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision.ops.misc as tv_misc
 from torch import nn
 
 from structpred.layers.frozen_bn import FrozenBatchNorm2d, freeze_batchnorm
-
-tv_misc = pytest.importorskip("torchvision.ops.misc")
 
 
 def _trained_bn(C: int, eps: float = 1e-5, seed: int = 0) -> nn.BatchNorm2d:

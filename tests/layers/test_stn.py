@@ -116,7 +116,7 @@ def test_loc_grad_scale_scales_only_the_localisation_gradients(seed: int) -> Non
 
 def test_seeded_overfit_learns_to_undo_shifts() -> None:
     """Four shifted digits, targets the centred digits: a translation_scale STN learns each inverse."""
-    pytest.importorskip("sklearn")
+
     from structpred.data.distorted import DistortedDigits
 
     torch.manual_seed(0)

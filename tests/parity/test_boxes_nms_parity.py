@@ -13,11 +13,10 @@ import itertools
 
 import pytest
 import torch
+import torchvision.ops as tv_ops
 
 from structpred import ops
 from structpred.bench.ops import nms_boxes
-
-tv_ops = pytest.importorskip("torchvision.ops")
 
 FMTS = ("xyxy", "xywh", "cxcywh")
 FLOATS = (torch.float32, torch.float64)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision.models.detection as detection
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d as FrozenBN
 
 from structpred.models import from_torchvision
-
-detection = pytest.importorskip("torchvision.models.detection")
-FrozenBN = pytest.importorskip("torchvision.ops.misc").FrozenBatchNorm2d
 
 BUILDERS = {
     "resnet50_fpn": (detection.fasterrcnn_resnet50_fpn, {"min_size": 256, "max_size": 400}),

@@ -13,6 +13,10 @@ import re
 
 import pytest
 import torch
+import torchvision.models.detection as detection
+import torchvision.models.detection.roi_heads as tv_roi_heads
+import torchvision.ops as tv_ops
+import torchvision.ops.poolers as tv_poolers
 from torch import nn
 
 from structpred.layers import MultiScaleRoIPool
@@ -22,11 +26,6 @@ from structpred.ops import paste_masks_in_image
 
 from .test_faster_rcnn_parity import assert_same_detections, calibrate
 from .test_roi_parity import IMAGE_SIZES, _fpn_boxes, _fpn_features, _gen
-
-detection = pytest.importorskip("torchvision.models.detection")
-tv_roi_heads = pytest.importorskip("torchvision.models.detection.roi_heads")
-tv_ops = pytest.importorskip("torchvision.ops")
-tv_poolers = pytest.importorskip("torchvision.ops.poolers")
 
 SMALL = {"min_size": 256, "max_size": 400}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision.models.segmentation as segmentation
 from torch import nn
 
 from structpred.layers.transform import IMAGENET_MEAN, IMAGENET_STD
@@ -19,8 +20,6 @@ from structpred.models import from_torchvision
 from structpred.models.deeplab import AtrousSegmenter
 from structpred.models.weights.torchvision_segmentation import from_torchvision_segmentation
 from tests.backbones import randomize_norms_
-
-segmentation = pytest.importorskip("torchvision.models.segmentation")
 from tests.parity.test_faster_rcnn_parity import calibrate  # noqa: E402
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -79,7 +78,7 @@ def test_train_mode_frozen_parameters_and_rates_carry_over() -> None:
 
 
 def test_rejects_other_models() -> None:
-    tvm = pytest.importorskip("torchvision.models")
+    import torchvision.models as tvm
     with torch.device("meta"):
         lraspp = segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
         resnet = tvm.resnet50(weights=None)

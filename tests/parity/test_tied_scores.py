@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision.models.detection as detection
 from torch import nn
 
 from structpred.models import from_torchvision
 
 from .test_faster_rcnn_parity import assert_same_detections, calibrate
-
-detection = pytest.importorskip("torchvision.models.detection")
 
 
 def _pair(calibrated: bool) -> tuple[nn.Module, nn.Module, list[torch.Tensor]]:
