@@ -39,6 +39,14 @@ OPEN: dict[str, str] = {
     # a 284-byte TIFF declaring 8 x 8,388,614 pixels (under max_pixels): read_image succeeds but
     # peaks at ~2.1 GB (~32 bytes per pixel, docs/limits.md counts 12) and 7 s (owner: "images")
     "image__rss__dfcdc2b531.bin": "images",
+    # found by the 10-minute export and checkpoint campaigns (02:45-02:55):
+    "export_coco__exception-OSError__5e54552afb.bin": "images",  # finding 4 again
+    # open_export(with_masks=True) of a json without segmentations: the error names no file ("errors")
+    "export_coco__unnamed__4383446d08.bin": "errors",
+    # a VOC <filename> holding a newline: "<path>: image file not found" on two lines ("errors")
+    "export_voc__multiline__c14042a32a.bin": "errors",
+    # a checkpoint's rng state quoted raw in the error ("version a\nb"): two lines ("engine")
+    "ckpt_meta__multiline__59772d383e.bin": "engine",
 }
 SLOW_KINDS = ("__hang__", "__rss__")
 
