@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from .formats.coco import read_coco, segmentation_to_mask
 from .formats.voc import read_voc_dir
 from .formats.yolo import read_yolo
-from .images import read_image
+from .images import check_file, read_image, shown_path
 from .records import Categories, ImageRecord
 
 # uint8 mask bytes of one item (objects x H x W): 1 GB, 50 x COCO's worst (93 objects at 640 x 480)
@@ -79,10 +79,11 @@ class DetectionFiles(Dataset[tuple[Tensor, Target]]):
         self.records = list(records)
         self.categories = categories
         self.image_root = Path(image_root)
-        missing = [r.file_name for r in self.records if not (self.image_root / r.file_name).is_file()]
-        if missing:  # found now, not in the middle of an epoch
-            more = f" (and {len(missing) - 1} more of {len(self.records)} images)" if len(missing) > 1 else ""
-            raise ValueError(f"{self.image_root / missing[0]}: image file not found{more}")
+        for i, record in enumerate(self.records):  # found now, not in the middle of an epoch
+            try:
+                check_file(self.image_root / record.file_name)
+            except ValueError as err:
+                raise ValueError(f"{err} (records[{i}] of {len(self.records)})") from None
         self.with_masks = with_masks
         self.transforms = transforms
 
@@ -152,7 +153,10 @@ def from_coco(
 ) -> DetectionFiles:
     """A :class:`DetectionFiles` over a COCO json; file names relative to ``image_root``."""
     records, categories = read_coco(json_path, on_error=on_error)
-    return DetectionFiles(records, categories, image_root, with_masks=with_masks, transforms=transforms)
+    try:
+        return DetectionFiles(records, categories, image_root, with_masks=with_masks, transforms=transforms)
+    except ValueError as err:  # name the json the records came from
+        raise type(err)(f"{shown_path(json_path)}: {err}") from None
 
 
 def from_voc(

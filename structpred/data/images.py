@@ -137,13 +137,30 @@ def _load(path: Path, im: ImageFile.ImageFile, what: str, rawmode: str | None = 
     return im
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as a one-line message shows it: as is, or quoted with escapes when it holds a
+    newline or another unprintable character (a hostile ``file_name``)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def check_file(path: Path, what: str = "image") -> None:
+    """``ValueError`` naming ``path`` unless it is a regular file (a name too long for the file
+    system, or a component that is a file, is an error too, not an ``OSError``)."""
+    try:
+        found = path.is_file()
+    except OSError as err:  # ENAMETOOLONG and friends: Path.is_file only hides ENOENT-like errors
+        raise ValueError(f"{shown_path(path)[:300]}: cannot read {what} file: {err.strerror}") from None
+    if not found:
+        raise ValueError(f"{shown_path(path)}: {what} file not found")
+
+
 def _open_file(path: Path, what: str) -> BinaryIO:
-    if not path.is_file():
-        raise ValueError(f"{path}: {what} file not found")
+    check_file(path, what)
     try:
         return path.open("rb")
     except OSError as err:
-        raise ValueError(f"{path}: cannot read {what} file: {err}") from err
+        raise ValueError(f"{shown_path(path)}: cannot read {what} file: {err.strerror}") from err
 
 
 @contextlib.contextmanager
@@ -199,9 +216,25 @@ def _pil_to_tensor(path: Path, im: Image.Image) -> Tensor:
         if grey.size and not (np.isfinite(grey).all() and grey.min() >= 0.0 and grey.max() <= 1.0):
             raise ValueError(f"{path}: float image with values outside [0, 1] is not supported")
     else:
-        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-        return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+        return _rgb_tensor(im)
     return _grey_tensor(grey)
+
+
+def _rgb_tensor(im: Image.Image) -> Tensor:
+    """8-bit RGB(A)/palette/grey -> float32 [3, H, W] with one byte copy and the float tensor:
+    the decoded image is released before the float tensor is made (peak ~15 bytes per pixel,
+    not ~30: docs/limits.md)."""
+    rgb = im if im.mode == "RGB" else im.convert("RGB")
+    width, height = rgb.size
+    data = rgb.tobytes()  # (H * W * 3,) bytes
+    rgb.close()
+    im.close()  # the caller is done with it: its pixel memory goes now
+    with warnings.catch_warnings():  # a read-only buffer: it is only read below
+        warnings.simplefilter("ignore", UserWarning)
+        pixels = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    out = torch.empty(3, height, width)  # (3, H, W)
+    out.copy_(pixels.view(height, width, 3).permute(2, 0, 1))  # (H, W, 3) -> (3, H, W)
+    return out.div_(255.0)
 
 
 def read_image(path: str | Path) -> Tensor:

@@ -34,7 +34,8 @@ class LimitError(ValueError):
 class Limits:
     """The limits. Every field is a positive int; see docs/limits.md for why each value."""
 
-    # width x height an image header may declare (float32 RGB: 12 bytes per pixel -> 1.2 GB)
+    # width x height an image header may declare (float32 RGB: 12 bytes per pixel -> 1.2 GB;
+    # reading one peaks at ~15 bytes per pixel)
     max_pixels: int = 100_000_000
     # annotations (boxes, polygons, label lines) on one image
     max_annotations_per_image: int = 100_000

@@ -116,7 +116,7 @@ def _meta_problem(meta: Any) -> str | None:
         try:
             _check_rng(meta["rng"])
         except (TypeError, ValueError, IndexError, KeyError, OverflowError) as err:
-            return f"rng: not a numpy / Python RNG state ({err})"
+            return f"rng: not a numpy / Python RNG state ({err!r})"
     return None
 
 

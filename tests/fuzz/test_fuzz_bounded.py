@@ -29,24 +29,8 @@ BUDGET = 25.0  # seconds of wall time for the whole bounded campaign (set-up inc
 # Saved crashes whose reader is not fixed yet: (file name, owner). strict: a fix makes it pass,
 # and then it must leave this list.
 OPEN: dict[str, str] = {
-    # a COCO file_name of 100,000 characters: OSError(ENAMETOOLONG) from Path.is_file in
-    # read_image (owner: "images", images.py _open_file) when the item is read (open_export)
-    "export_coco__exception-OSError__d963b5caa3.bin": "images",
-    # a COCO file_name "a\nb" not found: the "tried <paths>" list prints the paths with str(), so
-    # the newline splits the error (owner: "errors", data/layouts/coco_tree.py image_roots' caller)
-    "coco_tree__multiline__d8f0922fba.bin": "errors",
-    "coco_cvat__multiline__dd573738f3.bin": "errors",
-    # a 284-byte TIFF declaring 8 x 8,388,614 pixels (under max_pixels): read_image succeeds but
-    # peaks at ~2.1 GB (~32 bytes per pixel, docs/limits.md counts 12) and 7 s (owner: "images")
-    "image__rss__dfcdc2b531.bin": "images",
-    # found by the 10-minute export and checkpoint campaigns (02:45-02:55):
-    "export_coco__exception-OSError__5e54552afb.bin": "images",  # finding 4 again
-    # open_export(with_masks=True) of a json without segmentations: the error names no file ("errors")
-    "export_coco__unnamed__4383446d08.bin": "errors",
-    # a VOC <filename> holding a newline: "<path>: image file not found" on two lines ("errors")
-    "export_voc__multiline__c14042a32a.bin": "errors",
-    # a checkpoint's rng state quoted raw in the error ("version a\nb"): two lines ("engine")
-    "ckpt_meta__multiline__59772d383e.bin": "engine",
+    # saved crashes not fixed yet: file name -> owner. Empty: every finding so far is fixed
+    # (docs/fuzzing.md lists them); a fixed entry left here fails the replay test.
 }
 SLOW_KINDS = ("__hang__", "__rss__")
 

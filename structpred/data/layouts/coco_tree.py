@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..datasets import DetectionFiles
 from ..formats.coco import read_coco
+from ..images import shown_path
 from ..records import Categories, ImageRecord
 from .checks import check_image_files
 from .splits import UNSPLIT, canonical
@@ -119,7 +120,7 @@ def _resolve(records: list[ImageRecord], roots: list[Path], json_path: Path) -> 
             tries += [r / relative.name for r in order]
         found = next((t for t in tries if t.is_file()), None)
         if found is None:
-            tried = ", ".join(str(t) for t in tries[:6])
+            tried = ", ".join(shown_path(t) for t in tries[:6])
             raise ValueError(
                 f"{json_path}: images[{i}] (id {record.image_id}) file_name {record.file_name!r} not "
                 f"found; tried {tried}"
