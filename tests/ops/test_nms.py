@@ -427,6 +427,11 @@ def test_batched_nms_empty_with_any_idxs_dtype():
     for idxs in (torch.zeros(0), torch.zeros(0, dtype=torch.int32)):
         out = batched_nms(torch.zeros(0, 4), torch.zeros(0), idxs, 0.5)
         assert out.dtype == torch.int64 and out.shape == (0,)
+    # torchvision's own test_batched_nms_implementations: empty boxes, scores None, 1-d boxes
+    empty = torch.empty((0,), dtype=torch.int64)
+    for boxes, scores, idxs in ((empty, None, empty), (torch.zeros(0, 4), None, None)):
+        out = batched_nms(boxes, scores, idxs, 0.5)  # type: ignore[arg-type]
+        assert out.dtype == torch.int64 and out.shape == (0,)
 
 
 # ---------------------------------------------------------------------------- worst case, numerics
