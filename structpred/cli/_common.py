@@ -15,7 +15,7 @@ def key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
             raise ValueError(f"{flag} expects K=V, got {pair!r}")
         try:
             out[key] = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: "[[[[...": kept as text
+        except (ValueError, RecursionError):  # not JSON, "[[[[...", a 5,000-digit int: kept as text
             out[key] = value
     return out
 

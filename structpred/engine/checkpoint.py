@@ -294,7 +294,7 @@ def read_meta(path: str | Path, best: bool = False) -> tuple[Path, dict[str, Any
     try:
         limits.check("max_text_file_bytes", path.stat().st_size, path, "checkpoint state (bytes)")
         meta = json.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON, bad UTF-8, a 5,000-digit int
         reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
         raise ValueError(f"{path}: cannot read checkpoint state ({reason})") from None
     problem = _meta_problem(meta)

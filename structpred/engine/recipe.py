@@ -17,7 +17,12 @@ def _int(low: int, high: int | None = None) -> Callable[[Any], bool]:
 
 def _real(low: float, high: float = math.inf, above: bool = False) -> Callable[[Any], bool]:
     def ok(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        try:
+            if not math.isfinite(v):
+                return False
+        except OverflowError:  # an int beyond float's range (a hostile checkpoint)
             return False
         return (v > low if above else v >= low) and v <= high
 
@@ -84,7 +89,17 @@ def config_problem(name: str, value: Any) -> str | None:
     rule = RULES.get(name)
     if rule is None or rule[0](value):
         return None
-    return f"must be {rule[1]}, got {value!r}"
+    return f"must be {rule[1]}, got {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, at most 80 characters (a hostile value may be a 10,000-digit int, whose
+    repr Python refuses)."""
+    try:
+        text = repr(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        return f"an int of about {int(value.bit_length() * 0.30103)} digits"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass

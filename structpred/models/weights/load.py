@@ -133,8 +133,9 @@ def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
     if path.suffix == ".json":
         try:
             meta = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: cannot read checkpoint state ({err})") from err
+        except (OSError, ValueError, RecursionError) as err:  # bad JSON or UTF-8, huge ints, deep nesting
+            reason = f"{type(err).__name__}: {str(err)[:200]!r}"
+            raise ValueError(f"{path}: cannot read checkpoint state ({reason})") from None
         if not isinstance(meta, dict):
             raise ValueError(f"{path}: not a checkpoint state (a JSON object), got {type(meta).__name__}")
         name = meta.get("weights", path.with_suffix(".safetensors").name)
@@ -156,7 +157,7 @@ def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
             state = path.with_suffix(".json")
             try:
                 meta = json.loads(state.read_text()) if state.is_file() else {}
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            except (OSError, ValueError, RecursionError):
                 meta = {}  # the tensors are complete without it; only the report's family name is lost
             return "ours", path, tensors, meta if isinstance(meta, dict) else {}
         return "state_dict", path, tensors, {}
