@@ -329,8 +329,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     traced = _fx_proxy(batched_nms, boxes, scores, idxs, iou_threshold)
     if traced is not None:
         return traced  # type: ignore[return-value]
-    if isinstance(boxes, Tensor) and boxes.numel() == 0 and not torch.compiler.is_exporting():
+    if not torch.compiler.is_exporting() and isinstance(boxes, Tensor) and boxes.numel() == 0:
         # torchvision answers any empty input with an empty result, whatever scores and idxs are
+        # (checked after is_exporting: under torch.export the box count is symbolic)
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
     if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
         shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
