@@ -49,13 +49,11 @@ share the scores' dtype; float ``idxs`` are refused unless empty.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.fx
 from torch import Tensor
 
-from ._checks import check_boxes
+from ._checks import check_boxes, fx_leaf
 from .nms_pairs import ROWS, above, band_pairs, outer, padded_pairs, segment_pairs, small_pairs
 
 # Above this many same-label candidate pairs, the blocked search uses less memory.
@@ -282,15 +280,7 @@ def _offset_by_class(boxes: Tensor, idxs: Tensor) -> Tensor:
     return boxes + (idxs.to(boxes) * (top + 1))[:, None]
 
 
-def _fx_proxy(fn: Callable[..., Tensor], *args: object) -> torch.fx.Proxy | None:
-    """Under ``torch.fx.symbolic_trace``, record ``fn(*args)`` as one graph node (NMS branches
-    on data, which symbolic tracing cannot follow); ``None`` for real tensors."""
-    for a in args:
-        if isinstance(a, torch.fx.Proxy):
-            return a.tracer.create_proxy("call_function", fn, args, {})
-    return None
-
-
+@fx_leaf
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression (torchvision's results; algorithm in the module docstring).
 
@@ -307,14 +297,12 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     ``torch.fx.symbolic_trace`` records the call as one node; ``torch.export`` sees one
     custom operator, ``structpred::nms``.
     """
-    traced = _fx_proxy(nms, boxes, scores, iou_threshold)
-    if traced is not None:
-        return traced  # type: ignore[return-value]
     if torch.compiler.is_exporting():
         return _nms_op(boxes, scores, iou_threshold)
     return _nms(boxes, scores, iou_threshold, None)
 
 
+@fx_leaf
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """NMS independently per category: boxes of different ``idxs`` never suppress each other.
 
@@ -326,9 +314,6 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     Raises:
         ValueError: bad shapes or dtypes (torchvision raises ``RuntimeError`` there).
     """
-    traced = _fx_proxy(batched_nms, boxes, scores, idxs, iou_threshold)
-    if traced is not None:
-        return traced  # type: ignore[return-value]
     if not torch.compiler.is_exporting() and isinstance(boxes, Tensor) and boxes.numel() == 0:
         # torchvision answers any empty input with an empty result, whatever scores and idxs are
         # (checked after is_exporting: under torch.export the box count is symbolic)
