@@ -1,6 +1,21 @@
 """Models, one paper per file, built through the registry."""
 
-from . import classifier, deeplab, fast_rcnn, faster_rcnn, fcn, mask_rcnn, sequence, stn, unet  # noqa: F401  (register their builders)
+from . import (  # noqa: F401  (register their builders)
+    classifier,
+    deeplab,
+    fast_rcnn,
+    faster_rcnn,
+    fcn,
+    fcos,
+    keypoint_rcnn,
+    mask_rcnn,
+    retinanet,
+    sequence,
+    stn,
+    unet,
+    yolo,
+    yolo_v1,
+)
 from .registry import ModelInfo, get_model, list_models, model_info, register_model
 from .weights import from_torchvision
 

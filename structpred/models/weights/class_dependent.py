@@ -4,8 +4,10 @@ Fine-tuning to another class count keeps everything else (backbone, FPN, RPN, bo
 and re-initialises only these: box predictor (``cls_score`` ``[K + 1, R]``, ``bbox_pred``
 ``[4 (K + 1), R]``), the mask predictor's last conv, a segmenter's classifier conv(s) and
 class-to-class upsamplers, a classifier's last linear layer. Each family declares its tensors by
-patterns on their full ``state_dict`` names (``re.fullmatch``); the first family the model is an
-instance of wins, so subclasses come before their bases. ``tests/models/test_finetune.py``
+patterns on their full ``state_dict`` names (``re.fullmatch``): a model class declares its own in a
+class attribute ``class_dependent_tensors`` (new families do, in their own file), or the table
+below names them for the older families; the first family the model is an instance of wins, so
+subclasses come before their bases. ``tests/models/test_finetune.py``
 checks, for every registered model, that the declared tensors are exactly those whose shape
 changes between ``num_classes=3`` and ``num_classes=5``.
 """
@@ -51,13 +53,17 @@ def class_dependent_patterns(model: nn.Module) -> tuple[str, ...]:
     Raises:
         ValueError: ``model``'s type is in no declared family.
     """
+    declared = getattr(type(model), "class_dependent_tensors", None)
+    if declared is not None:
+        return tuple(declared)
     for family, patterns in CLASS_DEPENDENT:
         if isinstance(model, family):
             return patterns
     known = ", ".join(f.__name__ for f, _ in CLASS_DEPENDENT)
     raise ValueError(
         f"{type(model).__name__}: no class-dependent tensors declared for this model family "
-        f"(structpred.models.weights.class_dependent knows {known})"
+        f"(structpred.models.weights.class_dependent knows {known}; a new family declares a "
+        "class attribute class_dependent_tensors)"
     )
 
 

@@ -1,0 +1,1 @@
+"""A modern anchor-free YOLO-style detector: being written (issue 16)."""

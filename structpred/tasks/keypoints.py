@@ -1,0 +1,1 @@
+"""Keypoint detection task: being written (issue 16)."""
