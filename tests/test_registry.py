@@ -129,17 +129,34 @@ EXPORT_EXTRA: dict[str, dict[str, Any]] = {
 TIED_AT_RANDOM = {m for m in list_models() if "mobilenet" in m}
 
 
+def _background_row(p: Tensor) -> None:
+    p[0] = 1e4  # a softmax box classifier: the background row wins on any non-negative input
+
+
+def _never_fire(p: Tensor) -> None:
+    p.fill_(-1e4)  # a sigmoid classification / confidence bias: every score ~0
+
+
+# How to make a detector output nothing, by the name ending of the one parameter to edit (the
+# first match in the model's named_parameters wins). Two-stage: every RoI background. One-stage
+# detectors add their classification (or confidence) bias here.
+NO_DETECTIONS: dict[str, Any] = {
+    "box_predictor.cls_score.weight": _background_row,
+}
+
+
 def _no_detections(model: torch.nn.Module) -> str:
-    """Make every RoI background: the box classifier's background row of weights all +1e4 (its
-    input, after a ReLU, is non-negative), so a detector's output is empty on any image. Returns
-    the parameter's name, to edit the exported copies the same way (ONNX keeps this weight as an
-    initializer of that name; the optimiser may fold the bias away)."""
+    """Make every detection fail the score threshold on any image (:data:`NO_DETECTIONS`), so a
+    detector's output is empty. Returns the parameter's name, to edit the exported copies the
+    same way (ONNX keeps this tensor as an initializer of that name; the export test does not
+    run the optimiser, which may fold a bias away)."""
     for name, p in model.named_parameters():
-        if name.endswith("box_predictor.cls_score.weight"):
-            with torch.no_grad():
-                p[0] = 1e4
-            return name
-    raise AssertionError(f"{type(model).__name__} has no box_predictor.cls_score.weight")
+        for suffix, edit in NO_DETECTIONS.items():
+            if name.endswith(suffix):
+                with torch.no_grad():
+                    edit(p)
+                return name
+    raise AssertionError(f"{type(model).__name__}: no parameter named in NO_DETECTIONS")
 
 
 def _onnx_with(path: Any, param: str, value: Tensor) -> Any:
@@ -151,7 +168,7 @@ def _onnx_with(path: Any, param: str, value: Tensor) -> Any:
 
     proto = onnx.load(str(path))
     found = [t for t in proto.graph.initializer if t.name.endswith(param)]
-    assert len(found) == 1, [t.name for t in proto.graph.initializer if "cls_score" in t.name]
+    assert len(found) == 1, (param, [t.name for t in proto.graph.initializer][:20])
     array = value.detach().numpy()
     if tuple(found[0].dims) != array.shape:  # stored transposed for a MatMul
         array = array.T
