@@ -6,8 +6,8 @@ only the module's structure and attributes (nothing in this package imports torc
 explicit rename rules through the one strict renamer, :func:`copy_renamed` (every peer tensor
 placed or declared skipped, every one of ours filled exactly once, every shape equal).
 
-Supported: torchvision's Faster R-CNN / Mask R-CNN (:mod:`.torchvision_detection`) and FCN /
-DeepLabV3 (:mod:`.torchvision_segmentation`).
+Supported: the families listed in :mod:`.families` (torchvision's Faster R-CNN / Mask R-CNN,
+FCN / DeepLabV3, ...).
 
 Weights files in (fine-tuning): :func:`load_weights` fills a model built by the registry from a
 checkpoint of ours or a torchvision ``state_dict`` file through the same rules, re-initialising
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from . import torchvision_detection, torchvision_segmentation
 from .class_dependent import class_dependent_names
+from .families import TORCHVISION_FAMILIES
 from .freeze import backbone_stages, freeze
 from .load import WeightsReport, load_weights
 from .renamer import Rule, copy_renamed, rename_all
@@ -54,7 +54,7 @@ class Converter:
 
 TORCHVISION: tuple[Converter, ...] = tuple(
     Converter(module.SUPPORTED, module.recognises, module.convert)
-    for module in (torchvision_detection, torchvision_segmentation)
+    for module in TORCHVISION_FAMILIES
 )
 
 

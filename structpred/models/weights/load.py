@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import torchvision_detection, torchvision_segmentation
 from .class_dependent import class_dependent_patterns
+from .families import TORCHVISION_FAMILIES
 from .renamer import Rule, copy_renamed, rename_all
 
 logger = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def _torchvision_plan(
     model: nn.Module, names: Collection[str], file: Path
 ) -> tuple[str, tuple[Rule, ...], tuple[str, ...]]:
     """``(family, rules, skip)`` for a plain state dict, by its tensor names and our model."""
-    for module in (torchvision_detection, torchvision_segmentation):
+    for module in TORCHVISION_FAMILIES:
         if module.recognises_state(names):
             family = module.state_family(names)
             try:
@@ -192,9 +192,9 @@ def _torchvision_plan(
             "supported yet (ViT / Swin backbones land in a later issue)"
         )
     shown = ", ".join(sorted(names)[:4])
+    supported = ", ".join(f"torchvision {module.SUPPORTED}" for module in TORCHVISION_FAMILIES)
     raise ValueError(
-        f"{file}: a state dict of no supported family ({shown}, ...); supported: our checkpoints, "
-        f"torchvision {torchvision_detection.SUPPORTED}, torchvision {torchvision_segmentation.SUPPORTED}"
+        f"{file}: a state dict of no supported family ({shown}, ...); supported: our checkpoints, {supported}"
     )
 
 

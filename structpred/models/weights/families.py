@@ -1,0 +1,20 @@
+"""The torchvision model families ``from_torchvision`` and ``load_weights`` convert: one module each.
+
+A family module provides ``SUPPORTED`` (what it takes, for error messages), ``recognises(tv_model)``
+and ``convert(tv_model)`` (a built torchvision model, recognised by its structure: nothing here
+imports torchvision), and ``recognises_state(names)``, ``state_family(names)`` and
+``state_rules(model, names)`` (a saved ``state_dict`` file, recognised by its tensor names). A new
+family is a new module plus its line here.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import torchvision_detection, torchvision_segmentation
+
+# In the order they are tried (a family recognised by a more specific structure comes first).
+TORCHVISION_FAMILIES: tuple[ModuleType, ...] = (
+    torchvision_detection,
+    torchvision_segmentation,
+)
