@@ -8,6 +8,15 @@ A box is regressed from a reference box (anchor or proposal) as
 with (x, y) the centre and (w, h) the size. Decoding inverts it, clamping ``dw, dh`` at
 ``log(1000 / 16)`` so ``exp`` cannot blow up on a wild prediction. Weights ``(10, 10, 5, 5)``
 are the RoI heads' usual choice, ``(1, 1, 1, 1)`` the RPN's.
+
+The *linear* coder (FCOS, Tian et al. 2019; torchvision's ``BoxLinearCoder``) regresses a box
+as the distances from the reference box's centre to its four sides,
+
+    l = cx - gx1      t = cy - gy1      r = gx2 - cx      b = gy2 - cy
+
+divided by the reference's ``(w, h, w, h)`` when ``normalize_by_size`` (torchvision's FCOS
+uses square references of side 8 x stride, so the codes are in units of that size). It works
+on any ``[..., 4]`` shape and has no clamp: decoding is linear.
 """
 
 from __future__ import annotations
@@ -134,3 +143,67 @@ class BoxCoder:
             rel_codes = rel_codes.reshape(total, -1)
         pred = self.decode_single(rel_codes, concat)
         return pred.reshape(total, -1, 4) if total > 0 else pred
+
+
+# ---------------------------------------------------------------------------- linear (FCOS)
+
+
+def _centre_and_size(reference: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(cx, cy, (w, h, w, h))`` of xyxy ``reference [..., 4]``: ``[...]``, ``[...]``, ``[..., 4]``."""
+    cx = 0.5 * (reference[..., 0] + reference[..., 2])
+    cy = 0.5 * (reference[..., 1] + reference[..., 3])
+    w = reference[..., 2] - reference[..., 0]
+    h = reference[..., 3] - reference[..., 1]
+    return cx, cy, torch.stack((w, h, w, h), dim=-1)
+
+
+def _check_last4(t: object, name: str) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a Tensor, got {type(t).__name__}")
+    if t.dim() == 0 or t.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape [..., 4], got {tuple(t.shape)}")
+
+
+def encode_linear(gt: Tensor, reference: Tensor, normalize_by_size: bool = True) -> Tensor:
+    """Distances (l, t, r, b) from each reference box's centre to the sides of its ``gt`` box.
+
+    Args:
+        gt (Tensor[..., 4]), reference (Tensor[..., 4]): xyxy boxes, broadcastable.
+        normalize_by_size: divide by the reference's (w, h, w, h).
+    Returns:
+        Tensor[..., 4]: (l, t, r, b); negative where the centre lies outside ``gt``.
+    """
+    _check_last4(gt, "gt")
+    _check_last4(reference, "reference")
+    cx, cy, size = _centre_and_size(reference)
+    codes = torch.stack((cx - gt[..., 0], cy - gt[..., 1], gt[..., 2] - cx, gt[..., 3] - cy), dim=-1)
+    return codes / size if normalize_by_size else codes
+
+
+def decode_linear(codes: Tensor, reference: Tensor, normalize_by_size: bool = True) -> Tensor:
+    """Boxes from (l, t, r, b) ``codes [..., 4]`` about ``reference [..., 4]`` centres (broadcast);
+    the reference is cast to the codes' dtype. Returns xyxy ``[..., 4]``."""
+    _check_last4(codes, "codes")
+    _check_last4(reference, "reference")
+    cx, cy, size = _centre_and_size(reference.to(codes.dtype))
+    if normalize_by_size:
+        codes = codes * size
+    return torch.stack(
+        (cx - codes[..., 0], cy - codes[..., 1], cx + codes[..., 2], cy + codes[..., 3]), dim=-1
+    )
+
+
+class BoxLinearCoder:
+    """torchvision-compatible linear coder (FCOS): ``encode(reference_boxes, proposals)``,
+    ``decode(rel_codes, boxes)``, both on ``[..., 4]``."""
+
+    def __init__(self, normalize_by_size: bool = True) -> None:
+        self.normalize_by_size = normalize_by_size
+
+    def encode(self, reference_boxes: Tensor, proposals: Tensor) -> Tensor:
+        """Codes ``[..., 4]`` of ``proposals`` (the boxes) about ``reference_boxes`` (torchvision's names)."""
+        return encode_linear(proposals, reference_boxes, self.normalize_by_size)
+
+    def decode(self, rel_codes: Tensor, boxes: Tensor) -> Tensor:
+        """Boxes ``[..., 4]`` from codes ``[..., 4]`` about reference ``boxes [..., 4]``."""
+        return decode_linear(rel_codes, boxes, self.normalize_by_size)

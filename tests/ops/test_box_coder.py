@@ -1,4 +1,5 @@
-"""Box coder: round trips, multi-class decoding, the exp clamp, float64, bad input."""
+"""Box coder: round trips, multi-class decoding, the exp clamp, float64, bad input; the linear
+(FCOS) coder against torchvision's ``BoxLinearCoder`` and a naive loop."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torchvision.models.detection._utils import BoxLinearCoder as TVLinearCoder
 
 from structpred.ops import BoxCoder, decode_boxes, encode_boxes
-from structpred.ops.box_coder import DEFAULT_CLIP
+from structpred.ops.box_coder import DEFAULT_CLIP, BoxLinearCoder, decode_linear, encode_linear
 
 WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)]
 
@@ -216,3 +218,73 @@ def test_boxes_not_n_by_4(shape):
 def test_boxes_not_tensors():
     with pytest.raises(ValueError, match="must be a Tensor"):
         encode_boxes([[0.0, 0.0, 1.0, 1.0]], torch.ones(1, 4))
+
+
+# ---------------------------------------------------------------------------- linear coder (FCOS)
+
+
+def naive_encode_linear(gt, ref, normalize):
+    out = []
+    for g, r in zip(gt.tolist(), ref.tolist(), strict=True):
+        cx, cy, w, h = (r[0] + r[2]) / 2, (r[1] + r[3]) / 2, r[2] - r[0], r[3] - r[1]
+        d = [cx - g[0], cy - g[1], g[2] - cx, g[3] - cy]
+        out.append([d[0] / w, d[1] / h, d[2] / w, d[3] / h] if normalize else d)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("n", [0, 1, 37])
+def test_linear_coder_matches_torchvision_and_naive(normalize, n):
+    g = torch.Generator().manual_seed(5)
+    gt, ref = random_boxes(n, g, torch.float64), random_boxes(n, g, torch.float64)
+    ours, theirs = BoxLinearCoder(normalize), TVLinearCoder(normalize)
+    codes = ours.encode(ref, gt)
+    assert codes.shape == (n, 4)
+    torch.testing.assert_close(codes, theirs.encode(ref, gt), rtol=0, atol=0)
+    if n:
+        torch.testing.assert_close(codes, naive_encode_linear(gt, ref, normalize), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.decode(codes, ref), theirs.decode(codes, ref), rtol=0, atol=0)
+    torch.testing.assert_close(ours.decode(codes, ref), gt, rtol=1e-9, atol=1e-9)  # round trip
+    # float32 codes against float64 references: the reference is cast, as torchvision
+    got = decode_linear(codes.float(), ref, normalize)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, theirs.decode(codes.float(), ref), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_linear_coder_batched_and_broadcast(normalize):
+    g = torch.Generator().manual_seed(6)
+    gt = random_boxes(2 * 9, g).reshape(2, 9, 4)  # (B, R, 4)
+    ref = random_boxes(9, g)  # (R, 4), shared by the batch
+    codes = encode_linear(gt, ref, normalize)
+    assert codes.shape == (2, 9, 4)
+    torch.testing.assert_close(codes, TVLinearCoder(normalize).encode(ref.expand(2, 9, 4), gt))
+    torch.testing.assert_close(decode_linear(codes, ref, normalize), gt, rtol=1e-4, atol=1e-3)
+
+
+def test_linear_coder_known_values_and_outside_centre():
+    ref = torch.tensor([[0.0, 0.0, 8.0, 8.0]])  # centre (4, 4), side 8
+    gt = torch.tensor([[2.0, 3.0, 12.0, 5.0]])
+    torch.testing.assert_close(encode_linear(gt, ref, False), torch.tensor([[2.0, 1.0, 8.0, 1.0]]))
+    torch.testing.assert_close(encode_linear(gt, ref), torch.tensor([[0.25, 0.125, 1.0, 0.125]]))
+    outside = torch.tensor([[5.0, 5.0, 9.0, 9.0]])  # the centre is not inside: l, t < 0
+    assert (encode_linear(outside, ref, False)[0, :2] < 0).all()
+
+
+def test_linear_coder_gradcheck():
+    g = torch.Generator().manual_seed(7)
+    ref = random_boxes(5, g, torch.float64)
+    gt = random_boxes(5, g, torch.float64).requires_grad_()
+    codes = torch.rand(5, 4, generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: encode_linear(x, ref), (gt,))
+    assert torch.autograd.gradcheck(lambda c: decode_linear(c, ref), (codes,))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4,) * 0, (2, 3)])
+def test_linear_coder_bad_shapes(shape):
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
+        encode_linear(torch.zeros(shape), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
+        decode_linear(torch.zeros(3, 4), torch.zeros(shape))
+    with pytest.raises(ValueError, match="must be a Tensor"):
+        encode_linear([[0.0, 0.0, 1.0, 1.0]], torch.zeros(1, 4))  # type: ignore[arg-type]
