@@ -1,4 +1,4 @@
-"""COCO mean average precision (boxes or masks), our own implementation of the COCO protocol.
+"""COCO mean average precision (boxes, masks or keypoints), our own implementation of the COCO protocol.
 
 Shape shorthand:
     N: detections or gts of one image, D / G: detections / gts of all images, K: classes seen,
@@ -9,7 +9,9 @@ Convention: inputs follow torchvision (boxes xyxy in absolute pixels). IoUs and 
 computed in float64 the way pycocotools computes them from (x, y, w, h) boxes and RLE masks,
 so results equal ``COCOeval(...).stats``. The class set is every label seen in predictions or
 targets; a class with no gt is -1 everywhere and left out of the means, as in pycocotools.
-Limits on detections apply per image *and class*, as in COCOeval.
+Limits on detections apply per image *and class*, as in COCOeval. Keypoints (OKS in place of
+IoU, COCO's keypoint area ranges and limit, gts without labelled keypoints ignored) are
+described in :mod:`structpred.metrics.keypoints`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from torch import Tensor
 from .detection_accumulate import accumulate, coco_iou_thresholds, coco_rec_thresholds, per_class, summarize
 from .detection_inputs import ImageBatch, check_batch
 from .detection_match import box_pair_iou, greedy_match, group_pairs, rank_in_groups
+from .keypoints import (
+    KEYPOINT_AREA_NAMES,
+    KEYPOINT_AREA_RANGES,
+    KEYPOINT_MAX_DETECTIONS,
+    check_sigmas,
+    summarize_keypoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +47,7 @@ class COCOEvalResult:
     """Everything ``COCOeval.accumulate`` / ``summarize`` produce, in COCOeval's layout.
 
     ``precision[t, r, k, a, m]`` is the interpolated precision at ``rec_thresholds[r]`` for IoU
-    threshold ``t``, class ``classes[k]``, area range ``AREA_NAMES[a]`` and limit
+    threshold ``t``, class ``classes[k]``, area range ``area_names[a]`` and limit
     ``max_detection_thresholds[m]``; ``recall[t, k, a, m]`` the final recall. -1 where the
     class has no regular gt in that area range.
     """
@@ -50,17 +59,21 @@ class COCOEvalResult:
     rec_thresholds: Tensor  # (R,) float64
     max_detection_thresholds: tuple[int, ...]
     stats: dict[str, float]
+    area_names: tuple[str, ...] = AREA_NAMES  # keypoints: ("all", "medium", "large")
 
 
 class MeanAveragePrecision:
     """COCO mAP / mAR over a dataset: ``update`` per batch, then ``compute``.
 
     Args:
-        iou_type: ``"bbox"`` (boxes) or ``"segm"`` (masks).
-        iou_thresholds: IoU thresholds; None means COCO's 0.5:0.05:0.95.
+        iou_type: ``"bbox"`` (boxes), ``"segm"`` (masks) or ``"keypoints"`` (OKS).
+        iou_thresholds: IoU (OKS) thresholds; None means COCO's 0.5:0.05:0.95.
         rec_thresholds: recall points; None means COCO's 101 points 0:0.01:1.
-        max_detection_thresholds: limits on detections per image and class, e.g. (1, 10, 100).
+        max_detection_thresholds: limits on detections per image and class; None means
+            COCO's (1, 10, 100), or (20,) for keypoints.
         class_metrics: also return ``map_per_class`` and ``mar_<max>_per_class``.
+        keypoint_sigmas: per-keypoint OKS sigmas ``[K]`` (keypoints only); None means
+            COCO's 17 person sigmas.
     """
 
     def __init__(
@@ -68,12 +81,21 @@ class MeanAveragePrecision:
         iou_type: str = "bbox",
         iou_thresholds: Sequence[float] | None = None,
         rec_thresholds: Sequence[float] | None = None,
-        max_detection_thresholds: Sequence[int] = (1, 10, 100),
+        max_detection_thresholds: Sequence[int] | None = None,
         class_metrics: bool = False,
+        keypoint_sigmas: Sequence[float] | Tensor | None = None,
     ) -> None:
-        if iou_type not in ("bbox", "segm"):
-            raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+        if iou_type not in ("bbox", "segm", "keypoints"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm' (or 'keypoints'), got {iou_type!r}")
+        if keypoint_sigmas is not None and iou_type != "keypoints":
+            raise ValueError(f"keypoint_sigmas is for iou_type='keypoints', not {iou_type!r}")
         self.iou_type = iou_type
+        kpts = iou_type == "keypoints"
+        self.keypoint_sigmas = check_sigmas(keypoint_sigmas) if kpts else None
+        self.area_names = KEYPOINT_AREA_NAMES if kpts else AREA_NAMES
+        self.area_ranges = KEYPOINT_AREA_RANGES if kpts else AREA_RANGES
+        if max_detection_thresholds is None:
+            max_detection_thresholds = KEYPOINT_MAX_DETECTIONS if kpts else (1, 10, 100)
         self.iou_thresholds = _thresholds(iou_thresholds, coco_iou_thresholds(), "iou_thresholds")
         self.rec_thresholds = _thresholds(rec_thresholds, coco_rec_thresholds(), "rec_thresholds")
         limits = list(max_detection_thresholds)
@@ -101,16 +123,22 @@ class MeanAveragePrecision:
                 ``labels`` (Tensor[N] int), optional ``iscrowd`` (Tensor[N]), optional ``area``
                 (Tensor[N]; default: box area, or mask pixel count for segm), and ``masks``
                 for segm.
+
+        For keypoints, preds carry ``keypoints`` (Tensor[N, K, 2 or 3], x, y first; ``boxes``
+        optional) and targets ``keypoints`` (Tensor[N, K, 3], visibility > 0 = labelled)
+        and ``boxes``.
         """
-        self._batches.append(check_batch(preds, targets, self.iou_type))
+        self._batches.append(check_batch(preds, targets, self.iou_type, self.keypoint_sigmas))
         self._result = None
 
     def compute(self) -> dict[str, Tensor]:
         """COCO's summary under torchmetrics' names (float32 scalars; -1 where undefined).
 
         Keys: map, map_50, map_75, map_small, map_medium, map_large, mar_<m> for each limit,
-        mar_small, mar_medium, mar_large, classes; with ``class_metrics`` also map_per_class
-        and mar_<max>_per_class (one value per entry of ``classes``).
+        mar_small, mar_medium, mar_large, classes (keypoints: pycocotools' 10 numbers map,
+        map_50, map_75, map_medium, map_large, mar, mar_50, mar_75, mar_medium, mar_large);
+        with ``class_metrics`` also map_per_class and mar_<max>_per_class (one value per
+        entry of ``classes``).
         """
         result = self.compute_full()
         out = {name: torch.tensor(v, dtype=torch.float32) for name, v in result.stats.items()}
@@ -143,15 +171,15 @@ class MeanAveragePrecision:
                 f"iou_threshold={iou_threshold} is not one of the metric's iou_thresholds "
                 f"{[round(t, 4) for t in result.iou_thresholds.tolist()]}"
             )
-        if area not in AREA_NAMES:
-            raise ValueError(f"area must be one of {AREA_NAMES}, got {area!r}")
+        if area not in self.area_names:
+            raise ValueError(f"area must be one of {self.area_names}, got {area!r}")
         limit = result.max_detection_thresholds[-1] if max_detections is None else max_detections
         if limit not in result.max_detection_thresholds:
             raise ValueError(
                 f"max_detections={max_detections} is not one of {result.max_detection_thresholds}"
             )
         t = int(hit.nonzero()[0])
-        a = AREA_NAMES.index(area)
+        a = self.area_names.index(area)
         m = result.max_detection_thresholds.index(limit)
         curves = {}
         for k, label in enumerate(result.classes.tolist()):
@@ -163,7 +191,7 @@ class MeanAveragePrecision:
     def _evaluate(self) -> COCOEvalResult:
         # numpy throughout (see detection_match): torch only for the stored inputs and results.
         T = self.iou_thresholds.numel()
-        A = len(AREA_RANGES)
+        A = len(self.area_ranges)
         b = ImageBatch.concat(self._batches)
         det_labels, gt_labels = b.det_labels.numpy(), b.gt_labels.numpy()
         det_counts, gt_counts = b.det_counts.numpy(), b.gt_counts.numpy()
@@ -190,7 +218,7 @@ class MeanAveragePrecision:
         d_idx, g_idx = det[pair_d], gt[pair_g]  # pairs as indices into the concatenations
         crowd = b.gt_crowd.numpy()
         gt_crowd = crowd[gt]
-        if self.iou_type == "bbox":
+        if self.iou_type == "bbox":  # segm / keypoints: per-image matrices
             pair_iou = box_pair_iou(b.det_boxes.numpy()[d_idx], b.gt_boxes.numpy()[g_idx], crowd[g_idx])
         else:  # look the pairs up in each image's [N_det, N_gt] IoU matrix
             img = det_image[d_idx]
@@ -210,10 +238,11 @@ class MeanAveragePrecision:
         position[ev] = np.arange(ev.size)  # old position in det -> evaluation position
         pair_d = position[pair_d]
 
-        lo = np.array([r[0] for r in AREA_RANGES], dtype=np.float64)[:, None]  # (A, 1)
-        hi = np.array([r[1] for r in AREA_RANGES], dtype=np.float64)[:, None]
+        lo = np.array([r[0] for r in self.area_ranges], dtype=np.float64)[:, None]  # (A, 1)
+        hi = np.array([r[1] for r in self.area_ranges], dtype=np.float64)[:, None]
         gt_area = b.gt_area.numpy()[gt]
-        gt_ignore = gt_crowd[None, :] | (gt_area[None, :] < lo) | (gt_area[None, :] > hi)  # (A, G)
+        always = gt_crowd | b.gt_ignore.numpy()[gt]  # crowd, or keypoints without a labelled one
+        gt_ignore = always[None, :] | (gt_area[None, :] < lo) | (gt_area[None, :] > hi)  # (A, G)
         iou_thresholds = self.iou_thresholds.numpy()
         matched = greedy_match(pair_d, pair_g, pair_iou, rank, gt_ignore, gt_crowd, iou_thresholds)
         is_matched = matched >= 0  # (A, T, D')
@@ -233,7 +262,10 @@ class MeanAveragePrecision:
             det_cls[det], rank, tp, fp, num_pos, self.max_detection_thresholds, self.rec_thresholds.numpy()
         )
         precision, recall = torch.from_numpy(precision_np), torch.from_numpy(recall_np)
-        stats = summarize(precision, recall, self.iou_thresholds, self.max_detection_thresholds)
+        if self.iou_type == "keypoints":
+            stats = summarize_keypoints(precision, recall, self.iou_thresholds)
+        else:
+            stats = summarize(precision, recall, self.iou_thresholds, self.max_detection_thresholds)
         assert precision.shape == (T, self.rec_thresholds.numel(), K, A, len(self.max_detection_thresholds))
         return COCOEvalResult(
             precision=precision,
@@ -243,6 +275,7 @@ class MeanAveragePrecision:
             rec_thresholds=self.rec_thresholds.clone(),
             max_detection_thresholds=self.max_detection_thresholds,
             stats=stats,
+            area_names=self.area_names,
         )
 
 

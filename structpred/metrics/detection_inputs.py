@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .detection_masks import mask_ious
+from .keypoints import keypoint_extent_area, oks_matrix
 
 
 @dataclass
@@ -31,7 +32,8 @@ class ImageBatch:
     gt_crowd: Tensor  # (G,) bool
     gt_area: Tensor  # (G,) float64
     gt_counts: Tensor  # (I,) int64
-    ious: Tensor  # (sum_i D_i * G_i,) float64 mask IoUs, row-major per image (segm only)
+    ious: Tensor  # (sum_i D_i * G_i,) float64 mask IoUs or OKS, row-major per image (segm, keypoints)
+    gt_ignore: Tensor  # (G,) bool: ignored in every area range (keypoints: no labelled keypoint)
 
     @staticmethod
     def concat(batches: Sequence[ImageBatch]) -> ImageBatch:
@@ -49,7 +51,7 @@ def _empty() -> ImageBatch:
         torch.zeros(0, 4, dtype=f64), torch.zeros(0, dtype=f64), torch.zeros(0, dtype=i64),
         torch.zeros(0, dtype=f64), torch.zeros(0, dtype=i64), torch.zeros(0, 4, dtype=f64),
         torch.zeros(0, dtype=i64), torch.zeros(0, dtype=torch.bool), torch.zeros(0, dtype=f64),
-        torch.zeros(0, dtype=i64), torch.zeros(0, dtype=f64),
+        torch.zeros(0, dtype=i64), torch.zeros(0, dtype=f64), torch.zeros(0, dtype=torch.bool),
     )  # fmt: skip
 
 
@@ -103,6 +105,19 @@ def _masks(d: dict[str, Tensor], where: str, n: int) -> Tensor:
     return t  # nonzero means inside (mask_ious reads them so)
 
 
+def _keypoints(d: dict[str, Tensor], where: str, n: int, k: int, cols: tuple[int, ...]) -> Tensor:
+    """``keypoints`` ``[n, k, c]`` (c in ``cols``), finite, as float64."""
+    t = _tensor(d, "keypoints", where)
+    if t.dim() != 3 or t.shape[:2] != (n, k) or t.shape[2] not in cols:
+        want = " or ".join(f"[{n}, {k}, {c}]" for c in cols)
+        raise ValueError(
+            f"{where}['keypoints'] must have shape {want} (K = {k} sigmas), got {tuple(t.shape)}"
+        )
+    if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{where}['keypoints'] must be finite floats, got {t.dtype}")
+    return t.to(torch.float64)
+
+
 def _cat_int64(parts: list[Tensor]) -> Tensor:
     return torch.cat(parts).to(torch.int64) if parts else torch.zeros(0, dtype=torch.int64)
 
@@ -120,9 +135,15 @@ def _check_values(boxes: Tensor, name: str, counts: list[int]) -> None:
 
 
 def check_batch(
-    preds: list[dict[str, Tensor]], targets: list[dict[str, Tensor]], iou_type: str
+    preds: list[dict[str, Tensor]],
+    targets: list[dict[str, Tensor]],
+    iou_type: str,
+    sigmas: Tensor | None = None,
 ) -> ImageBatch:
-    """Validate one ``update``'s inputs and store them flat; ``ValueError`` naming the culprit."""
+    """Validate one ``update``'s inputs and store them flat; ``ValueError`` naming the culprit.
+
+    ``sigmas`` (float64 ``[K]``) are the OKS sigmas, needed for ``iou_type="keypoints"``.
+    """
     for name, arg in (("preds", preds), ("targets", targets)):
         if not isinstance(arg, (list, tuple)):
             raise ValueError(f"{name} must be a list of dicts (one per image), got {type(arg).__name__}")
@@ -131,8 +152,13 @@ def check_batch(
             f"preds and targets must have one dict per image: got {len(preds)} and {len(targets)}"
         )
     segm = iou_type == "segm"
-    det: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "masks")}
-    gt: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "labels", "crowd", "masks")}
+    kpts = iou_type == "keypoints"
+    if kpts and sigmas is None:
+        raise ValueError("iou_type='keypoints' needs the per-keypoint sigmas")
+    K = int(sigmas.numel()) if sigmas is not None else 0
+    det: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "scores", "labels", "masks", "keypoints")}
+    gt: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "labels", "crowd", "masks", "keypoints")}
+    det_has_boxes: list[bool] = []
     given_area: list[Tensor | None] = []  # targets' ``area`` (None: from the masks or boxes)
     det_counts: list[int] = []
     gt_counts: list[int] = []
@@ -161,6 +187,12 @@ def check_batch(
             gt["masks"].append(gm)
             det["boxes"].append(_boxes(p, f"preds[{i}]", n) if "boxes" in p else torch.zeros(n, 4))
             gt["boxes"].append(_boxes(t, f"targets[{i}]", g) if "boxes" in t else torch.zeros(g, 4))
+        elif kpts:  # detection boxes are optional (only their area is used, when given)
+            det["keypoints"].append(_keypoints(p, f"preds[{i}]", n, K, (2, 3)))
+            gt["keypoints"].append(_keypoints(t, f"targets[{i}]", g, K, (3,)))
+            det_has_boxes.append("boxes" in p)
+            det["boxes"].append(_boxes(p, f"preds[{i}]", n) if "boxes" in p else torch.zeros(n, 4))
+            gt["boxes"].append(_boxes(t, f"targets[{i}]", g))
         else:
             det["boxes"].append(_boxes(p, f"preds[{i}]", n))
             gt["boxes"].append(_boxes(t, f"targets[{i}]", g))
@@ -199,6 +231,12 @@ def check_batch(
         first = int(bad_area.nonzero()[0])
         image = int(torch.searchsorted(torch.tensor(gt_counts).cumsum(0), first, right=True))
         raise ValueError(f"targets[{image}]['area'] must be finite and >= 0, got {gt_area[first].item()}")
+    gt_ignore = torch.zeros(gt_area.shape[0], dtype=torch.bool)
+    if kpts:
+        assert sigmas is not None
+        ious, det_area, gt_ignore = _keypoint_pairs(
+            det, gt, det_has_boxes, det_xywh, gt_xywh, gt_area, det_counts, gt_counts, sigmas
+        )
     return ImageBatch(
         det_boxes=det_xywh,
         det_scores=scores,
@@ -211,4 +249,32 @@ def check_batch(
         gt_area=gt_area,
         gt_counts=torch.tensor(gt_counts, dtype=torch.int64),
         ious=torch.cat(ious) if ious else torch.zeros(0, dtype=torch.float64),
+        gt_ignore=gt_ignore,
     )
+
+
+def _keypoint_pairs(
+    det: dict[str, list[Tensor]],
+    gt: dict[str, list[Tensor]],
+    det_has_boxes: list[bool],
+    det_xywh: Tensor,
+    gt_xywh: Tensor,
+    gt_area: Tensor,
+    det_counts: list[int],
+    gt_counts: list[int],
+    sigmas: Tensor,
+) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Per image the ``[D, G]`` OKS matrix (flat), detection areas ``[D]`` and gt ignore flags ``[G]``."""
+    sig = sigmas.numpy()
+    det_boxes = torch.split(det_xywh, det_counts)
+    gt_boxes, gt_areas = torch.split(gt_xywh, gt_counts), torch.split(gt_area, gt_counts)
+    ious, det_area = [], []
+    for i, (dk, gk) in enumerate(zip(det["keypoints"], gt["keypoints"], strict=True)):
+        oks = oks_matrix(dk[..., :2].numpy(), gk.numpy(), gt_boxes[i].numpy(), gt_areas[i].numpy(), sig)
+        ious.append(torch.from_numpy(oks.reshape(-1)))  # (D, G) -> (D*G,)
+        box_area = det_boxes[i][:, 2] * det_boxes[i][:, 3]
+        det_area.append(box_area if det_has_boxes[i] else keypoint_extent_area(dk))
+    gt_all = torch.cat(gt["keypoints"]) if gt["keypoints"] else torch.zeros(0, sig.size, 3)
+    no_labelled = ~(gt_all[..., 2] > 0).any(1)  # (G,) pycocotools' num_keypoints == 0
+    det_area_t = torch.cat(det_area) if det_area else torch.zeros(0, dtype=torch.float64)
+    return ious, det_area_t, no_labelled
