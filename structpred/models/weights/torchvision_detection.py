@@ -1,8 +1,10 @@
-"""torchvision Faster / Mask R-CNN in: our :class:`FasterRCNN` / ``MaskRCNN`` with the same tensors.
+"""torchvision Faster / Mask / Keypoint R-CNN in: our :class:`FasterRCNN` / ``MaskRCNN`` /
+``KeypointRCNN`` with the same tensors.
 
 Supported: ``fasterrcnn_resnet50_fpn``, ``fasterrcnn_mobilenet_v3_large_fpn``,
-``fasterrcnn_mobilenet_v3_large_320_fpn`` and ``maskrcnn_resnet50_fpn``, any weights and any
-``num_classes``, with their transform, RPN, RoI-head and mask-head settings (sizes, anchors,
+``fasterrcnn_mobilenet_v3_large_320_fpn``, ``maskrcnn_resnet50_fpn`` and
+``keypointrcnn_resnet50_fpn``, any weights, any ``num_classes`` (and ``num_keypoints``), with
+their transform, RPN, RoI-head, mask-head and keypoint-head settings (sizes, anchors,
 top-n, NMS and score thresholds, sampler sizes, box coder weights) carried over, and their
 train / eval mode and frozen parameters. The torchvision model is only read (attributes and
 ``state_dict``); nothing here imports torchvision. The family is recognised by its structure.
@@ -17,6 +19,8 @@ torchvision name                                  ->  ours
     roi_heads.box_predictor.{cls_score,bbox_pred}.*  ->  the same
     roi_heads.mask_head.{i}.0.*                   ->  roi_heads.mask_head.convs.{i}.*
     roi_heads.mask_predictor.*                    ->  the same
+    roi_heads.keypoint_head.{2i}.*                ->  roi_heads.keypoint_head.convs.{i}.*
+    roi_heads.keypoint_predictor.*                ->  the same
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import nn
 
 from ...backbones.fpn import mobilenet_v3_large_fpn, resnet50_fpn
 from ..faster_rcnn import FasterRCNN, FasterRCNNConfig, build_faster_rcnn
+from ..keypoint_rcnn import KeypointRCNNConfig, build_keypoint_rcnn
 from ..mask_rcnn import MaskRCNNConfig, build_mask_rcnn
 from .renamer import Rule, copy_renamed
 
@@ -36,8 +41,11 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED = (
     "Faster R-CNN (fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn, "
-    "fasterrcnn_mobilenet_v3_large_320_fpn) and Mask R-CNN (maskrcnn_resnet50_fpn)"
+    "fasterrcnn_mobilenet_v3_large_320_fpn), Mask R-CNN (maskrcnn_resnet50_fpn) and Keypoint "
+    "R-CNN (keypointrcnn_resnet50_fpn)"
 )
+# torchvision's keypoint head is a Sequential of (conv, ReLU) pairs: conv i sits at index 2i.
+_KEYPOINT_CONVS = 64  # rules for up to this many convs (torchvision's has 8)
 
 # torchvision name -> ours; first match wins, every tensor must match one.
 RULES: tuple[Rule, ...] = (
@@ -48,6 +56,11 @@ RULES: tuple[Rule, ...] = (
     (r"(roi_heads\.box_predictor\.(?:cls_score|bbox_pred)\..+)", r"\1"),
     (r"roi_heads\.mask_head\.(\d+)\.0\.(.+)", r"roi_heads.mask_head.convs.\1.\2"),
     (r"(roi_heads\.mask_predictor\.(?:conv5_mask|mask_fcn_logits)\..+)", r"\1"),
+    *(
+        (rf"roi_heads\.keypoint_head\.{2 * i}\.(weight|bias)", rf"roi_heads.keypoint_head.convs.{i}.\1")
+        for i in range(_KEYPOINT_CONVS)
+    ),
+    (r"(roi_heads\.keypoint_predictor\.kps_score_lowres\..+)", r"\1"),
 )
 # Skipped only when our model keeps no batch-norm counter (frozen BN) while theirs does.
 _BN_COUNTER = r".*\.num_batches_tracked"
@@ -141,17 +154,48 @@ def _mask_settings(roi: Any) -> dict[str, Any]:
     }
 
 
+def _keypoint_settings(roi: Any) -> dict[str, Any]:
+    """Our :class:`KeypointRCNNConfig`'s keypoint-branch settings from torchvision's ``roi_heads``."""
+    pool, head, predictor = roi.keypoint_roi_pool, roi.keypoint_head, roi.keypoint_predictor
+    kinds = [type(m).__name__ for m in head]
+    if kinds != ["Conv2d", "ReLU"] * (len(kinds) // 2) or not kinds or len(kinds) > 2 * _KEYPOINT_CONVS:
+        raise ValueError(
+            f"keypoint_head is {kinds[:6]}...: only (conv 3x3, ReLU) keypoint heads are supported"
+        )
+    convs = list(head)[::2]
+    if any(c.kernel_size != (3, 3) or c.padding != (1, 1) or c.dilation != (1, 1) for c in convs):
+        raise ValueError("keypoint_head: only 3x3 convs with padding 1 are supported")
+    if type(pool).__name__ != "MultiScaleRoIAlign":
+        raise ValueError(f"unsupported keypoint_roi_pool {type(pool).__name__}")
+    if tuple(pool.featmap_names) != tuple(roi.box_roi_pool.featmap_names):
+        raise ValueError("keypoint and box poolers read different feature maps; not supported")
+    deconv = getattr(predictor, "kps_score_lowres", None)
+    if type(predictor).__name__ != "KeypointRCNNPredictor" or deconv is None:
+        raise ValueError(f"unsupported keypoint_predictor {type(predictor).__name__}")
+    if deconv.kernel_size != (4, 4) or deconv.stride != (2, 2) or deconv.padding != (1, 1):
+        raise ValueError("keypoint_predictor: only a 4x4 stride-2 transposed conv is supported")
+    out_size = pool.output_size if isinstance(pool.output_size, int) else pool.output_size[0]
+    return {
+        "keypoint_pool_size": int(out_size),
+        "keypoint_sampling_ratio": int(pool.sampling_ratio),
+        "keypoint_layers": tuple(int(c.out_channels) for c in convs),
+        "keypoint_up_scale": int(predictor.up_scale),
+    }
+
+
 def convert(tv_model: nn.Module) -> FasterRCNN:
-    """Our Faster R-CNN, or Mask R-CNN when the RoI heads have a mask branch, with ``tv_model``'s
-    weights, settings, frozen parameters and train / eval mode.
+    """Our Faster R-CNN, or Mask R-CNN / Keypoint R-CNN when the RoI heads have a mask / keypoint
+    branch, with ``tv_model``'s weights, settings, frozen parameters and train / eval mode.
 
     Raises:
-        ValueError: an unsupported variant (keypoint heads, another backbone, the ``_v2``
-            heads, a ``fixed_size`` transform), or tensors that do not map one to one.
+        ValueError: an unsupported variant (both mask and keypoint heads, another backbone, the
+            ``_v2`` heads, a ``fixed_size`` transform), or tensors that do not map one to one.
     """
     tv: Any = tv_model
-    if getattr(tv.roi_heads, "keypoint_predictor", None) is not None:
-        raise ValueError("torchvision Keypoint R-CNN is not supported (only Faster / Mask R-CNN)")
+    has_keypoints = getattr(tv.roi_heads, "keypoint_predictor", None) is not None
+    has_masks = getattr(tv.roi_heads, "mask_predictor", None) is not None
+    if has_keypoints and has_masks:
+        raise ValueError("a torchvision model with both mask and keypoint heads is not supported")
     kind = _backbone_kind(tv_model)
     settings = _settings(tv)
     num_classes = int(tv.roi_heads.box_predictor.cls_score.out_features) - 1
@@ -161,9 +205,13 @@ def convert(tv_model: nn.Module) -> FasterRCNN:
     build = resnet50_fpn if kind == "resnet50" else mobilenet_v3_large_fpn
     backbone = build(norm_layer=nn.BatchNorm2d if plain_bn else None)
     model: FasterRCNN
-    if getattr(tv.roi_heads, "mask_predictor", None) is not None:
+    if has_masks:
         config = MaskRCNNConfig(**settings, **_mask_settings(tv.roi_heads))
         model = build_mask_rcnn(backbone, num_classes, config)
+    elif has_keypoints:
+        keypoint_config = KeypointRCNNConfig(**settings, **_keypoint_settings(tv.roi_heads))
+        num_keypoints = int(tv.roi_heads.keypoint_predictor.kps_score_lowres.out_channels)
+        model = build_keypoint_rcnn(backbone, num_classes, num_keypoints, keypoint_config)
     else:
         model = build_faster_rcnn(backbone, num_classes, FasterRCNNConfig(**settings))
     counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
@@ -180,26 +228,31 @@ _STATE_MARKER = "rpn.head.conv.0.0.weight"  # torchvision's RPN conv sits in Seq
 
 
 def recognises_state(names: Collection[str]) -> bool:
-    """A torchvision Faster / Mask R-CNN ``state_dict``: its RPN conv and box predictor names."""
+    """A torchvision Faster / Mask / Keypoint R-CNN ``state_dict``: its RPN conv and box predictor
+    names."""
     return _STATE_MARKER in names and "roi_heads.box_predictor.cls_score.weight" in names
 
 
 def state_family(names: Collection[str]) -> str:
-    """``"torchvision Mask R-CNN"`` or ``"torchvision Faster R-CNN"`` from the tensor names."""
-    masks = any(n.startswith("roi_heads.mask_predictor.") for n in names)
-    return "torchvision Mask R-CNN" if masks else "torchvision Faster R-CNN"
+    """``"torchvision Mask R-CNN"``, ``"torchvision Keypoint R-CNN"`` or ``"torchvision Faster
+    R-CNN"`` from the tensor names."""
+    if any(n.startswith("roi_heads.mask_predictor.") for n in names):
+        return "torchvision Mask R-CNN"
+    if any(n.startswith("roi_heads.keypoint_predictor.") for n in names):
+        return "torchvision Keypoint R-CNN"
+    return "torchvision Faster R-CNN"
 
 
 def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
-    """``(rules, skip)`` to fill our Faster / Mask R-CNN ``model`` from a torchvision state dict
+    """``(rules, skip)`` to fill our Faster / Mask / Keypoint R-CNN ``model`` from a torchvision state dict
     with tensors ``names`` (the batch-norm counters are skipped when our norm keeps none).
 
     Raises:
-        ValueError: ``model`` is not our Faster R-CNN / Mask R-CNN.
+        ValueError: ``model`` is not our Faster / Mask / Keypoint R-CNN.
     """
     if not isinstance(model, FasterRCNN):
         raise ValueError(
-            f"torchvision detection weights need a Faster / Mask R-CNN, not {type(model).__name__}"
+            f"torchvision detection weights need a Faster / Mask / Keypoint R-CNN, not {type(model).__name__}"
         )
     counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
     return RULES, () if counters else (_BN_COUNTER,)
