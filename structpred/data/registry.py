@@ -1,6 +1,7 @@
 """Datasets by name: the ``--data`` spec of ``structpred train`` / ``eval``.
 
-Specs: ``shapes`` (the built-in shapes world), its pairs and clips ``shapes-flow`` (flow pairs),
+Specs: ``shapes`` (the built-in shapes world), ``shapes_keypoints`` (the same with named
+keypoints, :mod:`structpred.data.shapes_keypoints`), its pairs and clips ``shapes-flow`` (flow pairs),
 ``shapes-stereo`` (rectified stereo pairs), ``shapes-video`` (clips with tracks; see
 :mod:`structpred.data.shapes_views`), ``digits`` (one real digit per item),
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
@@ -27,6 +28,13 @@ def _shapes(split: str, arg: str, **kw: Any) -> Dataset:
 
     kw.setdefault("cache", True)  # training reads every item once per epoch: render it once
     return ShapesWorld(split, **kw)
+
+
+def _shapes_keypoints(split: str, arg: str, **kw: Any) -> Dataset:
+    from .shapes_keypoints import ShapesKeypoints
+
+    kw.setdefault("cache", True)
+    return ShapesKeypoints(split, **kw)
 
 
 def _shapes_views(name: str) -> Callable[..., Dataset]:
@@ -91,6 +99,7 @@ def _sequence(name: str) -> Callable[..., Dataset]:
 
 BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes": _shapes,
+    "shapes_keypoints": _shapes_keypoints,
     "shapes-flow": _shapes_views("ShapesFlow"),
     "shapes-stereo": _shapes_views("ShapesStereo"),
     "shapes-video": _shapes_views("ShapesVideo"),

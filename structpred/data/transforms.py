@@ -19,6 +19,12 @@ Convention:
       still holds.
     * ``valid`` / ``valid_right`` after a crop or resize also require the matched pixel to lie in
       the new image: ``p + flow[p]`` (flow pair), ``x - disparity`` (left), ``x + disparity_right``.
+    * ``keypoints`` ``[N, K, 3]`` are (x, y, visibility) in the boxes' continuous pixel frame: a flip
+      maps ``x -> W - x`` and renames the points by a permutation (COCO's ``flip_pairs``: a left
+      eye becomes a right eye), given to :func:`hflip` as ``keypoint_flip`` (one ``[K]``
+      permutation, or one per label ``[L, K]``); a resize scales them; a crop moves them and
+      makes the points outside the window unlabelled. Unlabelled points (visibility 0) are
+      (0, 0, 0) after every transform, as COCO writes them.
     * Unknown tensor keys whose trailing dims are ``(H, W)`` raise ``ValueError``; other unknown keys
       pass through unchanged, as do :data:`PASS_THROUGH` keys (updated where they have geometry).
     * Randomness comes from each transform's own ``torch.Generator``, never the global RNG. A
@@ -35,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .keypoint_ops import crop_keypoints, flip_keypoints, scale_keypoints
+
 Target = dict[str, Any]
 JointTransform = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
@@ -43,9 +51,9 @@ VALUE_MAPS = ("flow", "disparity", "disparity_right", "depth", "depth_right")  #
 BOX_KEYS = ("boxes", "tracks")  # xyxy [N, 4] (single image, view 0) / [M, T, 4] (clip)
 PASS_THROUGH = ("image_id", "labels", "track_ids", "iscrowd", "focal", "baseline", "area", "visible")
 STEREO_KEYS = ("disparity", "disparity_right", "valid_right", "depth_right", "baseline")
-OBJECT_KEYS = ("boxes", "labels", "masks", "area", "iscrowd", "track_ids")  # per object, dropped together
+OBJECT_KEYS = ("boxes", "labels", "masks", "area", "iscrowd", "track_ids", "keypoints")  # dropped together
 _MAPS = LABEL_MAPS + VALUE_MAPS
-_UNSUPPORTED = {"keypoints": "a keypoint flip needs a left/right permutation; not supported yet"}
+KEYPOINT_KEY = "keypoints"  # [N, K, 3] (x, y, visibility), single images only
 
 
 def _size_pair(size: int | Sequence[int], where: str) -> tuple[int, int]:
@@ -75,10 +83,14 @@ def _inspect(images: Tensor, target: Target, where: str) -> tuple[str, int, int]
     height, width = images.shape[-2:]
     views = images.shape[0] if images.dim() == 4 else 1
     for key, value in target.items():
-        if key in _UNSUPPORTED:
-            raise ValueError(f"{where}: target key {key!r}: {_UNSUPPORTED[key]}")
         shape = tuple(value.shape) if isinstance(value, Tensor) else None
-        if key in _MAPS:
+        if key == KEYPOINT_KEY:
+            if shape is None or len(shape) != 3 or shape[2] != 3 or not value.is_floating_point():
+                got = f"{value.dtype} {shape}" if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"{where}: target['keypoints'] must be float [N, K, 3], got {got}")
+            if images.dim() != 3:
+                raise ValueError(f"{where}: target['keypoints'] is for single images, not [V, C, H, W] items")
+        elif key in _MAPS:
             if shape is None or len(shape) < 2 or shape[-2:] != (height, width):
                 raise ValueError(
                     f"{where}: target[{key!r}] must end in (H, W) = ({height}, {width}), got {shape}"
@@ -221,8 +233,12 @@ def _crop_objects(target: Target, old: Target, top: int, left: int, height: int,
 # ----------------------------------------------------------------------------- functional
 
 
-def hflip(images: Tensor, target: Target) -> tuple[Tensor, Target]:
+def hflip(images: Tensor, target: Target, keypoint_flip: Tensor | None = None) -> tuple[Tensor, Target]:
     """Mirror an item left-right; a stereo pair also swaps its views (see the module docstring).
+
+    ``keypoint_flip`` (int ``[K]``, or ``[L, K]`` indexed by each object's label) renames the
+    keypoints: point ``j`` of a flipped object is point ``keypoint_flip[j]`` of the original.
+    It is required when the target has ``keypoints``.
 
     A stereo flip makes ``new left = flip(old right)``, ``new right = flip(old left)``, and swaps
     ``disparity`` / ``disparity_right``, ``valid`` / ``valid_right``, ``depth`` / ``depth_right``
@@ -253,7 +269,7 @@ def hflip(images: Tensor, target: Target) -> tuple[Tensor, Target]:
         for key, value in target.items():
             if key in out:
                 continue
-            if key in _MAPS or key in BOX_KEYS:
+            if key in _MAPS or key in BOX_KEYS or key == KEYPOINT_KEY:
                 raise ValueError(
                     f"HorizontalFlip: target[{key!r}] is of the left view only; a stereo flip swaps views"
                 )
@@ -268,6 +284,13 @@ def hflip(images: Tensor, target: Target) -> tuple[Tensor, Target]:
             value = torch.stack(
                 [width - value[..., 2], value[..., 1], width - value[..., 0], value[..., 3]], -1
             )
+        elif key == KEYPOINT_KEY:
+            if keypoint_flip is None:
+                raise ValueError(
+                    "HorizontalFlip: target['keypoints'] needs keypoint_flip, the left/right permutation "
+                    "of the keypoints (e.g. the dataset's keypoint_flip)"
+                )
+            value = flip_keypoints(value, target.get("labels"), keypoint_flip, width)
         out[key] = value
     return images.flip(-1), out
 
@@ -294,6 +317,8 @@ def crop(
         out[key] = value[..., top : top + height, left : left + width] if is_map else value
     if "tracks" in out:
         out = _crop_tracks(out, top, left, height, width)
+    if KEYPOINT_KEY in out:  # moved; points outside the window become unlabelled
+        out[KEYPOINT_KEY] = crop_keypoints(out[KEYPOINT_KEY], top, left, height, width)
     if "boxes" in out:
         out = _crop_objects(out, target, top, left, height, width)
     _revalidate(out, kind)
@@ -328,6 +353,8 @@ def resize(
             value = value * sx
         elif key == "area":
             value = value * (sx * sy)
+        elif key == KEYPOINT_KEY:
+            value = scale_keypoints(value, sx, sy)
         out[key] = value
     _revalidate(out, kind)
     return resized, out
@@ -374,18 +401,28 @@ class HorizontalFlip:
     Args:
         p: flip probability in [0, 1].
         generator: a ``torch.Generator``, or an int seed for a new one (None: seed 0).
+        keypoint_flip: the keypoints' left/right permutation, int ``[K]`` or per label ``[L, K]``
+            (a keypoint dataset's ``keypoint_flip``); needed when targets have ``keypoints``.
     """
 
-    def __init__(self, p: float = 0.5, generator: torch.Generator | int | None = None) -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        generator: torch.Generator | int | None = None,
+        keypoint_flip: Tensor | Sequence[Any] | None = None,
+    ) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"HorizontalFlip: p must be in [0, 1], got {p}")
         self.p = float(p)
         self.generator = _generator(generator, "HorizontalFlip")
+        self.keypoint_flip = (
+            None if keypoint_flip is None else torch.as_tensor(keypoint_flip, dtype=torch.int64)
+        )
 
     def __call__(self, images: Tensor, target: Target) -> tuple[Tensor, Target]:
         draw = float(torch.rand((), generator=self.generator))  # drawn every call: a steady stream
         if draw < self.p:
-            return hflip(images, target)
+            return hflip(images, target, self.keypoint_flip)
         _inspect(images, target, "HorizontalFlip")  # the same validation whether or not it flips
         return images, target
 
