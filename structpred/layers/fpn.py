@@ -42,6 +42,32 @@ class LastLevelMaxPool(nn.Module):
         return [*results, p], [*names, "pool"]
 
 
+class LastLevelP6P7(nn.Module):
+    """Extra levels ``"p6"``, ``"p7"`` (RetinaNet, Lin et al. 2017): two stride-2 3x3 convs.
+
+    ``p6 = conv(x)``, ``p7 = conv(relu(p6))`` with ``x`` the last FPN output (P5) when
+    ``in_channels == out_channels`` (torchvision's ``use_P5``, RetinaNet v1) or else the last
+    backbone map (C5, v2). Parameter names ``p6.*``, ``p7.*`` are torchvision's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.p6 = nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+        for conv in (self.p6, self.p7):
+            nn.init.kaiming_uniform_(conv.weight, a=1)
+            nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
+        self.use_p5 = in_channels == out_channels
+
+    def forward(
+        self, results: list[Tensor], inputs: list[Tensor], names: list[str]
+    ) -> tuple[list[Tensor], list[str]]:
+        x = results[-1] if self.use_p5 else inputs[-1]
+        p6 = self.p6(x)  # (B, C, H, W) -> (B, D, ⌈H/2⌉, ⌈W/2⌉)
+        p7 = self.p7(F.relu(p6))  # (B, D, H6, W6) -> (B, D, ⌈H6/2⌉, ⌈W6/2⌉)
+        return [*results, p6, p7], [*names, "p6", "p7"]
+
+
 def _conv_norm(c_in: int, c_out: int, kernel: int, norm_layer: NormLayer | None) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, kernel, padding=(kernel - 1) // 2, bias=norm_layer is None)
@@ -51,12 +77,21 @@ def _conv_norm(c_in: int, c_out: int, kernel: int, norm_layer: NormLayer | None)
     return nn.Sequential(*layers)
 
 
-def _make_extra_block(extra_block: str | nn.Module | None) -> nn.Module | None:
+EXTRA_BLOCKS = ("maxpool", "p6p7", "p6p7_c5")
+
+
+def _make_extra_block(
+    extra_block: str | nn.Module | None, last_in_channels: int = 0, out_channels: int = 0
+) -> nn.Module | None:
     if extra_block is None or isinstance(extra_block, nn.Module):
         return extra_block
     if extra_block == "maxpool":
         return LastLevelMaxPool()
-    raise ValueError(f"extra_block must be 'maxpool', None or a module, got {extra_block!r}")
+    if extra_block == "p6p7":  # from P5 (RetinaNet v1)
+        return LastLevelP6P7(out_channels, out_channels)
+    if extra_block == "p6p7_c5":  # from the last backbone map (RetinaNet v2)
+        return LastLevelP6P7(last_in_channels, out_channels)
+    raise ValueError(f"extra_block must be one of {EXTRA_BLOCKS}, None or a module, got {extra_block!r}")
 
 
 class FeaturePyramidNetwork(nn.Module):
@@ -65,7 +100,9 @@ class FeaturePyramidNetwork(nn.Module):
     Args:
         in_channels_list: ``[C0, ..., C(L-1)]``, finest level first.
         out_channels: D, the width of every output map.
-        extra_block: ``"maxpool"`` (``LastLevelMaxPool``, adds ``"pool"``), ``None``, or a module with
+        extra_block: ``"maxpool"`` (``LastLevelMaxPool``, adds ``"pool"``), ``"p6p7"`` /
+            ``"p6p7_c5"`` (``LastLevelP6P7`` from P5 / from the last input, adds ``"p6"``, ``"p7"``),
+            ``None``, or a module with
             ``(results, inputs, names) -> (results, names)``.
         norm_layer: optional norm after each conv (then the convs have no bias).
     """
@@ -98,7 +135,7 @@ class FeaturePyramidNetwork(nn.Module):
                 nn.init.kaiming_uniform_(m.weight, a=1)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.extra_block = _make_extra_block(extra_block)
+        self.extra_block = _make_extra_block(extra_block, self.in_channels_list[-1], out_channels)
 
     def forward(self, x: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
         """x: L maps ``[B, Ci, Hi, Wi]`` finest first -> same names (+ extras), ``[B, D, Hi, Wi]``."""

@@ -1,0 +1,166 @@
+"""Pieces shared by the dense one-stage detectors (RetinaNet, FCOS, ...).
+
+Shape shorthand:
+    B: images, L: feature levels, Hl, Wl: level l's map, A: anchors (or points) per position,
+    Nl = Hl*Wl*A: anchors of level l, R = sum_l Nl: anchors of one image, K: object classes
+    (background excluded), G: gt boxes of an image, k: candidates kept per level.
+
+Convention: a head's classification output has K channels per anchor, channel ``c`` is label
+``c + 1`` (labels 1..K, DESIGN.md §3); anchors and head outputs are ordered (level, y, x,
+anchor) with the anchor fastest, the layout of :func:`flatten_levels` and
+:func:`~structpred.ops.anchors.anchors_for_image`.
+
+* :func:`conv_tower`: the 3x3 conv (+ norm) + ReLU stack in front of a dense predictor.
+* :class:`LevelAnchors`: the anchors of a padded batch, cached by geometry.
+* :func:`match_anchors`: each anchor's gt index per image (``-1`` background, ``-2`` ignored).
+* :func:`dense_detections`: the post-processing (per level: top-k candidates over anchors x
+  classes, score threshold, decode; then clip, batched NMS over the levels, keep the best).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..layers.conv import NormLayer
+from ..ops import Matcher, anchors_for_image, batched_nms, box_iou
+from .rpn import flatten_levels
+
+__all__ = ["LevelAnchors", "conv_tower", "dense_detections", "flatten_levels", "match_anchors"]
+
+
+def conv_tower(
+    channels: int, num_convs: int = 4, norm_layer: NormLayer | None = None, std: float = 0.01
+) -> nn.Sequential:
+    """``num_convs`` x (3x3 conv, optional norm, ReLU), ``channels`` in and out.
+
+    Names ``{i}.0`` (conv, biased only without a norm), ``{i}.1`` (norm): torchvision's
+    ``Conv2dNormActivation`` layout. Conv weights ~ N(0, std), biases 0 (RetinaNet's init).
+    """
+    blocks = []
+    for _ in range(num_convs):
+        conv = nn.Conv2d(channels, channels, 3, padding=1, bias=norm_layer is None)
+        nn.init.normal_(conv.weight, std=std)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+        layers: list[nn.Module] = [conv]
+        if norm_layer is not None:
+            layers.append(norm_layer(channels))
+        layers.append(nn.ReLU(inplace=True))
+        blocks.append(nn.Sequential(*layers))
+    return nn.Sequential(*blocks)
+
+
+class LevelAnchors:
+    """Anchors of a padded batch over its feature levels, the last geometry cached.
+
+    Args:
+        sizes, aspect_ratios: per level, e.g. ``((32, 40, 50), ...)`` and ``((0.5, 1, 2),) * 5``.
+    """
+
+    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[Sequence[float]]) -> None:
+        if len(sizes) != len(aspect_ratios):
+            raise ValueError(f"{len(sizes)} anchor size tuples but {len(aspect_ratios)} ratio tuples")
+        self.sizes = tuple(tuple(s) for s in sizes)
+        self.aspect_ratios = tuple(tuple(r) for r in aspect_ratios)
+        self._key: tuple | None = None
+        self._anchors: Tensor | None = None
+
+    @property
+    def num_anchors(self) -> list[int]:
+        """A per level."""
+        return [len(s) * len(r) for s, r in zip(self.sizes, self.aspect_ratios, strict=True)]
+
+    def __call__(
+        self, padded_size: tuple[int, int], maps: Sequence[Tensor], dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """All anchors ``(R, 4)`` (xyxy, padded-image pixels) of a batch with feature ``maps``."""
+        sizes = tuple((int(m.shape[-2]), int(m.shape[-1])) for m in maps)
+        device = maps[0].device
+        if torch.compiler.is_exporting():  # no cache: a traced tensor must not outlive the trace
+            return anchors_for_image(padded_size, sizes, self.sizes, self.aspect_ratios, dtype, device)
+        key = (tuple(padded_size), sizes, dtype, device)
+        if self._anchors is None or key != self._key:
+            self._anchors = anchors_for_image(
+                padded_size, sizes, self.sizes, self.aspect_ratios, dtype, device
+            )
+            self._key = key
+        return self._anchors
+
+
+def match_anchors(anchors: Tensor, targets: Sequence[dict[str, Tensor]], matcher: Matcher) -> Tensor:
+    """Each anchor's matched gt per image, ``int64[B, R]``: ``0..G-1``, ``-1`` background,
+    ``-2`` ignored (between the thresholds). Images without boxes are all background."""
+    out = []
+    for target in targets:
+        gt = target["boxes"].to(anchors)
+        if gt.shape[0] == 0:
+            out.append(torch.full((anchors.shape[0],), -1, dtype=torch.int64, device=anchors.device))
+        else:
+            out.append(matcher(box_iou(gt, anchors)))  # (G, R) -> (R,)
+    return torch.stack(out)
+
+
+def dense_detections(
+    scores: Sequence[Tensor],
+    regression: Sequence[Tensor],
+    anchors: Sequence[Tensor],
+    decode: Callable[[Tensor, Tensor], Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    *,
+    score_thresh: float,
+    topk_candidates: int,
+    nms_thresh: float,
+    detections_per_img: int,
+    activation: Callable[[Tensor], Tensor] | None = None,
+) -> list[dict[str, Tensor]]:
+    """Detections of a dense head, torchvision's one-stage post-processing.
+
+    Per image and level: the ``topk_candidates`` best (anchor, class) scores ``> score_thresh``,
+    their boxes decoded; then over all levels boxes clipped to the image, NMS per class
+    (``nms_thresh``), the ``detections_per_img`` best kept.
+
+    Args:
+        scores: per level ``(B, Nl, K)``: probabilities, or logits with ``activation`` (any
+            increasing map to probabilities, e.g. ``torch.sigmoid``: applied to the candidates
+            only).
+        regression: per level ``(B, Nl, 4)`` box regression.
+        anchors: per level ``(Nl, 4)`` reference boxes (shared by the batch).
+        decode: ``(regression [M, 4], anchors [M, 4]) -> boxes [M, 4]`` xyxy.
+        image_sizes: ``(H, W)`` per image, the boxes' clipping bounds.
+    Returns:
+        Per image ``{"boxes": [D, 4], "scores": [D], "labels": [D]}`` (labels 1..K), by
+        decreasing score.
+
+    Taking the top-k of all scores and then thresholding keeps the same candidates as
+    torchvision's threshold-then-top-k (the top-k of the survivors are the survivors among the
+    top-k), with a shape known before the data: no data-dependent ``k`` under ``torch.export``.
+    """
+    B = len(image_sizes)
+    all_boxes, all_scores, all_labels = [], [], []
+    for level_scores, level_reg, level_anchors in zip(scores, regression, anchors, strict=True):
+        _, N, K = level_scores.shape
+        flat = level_scores.reshape(B, N * K)  # (B, Nl, K) -> (B, Nl*K), class fastest
+        top, idx = flat.topk(min(topk_candidates, N * K), dim=1)  # (B, k)
+        anchor_idx = torch.div(idx, K, rounding_mode="floor")  # (B, k)
+        all_labels.append(idx % K + 1)
+        all_scores.append(activation(top) if activation is not None else top)
+        k = idx.shape[1]
+        reg = level_reg.gather(1, anchor_idx[..., None].expand(B, k, 4))  # (B, k, 4)
+        ref = level_anchors[anchor_idx.reshape(-1)]  # (B*k, 4)
+        all_boxes.append(decode(reg.reshape(-1, 4), ref).reshape(B, k, 4))  # (B*k, 4) -> (B, k, 4)
+    boxes = torch.cat(all_boxes, 1)  # (B, C, 4), C candidates over the levels
+    cand_scores = torch.cat(all_scores, 1)  # (B, C)
+    labels = torch.cat(all_labels, 1)  # (B, C)
+    # Clip to each image: x in [0, W], y in [0, H].
+    bounds = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=boxes.device)
+    boxes = torch.minimum(boxes.clamp(min=0), bounds[:, None, :])  # (B, C, 4)
+    out = []
+    for i in range(B):
+        keep = torch.where(cand_scores[i] > score_thresh)[0]
+        b, s, lab = boxes[i][keep], cand_scores[i][keep], labels[i][keep]
+        kept = batched_nms(b, s, lab, nms_thresh)[:detections_per_img]
+        out.append({"boxes": b[kept], "scores": s[kept], "labels": lab[kept]})
+    return out
