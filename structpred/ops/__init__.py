@@ -11,11 +11,15 @@ from .boxes import (
     box_convert,
     box_iou,
     clip_boxes_to_image,
+    complete_box_iou,
+    distance_box_iou,
     generalized_box_iou,
     remove_small_boxes,
 )
 from .crf import dense_crf
-from .masks import paste_masks_in_image
+from .focal_loss import sigmoid_focal_loss
+from .iou_loss import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from .masks import masks_to_boxes, paste_masks_in_image
 from .matcher import BackgroundFloorMatcher, BalancedPositiveNegativeSampler, Matcher
 from .nms import batched_nms, nms
 from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align, multiscale_roi_pool
@@ -37,13 +41,19 @@ __all__ = [
     "box_iou",
     "cell_anchors",
     "clip_boxes_to_image",
+    "complete_box_iou",
+    "complete_box_iou_loss",
     "decode_boxes",
     "dense_crf",
+    "distance_box_iou",
+    "distance_box_iou_loss",
     "encode_boxes",
     "generalized_box_iou",
+    "generalized_box_iou_loss",
     "grid_anchors",
     "grid_sample",
     "infer_scale",
+    "masks_to_boxes",
     "multiscale_roi_align",
     "multiscale_roi_pool",
     "nms",
@@ -52,5 +62,6 @@ __all__ = [
     "remove_small_boxes",
     "roi_align",
     "roi_pool",
+    "sigmoid_focal_loss",
     "spp",
 ]

@@ -8,6 +8,8 @@ upcast before products, as torchvision does, so areas do not overflow.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -114,6 +116,71 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
     return out
 
 
+def _iou_penalty(boxes1: Tensor, boxes2: Tensor, kind: str, *, iou_eps: float = 0.0,
+                 eps: float = 0.0) -> tuple[Tensor, Tensor]:
+    """IoU and the GIoU / DIoU / CIoU penalty of xyxy boxes paired by broadcasting.
+
+    The one place the IoU family's geometry lives: the pairwise metrics pass
+    ``boxes1[..., :, None, :]`` and ``boxes2[..., None, :, :]``, the losses matching rows.
+    ``metric = iou - penalty`` and ``loss = 1 - iou + penalty``, where
+
+    - ``giou``: ``(|C| - |A u B|) / (|C| + eps)``, C the smallest enclosing box;
+    - ``diou``: ``rho^2 / (c^2 + eps)``, rho the centres' distance, c the diagonal of C;
+    - ``ciou``: the DIoU term ``+ alpha * v``, ``v = 4 / pi^2 (atan(w2 / h2) - atan(w1 / h1))^2``
+      the aspect-ratio term and ``alpha = v / (1 - iou + v + eps)`` a constant (no gradient).
+
+    Args:
+        boxes1, boxes2 (Tensor[..., 4]): broadcastable xyxy boxes. Differences of corners are
+            upcast after the subtraction and areas from upcast corners, as torchvision's pairwise
+            functions do (its DIoU/CIoU and the losses upcast the boxes beforehand).
+        kind: ``'giou'``, ``'diou'`` or ``'ciou'``.
+        iou_eps: added to the union (torchvision's losses: ``eps``; its pairwise metrics: 0).
+        eps: added to ``|C|`` (GIoU), to ``c^2`` and to alpha's denominator.
+    Returns:
+        (iou, penalty), each Tensor[...] of the broadcast shape.
+    """
+    ax1, ay1, ax2, ay2 = boxes1.unbind(-1)  # each (...)
+    bx1, by1, bx2, by2 = boxes2.unbind(-1)
+    a, b = _upcast(boxes1), _upcast(boxes2)
+    area1 = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area2 = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    w = _upcast(torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1))  # intersection sides
+    h = _upcast(torch.minimum(ay2, by2) - torch.maximum(ay1, by1))
+    # A product under a mask (not clamp(w) * clamp(h)): no gradient through a side of a pair
+    # that does not overlap, even where the other side is exactly 0, as torchvision's losses.
+    area_wh = w * h
+    inter = torch.where((w > 0) & (h > 0), area_wh, area_wh.new_zeros(()))
+    union = area1 + area2 - inter
+    iou = inter / (union + iou_eps if iou_eps else union)
+    cw = _upcast(torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1))  # enclosing box sides
+    ch = _upcast(torch.maximum(ay2, by2) - torch.minimum(ay1, by1))
+    if kind == "giou":
+        area_c = cw * ch
+        return iou, (area_c - union) / (area_c + eps if eps else area_c)
+    diagonal2 = cw**2 + ch**2 + eps
+    dx = _upcast((ax1 + ax2) / 2 - (bx1 + bx2) / 2)  # centre offsets
+    dy = _upcast((ay1 + ay2) / 2 - (by1 + by2) / 2)
+    penalty = (dx**2 + dy**2) / diagonal2
+    if kind == "diou":
+        return iou, penalty
+    if kind != "ciou":
+        raise ValueError(f"kind must be 'giou', 'diou' or 'ciou', got {kind!r}")
+    angle1 = torch.atan((ax2 - ax1) / (ay2 - ay1))  # atan(w / h): the aspect ratio as an angle
+    angle2 = torch.atan((bx2 - bx1) / (by2 - by1))
+    v = (4 / math.pi**2) * (angle2 - angle1) ** 2
+    with torch.no_grad():  # CIoU's trade-off weight is a constant (Zheng et al. 2020, eq. 11)
+        alpha = v / (1 - iou + v + eps)
+    return iou, penalty + alpha * v
+
+
+def _pairwise(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """``[..., N, 4]`` and ``[..., M, 4]`` -> ``[..., N, 1, 4]`` and ``[..., 1, M, 4]`` (ordered boxes)."""
+    for boxes, name in ((boxes1, "boxes1"), (boxes2, "boxes2")):
+        check_boxes(boxes, name)
+        check_boxes(boxes, name, ordered=boxes.is_floating_point())
+    return boxes1.unsqueeze(-2), boxes2.unsqueeze(-3)
+
+
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Generalized IoU (Rezatofighi et al. 2019): ``IoU - (|C| - |A u B|) / |C|``.
 
@@ -122,19 +189,43 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         Tensor[..., N, M] in [-1, 1].
     """
-    check_boxes(boxes1, "boxes1")
-    check_boxes(boxes2, "boxes2")
-    check_boxes(boxes1, "boxes1", ordered=boxes1.is_floating_point())
-    check_boxes(boxes2, "boxes2", ordered=boxes2.is_floating_point())
-    inter, union = _inter_union(boxes1, boxes2, "xyxy")
-    iou = inter / union
-    # C: the smallest box enclosing both.
-    cx1 = torch.minimum(boxes1[..., :, None, 0], boxes2[..., None, :, 0])  # (..., N, M)
-    cy1 = torch.minimum(boxes1[..., :, None, 1], boxes2[..., None, :, 1])
-    cx2 = torch.maximum(boxes1[..., :, None, 2], boxes2[..., None, :, 2])
-    cy2 = torch.maximum(boxes1[..., :, None, 3], boxes2[..., None, :, 3])
-    area_c = _upcast(cx2 - cx1).clamp(min=0) * _upcast(cy2 - cy1).clamp(min=0)
-    return iou - (area_c - union) / area_c
+    iou, penalty = _iou_penalty(*_pairwise(boxes1, boxes2), "giou")  # (..., N, M)
+    return iou - penalty
+
+
+def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Distance IoU (Zheng et al. 2020): ``IoU - rho^2 / (c^2 + eps)``.
+
+    rho is the distance between the boxes' centres, c the diagonal of the smallest box
+    enclosing both. Float16/bfloat16 and small int boxes are upcast first, as torchvision.
+
+    Args:
+        boxes1 (Tensor[..., N, 4]), boxes2 (Tensor[..., M, 4]): xyxy boxes with x2 >= x1, y2 >= y1.
+        eps: keeps ``c^2`` away from 0 (two identical points).
+    Returns:
+        Tensor[..., N, M] in [-1, 1].
+    """
+    boxes1, boxes2 = _pairwise(boxes1, boxes2)
+    iou, penalty = _iou_penalty(_upcast(boxes1), _upcast(boxes2), "diou", eps=eps)  # (..., N, M)
+    return iou - penalty
+
+
+def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Complete IoU (Zheng et al. 2020): ``DIoU - alpha * v`` with the aspect-ratio term v.
+
+    ``v = 4 / pi^2 * (atan(w1 / h1) - atan(w2 / h2))^2`` and ``alpha = v / (1 - IoU + v + eps)``,
+    alpha held constant under autograd (as the paper and torchvision). A box of zero height
+    has ``atan(w / 0) = pi / 2``; one of zero width and height gives NaN, as torchvision.
+
+    Args:
+        boxes1 (Tensor[..., N, 4]), boxes2 (Tensor[..., M, 4]): xyxy boxes with x2 >= x1, y2 >= y1.
+        eps: added to ``c^2`` and to alpha's denominator.
+    Returns:
+        Tensor[..., N, M] in [-1.5, 1] (v <= 1 and alpha <= 1/2 where the boxes do not overlap).
+    """
+    boxes1, boxes2 = _pairwise(boxes1, boxes2)
+    iou, penalty = _iou_penalty(_upcast(boxes1), _upcast(boxes2), "ciou", eps=eps)  # (..., N, M)
+    return iou - penalty
 
 
 def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:

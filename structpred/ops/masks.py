@@ -1,7 +1,13 @@
-"""Pasting per-box masks into the image (Mask R-CNN inference), as ``paste_masks_in_image``.
+"""Masks and boxes: pasting per-box masks into the image (Mask R-CNN inference), as
+``paste_masks_in_image``; the box around each mask, as ``masks_to_boxes``.
 
 Shape shorthand:
     N: masks, M: a mask's side, Mp = M + 2 * padding, H, W: the image.
+
+``masks_to_boxes`` convention (torchvision's): a box is ``(x1, y1, x2, y2)`` = the first and the
+*last* (inclusive, not last + 1) column and row holding a nonzero pixel, as float32, so a
+one-pixel mask at (y, x) gives ``(x, y, x, y)``, a box of zero area. An empty mask (no nonzero
+pixel, and every mask of an ``H = 0`` or ``W = 0`` stack) gives ``(0, 0, 0, 0)``.
 
 Convention (torchvision's ``paste_masks_in_image``, so converted models give its masks): each
 ``M x M`` mask is zero-padded by ``padding`` cells on every side and its box is scaled about its
@@ -33,6 +39,34 @@ from torch import Tensor
 from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from ._checks import check_boxes
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """The box around each mask's nonzero pixels (see the module's convention).
+
+    Args:
+        masks (Tensor[N, H, W]): any dtype; a pixel is in the mask where it is nonzero.
+    Returns:
+        Tensor[N, 4] float32, xyxy with the last pixel's index as x2, y2; zeros for an empty mask.
+    """
+    if not isinstance(masks, Tensor) or masks.dim() != 3:
+        got = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+        raise ValueError(f"masks_to_boxes: masks must be a Tensor[N, H, W], got {got}")
+    N, H, W = masks.shape
+    if H == 0 or W == 0:  # no pixel at all: every mask is empty
+        return torch.zeros(N, 4, device=masks.device)
+    on = masks.bool()
+    rows = on.any(dim=2)  # (N, H, W) -> (N, H): rows holding a pixel
+    cols = on.any(dim=1)  # (N, H, W) -> (N, W)
+    ys = torch.arange(H, device=masks.device)
+    xs = torch.arange(W, device=masks.device)
+    # First: the smallest index holding a pixel (H or W where none); last: the largest (-1).
+    y1 = torch.where(rows, ys, H).amin(dim=1)  # (N,)
+    y2 = torch.where(rows, ys, -1).amax(dim=1)
+    x1 = torch.where(cols, xs, W).amin(dim=1)
+    x2 = torch.where(cols, xs, -1).amax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float()  # 4 x (N,) -> (N, 4)
+    return boxes.masked_fill(~rows.any(dim=1)[:, None], 0.0)  # empty masks: (0, 0, 0, 0)
 
 
 def expand_boxes(boxes: Tensor, scale: float) -> Tensor:
