@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import torchvision_detection, torchvision_fcos, torchvision_segmentation
+from . import torchvision_detection, torchvision_fcos, torchvision_retinanet, torchvision_segmentation
 
 # In the order they are tried (a family recognised by a more specific structure comes first).
 TORCHVISION_FAMILIES: tuple[ModuleType, ...] = (
     torchvision_fcos,  # before any family recognised by a one-stage head: FCOS's has centre-ness
+    torchvision_retinanet,
     torchvision_detection,
     torchvision_segmentation,
 )
