@@ -2,7 +2,9 @@
 
 The references below are plain Python loops over box pairs in float64, written from the
 definitions: IoU = |A n B| / |A u B|, GIoU = IoU - (|C| - |A u B|) / |C| with C the smallest
-enclosing box. A box of zero area has IoU NaN with itself (0 / 0), as in torchvision.
+enclosing box, DIoU = IoU - rho^2 / (c^2 + eps) (rho: distance of the centres, c: C's diagonal),
+CIoU = DIoU - alpha v (v = 4 / pi^2 (atan(w1 / h1) - atan(w2 / h2))^2,
+alpha = v / (1 - IoU + v + eps)). A box of zero area has IoU NaN with itself (0 / 0), as in torchvision.
 No torchvision here; parity with it lives in ``tests/parity/test_boxes_nms_parity.py``.
 """
 
@@ -21,6 +23,8 @@ from structpred.ops import (
     box_convert,
     box_iou,
     clip_boxes_to_image,
+    complete_box_iou,
+    distance_box_iou,
     generalized_box_iou,
     remove_small_boxes,
 )
@@ -57,6 +61,21 @@ def naive_giou_pair(a, b):
     union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - iw * ih
     c = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
     return iou - (c - union) / c if c != 0 else math.nan
+
+
+def naive_diou_pair(a, b, eps=1e-7):
+    ax1, ay1, ax2, ay2 = a
+    bx1, by1, bx2, by2 = b
+    rho2 = ((ax1 + ax2 - bx1 - bx2) / 2) ** 2 + ((ay1 + ay2 - by1 - by2) / 2) ** 2
+    c2 = (max(ax2, bx2) - min(ax1, bx1)) ** 2 + (max(ay2, by2) - min(ay1, by1)) ** 2
+    return naive_iou_pair(a, b) - rho2 / (c2 + eps)
+
+
+def naive_ciou_pair(a, b, eps=1e-7):
+    iou = naive_iou_pair(a, b)
+    angle_a, angle_b = math.atan((a[2] - a[0]) / (a[3] - a[1])), math.atan((b[2] - b[0]) / (b[3] - b[1]))
+    v = 4 / math.pi**2 * (angle_a - angle_b) ** 2
+    return naive_diou_pair(a, b, eps) - v / (1 - iou + v + eps) * v
 
 
 def naive_pairwise(fn, boxes1, boxes2):
@@ -170,6 +189,21 @@ def test_generalized_box_iou_matches_naive(n, m, dtype):
     torch.testing.assert_close(out.double(), naive_pairwise(naive_giou_pair, b1, b2), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize(
+    ("fn", "naive"), [(distance_box_iou, naive_diou_pair), (complete_box_iou, naive_ciou_pair)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (7, 5)])
+def test_distance_and_complete_box_iou_match_naive(fn, naive, n, m, dtype):
+    b1, b2 = random_boxes(n, seed=n, dtype=dtype), random_boxes(m, seed=m + 100, dtype=dtype)
+    b2[0] = b1[0]  # an identical pair: 1
+    out = fn(b1, b2)
+    assert out.shape == (n, m) and out.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(out.double(), naive_pairwise(naive, b1, b2), rtol=tol, atol=tol)
+    assert out[0, 0] == 1
+
+
 def test_box_iou_and_giou_known_values():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     b = torch.tensor(
@@ -205,7 +239,7 @@ def test_box_iou_default_fmt_is_xyxy():
     assert not torch.equal(box_iou(b, b, fmt="xywh").nan_to_num(-1), box_iou(b, b).nan_to_num(-1))
 
 
-@pytest.mark.parametrize("fn", [box_iou, generalized_box_iou])
+@pytest.mark.parametrize("fn", [box_iou, generalized_box_iou, distance_box_iou, complete_box_iou])
 def test_leading_batch_dims(fn):
     b1 = random_boxes(5, seed=5, lead=(2, 3))
     b2 = random_boxes(4, seed=6, lead=(2, 3))
@@ -229,7 +263,7 @@ def test_box_iou_leading_batch_dims_fmt(fmt):
         assert_same(out[i], box_iou(b1[i], b2[i], fmt=fmt))
 
 
-@pytest.mark.parametrize("fn", [box_iou, generalized_box_iou])
+@pytest.mark.parametrize("fn", [box_iou, generalized_box_iou, distance_box_iou, complete_box_iou])
 def test_zero_boxes(fn):
     some = random_boxes(3, seed=9, dtype=torch.float32)
     none = torch.zeros(0, 4)
@@ -253,6 +287,16 @@ def test_zero_area_boxes():
     assert generalized_box_iou(point, point).isnan().all()
     # GIoU of a point inside a square: IoU 0, C = square = union -> 0.
     assert generalized_box_iou(point, square).tolist() == [[0.0]]
+    # DIoU / CIoU carry the IoU's NaN; a point at a square's centre: IoU 0, rho 0 -> 0. CIoU's
+    # aspect term is NaN for a point (atan(0 / 0)) and pi / 2 for a horizontal line, as torchvision.
+    assert distance_box_iou(point, point).isnan().all() and complete_box_iou(point, square).isnan().all()
+    assert distance_box_iou(point, square).tolist() == [[0.0]]
+    expected = -1.25 / (3.0**2 + 2.0**2 + 1e-7)  # IoU 0; centres (1, 1), (1.5, 0); C = 3 x 2
+    v = 4 / math.pi**2 * (math.pi / 4 - math.pi / 2) ** 2  # square atan(1), line atan(3 / 0)
+    torch.testing.assert_close(
+        complete_box_iou(square, torch.tensor([[0.0, 0.0, 3.0, 0.0]])),
+        torch.tensor([[expected - v / (1 + v + 1e-7) * v]]),
+    )
 
 
 def test_box_iou_chunked_path_equals_small_path():
@@ -308,6 +352,13 @@ def test_generalized_box_iou_gradcheck():
     b1, b2 = _separated_pairs()
     assert torch.autograd.gradcheck(generalized_box_iou, (b1, b2))
     assert torch.autograd.gradcheck(generalized_box_iou, (b1.detach()[None].requires_grad_(), b2[None]))
+
+
+def test_distance_box_iou_gradcheck():
+    # complete_box_iou's gradcheck (alpha held constant) is in test_iou_losses.py.
+    b1, b2 = _separated_pairs()
+    assert torch.autograd.gradcheck(distance_box_iou, (b1, b2))
+    assert torch.autograd.gradcheck(lambda x, y: distance_box_iou(x, y, eps=0.5), (b1, b2))
 
 
 def test_box_area_and_convert_gradcheck():
@@ -414,6 +465,18 @@ def test_property_giou_bounds(a, b):
     torch.testing.assert_close(giou, generalized_box_iou(b, a).T, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(a=xyxy_boxes(), b=xyxy_boxes())
+def test_property_diou_ciou_bounds_and_symmetry(a, b):
+    iou, diou, ciou = box_iou(a, b), distance_box_iou(a, b), complete_box_iou(a, b)
+    assert ((diou >= -1) & (diou <= 1)).all(), diou  # rho < c: the penalty is in [0, 1)
+    assert (diou <= iou + 1e-12).all() and (ciou <= diou + 1e-12).all()
+    assert (ciou >= -1.5).all(), ciou  # alpha v <= 1/2 where IoU = 0 (v <= 1)
+    torch.testing.assert_close(diou, distance_box_iou(b, a).T, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ciou, complete_box_iou(b, a).T, rtol=1e-12, atol=1e-12)
+    assert (distance_box_iou(a, a).diagonal() == 1).all() and (complete_box_iou(a, a).diagonal() == 1).all()
+
+
 @settings(max_examples=60, deadline=None)
 @given(a=xyxy_boxes(), fmt=st.sampled_from(FMTS))
 def test_property_box_convert_round_trip(a, fmt):
@@ -470,6 +533,11 @@ def test_last_dim_not_four_raises(shape):
         generalized_box_iou(bad, good)
     with pytest.raises(ValueError, match=r"boxes2 must have shape \[\.\.\., 4\]"):
         generalized_box_iou(good, bad)
+    for fn in (distance_box_iou, complete_box_iou):
+        with pytest.raises(ValueError, match=r"boxes1 must have shape \[\.\.\., 4\]"):
+            fn(bad, good)
+        with pytest.raises(ValueError, match=r"boxes2 must have shape \[\.\.\., 4\]"):
+            fn(good, bad)
     for call in (
         lambda: box_area(bad),
         lambda: box_convert(bad, "xyxy", "xywh"),
@@ -480,16 +548,17 @@ def test_last_dim_not_four_raises(shape):
             call()
 
 
-def test_giou_inverted_boxes_raise():
+@pytest.mark.parametrize("fn", [generalized_box_iou, distance_box_iou, complete_box_iou])
+def test_giou_diou_ciou_inverted_boxes_raise(fn):
     good = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     bad = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [3.0, 0.0, 1.0, 2.0]])  # x2 < x1
     with pytest.raises(ValueError, match=r"boxes2 must be in \(x1, y1, x2, y2\) order.*box 2 is \[3\.0"):
-        generalized_box_iou(good, bad)
+        fn(good, bad)
     with pytest.raises(ValueError, match=r"boxes1 .*x2 >= x1 and y2 >= y1"):
-        generalized_box_iou(torch.tensor([[0.0, 5.0, 2.0, 2.0]]), good)  # y2 < y1
+        fn(torch.tensor([[0.0, 5.0, 2.0, 2.0]]), good)  # y2 < y1
     # Also found inside leading batch dims.
     with pytest.raises(ValueError, match="boxes1"):
-        generalized_box_iou(bad.expand(2, 3, 4), good)
+        fn(bad.expand(2, 3, 4), good)
 
 
 _NOT_TENSORS = [[[0.0, 0.0, 1.0, 1.0]], None, (0, 0, 1, 1)]
@@ -500,6 +569,8 @@ _NON_TENSOR_CALLS = {
     "box_iou-boxes2": (lambda x: box_iou(_GOOD, x), "boxes2"),
     "generalized_box_iou-boxes1": (lambda x: generalized_box_iou(x, _GOOD), "boxes1"),
     "generalized_box_iou-boxes2": (lambda x: generalized_box_iou(_GOOD, x), "boxes2"),
+    "distance_box_iou-boxes1": (lambda x: distance_box_iou(x, _GOOD), "boxes1"),
+    "complete_box_iou-boxes2": (lambda x: complete_box_iou(_GOOD, x), "boxes2"),
     "box_area": (lambda x: box_area(x), "boxes"),
     "box_convert": (lambda x: box_convert(x, "xyxy", "xywh"), "boxes"),
     "clip_boxes_to_image": (lambda x: clip_boxes_to_image(x, (5, 5)), "boxes"),

@@ -1,6 +1,7 @@
-"""``structpred.ops.paste_masks_in_image`` against a naive per-pixel loop, gradcheck, bad input.
+"""``structpred.ops.paste_masks_in_image`` against a naive per-pixel loop, gradcheck, bad input;
+``masks_to_boxes`` against a naive loop and torchvision's (at the end of the file).
 
-No torchvision here (that is ``tests/parity/test_mask_rcnn_parity.py``). The reference is a
+No torchvision for the paste (that is ``tests/parity/test_mask_rcnn_parity.py``). The reference is a
 plain loop over masks and image pixels, written from the documented semantics: pad the mask,
 scale the box about its centre by ``Mp / M``, truncate its corners to ints, the box spans
 ``x2 - x1 + 1`` pixels; pixel ``d`` of the box reads the padded mask bilinearly at
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from structpred.ops import paste_masks_in_image
+from structpred.ops import masks_to_boxes, paste_masks_in_image
 
 
 def _taps(d: int, size: int, source: int) -> tuple[int, int, float]:
@@ -151,3 +152,78 @@ def test_paste_windowed_gradcheck() -> None:
     masks.requires_grad_(True)
     paste = lambda m: paste_masks_in_image(m, boxes, (15, 19))  # noqa: E731
     assert torch.autograd.gradcheck(paste, (masks,), fast_mode=True)
+
+
+# ---------------------------------------------------------------------------- masks_to_boxes
+
+
+def naive_masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """First and last (inclusive) nonzero column and row per mask; (0, 0, 0, 0) when empty."""
+    out = []
+    for m in masks.tolist():
+        pixels = [(y, x) for y, row in enumerate(m) for x, v in enumerate(row) if v]
+        if not pixels:
+            out.append([0.0, 0.0, 0.0, 0.0])
+            continue
+        ys, xs = [p[0] for p in pixels], [p[1] for p in pixels]
+        out.append([min(xs), min(ys), max(xs), max(ys)])
+    return torch.tensor(out, dtype=torch.float32).reshape(-1, 4)
+
+
+def _mask_cases() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.rand(6, 17, 23, generator=g) < 0.05
+    blobs[2] = False  # an empty mask among full ones
+    one_pixel = torch.zeros(3, 9, 7, dtype=torch.uint8)
+    one_pixel[0, 0, 0] = one_pixel[1, 8, 6] = one_pixel[2, 4, 3] = 1  # corners and middle
+    lines = torch.zeros(2, 6, 8)
+    lines[0, 3, 1:6] = 0.5  # one row: y1 = y2
+    lines[1, :, 7] = -2.0  # one column (nonzero counts, whatever the sign): x1 = x2
+    return {
+        "random-bool": blobs,
+        "random-float": torch.rand(4, 12, 10, generator=g) * (torch.rand(4, 12, 10, generator=g) < 0.1),
+        "one-pixel-uint8": one_pixel,
+        "row-and-column": lines,
+        "full": torch.ones(2, 5, 4, dtype=torch.int64),
+        "all-empty": torch.zeros(3, 8, 8, dtype=torch.bool),
+        "1x1": torch.tensor([[[1]], [[0]]], dtype=torch.uint8),
+        "one-mask": blobs[:1],
+        "no-masks": torch.zeros(0, 8, 8),
+    }
+
+
+MASK_CASES = _mask_cases()
+
+
+@pytest.mark.parametrize("case", list(MASK_CASES))
+def test_masks_to_boxes_matches_naive_and_torchvision(case: str) -> None:
+    import torchvision.ops as tv
+
+    masks = MASK_CASES[case]
+    got = masks_to_boxes(masks)
+    assert got.shape == (masks.shape[0], 4) and got.dtype == torch.float32
+    assert torch.equal(got, naive_masks_to_boxes(masks))
+    assert torch.equal(got, tv.masks_to_boxes(masks))
+
+
+def test_masks_to_boxes_zero_sized_masks_give_one_empty_box_each() -> None:
+    """Peer difference (documented): torchvision returns no boxes at all for ``[N, 0, W]``."""
+    assert torch.equal(masks_to_boxes(torch.ones(3, 0, 5)), torch.zeros(3, 4))
+    assert torch.equal(masks_to_boxes(torch.ones(2, 4, 0)), torch.zeros(2, 4))
+
+
+def test_masks_to_boxes_box_covers_exactly_the_pixels() -> None:
+    """Every nonzero pixel lies in [x1, x2] x [y1, y2] and each of the four sides touches one."""
+    masks = MASK_CASES["random-bool"]
+    for m, (x1, y1, x2, y2) in zip(masks, masks_to_boxes(masks).long().tolist(), strict=True):
+        if not m.any():
+            continue
+        ys, xs = m.nonzero(as_tuple=True)
+        assert (xs.min(), ys.min(), xs.max(), ys.max()) == (x1, y1, x2, y2)
+        assert m[y1].any() and m[y2].any() and m[:, x1].any() and m[:, x2].any()
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(5, 5), torch.zeros(1, 2, 5, 5), "mask", np.zeros((2, 4, 4))])
+def test_masks_to_boxes_bad_input(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"masks_to_boxes: masks must be a Tensor\[N, H, W\]"):
+        masks_to_boxes(bad)
