@@ -36,6 +36,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "fcn8s_vgg16": {"fc_channels": 64, "width_div": 4},
     "deeplabv3": {"backbone": "resnet18"},
     "lstm_charlm": {"vocab": "abcdefgh \n", "hidden_size": 16, "embed_dim": 8},
+    "fcos_resnet50_fpn": {"min_size": 64, "max_size": 96},
+    "fcos_fpn": {"fpn_channels": 32, "norm_groups": 8, "min_size": 64, "max_size": 96},
 }
 
 
@@ -125,6 +127,7 @@ EXPORT_EXTRA: dict[str, dict[str, Any]] = {
     "fasterrcnn_resnet50_fpn": {"box_score_thresh": 0.001},
     "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.001},
     "fast_rcnn_vgg16": {"score_thresh": 0.001},
+    **{name: {"score_thresh": 0.01} for name in ("fcos_resnet50_fpn", "fcos_fpn", "fcos_narrow_fpn")},  # ~.07
 }
 TIED_AT_RANDOM = {m for m in list_models() if "mobilenet" in m}
 
@@ -142,6 +145,8 @@ def _never_fire(p: Tensor) -> None:
 # detectors add their classification (or confidence) bias here.
 NO_DETECTIONS: dict[str, Any] = {
     "box_predictor.cls_score.weight": _background_row,
+    "head.cell_predictor.bias": _never_fire,  # YOLO v1: its last FC; -1e4 clamps every confidence to 0
+    "head.classification_head.cls_logits.bias": _never_fire,  # FCOS
 }
 
 
