@@ -36,6 +36,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "fcn8s_vgg16": {"fc_channels": 64, "width_div": 4},
     "deeplabv3": {"backbone": "resnet18"},
     "lstm_charlm": {"vocab": "abcdefgh \n", "hidden_size": 16, "embed_dim": 8},
+    "yolo_v1": {"input_size": 128, "grid_size": 4, "width_div": 16, "hidden": 64},  # the paper's layers, thin
     "fcos_resnet50_fpn": {"min_size": 64, "max_size": 96},
     "fcos_fpn": {"fpn_channels": 32, "norm_groups": 8, "min_size": 64, "max_size": 96},
 }
@@ -145,6 +146,7 @@ def _never_fire(p: Tensor) -> None:
 # detectors add their classification (or confidence) bias here.
 NO_DETECTIONS: dict[str, Any] = {
     "box_predictor.cls_score.weight": _background_row,
+    "head.cell_predictor.bias": _never_fire,  # YOLO v1: its last FC; -1e4 clamps every confidence to 0
     "head.cell_predictor.bias": _never_fire,  # YOLO v1: its last FC; -1e4 clamps every confidence to 0
     "head.classification_head.cls_logits.bias": _never_fire,  # FCOS
 }
