@@ -147,7 +147,6 @@ def _never_fire(p: Tensor) -> None:
 NO_DETECTIONS: dict[str, Any] = {
     "box_predictor.cls_score.weight": _background_row,
     "head.cell_predictor.bias": _never_fire,  # YOLO v1: its last FC; -1e4 clamps every confidence to 0
-    "head.cell_predictor.bias": _never_fire,  # YOLO v1: its last FC; -1e4 clamps every confidence to 0
     "head.classification_head.cls_logits.bias": _never_fire,  # FCOS
 }
 
