@@ -71,7 +71,7 @@ class DarknetV1(nn.Sequential):
         for layer in layers:
             if isinstance(layer, str):
                 if layer != "M":
-                    raise ValueError(f"DarknetV1: a layer is (kernel, channels, stride) or 'M', got {layer!r}")
+                    raise ValueError(f"DarknetV1: a layer is (kernel, width, stride) or 'M', got {layer!r}")
                 modules.append(nn.MaxPool2d(2, 2))
                 stride *= 2
                 continue
