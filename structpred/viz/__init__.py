@@ -1,7 +1,7 @@
 """Pictures of structured predictions and targets, and training/evaluation plots.
 
 Tensors in, ``uint8`` ``Tensor[3, H, W]`` out: ``draw_boxes``, ``draw_masks``,
-``draw_label_map``, ``overlay_label_map``, ``flow_to_color``, ``depth_to_color``,
+``draw_label_map``, ``draw_keypoints``, ``overlay_label_map``, ``flow_to_color``, ``depth_to_color``,
 ``make_grid``; ``save_png`` writes one to disk. ``structpred.viz.scores``: the AP of a PR
 curve (the metric's definition), the per-image scores and box confusion of the HTML report.
 ``plot_loss_curves`` and ``plot_pr_curves``
@@ -33,6 +33,7 @@ from .draw import (
     save_png,
     to_uint8_image,
 )
+from .keypoints import draw_keypoints
 from .scores import average_precision, box_image_ap50, detection_confusion, image_ap50, image_miou
 
 _PLOTS = ("loss_curves_figure", "plot_loss_curves", "plot_pr_curves", "pr_curves_figure")
@@ -57,6 +58,7 @@ __all__ = [
     "detection_confusion",
     "distinct_color",
     "draw_boxes",
+    "draw_keypoints",
     "draw_label_map",
     "draw_masks",
     "flow_color_wheel",
