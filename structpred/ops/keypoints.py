@@ -70,19 +70,20 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         maps (Tensor[Q, K, M, M]): heatmap logits.
         rois (Tensor[Q, 4]): xyxy RoIs (detections) in pixels.
     Returns:
-        ``(keypoints float32[Q, K, 3], scores float32[Q, K])``: ``(x, y, 1)`` in the RoIs'
-        pixels and the resized logit at the chosen cell.
+        ``(keypoints [Q, K, 3], scores [Q, K])``, float32 (float64 for float64 maps):
+        ``(x, y, 1)`` in the RoIs' pixels and the resized logit at the chosen cell.
     """
     if maps.dim() != 4:
         raise ValueError(f"maps must be Tensor[Q, K, M, M], got {tuple(maps.shape)}")
     _check_rois(rois, maps.shape[0], "maps")
     Q, K = maps.shape[:2]
+    dtype = torch.promote_types(maps.dtype, torch.float32)
     widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)  # (Q,) RoIs at least one pixel wide
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
     widths_px, heights_px = widths.ceil(), heights.ceil()
     if Q == 0:
-        empty = torch.zeros(0, K, dtype=torch.float32, device=maps.device)
-        return torch.zeros(0, K, 3, dtype=torch.float32, device=maps.device), empty
+        empty = torch.zeros(0, K, dtype=dtype, device=maps.device)
+        return torch.zeros(0, K, 3, dtype=dtype, device=maps.device), empty
     cols, rows, scores = [], [], []
     # One resize per RoI: each RoI has its own pixel size (torchvision's loop; the argmax must be
     # taken on exactly these bicubic values for equal keypoints).
@@ -96,10 +97,10 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         rows.append(torch.div(pos, int(w), rounding_mode="floor"))
     col, row = torch.stack(cols), torch.stack(rows)  # (Q, K)
     # Cell centres back to pixels: the resized map has w_q cells over the RoI's w pixels.
-    x = (col.float() + 0.5) * (widths / widths_px)[:, None] + rois[:, 0:1]
-    y = (row.float() + 0.5) * (heights / heights_px)[:, None] + rois[:, 1:2]
-    keypoints = torch.stack([x, y, torch.ones_like(x)], dim=2).float()  # (Q, K, 3)
-    return keypoints, torch.stack(scores).float()
+    x = (col.to(dtype) + 0.5) * (widths / widths_px)[:, None] + rois[:, 0:1]
+    y = (row.to(dtype) + 0.5) * (heights / heights_px)[:, None] + rois[:, 1:2]
+    keypoints = torch.stack([x, y, torch.ones_like(x)], dim=2).to(dtype)  # (Q, K, 3)
+    return keypoints, torch.stack(scores).to(dtype)
 
 
 def resize_keypoints(keypoints: Tensor, original_size: Sequence[int], new_size: Sequence[int]) -> Tensor:
