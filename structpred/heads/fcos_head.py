@@ -51,7 +51,7 @@ def _tower(channels: int, num_convs: int, norm_layer: NormFactory | None) -> nn.
         conv = nn.Conv2d(channels, channels, 3, padding=1)
         nn.init.normal_(conv.weight, std=0.01)
         nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
-        layers += [conv, norm(channels), nn.ReLU()]
+        layers += [conv, norm(channels), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 

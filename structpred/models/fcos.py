@@ -126,7 +126,9 @@ class FCOS(nn.Module):
                 f"FCOS: the backbone gives {len(maps)} maps but {len(self.anchor_sizes)} anchor sizes are set"
             )
         cls_logits, regression, ctrness = self.head(maps)  # (B, R, C), (B, R, 4), (B, R)
-        references = self.anchors(tuple(batch.shape[-2:]), maps, regression.dtype)  # (R, 4)
+        # Losses and boxes in float32 under autocast: bf16 would put 256 px boxes on a 1-2 px grid.
+        cls_logits, regression, ctrness = cls_logits.float(), regression.float(), ctrness.float()
+        references = self.anchors(tuple(batch.shape[-2:]), maps)  # (R, 4) float32
         num_per_level = [int(m.shape[-2]) * int(m.shape[-1]) for m in maps]
         losses: dict[str, Tensor] = {}
         if resized is not None:
