@@ -6,7 +6,7 @@ Shape shorthand:
 
 Convention: ``inputs`` are logits x, ``targets`` t in [0, 1] (hard 0/1 labels, or soft ones);
 ``p = sigmoid(x)``, ``p_t = p t + (1 - p)(1 - t)``, ``CE = -t log p - (1 - t) log(1 - p)``
-computed from the logits (``t softplus(-x) + (1 - t) softplus(x)``, stable for any x),
+computed from the logits (``t softplus(-x) + (1 - t) softplus(x)``, finite for any x),
 ``1 - p_t = t sigmoid(-x) + (1 - t) sigmoid(x)`` (no cancellation for easy examples) and
 ``FL = alpha_t (1 - p_t)^gamma CE`` with ``alpha_t = alpha t + (1 - alpha)(1 - t)``;
 ``alpha = -1`` turns the weighting off (torchvision's value; any other alpha outside [0, 1]
@@ -15,9 +15,11 @@ raises, as torchvision).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -78,14 +80,55 @@ def sigmoid_focal_loss(
     check_reduction(reduction)
     dtype = inputs.dtype
     x = inputs if dtype in (torch.float32, torch.float64) else inputs.float()
-    t = targets.to(x.dtype)
-    # -log(p) = softplus(-x) and -log(1 - p) = softplus(x): finite for any logit, accurate where
-    # the loss is small (no cancellation of x against log(1 + e^x)), gradient exactly p - t.
-    ce = t * F.softplus(-x) + (1 - t) * F.softplus(x)
-    # 1 - p_t = t (1 - p) + (1 - t) p, each factor a sigmoid: no 1 - (1 - p) cancellation for an
-    # easy negative (p ~ 1e-6 keeps its float32 precision).
-    hard = t * torch.sigmoid(-x) + (1 - t) * torch.sigmoid(x)
-    loss = ce * hard**gamma
-    if alpha >= 0:
-        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    loss = _SigmoidFocalLoss.apply(x, targets.to(x.dtype), float(alpha), float(gamma))
     return reduce_loss(loss, reduction).to(dtype)
+
+
+class _SigmoidFocalLoss(torch.autograd.Function):
+    """Elementwise focal loss with its gradient written out (see the module's Convention).
+
+    Forward, from ``p = sigmoid(x)`` and ``q = sigmoid(-x)`` (each exact, neither ``1 - other``):
+    ``1 - p_t = lerp(p, q, t)`` (no ``1 - (1 - p)`` cancellation for easy examples) and
+    ``CE = relu(x) - t x - log1p(-min(p, q))`` (``log(1 + e^-|x|) = -log(1 - sigmoid(-|x|))``:
+    finite for any logit, relative precision kept where CE is tiny). One log1p, no softplus or
+    ``where`` (each several times slower than the other kernels on CPU).
+    Backward, with ``h = 1 - p_t``, ``a = alpha_t``:
+    ``dFL/dx = a h^g (g (1 - 2t) p q CE / h + p - t)`` and
+    ``dFL/dt = h^g ((2 alpha - 1) CE + a (g (q - p) CE / h - x))``; exact at x = 0, where
+    autograd through ``relu`` / ``max`` would take a one-sided or averaged derivative.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, t: Tensor, alpha: float, gamma: float) -> Tensor:
+        p, q = torch.sigmoid(x), torch.sigmoid(-x)
+        hard = torch.lerp(p, q, t)  # 1 - p_t
+        ce = x.clamp(min=0).sub_(t * x).sub_(torch.minimum(p, q).neg_().log1p_())
+        focal = hard.pow(gamma) if gamma != 0 else torch.ones_like(hard)
+        loss = ce * focal
+        if alpha >= 0:
+            loss.mul_(t * (2 * alpha - 1) + (1 - alpha))  # alpha_t = alpha t + (1 - alpha)(1 - t)
+        ctx.save_for_backward(x, t, p, q, hard, ce, focal)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        x, t, p, q, hard, ce, focal = ctx.saved_tensors
+        alpha, gamma = ctx.alpha, ctx.gamma
+        weight = t * (2 * alpha - 1) + (1 - alpha) if alpha >= 0 else None  # alpha_t
+        # CE / h: finite where h underflows to 0 (then CE is 0 too and the term vanishes).
+        ce_over_h = ce / hard.clamp(min=torch.finfo(hard.dtype).tiny) if gamma != 0 else None
+        grad_x = grad_t = None
+        if ctx.needs_input_grad[0]:
+            dx = p - t
+            if ce_over_h is not None:
+                dx = dx.addcmul_((1 - 2 * t) * p * q, ce_over_h, value=gamma)
+            dx.mul_(focal).mul_(grad)
+            grad_x = dx.mul_(weight) if weight is not None else dx
+        if ctx.needs_input_grad[1]:
+            dt = -x if ce_over_h is None else torch.addcmul(-x, q - p, ce_over_h, value=gamma)
+            if weight is not None:
+                dt = dt.mul_(weight).add_(ce, alpha=2 * alpha - 1)
+            grad_t = dt.mul_(focal).mul_(grad)
+        return grad_x, grad_t, None, None
