@@ -30,6 +30,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "fasterrcnn_fpn": {**_DETECTION, "fpn_channels": 32},
     "maskrcnn_resnet50_fpn": _DETECTION,
     "maskrcnn_fpn": {**_DETECTION, "fpn_channels": 32},
+    "keypointrcnn_resnet50_fpn": {**_DETECTION, "keypoint_layers": (64, 64)},
+    "keypointrcnn_fpn": {**_DETECTION, "fpn_channels": 32, "keypoint_layers": (32, 32)},
     "fast_rcnn_vgg16": {"min_size": 64, "max_size": 96, "representation_size": 64},
     "fcn32s_vgg16": {"fc_channels": 64, "width_div": 4},
     "fcn16s_vgg16": {"fc_channels": 64, "width_div": 4},
