@@ -13,6 +13,8 @@ task                   inputs                   outputs
 detection              ``images [1, 3, H, W]``  ``boxes [N, 4]`` (xyxy, original px), ``scores [N]``,
                                                 ``labels int64[N]`` (1..K); N may be 0
 instance_segmentation  ``images [1, 3, H, W]``  + ``masks [N, 1, H, W]`` (probabilities)
+keypoints              ``images [1, 3, H, W]``  + ``keypoints [N, K, 3]`` (x, y, 1; original px),
+                                                ``keypoints_scores [N, K]``
 semantic_segmentation  ``images [B, 3, H, W]``  ``logits [B, K, H, W]``, ``label_map int64[B, H, W]``
 classification         ``images [B, 3, H, W]``  ``class_logits [B, K]``, ``scores [B]``, ``labels int64[B]``
   (sequence models)    ``inputs [B, T, F]``     the same
@@ -51,17 +53,32 @@ FORMATS = ("onnx", "torch-export")
 MAX_SIZE = {"batch": 4096, "height": 16384, "width": 16384, "proposals": 65536}
 
 #: Registered models that cannot be exported, with the precise reason. Empty reasons are a bug.
-NOT_EXPORTABLE: dict[str, str] = {}
+NOT_EXPORTABLE: dict[str, str] = {
+    name: (
+        "Keypoint R-CNN's heatmaps_to_keypoints (ops/keypoints.py) resizes each detection's heatmap "
+        "to that box's own pixel size (bicubic, as torchvision, for equal keypoints) in a Python loop "
+        "over the detections: the loop count and each resize's output shape are data-dependent, "
+        "which torch.export cannot trace (GuardOnDataDependentSymNode); an exportable form needs a "
+        "static-shape argmax (separable bicubic weights over a bound), not written yet"
+    )
+    for name in ("keypointrcnn_resnet50_fpn", "keypointrcnn_narrow_fpn", "keypointrcnn_fpn")
+}
+#: The tasks whose models are detectors (one image in, N detections out) and their extra outputs.
+DETECTION_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "detection": (),
+    "instance_segmentation": ("masks",),
+    "keypoints": ("keypoints", "keypoints_scores"),
+}
 
 
 # ------------------------------------------------------------------------------------ wrappers
 class DetectionExport(nn.Module):
     """``images [1, 3, H, W]`` (+ ``proposals [P, 4]`` for Fast R-CNN) -> ``(boxes [N, 4],
-    scores [N], labels [N])`` (+ ``masks [N, 1, H, W]``)."""
+    scores [N], labels [N])`` (+ ``masks [N, 1, H, W]``, or ``extra`` prediction keys in order)."""
 
-    def __init__(self, model: nn.Module, masks: bool = False) -> None:
+    def __init__(self, model: nn.Module, masks: bool = False, extra: tuple[str, ...] = ()) -> None:
         super().__init__()
-        self.model, self.masks = model, masks
+        self.model, self.masks, self.extra = model, masks, extra
 
     def forward(self, images: Tensor, proposals: Tensor | None = None) -> tuple[Tensor, ...]:
         if proposals is None:
@@ -69,7 +86,7 @@ class DetectionExport(nn.Module):
         else:
             preds, _ = self.model([images[0]], proposals=[proposals])
         p = preds[0]
-        out = (p["boxes"], p["scores"], p["labels"])
+        out = (p["boxes"], p["scores"], p["labels"], *(p[k] for k in self.extra))
         return (*out, p["masks"]) if self.masks else out
 
 
@@ -123,7 +140,7 @@ class ExportSpec:
 def _example(model: nn.Module, task_name: str) -> Tensor:
     """A realistic input from the task's sample batch, as the wrapper takes it."""
     inputs, _ = get_task(task_name).sample_batch(model, batch_size=2, seed=0)
-    if task_name in ("detection", "instance_segmentation"):
+    if task_name in DETECTION_OUTPUTS:
         return inputs[0][None]  # (3, H, W) -> (1, 3, H, W)
     if isinstance(inputs, Tensor):
         return inputs
@@ -158,7 +175,7 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
         raise ValueError(f"{name} cannot be exported: {NOT_EXPORTABLE[name]}")
     model.eval()
     x = _example(model, task)
-    if task in ("detection", "instance_segmentation") and image_size is None:
+    if task in DETECTION_OUTPUTS and image_size is None:
         image_size = detector_size(model)
     if image_size is not None and x.dim() == 4:
         if len(image_size) != 2 or min(image_size) < 8:
@@ -167,10 +184,11 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
     # Sequence models unroll their RNN over the steps in Python (layers/rnn.py): T is fixed.
     steps, image = {0: "batch"}, {0: "batch", 2: "height", 3: "width"}
     wrapper: nn.Module
-    if task in ("detection", "instance_segmentation"):
+    if task in DETECTION_OUTPUTS:
         masks = task == "instance_segmentation"
-        outs = ("boxes", "scores", "labels", "masks") if masks else ("boxes", "scores", "labels")
-        wrapper = DetectionExport(model, masks)
+        extra = () if masks else DETECTION_OUTPUTS[task]
+        outs = ("boxes", "scores", "labels", *DETECTION_OUTPUTS[task])
+        wrapper = DetectionExport(model, masks, extra)
         # The resize to min_size..max_size is computed in Python from the input size: fixed H x W.
         if hasattr(model, "proposal_fn"):  # Fast R-CNN: proposals come from outside the network
             return ExportSpec(
