@@ -10,6 +10,12 @@ Every row checks that both sides keep the same indices before timing.
 Other inputs: box_iou 2,000 x 2,000; roi_align and roi_pool of 512 RoIs on ``[2, 256, 50, 68]``
 (a stride-16 map of an 800 x 1088 image), 7 x 7, sampling 2, aligned. Boxes are
 detection-like: jittered copies around object centres, so NMS has work to do.
+
+Losses and IoU variants (issue 16): ``sigmoid_focal_loss`` on ``[N, 80]`` logits (N anchors,
+COCO's 80 classes; 1 % positives), the GIoU / DIoU / CIoU losses on N matched box pairs
+(``reduction='mean'``), N = 1, 1,000 and 100,000, forward and forward + backward (training's
+use); the pairwise GIoU / DIoU / CIoU on 1,000 x 1,000 boxes; ``masks_to_boxes`` on
+100 x 512 x 512 and 1 x 8 x 8 bool masks. Every row checks both sides agree before timing.
 """
 
 from __future__ import annotations
@@ -95,6 +101,101 @@ def nms_cases(
     return cases
 
 
+LOSS_SIZES = (1, 1000, 100000)
+IOU_LOSSES = {
+    "generalized_box_iou_loss": "GIoU",
+    "distance_box_iou_loss": "DIoU",
+    "complete_box_iou_loss": "CIoU",
+}
+_Case = tuple[str, Callable[[], object], Callable[[], object]]
+
+
+def _checked(name: str, ours: Callable[[], torch.Tensor], peer: Callable[[], torch.Tensor]) -> _Case:
+    """The row ``(name, ours, peer)`` after checking both give the same tensor (1e-5)."""
+    def message(detail: str) -> str:
+        return f"{name} differs from torchvision: {detail}"
+
+    torch.testing.assert_close(ours(), peer(), rtol=1e-5, atol=1e-5, equal_nan=True, msg=message)
+    return name, ours, peer
+
+
+def _fwd_bwd(loss: Callable[..., torch.Tensor], first: torch.Tensor, *args: object) -> Callable[[], None]:
+    """A step: ``loss(first (with grad), *args)``, reduced to a scalar, then backward."""
+    leaf = first.clone().requires_grad_()
+
+    def step() -> None:
+        leaf.grad = None
+        loss(leaf, *args).sum().backward()
+
+    return step
+
+
+def loss_cases(quick: bool = False) -> list[_Case]:
+    """``(name, ours, peer)`` for the focal and IoU losses, the pairwise IoU variants and
+    ``masks_to_boxes`` (see the module docstring); ``quick`` shrinks every input."""
+    import torchvision.ops as tv
+
+    g = torch.Generator().manual_seed(2)
+    cases: list[_Case] = []
+    for n in (100,) if quick else LOSS_SIZES:
+        logits = torch.randn(n, 80, generator=g) - 2
+        targets = (torch.rand(n, 80, generator=g) < 0.01).float()
+        args = (targets, 0.25, 2.0, "sum")
+        cases.append(
+            _checked(
+                f"sigmoid_focal_loss ({n:,} x 80)",
+                functools.partial(ops.sigmoid_focal_loss, logits, *args),
+                functools.partial(tv.sigmoid_focal_loss, logits, *args),
+            )
+        )
+        cases.append(
+            (
+                f"sigmoid_focal_loss forward+backward ({n:,} x 80)",
+                _fwd_bwd(ops.sigmoid_focal_loss, logits, *args),
+                _fwd_bwd(tv.sigmoid_focal_loss, logits, *args),
+            )
+        )
+        pred, gt = detections(n, g), detections(n, g)
+        for fn, short in IOU_LOSSES.items():
+            ours, peer = getattr(ops, fn), getattr(tv, fn)
+            cases.append(
+                _checked(
+                    f"{fn} ({n:,} pairs)",
+                    functools.partial(ours, pred, gt, "mean"),
+                    functools.partial(peer, pred, gt, "mean"),
+                )
+            )
+            cases.append(
+                (
+                    f"{short} loss forward+backward ({n:,} pairs)",
+                    _fwd_bwd(ours, pred, gt, "mean"),
+                    _fwd_bwd(peer, pred, gt, "mean"),
+                )
+            )
+    m = 100 if quick else 1000
+    boxes1, boxes2 = detections(m, g), detections(m, g)
+    for fn in ("generalized_box_iou", "distance_box_iou", "complete_box_iou"):
+        cases.append(
+            _checked(
+                f"{fn} ({m:,} x {m:,})",
+                functools.partial(getattr(ops, fn), boxes1, boxes2),
+                functools.partial(getattr(tv, fn), boxes1, boxes2),
+            )
+        )
+    for count, side in ((10, 64),) if quick else ((100, 512), (1, 8)):
+        masks = torch.rand(count, side, side, generator=g) < 1 / side  # ~side pixels a mask
+        if count > 1:
+            masks[-1] = False  # one empty mask among several
+        cases.append(
+            _checked(
+                f"masks_to_boxes ({count} x {side} x {side})",
+                functools.partial(ops.masks_to_boxes, masks),
+                functools.partial(tv.masks_to_boxes, masks),
+            )
+        )
+    return cases
+
+
 def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Comparison]:
     """Run every case; ``quick`` shrinks inputs (for smoke tests, not for figures)."""
     import torchvision.ops as tv  # the peer, imported only to be measured against
@@ -166,7 +267,12 @@ def run(repeats: int = 15, threads: int = 2, quick: bool = False) -> list[Compar
             None,
         ),
     ]
-    return rows + [compare(name, a, b, repeats=repeats, target=t) for name, a, b, t in cases]
+    rows += [compare(name, a, b, repeats=repeats, target=t) for name, a, b, t in cases]
+    # The 100,000-row losses take ~0.1-0.5 s per call: fewer runs, still interleaved.
+    return rows + [
+        compare(name, a, b, repeats=max(3, repeats // 3) if "100,000" in name else repeats)
+        for name, a, b in loss_cases(quick)
+    ]
 
 
 def main(argv: list[str] | None = None) -> str:
