@@ -41,6 +41,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "yolo_v1": {"input_size": 128, "grid_size": 4, "width_div": 16, "hidden": 64},  # the paper's layers, thin
     "fcos_resnet50_fpn": {"min_size": 64, "max_size": 96},
     "fcos_fpn": {"fpn_channels": 32, "norm_groups": 8, "min_size": 64, "max_size": 96},
+    **{n: {"min_size": 64, "max_size": 96, "detections_per_img": 20} for n in ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")},  # noqa: E501
+    "retinanet_fpn": {"fpn_channels": 32, "min_size": 64, "max_size": 96, "detections_per_img": 20},
+    "retinanet_narrow_fpn": {"min_size": 64, "max_size": 64},
 }
 
 
@@ -131,6 +134,7 @@ EXPORT_EXTRA: dict[str, dict[str, Any]] = {
     "maskrcnn_resnet50_fpn": {"box_score_thresh": 0.001},
     "fast_rcnn_vgg16": {"score_thresh": 0.001},
     **{name: {"score_thresh": 0.01} for name in ("fcos_resnet50_fpn", "fcos_fpn", "fcos_narrow_fpn")},  # ~.07
+    **{name: {"score_thresh": 0.005} for name in list_models() if name.startswith("retinanet")},  # prior 0.01
 }
 TIED_AT_RANDOM = {m for m in list_models() if "mobilenet" in m}
 

@@ -132,7 +132,8 @@ def dense_detections(
         image_sizes: ``(H, W)`` per image, the boxes' clipping bounds.
     Returns:
         Per image ``{"boxes": [D, 4], "scores": [D], "labels": [D]}`` (labels 1..K), by
-        decreasing score.
+        decreasing score; equal scores in (level, anchor, class) order (torchvision leaves
+        their order to ``topk``, so exactly tied scores may come out in another order there).
 
     Taking the top-k of all scores and then thresholding keeps the same candidates as
     torchvision's threshold-then-top-k (the top-k of the survivors are the survivors among the
@@ -144,6 +145,12 @@ def dense_detections(
         _, N, K = level_scores.shape
         flat = level_scores.reshape(B, N * K)  # (B, Nl, K) -> (B, Nl*K), class fastest
         top, idx = flat.topk(min(topk_candidates, N * K), dim=1)  # (B, k)
+        if not torch.compiler.is_exporting():  # (ONNX has no stable sort: exported, topk's order)
+            # Ties in a fixed order, the smaller (anchor, class) index first (topk leaves them in any).
+            idx, by_index = idx.sort(dim=1)
+            top = top.gather(1, by_index)
+            by_score = top.sort(dim=1, descending=True, stable=True).indices
+            idx, top = idx.gather(1, by_score), top.gather(1, by_score)
         anchor_idx = torch.div(idx, K, rounding_mode="floor")  # (B, k)
         all_labels.append(idx % K + 1)
         all_scores.append(activation(top) if activation is not None else top)
