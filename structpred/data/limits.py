@@ -51,6 +51,9 @@ class Limits:
     max_yaml_depth: int = 50
     # bytes of a label / annotation text file (one YOLO .txt, one VOC .xml)
     max_text_file_bytes: int = 100_000_000
+    # keypoints per object a COCO keypoint category may name (COCO's person: 17; whole-body: 133):
+    # every object's target is [K, 3] floats, a heatmap head has K channels
+    max_keypoints_per_object: int = 1_000
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Limits))

@@ -10,7 +10,8 @@ keypoints, :mod:`structpred.data.shapes_keypoints`), its pairs and clips ``shape
 (StarDist's DSB 2018 image), and files on disk in the layouts users have (trees in
 ``docs/data.md``; :mod:`structpred.data.layouts`): ``coco:DIR|FILE.json`` (COCO tree, labelling
 tool exports), ``voc:DIR`` (VOC devkit), ``yolo:DIR|FILE.yaml`` (Ultralytics ``data.yaml``),
-``masks:DIR`` (image + label-map folders); ``structpred data export`` writes the first three.
+``masks:DIR`` (image + label-map folders), ``coco_keypoints:DIR|FILE.json`` (COCO keypoint
+files, :mod:`structpred.data.coco_keypoints`); ``structpred data export`` writes the first three.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def _files(fmt: str) -> Callable[..., Dataset]:
     return build
 
 
+def _coco_keypoints(split: str, arg: str, **kw: Any) -> Dataset:
+    from .coco_keypoints import open_coco_keypoints
+
+    return open_coco_keypoints(arg, split, **kw)
+
+
 def _sequence(name: str) -> Callable[..., Dataset]:
     def build(split: str, arg: str, **kw: Any) -> Dataset:
         from .sequences import SPECS
@@ -116,8 +123,9 @@ BUILDERS: dict[str, Callable[..., Dataset]] = {
     "voc": _files("voc"),
     "yolo": _files("yolo"),
     "masks": _files("masks"),
+    "coco_keypoints": _coco_keypoints,
 }
-FILE_SPECS = ("coco", "voc", "yolo", "masks")
+FILE_SPECS = ("coco", "voc", "yolo", "masks", "coco_keypoints")
 
 
 def build_dataset(
