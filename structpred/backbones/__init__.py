@@ -8,11 +8,13 @@
 * ``mobilenet_v3_large``: ``stage4`` / ``stage5`` (both stride 32; 16 dilated).
 * ``vgg16``: ``pool3`` (8), ``pool4`` (16), ``c5`` = conv5_3 (16), ``pool5`` (32); ``VGG16Head`` = fc6/fc7;
   ``width_div`` / ``batch_norm`` / ``conv1_padding`` / ``ceil_mode`` for FCN's variants.
+* ``csp_darknet``: YOLOv8's CSP-Darknet (C2f stages, SPPF), ``c2`` .. ``c5``, sizes n / s / m.
 * ``narrow``: a small from-scratch net, ``c2`` .. ``c5`` (also dilated).
 * :mod:`structpred.backbones.fpn`: any of them + an FPN (``fpn_backbone(name)``), and the
   torchvision-laid-out detection backbones (``resnet50_fpn`` ...).
 """
 
+from .csp import CSPDarknet, csp_darknet
 from .fpn import (
     BackboneWithFPN,
     fpn_backbone,
@@ -32,6 +34,7 @@ __all__ = [
     "Backbone",
     "BackboneWithFPN",
     "BasicBlock",
+    "CSPDarknet",
     "Bottleneck",
     "MobileNetV3Features",
     "MobileNetV3Large",
@@ -39,6 +42,7 @@ __all__ = [
     "ResNet",
     "VGG16Head",
     "check_backbone",
+    "csp_darknet",
     "fpn_backbone",
     "get_backbone",
     "list_backbones",
