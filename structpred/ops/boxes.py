@@ -221,7 +221,7 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
         boxes1 (Tensor[..., N, 4]), boxes2 (Tensor[..., M, 4]): xyxy boxes with x2 >= x1, y2 >= y1.
         eps: added to ``c^2`` and to alpha's denominator.
     Returns:
-        Tensor[..., N, M] in [-1.5, 1] (v <= 1 and alpha <= 1/2 where the boxes do not overlap).
+        Tensor[..., N, M] in [-1.5, 1] (``alpha v = v^2 / (1 + v) <= 1/2`` where IoU = 0).
     """
     boxes1, boxes2 = _pairwise(boxes1, boxes2)
     iou, penalty = _iou_penalty(_upcast(boxes1), _upcast(boxes2), "ciou", eps=eps)  # (..., N, M)
