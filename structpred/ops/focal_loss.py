@@ -57,13 +57,14 @@ def sigmoid_focal_loss(
 
     Args:
         inputs: float logits of any shape.
-        targets: the same shape; float, int or bool (cast to ``inputs``' dtype).
+        targets: the same shape; float, int or bool.
         alpha: weight of the positives in [0, 1] (negatives get ``1 - alpha``); -1: no weighting.
         gamma: focusing exponent >= 0 (0 gives the alpha-weighted cross-entropy).
         reduction: ``'none'`` (Tensor[*]), ``'mean'`` or ``'sum'`` (scalars; the mean of an empty
             tensor is NaN, as torchvision).
     Returns:
-        The loss in ``inputs``' dtype. float16/bfloat16 are computed in float32 and cast back.
+        The loss in torchvision's dtype (``inputs``' and float ``targets``' promoted; float32 at
+        least under autocast), computed in float32 at least (float16/bfloat16 cast back).
     """
     if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
         what = str(inputs.dtype) if isinstance(inputs, Tensor) else type(inputs).__name__
@@ -78,9 +79,13 @@ def sigmoid_focal_loss(
     if not gamma >= 0:
         raise ValueError(f"sigmoid_focal_loss: gamma must be >= 0, got {gamma}")
     check_reduction(reduction)
-    dtype = inputs.dtype
-    x = inputs if dtype in (torch.float32, torch.float64) else inputs.float()
-    loss = _SigmoidFocalLoss.apply(x, targets.to(x.dtype), float(alpha), float(gamma))
+    # The loss's dtype is torchvision's: inputs and float targets promoted, float32 at least under
+    # autocast (its cross-entropy runs in float32 there). The work is in float32 at least.
+    dtype = torch.promote_types(inputs.dtype, targets.dtype) if targets.is_floating_point() else inputs.dtype
+    if torch.is_autocast_enabled(inputs.device.type):
+        dtype = torch.promote_types(dtype, torch.float32)
+    work = torch.promote_types(dtype, torch.float32)
+    loss = _SigmoidFocalLoss.apply(inputs.to(work), targets.to(work), float(alpha), float(gamma))
     return reduce_loss(loss, reduction).to(dtype)
 
 

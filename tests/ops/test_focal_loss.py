@@ -135,6 +135,20 @@ def test_dtypes_like_torchvision(dtype):
     torch.testing.assert_close(ours.double(), peer.double(), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize(
+    ("x_dtype", "t_dtype"),
+    [(torch.bfloat16, torch.float32), (torch.float32, torch.float64), (torch.float16, torch.bfloat16)],
+)
+def test_mixed_dtypes_and_autocast_like_torchvision(x_dtype, t_dtype):
+    x, t = CASES["random"]
+    x, t = x.to(x_dtype), t.to(t_dtype)
+    assert sigmoid_focal_loss(x, t).dtype == tv.sigmoid_focal_loss(x, t).dtype
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # torchvision's cross-entropy runs in float32
+        ours, peer = sigmoid_focal_loss(x, t, reduction="sum"), tv.sigmoid_focal_loss(x, t, reduction="sum")
+    assert ours.dtype == peer.dtype
+    torch.testing.assert_close(ours, peer, rtol=2e-3, atol=1e-3)
+
+
 def test_integer_and_bool_targets():
     x, t = CASES["random"]
     torch.testing.assert_close(sigmoid_focal_loss(x, t.long()), sigmoid_focal_loss(x, t))
