@@ -117,7 +117,36 @@ def _coco_json() -> dict[str, bytes]:
     return out
 
 
-EXTRA = {"image": _images, "label_png": _label_maps, "flo": _flo, "coco_json": _coco_json}
+def _coco_keypoints_json() -> dict[str, bytes]:
+    cat = {
+        "id": 1,
+        "name": "person",
+        "keypoints": ["nose", "left_eye", "right_eye"],
+        "skeleton": [[1, 2], [1, 3]],
+    }
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 20, "width": 30},
+                   {"id": 2, "file_name": "b.jpg", "height": 20, "width": 30}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10], "area": 80.0, "iscrowd": 0,
+             "keypoints": [3, 4, 2, 8, 5, 1, 0, 0, 0], "num_keypoints": 2},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [5, 5, 8, 6], "area": 40.0, "iscrowd": 0,
+             "keypoints": [0, 0, 0, 0, 0, 0, 0, 0, 0], "num_keypoints": 0},
+        ],
+        "categories": [cat],
+    }  # fmt: skip
+    two = dict(data, categories=[cat, {"id": 2, "name": "box"}])  # a category without keypoints
+    two["annotations"] = [
+        *data["annotations"],
+        {"id": 3, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]},
+    ]
+    return {"person.json": json.dumps(data).encode(), "two_categories.json": json.dumps(two).encode()}
+
+
+EXTRA = {
+    "image": _images, "label_png": _label_maps, "flo": _flo, "coco_json": _coco_json,
+    "coco_keypoints_json": _coco_keypoints_json,
+}  # fmt: skip
 
 
 def main() -> None:

@@ -174,6 +174,22 @@ def _read_coco(path: Path) -> None:
                     raise WrongResult(f"{path}: mask {tuple(mask.shape)} / area {area} of {record.file_name}")
 
 
+def _read_coco_keypoints(path: Path) -> None:
+    from structpred.data.formats.coco_keypoints import read_coco_keypoints
+
+    for on_error in ("raise", "skip"):
+        records, _, keypoints, info = read_coco_keypoints(path, on_error=on_error)
+        K = len(info.names)
+        if len(keypoints) != len(records) or any(not (0 <= a < K and 0 <= b < K) for a, b in info.skeleton):
+            raise WrongResult(f"{path}: {len(keypoints)} keypoint tensors for {len(records)} records")
+        for record, kp in zip(records, keypoints, strict=True):
+            ok = kp.shape == (len(record.labels), K, 3) and bool(torch.isfinite(kp).all())
+            if not ok or not set(kp[..., 2].unique().tolist()) <= {0.0, 1.0, 2.0}:
+                raise WrongResult(
+                    f"{path}: keypoints {tuple(kp.shape)} of {record.file_name} break the contract"
+                )
+
+
 def _read_image(path: Path) -> None:
     from structpred.data.images import image_size, read_image
 
@@ -311,6 +327,8 @@ TARGETS: list[Target] = [
         "coco_cvat", "annotations/instances_default.json",
         [("coco", "train", {"task": "semantic_segmentation"})], n=2)),
     Target("coco_labelstudio", "coco", mutate.mutate_json, _label_studio),
+    Target("coco_keypoints_json", "coco_keypoints", mutate.mutate_json,
+           _direct(".json", _read_coco_keypoints)),
     # VOC (owner: "errors")
     Target("voc_xml", "voc", mutate.mutate_xml, _layout(
         "voc_devkit", "Annotations/2012_000000.xml", [("voc", "train", {})], n_train=2, n_val=1)),

@@ -13,8 +13,8 @@ category with keypoints must have the same K (one K for the dataset); an annotat
 category without keypoints gets K unlabelled points. Checked per annotation: ``keypoints`` is
 a list of 3K finite numbers, each visibility is 0, 1 or 2, a labelled point lies within the
 image grown by its size on every side (``[-W, 2W] x [-H, 2H]``), ``num_keypoints`` (when
-given) equals the labelled count (pycocotools ignores a gt by it). Errors are one-line
-``ValueError`` naming the file, the annotation id and the field; K over
+given) equals the labelled count (pycocotools ignores a gt by it); unlabelled points are read
+as (0, 0, 0). Errors are one-line ``ValueError`` naming the file, the annotation id and the field; K over
 ``limits.max_keypoints_per_object`` is a :class:`~structpred.data.limits.LimitError`.
 """
 
@@ -105,7 +105,7 @@ def _annotation_keypoints(ann: dict[str, Any], K: int, height: int, width: int) 
     values = [number(v, "field 'keypoints' value") for v in flat]
     if not all(math.isfinite(v) for v in values):
         raise ValueError("field 'keypoints' must hold finite numbers")
-    kp = torch.tensor(values, dtype=torch.float32).reshape(K, 3)  # (3K,) -> (K, 3)
+    kp = torch.tensor(values, dtype=torch.float64).reshape(K, 3)  # (3K,) -> (K, 3); float32 at the end
     vis = kp[:, 2]
     if not bool(((vis == 0) | (vis == 1) | (vis == 2)).all()):
         bad = [v for v in vis.tolist() if v not in (0, 1, 2)][0]
@@ -124,7 +124,8 @@ def _annotation_keypoints(ann: dict[str, Any], K: int, height: int, width: int) 
             raise ValueError(
                 f"field 'num_keypoints' is {count} but {int(labelled.sum())} points are labelled (v > 0)"
             )
-    return kp
+    # Unlabelled points -> (0, 0, 0) whatever was written (1e308 would be inf in float32).
+    return (kp * labelled[:, None]).to(torch.float32)
 
 
 def keypoints_for(
