@@ -136,5 +136,5 @@ def summarize_keypoints(precision: Tensor, recall: Tensor, iou_thresholds: Tenso
 
 
 # The order of pycocotools' ``COCOeval.stats`` for keypoints.
-KEYPOINT_STAT_NAMES = ("map", "map_50", "map_75", "map_medium", "map_large")
+KEYPOINT_STAT_NAMES: tuple[str, ...] = ("map", "map_50", "map_75", "map_medium", "map_large")
 KEYPOINT_STAT_NAMES += ("mar", "mar_50", "mar_75", "mar_medium", "mar_large")
