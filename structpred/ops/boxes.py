@@ -4,6 +4,11 @@ Convention: boxes are ``(x1, y1, x2, y2)`` in absolute pixels unless a ``fmt`` s
 otherwise; ``x2 >= x1`` and ``y2 >= y1``. Every function accepts any number of leading
 batch dimensions where torchvision does. Low-precision inputs (float16, int8...) are
 upcast before products, as torchvision does, so areas do not overflow.
+
+Shape shorthand:
+    ``...``: leading batch dimensions; N, M: the boxes of the first and the second set (pairwise
+    functions give ``[..., N, M]``). The IoU family (GIoU, DIoU, CIoU) shares one geometry helper,
+    ``_iou_penalty``, with the losses of ``ops.iou_loss`` (formulas: ``docs/losses.md``).
 """
 
 from __future__ import annotations
