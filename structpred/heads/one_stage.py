@@ -14,11 +14,13 @@ anchor) with the anchor fastest, the layout of :func:`flatten_levels` and
 * :class:`LevelAnchors`: the anchors of a padded batch, cached by geometry.
 * :func:`match_anchors`: each anchor's gt index per image (``-1`` background, ``-2`` ignored).
 * :func:`dense_detections`: the post-processing (per level: top-k candidates over anchors x
-  classes, score threshold, decode; then clip, batched NMS over the levels, keep the best).
+  classes, score threshold, decode; then clip, batched NMS over the levels, keep the best);
+  :func:`sigmoid_prefilter`: its cheap threshold on logits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -28,7 +30,14 @@ from ..layers.conv import NormLayer
 from ..ops import Matcher, anchors_for_image, batched_nms, box_iou
 from .rpn import flatten_levels
 
-__all__ = ["LevelAnchors", "conv_tower", "dense_detections", "flatten_levels", "match_anchors"]
+__all__ = [
+    "LevelAnchors",
+    "conv_tower",
+    "dense_detections",
+    "flatten_levels",
+    "match_anchors",
+    "sigmoid_prefilter",
+]
 
 
 def conv_tower(
@@ -103,6 +112,43 @@ def match_anchors(anchors: Tensor, targets: Sequence[dict[str, Tensor]], matcher
     return torch.stack(out)
 
 
+def sigmoid_prefilter(score_thresh: float) -> float | None:
+    """A logit at or below which ``sigmoid(logit) > score_thresh`` cannot hold, float rounding
+    allowed for (a 1e-3 margin), for :func:`dense_detections`; None outside ``[1e-6, 0.999]``."""
+    if not 1e-6 <= score_thresh <= 0.999:
+        return None
+    return math.log(score_thresh / (1.0 - score_thresh)) - 1e-3
+
+
+def _ties_by_index(top: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """``top`` (decreasing) and ``idx`` with equal scores reordered by increasing ``idx``
+    (``topk`` leaves them in any order)."""
+    idx, by_index = idx.sort(dim=-1)
+    top = top.gather(-1, by_index)
+    by_score = top.sort(dim=-1, descending=True, stable=True).indices
+    return top.gather(-1, by_score), idx.gather(-1, by_score)
+
+
+def _level_candidates(level_scores: Tensor, k: int, prefilter: float | None) -> list[tuple[Tensor, Tensor]]:
+    """Per image the ``k`` best scores of ``(B, Nl, K)`` and their flat ``anchor * K + class``
+    index, by decreasing score, ties by index."""
+    B, N, K = level_scores.shape
+    if torch.compiler.is_exporting():  # shapes known before the data; ONNX has no stable sort
+        top, idx = level_scores.reshape(B, N * K).topk(min(k, N * K), dim=1)  # (B, Nl*K) -> (B, k)
+        return list(zip(top.unbind(0), idx.unbind(0), strict=True))
+    if prefilter is None:
+        top, idx = _ties_by_index(*level_scores.reshape(B, N * K).topk(min(k, N * K), dim=1))
+        return list(zip(top.unbind(0), idx.unbind(0), strict=True))
+    out = []
+    for s in level_scores:  # (Nl, K); may be a strided view (no copy of the whole level)
+        mask = s > prefilter  # (Nl, K)
+        vals = s[mask]  # (M,) in flat order
+        idx = mask.flatten().nonzero()[:, 0]  # (M,) increasing flat indices
+        top, pos = _ties_by_index(*vals.topk(min(k, idx.numel())))  # pos order = idx order
+        out.append((top, idx[pos]))
+    return out
+
+
 def dense_detections(
     scores: Sequence[Tensor],
     regression: Sequence[Tensor],
@@ -115,6 +161,7 @@ def dense_detections(
     nms_thresh: float,
     detections_per_img: int,
     activation: Callable[[Tensor], Tensor] | None = None,
+    prefilter: float | None = None,
 ) -> list[dict[str, Tensor]]:
     """Detections of a dense head, torchvision's one-stage post-processing.
 
@@ -130,44 +177,40 @@ def dense_detections(
         anchors: per level ``(Nl, 4)`` reference boxes (shared by the batch).
         decode: ``(regression [M, 4], anchors [M, 4]) -> boxes [M, 4]`` xyxy.
         image_sizes: ``(H, W)`` per image, the boxes' clipping bounds.
+        prefilter: with ``activation``, a value of ``scores`` at or below which the activated
+            score cannot pass ``score_thresh`` (e.g. :func:`sigmoid_prefilter`): those are dropped
+            before the top-k. Without ``activation`` it is ``score_thresh`` itself.
     Returns:
         Per image ``{"boxes": [D, 4], "scores": [D], "labels": [D]}`` (labels 1..K), by
         decreasing score; equal scores in (level, anchor, class) order (torchvision leaves
         their order to ``topk``, so exactly tied scores may come out in another order there).
 
-    Taking the top-k of all scores and then thresholding keeps the same candidates as
-    torchvision's threshold-then-top-k (the top-k of the survivors are the survivors among the
-    top-k), with a shape known before the data: no data-dependent ``k`` under ``torch.export``.
+    The prefilter then top-k keeps the same candidates as torchvision's threshold-then-top-k:
+    what it lets through beyond the threshold ranks below every survivor and is dropped by the
+    exact threshold after the activation. Under ``torch.export`` the top-k of all scores is taken
+    instead (the same candidates: the top-k of the survivors are the survivors among the top-k),
+    with a shape known before the data.
     """
+    if activation is None and prefilter is None:
+        prefilter = score_thresh
     B = len(image_sizes)
-    all_boxes, all_scores, all_labels = [], [], []
+    per_image: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = [([], [], []) for _ in range(B)]
     for level_scores, level_reg, level_anchors in zip(scores, regression, anchors, strict=True):
-        _, N, K = level_scores.shape
-        flat = level_scores.reshape(B, N * K)  # (B, Nl, K) -> (B, Nl*K), class fastest
-        top, idx = flat.topk(min(topk_candidates, N * K), dim=1)  # (B, k)
-        if not torch.compiler.is_exporting():  # (ONNX has no stable sort: exported, topk's order)
-            # Ties in a fixed order, the smaller (anchor, class) index first (topk leaves them in any).
-            idx, by_index = idx.sort(dim=1)
-            top = top.gather(1, by_index)
-            by_score = top.sort(dim=1, descending=True, stable=True).indices
-            idx, top = idx.gather(1, by_score), top.gather(1, by_score)
-        anchor_idx = torch.div(idx, K, rounding_mode="floor")  # (B, k)
-        all_labels.append(idx % K + 1)
-        all_scores.append(activation(top) if activation is not None else top)
-        k = idx.shape[1]
-        reg = level_reg.gather(1, anchor_idx[..., None].expand(B, k, 4))  # (B, k, 4)
-        ref = level_anchors[anchor_idx.reshape(-1)]  # (B*k, 4)
-        all_boxes.append(decode(reg.reshape(-1, 4), ref).reshape(B, k, 4))  # (B*k, 4) -> (B, k, 4)
-    boxes = torch.cat(all_boxes, 1)  # (B, C, 4), C candidates over the levels
-    cand_scores = torch.cat(all_scores, 1)  # (B, C)
-    labels = torch.cat(all_labels, 1)  # (B, C)
-    # Clip to each image: x in [0, W], y in [0, H].
-    bounds = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=boxes.device)
-    boxes = torch.minimum(boxes.clamp(min=0), bounds[:, None, :])  # (B, C, 4)
+        K = level_scores.shape[-1]
+        candidates = _level_candidates(level_scores, topk_candidates, prefilter)
+        for (boxes, kept, labels), reg, (top, idx) in zip(per_image, level_reg, candidates, strict=True):
+            anchor = torch.div(idx, K, rounding_mode="floor")  # (k,)
+            boxes.append(decode(reg[anchor], level_anchors[anchor]))  # (k, 4)
+            kept.append(activation(top) if activation is not None else top)
+            labels.append(idx % K + 1)
     out = []
-    for i in range(B):
-        keep = torch.where(cand_scores[i] > score_thresh)[0]
-        b, s, lab = boxes[i][keep], cand_scores[i][keep], labels[i][keep]
+    for (boxes_l, scores_l, labels_l), (h, w) in zip(per_image, image_sizes, strict=True):
+        boxes = torch.cat(boxes_l)  # (C, 4), C candidates over the levels
+        bounds = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        boxes = torch.minimum(boxes.clamp(min=0), bounds)  # x in [0, W], y in [0, H]
+        s, lab = torch.cat(scores_l), torch.cat(labels_l)
+        keep = torch.where(s > score_thresh)[0]
+        b, s, lab = boxes[keep], s[keep], lab[keep]
         kept = batched_nms(b, s, lab, nms_thresh)[:detections_per_img]
         out.append({"boxes": b[kept], "scores": s[kept], "labels": lab[kept]})
     return out

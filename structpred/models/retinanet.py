@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..heads.one_stage import LevelAnchors, dense_detections, match_anchors
+from ..heads.one_stage import LevelAnchors, dense_detections, match_anchors, sigmoid_prefilter
 from ..heads.retinanet_head import BOX_LOSSES, RetinaNetHead, retinanet_loss
 from ..layers.transform import DetectionTransform
 from ..ops import BoxCoder, Matcher
@@ -181,6 +181,7 @@ class RetinaNet(nn.Module):
             nms_thresh=self.nms_thresh,
             detections_per_img=self.detections_per_img,
             activation=torch.sigmoid,  # ranked by logit, sigmoid on the candidates only
+            prefilter=sigmoid_prefilter(self.score_thresh),
         )
 
 

@@ -15,7 +15,7 @@ from torchvision.ops import sigmoid_focal_loss as tv_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7 as TvP6P7
 
 from structpred.data import ShapesWorld
-from structpred.heads.one_stage import dense_detections, match_anchors
+from structpred.heads.one_stage import dense_detections, match_anchors, sigmoid_prefilter
 from structpred.heads.retinanet_head import retinanet_loss
 from structpred.layers.fpn import FeaturePyramidNetwork, LastLevelP6P7
 from structpred.models import get_model, list_models, model_info
@@ -213,6 +213,15 @@ def test_dense_detections_against_torchvisions_loop(thresh: float, topk: int, de
     assert [len(o["boxes"]) for o in ours] == [len(r["boxes"]) for r in ref]
     if thresh == 1.0:
         assert all(len(o["boxes"]) == 0 for o in ours)
+    # the same from logits: sigmoid on the candidates, with the logit prefilter or top-k of all
+    logit_args = (torch.logit(scores.double()).split(per_level, 1), *args[1:])
+    for prefilter in (sigmoid_prefilter(thresh), None):
+        from_logits = dense_detections(*logit_args, BoxCoder().decode_single, sizes, score_thresh=thresh,
+                                       topk_candidates=topk, nms_thresh=0.5, detections_per_img=det,
+                                       activation=torch.sigmoid, prefilter=prefilter)  # fmt: skip
+        for o, r in zip(from_logits, ref, strict=True):
+            assert torch.equal(o["labels"], r["labels"])
+            torch.testing.assert_close(o["scores"].float(), r["scores"])
 
 
 # ------------------------------------------------------------------------------ training
