@@ -185,6 +185,7 @@ def _mask_cases() -> dict[str, torch.Tensor]:
         "one-pixel-uint8": one_pixel,
         "row-and-column": lines,
         "full": torch.ones(2, 5, 4, dtype=torch.int64),
+        "nan-negative-zero": torch.tensor([[[0.0, -0.0, 0], [0, math.nan, 0]], [[-0.0, 0, -3], [0, 0, 0]]]),
         "all-empty": torch.zeros(3, 8, 8, dtype=torch.bool),
         "1x1": torch.tensor([[[1]], [[0]]], dtype=torch.uint8),
         "one-mask": blobs[:1],
