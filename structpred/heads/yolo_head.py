@@ -34,29 +34,8 @@ from torch import Tensor, nn
 from ..layers.conv import NormLayer, init_conv_norm
 from ..layers.csp import YOLO_NORM, conv
 from ..ops import batched_nms, clip_boxes_to_image
-from .yolo_assign import aligned_box_iou, task_aligned_assign
-
-try:  # helper A's op (issue 16); the local twin below until it lands
-    from ..ops.iou_loss import complete_box_iou_loss
-except ImportError:  # pragma: no cover - TEMPORARY
-
-    def complete_box_iou_loss(
-        boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
-    ) -> Tensor:
-        iou = aligned_box_iou(boxes1, boxes2, eps)
-        lt, rb = (
-            torch.minimum(boxes1[..., :2], boxes2[..., :2]),
-            torch.maximum(boxes1[..., 2:], boxes2[..., 2:]),
-        )
-        diag = ((rb - lt) ** 2).sum(-1) + eps
-        c1, c2 = (boxes1[..., :2] + boxes1[..., 2:]) / 2, (boxes2[..., :2] + boxes2[..., 2:]) / 2
-        dist = ((c1 - c2) ** 2).sum(-1)
-        w1, h1 = boxes1[..., 2] - boxes1[..., 0], boxes1[..., 3] - boxes1[..., 1]
-        w2, h2 = boxes2[..., 2] - boxes2[..., 0], boxes2[..., 3] - boxes2[..., 1]
-        v = (4 / math.pi**2) * (torch.atan(w2 / (h2 + eps)) - torch.atan(w1 / (h1 + eps))) ** 2
-        with torch.no_grad():
-            alpha = v / (1 - iou + v + eps)
-        return 1 - iou + dist / diag + alpha * v
+from ..ops.iou_loss import complete_box_iou_loss
+from .yolo_assign import task_aligned_assign
 
 
 def anchor_points(

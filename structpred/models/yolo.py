@@ -223,7 +223,13 @@ def yolov8s(num_classes: int = 80, **config: Any) -> YOLO:
 
 
 # The CPU model: see docs/yolo.md for how each setting was chosen.
-NARROW_SETTINGS: dict[str, Any] = {"min_size": 256, "max_size": 256, "reg_max": 8, "box_channels": 32}
+NARROW_SETTINGS: dict[str, Any] = {
+    "min_size": 256,
+    "max_size": 256,
+    "reg_max": 8,
+    "box_channels": 32,
+    "pre_nms_top_n": 300,
+}
 
 
 @register_model(task="detection")
