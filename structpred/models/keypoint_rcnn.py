@@ -203,12 +203,12 @@ def keypointrcnn_resnet50_fpn(
 
 @register_model(task="keypoints")
 def keypointrcnn_narrow_fpn(
-    num_classes: int = 6, num_keypoints: int = 4, width: int = 16, fpn_channels: int = 32, **config: Any
+    num_classes: int = 6, num_keypoints: int = 5, width: int = 16, fpn_channels: int = 32, **config: Any
 ) -> KeypointRCNN:
     """The small from-scratch CPU model: ``fasterrcnn_narrow_fpn``'s backbone and settings
     (:data:`~structpred.models.faster_rcnn.NARROW_SETTINGS`, 256 px) with a keypoint head as
     narrow as the FPN (four 3x3 convs of ``2 * fpn_channels``; 14 x 14 RoIAlign -> 56 x 56
-    heatmaps)."""
+    heatmaps). Defaults: the shapes world's 6 classes and 5 keypoint slots."""
     narrow = {"keypoint_layers": (2 * fpn_channels,) * 4}
     settings = {**NARROW_SETTINGS, **narrow, **config}
     return build_keypoint_rcnn(
@@ -219,7 +219,7 @@ def keypointrcnn_narrow_fpn(
 @register_model(task="keypoints")
 def keypointrcnn_fpn(
     num_classes: int = 6,
-    num_keypoints: int = 4,
+    num_keypoints: int = 5,
     backbone: str = "resnet18",
     fpn_channels: int = 256,
     backbone_args: dict[str, Any] | None = None,
