@@ -40,8 +40,10 @@ typecheck: $(STAMP)
 browser:
 	test -x /usr/bin/chromium || (apt-get install -y chromium || (apt-get update && apt-get install -y chromium))
 
+# pytest on every core (pytest-xdist; docs/testing.md): TEST_WORKERS=0 runs in one process as before
+TEST_WORKERS ?= auto
 unit: $(STAMP) data browser
-	STRUCTPRED_REQUIRE_DATA=1 $(BIN)/pytest -q
+	STRUCTPRED_REQUIRE_DATA=1 $(BIN)/pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(BIN)/structpred bench ops --repeats 25
