@@ -108,32 +108,41 @@ class _SigmoidFocalLoss(torch.autograd.Function):
         p, q = torch.sigmoid(x), torch.sigmoid(-x)
         hard = torch.lerp(p, q, t)  # 1 - p_t
         ce = x.clamp(min=0).sub_(t * x).sub_(torch.minimum(p, q).neg_().log1p_())
-        focal = hard.pow(gamma) if gamma != 0 else torch.ones_like(hard)
-        loss = ce * focal
+        focal = hard.pow(gamma) if gamma != 0 else None  # (1 - p_t)^gamma
+        loss = ce * focal if focal is not None else ce.clone()
         if alpha >= 0:
             loss.mul_(t * (2 * alpha - 1) + (1 - alpha))  # alpha_t = alpha t + (1 - alpha)(1 - t)
-        ctx.save_for_backward(x, t, p, q, hard, ce, focal)
+        # Saved: CE (its log1p is the costly kernel) and (1 - p_t)^gamma (pow is costly for a
+        # non-integer gamma); the sigmoids are recomputed in backward (two cheap passes), so a
+        # (B, anchors, classes) loss keeps two extra tensors alive, not five.
+        ctx.save_for_backward(x, t, ce, focal)
         ctx.alpha, ctx.gamma = alpha, gamma
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        x, t, p, q, hard, ce, focal = ctx.saved_tensors
+        x, t, ce, focal = ctx.saved_tensors
+        p, q = torch.sigmoid(x), torch.sigmoid(-x)
         alpha, gamma = ctx.alpha, ctx.gamma
         weight = t * (2 * alpha - 1) + (1 - alpha) if alpha >= 0 else None  # alpha_t
-        # CE / h: finite where h underflows to 0 (then CE is 0 too and the term vanishes).
-        ce_over_h = ce / hard.clamp(min=torch.finfo(hard.dtype).tiny) if gamma != 0 else None
+        ce_over_h = None
+        if focal is not None:
+            # CE / h: finite where h underflows to 0 (then CE is 0 too and the term vanishes).
+            hard = torch.lerp(p, q, t)
+            ce_over_h = ce / hard.clamp(min=torch.finfo(hard.dtype).tiny)
         grad_x = grad_t = None
         if ctx.needs_input_grad[0]:
             dx = p - t
             if ce_over_h is not None:
                 dx = dx.addcmul_((1 - 2 * t) * p * q, ce_over_h, value=gamma)
-            dx.mul_(focal).mul_(grad)
+            dx = dx.mul_(focal) if focal is not None else dx
+            dx.mul_(grad)
             grad_x = dx.mul_(weight) if weight is not None else dx
         if ctx.needs_input_grad[1]:
             dt = -x if ce_over_h is None else torch.addcmul(-x, q - p, ce_over_h, value=gamma)
             if weight is not None:
                 dt = dt.mul_(weight).add_(ce, alpha=2 * alpha - 1)
-            grad_t = dt.mul_(focal).mul_(grad)
+            dt = dt.mul_(focal) if focal is not None else dt
+            grad_t = dt.mul_(grad)
         return grad_x, grad_t, None, None

@@ -201,3 +201,23 @@ def test_bad_input_raises_one_line():
         with pytest.raises(ValueError, match=match) as info:
             sigmoid_focal_loss(*args, **kwargs)
         assert "\n" not in str(info.value)
+
+
+def test_backward_keeps_two_tensors_alive_torchvision_six():
+    """Memory for training: what autograd keeps between forward and backward, beyond the inputs
+    (a RetinaNet loss is (B, anchors, 80) elements: each kept tensor is its size again)."""
+    x = torch.randn(50, 80).requires_grad_()
+    t = (torch.rand(50, 80) < 0.05).float()
+    kept = {}
+    for name, fn in (("ours", sigmoid_focal_loss), ("torchvision", tv.sigmoid_focal_loss)):
+        storages: dict[int, int] = {}
+
+        def pack(tensor, storages=storages):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            fn(x, t, 0.25, 2.0, "sum")
+        inputs = {x.untyped_storage().data_ptr(), t.untyped_storage().data_ptr()}
+        kept[name] = sum(n for ptr, n in storages.items() if ptr not in inputs) / (x.numel() * 4)
+    assert kept["ours"] == 2 and kept["torchvision"] == 6, kept
