@@ -220,4 +220,4 @@ def test_backward_keeps_two_tensors_alive_torchvision_six():
             fn(x, t, 0.25, 2.0, "sum")
         inputs = {x.untyped_storage().data_ptr(), t.untyped_storage().data_ptr()}
         kept[name] = sum(n for ptr, n in storages.items() if ptr not in inputs) / (x.numel() * 4)
-    assert kept["ours"] == 2 and kept["torchvision"] == 6, kept
+    assert kept["ours"] == 2 and kept["torchvision"] > 2, kept  # torchvision 0.29: 6
