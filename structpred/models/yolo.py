@@ -204,22 +204,13 @@ def _config(**overrides: Any) -> YOLOConfig:
 # ---------------------------------------------------------------------------- builders
 
 
-def _yolov8(scale: str, num_classes: int, config: dict[str, Any]) -> YOLO:
+@register_model(task="detection")
+def yolov8(num_classes: int = 80, scale: str = "n", **config: Any) -> YOLO:
+    """YOLOv8's layout at size ``scale`` (n: PAN widths 64 / 128 / 256; s: 128 / 256 / 512; m),
+    CSP-Darknet + PAN + decoupled head, 640 px, from scratch."""
     from ..backbones.csp import csp_darknet
 
     return build_yolo(csp_darknet(scale), num_classes, _config(**config))
-
-
-@register_model(task="detection")
-def yolov8n(num_classes: int = 80, **config: Any) -> YOLO:
-    """YOLOv8-n's layout (CSP-Darknet + PAN widths 64 / 128 / 256, 640 px), from scratch."""
-    return _yolov8("n", num_classes, config)
-
-
-@register_model(task="detection")
-def yolov8s(num_classes: int = 80, **config: Any) -> YOLO:
-    """YOLOv8-s's layout (widths 128 / 256 / 512, 640 px), from scratch."""
-    return _yolov8("s", num_classes, config)
 
 
 # The CPU model: see docs/yolo.md for how each setting was chosen.

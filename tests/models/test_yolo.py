@@ -24,7 +24,7 @@ def _shapes(n: int, size: int = 64) -> tuple[list[torch.Tensor], list[dict[str, 
     ("name", "kwargs"),
     [
         ("yolo_narrow", TINY),
-        ("yolov8n", TINY),
+        ("yolov8", TINY),
         ("yolo_fpn", {**TINY, "backbone": "narrow", "neck_channels": (16, 16, 16)}),
     ],
 )
