@@ -198,11 +198,13 @@ def dense_detections(
     for level_scores, level_reg, level_anchors in zip(scores, regression, anchors, strict=True):
         K = level_scores.shape[-1]
         candidates = _level_candidates(level_scores, topk_candidates, prefilter)
-        for (boxes, kept, labels), reg, (top, idx) in zip(per_image, level_reg, candidates, strict=True):
+        for (image_boxes, image_scores, image_labels), reg, (top, idx) in zip(
+            per_image, level_reg, candidates, strict=True
+        ):
             anchor = torch.div(idx, K, rounding_mode="floor")  # (k,)
-            boxes.append(decode(reg[anchor], level_anchors[anchor]))  # (k, 4)
-            kept.append(activation(top) if activation is not None else top)
-            labels.append(idx % K + 1)
+            image_boxes.append(decode(reg[anchor], level_anchors[anchor]))  # (k, 4)
+            image_scores.append(activation(top) if activation is not None else top)
+            image_labels.append(idx % K + 1)
     out = []
     for (boxes_l, scores_l, labels_l), (h, w) in zip(per_image, image_sizes, strict=True):
         boxes = torch.cat(boxes_l)  # (C, 4), C candidates over the levels
