@@ -18,7 +18,8 @@ from ._common import key_values
 
 DATA_HELP = (
     "shapes | digits | digits-distorted | digit-canvas | trees | nuclei | shakespeare | japanese-vowels "
-    "| sunspots | adding | coco:DIR|FILE.json | voc:DIR | yolo:DIR|FILE.yaml | masks:DIR "
+    "| sunspots | adding | shapes_keypoints | coco:DIR|FILE.json | coco_keypoints:DIR|FILE.json | voc:DIR "
+    "| yolo:DIR|FILE.yaml | masks:DIR "
     "(layouts on disk: docs/data.md)"
 )
 
@@ -45,7 +46,7 @@ def add_data_arguments(p: argparse.ArgumentParser, *, required: bool, default_he
 # data package (tests/test_cli.py checks the list against Limits).
 LIMIT_NAMES = (
     "max_pixels", "max_annotations_per_image", "max_polygon_vertices", "max_polygons_per_annotation",
-    "max_yaml_bytes", "max_yaml_aliases", "max_yaml_depth", "max_text_file_bytes",
+    "max_yaml_bytes", "max_yaml_aliases", "max_yaml_depth", "max_text_file_bytes", "max_keypoints_per_object",
 )  # fmt: skip
 LIMIT_HELP = (
     f"raise (or lower) one input limit of the readers, repeatable: {', '.join(LIMIT_NAMES)} (defaults "

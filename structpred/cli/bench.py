@@ -6,7 +6,10 @@ import argparse
 import importlib
 from typing import Any
 
-SUITES = ("ops", "metrics", "proposals", "detection", "mask_rcnn", "crf", "segmentation", "rnn", "export")
+SUITES = (
+    "ops", "metrics", "proposals", "detection", "one_stage", "yolo", "keypoints", "mask_rcnn", "crf",
+    "segmentation", "rnn", "export",
+)  # fmt: skip
 
 
 def run(args: argparse.Namespace, rest: list[str]) -> int:
@@ -27,7 +30,9 @@ def add_parser(sub: Any) -> None:
         "suite",
         choices=SUITES,
         help="ops: vs torchvision.ops; metrics: vs pycocotools; proposals: Selective Search recall; "
-        "detection: Faster R-CNN vs torchvision; mask_rcnn: Mask R-CNN inference vs torchvision; "
+        "detection: Faster R-CNN vs torchvision; one_stage: RetinaNet / FCOS vs torchvision; "
+        "yolo: one-stage vs two-stage images per second; keypoints: Keypoint R-CNN vs torchvision; "
+        "mask_rcnn: Mask R-CNN inference vs torchvision; "
         "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
         "rnn: RNN/LSTM vs torch.nn; export: onnxruntime vs eager PyTorch (exported models)",
     )

@@ -58,7 +58,7 @@ TOLERANCE = 1e-3  # the largest difference the check accepts (box pixels, logits
 
 def _why(task: str) -> str:
     """What a failed check most likely means for ``task``."""
-    if task in ("detection", "instance_segmentation"):
+    if task in ("detection", "instance_segmentation", "keypoints"):
         return (
             "different detections: expected when the model's scores tie, as in an undertrained or "
             "random detector whose RPN gives many anchors the same objectness; onnxruntime's NMS and "

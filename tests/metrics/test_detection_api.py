@@ -127,7 +127,7 @@ def test_bad_lists_raise_a_clear_error() -> None:
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"iou_type": "keypoints"}, r"iou_type must be 'bbox' or 'segm', got 'keypoints'"),
+        ({"iou_type": "kpts"}, r"iou_type must be 'bbox' or 'segm'"),
         ({"iou_type": "BBOX"}, r"iou_type must be 'bbox' or 'segm'"),
         ({"max_detection_thresholds": ()}, r"max_detection_thresholds must be positive ints"),
         ({"max_detection_thresholds": (0, 10)}, r"max_detection_thresholds must be positive ints"),
