@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..ops.masks import masks_to_boxes as ops_masks_to_boxes
+
 SPLITS = ("train", "val", "test")
 
 # A joint transform of an item: (image [3, H, W], target) -> (image, target).
@@ -82,23 +84,14 @@ def grid_starts(length: int, size: int, stride: int) -> list[int]:
 def masks_to_boxes(masks: Tensor) -> Tensor:
     """Tight boxes of masks: ``masks (Tensor[N, H, W])`` any dtype, nonzero = inside.
 
-    Returns ``float32[N, 4]`` xyxy in pixel edges: ``(min col, min row, max col + 1, max row + 1)``.
-    Raises ``ValueError`` for an empty mask (it has no box).
+    Returns ``float32[N, 4]`` xyxy in pixel edges: ``(min col, min row, max col + 1, max row + 1)``
+    (:func:`structpred.ops.masks_to_boxes` gives the last pixel's index; the datasets' boxes are
+    edges, DESIGN's convention). Raises ``ValueError`` for an empty mask (it has no box).
     """
     if masks.dim() != 3:
         raise ValueError(f"masks must be [N, H, W], got {tuple(masks.shape)}")
-    N, H, W = masks.shape
-    if N == 0:
-        return torch.zeros(0, 4)
-    inside = masks != 0
-    cols = inside.any(dim=1)  # (N, H, W) -> (N, W)
-    rows = inside.any(dim=2)  # (N, H, W) -> (N, H)
-    empty = ~cols.any(dim=1)
+    empty = masks.flatten(1).eq(0).all(dim=1)  # (N, H, W) -> (N,)
     if bool(empty.any()):
         raise ValueError(f"mask {int(empty.nonzero()[0])} is empty: it has no box")
-    # argmax finds the first True; on the flipped axis it finds the last one.
-    x1 = cols.int().argmax(dim=1)
-    x2 = W - cols.flip(1).int().argmax(dim=1)
-    y1 = rows.int().argmax(dim=1)
-    y2 = H - rows.flip(1).int().argmax(dim=1)
-    return torch.stack((x1, y1, x2, y2), dim=1).float()  # (N, 4)
+    edges = torch.tensor([0.0, 0.0, 1.0, 1.0])  # last pixel's index -> its far edge
+    return ops_masks_to_boxes(masks).float() + edges  # (N, 4)
