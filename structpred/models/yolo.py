@@ -42,7 +42,7 @@ from .registry import register_model
 
 @dataclass
 class YOLOConfig:
-    """The knobs of :func:`build_yolo` (YOLOv8's defaults, except the input size)."""
+    """The knobs of :func:`build_yolo` (YOLOv8's defaults, except the input size and the NMS IoU)."""
 
     min_size: int = 640
     max_size: int = 640
@@ -60,7 +60,7 @@ class YOLOConfig:
     box_gain: float = 7.5
     dfl_gain: float = 1.5
     score_thresh: float = 0.001
-    nms_thresh: float = 0.7
+    nms_thresh: float = 0.5  # YOLOv8 validates at 0.7; 0.5 measured +0.005 val map_50 here (docs/yolo.md)
     detections_per_img: int = 100
     pre_nms_top_n: int = 1000
 
