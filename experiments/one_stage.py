@@ -28,10 +28,16 @@ import sys
 import time
 from pathlib import Path
 
-COMMON = ["--batch-size", "4", "--optimizer", "adamw", "--warmup", "100", "--amp", "bf16"]
+ADAMW = ["--optimizer", "adamw", "--warmup", "100"]
+FRCNN = [*ADAMW, "--batch-size", "4", "--lr", "0.004", "--amp", "bf16"]  # the README's Faster R-CNN recipe
 # model -> (epochs, extra train arguments): each model's shapes recipe (its docs page says why).
 RECIPES: dict[str, tuple[int, list[str]]] = {
-    "fasterrcnn_narrow_fpn": (10, [*COMMON, "--lr", "0.004"]),
+    "fasterrcnn_narrow_fpn": (10, FRCNN),
+    "retinanet_narrow_fpn": (10, FRCNN),  # docs/one_stage.md (the Faster R-CNN recipe, untuned)
+    "fcos_narrow_fpn": (10, FRCNN),  # docs/fcos.md (the same)
+    "yolo_narrow": (10, [*ADAMW, "--batch-size", "8", "--lr", "0.002", "--amp", "bf16"]),  # docs/yolo.md
+    # docs/yolo_v1.md: no dropout (the paper's 0.5 learns less in this budget), float32
+    "yolo_v1_narrow": (10, [*ADAMW, "--batch-size", "16", "--lr", "0.002", "--model-arg", "dropout=0.0"]),
 }
 # Per dataset: image-size arguments every model takes (the detectors resize internally).
 DATA_ARGS: dict[str, list[str]] = {
