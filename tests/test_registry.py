@@ -156,7 +156,7 @@ NO_DETECTIONS: dict[str, Any] = {
     "box_predictor.cls_score.weight": _background_row,
     "head.cell_predictor.bias": _never_fire,  # YOLO v1: its last FC; -1e4 clamps every confidence to 0
     "head.cls_bias": _never_fire,  # the modern YOLO: every level's class biases, [L, K]
-    "head.classification_head.cls_logits.bias": _never_fire,  # FCOS
+    "head.classification_head.cls_logits.bias": _never_fire,  # FCOS, RetinaNet
 }
 
 

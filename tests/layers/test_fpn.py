@@ -169,7 +169,7 @@ def test_fpn_bad_input() -> None:
     with pytest.raises(ValueError, match="feat2"):
         fpn(bad)
     with pytest.raises(ValueError, match="extra_block"):
-        FeaturePyramidNetwork(IN_CHANNELS, 8, extra_block="p6p7")
+        FeaturePyramidNetwork(IN_CHANNELS, 8, extra_block="p8")
     with pytest.raises(ValueError, match="in_channels_list"):
         FeaturePyramidNetwork([8, 0], 8)
     with pytest.raises(ValueError, match="out_channels"):
