@@ -13,8 +13,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from torch import Tensor
+
 
 def check_request(has_targets: bool, predict: bool, where: str) -> None:
     """Raise a ``ValueError`` for a call that asks for nothing (no targets and ``predict=False``)."""
     if not predict and not has_targets:
         raise ValueError(f"{where}: predict=False without targets asks for neither predictions nor losses")
+
+
+def image_sizes(images: Sequence[Tensor] | Tensor) -> list[tuple[int, int]]:
+    """``(H, W)`` of each image of a list of ``Tensor[3, H, W]`` or a ``Tensor[B, 3, H, W]``."""
+    if isinstance(images, Tensor):
+        return [(int(images.shape[-2]), int(images.shape[-1]))] * images.shape[0]
+    return [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+
+
+Targets = TypeVar("Targets")
+
+
+def checked_targets(
+    images: Sequence[Tensor] | Tensor,
+    targets: Sequence[Targets] | None,
+    validate: Callable[[Sequence[Targets], list[tuple[int, int]]], list[Targets]],
+) -> list[Targets] | None:
+    """``validate(targets, sizes)`` after checking there is one target per image (``None`` passes).
+
+    Every detector's forward starts with this: a ``ValueError`` for a count mismatch, then the
+    model's own target validation against each image's size.
+    """
+    if targets is None:
+        return None
+    sizes = image_sizes(images)
+    if len(targets) != len(sizes):
+        raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
+    return validate(targets, sizes)

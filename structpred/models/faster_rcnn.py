@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +29,11 @@ from ..heads.roi_heads import FastRCNNPredictor, RoIHeads, TwoMLPHead
 from ..heads.rpn import RegionProposalNetwork, RPNHead
 from ..layers.poolers import multiscale_pooler
 from ..layers.transform import DetectionTransform
-from .contract import check_request
+from .contract import check_request, checked_targets
 from .registry import register_model
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 def check_targets(
@@ -121,14 +124,7 @@ class FasterRCNN(nn.Module):
     ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
         """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
         check_request(targets is not None, predict, type(self).__name__)
-        if targets is not None:
-            if isinstance(images, Tensor):
-                sizes = [tuple(images.shape[-2:])] * images.shape[0]
-            else:
-                sizes = [tuple(im.shape[-2:]) for im in images]
-            if len(targets) != len(sizes):
-                raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
-            targets = self.validate_targets(targets, sizes)  # type: ignore[arg-type]
+        targets = checked_targets(images, targets, self.validate_targets)
         batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
         features = self.backbone(batch)
         if isinstance(features, Tensor):
@@ -244,7 +240,7 @@ def build_faster_rcnn(
 # ``num_classes`` counts object classes (background excluded; torchvision's COCO 91 = 90 + 1).
 
 
-Config = TypeVar("Config", bound=FasterRCNNConfig)
+Config = TypeVar("Config", bound="DataclassInstance")
 
 
 def make_config(cls: type[Config], overrides: dict[str, Any], model: str = "Faster R-CNN") -> Config:

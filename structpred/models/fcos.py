@@ -44,7 +44,7 @@ from ..heads.fcos_head import FCOSClassificationHead, FCOSHead, FCOSRegressionHe
 from ..heads.one_stage import LevelAnchors, dense_detections
 from ..layers.transform import DetectionTransform
 from ..ops.box_coder import decode_linear
-from .contract import check_request
+from .contract import check_request, checked_targets
 from .faster_rcnn import check_num_classes, check_targets, make_config
 from .registry import register_model
 
@@ -110,14 +110,7 @@ class FCOS(nn.Module):
     ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
         """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
         check_request(targets is not None, predict, type(self).__name__)
-        if targets is not None:
-            if isinstance(images, Tensor):
-                sizes = [tuple(images.shape[-2:])] * images.shape[0]
-            else:
-                sizes = [tuple(im.shape[-2:]) for im in images]
-            if len(targets) != len(sizes):
-                raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
-            targets = self.validate_targets(targets, sizes)  # type: ignore[arg-type]
+        targets = checked_targets(images, targets, self.validate_targets)
         batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
         features = self.backbone(batch)
         maps = [features] if isinstance(features, Tensor) else list(features.values())
@@ -227,7 +220,7 @@ def build_fcos(backbone: nn.Module, num_classes: int, config: FCOSConfig | None 
 
 def _config(**overrides: Any) -> FCOSConfig:
     # make_config's type variable is bound to FasterRCNNConfig; it only reads dataclass fields
-    return make_config(FCOSConfig, overrides, "FCOS")  # type: ignore[type-var]
+    return make_config(FCOSConfig, overrides, "FCOS")
 
 
 _C3_C5 = ("c3", "c4", "c5")  # + P6, P7 from P5 ("p6p7"), as torchvision

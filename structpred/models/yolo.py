@@ -35,7 +35,7 @@ from ..layers.conv import init_conv_norm
 from ..layers.csp import conv
 from ..layers.pan import PAN
 from ..layers.transform import DetectionTransform
-from .contract import check_request
+from .contract import check_request, checked_targets
 from .faster_rcnn import check_num_classes, check_targets, make_config
 from .registry import register_model
 
@@ -123,14 +123,7 @@ class YOLO(nn.Module):
     ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
         """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
         check_request(targets is not None, predict, type(self).__name__)
-        if targets is not None:
-            if isinstance(images, Tensor):
-                sizes = [tuple(images.shape[-2:])] * images.shape[0]
-            else:
-                sizes = [tuple(im.shape[-2:]) for im in images]
-            if len(targets) != len(sizes):
-                raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
-            targets = check_targets(targets, sizes, self.num_classes)  # type: ignore[arg-type]
+        targets = checked_targets(images, targets, lambda t, sizes: check_targets(t, sizes, self.num_classes))
         batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
         features = self.backbone(batch)
         maps = self.neck(features)  # L x (B, C_l, H_l, W_l)
@@ -198,7 +191,7 @@ def build_yolo(
 
 
 def _config(**overrides: Any) -> YOLOConfig:
-    return make_config(YOLOConfig, overrides, "YOLO")  # type: ignore[type-var]
+    return make_config(YOLOConfig, overrides, "YOLO")
 
 
 # ---------------------------------------------------------------------------- builders

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..heads.yolo_v1 import YOLOv1Head, check_grid, decode_yolo_v1, yolo_v1_loss
 from ..layers.conv import ConvNormAct
 from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform
-from .contract import check_request
+from .contract import check_request, checked_targets
 from .faster_rcnn import check_num_classes, check_targets, make_config
 from .registry import register_model
 
@@ -134,14 +134,7 @@ class YOLOv1(nn.Module):
     ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
         """Detections per image (None with ``predict=False``) and the loss terms (with ``targets``)."""
         check_request(targets is not None, predict, type(self).__name__)
-        if targets is not None:
-            if isinstance(images, Tensor):
-                sizes = [tuple(images.shape[-2:])] * images.shape[0]
-            else:
-                sizes = [tuple(im.shape[-2:]) for im in images]
-            if len(targets) != len(sizes):
-                raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
-            targets = check_targets(targets, sizes, self.num_classes)  # type: ignore[arg-type]
+        targets = checked_targets(images, targets, lambda t, sizes: check_targets(t, sizes, self.num_classes))
         batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (N, 3, I, I)
         out = self.head(self.backbone(batch)).float()  # (N, S, S, D), float32 under autocast too
         losses: dict[str, Tensor] = {}
@@ -218,7 +211,7 @@ def build_yolo_v1(layers: Sequence[Layer], num_classes: int, config: YOLOv1Confi
 
 
 def _config(**overrides: Any) -> YOLOv1Config:
-    return make_config(YOLOv1Config, overrides, "YOLO v1")  # type: ignore[type-var]
+    return make_config(YOLOv1Config, overrides, "YOLO v1")
 
 
 @register_model(task="detection")
