@@ -35,7 +35,7 @@ RECIPES: dict[str, tuple[int, list[str]]] = {
     "fasterrcnn_narrow_fpn": (10, FRCNN),
     "retinanet_narrow_fpn": (10, FRCNN),  # docs/one_stage.md (the Faster R-CNN recipe, untuned)
     "fcos_narrow_fpn": (10, FRCNN),  # docs/fcos.md (the same)
-    "yolo_narrow": (10, [*ADAMW, "--batch-size", "8", "--lr", "0.002", "--amp", "bf16"]),  # docs/yolo.md
+    "yolo_narrow": (10, [*ADAMW, "--batch-size", "8", "--lr", "0.008", "--amp", "bf16"]),  # docs/yolo.md
     # docs/yolo_v1.md: no dropout (the paper's 0.5 learns less in this budget), float32
     "yolo_v1_narrow": (10, [*ADAMW, "--batch-size", "16", "--lr", "0.002", "--model-arg", "dropout=0.0"]),
 }
