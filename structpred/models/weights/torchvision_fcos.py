@@ -26,19 +26,15 @@ from torch import nn
 from ...backbones.fpn import resnet50_fpn
 from ..fcos import FCOS, FCOSConfig, build_fcos
 from .renamer import Rule, copy_renamed
-from .torchvision_detection import _backbone_kind
+from .torchvision_detection import _BN_COUNTER, _backbone_kind
+from .torchvision_retinanet import RULES as ONE_STAGE_RULES
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED = "FCOS (fcos_resnet50_fpn)"
 
-# torchvision name -> ours; first match wins, every tensor must match one.
-RULES: tuple[Rule, ...] = (
-    (r"(backbone\.(?:body|fpn\.inner_blocks|fpn\.layer_blocks)\..+)", r"\1"),
-    (r"backbone\.fpn\.extra_blocks\.(p[67]\..+)", r"backbone.fpn.extra_block.\1"),
-    (r"(head\.(?:classification_head|regression_head)\..+)", r"\1"),
-)
-_BN_COUNTER = r".*\.num_batches_tracked"  # skipped only when our (frozen) batch norm keeps none
+# torchvision's one-stage detectors share their names: RetinaNet's rules, first match wins.
+RULES: tuple[Rule, ...] = ONE_STAGE_RULES
 _STATE_MARKER = "head.regression_head.bbox_ctrness.weight"
 
 

@@ -28,7 +28,7 @@ from torch import nn
 from ...backbones.fpn import resnet50_fpn
 from ..retinanet import RetinaNet, RetinaNetConfig, build_retinanet
 from .renamer import Rule, copy_renamed
-from .torchvision_detection import _backbone_kind
+from .torchvision_detection import _BN_COUNTER, _backbone_kind
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ RULES: tuple[Rule, ...] = (
     (r"backbone\.fpn\.extra_blocks\.(p[67]\..+)", r"backbone.fpn.extra_block.\1"),
     (r"(head\.(?:classification_head|regression_head)\..+)", r"\1"),
 )
-_BN_COUNTER = r".*\.num_batches_tracked"  # skipped only when our (frozen) batch norm keeps none
 _STATE_MARKER = "head.regression_head.bbox_reg.weight"
 _BOX_LOSSES = ("l1", "smooth_l1", "giou")
 
