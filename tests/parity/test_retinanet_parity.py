@@ -167,19 +167,19 @@ def test_state_dict_file_loads_into_the_registry_model(
     pair: tuple[nn.Module, RetinaNet], tmp_path: Path
 ) -> None:
     tv, converted = pair
-    if converted.box_loss != "l1":
-        pytest.skip("one version is enough (v1: torchvision's batch norm into our frozen one)")
     path = tmp_path / "retinanet.pth"
     torch.save(tv.state_dict(), path)
     settings = {**SETTINGS, "num_classes": 4}  # ours counts object classes
-    ours = get_model("retinanet_resnet50_fpn", **settings).eval()  # frozen batch norm (no counters)
+    # v1: torchvision's batch norm into our frozen one (no counters); v2: batch norm on both sides
+    name = "retinanet_resnet50_fpn" if converted.box_loss == "l1" else "retinanet_resnet50_fpn_v2"
+    ours = get_model(name, **settings).eval()
     report = load_weights(ours, path)
     assert report.family == "torchvision RetinaNet" and not report.reinitialised
     images = [torch.rand(3, 100, 120), torch.rand(3, 80, 100)]
     with torch.no_grad():
         assert_same_detections(tv(images), ours(images)[0])
     # another class count: only the class logits are re-initialised (fine-tuning)
-    report = load_weights(get_model("retinanet_resnet50_fpn", num_classes=2, **SMALL), path)
+    report = load_weights(get_model(name, num_classes=2, **SMALL), path)
     assert report.reinitialised_names == [
         "head.classification_head.cls_logits.weight",
         "head.classification_head.cls_logits.bias",
