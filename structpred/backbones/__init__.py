@@ -14,6 +14,7 @@
   torchvision-laid-out detection backbones (``resnet50_fpn`` ...).
 """
 
+from . import swin, vit  # noqa: F401  (register their builders)
 from .csp import CSPDarknet, csp_darknet
 from .fpn import (
     BackboneWithFPN,

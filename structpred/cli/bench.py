@@ -8,7 +8,7 @@ from typing import Any
 
 SUITES = (
     "ops", "metrics", "proposals", "detection", "one_stage", "yolo", "keypoints", "mask_rcnn", "crf",
-    "segmentation", "rnn", "export",
+    "segmentation", "rnn", "export", "vit", "swin",
 )  # fmt: skip
 
 
@@ -34,6 +34,7 @@ def add_parser(sub: Any) -> None:
         "yolo: one-stage vs two-stage images per second; keypoints: Keypoint R-CNN vs torchvision; "
         "mask_rcnn: Mask R-CNN inference vs torchvision; "
         "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
-        "rnn: RNN/LSTM vs torch.nn; export: onnxruntime vs eager PyTorch (exported models)",
+        "rnn: RNN/LSTM vs torch.nn; export: onnxruntime vs eager PyTorch (exported models); "
+        "vit / swin: ViT / Swin vs timm (inference, train step, Swin as a 512 px detection backbone)",
     )
     p.set_defaults(func=run)

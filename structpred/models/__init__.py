@@ -7,16 +7,27 @@ from . import (  # noqa: F401  (register their builders)
     faster_rcnn,
     fcn,
     fcos,
+    image_classifier,
     keypoint_rcnn,
     mask_rcnn,
     retinanet,
     sequence,
     stn,
+    swin,
     unet,
+    vit,
     yolo,
     yolo_v1,
 )
 from .registry import ModelInfo, get_model, list_models, model_info, register_model
-from .weights import from_torchvision
+from .weights import from_timm, from_torchvision
 
-__all__ = ["ModelInfo", "from_torchvision", "get_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "ModelInfo",
+    "from_timm",
+    "from_torchvision",
+    "get_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]

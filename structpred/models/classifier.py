@@ -32,6 +32,53 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
+def resized_batch(images: Sequence[Tensor] | Tensor, size: int, mean: Tensor, std: Tensor) -> Tensor:
+    """List of ``[3, H, W]`` in [0, 1] (or ``[B, 3, H, W]``) -> ``[B, 3, S, S]`` resized to
+    ``S = size`` (bilinear) and normalised by ``mean`` / ``std`` (``[1, 3, 1, 1]``)."""
+    s = size
+    if isinstance(images, Tensor):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+        batch = images
+        # Exported: always resize (an identity at S x S), so the program takes any size.
+        if torch.compiler.is_exporting() or batch.shape[-2:] != (s, s):
+            batch = F.interpolate(batch, size=(s, s), mode="bilinear", align_corners=False)
+    else:
+        if len(images) == 0:
+            raise ValueError("images is an empty list")
+        for i, im in enumerate(images):
+            if im.dim() != 3 or im.shape[0] != 3:
+                raise ValueError(f"images[{i}] must be [3, H, W], got {tuple(im.shape)}")
+        batch = torch.stack(
+            [
+                im
+                if im.shape[-2:] == (s, s)
+                else F.interpolate(im[None], size=(s, s), mode="bilinear", align_corners=False)[0]
+                for im in images
+            ]
+        )  # (B, 3, S, S)
+    return (batch - mean) / std
+
+
+def classify(
+    logits: Tensor, targets: Sequence[dict[str, Tensor]] | None, num_classes: int, predict: bool
+) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+    """The classification contract from ``logits [B, K]``: per-image predictions
+    ``{"class_logits", "scores", "labels"}`` and, with targets, ``{"loss_cls": cross-entropy}``."""
+    losses: dict[str, Tensor] = {}
+    if targets is not None:
+        if len(targets) != logits.shape[0]:
+            raise ValueError(f"{len(targets)} targets for {logits.shape[0]} images")
+        true = torch.stack([t["labels"].reshape(()) for t in targets]).to(logits.device)
+        if bool(((true < 0) | (true >= num_classes)).any()):
+            raise ValueError(f"target labels must be in [0, {num_classes}), got {true.tolist()}")
+        losses["loss_cls"] = F.cross_entropy(logits, true)
+    if not predict:
+        return None, losses
+    scores, labels = logits.softmax(-1).max(-1)  # (B, K) -> (B,), (B,)
+    return split_items({"class_logits": logits, "scores": scores, "labels": labels}), losses
+
+
 class SmallClassifier(nn.Module):
     """Three conv blocks, global average pooling, dropout, a linear layer over K classes.
 
@@ -56,29 +103,7 @@ class SmallClassifier(nn.Module):
 
     def _batch(self, images: Sequence[Tensor] | Tensor) -> Tensor:
         """List of ``[3, H, W]`` in [0, 1] (or ``[B, 3, H, W]``) -> normalised ``[B, 3, S, S]``."""
-        s = self.config.input_size
-        if isinstance(images, Tensor):
-            if images.dim() != 4 or images.shape[1] != 3:
-                raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
-            batch = images
-            # Exported: always resize (an identity at S x S), so the program takes any size.
-            if torch.compiler.is_exporting() or batch.shape[-2:] != (s, s):
-                batch = F.interpolate(batch, size=(s, s), mode="bilinear", align_corners=False)
-        else:
-            if len(images) == 0:
-                raise ValueError("images is an empty list")
-            for i, im in enumerate(images):
-                if im.dim() != 3 or im.shape[0] != 3:
-                    raise ValueError(f"images[{i}] must be [3, H, W], got {tuple(im.shape)}")
-            batch = torch.stack(
-                [
-                    im
-                    if im.shape[-2:] == (s, s)
-                    else F.interpolate(im[None], size=(s, s), mode="bilinear", align_corners=False)[0]
-                    for im in images
-                ]
-            )  # (B, 3, S, S)
-        return (batch - self.mean) / self.std
+        return resized_batch(images, self.config.input_size, self.mean, self.std)
 
     def forward(
         self,
@@ -90,20 +115,7 @@ class SmallClassifier(nn.Module):
         check_request(targets is not None, predict, type(self).__name__)
         x = self.features(self._batch(images))  # (B, 4w, S/8, S/8)
         logits = self.head(self.dropout(x.mean(dim=(2, 3))))  # (B, K)
-        losses: dict[str, Tensor] = {}
-        if targets is not None:
-            if len(targets) != logits.shape[0]:
-                raise ValueError(f"{len(targets)} targets for {logits.shape[0]} images")
-            true = torch.stack([t["labels"].reshape(()) for t in targets]).to(logits.device)
-            if bool(((true < 0) | (true >= self.config.num_classes)).any()):
-                raise ValueError(
-                    f"target labels must be in [0, {self.config.num_classes}), got {true.tolist()}"
-                )
-            losses["loss_cls"] = F.cross_entropy(logits, true)
-        if not predict:
-            return None, losses
-        scores, labels = logits.softmax(-1).max(-1)  # (B, K) -> (B,), (B,)
-        return split_items({"class_logits": logits, "scores": scores, "labels": labels}), losses
+        return classify(logits, targets, self.config.num_classes, predict)
 
 
 @register_model(task="classification")

@@ -7,7 +7,8 @@ explicit rename rules through the one strict renamer, :func:`copy_renamed` (ever
 placed or declared skipped, every one of ours filled exactly once, every shape equal).
 
 Supported: the families listed in :mod:`.families` (torchvision's Faster R-CNN / Mask R-CNN,
-FCN / DeepLabV3, ...).
+FCN / DeepLabV3, ViT / Swin ...); ``from_timm(timm_model)`` does the same for timm's ViT and Swin
+classifiers.
 
 Weights files in (fine-tuning): :func:`load_weights` fills a model built by the registry from a
 checkpoint of ours or a torchvision ``state_dict`` file through the same rules, re-initialising
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .class_dependent import class_dependent_names
-from .families import TORCHVISION_FAMILIES
+from .families import TIMM_FAMILIES, TORCHVISION_FAMILIES
 from .freeze import backbone_stages, freeze
 from .load import WeightsReport, load_weights
 from .renamer import Rule, copy_renamed, rename_all
@@ -36,6 +37,7 @@ __all__ = [
     "class_dependent_names",
     "copy_renamed",
     "freeze",
+    "from_timm",
     "from_torchvision",
     "load_weights",
     "rename_all",
@@ -53,8 +55,10 @@ class Converter:
 
 
 TORCHVISION: tuple[Converter, ...] = tuple(
-    Converter(module.SUPPORTED, module.recognises, module.convert)
-    for module in TORCHVISION_FAMILIES
+    Converter(module.SUPPORTED, module.recognises, module.convert) for module in TORCHVISION_FAMILIES
+)
+TIMM: tuple[Converter, ...] = tuple(
+    Converter(module.SUPPORTED, module.recognises, module.convert) for module in TIMM_FAMILIES
 )
 
 
@@ -75,4 +79,21 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
     raise ValueError(
         f"{type(tv_model).__name__} is not a torchvision detection model or segmentation model that "
         f"from_torchvision converts. Supported: {supported}"
+    )
+
+
+def from_timm(timm_model: nn.Module) -> nn.Module:
+    """Our model with the timm model's weights and settings (ViT and Swin classifiers; see
+    :mod:`.families`), in the timm model's train / eval mode. Nothing here imports timm.
+
+    Raises:
+        ValueError: no converter recognises ``timm_model`` (the message lists what is supported),
+            or the recognised family's converter refuses the variant or its tensors.
+    """
+    for converter in TIMM:
+        if converter.recognises(timm_model):
+            return converter.convert(timm_model)
+    supported = "; ".join(c.supported for c in TIMM)
+    raise ValueError(
+        f"{type(timm_model).__name__} is not a timm model that from_timm converts. Supported: {supported}"
     )

@@ -1,8 +1,9 @@
-"""The torchvision model families ``from_torchvision`` and ``load_weights`` convert: one module each.
+"""The torchvision and timm model families ``from_torchvision``, ``from_timm`` and ``load_weights``
+convert: one module each.
 
 A family module provides ``SUPPORTED`` (what it takes, for error messages), ``recognises(tv_model)``
 and ``convert(tv_model)`` (a built torchvision model, recognised by its structure: nothing here
-imports torchvision), and ``recognises_state(names)``, ``state_family(names)`` and
+imports torchvision or timm), and ``recognises_state(names)``, ``state_family(names)`` and
 ``state_rules(model, names)`` (a saved ``state_dict`` file, recognised by its tensor names). A new
 family is a new module plus its line here.
 """
@@ -11,7 +12,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import torchvision_detection, torchvision_fcos, torchvision_retinanet, torchvision_segmentation
+from . import (
+    timm_swin,
+    timm_vit,
+    torchvision_detection,
+    torchvision_fcos,
+    torchvision_retinanet,
+    torchvision_segmentation,
+    torchvision_swin,
+    torchvision_vit,
+)
 
 # In the order they are tried (a family recognised by a more specific structure comes first).
 TORCHVISION_FAMILIES: tuple[ModuleType, ...] = (
@@ -19,4 +29,9 @@ TORCHVISION_FAMILIES: tuple[ModuleType, ...] = (
     torchvision_retinanet,
     torchvision_detection,
     torchvision_segmentation,
+    torchvision_vit,  # classifiers: recognised by their own structure, disjoint from the above
+    torchvision_swin,
 )
+
+# timm's classifiers (``from_timm``; ``load_weights`` on a timm state dict file).
+TIMM_FAMILIES: tuple[ModuleType, ...] = (timm_vit, timm_swin)

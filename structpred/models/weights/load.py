@@ -11,7 +11,8 @@ Sources, told apart by the path and the tensor names in the file:
   unpickled that could run code). Faster / Mask R-CNN and FCN / DeepLabV3, renamed by the same
   rules as :func:`~structpred.models.weights.from_torchvision`. A ``{"model": state_dict, ...}``
   file (torchvision's reference training scripts) is unwrapped.
-- **timm**: recognised and refused with a clear error (ViT / Swin weights land in a later issue).
+- **timm**: a ``state_dict`` file of timm's ViT / Swin classifiers (``.pth`` / ``.bin`` /
+  ``.safetensors``, as timm and the Hugging Face hub save them), by the families' rules.
 
 Every tensor goes through the one strict renamer (:func:`~.renamer.copy_renamed`): a missing,
 unexpected or differently shaped tensor is an error naming it and both shapes. The one exception
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from .class_dependent import class_dependent_patterns
-from .families import TORCHVISION_FAMILIES
+from .families import TIMM_FAMILIES, TORCHVISION_FAMILIES
 from .renamer import Rule, copy_renamed, rename_all
 
 logger = logging.getLogger(__name__)
@@ -47,11 +48,6 @@ CHECKPOINT_NAME = re.compile(r"^ckpt-(\d+)\.json$")  # ckpt-<step>.json beside c
 MODEL_PREFIX = "model/"  # the model's tensors in the safetensors file: model/<state_dict name>
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 _IDENTITY: tuple[Rule, ...] = ((r"(.+)", r"\1"),)
-# Names only timm's models have (ViT / Swin / ConvNeXt / timm ResNet heads).
-_TIMM_MARKERS = re.compile(
-    r"(?:cls_token|pos_embed|patch_embed\..*|blocks\.0\..*|layers\.0\.blocks\..*|stages\.0\..*)"
-)
-
 Shape = tuple[int, ...]
 
 
@@ -59,7 +55,7 @@ Shape = tuple[int, ...]
 class WeightsReport:
     """What :func:`load_weights` did; ``str(report)`` is the text the CLI prints."""
 
-    kind: str  # "ours" or "torchvision"
+    kind: str  # "ours", "torchvision" or "timm"
     file: Path
     family: str  # e.g. "torchvision Faster R-CNN", "ours: fasterrcnn_narrow_fpn"
     loaded: int  # tensors copied from the file
@@ -172,27 +168,26 @@ def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
 # ----------------------------------------------------------------------------- loading
 
 
-def _torchvision_plan(
+def _state_plan(
     model: nn.Module, names: Collection[str], file: Path
-) -> tuple[str, tuple[Rule, ...], tuple[str, ...]]:
-    """``(family, rules, skip)`` for a plain state dict, by its tensor names and our model."""
-    for module in TORCHVISION_FAMILIES:
-        if module.recognises_state(names):
-            family = module.state_family(names)
-            try:
-                rules, skip = module.state_rules(model, names)
-            except ValueError as err:
-                raise ValueError(
-                    f"{file}: {family} weights do not fit {type(model).__name__}: {err}"
-                ) from None
-            return family, rules, skip
-    if any(_TIMM_MARKERS.fullmatch(n) for n in names):
-        raise ValueError(
-            f"{file}: looks like timm weights ({sorted(names)[0]}, ...); timm weights are not "
-            "supported yet (ViT / Swin backbones land in a later issue)"
-        )
+) -> tuple[str, str, tuple[Rule, ...], tuple[str, ...]]:
+    """``(kind, family, rules, skip)`` for a plain state dict, by its tensor names and our model."""
+    for kind, families in (("torchvision", TORCHVISION_FAMILIES), ("timm", TIMM_FAMILIES)):
+        for module in families:
+            if module.recognises_state(names):
+                family = module.state_family(names)
+                try:
+                    rules, skip = module.state_rules(model, names)
+                except ValueError as err:
+                    raise ValueError(
+                        f"{file}: {family} weights do not fit {type(model).__name__}: {err}"
+                    ) from None
+                return kind, family, rules, skip
     shown = ", ".join(sorted(names)[:4])
-    supported = ", ".join(f"torchvision {module.SUPPORTED}" for module in TORCHVISION_FAMILIES)
+    supported = ", ".join(
+        [f"torchvision {module.SUPPORTED}" for module in TORCHVISION_FAMILIES]
+        + [f"timm {module.SUPPORTED}" for module in TIMM_FAMILIES]
+    )
     raise ValueError(
         f"{file}: a state dict of no supported family ({shown}, ...); supported: our checkpoints, {supported}"
     )
@@ -201,14 +196,14 @@ def _torchvision_plan(
 def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
     """Fill ``model`` (built with the user's number of classes) from the weights file ``path``.
 
-    ``path``: a run directory, ``ckpt-*.json`` / ``.safetensors`` of ours, or a torchvision
-    ``state_dict`` file (``.pth`` / ``.pt``). Tensors that depend on the number of classes keep
-    the model's fresh initialisation when the file's shape differs; every other tensor must
-    match by name and shape. On error nothing is copied.
+    ``path``: a run directory, ``ckpt-*.json`` / ``.safetensors`` of ours, or a torchvision or
+    timm ``state_dict`` file (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``). Tensors that
+    depend on the number of classes keep the model's fresh initialisation when the file's shape
+    differs; every other tensor must match by name and shape. On error nothing is copied.
 
     Raises:
-        ValueError: no such file, not a weights file, a truncated or unreadable file, timm
-            weights (not yet supported), a state dict of another family, or a missing /
+        ValueError: no such file, not a weights file, a truncated or unreadable file, a state
+            dict of another family, or a missing /
             unexpected / differently shaped tensor (named, with both shapes).
     """
     path = Path(path)
@@ -221,8 +216,7 @@ def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
         skip: tuple[str, ...] = ()
     else:
         state = tensors
-        family, rules, skip = _torchvision_plan(model, state, file)
-        kind = "torchvision"
+        kind, family, rules, skip = _state_plan(model, state, file)
     reinit = class_dependent_patterns(model)
     mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:

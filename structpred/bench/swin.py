@@ -1,0 +1,7 @@
+"""(Scaffold: the swin benchmark is being written in issue 17.)"""
+
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> None:
+    raise SystemExit("the swin benchmark is not written yet")

@@ -1,0 +1,3 @@
+"""(Scaffold: the swin classifiers are being written in issue 17.)"""
+
+from __future__ import annotations
