@@ -45,6 +45,10 @@ SMALL: dict[str, dict[str, Any]] = {
     **{n: {"min_size": 64, "max_size": 96, "detections_per_img": 20} for n in ("retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2")},  # noqa: E501
     "retinanet_fpn": {"fpn_channels": 32, "min_size": 64, "max_size": 96, "detections_per_img": 20},
     "retinanet_narrow_fpn": {"min_size": 64, "max_size": 64},
+    # Transformer classifiers (issue 17): one block per stage at 64 px (same code paths).
+    **{f"vit_{size}_patch16_224": {"depth": 1, "input_size": 64} for size in ("tiny", "small", "base")},
+    **{f"swin_{size}_patch4_window7_224": {"depths": (1, 1, 1, 1), "input_size": 64}
+       for size in ("tiny", "small", "base")},
 }
 
 
