@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,20 +104,30 @@ def image_size_rule(
     is_image = isinstance(sample, Tensor) and sample.dim() >= 3 and sample.shape[-3] == 3
     if task.inputs == "sequence" or (sample is not None and not is_image):
         raise ValueError(f"--image-size: {model_name} ({task.name}) reads sequences, not images")
-    if _accepts(model_name, {**kwargs, "min_size": image_size, "max_size": image_size}):
-        return {**kwargs, "min_size": image_size, "max_size": image_size}, False
-    if _accepts(model_name, {**kwargs, "input_size": image_size}):
-        return {**kwargs, "input_size": image_size}, False
+    for sizes in ({"min_size": image_size, "max_size": image_size}, {"input_size": image_size}):
+        if _accepts(model_name, {**kwargs, **sizes}, f"--image-size {image_size}"):
+            return {**kwargs, **sizes}, False
     return dict(kwargs), True
 
 
-def _accepts(model_name: str, kwargs: dict[str, Any]) -> bool:
-    """Whether the builder takes ``kwargs`` (built on the meta device: nothing allocated)."""
+# How builders refuse a keyword they do not have: the builder itself (TypeError), or the settings
+# dataclass behind its ``**config`` (make_config / config_from: "unknown ... settings [...]").
+_UNKNOWN_KEYWORD = re.compile(r"unexpected keyword argument|^unknown .* settings \[")
+
+
+def _accepts(model_name: str, kwargs: dict[str, Any], where: str) -> bool:
+    """Whether the builder has the keywords ``kwargs`` (built on the meta device: nothing
+    allocated). A builder that has them but refuses their values raises a ``ValueError`` that
+    names ``where`` (e.g. a grid that does not divide the size)."""
     try:
         with torch.device("meta"):
             get_model(model_name, **kwargs)
-    except (TypeError, ValueError):  # an unknown keyword (of the builder or of its config)
+    except TypeError:  # an unknown keyword of the builder
         return False
+    except ValueError as err:
+        if _UNKNOWN_KEYWORD.search(str(err)):
+            return False
+        raise ValueError(f"{where}: {model_name} refuses it: {err}") from None
     return True
 
 

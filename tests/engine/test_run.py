@@ -31,6 +31,13 @@ def test_image_size_rule_one_rule_three_kinds_of_model() -> None:
         image_size_rule("digits_cnn", {}, 4)
 
 
+def test_image_size_a_builder_refuses_is_its_error_not_a_silent_resample() -> None:
+    # yolo_v1_narrow has input_size but its 8 x 8 grid must divide it: its own message, up front
+    with pytest.raises(ValueError, match=r"--image-size 100: yolo_v1_narrow refuses it: .*grid_size 8"):
+        image_size_rule("yolo_v1_narrow", {}, 100)
+    assert image_size_rule("yolo_v1_narrow", {}, 128) == ({"input_size": 128}, False)
+
+
 def test_longer_side_resamples_images_and_label_maps() -> None:
     data = ShapesWorld("val", size=(64, 96), num_images=2)
     resized = _LongerSide(data, 48)
