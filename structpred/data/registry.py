@@ -3,7 +3,8 @@
 Specs: ``shapes`` (the built-in shapes world), ``shapes_keypoints`` (the same with named
 keypoints, :mod:`structpred.data.shapes_keypoints`), its pairs and clips ``shapes-flow`` (flow pairs),
 ``shapes-stereo`` (rectified stereo pairs), ``shapes-video`` (clips with tracks; see
-:mod:`structpred.data.shapes_views`), ``digits`` (one real digit per item),
+:mod:`structpred.data.shapes_views`), ``shapes-objects`` (one shapes-world object crop per item,
+:mod:`structpred.data.shapes_objects`), ``digits`` (one real digit per item),
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
 ``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
@@ -29,6 +30,12 @@ def _shapes(split: str, arg: str, **kw: Any) -> Dataset:
 
     kw.setdefault("cache", True)  # training reads every item once per epoch: render it once
     return ShapesWorld(split, **kw)
+
+
+def _shapes_objects(split: str, arg: str, **kw: Any) -> Dataset:
+    from .shapes_objects import ShapesObjects
+
+    return ShapesObjects(split, **kw)
 
 
 def _shapes_keypoints(split: str, arg: str, **kw: Any) -> Dataset:
@@ -107,6 +114,7 @@ def _sequence(name: str) -> Callable[..., Dataset]:
 BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes": _shapes,
     "shapes_keypoints": _shapes_keypoints,
+    "shapes-objects": _shapes_objects,
     "shapes-flow": _shapes_views("ShapesFlow"),
     "shapes-stereo": _shapes_views("ShapesStereo"),
     "shapes-video": _shapes_views("ShapesVideo"),
