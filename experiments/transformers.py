@@ -1,0 +1,215 @@
+"""Issue 17's claims as tables: ViT vs a CNN of the same size as the training set grows, and Swin
+vs the narrow CNN backbone under Faster R-CNN.
+
+Commands (runs one at a time, one thread each; a run whose ``result.json`` exists is skipped, so an
+interrupted command continues; ``--table`` reprints from ``OUT/*/result.json``)::
+
+    OMP_NUM_THREADS=1 python experiments/transformers.py classify     # part (a)
+    OMP_NUM_THREADS=1 python experiments/transformers.py detect       # part (b)
+    python experiments/transformers.py classify --table
+
+(a) ``vit_narrow`` vs ``digits_cnn`` at width 48 (208 k vs 210 k parameters) on ``digits``
+(scikit-learn's real 8 x 8 digits upsampled to 32 px: 1,200 train, 297 test) and on
+``shapes-objects`` (32 px object crops of the shapes world) with a small and a larger training
+set; test on the same 1,000 test crops for both sizes. Same budget for both models: epochs, batch
+64, AdamW with warm-up and a cosine schedule, each model's own dropout / drop path defaults; the
+learning rates in :data:`CLASSIFIERS` were not searched here (the CNN's is docs/cli.md's digits
+recipe, the ViT's the usual AdamW 1e-3 for small ViTs). The figure is test accuracy of the last
+checkpoint, mean +- sd over seeds.
+
+(b) ``fasterrcnn_fpn`` over ``backbone=narrow`` (the narrow CNN) and ``backbone=swin_narrow`` on
+``shapes``, both with ``fasterrcnn_narrow_fpn``'s settings (32-channel FPN, 256 px, its anchors,
+RPN and box-head sizes: :data:`~structpred.models.faster_rcnn.NARROW_SETTINGS`), the Faster
+R-CNN recipe of ``experiments/one_stage.py`` (AdamW 4e-3, warm-up 100, batch 4, bf16) for
+:data:`DETECT_EPOCHS` epochs; test map_50 / map of the last checkpoint and images per second
+(batch 1, one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from one_stage import FRCNN, _images_per_second, _train  # noqa: E402  (the shared run helpers)
+
+SEEDS = (0, 1, 2)
+CNN_WIDTH = 48  # digits_cnn at width 48: 210 k parameters, vit_narrow's 208 k within 1 %
+# model -> its train arguments: AdamW, warm-up 50 steps, cosine; lr per model (module doc).
+CLASSIFIERS: dict[str, list[str]] = {
+    "vit_narrow": ["--optimizer", "adamw", "--lr", "0.001", "--warmup", "50"],
+    "digits_cnn": ["--optimizer", "adamw", "--lr", "0.003", "--warmup", "50",
+                   "--model-arg", f"width={CNN_WIDTH}"],
+}  # fmt: skip
+BATCH = 64
+TEST_CROPS = 1000  # shapes-objects test items, the same for every training size
+# data setting -> (spec, data arguments, epochs)
+SETTINGS: dict[str, tuple[str, dict[str, int], int]] = {
+    "digits": ("digits", {}, 20),
+    "shapes-objects-500": ("shapes-objects", {"num_images": 500}, 20),
+    "shapes-objects-2000": ("shapes-objects", {"num_images": 2000}, 20),
+}
+DETECT_BACKBONES = ("narrow", "swin_narrow")
+DETECT_EPOCHS = 3
+DETECT_SEEDS = (0,)
+DETECT_KEYS = ("map_50", "map_75", "map")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("part", choices=("classify", "detect"))
+    p.add_argument("--out", default=None, help="runs and results (default out/transformers-PART)")
+    p.add_argument("--settings", default=",".join(SETTINGS), help="classify: comma list of settings")
+    p.add_argument("--models", default=None, help="classify: comma list of models (default both)")
+    p.add_argument("--backbones", default=",".join(DETECT_BACKBONES), help="detect: comma list of backbones")
+    p.add_argument("--seeds", default=None, help="comma list (default 0,1,2 classify; 0 detect)")
+    p.add_argument("--epochs", type=int, default=None, help="override every run's epochs")
+    p.add_argument("--table", action="store_true", help="only print the table from OUT/*/result.json")
+    return p.parse_args(argv)
+
+
+def _kv(args: dict[str, object], flag: str) -> list[str]:
+    out: list[str] = []
+    for k, v in args.items():
+        out += [flag, f"{k}={json.dumps(v)}"]
+    return out
+
+
+def _params(run: Path) -> int:
+    from structpred.engine.run import load_model
+
+    model, _ = load_model(run)
+    return sum(p.numel() for p in model.parameters())
+
+
+def classify_run(out: Path, setting: str, model: str, seed: int, epochs: int | None) -> None:
+    """Train ``model`` on ``setting`` with ``seed`` (skipped if its result exists); test accuracy."""
+    import torch
+
+    from structpred.engine.run import evaluate
+
+    name = f"{setting}-{model}-s{seed}"
+    run = out / name
+    if (run / "result.json").exists():
+        return
+    spec, data_args, default_epochs = SETTINGS[setting]
+    epochs = epochs or default_epochs
+    args = ["--data", spec, *_kv(data_args, "--data-arg"), *CLASSIFIERS[model], "--batch-size", str(BATCH),
+            "--epochs", str(epochs), "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
+    wall = _train(model, [*args, "--out", str(run)], out / f"{name}.log")
+    torch.set_num_threads(1)
+    test_args = {"num_images": TEST_CROPS} if spec == "shapes-objects" else None
+    metrics = evaluate(run, split="test", data_kwargs=test_args)
+    result = {"setting": setting, "model": model, "seed": seed, "args": args, "wall_s": wall,
+              "params": _params(run), "accuracy": float(metrics["accuracy"])}  # fmt: skip
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"{name}: accuracy {result['accuracy']:.4f}, {wall / 60:.1f} min", flush=True)
+
+
+def detect_run(out: Path, backbone: str, seed: int, epochs: int | None) -> None:
+    """``fasterrcnn_fpn`` over ``backbone`` with the narrow settings on shapes; test mAP, images/s."""
+    import torch
+
+    from structpred.engine.run import evaluate
+    from structpred.models.faster_rcnn import NARROW_SETTINGS
+
+    name = f"fasterrcnn_fpn-{backbone}-s{seed}"
+    run = out / name
+    if (run / "result.json").exists():
+        return
+    epochs = epochs or DETECT_EPOCHS
+    model_args = {"backbone": backbone, "fpn_channels": 32, **NARROW_SETTINGS}
+    args = ["--data", "shapes", *_kv(model_args, "--model-arg"), *FRCNN, "--epochs", str(epochs),
+            "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
+    wall = _train("fasterrcnn_fpn", [*args, "--out", str(run)], out / f"{name}.log")
+    torch.set_num_threads(1)
+    metrics = evaluate(run, split="test")
+    result = {"model": "fasterrcnn_fpn", "backbone": backbone, "seed": seed, "args": args, "wall_s": wall,
+              "params": _params(run), "test": {k: float(metrics[k]) for k in DETECT_KEYS},
+              "images_per_s": _images_per_second(run)}  # fmt: skip
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"{name}: {result['test']}, {result['images_per_s']:.1f} images/s", flush=True)
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def classify_table(out: Path) -> str:
+    """Markdown: per setting and model, test accuracy mean ± sd over seeds, params, train time."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    header = (
+        "| data (train items) | model | params | epochs | seeds | test accuracy (mean ± sd) "
+        "| train (min, 1 thread, mean) |\n|---|---|---:|---:|---:|---:|---:|"
+    )
+    rows = []
+    for setting in SETTINGS:
+        for model in CLASSIFIERS:
+            rs = [r for r in results if r["setting"] == setting and r["model"] == model]
+            if not rs:
+                continue
+            epochs = rs[0]["args"][rs[0]["args"].index("--epochs") + 1]
+            acc = _mean_sd([r["accuracy"] for r in rs])
+            wall = statistics.mean(r["wall_s"] for r in rs) / 60
+            params = f"{rs[0]['params'] / 1e3:.0f} k"
+            rows.append(f"| {setting} | `{model}` | {params} | {epochs} | {len(rs)} | {acc} | {wall:.1f} |")
+    return "\n".join([header, *rows])
+
+
+def detect_table(out: Path) -> str:
+    """Markdown: per backbone, test map_50 / map_75 / map (mean over seeds), params, time, images/s."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    header = (
+        "| backbone | params | epochs | seeds | train (min, 1 thread) | test map_50 | map_75 | map "
+        "| images/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = []
+    for backbone in DETECT_BACKBONES:
+        rs = [r for r in results if r["backbone"] == backbone]
+        if not rs:
+            continue
+        epochs = rs[0]["args"][rs[0]["args"].index("--epochs") + 1]
+        cells = " | ".join(_mean_sd([r["test"][k] for r in rs]) for k in DETECT_KEYS)
+        wall = statistics.mean(r["wall_s"] for r in rs) / 60
+        speed = statistics.mean(r["images_per_s"] for r in rs)
+        params = f"{rs[0]['params'] / 1e6:.2f} M"
+        rows.append(
+            f"| `{backbone}` | {params} | {epochs} | {len(rs)} | {wall:.1f} | {cells} | {speed:.1f} |"
+        )
+    return "\n".join([header, *rows])
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = _parse(argv)
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(a.out or f"out/transformers-{a.part}")
+    out.mkdir(parents=True, exist_ok=True)
+    if a.part == "classify":
+        if not a.table:
+            settings = [s for s in a.settings.split(",") if s]
+            models = [m for m in (a.models or ",".join(CLASSIFIERS)).split(",") if m]
+            bad = [s for s in settings if s not in SETTINGS] + [m for m in models if m not in CLASSIFIERS]
+            if bad:
+                raise SystemExit(f"unknown {bad}; settings {list(SETTINGS)}, models {list(CLASSIFIERS)}")
+            seeds = [int(s) for s in (a.seeds or ",".join(map(str, SEEDS))).split(",")]
+            for setting in settings:  # seeds outermost: a cut-short command still compares both models
+                for seed in seeds:
+                    for model in models:
+                        classify_run(out, setting, model, seed, a.epochs)
+        print(classify_table(out))
+        return
+    if not a.table:
+        seeds = [int(s) for s in (a.seeds or ",".join(map(str, DETECT_SEEDS))).split(",")]
+        for seed in seeds:
+            for backbone in [b for b in a.backbones.split(",") if b]:
+                detect_run(out, backbone, seed, a.epochs)
+    print(detect_table(out))
+
+
+if __name__ == "__main__":
+    main()
