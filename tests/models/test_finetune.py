@@ -241,11 +241,19 @@ def test_state_dict_of_another_family_is_refused(tmp_path: Path) -> None:
         load_weights(_narrow(2), tmp_path / "cls.pth")
 
 
-def test_timm_weights_are_refused_clearly(tmp_path: Path) -> None:
+def test_a_timm_vit_file_loads_into_our_vit_and_is_refused_by_a_detector(tmp_path: Path) -> None:
     import timm  # a pinned dev dependency
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, depth=1)
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, depth=1).eval()
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
-    with pytest.raises(ValueError, match=r"vit\.pth: "):
+    ours = get_model("vit_tiny_patch16_224", num_classes=3, depth=1).eval()
+    report = load_weights(ours, tmp_path / "vit.pth")
+    assert report.kind == "timm" and report.family == "timm ViT" and report.loaded == len(vit.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.logits(x), vit(x), atol=1e-4, rtol=0)
+    message = r"vit\.pth: timm ViT weights do not fit FasterRCNN: .*ViT classifier"
+    with pytest.raises(ValueError, match=message):
         load_weights(_narrow(2), tmp_path / "vit.pth")
 
 

@@ -2,9 +2,10 @@
 
 Supported: timm's ``VisionTransformer`` as ``vit_tiny_patch16_224`` / ``vit_small_patch16_224`` /
 ``vit_base_patch16_224`` build it (any weights, any ``num_classes >= 1``, any square input size
-and patch size, ``dynamic_img_size`` either way), with its widths, depth, heads, MLP ratio, qkv
-bias, drop path rates and head dropout, the input size and mean / std of ``m.pretrained_cfg``
-(when present), frozen parameters and train / eval mode. Variants we do not build are refused
+and patch size, ``dynamic_img_size`` / ``dynamic_img_pad`` either way), with its widths, depth,
+heads, MLP ratio, qkv bias, drop path rates and head dropout, its ``img_size`` as our input size,
+the mean / std of ``m.pretrained_cfg`` (when present; ImageNet's otherwise), frozen parameters
+and train / eval mode. Variants we do not build are refused
 with a ``ValueError`` naming the attribute: no class token, register tokens, ``no_embed_class``,
 layer scale, qk-norm, attention / MLP norms, ``global_pool`` other than ``"token"``, a ``fc_norm``,
 ``pre_norm``, ``num_classes=0``, token / attention / projection dropout. Nothing here imports timm:
@@ -144,9 +145,9 @@ def _settings(m: Any) -> dict[str, Any]:
     blocks = [_check_block(b, i, dim) for i, b in enumerate(m.blocks)]
     _refuse(len({b[:3] for b in blocks}) != 1, "blocks of different widths / heads")
     heads, hidden, qkv_bias, _ = blocks[0]
+    # The input size is the one the position table is built for (``img_size``; pretrained_cfg keeps
+    # the default 224 when a model is built with another img_size); mean / std are the weights'.
     cfg = getattr(m, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size")
-    input_size = int(size[-1]) if size is not None and size[-1] == size[-2] else int(img[0])  # type: ignore[index]
     return dict(
         vit=dict(
             img_size=int(img[0]),  # type: ignore[index]
@@ -161,7 +162,7 @@ def _settings(m: Any) -> dict[str, Any]:
         drop_path=[b[3] for b in blocks],
         classifier=ImageClassifierConfig(
             num_classes=int(m.head.out_features),
-            input_size=input_size,
+            input_size=int(img[0]),  # type: ignore[index]
             dropout=float(getattr(m.head_drop, "p", 0.0)),
             mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
             std=tuple(cfg.get("std", IMAGENET_STD)),
