@@ -9,6 +9,7 @@ h heads of width D / h; B images, H x W pixels, p the patch side.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -72,7 +73,11 @@ class Attention(nn.Module):
         h = self.num_heads
         qkv = self.qkv(x).reshape(n, length, 3, h, dim // h).permute(2, 0, 3, 1, 4)  # (3, N, h, L, D/h)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)  # (N, h, L, D/h)
-        return self.proj(out.transpose(1, 2).reshape(n, length, dim))  # (N, L, h, D/h) -> (N, L, D)
+        # An explicit copy, not reshape: CPU's fused kernel returns (N, L, h, D/h)-contiguous memory, so
+        # torch.export records reshape as a view, which the ONNX decomposition of SDPA with a mask
+        # (row-major output) then cannot honour with a dynamic batch (Swin's windows).
+        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (N, L, h, D/h)
+        return self.proj(out.view(n, length, dim))  # (N, L, D)
 
 
 class Mlp(nn.Module):
