@@ -12,6 +12,16 @@ the RoI or unlabelled are not valid targets. Back from a heatmap, each RoI's ``M
 resized bicubically (``align_corners=False``) to ``h_q x w_q`` pixels, the argmax cell ``(i, j)``
 is the keypoint at the cell's centre ``x1 + (j + 0.5) * w / w_q`` (Heckbert's ``c = d + 0.5``),
 and its score is the resized logit there.
+
+Static form (:func:`heatmaps_to_keypoints_static`, what ``torch.export`` traces): the resize is
+separable, ``R_q = Wy_q @ map @ Wx_q^T`` with ``Wy_q [h_q, M]`` the bicubic taps of each output
+row, so it is written with fixed-size matrices over a bound ``(By, Bx)`` on every RoI's pixel
+size (the image's size: detections are clipped to it), rows and columns beyond the RoI's own
+size masked out of the argmax. The same values up to float32 rounding (~1e-5: another summation
+order than ``F.interpolate``'s kernel); only a near-tie closer than that can pick another cell.
+Chunked over keypoints and output rows so each step holds at most ``chunk_elements`` values per
+RoI: peak memory ``~ 4 * Q * (chunk_elements + (By + Bx) * M)`` bytes (float32), about 260 MB
+for ``Q = 100``, an 800 x 1333 image and ``M = 56`` with the default ``2**19``.
 """
 
 from __future__ import annotations
@@ -22,7 +32,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["heatmaps_to_keypoints", "keypoints_to_heatmap", "resize_keypoints"]
+__all__ = [
+    "heatmaps_to_keypoints",
+    "heatmaps_to_keypoints_static",
+    "keypoints_to_heatmap",
+    "resize_keypoints",
+]
+
+#: Values held per RoI in one step of :func:`heatmaps_to_keypoints_static` (its memory bound).
+CHUNK_ELEMENTS = 2**19
+#: What a cell beyond a RoI's own size scores in the static form (heatmap logits are far above it).
+_OUTSIDE = -1e30
 
 
 def _check_rois(rois: Tensor, n: int, what: str) -> None:
@@ -63,12 +83,35 @@ def keypoints_to_heatmap(keypoints: Tensor, rois: Tensor, heatmap_size: int) -> 
     return (row * M + col) * valid, valid
 
 
-def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+def _roi_pixels(rois: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(widths, heights, w_q, h_q)`` [Q] of the RoIs: at least one pixel, and rounded up."""
+    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1).to(dtype)  # (Q,) RoIs at least one pixel wide
+    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1).to(dtype)
+    return widths, heights, widths.ceil(), heights.ceil()
+
+
+def _to_pixels(
+    rois: Tensor, col: Tensor, row: Tensor, scores: Tensor, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The argmax cells ``(col, row)`` [Q, K] back to ``(keypoints [Q, K, 3], scores [Q, K])``."""
+    widths, heights, widths_px, heights_px = _roi_pixels(rois, dtype)
+    # Cell centres back to pixels: the resized map has w_q cells over the RoI's w pixels.
+    x = (col.to(dtype) + 0.5) * (widths / widths_px)[:, None] + rois[:, 0:1].to(dtype)
+    y = (row.to(dtype) + 0.5) * (heights / heights_px)[:, None] + rois[:, 1:2].to(dtype)
+    keypoints = torch.stack([x, y, torch.ones_like(x)], dim=2)  # (Q, K, 3)
+    return keypoints, scores.to(dtype)
+
+
+def heatmaps_to_keypoints(
+    maps: Tensor, rois: Tensor, max_size: tuple[int, int] | None = None
+) -> tuple[Tensor, Tensor]:
     """Keypoints (argmax of each RoI's heatmap resized to the RoI's pixels) and their scores.
 
     Args:
         maps (Tensor[Q, K, M, M]): heatmap logits.
         rois (Tensor[Q, 4]): xyxy RoIs (detections) in pixels.
+        max_size: ``(H, W)``, a bound on every RoI's pixel size (the image's size); needed under
+            ``torch.export``, which traces :func:`heatmaps_to_keypoints_static` with it.
     Returns:
         ``(keypoints [Q, K, 3], scores [Q, K])``, float32 (float64 for float64 maps):
         ``(x, y, 1)`` in the RoIs' pixels and the resized logit at the chosen cell.
@@ -76,14 +119,18 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
     if maps.dim() != 4:
         raise ValueError(f"maps must be Tensor[Q, K, M, M], got {tuple(maps.shape)}")
     _check_rois(rois, maps.shape[0], "maps")
+    if torch.compiler.is_exporting():
+        if max_size is None:
+            raise ValueError(
+                "heatmaps_to_keypoints under torch.export needs max_size (H, W), the image's size"
+            )
+        return heatmaps_to_keypoints_static(maps, rois, max_size)
     Q, K = maps.shape[:2]
     dtype = torch.promote_types(maps.dtype, torch.float32)
-    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)  # (Q,) RoIs at least one pixel wide
-    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
-    widths_px, heights_px = widths.ceil(), heights.ceil()
     if Q == 0:
         empty = torch.zeros(0, K, dtype=dtype, device=maps.device)
         return torch.zeros(0, K, 3, dtype=dtype, device=maps.device), empty
+    _, _, widths_px, heights_px = _roi_pixels(rois, dtype)
     cols, rows, scores = [], [], []
     # One resize per RoI: each RoI has its own pixel size (torchvision's loop; the argmax must be
     # taken on exactly these bicubic values for equal keypoints).
@@ -95,12 +142,87 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         scores.append(flat.gather(1, pos[:, None])[:, 0])
         cols.append(pos % int(w))
         rows.append(torch.div(pos, int(w), rounding_mode="floor"))
-    col, row = torch.stack(cols), torch.stack(rows)  # (Q, K)
-    # Cell centres back to pixels: the resized map has w_q cells over the RoI's w pixels.
-    x = (col.to(dtype) + 0.5) * (widths / widths_px)[:, None] + rois[:, 0:1]
-    y = (row.to(dtype) + 0.5) * (heights / heights_px)[:, None] + rois[:, 1:2]
-    keypoints = torch.stack([x, y, torch.ones_like(x)], dim=2).to(dtype)  # (Q, K, 3)
-    return keypoints, torch.stack(scores).to(dtype)
+    return _to_pixels(rois, torch.stack(cols), torch.stack(rows), torch.stack(scores), dtype)
+
+
+def _cubic_matrix(size: Tensor, bound: int, M: int) -> Tensor:
+    """``[Q, bound, M]``: row ``i`` holds the bicubic weights (Keys, ``a = -0.75``) of output cell
+    ``i`` when ``M`` cells are resized to ``size[q]`` (``align_corners=False``; taps beyond the map
+    clamped to its edge, so their weights add up there); zero rows for ``i >= size[q]``."""
+    Q = size.shape[0]
+    dtype = size.dtype
+    a = -0.75
+    i = torch.arange(bound, device=size.device, dtype=dtype)  # (B,)
+    src = (M / size)[:, None] * (i + 0.5) - 0.5  # (Q, B) source coordinate of each output cell
+    base = src.floor()
+    t = (src - base).clamp(0, 1)
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  1 < |x| < 2
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=2)  # (Q, B, 4)
+    weights = weights * (i < size[:, None]).to(dtype)[..., None]  # rows beyond the RoI: zero
+    taps = torch.arange(-1, 3, device=size.device)  # (4,)
+    index = (base.long()[..., None] + taps).clamp(0, M - 1)  # (Q, B, 4)
+    return torch.zeros(Q, bound, M, device=size.device, dtype=dtype).scatter_add(2, index, weights)
+
+
+def heatmaps_to_keypoints_static(
+    maps: Tensor, rois: Tensor, max_size: tuple[int, int], chunk_elements: int = CHUNK_ELEMENTS
+) -> tuple[Tensor, Tensor]:
+    """:func:`heatmaps_to_keypoints` with shapes fixed by a bound instead of each RoI's size
+    (exportable; module docstring). ``max_size``: ``(By, Bx)``, at least every RoI's pixel
+    height / width rounded up (RoIs beyond it: a ValueError in eager, cut to it when traced).
+    ``chunk_elements``: values held per RoI in one step (the memory bound)."""
+    if maps.dim() != 4 or maps.shape[2] != maps.shape[3]:
+        raise ValueError(f"maps must be Tensor[Q, K, M, M], got {tuple(maps.shape)}")
+    _check_rois(rois, maps.shape[0], "maps")
+    By, Bx = (int(s) for s in max_size)
+    if By < 1 or Bx < 1:
+        raise ValueError(f"max_size must be two sides >= 1 px (H, W), got {tuple(max_size)}")
+    Q, K, M, _ = maps.shape
+    dtype = torch.promote_types(maps.dtype, torch.float32)
+    _, _, widths_px, heights_px = _roi_pixels(rois, dtype)
+    if not torch.compiler.is_exporting() and Q:
+        h_max, w_max = int(heights_px.max()), int(widths_px.max())
+        if h_max > By or w_max > Bx:
+            raise ValueError(f"a RoI of {h_max} x {w_max} px exceeds max_size {(By, Bx)}")
+    widths_px, heights_px = widths_px.clamp(max=Bx), heights_px.clamp(max=By)
+    # Cells beyond a RoI's own size must never win the argmax, but a masked_fill over every
+    # resized value costs as much as the resize: the matrices carry the mask instead. Columns
+    # beyond w_q get _OUTSIDE in every (resized) map row, rows beyond h_q take weight 1 on one
+    # more map row that is _OUTSIDE everywhere, so either comes out ~_OUTSIDE (weights sum to 1).
+    wx = _cubic_matrix(widths_px, Bx, M)  # (Q, Bx, M)
+    wy = _cubic_matrix(heights_px, By, M)  # (Q, By, M)
+    rows_outside = torch.arange(By, device=maps.device, dtype=dtype) >= heights_px[:, None]  # (Q, By)
+    wy = torch.cat([wy, rows_outside.to(dtype)[..., None]], 2)[:, None]  # (Q, 1, By, M + 1)
+    cols_outside = torch.arange(Bx, device=maps.device, dtype=dtype) >= widths_px[:, None]  # (Q, Bx)
+    col_mask = (cols_outside.to(dtype) * _OUTSIDE)[:, None, None]  # (Q, 1, 1, Bx)
+    # Steps of kc keypoints x R output rows: kc * Bx * (M + 1 + R) values per RoI at most.
+    kc = max(1, min(K, chunk_elements // (2 * (M + 1) * Bx)))
+    R = max(1, min(By, chunk_elements // (kc * Bx) - M - 1))
+    best_cols, best_rows, best_scores = [], [], []
+    for k0 in range(0, K, kc):
+        m = maps[:, k0 : k0 + kc].to(dtype)  # (Q, kc, M, M)
+        k = m.shape[1]
+        # Every map row resized across: (Q, kc*M, M) @ (Q, M, Bx) -> (Q, kc, M, Bx), + the masks
+        across = (m.reshape(Q, k * M, M) @ wx.transpose(1, 2)).reshape(Q, k, M, Bx) + col_mask
+        across = torch.cat([across, across.new_full((Q, k, 1, Bx), _OUTSIDE)], 2)  # (Q, kc, M + 1, Bx)
+        best = torch.full((Q, k), float("-inf"), device=maps.device, dtype=dtype)
+        row = torch.zeros((Q, k), device=maps.device, dtype=torch.long)
+        col = torch.zeros_like(row)
+        for r0 in range(0, By, R):
+            r = min(R, By - r0)
+            resized = wy[:, :, r0 : r0 + r] @ across  # (Q, 1, r, M+1) @ (Q, kc, M+1, Bx) -> (Q, kc, r, Bx)
+            value, pos = resized.reshape(Q, k, r * Bx).max(dim=2)  # (Q, kc): the first maximum
+            # Rows come in order: a later chunk wins only when strictly greater (the first maximum).
+            better = value > best
+            best = torch.where(better, value, best)
+            row = torch.where(better, torch.div(pos, Bx, rounding_mode="floor") + r0, row)
+            col = torch.where(better, pos % Bx, col)
+        best_cols.append(col)
+        best_rows.append(row)
+        best_scores.append(best)
+    cols, rows = torch.cat(best_cols, 1), torch.cat(best_rows, 1)  # (Q, K)
+    return _to_pixels(rois, cols, rows, torch.cat(best_scores, 1), dtype)
 
 
 def resize_keypoints(keypoints: Tensor, original_size: Sequence[int], new_size: Sequence[int]) -> Tensor:
