@@ -1,6 +1,6 @@
 """CSP-Darknet with C2f stages (YOLOv8's backbone): ``c2`` .. ``c5`` at strides 4 .. 32.
 
-Stem: conv 3x3 stride 2. Stage k (k = 2..5): conv 3x3 stride 2, then a C2f block of
+Stem: conv 3x3 stride 2. Stage k (k = 2..5): conv 3x3 stride 2, then a C2f block of (none if 0)
 ``depths[k-2]`` residual bottlenecks; the last stage ends with SPPF. YOLOv8's sizes are
 ``widths = (64, 128, 256, 512, 1024) x width_multiple`` (stem first, capped at ``max_channels``)
 and ``depths = (3, 6, 6, 3) x depth_multiple`` rounded up: n = (1/3, 1/4, 1024), s = (1/3, 1/2,
@@ -45,7 +45,7 @@ class CSPDarknet(nn.Module):
 
     Args:
         widths: channels of the stem, c2, c3, c4, c5.
-        depths: bottlenecks of the C2f blocks of c2 .. c5.
+        depths: bottlenecks of the C2f blocks of c2 .. c5 (0: no C2f block in that stage).
     """
 
     def __init__(
@@ -56,15 +56,14 @@ class CSPDarknet(nn.Module):
             raise ValueError(
                 f"widths must be five positive channel counts (stem, c2..c5), got {tuple(widths)}"
             )
-        if len(depths) != 4 or any(int(d) < 1 for d in depths):
-            raise ValueError(f"depths must be four counts >= 1 (c2..c5), got {tuple(depths)}")
+        if len(depths) != 4 or any(int(d) < 0 for d in depths):
+            raise ValueError(f"depths must be four counts >= 0 (c2..c5), got {tuple(depths)}")
         self.stem = conv(3, widths[0], 3, 2)
         stages: list[nn.Sequential] = []
         for k in range(4):
-            layers: list[nn.Module] = [
-                conv(widths[k], widths[k + 1], 3, 2),
-                C2f(widths[k + 1], widths[k + 1], depths[k], True),
-            ]
+            layers: list[nn.Module] = [conv(widths[k], widths[k + 1], 3, 2)]
+            if depths[k] > 0:  # depth 0: the stride-2 conv alone (a lighter stage than v8's)
+                layers.append(C2f(widths[k + 1], widths[k + 1], depths[k], True))
             if k == 3:
                 layers.append(SPPF(widths[4], widths[4]))
             stages.append(nn.Sequential(*layers))

@@ -9,8 +9,8 @@ Anchor-free: each map cell is one *anchor point*, its centre ``((j + 0.5) s, (i 
 in pixels; it predicts K class logits and four distances (left, top, right, bottom) to the box
 sides in units of its stride.
 
-* **Decoupled** branches (YOLOX, Ge et al. 2021): per level, two 3x3 convs then a 1x1 for the
-  classes, and two other 3x3 convs then a 1x1 for the box: classification and localisation
+* **Decoupled** branches (YOLOX, Ge et al. 2021): per level, two 3x3 convs (``depth``) then a 1x1
+  for the classes, and two other 3x3 convs then a 1x1 for the box: classification and localisation
   want different features, and sharing them slows convergence.
 * **Distribution focal loss** (Generalized Focal Loss, Li et al. 2020): each distance is a
   softmax over the R bins ``0, 1, .., R - 1`` (strides) and decoded as its expectation; the
@@ -88,6 +88,8 @@ class YOLOHead(nn.Module):
             4 R)`` and ``max(C_1, min(K, 100))``).
         prior_size: image side the classification bias prior assumes (YOLOv8: ~5 objects per
             image of 640 px, spread over every point of a level).
+        norm_layer: the branches' norm (None: the YOLO BatchNorm).
+        depth: 3x3 conv-norm-SiLU blocks per branch before the 1x1 predictor (YOLOv8: 2).
     """
 
     def __init__(
@@ -100,10 +102,13 @@ class YOLOHead(nn.Module):
         cls_channels: int | None = None,
         prior_size: int = 640,
         norm_layer: NormLayer | None = None,
+        depth: int = 2,
     ) -> None:
         super().__init__()
         if len(in_channels) != len(strides) or not strides:
             raise ValueError(f"YOLOHead: one stride per level, got {list(in_channels)} and {list(strides)}")
+        if depth < 1:
+            raise ValueError(f"YOLOHead: depth (3x3 convs per branch) must be >= 1, got {depth}")
         self.strides = [int(s) for s in strides]
         self.num_classes, self.reg_max = num_classes, reg_max
         cb = box_channels or max(16, in_channels[0] // 4, 4 * reg_max)
@@ -115,14 +120,15 @@ class YOLOHead(nn.Module):
         # parameter silences the detector, see tests/test_registry.py).
         prior = [math.log(5 / num_classes / (prior_size / s) ** 2) for s in self.strides]
         self.cls_bias = nn.Parameter(torch.tensor(prior)[:, None].repeat(1, num_classes))  # (L, K)
-        self.box = nn.ModuleList(
-            nn.Sequential(conv(c, cb, 3, norm_layer=norm), conv(cb, cb, 3, norm_layer=norm), out)
-            for c, out in zip(in_channels, box_out, strict=True)
-        )
-        self.cls = nn.ModuleList(
-            nn.Sequential(conv(c, cc, 3, norm_layer=norm), conv(cc, cc, 3, norm_layer=norm), out)
-            for c, out in zip(in_channels, cls_out, strict=True)
-        )
+
+        def branch(c_in: int, width: int, out: nn.Conv2d) -> nn.Sequential:
+            """``depth`` conv-norm-SiLU 3x3 blocks then the 1x1 predictor ``out`` (the last child)."""
+            widths = [c_in] + [width] * depth
+            blocks = [conv(a, b, 3, norm_layer=norm) for a, b in zip(widths, widths[1:], strict=False)]
+            return nn.Sequential(*blocks, out)
+
+        self.box = nn.ModuleList(branch(c, cb, out) for c, out in zip(in_channels, box_out, strict=True))
+        self.cls = nn.ModuleList(branch(c, cc, out) for c, out in zip(in_channels, cls_out, strict=True))
         init_conv_norm(self)  # He init for the branches; the predictors start small (RetinaNet)
         for out in box_out + cls_out:
             nn.init.normal_(out.weight, std=0.01)

@@ -12,6 +12,11 @@ Shape shorthand: B images, C channels, H x W a feature map.
   receptive fields as SPP's parallel 5 / 9 / 13 pools, cheaper).
 
 Norm: BatchNorm with ``eps=1e-3, momentum=0.03`` (the YOLO family's), activation SiLU.
+
+Inference: :func:`fuse_conv_bn_` folds each ``Conv2d -> BatchNorm2d`` pair into one conv with
+a bias (``w' = w * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``, the
+running statistics ``m``, ``v``): one operator call instead of two, the same function in eval
+mode (ultralytics' ``fuse()``). Training keeps the unfused model.
 """
 
 from __future__ import annotations
@@ -99,3 +104,48 @@ class SPPF(nn.Module):
         for _ in range(3):
             y.append(self.pool(y[-1]))
         return self.cv2(torch.cat(y, 1))  # (B, 4 hidden, H, W) -> (B, C_out, H, W)
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """One ``Conv2d`` (with bias) equal to ``bn(conv(x))`` with ``bn`` in eval mode."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(f"fold_conv_bn: {bn} has no running statistics to fold")
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
+        groups=conv.groups,
+        bias=True,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        var, mean = bn.running_var.double(), bn.running_mean.double()
+        gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+        beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+        scale = gamma / torch.sqrt(var + bn.eps)  # (C_out,)
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
+        fused.weight.copy_(conv.weight.double() * scale[:, None, None, None])  # (C_out, C_in/g, k, k)
+        fused.bias.copy_((bias - mean) * scale + beta)  # type: ignore[union-attr]
+    return fused
+
+
+def fuse_conv_bn_(module: nn.Module) -> int:
+    """In place: in every ``nn.Sequential`` of ``module`` (``ConvNormAct`` among them), each
+    ``Conv2d`` directly followed by a ``BatchNorm2d`` becomes the folded conv and the norm an
+    ``nn.Identity``. Returns how many pairs were folded. Only for inference (eval mode)."""
+    folded = 0
+    for seq in list(module.modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for first, second in zip(names, names[1:], strict=False):
+            conv_, bn = seq._modules[first], seq._modules[second]
+            if isinstance(conv_, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq._modules[first] = fold_conv_bn(conv_, bn)
+                seq._modules[second] = nn.Identity()
+                folded += 1
+    return folded

@@ -24,6 +24,7 @@ with ``predict=False``. Design choices and figures: docs/yolo.md.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from ..heads.yolo_head import YOLOHead, anchor_points, yolo_loss, yolo_postprocess
 from ..layers.conv import init_conv_norm
-from ..layers.csp import conv
+from ..layers.csp import conv, fuse_conv_bn_
 from ..layers.pan import PAN
 from ..layers.transform import DetectionTransform
 from .contract import check_request, checked_targets
@@ -50,6 +51,7 @@ class YOLOConfig:
     image_std: Sequence[float] = (1.0, 1.0, 1.0)
     neck_depth: int = 1  # bottlenecks per PAN C2f block
     head_norm: str = "group"  # "group" (GroupNorm, 8 groups: per-image statistics) or "batch" (YOLOv8's)
+    head_depth: int = 2  # 3x3 convs per head branch (YOLOv8: 2)
     reg_max: int = 16
     box_channels: int | None = None
     cls_channels: int | None = None
@@ -98,7 +100,8 @@ class YOLO(nn.Module):
     """
 
     # Fine-tuning: the tensors whose shape depends on K (each class branch's last conv, the biases).
-    class_dependent_tensors: tuple[str, ...] = (r"head\.cls\.\d+\.2\.weight", r"head\.cls_bias")
+    # The predictor is each branch's last child, a plain conv (the blocks before it are ConvNormAct).
+    class_dependent_tensors: tuple[str, ...] = (r"head\.cls\.\d+\.\d+\.weight", r"head\.cls_bias")
 
     def __init__(
         self,
@@ -113,6 +116,23 @@ class YOLO(nn.Module):
         self.transform, self.backbone, self.neck, self.head = transform, backbone, neck, head
         self.num_classes = num_classes
         self.config = config or YOLOConfig()
+        self.is_fused = False
+
+    def fuse(self) -> YOLO:
+        """A copy for inference: every conv + BatchNorm pair folded into one conv
+        (:func:`~structpred.layers.csp.fuse_conv_bn_`), the same detections within float rounding
+        and fewer operator calls; GroupNorm (a per-image statistic) stays. The copy is in eval
+        mode and refuses ``train()``; ``self`` is unchanged."""
+        fused = copy.deepcopy(self).eval()
+        fuse_conv_bn_(fused)
+        fused.is_fused = True
+        return fused
+
+    def train(self, mode: bool = True) -> YOLO:
+        """``nn.Module.train``; a :meth:`fuse`d copy has no batch norms left to train."""
+        if mode and getattr(self, "is_fused", False):
+            raise ValueError("this YOLO is fused for inference (YOLO.fuse()); train the unfused model")
+        return super().train(mode)
 
     def forward(
         self,
@@ -185,6 +205,7 @@ def build_yolo(
         c.cls_channels,
         c.max_size,
         head_norm,
+        c.head_depth,
     )
     transform = DetectionTransform(c.min_size, c.max_size, c.image_mean, c.image_std, size_divisible=32)
     return YOLO(backbone, neck, head, transform, num_classes, c)
@@ -228,6 +249,19 @@ def yolo_narrow(
     from ..backbones.csp import CSPDarknet
 
     return build_yolo(CSPDarknet(widths, depths), num_classes, _config(**{**NARROW_SETTINGS, **config}))
+
+
+# The lean CPU layout (docs/yolo.md, "yolo_lite"): no C2f block at stride 4, one 3x3 conv per
+# head branch. Inference through YOLO.fuse() (conv + BN folded).
+LITE_LAYOUT: dict[str, Any] = {"widths": (16, 16, 32, 64, 128), "depths": (0, 1, 1, 1), "head_depth": 1}
+
+
+@register_model(task="detection")
+def yolo_lite(num_classes: int = 6, **config: Any) -> YOLO:
+    """:func:`yolo_narrow` with fewer layers for CPU inference (:data:`LITE_LAYOUT`): the stride-4
+    stage is its stride-2 conv alone, and each head branch has one 3x3 conv; 256 px."""
+    layout = {**LITE_LAYOUT, **config}
+    return yolo_narrow(num_classes, layout.pop("widths"), layout.pop("depths"), **layout)
 
 
 @register_model(task="detection")

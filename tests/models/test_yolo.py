@@ -24,6 +24,7 @@ def _shapes(n: int, size: int = 64) -> tuple[list[torch.Tensor], list[dict[str, 
     ("name", "kwargs"),
     [
         ("yolo_narrow", TINY),
+        ("yolo_lite", TINY),
         ("yolov8", TINY),
         ("yolo_fpn", {**TINY, "backbone": "narrow", "neck_channels": (16, 16, 16)}),
     ],
@@ -163,3 +164,90 @@ def test_partly_outside_boxes_are_clipped_and_builders_check_settings() -> None:
         get_model("yolo_fpn", backbone="mobilenet_v3_large")
     with pytest.raises(ValueError, match="asks for neither"):
         model([torch.rand(3, 32, 32)], predict=False)
+
+
+def _randomise_norms(model: torch.nn.Module) -> None:
+    """Running statistics and affine parameters far from their initial values (a fold of the
+    initial ones would be nearly the identity and could hide a wrong formula)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.3, 3)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("yolo_lite", {}),
+        ("yolo_narrow", {"head_norm": "batch"}),
+        ("yolov8", {}),
+        ("yolo_lite", {"head_norm": "batch"}),
+    ],
+)
+def test_fused_model_equals_the_unfused_one(name: str, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = get_model(name, num_classes=4, score_thresh=0.0, **TINY, **kwargs)
+    _randomise_norms(model)
+    model.eval()
+    fused = model.fuse()
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert norms > 20 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        want = model.head(model.neck(model.backbone(x)))
+        got = fused.head(fused.neck(fused.backbone(x)))
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)  # class logits
+        torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)  # box logits
+        preds, _ = model([x[0], x[1, :, :48]])
+        fused_preds, _ = fused([x[0], x[1, :, :48]])
+    for p, q in zip(preds, fused_preds, strict=True):
+        assert p["boxes"].shape[0] > 0
+        torch.testing.assert_close(q["scores"], p["scores"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(q["boxes"], p["boxes"], atol=1e-4, rtol=1e-5)
+    assert model.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    model.train()  # the original is untouched and still trains
+    with pytest.raises(ValueError, match="fused for inference"):
+        fused.train()
+
+
+def test_fold_conv_bn_matches_conv_then_norm_with_bias_and_groups() -> None:
+    from structpred.layers.csp import fold_conv_bn
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 8, 3, stride=2, padding=1, groups=2, bias=True)
+    bn = torch.nn.BatchNorm2d(8, eps=1e-3)
+    _randomise_norms(bn)
+    bn.eval()
+    x = torch.randn(2, 6, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_conv_bn(conv, bn)(x), bn(conv(x)), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no running statistics"):
+        fold_conv_bn(conv, torch.nn.BatchNorm2d(8, track_running_stats=False))
+
+
+def test_lite_layout_and_depth_settings() -> None:
+    from structpred.backbones.csp import CSPDarknet
+    from structpred.layers.csp import C2f
+    from structpred.models.weights.class_dependent import class_dependent_names
+
+    lite = get_model("yolo_lite", num_classes=3)
+    assert not any(isinstance(m, C2f) for m in lite.backbone.layer1)  # the stride-2 conv alone
+    assert all(len(branch) == 2 for branch in [*lite.head.box, *lite.head.cls])  # one 3x3 + predictor
+    narrow = get_model("yolo_narrow", num_classes=3)
+    assert all(len(branch) == 3 for branch in [*narrow.head.box, *narrow.head.cls])
+
+    def convs(model: torch.nn.Module) -> int:
+        return sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+    assert (convs(lite), convs(narrow)) == (49, 59)  # backbone 19 / 23, neck 18, head 12 / 18
+    for model in (lite, narrow):  # the predictors and the biases, whatever the branch depth
+        names = class_dependent_names(model)
+        assert sorted(names) == sorted(
+            [f"head.cls.{i}.{len(model.head.cls[i]) - 1}.weight" for i in range(3)] + ["head.cls_bias"]
+        )
+    with pytest.raises(ValueError, match=r"depth \(3x3 convs per branch\) must be >= 1, got 0"):
+        get_model("yolo_narrow", head_depth=0)
+    with pytest.raises(ValueError, match="counts >= 0"):
+        CSPDarknet(depths=(1, -1, 1, 1))
