@@ -145,24 +145,41 @@ def heatmaps_to_keypoints(
     return _to_pixels(rois, torch.stack(cols), torch.stack(rows), torch.stack(scores), dtype)
 
 
-def _cubic_matrix(size: Tensor, bound: int, M: int) -> Tensor:
-    """``[Q, bound, M]``: row ``i`` holds the bicubic weights (Keys, ``a = -0.75``) of output cell
-    ``i`` when ``M`` cells are resized to ``size[q]`` (``align_corners=False``; taps beyond the map
-    clamped to its edge, so their weights add up there); zero rows for ``i >= size[q]``."""
-    Q = size.shape[0]
-    dtype = size.dtype
+def _cubic_taps(cells: Tensor, size: Tensor, M: int) -> tuple[Tensor, Tensor]:
+    """The 4 map cells and bicubic weights (Keys, ``a = -0.75``) of output cells ``cells [Q, N]``
+    when ``M`` map cells are resized to ``size [Q]`` (``align_corners=False``; taps beyond the
+    map clamped to its edge): ``(index int64[Q, N, 4], weights [Q, N, 4])``."""
     a = -0.75
-    i = torch.arange(bound, device=size.device, dtype=dtype)  # (B,)
-    src = (M / size)[:, None] * (i + 0.5) - 0.5  # (Q, B) source coordinate of each output cell
+    src = (M / size)[:, None] * (cells + 0.5) - 0.5  # (Q, N) source coordinate of each output cell
     base = src.floor()
     t = (src - base).clamp(0, 1)
     near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  |x| <= 1
     far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  1 < |x| < 2
-    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=2)  # (Q, B, 4)
-    weights = weights * (i < size[:, None]).to(dtype)[..., None]  # rows beyond the RoI: zero
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=2)  # (Q, N, 4)
     taps = torch.arange(-1, 3, device=size.device)  # (4,)
-    index = (base.long()[..., None] + taps).clamp(0, M - 1)  # (Q, B, 4)
-    return torch.zeros(Q, bound, M, device=size.device, dtype=dtype).scatter_add(2, index, weights)
+    return (base.long()[..., None] + taps).clamp(0, M - 1), weights
+
+
+def _cubic_matrix(size: Tensor, bound: int, M: int) -> Tensor:
+    """``[Q, bound, M]``: row ``i`` holds the bicubic weights of output cell ``i`` when ``M`` cells
+    are resized to ``size[q]`` (:func:`_cubic_taps`; clamped taps add up on the edge cell);
+    zero rows for ``i >= size[q]``."""
+    Q = size.shape[0]
+    i = torch.arange(bound, device=size.device, dtype=size.dtype)  # (B,)
+    index, weights = _cubic_taps(i.expand(Q, bound), size, M)  # (Q, B, 4)
+    weights = weights * (i < size[:, None]).to(size.dtype)[..., None]  # rows beyond the RoI: zero
+    return torch.zeros(Q, bound, M, device=size.device, dtype=size.dtype).scatter_add(2, index, weights)
+
+
+def _resized_at(maps: Tensor, rows: Tensor, cols: Tensor, heights_px: Tensor, widths_px: Tensor) -> Tensor:
+    """The resized maps' values at cells ``(rows, cols) [Q, K]`` from their 4 x 4 taps, in float64
+    (closer to exact than either float32 form: the score owes nothing to the search's rounding)."""
+    Q, K, M, _ = maps.shape
+    iy, wy = _cubic_taps(rows.double(), heights_px.double(), M)  # (Q, K, 4)
+    ix, wx = _cubic_taps(cols.double(), widths_px.double(), M)
+    flat = (iy[..., :, None] * M + ix[..., None, :]).reshape(Q, K, 16)  # (Q, K, 4, 4) -> (Q, K, 16)
+    taps = maps.double().reshape(Q, K, M * M).gather(2, flat)  # (Q, K, 16)
+    return (taps * (wy[..., :, None] * wx[..., None, :]).reshape(Q, K, 16)).sum(2)
 
 
 def heatmaps_to_keypoints_static(
@@ -199,7 +216,7 @@ def heatmaps_to_keypoints_static(
     # Steps of kc keypoints x R output rows: kc * Bx * (M + 1 + R) values per RoI at most.
     kc = max(1, min(K, chunk_elements // (2 * (M + 1) * Bx)))
     R = max(1, min(By, chunk_elements // (kc * Bx) - M - 1))
-    best_cols, best_rows, best_scores = [], [], []
+    best_cols, best_rows = [], []
     for k0 in range(0, K, kc):
         m = maps[:, k0 : k0 + kc].to(dtype)  # (Q, kc, M, M)
         k = m.shape[1]
@@ -220,9 +237,9 @@ def heatmaps_to_keypoints_static(
             col = torch.where(better, pos % Bx, col)
         best_cols.append(col)
         best_rows.append(row)
-        best_scores.append(best)
     cols, rows = torch.cat(best_cols, 1), torch.cat(best_rows, 1)  # (Q, K)
-    return _to_pixels(rois, cols, rows, torch.cat(best_scores, 1), dtype)
+    scores = _resized_at(maps, rows, cols, heights_px, widths_px)
+    return _to_pixels(rois, cols, rows, scores, dtype)
 
 
 def resize_keypoints(keypoints: Tensor, original_size: Sequence[int], new_size: Sequence[int]) -> Tensor:
