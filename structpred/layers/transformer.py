@@ -71,8 +71,11 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         n, length, dim = x.shape
         h = self.num_heads
+        # unbind, not qkv[0], qkv[1], qkv[2]: its backward stacks the three gradients in one copy,
+        # where three selects would each zero-fill and copy a [3, N, h, L, D/h] gradient.
         qkv = self.qkv(x).reshape(n, length, 3, h, dim // h).permute(2, 0, 3, 1, 4)  # (3, N, h, L, D/h)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)  # (N, h, L, D/h)
+        q, k, v = qkv.unbind(0)  # (N, h, L, D/h) each
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, L, D/h)
         # An explicit copy, not reshape: CPU's fused kernel returns (N, L, h, D/h)-contiguous memory, so
         # torch.export records reshape as a view, which the ONNX decomposition of SDPA with a mask
         # (row-major output) then cannot honour with a dynamic batch (Swin's windows).
