@@ -1,7 +1,168 @@
-"""(Scaffold: the vit benchmark is being written in issue 17.)"""
+"""ViT benchmark: our ``vit_tiny_patch16_224`` against timm's with identical weights, one run.
+
+timm's ``vit_tiny_patch16_224`` (``pretrained=False``, seed 0, 1000 classes, drop path 0) is
+converted to ours by :func:`structpred.models.from_timm`, so both sides hold the same tensors.
+Input: a batch of 8 normalised ``3 x 224 x 224`` images (seeded normal noise; a ViT's cost does
+not depend on the pixels). Cases:
+
+- inference: ``eval()``, ``torch.no_grad()``, the batch in, logits out (timm's ``model(x)``, our
+  ``model.logits(x)``: the same normalised input, no resize);
+- train step: ``train()``, ``zero_grad``, logits, cross-entropy against fixed labels, backward.
+
+Before timing, both sides must agree (logits within 1e-4, the same loss). The two sides then run
+alternately (:func:`~structpred.bench.timing.compare`), medians of ``--repeats``.
+
+Throughput: the FLOPs of one call counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix
+products, convolutions and attention, forward and backward) on timm's side, divided by each
+side's median time, against this machine's float32 matmul peak measured in the same run
+(:func:`structpred.bench.detection.matmul_peak`).
+"""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
+from typing import Any
 
-def main(argv: list[str] | None = None) -> None:
-    raise SystemExit("the vit benchmark is not written yet")
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .detection import Throughput, matmul_peak
+from .timing import Comparison, compare, format_table
+
+MODEL = "vit_tiny_patch16_224"
+BATCH, IMAGE = 8, 224
+QUICK_BATCH, QUICK_IMAGE, QUICK_DEPTH = 2, 64, 2
+SEED = 0
+TARGET = 1.0  # ours / timm, every row
+
+
+def build_pair(image: int, depth: int | None) -> tuple[nn.Module, nn.Module]:
+    """(timm's model, ours converted from it), both in eval mode."""
+    import timm
+
+    from ..models import from_timm
+
+    torch.manual_seed(SEED)
+    kwargs: dict[str, Any] = {} if depth is None else {"depth": depth}
+    peer = timm.create_model(MODEL, pretrained=False, img_size=image, drop_path_rate=0.0, **kwargs).eval()
+    return peer, from_timm(peer).eval()
+
+
+def _gflop(fn: Callable[[], object]) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def _check_logits(ours: Tensor, peer: Tensor) -> None:
+    if ours.shape != peer.shape or float((ours - peer).abs().max()) > 1e-4:
+        raise RuntimeError(f"{MODEL}: logits differ from timm's (max {float((ours - peer).abs().max()):.3g})")
+
+
+def _train_step(model: nn.Module, x: Tensor, labels: Tensor, ours: bool) -> Callable[[], Tensor]:
+    forward: Callable[[Tensor], Tensor] = model.logits if ours else model  # type: ignore[assignment]
+
+    def step() -> Tensor:
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(forward(x), labels)
+        loss.backward()
+        return loss.detach()
+
+    return step
+
+
+def run(
+    repeats: int = 5, threads: int = 2, quick: bool = False
+) -> tuple[list[Comparison], list[Throughput], float]:
+    """Every case: ``(rows, throughput rows, matmul peak GFLOP/s)``; ``quick`` shrinks everything."""
+    torch.set_num_threads(threads)
+    peak = matmul_peak(*((1024, 3) if quick else (2048, 10)))
+    batch, image = (QUICK_BATCH, QUICK_IMAGE) if quick else (BATCH, IMAGE)
+    peer, ours = build_pair(image, QUICK_DEPTH if quick else None)
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.randn(batch, 3, image, image, generator=g)
+    labels = torch.randint(0, 1000, (batch,), generator=g)
+    warmup = 0 if quick else 1  # plus the agreement check's call on each side
+    where = f"batch {batch}, {image}x{image}"
+
+    def infer_peer() -> Tensor:
+        with torch.no_grad():
+            return peer(x)
+
+    def infer_ours() -> Tensor:
+        with torch.no_grad():
+            return ours.logits(x)  # type: ignore[operator]
+
+    _check_logits(infer_ours(), infer_peer())
+    rows = [compare(f"{MODEL} inference, {where}", infer_ours, infer_peer, repeats, warmup, TARGET)]
+    throughput = [Throughput(f"{MODEL} inference", _gflop(infer_peer), _gflop(infer_ours),
+                             rows[-1].ours_ms, rows[-1].peer_ms, peak)]
+
+    peer.train()
+    ours.train()
+    step_peer, step_ours = _train_step(peer, x, labels, False), _train_step(ours, x, labels, True)
+    mine, theirs = step_ours(), step_peer()
+    if not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
+        raise RuntimeError(f"{MODEL}: training loss {float(mine):.6g}, timm's {float(theirs):.6g}")
+    label = f"{MODEL} train step (zero_grad + forward + CE + backward), {where}"
+    rows.append(compare(label, step_ours, step_peer, repeats, warmup, TARGET))
+    throughput.append(Throughput(f"{MODEL} train step", _gflop(step_peer), _gflop(step_ours),
+                                 rows[-1].ours_ms, rows[-1].peer_ms, peak))
+    return rows, throughput, peak
+
+
+def format_throughput(rows: list[Throughput]) -> str:
+    """A Markdown table of achieved GFLOP/s (timm's FLOP count for both) and % of the matmul peak."""
+    lines = [
+        "| case | GFLOP (timm count) | GFLOP (structpred count) | structpred GFLOP/s | timm GFLOP/s "
+        "| structpred % of peak | timm % of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.name} | {r.peer_gflop:.1f} | {r.ours_gflop:.1f} | {r.ours_gflops:.1f} "
+            f"| {r.peer_gflops:.1f} | {r.ours_percent:.1f} | {r.peer_percent:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    """CLI entry: run, print and return both Markdown tables."""
+    import timm
+
+    parser = argparse.ArgumentParser(
+        prog="structpred bench vit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed runs per side (median); default 10, quick 1"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="tiny inputs, 1 repeat: a smoke run")
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 10)
+    if repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be >= 1")
+    previous_threads = torch.get_num_threads()
+    try:
+        rows, throughput, peak = run(repeats, args.threads, args.quick)
+    finally:  # the caller (a test, a notebook) gets its thread count back
+        torch.set_num_threads(previous_threads)
+    header = (
+        f"torch {torch.__version__}, timm {timm.__version__}, {args.threads} threads, median of {repeats} "
+        f"alternating runs; identical random weights (seed {SEED}), float32"
+    )
+    if args.quick:
+        header += f" (QUICK: batch {QUICK_BATCH} at {QUICK_IMAGE} px, {QUICK_DEPTH} blocks: not figures)"
+    text = "\n\n".join([
+        header, format_table(rows, "timm"), f"matmul peak: {peak:.1f} GFLOP/s", format_throughput(throughput)
+    ])
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
