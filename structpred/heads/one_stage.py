@@ -10,8 +10,10 @@ Convention: a head's classification output has K channels per anchor, channel ``
 anchor) with the anchor fastest, the layout of :func:`flatten_levels` and
 :func:`~structpred.ops.anchors.anchors_for_image`.
 
-* :func:`conv_tower`: the 3x3 conv (+ norm) + ReLU stack in front of a dense predictor.
-* :class:`LevelAnchors`: the anchors of a padded batch, cached by geometry.
+* :func:`conv_tower`: the 3x3 conv (+ norm) + ReLU stack in front of a dense predictor;
+  :func:`check_norm_groups`: its GroupNorm setting checked at build.
+* :class:`LevelAnchors`: the anchors of a padded batch, cached by geometry;
+  :func:`level_maps`: a backbone's maps checked against them.
 * :func:`match_anchors`: each anchor's gt index per image (``-1`` background, ``-2`` ignored).
 * :func:`dense_detections`: the post-processing (per level: top-k candidates over anchors x
   classes, score threshold, decode; then clip, batched NMS over the levels, keep the best);
@@ -32,9 +34,11 @@ from .rpn import flatten_levels
 
 __all__ = [
     "LevelAnchors",
+    "check_norm_groups",
     "conv_tower",
     "dense_detections",
     "flatten_levels",
+    "level_maps",
     "match_anchors",
     "sigmoid_prefilter",
 ]
@@ -60,6 +64,26 @@ def conv_tower(
         layers.append(nn.ReLU(inplace=True))
         blocks.append(nn.Sequential(*layers))
     return nn.Sequential(*blocks)
+
+
+def check_norm_groups(channels: int, norm_groups: int, where: str) -> None:
+    """Raise a ``ValueError`` naming ``where`` unless GroupNorm(``norm_groups``) fits towers of
+    ``channels``: the groups divide the channels and hold two channels or more (0: no norm).
+
+    With one channel per group a 1 x 1 level (P7 of an image under 128 px) gives each group a
+    single value, which torch's ``group_norm`` refuses at forward time ("Expected more than 1
+    value per channel"), far from the setting that caused it.
+    """
+    if not norm_groups:
+        return
+    if channels % norm_groups:
+        raise ValueError(f"{where}: norm_groups {norm_groups} must divide the {channels} backbone channels")
+    if channels == norm_groups:
+        raise ValueError(
+            f"{where}: norm_groups {norm_groups} on {channels} channels leaves one channel per group, "
+            "a single value per group on a 1x1 level (P7 of images under 128 px), where GroupNorm "
+            f"fails; set fewer norm_groups (e.g. {max(channels // 4, 1)}) or more channels (fpn_channels)"
+        )
 
 
 class LevelAnchors:
@@ -97,6 +121,18 @@ class LevelAnchors:
             )
             self._key = key
         return self._anchors
+
+
+def level_maps(features: dict[str, Tensor] | Tensor, anchors: LevelAnchors, where: str) -> list[Tensor]:
+    """A backbone's maps as a list (finest first; a lone map is one level), one per anchor level.
+
+    Raises ``ValueError`` naming ``where`` (the model) when the counts differ.
+    """
+    maps = [features] if isinstance(features, Tensor) else list(features.values())
+    L = len(anchors.sizes)
+    if len(maps) != L:
+        raise ValueError(f"{where}: the backbone gives {len(maps)} maps but anchors are set for {L} levels")
+    return maps
 
 
 def match_anchors(anchors: Tensor, targets: Sequence[dict[str, Tensor]], matcher: Matcher) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -85,29 +85,29 @@ def check_targets(
     return out
 
 
-class FasterRCNN(nn.Module):
-    """transform -> backbone -> rpn -> roi_heads, each injected (see the module docstring).
+class DetectorInput(NamedTuple):
+    """A batch after the common start of :meth:`Detector.forward`."""
 
-    Args:
-        backbone: ``images [B, 3, Hp, Wp] -> dict[str, Tensor]`` with ``out_channels``.
-        rpn: a :class:`RegionProposalNetwork` over all the backbone's maps.
-        roi_heads: a :class:`RoIHeads`.
-        transform: a :class:`DetectionTransform`.
-        num_classes: K, object classes (background excluded).
+    features: dict[str, Tensor] | Tensor  # the backbone's maps of the padded batch
+    padded_size: tuple[int, int]  # (Hp, Wp)
+    image_sizes: list[tuple[int, int]]  # (Hr, Wr) per image, after the resize
+    targets: list[dict[str, Tensor]] | None  # validated, in resized pixels
+
+
+# (detections per image or None, losses)
+DetectorOutput = tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]
+
+
+class Detector(nn.Module):
+    """What every box detector here shares (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS): an
+    input ``transform``, a ``backbone``, K = ``num_classes`` object classes, the target checks and
+    ``forward``'s frame (DESIGN.md §3): the request and targets checked, the images transformed,
+    the backbone run, the model's own :meth:`detect`, the boxes scaled back to the original images.
     """
 
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        rpn: RegionProposalNetwork,
-        roi_heads: RoIHeads,
-        transform: DetectionTransform,
-        num_classes: int,
-    ) -> None:
-        super().__init__()
-        self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
-        self.num_classes = num_classes
+    transform: DetectionTransform
+    backbone: nn.Module
+    num_classes: int
 
     def validate_targets(
         self, targets: Sequence[dict[str, Tensor]], sizes: Sequence[tuple[int, int]]
@@ -121,20 +121,55 @@ class FasterRCNN(nn.Module):
         targets: Sequence[dict[str, Tensor]] | None = None,
         *,
         predict: bool = True,
-    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+    ) -> DetectorOutput:
         """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
         check_request(targets is not None, predict, type(self).__name__)
-        targets = checked_targets(images, targets, self.validate_targets)
-        batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
-        features = self.backbone(batch)
-        if isinstance(features, Tensor):
-            features = {"0": features}
-        proposals, _, rpn_losses = self.rpn(features, tuple(batch.shape[-2:]), image_sizes, resized)
-        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, resized, predict=predict)
-        losses = {**rpn_losses, **roi_losses}
+        checked = checked_targets(images, targets, self.validate_targets)
+        batch, image_sizes, original_sizes, resized = self.transform(images, checked)  # (B, 3, Hp, Wp)
+        padded_size = (batch.shape[-2], batch.shape[-1])  # (Hp, Wp)
+        inputs = DetectorInput(self.backbone(batch), padded_size, image_sizes, resized)
+        detections, losses = self.detect(inputs, predict)
         if detections is None:
             return None, losses
         return self.transform.postprocess(detections, image_sizes, original_sizes), losses
+
+    def detect(self, inputs: DetectorInput, predict: bool) -> DetectorOutput:
+        """The model's own part: detections in the resized images' pixels (None unless ``predict``)
+        and losses (with targets), from the backbone's features of the transformed batch."""
+        raise NotImplementedError(f"{type(self).__name__} must define detect()")
+
+
+class FasterRCNN(Detector):
+    """transform -> backbone -> rpn -> roi_heads, each injected (see the module docstring).
+
+    Args:
+        backbone: ``images [B, 3, Hp, Wp] -> dict[str, Tensor]`` with ``out_channels``.
+        rpn: a :class:`RegionProposalNetwork` over all the backbone's maps.
+        roi_heads: a :class:`RoIHeads`.
+        transform: a :class:`DetectionTransform`.
+        num_classes: K, object classes (background excluded).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        roi_heads: RoIHeads,
+        transform: DetectionTransform,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.transform, self.backbone, self.rpn, self.roi_heads = transform, backbone, rpn, roi_heads
+        self.num_classes = num_classes
+
+    def detect(self, inputs: DetectorInput, predict: bool) -> DetectorOutput:
+        """RPN proposals, then the RoI heads (see :meth:`Detector.detect`)."""
+        features, padded_size, image_sizes, targets = inputs
+        if isinstance(features, Tensor):
+            features = {"0": features}
+        proposals, _, rpn_losses = self.rpn(features, padded_size, image_sizes, targets)
+        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, targets, predict=predict)
+        return detections, {**rpn_losses, **roi_losses}
 
 
 @dataclass

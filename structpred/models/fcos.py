@@ -41,15 +41,15 @@ import torch
 from torch import Tensor, nn
 
 from ..heads.fcos_head import FCOSClassificationHead, FCOSHead, FCOSRegressionHead, fcos_loss, match_locations
-from ..heads.one_stage import LevelAnchors, dense_detections
+from ..heads.one_stage import LevelAnchors, check_norm_groups, dense_detections, level_maps
 from ..layers.transform import DetectionTransform
 from ..ops.box_coder import decode_linear
-from .contract import check_request, checked_targets
-from .faster_rcnn import check_num_classes, check_targets, make_config
+from .faster_rcnn import Detector, DetectorInput, DetectorOutput, check_num_classes, make_config
 from .registry import register_model
+from .retinanet import narrow_p6p7_pyramid, p6p7_pyramid
 
 
-class FCOS(nn.Module):
+class FCOS(Detector):
     """transform -> backbone -> head -> (loss | post-processing), each injected.
 
     Args:
@@ -95,41 +95,23 @@ class FCOS(nn.Module):
         self.detections_per_img = detections_per_img
         self.topk_candidates = topk_candidates
 
-    def validate_targets(
-        self, targets: Sequence[dict[str, Tensor]], sizes: Sequence[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
-        """:func:`~structpred.models.faster_rcnn.check_targets` for this model's classes."""
-        return check_targets(targets, sizes, self.num_classes)
-
-    def forward(
-        self,
-        images: Sequence[Tensor] | Tensor,
-        targets: Sequence[dict[str, Tensor]] | None = None,
-        *,
-        predict: bool = True,
-    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
-        """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
-        check_request(targets is not None, predict, type(self).__name__)
-        targets = checked_targets(images, targets, self.validate_targets)
-        batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
-        features = self.backbone(batch)
-        maps = [features] if isinstance(features, Tensor) else list(features.values())
-        if len(maps) != len(self.anchor_sizes):
-            raise ValueError(
-                f"FCOS: the backbone gives {len(maps)} maps but {len(self.anchor_sizes)} anchor sizes are set"
-            )
+    def detect(self, inputs: DetectorInput, predict: bool) -> DetectorOutput:
+        """The head at every level, then the loss (with ``targets``) and the post-processing
+        (:meth:`~structpred.models.faster_rcnn.Detector.detect`)."""
+        features, padded_size, image_sizes, targets = inputs
+        maps = level_maps(features, self.anchors, "FCOS")
         cls_logits, regression, ctrness = self.head(maps)  # (B, R, C), (B, R, 4), (B, R)
         # Losses and boxes in float32 under autocast: bf16 would put 256 px boxes on a 1-2 px grid.
         cls_logits, regression, ctrness = cls_logits.float(), regression.float(), ctrness.float()
-        references = self.anchors(tuple(batch.shape[-2:]), maps)  # (R, 4) float32
+        references = self.anchors(padded_size, maps)  # (R, 4) float32
         num_per_level = [int(m.shape[-2]) * int(m.shape[-1]) for m in maps]
         losses: dict[str, Tensor] = {}
-        if resized is not None:
-            losses = self.compute_loss(cls_logits, regression, ctrness, references, num_per_level, resized)
+        if targets is not None:
+            losses = self.compute_loss(cls_logits, regression, ctrness, references, num_per_level, targets)
         if not predict:
             return None, losses
         detections = self.postprocess(cls_logits, regression, ctrness, references, num_per_level, image_sizes)
-        return self.transform.postprocess(detections, image_sizes, original_sizes), losses
+        return detections, losses
 
     def compute_loss(
         self,
@@ -199,8 +181,9 @@ def build_fcos(backbone: nn.Module, num_classes: int, config: FCOSConfig | None 
     check_num_classes(num_classes)
     c = config or FCOSConfig()
     channels = int(backbone.out_channels)  # type: ignore[arg-type]
-    if channels % c.norm_groups:
-        raise ValueError(f"FCOS: norm_groups {c.norm_groups} must divide the {channels} backbone channels")
+    if c.norm_groups < 1:
+        raise ValueError(f"FCOS: norm_groups must be >= 1 (the towers' GroupNorm), got {c.norm_groups}")
+    check_norm_groups(channels, c.norm_groups, "FCOS")
     norm = partial(nn.GroupNorm, c.norm_groups)
     num_logits = num_classes + 1 if c.background_channel else num_classes
     classification = FCOSClassificationHead(channels, num_logits, c.num_convs, c.prior_probability, norm)
@@ -247,12 +230,7 @@ def fcos_fpn(
     """FCOS over any registered backbone (``structpred.backbones.list_backbones()``): its last
     three maps + FPN (``fpn_channels``) + P6, P7; torchvision's settings unless overridden (any
     :class:`FCOSConfig` field)."""
-    from ..backbones.fpn import BackboneWithFPN
-    from ..backbones.registry import get_backbone
-
-    body = get_backbone(backbone, **(backbone_args or {}))
-    keys = list(body.out_channels)[-3:]  # type: ignore[arg-type]  # the three coarsest, as C3-C5
-    neck = BackboneWithFPN(body, keys, fpn_channels, extra_block="p6p7")
+    neck = p6p7_pyramid(backbone, fpn_channels, backbone_args)
     return build_fcos(neck, num_classes, _config(**config))
 
 
@@ -272,9 +250,5 @@ NARROW_SETTINGS: dict[str, Any] = {
 def fcos_narrow_fpn(num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any) -> FCOS:
     """The small from-scratch FCOS for CPU training: the narrow 4-stage backbone's C3-C5 + FPN
     (32 channels) + P6, P7, GroupNorm(8) towers, 256 px (:data:`NARROW_SETTINGS`)."""
-    from ..backbones.fpn import BackboneWithFPN
-    from ..backbones.narrow import NarrowNet
-
-    body = NarrowNet((width, 2 * width, 4 * width, 8 * width))
-    neck = BackboneWithFPN(body, _C3_C5, fpn_channels, extra_block="p6p7")
+    neck = narrow_p6p7_pyramid(width, fpn_channels)
     return build_fcos(neck, num_classes, _config(**{**NARROW_SETTINGS, **config}))

@@ -40,16 +40,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..heads.one_stage import LevelAnchors, dense_detections, match_anchors, sigmoid_prefilter
+from ..heads.one_stage import (
+    LevelAnchors,
+    check_norm_groups,
+    dense_detections,
+    level_maps,
+    match_anchors,
+    sigmoid_prefilter,
+)
 from ..heads.retinanet_head import BOX_LOSSES, RetinaNetHead, retinanet_loss
 from ..layers.transform import DetectionTransform
 from ..ops import BoxCoder, Matcher
-from .contract import check_request, checked_targets
-from .faster_rcnn import check_num_classes, check_targets, make_config
+from .faster_rcnn import Detector, DetectorInput, DetectorOutput, check_num_classes, make_config
 from .registry import register_model
 
 
-class RetinaNet(nn.Module):
+class RetinaNet(Detector):
     """transform -> backbone -> head -> (loss | post-processing), each injected.
 
     Args:
@@ -107,39 +113,20 @@ class RetinaNet(nn.Module):
         self.detections_per_img = detections_per_img
         self.topk_candidates = topk_candidates
 
-    def validate_targets(
-        self, targets: Sequence[dict[str, Tensor]], sizes: Sequence[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
-        """:func:`~structpred.models.faster_rcnn.check_targets` for this model's classes."""
-        return check_targets(targets, sizes, self.num_classes)
-
-    def forward(
-        self,
-        images: Sequence[Tensor] | Tensor,
-        targets: Sequence[dict[str, Tensor]] | None = None,
-        *,
-        predict: bool = True,
-    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
-        """Detections per image (None with ``predict=False``) and losses (with ``targets``)."""
-        check_request(targets is not None, predict, type(self).__name__)
-        targets = checked_targets(images, targets, self.validate_targets)
-        batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
-        features = self.backbone(batch)
-        maps = [features] if isinstance(features, Tensor) else list(features.values())
-        if len(maps) != len(self.anchors.sizes):
-            raise ValueError(
-                f"RetinaNet: the backbone gives {len(maps)} maps but anchors are set for "
-                f"{len(self.anchors.sizes)} levels"
-            )
+    def detect(self, inputs: DetectorInput, predict: bool) -> DetectorOutput:
+        """The head at every level, then matching and the loss (with ``targets``) and the
+        post-processing (:meth:`~structpred.models.faster_rcnn.Detector.detect`)."""
+        features, padded_size, image_sizes, targets = inputs
+        maps = level_maps(features, self.anchors, "RetinaNet")
         logits, deltas = self.head(maps)  # (B, R, C), (B, R, 4)
         # Box geometry in at least float32 (under bf16 autocast the maps are bf16).
         dtype = torch.promote_types(deltas.dtype, torch.float32)
-        anchors = self.anchors(tuple(batch.shape[-2:]), maps, dtype)  # (R, 4)
+        anchors = self.anchors(padded_size, maps, dtype)  # (R, 4)
         losses: dict[str, Tensor] = {}
-        if resized is not None:
-            matched = match_anchors(anchors, resized, self.matcher)  # (B, R)
+        if targets is not None:
+            matched = match_anchors(anchors, targets, self.matcher)  # (B, R)
             losses = retinanet_loss(
-                logits.to(dtype), deltas.to(dtype), anchors, matched, resized, self.box_coder,
+                logits.to(dtype), deltas.to(dtype), anchors, matched, targets, self.box_coder,
                 self.box_loss, label_offset=0 if self.background_channel else 1,
             )  # fmt: skip
         if not predict:
@@ -148,8 +135,7 @@ class RetinaNet(nn.Module):
             int(m.shape[-2]) * int(m.shape[-1]) * n
             for m, n in zip(maps, self.anchors.num_anchors, strict=True)
         ]
-        detections = self.postprocess(logits.to(dtype), deltas.to(dtype), anchors, per_level, image_sizes)
-        return self.transform.postprocess(detections, image_sizes, original_sizes), losses
+        return self.postprocess(logits.to(dtype), deltas.to(dtype), anchors, per_level, image_sizes), losses
 
     def postprocess(
         self,
@@ -215,10 +201,7 @@ def build_retinanet(
     check_num_classes(num_classes)
     c = config or RetinaNetConfig()
     channels = int(backbone.out_channels)  # type: ignore[arg-type]
-    if c.norm_groups and channels % c.norm_groups:
-        raise ValueError(
-            f"RetinaNet: norm_groups {c.norm_groups} must divide the {channels} backbone channels"
-        )
+    check_norm_groups(channels, c.norm_groups, "RetinaNet")
     if len(c.anchor_sizes) != len(c.aspect_ratios):
         raise ValueError(
             f"RetinaNet: {len(c.anchor_sizes)} anchor size tuples but {len(c.aspect_ratios)} ratio tuples"
@@ -245,6 +228,27 @@ def _config(**overrides: Any) -> RetinaNetConfig:
 
 
 _C3_C5 = ("c3", "c4", "c5")  # + P6, P7, as torchvision's returned_layers=[2, 3, 4]
+
+
+def p6p7_pyramid(backbone: str, fpn_channels: int, backbone_args: dict[str, Any] | None) -> nn.Module:
+    """The registered ``backbone``'s three coarsest maps (as C3-C5) + FPN of ``fpn_channels`` + P6,
+    P7 from P5: the one-stage detectors' pyramid (RetinaNet's, FCOS's) over any backbone."""
+    from ..backbones.fpn import BackboneWithFPN
+    from ..backbones.registry import get_backbone
+
+    body = get_backbone(backbone, **(backbone_args or {}))
+    keys = list(body.out_channels)[-3:]  # type: ignore[arg-type]  # the three coarsest, as C3-C5
+    return BackboneWithFPN(body, keys, fpn_channels, extra_block="p6p7")
+
+
+def narrow_p6p7_pyramid(width: int, fpn_channels: int) -> nn.Module:
+    """The narrow 4-stage backbone (widths ``width`` .. ``8 width``): C3-C5 + FPN of
+    ``fpn_channels`` + P6, P7 from P5."""
+    from ..backbones.fpn import BackboneWithFPN
+    from ..backbones.narrow import NarrowNet
+
+    body = NarrowNet((width, 2 * width, 4 * width, 8 * width))
+    return BackboneWithFPN(body, _C3_C5, fpn_channels, extra_block="p6p7")
 
 
 @register_model(task="detection", peer_weights=("torchvision",))
@@ -282,12 +286,7 @@ def retinanet_fpn(
     """RetinaNet over any registered backbone (``structpred.backbones.list_backbones()``): its last
     three maps + FPN (``fpn_channels``) + P6, P7 from P5; torchvision's v1 settings unless
     overridden (any :class:`RetinaNetConfig` field)."""
-    from ..backbones.fpn import BackboneWithFPN
-    from ..backbones.registry import get_backbone
-
-    body = get_backbone(backbone, **(backbone_args or {}))
-    keys = list(body.out_channels)[-3:]  # type: ignore[arg-type]  # the three coarsest, as C3-C5
-    neck = BackboneWithFPN(body, keys, fpn_channels, extra_block="p6p7")
+    neck = p6p7_pyramid(backbone, fpn_channels, backbone_args)
     return build_retinanet(neck, num_classes, _config(**config))
 
 
@@ -312,9 +311,5 @@ def retinanet_narrow_fpn(
 ) -> RetinaNet:
     """The small from-scratch RetinaNet for CPU training: the narrow 4-stage backbone's C3-C5 +
     FPN (32 channels) + P6, P7, GroupNorm(8) towers, 256 px (:data:`NARROW_SETTINGS`)."""
-    from ..backbones.fpn import BackboneWithFPN
-    from ..backbones.narrow import NarrowNet
-
-    body = NarrowNet((width, 2 * width, 4 * width, 8 * width))
-    neck = BackboneWithFPN(body, _C3_C5, fpn_channels, extra_block="p6p7")
+    neck = narrow_p6p7_pyramid(width, fpn_channels)
     return build_retinanet(neck, num_classes, _config(**{**NARROW_SETTINGS, **config}))

@@ -14,14 +14,13 @@ from torchvision.ops import generalized_box_iou_loss as tv_giou_loss
 from torchvision.ops import sigmoid_focal_loss as tv_focal_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7 as TvP6P7
 
-from structpred.data import ShapesWorld
 from structpred.heads.one_stage import dense_detections, match_anchors, sigmoid_prefilter
 from structpred.heads.retinanet_head import retinanet_loss
 from structpred.layers.fpn import FeaturePyramidNetwork, LastLevelP6P7
 from structpred.models import get_model, list_models, model_info
 from structpred.models.retinanet import RetinaNet
 from structpred.ops import BoxCoder, Matcher, anchors_for_image
-from structpred.tasks import get_task
+from tests.models.one_stage_cases import BAD_INPUTS, background_losses, check_contract, overfit
 
 LOSSES = {"loss_classification", "loss_bbox_regression"}
 # Cheap settings per builder: the contract, not the accuracy, is under test.
@@ -31,12 +30,6 @@ SMALL = {
     "retinanet_resnet50_fpn": {"min_size": 64, "max_size": 96},
     "retinanet_resnet50_fpn_v2": {"min_size": 64, "max_size": 96},
 }
-
-
-def _shapes(n: int, size: int = 96) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    world = ShapesWorld("train", size=size, num_images=n)
-    items = [world[i] for i in range(n)]
-    return [im for im, _ in items], [{"boxes": t["boxes"], "labels": t["labels"]} for _, t in items]
 
 
 def test_the_builders_are_registered() -> None:
@@ -52,31 +45,7 @@ def test_builder_forward_backward_and_contract(name: str) -> None:
     model = get_model(name, num_classes=6, score_thresh=0.005, **SMALL[name])
     assert isinstance(model, RetinaNet) and model_info(name).task == "detection"
     assert model.head.classification_head.cls_logits.out_channels == 9 * 6  # A*K logits, no background
-    images, targets = _shapes(2, size=80)
-    model.train()
-    preds, losses = model(images, targets)
-    assert set(losses) == LOSSES
-    get_task("detection").check_predictions(preds, 2)
-    total = sum(losses.values())
-    assert torch.isfinite(total)
-    total.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
-    none, losses_only = model(images, targets, predict=False)
-    assert none is None and set(losses_only) == LOSSES
-    model.eval()
-    with torch.no_grad():
-        preds, losses = model(images, targets)  # eval with targets: both
-        assert set(losses) == LOSSES
-        preds_only, no_losses = model(images)
-    assert no_losses == {}
-    for pred, image in zip(preds_only, images, strict=True):
-        n = pred["boxes"].shape[0]
-        assert 0 < n <= model.detections_per_img and pred["labels"].dtype == torch.int64
-        assert int(pred["labels"].min()) >= 1 and int(pred["labels"].max()) <= 6
-        H, W = image.shape[-2:]
-        assert float(pred["boxes"][:, 2].max()) <= W and float(pred["boxes"][:, 3].max()) <= H
-        assert bool((pred["scores"][:-1] >= pred["scores"][1:]).all())  # by decreasing score
+    check_contract(model, LOSSES, num_classes=6)
 
 
 def test_v2_builder_layout() -> None:
@@ -231,50 +200,21 @@ def test_dense_detections_against_torchvisions_loop(thresh: float, topk: int, de
 def test_narrow_model_overfits_a_few_images() -> None:
     torch.manual_seed(0)
     model = get_model("retinanet_narrow_fpn", num_classes=6, width=8, min_size=96, max_size=96)
-    images, targets = _shapes(2, size=96)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    first = None
-    for _ in range(30):
-        _, losses = model(images, targets, predict=False)
-        loss = sum(losses.values())
-        first = float(loss.detach()) if first is None else first
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < 0.5 * first, (first, float(loss.detach()))
+    first, last = overfit(model, size=96, steps=30, lr=3e-3)
+    assert last < 0.5 * first, (first, last)
 
 
 def test_all_background_images_train() -> None:
     torch.manual_seed(0)
-    model = get_model("retinanet_narrow_fpn", num_classes=3, width=8, min_size=64, max_size=64).train()
-    images = [torch.rand(3, 64, 64), torch.rand(3, 64, 80)]
-    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
-    _, losses = model(images, [empty, dict(empty)], predict=False)
-    assert set(losses) == LOSSES and all(torch.isfinite(v) for v in losses.values())
-    assert float(losses["loss_bbox_regression"].detach()) == 0.0
+    model = get_model("retinanet_narrow_fpn", num_classes=3, width=8, min_size=64, max_size=64)
+    losses = background_losses(model, LOSSES)
     assert float(losses["loss_classification"].detach()) > 0.0  # every anchor a negative
-    sum(losses.values()).backward()
 
 
 # ------------------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize(
-    ("images", "targets", "message"),
-    [
-        ([torch.rand(1, 32, 32)], None, r"images\[0\] must be a Tensor\[3, H, W\]"),
-        ([torch.rand(3, 32, 32)], [{"boxes": torch.tensor([[5.0, 5, 4, 9]]), "labels": torch.tensor([1])}],
-         r"targets\[0\]\['boxes'\]\[0\].*degenerate"),
-        ([torch.rand(3, 32, 32)], [{"boxes": torch.tensor([[40.0, 5, 50, 9]]), "labels": torch.tensor([1])}],
-         "outside the 32x32 image"),
-        ([torch.rand(3, 32, 32)], [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([4])}],
-         r"labels'\] must be in 1..3"),
-        ([torch.rand(3, 32, 32)], [{"boxes": torch.tensor([[1.0, 1, 9, 9]]), "labels": torch.tensor([0])}],
-         r"must be in 1..3"),
-        ([torch.rand(3, 32, 32)], [], "0 targets for 1 images"),
-    ],
-)  # fmt: skip
+@pytest.mark.parametrize(("images", "targets", "message"), BAD_INPUTS)
 def test_bad_input_is_a_clear_value_error(images, targets, message: str) -> None:
     model = get_model("retinanet_narrow_fpn", num_classes=3, width=8).eval()
     with pytest.raises(ValueError, match=message), torch.no_grad():
@@ -288,6 +228,8 @@ def test_bad_settings_are_clear_value_errors() -> None:
         get_model("retinanet_narrow_fpn", num_classes=0)
     with pytest.raises(ValueError, match="norm_groups 32 must divide"):
         get_model("retinanet_narrow_fpn", fpn_channels=48, norm_groups=32)
+    with pytest.raises(ValueError, match="RetinaNet: norm_groups 32 on 32 channels leaves one channel"):
+        get_model("retinanet_fpn", fpn_channels=32, norm_groups=32)
     with pytest.raises(ValueError, match="box_loss must be one of"):
         get_model("retinanet_narrow_fpn", box_loss="ciou")
     with pytest.raises(ValueError, match="prior_probability"):
