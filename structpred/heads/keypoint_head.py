@@ -26,7 +26,6 @@ rename. The heads depend on ``K`` (keypoints), never on the number of object cla
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from ..ops.keypoints import heatmaps_to_keypoints, keypoints_to_heatmap
 from .mask_head import MaskHead
-from .roi_heads import Pooler, RoIHeads, SampledRoIs
+from .roi_heads import BranchRoIHeads, PositiveRoIs
 
 
 class KeypointHead(MaskHead):
@@ -89,7 +88,7 @@ def keypoint_rcnn_loss(keypoint_logits: Tensor, targets: Tensor, valid: Tensor) 
     return F.cross_entropy(flat[keep], targets.reshape(-1)[keep])
 
 
-class KeypointRoIHeads(RoIHeads):
+class KeypointRoIHeads(BranchRoIHeads):
     """:class:`RoIHeads` (the box head) plus the keypoint branch; see the module docstring.
 
     Args:
@@ -100,71 +99,24 @@ class KeypointRoIHeads(RoIHeads):
         **box_settings: :class:`RoIHeads`' keyword settings (thresholds, sampling, NMS).
     """
 
-    def __init__(
-        self,
-        box_roi_pool: nn.Module | Pooler,
-        box_head: nn.Module,
-        box_predictor: nn.Module,
-        keypoint_roi_pool: nn.Module | Pooler,
-        keypoint_head: nn.Module,
-        keypoint_predictor: nn.Module,
-        **box_settings: Any,
-    ) -> None:
-        super().__init__(box_roi_pool, box_head, box_predictor, **box_settings)
-        self.keypoint_roi_pool = keypoint_roi_pool
-        self.keypoint_head = keypoint_head
-        self.keypoint_predictor = keypoint_predictor
+    branch = "keypoint"
 
-    def keypoint_logits(
-        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
-    ) -> Tensor:
-        """Heatmap logits ``(Q, K, M, M)`` of the boxes of every image (image order)."""
-        pooled = self.keypoint_roi_pool(features, boxes, image_sizes)  # (Q, C, T, T)
-        return self.keypoint_predictor(self.keypoint_head(pooled))
-
-    def keypoint_loss(
-        self,
-        features: dict[str, Tensor],
-        sampled: SampledRoIs,
-        targets: Sequence[dict[str, Tensor]],
-        image_sizes: list[tuple[int, int]],
-    ) -> Tensor:
-        """``loss_keypoint`` over the positive RoIs of the box head's sample (targets resized)."""
-        positive = [torch.where(labels > 0)[0] for labels in sampled.labels]
-        boxes = [b[p] for b, p in zip(sampled.boxes, positive, strict=True)]
-        logits = self.keypoint_logits(features, boxes, image_sizes)  # (Q, K, M, M)
+    def branch_loss(self, logits: Tensor, rois: PositiveRoIs, targets: Sequence[dict[str, Tensor]]) -> Tensor:
+        """``loss_keypoint`` from the positive RoIs' heatmap ``logits (Q, K, M, M)`` (targets resized)."""
         cells, valid = [], []
-        for target, box, matched, pos in zip(targets, boxes, sampled.matched_gt, positive, strict=True):
-            gt = target["keypoints"].to(box)[matched[pos]]  # (Q_i, K, 3): each RoI's gt keypoints
+        for target, box, matched in zip(targets, rois.boxes, rois.matched_gt, strict=True):
+            gt = target["keypoints"].to(box)[matched]  # (Q_i, K, 3): each RoI's gt keypoints
             c, v = keypoints_to_heatmap(gt, box, logits.shape[-1])
             cells.append(c)
             valid.append(v)
         return keypoint_rcnn_loss(logits, torch.cat(cells), torch.cat(valid))
 
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        proposals: list[Tensor],
-        image_sizes: list[tuple[int, int]],
-        targets: Sequence[dict[str, Tensor]] | None = None,
-        *,
-        predict: bool = True,
-    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
-        """Detections with ``keypoints [N, K, 3]`` and ``keypoints_scores [N, K]`` (resized-image
-        pixels; None with ``predict=False``) and the box losses + ``loss_keypoint`` (whenever
-        ``targets`` with ``keypoints`` are given)."""
-        losses: dict[str, Tensor] = {}
-        if targets is not None:
-            losses, sampled = self.box_losses(features, proposals, image_sizes, targets)
-            losses["loss_keypoint"] = self.keypoint_loss(features, sampled, targets, image_sizes)
-        if not predict:
-            return None, losses
-        detections = self.detect(features, proposals, image_sizes)
-        boxes = [d["boxes"] for d in detections]
-        logits = self.keypoint_logits(features, boxes, image_sizes)  # (Q, K, M, M)
+    def branch_outputs(
+        self, detections: list[dict[str, Tensor]], logits: Tensor, boxes: list[Tensor]
+    ) -> None:
+        """``keypoints [N, K, 3]`` and ``keypoints_scores [N, K]`` (resized-image pixels)."""
         # The argmax and its bicubic resize in float32 (as torchvision; bf16 under autocast).
         keypoints, scores = heatmaps_to_keypoints(logits.float(), torch.cat(boxes).float())
         counts = [b.shape[0] for b in boxes]
         for d, kp, sc in zip(detections, keypoints.split(counts), scores.split(counts), strict=True):
             d["keypoints"], d["keypoints_scores"] = kp, sc
-        return detections, losses

@@ -24,14 +24,13 @@ Module names follow torchvision's ``roi_heads.mask_head`` / ``roi_heads.mask_pre
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import roi_align
-from .roi_heads import Pooler, RoIHeads, SampledRoIs
+from .roi_heads import BranchRoIHeads, PositiveRoIs
 
 
 class MaskHead(nn.Module):
@@ -103,7 +102,7 @@ def mask_rcnn_loss(mask_logits: Tensor, labels: Tensor, mask_targets: Tensor) ->
     return F.binary_cross_entropy_with_logits(picked, mask_targets)
 
 
-class MaskRoIHeads(RoIHeads):
+class MaskRoIHeads(BranchRoIHeads):
     """:class:`RoIHeads` (the box head) plus the mask branch; see the module docstring.
 
     Args:
@@ -114,76 +113,30 @@ class MaskRoIHeads(RoIHeads):
         **box_settings: :class:`RoIHeads`' keyword settings (thresholds, sampling, NMS).
     """
 
-    def __init__(
-        self,
-        box_roi_pool: nn.Module | Pooler,
-        box_head: nn.Module,
-        box_predictor: nn.Module,
-        mask_roi_pool: nn.Module | Pooler,
-        mask_head: nn.Module,
-        mask_predictor: nn.Module,
-        **box_settings: Any,
-    ) -> None:
-        super().__init__(box_roi_pool, box_head, box_predictor, **box_settings)
-        self.mask_roi_pool = mask_roi_pool
-        self.mask_head = mask_head
-        self.mask_predictor = mask_predictor
+    branch = "mask"
 
-    def mask_logits(
-        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
-    ) -> Tensor:
-        """Per-class mask logits ``(Q, K+1, M, M)`` of the boxes of every image (image order)."""
-        pooled = self.mask_roi_pool(features, boxes, image_sizes)  # (Q, C, T, T)
-        return self.mask_predictor(self.mask_head(pooled))
-
-    def mask_loss(
-        self,
-        features: dict[str, Tensor],
-        sampled: SampledRoIs,
-        targets: Sequence[dict[str, Tensor]],
-        image_sizes: list[tuple[int, int]],
-    ) -> Tensor:
-        """``loss_mask`` over the positive RoIs of the box head's sample (targets resized)."""
-        positive = [torch.where(labels > 0)[0] for labels in sampled.labels]
-        boxes = [b[p] for b, p in zip(sampled.boxes, positive, strict=True)]
-        logits = self.mask_logits(features, boxes, image_sizes)  # (Q, K+1, M, M)
+    def branch_loss(self, logits: Tensor, rois: PositiveRoIs, targets: Sequence[dict[str, Tensor]]) -> Tensor:
+        """``loss_mask`` from the positive RoIs' ``logits (Q, K+1, M, M)`` (targets resized)."""
         size = logits.shape[-1]
         mask_targets = [
-            project_masks_on_boxes(t["masks"], b, m[p], size)
-            for t, b, m, p in zip(targets, boxes, sampled.matched_gt, positive, strict=True)
-            if p.numel()
+            project_masks_on_boxes(t["masks"], b, m, size)
+            for t, b, m in zip(targets, rois.boxes, rois.matched_gt, strict=True)
+            if m.numel()
         ]
         if not mask_targets:  # no positive RoI in the batch (e.g. all-background images)
             return logits.sum() * 0.0
-        labels = torch.cat([lb[p] for lb, p in zip(sampled.labels, positive, strict=True)])
-        return mask_rcnn_loss(logits, labels, torch.cat(mask_targets))
+        return mask_rcnn_loss(logits, torch.cat(rois.labels), torch.cat(mask_targets))
 
-    def forward(
-        self,
-        features: dict[str, Tensor],
-        proposals: list[Tensor],
-        image_sizes: list[tuple[int, int]],
-        targets: Sequence[dict[str, Tensor]] | None = None,
-        *,
-        predict: bool = True,
-    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
-        """Detections with ``masks [N, 1, M, M]`` (probabilities; None with ``predict=False``) and
-        the box losses + ``loss_mask`` (whenever ``targets`` with ``masks`` are given)."""
-        losses: dict[str, Tensor] = {}
-        if targets is not None:
-            losses, sampled = self.box_losses(features, proposals, image_sizes, targets)
-            losses["loss_mask"] = self.mask_loss(features, sampled, targets, image_sizes)
-        if not predict:
-            return None, losses
-        detections = self.detect(features, proposals, image_sizes)
-        logits = self.mask_logits(features, [d["boxes"] for d in detections], image_sizes)
+    def branch_outputs(
+        self, detections: list[dict[str, Tensor]], logits: Tensor, boxes: list[Tensor]
+    ) -> None:
+        """``masks [N, 1, M, M]``: the sigmoid of each detection's predicted class's mask."""
         labels = torch.cat([d["labels"] for d in detections])  # (Q,)
         # Only the predicted class's mask: (Q, K+1, M, M) -> (Q, 1, M, M)
         probs = logits[torch.arange(labels.shape[0], device=labels.device), labels][:, None].sigmoid()
         if len(detections) == 1:  # one image (and an exported program's only case): no split
             detections[0]["masks"] = probs
-            return detections, losses
+            return
         counts = [d["labels"].shape[0] for d in detections]  # sizes, not len(): symbolic when exported
         for d, p in zip(detections, probs.split(counts), strict=True):
             d["masks"] = p
-        return detections, losses

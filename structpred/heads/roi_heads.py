@@ -10,13 +10,14 @@ deltas. Training: gts are added to the proposals, proposals matched at IoU 0.5, 
 image (a quarter positive); loss = cross-entropy + smooth L1 (beta 1/9) on the true class's
 deltas, divided by the number of sampled RoIs. Inference: softmax, per-class decode, clip, drop
 background and scores <= ``score_thresh``, drop tiny boxes, class-wise NMS, best
-``detections_per_img``.
+``detections_per_img``. :class:`BranchRoIHeads` adds one per-RoI branch (Mask R-CNN's masks or
+keypoints) on the same sample and detections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,14 @@ from ..ops import (
 Pooler = Callable[[dict[str, Tensor], list[Tensor], list[tuple[int, int]]], Tensor]
 
 
+class PositiveRoIs(NamedTuple):
+    """The positive RoIs of a sample, per image ``i`` (``Q_i`` of them)."""
+
+    boxes: list[Tensor]  # (Q_i, 4) xyxy
+    matched_gt: list[Tensor]  # (Q_i,) int64: index of the matched gt
+    labels: list[Tensor]  # (Q_i,) int64: 1..K
+
+
 class SampledRoIs(NamedTuple):
     """The RoIs drawn for the loss, per image ``i`` (``S_i`` of them, ``S`` in all)."""
 
@@ -43,6 +52,15 @@ class SampledRoIs(NamedTuple):
     labels: list[Tensor]  # (S_i,) int64: 0 background, 1..K
     matched_gt: list[Tensor]  # (S_i,) int64: index of the matched gt (0 for background)
     gt_deltas: Tensor  # (S, 4) encoded regression targets, images concatenated
+
+    def positives(self) -> PositiveRoIs:
+        """The positive (object) RoIs of each image, in sample order."""
+        keep = [torch.where(labels > 0)[0] for labels in self.labels]
+        return PositiveRoIs(
+            [b[k] for b, k in zip(self.boxes, keep, strict=True)],
+            [m[k] for m, k in zip(self.matched_gt, keep, strict=True)],
+            [lb[k] for lb, k in zip(self.labels, keep, strict=True)],
+        )
 
 
 class TwoMLPHead(nn.Module):
@@ -202,6 +220,81 @@ class RoIHeads(nn.Module):
             keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
             out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return out
+
+
+class BranchRoIHeads(RoIHeads):
+    """:class:`RoIHeads` (the box head) plus one per-RoI branch beside it, Mask R-CNN's design
+    (its masks, its keypoints): boxes pooled -> ``head`` -> ``predictor`` -> logits
+    ``(Q, ., M, M)``. Training: over the positive RoIs of the box head's sample, the loss
+    ``loss_{branch}`` (:meth:`branch_loss`); inference: over the detections' boxes, their outputs
+    (:meth:`branch_outputs`).
+
+    Args:
+        box_roi_pool, box_head, box_predictor: as in :class:`RoIHeads`.
+        roi_pool, head, predictor: the branch's pooler, conv head and predictor, kept as
+            ``{branch}_roi_pool``, ``{branch}_head``, ``{branch}_predictor`` (torchvision's names).
+        **box_settings: :class:`RoIHeads`' keyword settings (thresholds, sampling, NMS).
+    """
+
+    branch: ClassVar[str]  # "mask", "keypoint": names the modules and the loss
+
+    def __init__(
+        self,
+        box_roi_pool: nn.Module | Pooler,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        roi_pool: nn.Module | Pooler,
+        head: nn.Module,
+        predictor: nn.Module,
+        **box_settings: Any,
+    ) -> None:
+        super().__init__(box_roi_pool, box_head, box_predictor, **box_settings)
+        setattr(self, f"{self.branch}_roi_pool", roi_pool)
+        setattr(self, f"{self.branch}_head", head)
+        setattr(self, f"{self.branch}_predictor", predictor)
+
+    def branch_logits(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> Tensor:
+        """The branch's logits ``(Q, ., M, M)`` of the boxes of every image (image order)."""
+        pooled = getattr(self, f"{self.branch}_roi_pool")(features, boxes, image_sizes)  # (Q, C, T, T)
+        return getattr(self, f"{self.branch}_predictor")(getattr(self, f"{self.branch}_head")(pooled))
+
+    def branch_loss(self, logits: Tensor, rois: PositiveRoIs, targets: Sequence[dict[str, Tensor]]) -> Tensor:
+        """The branch's loss from the ``logits (Q, ., M, M)`` of the positive sampled ``rois`` and
+        the (resized) ``targets``."""
+        raise NotImplementedError(f"{type(self).__name__} must define branch_loss()")
+
+    def branch_outputs(
+        self, detections: list[dict[str, Tensor]], logits: Tensor, boxes: list[Tensor]
+    ) -> None:
+        """Add the branch's outputs to ``detections`` (in place) from the ``logits (Q, ., M, M)`` of
+        their ``boxes``."""
+        raise NotImplementedError(f"{type(self).__name__} must define branch_outputs()")
+
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: Sequence[dict[str, Tensor]] | None = None,
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        """Detections with the branch's outputs (resized-image pixels; None with ``predict=False``)
+        and the box losses + ``loss_{branch}`` (whenever ``targets`` are given)."""
+        losses: dict[str, Tensor] = {}
+        if targets is not None:
+            losses, sampled = self.box_losses(features, proposals, image_sizes, targets)
+            rois = sampled.positives()
+            logits = self.branch_logits(features, rois.boxes, image_sizes)  # (Q, ., M, M)
+            losses[f"loss_{self.branch}"] = self.branch_loss(logits, rois, targets)
+        if not predict:
+            return None, losses
+        detections = self.detect(features, proposals, image_sizes)
+        boxes = [d["boxes"] for d in detections]
+        self.branch_outputs(detections, self.branch_logits(features, boxes, image_sizes), boxes)
+        return detections, losses
 
 
 def fast_rcnn_loss(logits: Tensor, deltas: Tensor, labels: Tensor, gt_deltas: Tensor) -> dict[str, Tensor]:
