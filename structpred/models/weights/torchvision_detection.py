@@ -88,11 +88,41 @@ def _backbone_kind(tv_model: nn.Module) -> str:
     raise ValueError(f"unsupported torchvision backbone {type(body).__name__}")
 
 
-def _settings(tv_model: Any) -> dict[str, Any]:
-    """Our :class:`FasterRCNNConfig` settings from the torchvision model's attributes."""
-    t, rpn, roi = tv_model.transform, tv_model.rpn, tv_model.roi_heads
+def transform_settings(t: Any) -> dict[str, Any]:
+    """Our transform settings from a torchvision ``GeneralizedRCNNTransform`` (not ``fixed_size``)."""
     if getattr(t, "fixed_size", None) is not None:
         raise ValueError("torchvision models with a fixed_size transform are not supported")
+    return dict(
+        min_size=tuple(t.min_size),
+        max_size=int(t.max_size),
+        image_mean=tuple(t.image_mean),
+        image_std=tuple(t.image_std),
+    )
+
+
+def plain_batch_norm(tv_model: Any) -> type[nn.BatchNorm2d] | None:
+    """``nn.BatchNorm2d`` when the torchvision backbone has plain (trainable) batch norm, as it is
+    built without pretrained weights (and always in RetinaNet v2); None (ours frozen) otherwise."""
+    return nn.BatchNorm2d if any(isinstance(m, nn.BatchNorm2d) for m in tv_model.backbone.modules()) else None
+
+
+def counter_skip(model: nn.Module) -> tuple[str, ...]:
+    """The source names to skip: the batch-norm counters when ``model`` keeps none (frozen BN)."""
+    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
+    return () if counters else (_BN_COUNTER,)
+
+
+def copy_weights(model: nn.Module, tv_model: nn.Module, rules: tuple[Rule, ...]) -> None:
+    """``tv_model``'s tensors into ``model`` by ``rules`` (which parameters train comes with them),
+    then its train / eval mode."""
+    copy_renamed(model, tv_model, rules, skip=counter_skip(model))
+    model.train(tv_model.training)
+
+
+def _settings(tv_model: Any) -> dict[str, Any]:
+    """Our :class:`FasterRCNNConfig` settings from the torchvision model's attributes."""
+    rpn, roi = tv_model.rpn, tv_model.roi_heads
+    transform = transform_settings(tv_model.transform)
     if not all(hasattr(roi.box_head, fc) for fc in ("fc6", "fc7")):
         raise ValueError(
             f"box head {type(roi.box_head).__name__}: only the two-layer MLP box head is supported "
@@ -101,10 +131,7 @@ def _settings(tv_model: Any) -> dict[str, Any]:
     pool = roi.box_roi_pool
     out_size = pool.output_size if isinstance(pool.output_size, int) else pool.output_size[0]
     return dict(
-        min_size=tuple(t.min_size),
-        max_size=int(t.max_size),
-        image_mean=tuple(t.image_mean),
-        image_std=tuple(t.image_std),
+        **transform,
         anchor_sizes=tuple(tuple(s) for s in rpn.anchor_generator.sizes),
         aspect_ratios=tuple(tuple(r) for r in rpn.anchor_generator.aspect_ratios),
         rpn_pre_nms_top_n=dict(rpn._pre_nms_top_n),
@@ -199,11 +226,8 @@ def convert(tv_model: nn.Module) -> FasterRCNN:
     kind = _backbone_kind(tv_model)
     settings = _settings(tv)
     num_classes = int(tv.roi_heads.box_predictor.cls_score.out_features) - 1
-    # torchvision uses plain (trainable) batch norm when built without pretrained weights.
-    plain_bn = any(isinstance(m, nn.BatchNorm2d) for m in tv.backbone.modules())
-    # Which parameters train is copied from the torchvision model by copy_renamed.
     build = resnet50_fpn if kind == "resnet50" else mobilenet_v3_large_fpn
-    backbone = build(norm_layer=nn.BatchNorm2d if plain_bn else None)
+    backbone = build(norm_layer=plain_batch_norm(tv))
     model: FasterRCNN
     if has_masks:
         config = MaskRCNNConfig(**settings, **_mask_settings(tv.roi_heads))
@@ -214,9 +238,7 @@ def convert(tv_model: nn.Module) -> FasterRCNN:
         model = build_keypoint_rcnn(backbone, num_classes, num_keypoints, keypoint_config)
     else:
         model = build_faster_rcnn(backbone, num_classes, FasterRCNNConfig(**settings))
-    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
-    copy_renamed(model, tv_model, RULES, skip=() if counters else (_BN_COUNTER,))
-    model.train(tv_model.training)
+    copy_weights(model, tv_model, RULES)
     logger.info(
         "converted torchvision %s %s (%d classes + background)", kind, type(model).__name__, num_classes
     )
@@ -254,5 +276,4 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
         raise ValueError(
             f"torchvision detection weights need a Faster / Mask / Keypoint R-CNN, not {type(model).__name__}"
         )
-    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
-    return RULES, () if counters else (_BN_COUNTER,)
+    return RULES, counter_skip(model)

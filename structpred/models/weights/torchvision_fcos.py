@@ -23,11 +23,17 @@ from typing import Any
 
 from torch import nn
 
-from ...backbones.fpn import resnet50_fpn
 from ..fcos import FCOS, FCOSConfig, build_fcos
-from .renamer import Rule, copy_renamed
-from .torchvision_detection import _BN_COUNTER, _backbone_kind
+from .renamer import Rule
+from .torchvision_detection import copy_weights
 from .torchvision_retinanet import RULES as ONE_STAGE_RULES
+from .torchvision_retinanet import (
+    object_classes,
+    one_stage_backbone,
+    one_stage_pyramid,
+    one_stage_settings,
+    one_stage_state_rules,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +65,8 @@ def _tower_groups(tower: Any, where: str) -> tuple[int, int]:
 
 def _settings(tv: Any) -> dict[str, Any]:
     """Our :class:`FCOSConfig` settings from the torchvision model's attributes."""
-    t, gen = tv.transform, tv.anchor_generator
-    if getattr(t, "fixed_size", None) is not None:
-        raise ValueError("torchvision models with a fixed_size transform are not supported")
-    if int(getattr(t, "size_divisible", 32)) != 32:
-        raise ValueError(f"transform.size_divisible {t.size_divisible} is not supported (only 32)")
+    gen = tv.anchor_generator
+    shared = one_stage_settings(tv)
     if any(len(s) != 1 for s in gen.sizes) or any(tuple(r) != (1.0,) for r in gen.aspect_ratios):
         raise ValueError(
             f"FCOS needs one square reference box per location, got sizes {gen.sizes}, "
@@ -73,32 +76,12 @@ def _settings(tv: Any) -> dict[str, Any]:
     if _tower_groups(tv.head.regression_head.conv, "head.regression_head.conv") != (convs, groups):
         raise ValueError("the classification and regression towers differ: not supported")
     return dict(
-        min_size=tuple(t.min_size),
-        max_size=int(t.max_size),
-        image_mean=tuple(t.image_mean),
-        image_std=tuple(t.image_std),
+        **shared,
         anchor_sizes=tuple(float(s[0]) for s in gen.sizes),
         center_sampling_radius=float(tv.center_sampling_radius),
-        score_thresh=float(tv.score_thresh),
-        nms_thresh=float(tv.nms_thresh),
-        detections_per_img=int(tv.detections_per_img),
-        topk_candidates=int(tv.topk_candidates),
         num_convs=convs,
         norm_groups=groups,
-        background_channel=True,
     )
-
-
-def _check_pyramid(tv: Any) -> None:
-    """ResNet-50 C3-C5 + FPN + P6/P7 from P5, as ``fcos_resnet50_fpn``."""
-    if _backbone_kind(tv) != "resnet50":
-        raise ValueError("only the ResNet-50 FCOS backbone is supported")
-    layers = dict(getattr(tv.backbone.body, "return_layers", {}))
-    if sorted(layers) != ["layer2", "layer3", "layer4"]:
-        raise ValueError(f"backbone returns {sorted(layers)}: only layer2-4 (C3-C5) are supported")
-    extra = getattr(tv.backbone.fpn, "extra_blocks", None)
-    if type(extra).__name__ != "LastLevelP6P7" or not getattr(extra, "use_P5", False):
-        raise ValueError(f"FPN extra block {type(extra).__name__}: only LastLevelP6P7 from P5 is supported")
 
 
 def convert(tv_model: nn.Module) -> FCOS:
@@ -109,27 +92,13 @@ def convert(tv_model: nn.Module) -> FCOS:
             ``fixed_size`` transform, or tensors that do not map one to one.
     """
     tv: Any = tv_model
-    _check_pyramid(tv)
+    if one_stage_pyramid(tv, "FCOS") != "p6p7":
+        raise ValueError("FPN extra block LastLevelP6P7 from C5: only LastLevelP6P7 from P5 is supported")
     settings = _settings(tv)
-    logits = int(tv.head.classification_head.cls_logits.out_channels)
-    if logits < 2:
-        raise ValueError(
-            f"torchvision FCOS with num_classes={logits}: its count includes the background "
-            "channel, so at least 2 are needed for one object class"
-        )
-    # torchvision uses plain (trainable) batch norm when built without pretrained weights.
-    plain_bn = any(isinstance(m, nn.BatchNorm2d) for m in tv.backbone.modules())
-    backbone = resnet50_fpn(
-        norm_layer=nn.BatchNorm2d if plain_bn else None,
-        out_channels=int(tv.backbone.out_channels),
-        in_keys=("c3", "c4", "c5"),
-        extra_block="p6p7",
-    )
-    model = build_fcos(backbone, logits - 1, FCOSConfig(**settings))
-    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
-    copy_renamed(model, tv_model, RULES, skip=() if counters else (_BN_COUNTER,))
-    model.train(tv_model.training)
-    logger.info("converted torchvision FCOS (%d classes + background channel)", logits - 1)
+    num_classes = object_classes(int(tv.head.classification_head.cls_logits.out_channels), "FCOS")
+    model = build_fcos(one_stage_backbone(tv, "p6p7"), num_classes, FCOSConfig(**settings))
+    copy_weights(model, tv_model, RULES)
+    logger.info("converted torchvision FCOS (%d classes + background channel)", num_classes)
     return model
 
 
@@ -152,12 +121,4 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
     Raises:
         ValueError: ``model`` is not our FCOS, or not in torchvision's logit layout.
     """
-    if not isinstance(model, FCOS):
-        raise ValueError(f"torchvision FCOS weights need an FCOS, not {type(model).__name__}")
-    if not model.background_channel:
-        raise ValueError(
-            "torchvision FCOS weights need torchvision's logit layout (background_channel=True, "
-            "as fcos_resnet50_fpn builds it)"
-        )
-    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
-    return RULES, () if counters else (_BN_COUNTER,)
+    return one_stage_state_rules(model, FCOS, "FCOS", "fcos_resnet50_fpn")

@@ -27,8 +27,14 @@ from torch import nn
 
 from ...backbones.fpn import resnet50_fpn
 from ..retinanet import RetinaNet, RetinaNetConfig, build_retinanet
-from .renamer import Rule, copy_renamed
-from .torchvision_detection import _BN_COUNTER, _backbone_kind
+from .renamer import Rule
+from .torchvision_detection import (
+    _backbone_kind,
+    copy_weights,
+    counter_skip,
+    plain_batch_norm,
+    transform_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,81 @@ RULES: tuple[Rule, ...] = (
 )
 _STATE_MARKER = "head.regression_head.bbox_reg.weight"
 _BOX_LOSSES = ("l1", "smooth_l1", "giou")
+
+
+# ------------------------------------------- shared by the one-stage converters (RetinaNet, FCOS)
+
+
+def one_stage_settings(tv: Any) -> dict[str, Any]:
+    """The settings torchvision's one-stage detectors share: transform (not ``fixed_size``,
+    padding to 32), score / NMS thresholds, ``detections_per_img``, ``topk_candidates``, and
+    torchvision's logit layout (``background_channel``)."""
+    t = tv.transform
+    transform = transform_settings(t)
+    if int(getattr(t, "size_divisible", 32)) != 32:
+        raise ValueError(f"transform.size_divisible {t.size_divisible} is not supported (only 32)")
+    return dict(
+        **transform,
+        score_thresh=float(tv.score_thresh),
+        nms_thresh=float(tv.nms_thresh),
+        detections_per_img=int(tv.detections_per_img),
+        topk_candidates=int(tv.topk_candidates),
+        background_channel=True,
+    )
+
+
+def one_stage_pyramid(tv: Any, family: str) -> str:
+    """``"p6p7"`` (P6 from P5) or ``"p6p7_c5"`` (from C5) after checking ResNet-50 C3-C5 + FPN +
+    ``LastLevelP6P7``."""
+    if _backbone_kind(tv) != "resnet50":
+        raise ValueError(f"only the ResNet-50 {family} backbone is supported")
+    layers = dict(getattr(tv.backbone.body, "return_layers", {}))
+    if sorted(layers) != ["layer2", "layer3", "layer4"]:
+        raise ValueError(f"backbone returns {sorted(layers)}: only layer2-4 (C3-C5) are supported")
+    extra: Any = getattr(tv.backbone.fpn, "extra_blocks", None)
+    if type(extra).__name__ != "LastLevelP6P7":
+        raise ValueError(f"FPN extra block {type(extra).__name__}: only LastLevelP6P7 is supported")
+    return "p6p7" if extra.use_P5 else "p6p7_c5"
+
+
+def one_stage_backbone(tv: Any, extra_block: str) -> nn.Module:
+    """Our ResNet-50 C3-C5 + FPN + ``extra_block`` with ``tv``'s batch norm and FPN width."""
+    return resnet50_fpn(
+        norm_layer=plain_batch_norm(tv),
+        out_channels=int(tv.backbone.out_channels),
+        in_keys=("c3", "c4", "c5"),
+        extra_block=extra_block,
+    )
+
+
+def object_classes(num_logits: int, family: str) -> int:
+    """K object classes of a torchvision one-stage head with ``num_logits`` class channels (its
+    count includes the background channel)."""
+    if num_logits < 2:
+        raise ValueError(
+            f"torchvision {family} with num_classes={num_logits}: its count includes the background "
+            "channel, so at least 2 are needed for one object class"
+        )
+    return num_logits - 1
+
+
+def one_stage_state_rules(
+    model: nn.Module, cls: type[nn.Module], family: str, builder: str
+) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+    """``(rules, skip)`` to fill our ``cls`` ``model`` from a torchvision ``family`` state dict.
+
+    Raises:
+        ValueError: ``model`` is not a ``cls``, or not in torchvision's logit layout (as
+            ``builder`` builds it).
+    """
+    if not isinstance(model, cls):
+        raise ValueError(f"torchvision {family} weights need a {cls.__name__}, not {type(model).__name__}")
+    if not model.background_channel:
+        raise ValueError(
+            f"torchvision {family} weights need torchvision's logit layout (background_channel=True, "
+            f"as {builder} builds it)"
+        )
+    return RULES, counter_skip(model)
 
 
 def recognises(tv_model: nn.Module) -> bool:
@@ -71,11 +152,8 @@ def _tower(tower: Any, where: str) -> tuple[int, int]:
 
 def _settings(tv: Any) -> dict[str, Any]:
     """Our :class:`RetinaNetConfig` settings from the torchvision model's attributes."""
-    t, gen, matcher = tv.transform, tv.anchor_generator, tv.proposal_matcher
-    if getattr(t, "fixed_size", None) is not None:
-        raise ValueError("torchvision models with a fixed_size transform are not supported")
-    if int(getattr(t, "size_divisible", 32)) != 32:
-        raise ValueError(f"transform.size_divisible {t.size_divisible} is not supported (only 32)")
+    gen, matcher = tv.anchor_generator, tv.proposal_matcher
+    shared = one_stage_settings(tv)
     if not getattr(matcher, "allow_low_quality_matches", False):
         raise ValueError("only a proposal_matcher with allow_low_quality_matches=True is supported")
     weights = tuple(float(w) for w in tv.box_coder.weights)
@@ -89,36 +167,15 @@ def _settings(tv: Any) -> dict[str, Any]:
     if loss not in _BOX_LOSSES:
         raise ValueError(f"regression loss {loss!r}: only {_BOX_LOSSES} are supported")
     return dict(
-        min_size=tuple(t.min_size),
-        max_size=int(t.max_size),
-        image_mean=tuple(t.image_mean),
-        image_std=tuple(t.image_std),
+        **shared,
         anchor_sizes=tuple(tuple(s) for s in gen.sizes),
         aspect_ratios=tuple(tuple(r) for r in gen.aspect_ratios),
-        score_thresh=float(tv.score_thresh),
-        nms_thresh=float(tv.nms_thresh),
-        detections_per_img=int(tv.detections_per_img),
         fg_iou_thresh=float(matcher.high_threshold),
         bg_iou_thresh=float(matcher.low_threshold),
-        topk_candidates=int(tv.topk_candidates),
         num_convs=convs,
         norm_groups=groups,
         box_loss=loss,
-        background_channel=True,
     )
-
-
-def _extra_block(tv: Any) -> str:
-    """``"p6p7"`` (from P5) or ``"p6p7_c5"`` after checking ResNet-50 C3-C5 + FPN + P6/P7."""
-    if _backbone_kind(tv) != "resnet50":
-        raise ValueError("only the ResNet-50 RetinaNet backbone is supported")
-    layers = dict(getattr(tv.backbone.body, "return_layers", {}))
-    if sorted(layers) != ["layer2", "layer3", "layer4"]:
-        raise ValueError(f"backbone returns {sorted(layers)}: only layer2-4 (C3-C5) are supported")
-    extra: Any = getattr(tv.backbone.fpn, "extra_blocks", None)
-    if type(extra).__name__ != "LastLevelP6P7":
-        raise ValueError(f"FPN extra block {type(extra).__name__}: only LastLevelP6P7 is supported")
-    return "p6p7" if extra.use_P5 else "p6p7_c5"
 
 
 def convert(tv_model: nn.Module) -> RetinaNet:
@@ -129,27 +186,12 @@ def convert(tv_model: nn.Module) -> RetinaNet:
             2``, a ``fixed_size`` transform, or tensors that do not map one to one.
     """
     tv: Any = tv_model
-    extra = _extra_block(tv)
+    extra = one_stage_pyramid(tv, "RetinaNet")
     settings = _settings(tv)
-    logits = int(tv.head.classification_head.num_classes)
-    if logits < 2:
-        raise ValueError(
-            f"torchvision RetinaNet with num_classes={logits}: its count includes the background "
-            "channel, so at least 2 are needed for one object class"
-        )
-    # torchvision uses plain (trainable) batch norm without pretrained weights, and always in v2.
-    plain_bn = any(isinstance(m, nn.BatchNorm2d) for m in tv.backbone.modules())
-    backbone = resnet50_fpn(
-        norm_layer=nn.BatchNorm2d if plain_bn else None,
-        out_channels=int(tv.backbone.out_channels),
-        in_keys=("c3", "c4", "c5"),
-        extra_block=extra,
-    )
-    model = build_retinanet(backbone, logits - 1, RetinaNetConfig(**settings))
-    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
-    copy_renamed(model, tv_model, RULES, skip=() if counters else (_BN_COUNTER,))
-    model.train(tv_model.training)
-    logger.info("converted torchvision RetinaNet (%d classes + background channel)", logits - 1)
+    num_classes = object_classes(int(tv.head.classification_head.num_classes), "RetinaNet")
+    model = build_retinanet(one_stage_backbone(tv, extra), num_classes, RetinaNetConfig(**settings))
+    copy_weights(model, tv_model, RULES)
+    logger.info("converted torchvision RetinaNet (%d classes + background channel)", num_classes)
     return model
 
 
@@ -177,12 +219,4 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
     Raises:
         ValueError: ``model`` is not our RetinaNet, or not in torchvision's logit layout.
     """
-    if not isinstance(model, RetinaNet):
-        raise ValueError(f"torchvision RetinaNet weights need a RetinaNet, not {type(model).__name__}")
-    if not model.background_channel:
-        raise ValueError(
-            "torchvision RetinaNet weights need torchvision's logit layout (background_channel=True, "
-            "as retinanet_resnet50_fpn builds it)"
-        )
-    counters = any(name.endswith("num_batches_tracked") for name in model.state_dict())
-    return RULES, () if counters else (_BN_COUNTER,)
+    return one_stage_state_rules(model, RetinaNet, "RetinaNet", "retinanet_resnet50_fpn")
