@@ -22,37 +22,27 @@ scores within 1e-3, and the same training losses (relative 1e-4).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .detection import calibrate
-from .timing import Comparison, compare, format_table
+from .mask_rcnn import (
+    SEED,
+    build_pair,
+    check_detections,
+    inference_pair,
+    parser,
+    report,
+    summary,
+    with_threads,
+)
+from .timing import Comparison, compare
 
 NUM_CLASSES = 2  # torchvision's COCO person head: person + background
 NUM_KEYPOINTS = 17
-SEED = 0
 TARGET = 1.0  # ours / torchvision, every row
-
-
-def build_pair(image: Tensor, **settings: Any) -> tuple[nn.Module, nn.Module]:
-    """(torchvision's Keypoint R-CNN, ours) with the same calibrated random weights, in eval mode.
-
-    ``settings`` go to torchvision's builder (e.g. ``min_size``); ours copies them by conversion.
-    """
-    from torchvision.models import detection
-
-    from ..models import from_torchvision
-
-    torch.manual_seed(SEED)
-    peer = detection.keypointrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, num_keypoints=NUM_KEYPOINTS, **settings
-    )
-    calibrate(peer, [image])
-    return peer.eval(), from_torchvision(peer.eval()).eval()
 
 
 def keypoint_target(boxes: Tensor, num_keypoints: int = NUM_KEYPOINTS, seed: int = SEED) -> dict[str, Tensor]:
@@ -66,10 +56,7 @@ def keypoint_target(boxes: Tensor, num_keypoints: int = NUM_KEYPOINTS, seed: int
 
 def _check(ours: dict[str, Tensor], peer: dict[str, Tensor]) -> float:
     """Max |keypoint difference| (px); raises unless both found the same detections and keypoints."""
-    n_ours, n_peer = len(ours["boxes"]), len(peer["boxes"])
-    if n_ours != n_peer or n_peer == 0:
-        raise RuntimeError(f"detections: structpred {n_ours}, torchvision {n_peer} (need equal, > 0)")
-    score_diff = float((ours["scores"] - peer["scores"]).abs().max())
+    score_diff = check_detections(ours, peer)
     kp_diff = float((ours["keypoints"] - peer["keypoints"]).abs().max())
     kp_score_diff = float((ours["keypoints_scores"] - peer["keypoints_scores"]).abs().max())
     if score_diff > 1e-3 or kp_diff > 1e-3 or kp_score_diff > 1e-3:
@@ -114,13 +101,7 @@ def bench_keypoint_rcnn(
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _run(height, width, repeats, warmup, cases, settings)
-    finally:
-        torch.set_num_threads(previous_threads)
+    return with_threads(threads, lambda: _run(height, width, repeats, warmup, cases, settings))
 
 
 def _run(
@@ -129,17 +110,11 @@ def _run(
     from ..data import ShapesWorld
 
     image, gt = ShapesWorld("test", size=(height, width), num_images=1)[0]
-    peer, ours = build_pair(image, **settings)
+    peer, ours = build_pair(
+        "keypointrcnn_resnet50_fpn", image, num_classes=NUM_CLASSES, num_keypoints=NUM_KEYPOINTS, **settings
+    )
     resized = tuple(peer.transform([image])[0].image_sizes[0])  # type: ignore[operator]
-
-    def infer_ours() -> dict[str, Tensor]:
-        with torch.no_grad():
-            return ours.eval()([image])[0][0]
-
-    def infer_peer() -> dict[str, Tensor]:
-        with torch.no_grad():
-            return peer.eval()([image])[0]
-
+    infer_ours, infer_peer = inference_pair(ours, peer, image)
     theirs = infer_peer()
     kp_diff = _check(infer_ours(), theirs)
     target = keypoint_target(gt["boxes"])
@@ -160,18 +135,9 @@ def _run(
         rows.append(
             compare("train step", steps["ours"], steps["peer"], repeats=repeats, warmup=warmup, target=TARGET)
         )
-    out: dict[str, Any] = {
-        "image": (height, width),
-        "resized": resized,
-        "detections": len(theirs["boxes"]),
-        "threads": torch.get_num_threads(),
-        "repeats": repeats,
-        "max_keypoint_diff": kp_diff,
-        "rows": rows,
-    }
-    for row in rows:
-        out[f"{row.name}_ratio"] = row.ratio
-    return out
+    return summary(
+        (height, width), resized, len(theirs["boxes"]), rows, repeats=repeats, max_keypoint_diff=kp_diff
+    )
 
 
 def _label(result: dict[str, Any], row: Comparison) -> str:
@@ -183,25 +149,10 @@ def _label(result: dict[str, Any], row: Comparison) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     """CLI entry (``structpred bench keypoints``): run, print and return the Markdown table."""
-    import torchvision
-
-    parser = argparse.ArgumentParser(
-        prog="structpred bench keypoints",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side (median)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument(
-        "--detections", type=int, default=100, help="box_detections_per_img (torchvision: 100)"
-    )
-    parser.add_argument("--only", choices=("inference", "train step"), help="time one case only")
-    parser.add_argument(
-        "--quick", action="store_true", help="96x128 not resized, 10 detections, 1 repeat: a smoke run"
-    )
-    args = parser.parse_args(argv)
+    cli = parser("keypoints", __doc__, repeats=3)
+    cli.add_argument("--detections", type=int, default=100, help="box_detections_per_img (torchvision: 100)")
+    cli.add_argument("--only", choices=("inference", "train step"), help="time one case only")
+    args = cli.parse_args(argv)
     settings: dict[str, Any] = {"box_detections_per_img": args.detections}
     warmup = 1
     if args.quick:
@@ -212,17 +163,9 @@ def main(argv: list[str] | None = None) -> str:
     result = bench_keypoint_rcnn(
         args.height, args.width, args.repeats, args.threads, warmup=warmup, cases=cases, **settings
     )
-    rows = [Comparison(_label(result, r), r.ours_ms, r.peer_ms, r.target) for r in result["rows"]]
-    header = (
-        f"torch {torch.__version__}, torchvision {torchvision.__version__}, {result['threads']} threads, "
-        f"median of {result['repeats']} alternating runs; identical random weights (seed {SEED}) calibrated "
-        f"on the image; max |keypoint difference| {result['max_keypoint_diff']:.2g} px"
+    return report(
+        result, _label, f"; max |keypoint difference| {result['max_keypoint_diff']:.2g} px", args.quick
     )
-    if args.quick:
-        header += " (QUICK: tiny input, 100 proposals, 10 detections: not figures)"
-    text = f"{header}\n\n{format_table(rows, 'torchvision')}"
-    print(text)
-    return text
 
 
 if __name__ == "__main__":
