@@ -8,6 +8,8 @@ score, and the order among tied detections is arbitrary on both sides.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torchvision.models.detection as detection
@@ -63,6 +65,96 @@ def assert_same_detections(theirs: list[dict], ours: list[dict]) -> None:
         torch.testing.assert_close(o["scores"], t["scores"], atol=1e-4, rtol=0)
 
 
+def small_batches() -> list[list[torch.Tensor]]:
+    """One image, then a batch of two of mixed sizes (70-131 px, seed 0): the one-stage inputs."""
+    g = torch.Generator().manual_seed(0)
+    return [
+        [torch.rand(3, 100, 120, generator=g)],
+        [torch.rand(3, 131, 90, generator=g), torch.rand(3, 70, 97, generator=g)],  # mixed sizes
+    ]
+
+
+def same_predictions(
+    tv: nn.Module,
+    ours: nn.Module,
+    batches: list[list[torch.Tensor]],
+    check: Callable[[list[dict], list[dict]], None] = assert_same_detections,
+) -> list[dict]:
+    """Our predictions on every batch (eval, no targets: no losses), each ``check``-ed against
+    torchvision's; the images' predictions in order, batches concatenated."""
+    out = []
+    with torch.no_grad():
+        for images in batches:
+            theirs = tv(images)
+            preds, losses = ours(images)
+            assert losses == {}
+            check(theirs, preds)
+            out.extend(preds)
+    return out
+
+
+def predictions_with_settings(tv: nn.Module, ours: nn.Module, settings: dict) -> list[dict]:
+    """Both models' predictions on a batched tensor of two images with ``settings`` (attributes,
+    restored after), checked equal; ours are returned."""
+    before = {k: getattr(tv, k) for k in settings}
+    for model in (tv, ours):
+        for k, v in settings.items():
+            setattr(model, k, v)
+    images = torch.rand(2, 3, 90, 110, generator=torch.Generator().manual_seed(1))  # a batched tensor
+    try:
+        with torch.no_grad():
+            theirs = tv(list(images))
+            preds, _ = ours(images)
+    finally:
+        for model in (tv, ours):
+            for k, v in before.items():
+                setattr(model, k, v)
+    assert_same_detections(theirs, preds)
+    return preds
+
+
+def train_with_frozen_batch_norm(*models: nn.Module) -> None:
+    """Training mode, batch norm frozen (as with pretrained backbones)."""
+    for model in models:
+        model.train()
+    for model in models:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+
+
+def seeded_losses(
+    tv: nn.Module, ours: nn.Module, images: list[torch.Tensor], targets: list[dict], prefix: str = ""
+) -> tuple[dict, dict]:
+    """torchvision's training losses and ours (``predict=False``: losses only, as torchvision in
+    training) from the same seed (the same min_size draws and sampled RoIs), checked equal: ours
+    are torchvision's names with ``prefix``."""
+    torch.manual_seed(7)
+    theirs = tv(images, targets)
+    torch.manual_seed(7)
+    preds, losses = ours(images, targets, predict=False)
+    assert preds is None and set(losses) == {prefix + k for k in theirs}
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if prefix else {"rtol": 1e-4, "atol": 1e-5}
+    for k, v in theirs.items():
+        torch.testing.assert_close(losses[prefix + k], v, msg=k, **tolerance)
+    return theirs, losses
+
+
+def assert_same_gradients(ours: nn.Module, tv: nn.Module) -> None:
+    """One-stage detectors (RetinaNet, FCOS): every trainable parameter's gradient equal on both
+    sides, relative to its scale."""
+    tv_params = dict(tv.named_parameters())
+    compared = 0
+    for name, p in ours.named_parameters():
+        q = tv_params[name.replace("fpn.extra_block.", "fpn.extra_blocks.")]
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            scale = float(q.grad.abs().max()) + 1e-12
+            torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=0, atol=1e-4, msg=name)
+            compared += 1
+    assert compared == sum(p.requires_grad for p in tv.parameters()) > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_same_predictions_on_several_sizes_and_a_mixed_batch(name: str) -> None:
@@ -76,15 +168,8 @@ def test_same_predictions_on_several_sizes_and_a_mixed_batch(name: str) -> None:
         [torch.rand(3, 333, 250, generator=g)],
         [torch.rand(3, 180, 240, generator=g), torch.rand(3, 256, 190, generator=g)],  # mixed sizes
     ]
-    found = 0
-    with torch.no_grad():
-        for images in batches:
-            theirs = tv(images)
-            preds, losses = ours(images)
-            assert losses == {}
-            assert_same_detections(theirs, preds)
-            found += sum(len(p["boxes"]) for p in preds)
-    assert found > 50  # the comparison saw real detections
+    preds = same_predictions(tv, ours, batches)
+    assert sum(len(p["boxes"]) for p in preds) > 50  # the comparison saw real detections
 
 
 @pytest.mark.slow
@@ -119,19 +204,8 @@ def test_same_training_losses_with_the_same_seed() -> None:
          "labels": torch.tensor([1, 3])},
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},  # all background
     ]  # fmt: skip
-    tv.train()
-    ours.train()
-    for m in [*tv.modules(), *ours.modules()]:  # batch norm frozen, as with pretrained backbones
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
-    torch.manual_seed(7)
-    theirs = tv(images, targets)
-    torch.manual_seed(7)
-    preds, losses = ours(images, targets, predict=False)  # losses only, as torchvision in training
-    assert preds is None
-    assert set(losses) == set(theirs)
-    for key in theirs:
-        torch.testing.assert_close(losses[key], theirs[key], atol=1e-5, rtol=1e-4, msg=key)
+    train_with_frozen_batch_norm(tv, ours)
+    theirs, losses = seeded_losses(tv, ours, images, targets)
     sum(losses.values()).backward()
     sum(theirs.values()).backward()
     tv_grads = dict(tv.named_parameters())

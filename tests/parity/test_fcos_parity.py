@@ -24,6 +24,15 @@ from structpred.models import from_torchvision, get_model
 from structpred.models.fcos import FCOS
 from structpred.models.weights import load_weights
 
+from .test_faster_rcnn_parity import (
+    assert_same_detections,
+    assert_same_gradients,
+    predictions_with_settings,
+    same_predictions,
+    seeded_losses,
+    small_batches,
+)
+
 SMALL = {"min_size": 96, "max_size": 128}
 
 
@@ -33,15 +42,6 @@ def tv_fcos(seed: int, **overrides: object) -> nn.Module:
     with torch.no_grad():
         model.head.classification_head.cls_logits.bias[0] = -1e4  # label 0: never fires (see above)
     return model.eval()
-
-
-def assert_same_detections(theirs: list[dict], ours: list[dict]) -> None:
-    assert len(theirs) == len(ours)
-    for i, (t, o) in enumerate(zip(theirs, ours, strict=True)):
-        assert o["boxes"].shape == t["boxes"].shape, (i, t["boxes"].shape, o["boxes"].shape)
-        assert torch.equal(o["labels"], t["labels"]), i
-        torch.testing.assert_close(o["boxes"], t["boxes"], atol=1e-3, rtol=0)
-        torch.testing.assert_close(o["scores"], t["scores"], atol=1e-4, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +57,9 @@ def pair() -> tuple[nn.Module, FCOS]:
 @pytest.mark.slow
 def test_same_predictions_on_several_sizes_and_a_mixed_batch(pair: tuple[nn.Module, FCOS]) -> None:
     tv, ours = pair
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        [torch.rand(3, 100, 120, generator=g)],
-        [torch.rand(3, 131, 90, generator=g), torch.rand(3, 70, 97, generator=g)],  # mixed sizes
-    ]
-    found = 0
-    with torch.no_grad():
-        for images in batches:
-            theirs = tv(images)
-            preds, losses = ours(images)
-            assert losses == {}
-            assert_same_detections(theirs, preds)
-            found += sum(len(p["boxes"]) for p in preds)
-            assert all(int(p["labels"].min()) >= 1 for p in preds)  # labels 1..K
-    assert found > 40  # the comparison saw real detections
+    preds = same_predictions(tv, ours, small_batches())
+    assert all(int(p["labels"].min()) >= 1 for p in preds)  # labels 1..K
+    assert sum(len(p["boxes"]) for p in preds) > 40  # the comparison saw real detections
 
 
 LIMITS = {"nms_thresh": 0.3, "topk_candidates": 40, "detections_per_img": 17}
@@ -81,20 +69,7 @@ LIMITS = {"nms_thresh": 0.3, "topk_candidates": 40, "detections_per_img": 17}
 @pytest.mark.parametrize("settings", [LIMITS, {"score_thresh": 0.99}])  # every limit binds; nothing
 def test_same_predictions_with_other_settings(pair: tuple[nn.Module, FCOS], settings: dict) -> None:
     tv, ours = pair
-    before = {k: getattr(tv, k) for k in settings}
-    for model in (tv, ours):
-        for k, v in settings.items():
-            setattr(model, k, v)
-    images = torch.rand(2, 3, 90, 110, generator=torch.Generator().manual_seed(1))  # a batched tensor
-    try:
-        with torch.no_grad():
-            theirs = tv(list(images))
-            preds, _ = ours(images)
-    finally:
-        for model in (tv, ours):
-            for k, v in before.items():
-                setattr(model, k, v)
-    assert_same_detections(theirs, preds)
+    preds = predictions_with_settings(tv, ours, settings)
     counts = [len(p["boxes"]) for p in preds]
     assert counts == ([17, 17] if settings is LIMITS else [0, 0])
     assert preds[0]["boxes"].shape[1] == 4 and preds[0]["labels"].dtype == torch.int64
@@ -121,26 +96,11 @@ def test_same_training_losses_and_gradients_and_settings() -> None:
     assert all(getattr(ours, k) == v for k, v in settings.items() if not k.endswith("_size"))
     assert not any(p.requires_grad for p in ours.backbone.body.layer2.parameters())  # frozen stay frozen
     images = [torch.rand(3, 80, 96), torch.rand(3, 72, 56)]
-    torch.manual_seed(7)  # the transform draws one min_size per image, the same draws on both sides
-    theirs = tv(images, _targets())
-    torch.manual_seed(7)
-    _, losses = ours(images, _targets(), predict=False)
-    assert set(losses) == {f"loss_{k}" for k in theirs}
-    for k, v in theirs.items():
-        torch.testing.assert_close(losses[f"loss_{k}"], v, rtol=1e-5, atol=1e-6)
+    theirs, losses = seeded_losses(tv, ours, images, _targets(), prefix="loss_")
     assert float(theirs["bbox_regression"].detach()) > 0  # some locations were matched
     sum(theirs.values()).backward()
     sum(losses.values()).backward()
-    tv_params = dict(tv.named_parameters())
-    compared = 0
-    for name, p in ours.named_parameters():
-        q = tv_params[name.replace("fpn.extra_block.", "fpn.extra_blocks.")]
-        assert (p.grad is None) == (q.grad is None), name
-        if p.grad is not None:
-            scale = float(q.grad.abs().max()) + 1e-12
-            torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=0, atol=1e-4, msg=name)
-            compared += 1
-    assert compared == sum(p.requires_grad for p in tv.parameters()) > 0
+    assert_same_gradients(ours, tv)
 
 
 @pytest.mark.slow

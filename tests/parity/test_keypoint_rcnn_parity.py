@@ -25,7 +25,13 @@ from structpred.models import from_torchvision, get_model
 from structpred.models.keypoint_rcnn import KeypointRCNN
 from structpred.models.weights import load_weights
 
-from .test_faster_rcnn_parity import assert_same_detections, calibrate
+from .test_faster_rcnn_parity import (
+    assert_same_detections,
+    calibrate,
+    same_predictions,
+    seeded_losses,
+    train_with_frozen_batch_norm,
+)
 
 SMALL = {"min_size": 96, "max_size": 160, "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 200}
 
@@ -81,15 +87,8 @@ def test_same_predictions_on_several_sizes_and_a_mixed_batch(narrow: tuple[nn.Mo
         [torch.rand(3, 100, 150, generator=g)],
         [torch.rand(3, 90, 120, generator=g), torch.rand(3, 170, 95, generator=g)],  # mixed sizes
     ]
-    found = 0
-    with torch.no_grad():
-        for images in batches:
-            theirs = tv(images)
-            preds, losses = ours(images)
-            assert losses == {}
-            assert_same_keypoints(theirs, preds)
-            found += sum(len(p["boxes"]) for p in preds)
-    assert found == 36  # the comparison saw real detections (12 per image)
+    preds = same_predictions(tv, ours, batches, assert_same_keypoints)
+    assert sum(len(p["boxes"]) for p in preds) == 36  # the comparison saw real detections (12 per image)
 
 
 @pytest.mark.slow
@@ -168,18 +167,9 @@ def test_same_training_losses_and_keypoint_gradients_with_the_same_seed(
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
          "keypoints": torch.zeros(0, 5, 3)},  # all background
     ]  # fmt: skip
-    tv.train()
-    ours.train()
-    for m in [*tv.modules(), *ours.modules()]:  # batch norm frozen, as with pretrained backbones
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
-    torch.manual_seed(7)
-    theirs = tv(images, targets)
-    torch.manual_seed(7)
-    preds, losses = ours(images, targets, predict=False)  # losses only, as torchvision in training
-    assert preds is None and set(losses) == set(theirs) and "loss_keypoint" in losses
-    for key in theirs:
-        torch.testing.assert_close(losses[key], theirs[key], atol=1e-5, rtol=1e-4, msg=key)
+    train_with_frozen_batch_norm(tv, ours)
+    theirs, losses = seeded_losses(tv, ours, images, targets)
+    assert "loss_keypoint" in losses
     assert float(losses["loss_keypoint"].detach()) > 1.0  # real keypoints were scored
     losses["loss_keypoint"].backward()
     theirs["loss_keypoint"].backward()

@@ -24,7 +24,13 @@ from structpred.models import from_torchvision
 from structpred.models.mask_rcnn import MaskRCNN
 from structpred.ops import paste_masks_in_image
 
-from .test_faster_rcnn_parity import assert_same_detections, calibrate
+from .test_faster_rcnn_parity import (
+    assert_same_detections,
+    calibrate,
+    same_predictions,
+    seeded_losses,
+    train_with_frozen_batch_norm,
+)
 from .test_roi_parity import IMAGE_SIZES, _fpn_boxes, _fpn_features, _gen
 
 SMALL = {"min_size": 256, "max_size": 400}
@@ -69,17 +75,12 @@ def test_same_predictions_on_several_sizes_and_a_mixed_batch() -> None:
         [torch.rand(3, 333, 250, generator=g)],
         [torch.rand(3, 180, 240, generator=g), torch.rand(3, 256, 190, generator=g)],  # mixed sizes
     ]
+    preds = same_predictions(tv, ours, batches, assert_same_masks)
     found, soft = 0, 0
-    with torch.no_grad():
-        for images in batches:
-            theirs = tv(images)
-            preds, losses = ours(images)
-            assert losses == {}
-            assert_same_masks(theirs, preds)
-            for p, image in zip(preds, images, strict=True):
-                assert p["masks"].shape[-2:] == image.shape[-2:]
-                found += len(p["boxes"])
-                soft += int(((p["masks"] > 0.05) & (p["masks"] < 0.95)).sum())
+    for p, image in zip(preds, [im for images in batches for im in images], strict=True):
+        assert p["masks"].shape[-2:] == image.shape[-2:]
+        found += len(p["boxes"])
+        soft += int(((p["masks"] > 0.05) & (p["masks"] < 0.95)).sum())
     assert found > 100  # the comparison saw real detections ...
     assert soft > 10_000  # ... and mask probabilities well inside (0, 1)
 
@@ -115,18 +116,9 @@ def test_same_training_losses_and_mask_gradients_with_the_same_seed() -> None:
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
          "masks": torch.zeros(0, 240, 200, dtype=torch.uint8)},  # all background
     ]  # fmt: skip
-    tv.train()
-    ours.train()
-    for m in [*tv.modules(), *ours.modules()]:  # batch norm frozen, as with pretrained backbones
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval()
-    torch.manual_seed(7)
-    theirs = tv(images, targets)
-    torch.manual_seed(7)
-    preds, losses = ours(images, targets, predict=False)  # losses only, as torchvision in training
-    assert preds is None and set(losses) == set(theirs) and "loss_mask" in losses
-    for key in theirs:
-        torch.testing.assert_close(losses[key], theirs[key], atol=1e-5, rtol=1e-4, msg=key)
+    train_with_frozen_batch_norm(tv, ours)
+    theirs, losses = seeded_losses(tv, ours, images, targets)
+    assert "loss_mask" in losses
     losses["loss_mask"].backward()
     theirs["loss_mask"].backward()
     tv_grads = dict(tv.roi_heads.named_parameters())

@@ -24,6 +24,15 @@ from structpred.models import from_torchvision, get_model
 from structpred.models.retinanet import RetinaNet
 from structpred.models.weights import load_weights
 
+from .test_faster_rcnn_parity import (
+    assert_same_detections,
+    assert_same_gradients,
+    predictions_with_settings,
+    same_predictions,
+    seeded_losses,
+    small_batches,
+)
+
 SMALL = {"min_size": 96, "max_size": 128}
 BUILDERS = {"v1": detection.retinanet_resnet50_fpn, "v2": detection.retinanet_resnet50_fpn_v2}
 
@@ -36,15 +45,6 @@ def tv_retinanet(version: str, seed: int, **overrides: object) -> nn.Module:
         head.cls_logits.bias.normal_(-1.0, 1.0)  # some anchors and classes over the threshold
         head.cls_logits.bias[:: head.num_classes] = -1e4  # label 0 of every anchor: never fires
     return model.eval()
-
-
-def assert_same_detections(theirs: list[dict], ours: list[dict]) -> None:
-    assert len(theirs) == len(ours)
-    for i, (t, o) in enumerate(zip(theirs, ours, strict=True)):
-        assert o["boxes"].shape == t["boxes"].shape, (i, t["boxes"].shape, o["boxes"].shape)
-        assert torch.equal(o["labels"], t["labels"]), i
-        torch.testing.assert_close(o["boxes"], t["boxes"], atol=1e-3, rtol=0)
-        torch.testing.assert_close(o["scores"], t["scores"], atol=1e-4, rtol=0)
 
 
 # Non-default class count and settings: torchvision's 5 logit channels = 4 classes + background.
@@ -70,19 +70,9 @@ def pair(request: pytest.FixtureRequest) -> tuple[nn.Module, RetinaNet]:
 @pytest.mark.slow
 def test_same_predictions_on_several_sizes_and_a_mixed_batch(pair: tuple[nn.Module, RetinaNet]) -> None:
     tv, ours = pair
-    g = torch.Generator().manual_seed(0)
-    batches = [
-        [torch.rand(3, 100, 120, generator=g)],
-        [torch.rand(3, 131, 90, generator=g), torch.rand(3, 70, 97, generator=g)],  # mixed sizes
-    ]
-    with torch.no_grad():
-        for images in batches:
-            theirs = tv(images)
-            preds, losses = ours(images)
-            assert losses == {}
-            assert_same_detections(theirs, preds)
-            assert [len(p["boxes"]) for p in preds] == [300] * len(images)  # the limit binds
-            assert all(int(p["labels"].min()) >= 1 for p in preds)  # labels 1..K
+    preds = same_predictions(tv, ours, small_batches())
+    assert [len(p["boxes"]) for p in preds] == [300] * 3  # the limit binds
+    assert all(int(p["labels"].min()) >= 1 for p in preds)  # labels 1..K
 
 
 LIMITS = {"score_thresh": 0.3, "nms_thresh": 0.3, "topk_candidates": 40, "detections_per_img": 12}
@@ -92,20 +82,7 @@ LIMITS = {"score_thresh": 0.3, "nms_thresh": 0.3, "topk_candidates": 40, "detect
 @pytest.mark.parametrize("settings", [LIMITS, {"score_thresh": 0.9999}])  # every limit binds; nothing
 def test_same_predictions_with_other_settings(pair: tuple[nn.Module, RetinaNet], settings: dict) -> None:
     tv, ours = pair
-    before = {k: getattr(tv, k) for k in settings}
-    for model in (tv, ours):
-        for k, v in settings.items():
-            setattr(model, k, v)
-    images = torch.rand(2, 3, 90, 110, generator=torch.Generator().manual_seed(1))  # a batched tensor
-    try:
-        with torch.no_grad():
-            theirs = tv(list(images))
-            preds, _ = ours(images)
-    finally:
-        for model in (tv, ours):
-            for k, v in before.items():
-                setattr(model, k, v)
-    assert_same_detections(theirs, preds)
+    preds = predictions_with_settings(tv, ours, settings)
     counts = [len(p["boxes"]) for p in preds]
     if settings is LIMITS:
         assert counts == [12, 12], counts
@@ -132,26 +109,11 @@ def test_same_training_losses_gradients_and_statistics(pair: tuple[nn.Module, Re
     images = [torch.rand(3, 80, 100), torch.rand(3, 72, 60)]
     try:
         tv.train(), ours.train()
-        torch.manual_seed(7)  # the transform draws one min_size per image, the same draws on both sides
-        theirs = tv(images, _targets())
-        torch.manual_seed(7)
-        _, losses = ours(images, _targets(), predict=False)
-        assert set(losses) == {f"loss_{k}" for k in theirs}
-        for k, v in theirs.items():
-            torch.testing.assert_close(losses[f"loss_{k}"], v, rtol=1e-5, atol=1e-6)
+        theirs, losses = seeded_losses(tv, ours, images, _targets(), prefix="loss_")
         assert float(theirs["bbox_regression"].detach()) > 0  # some anchors were matched
         sum(theirs.values()).backward()
         sum(losses.values()).backward()
-        tv_params = dict(tv.named_parameters())
-        compared = 0
-        for name, p in ours.named_parameters():
-            q = tv_params[name.replace("fpn.extra_block.", "fpn.extra_blocks.")]
-            assert (p.grad is None) == (q.grad is None), name
-            if p.grad is not None:
-                scale = float(q.grad.abs().max()) + 1e-12
-                torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=0, atol=1e-4, msg=name)
-                compared += 1
-        assert compared == sum(p.requires_grad for p in tv.parameters()) > 0
+        assert_same_gradients(ours, tv)
         # batch-norm statistics moved the same way in training mode
         tv_buffers = dict(tv.backbone.body.named_buffers())
         for name, b in ours.backbone.body.named_buffers():
