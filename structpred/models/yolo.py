@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..heads.yolo_head import YOLOHead, anchor_points, yolo_loss, yolo_postprocess
@@ -120,13 +121,15 @@ class YOLO(nn.Module):
 
     def fuse(self) -> YOLO:
         """A copy for inference: every conv + BatchNorm pair folded into one conv
-        (:func:`~structpred.layers.csp.fuse_conv_bn_`), the same detections within float rounding
-        and fewer operator calls; GroupNorm (a per-image statistic) stays. The copy is in eval
-        mode and refuses ``train()``; ``self`` is unchanged."""
+        (:func:`~structpred.layers.csp.fuse_conv_bn_`), GroupNorm (a per-image statistic) kept,
+        the tensors channels-last: the same detections within float rounding, fewer operator
+        calls. The copy is in eval mode and refuses ``train()``; ``self`` is unchanged."""
         fused = copy.deepcopy(self).eval()
         fuse_conv_bn_(fused)
         fused.is_fused = True
-        return fused
+        # Channels-last weights, and the batch converted in forward: 10-20 % faster on CPU
+        # (docs/yolo.md), the same function.
+        return fused.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True) -> YOLO:
         """``nn.Module.train``; a :meth:`fuse`d copy has no batch norms left to train."""
@@ -145,6 +148,8 @@ class YOLO(nn.Module):
         check_request(targets is not None, predict, type(self).__name__)
         targets = checked_targets(images, targets, lambda t, sizes: check_targets(t, sizes, self.num_classes))
         batch, image_sizes, original_sizes, resized = self.transform(images, targets)  # (B, 3, Hp, Wp)
+        if self.is_fused:
+            batch = batch.contiguous(memory_format=torch.channels_last)  # the fused weights' layout
         features = self.backbone(batch)
         maps = self.neck(features)  # L x (B, C_l, H_l, W_l)
         cls_logits, box_logits, map_sizes = self.head(maps)  # (B, A, K), (B, A, 4R)
@@ -253,7 +258,12 @@ def yolo_narrow(
 
 # The lean CPU layout (docs/yolo.md, "yolo_lite"): no C2f block at stride 4, one 3x3 conv per
 # head branch. Inference through YOLO.fuse() (conv + BN folded).
-LITE_LAYOUT: dict[str, Any] = {"widths": (16, 16, 32, 64, 128), "depths": (0, 1, 1, 1), "head_depth": 1}
+LITE_LAYOUT: dict[str, Any] = {
+    "widths": (16, 16, 32, 64, 128),
+    "depths": (0, 1, 1, 1),
+    "head_depth": 1,
+    "head_norm": "batch",  # folded into the convs by YOLO.fuse() (GroupNorm would stay)
+}
 
 
 @register_model(task="detection")

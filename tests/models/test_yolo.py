@@ -194,6 +194,7 @@ def test_fused_model_equals_the_unfused_one(name: str, kwargs: dict) -> None:
     fused = model.fuse()
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert norms > 20 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert fused.backbone.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         want = model.head(model.neck(model.backbone(x)))
