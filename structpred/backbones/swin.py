@@ -222,7 +222,8 @@ class SwinTransformer(nn.Module):
             raise ValueError(f"Swin: drop_path_rate must be in [0, 1), got {c.drop_path_rate}")
         windows = _stage_windows(c.window_size, n)
         dims = [c.embed_dim * 2**i for i in range(n)]
-        rates = torch.linspace(0, c.drop_path_rate, sum(c.depths)).tolist()
+        total = sum(c.depths)  # drop path rises linearly from 0 to drop_path_rate over all blocks
+        rates = [c.drop_path_rate * k / max(total - 1, 1) for k in range(total)]
         self.patch_embed = PatchEmbed(c.patch_size, 3, c.embed_dim, norm=True, pad=True)
         stages, start = [], 0
         for i in range(n):
