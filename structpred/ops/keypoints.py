@@ -182,6 +182,19 @@ def _resized_at(maps: Tensor, rows: Tensor, cols: Tensor, heights_px: Tensor, wi
     return (taps * (wy[..., :, None] * wx[..., None, :]).reshape(Q, K, 16)).sum(2)
 
 
+def _resize_across(m: Tensor, wx: Tensor) -> Tensor:
+    """``m [Q, kc, M, M]`` maps, ``wx [Q, M + 2, Bx]`` (resize matrix, column mask, outside row)
+    -> ``[Q, kc, M + 1, Bx]``: every map row resized, masked, and the outside row, in one product."""
+    Q, k, M, _ = m.shape
+    ones = m.new_ones(Q, k, M, 1)
+    top = torch.cat([m, ones, torch.zeros_like(ones)], 3)  # (Q, kc, M, M + 2): [map, 1, 0]
+    bottom = m.new_zeros(Q, k, 1, M + 2)
+    bottom[..., M:] = 1  # [0, 1, 1]
+    rows = torch.cat([top, bottom], 2)  # (Q, kc, M + 1, M + 2)
+    # (Q, kc*(M+1), M+2) @ (Q, M+2, Bx): one batched product, no copy of wx per keypoint
+    return (rows.reshape(Q, k * (M + 1), M + 2) @ wx).reshape(Q, k, M + 1, wx.shape[2])
+
+
 def heatmaps_to_keypoints_static(
     maps: Tensor, rois: Tensor, max_size: tuple[int, int], chunk_elements: int = CHUNK_ELEMENTS
 ) -> tuple[Tensor, Tensor]:
@@ -204,37 +217,36 @@ def heatmaps_to_keypoints_static(
             raise ValueError(f"a RoI of {h_max} x {w_max} px exceeds max_size {(By, Bx)}")
     widths_px, heights_px = widths_px.clamp(max=Bx), heights_px.clamp(max=By)
     # Cells beyond a RoI's own size must never win the argmax, but a masked_fill over every
-    # resized value costs as much as the resize: the matrices carry the mask instead. Columns
-    # beyond w_q get _OUTSIDE in every (resized) map row, rows beyond h_q take weight 1 on one
-    # more map row that is _OUTSIDE everywhere, so either comes out ~_OUTSIDE (weights sum to 1).
-    wx = _cubic_matrix(widths_px, Bx, M)  # (Q, Bx, M)
+    # resized value costs as much as the resize: the matrices carry the mask. The resize across
+    # is one product [[map, 1, 0], [0, 1, 1]] @ [[Wx^T], [column mask], [_OUTSIDE]]: each map row
+    # resized plus _OUTSIDE at the columns beyond w_q, and one more row _OUTSIDE everywhere, on
+    # which the output rows beyond h_q put weight 1 (other weights sum to 1): ~_OUTSIDE or below.
+    wx = _cubic_matrix(widths_px, Bx, M).transpose(1, 2)  # (Q, Bx, M) -> (Q, M, Bx)
+    cols_outside = torch.arange(Bx, device=maps.device, dtype=dtype) >= widths_px[:, None]  # (Q, Bx)
+    outside = torch.full_like(cols_outside, _OUTSIDE, dtype=dtype)  # (Q, Bx)
+    wx = torch.cat([wx, (cols_outside.to(dtype) * _OUTSIDE)[:, None], outside[:, None]], 1)  # (Q, M + 2, Bx)
     wy = _cubic_matrix(heights_px, By, M)  # (Q, By, M)
     rows_outside = torch.arange(By, device=maps.device, dtype=dtype) >= heights_px[:, None]  # (Q, By)
     wy = torch.cat([wy, rows_outside.to(dtype)[..., None]], 2)[:, None]  # (Q, 1, By, M + 1)
-    cols_outside = torch.arange(Bx, device=maps.device, dtype=dtype) >= widths_px[:, None]  # (Q, Bx)
-    col_mask = (cols_outside.to(dtype) * _OUTSIDE)[:, None, None]  # (Q, 1, 1, Bx)
     # Steps of kc keypoints x R output rows: kc * Bx * (M + 1 + R) values per RoI at most.
     kc = max(1, min(K, chunk_elements // (2 * (M + 1) * Bx)))
     R = max(1, min(By, chunk_elements // (kc * Bx) - M - 1))
     best_cols, best_rows = [], []
     for k0 in range(0, K, kc):
-        m = maps[:, k0 : k0 + kc].to(dtype)  # (Q, kc, M, M)
-        k = m.shape[1]
-        # Every map row resized across: (Q, kc*M, M) @ (Q, M, Bx) -> (Q, kc, M, Bx), + the masks
-        across = (m.reshape(Q, k * M, M) @ wx.transpose(1, 2)).reshape(Q, k, M, Bx) + col_mask
-        across = torch.cat([across, across.new_full((Q, k, 1, Bx), _OUTSIDE)], 2)  # (Q, kc, M + 1, Bx)
+        across = _resize_across(maps[:, k0 : k0 + kc].to(dtype), wx)  # (Q, kc, M + 1, Bx)
+        k = across.shape[1]
         best = torch.full((Q, k), float("-inf"), device=maps.device, dtype=dtype)
         row = torch.zeros((Q, k), device=maps.device, dtype=torch.long)
         col = torch.zeros_like(row)
         for r0 in range(0, By, R):
-            r = min(R, By - r0)
-            resized = wy[:, :, r0 : r0 + r] @ across  # (Q, 1, r, M+1) @ (Q, kc, M+1, Bx) -> (Q, kc, r, Bx)
-            value, pos = resized.reshape(Q, k, r * Bx).max(dim=2)  # (Q, kc): the first maximum
+            # (Q, 1, r, M + 1) @ (Q, kc, M + 1, Bx) -> (Q, kc, r, Bx) -> (Q, kc): the first maximum
+            value, pos = (wy[:, :, r0 : r0 + R] @ across).flatten(2).max(dim=2)
             # Rows come in order: a later chunk wins only when strictly greater (the first maximum).
             better = value > best
             best = torch.where(better, value, best)
             row = torch.where(better, torch.div(pos, Bx, rounding_mode="floor") + r0, row)
             col = torch.where(better, pos % Bx, col)
+        del across  # before the next chunk's: one at a time
         best_cols.append(col)
         best_rows.append(row)
     cols, rows = torch.cat(best_cols, 1), torch.cat(best_rows, 1)  # (Q, K)
