@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchvision.models.detection import roi_heads as tv_roi_heads
 
 from structpred.ops.keypoints import heatmaps_to_keypoints, heatmaps_to_keypoints_static
 
@@ -63,6 +64,16 @@ def test_static_matches_eager_on_tiny_huge_and_bound_sized_rois() -> None:
     # ResNet-50 sizes: a box near 1,000 px in an 800 x 1333 image (few RoIs: it is the slow case).
     big = torch.tensor([[40.0, 12.0, 1033.5, 790.0], [0.0, 0.0, 1333.0, 800.0]])
     _assert_equal_keypoints(torch.randn(2, 3, 56, 56, generator=g), big, (800, 1333))
+
+
+def test_static_matches_torchvision() -> None:
+    g = torch.Generator().manual_seed(21)
+    rois = _rois(10, (120, 200), g)
+    maps = torch.randn(10, 17, 56, 56, generator=g) * 3
+    points, scores = heatmaps_to_keypoints_static(maps, rois, (120, 200))
+    t_points, t_scores = tv_roi_heads.heatmaps_to_keypoints(maps, rois)
+    torch.testing.assert_close(points, t_points, atol=1e-3, rtol=0)
+    torch.testing.assert_close(scores, t_scores, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("chunk_elements", [1, 5_000, 200_000])
