@@ -6,7 +6,8 @@ weights and ``num_classes``: patch size, width, depths, heads, window, MLP ratio
 and train / eval mode; input 224 and ImageNet mean / std (torchvision keeps them in its weights'
 transforms, not in the model). Our model uses torchvision's window rule (``window_rule=
 "torchvision"``: pad to window multiples *then* roll, the window never clipped; see
-:mod:`structpred.backbones.swin_window`), so the logits match at any input size. Refused with a
+:mod:`structpred.backbones.swin_window`), so the logits match at any input size whose sides are
+multiples of the patch (torchvision's stem drops a remainder; ours zero-pads it). Refused with a
 ``ValueError`` naming the attribute: ``swin_v2_*`` (``logit_scale`` / ``cpb_mlp``), non-square
 windows or shifts other than 0 / window // 2, attention or projection dropout, LayerNorm eps
 other than 1e-5. The torchvision model is only read; nothing here imports torchvision.
