@@ -112,11 +112,17 @@ class KeypointRoIHeads(BranchRoIHeads):
         return keypoint_rcnn_loss(logits, torch.cat(cells), torch.cat(valid))
 
     def branch_outputs(
-        self, detections: list[dict[str, Tensor]], logits: Tensor, boxes: list[Tensor]
+        self,
+        detections: list[dict[str, Tensor]],
+        logits: Tensor,
+        boxes: list[Tensor],
+        image_sizes: list[tuple[int, int]],
     ) -> None:
         """``keypoints [N, K, 3]`` and ``keypoints_scores [N, K]`` (resized-image pixels)."""
-        # The argmax and its bicubic resize in float32 (as torchvision; bf16 under autocast).
-        keypoints, scores = heatmaps_to_keypoints(logits.float(), torch.cat(boxes).float())
+        # The argmax and its bicubic resize in float32 (as torchvision; bf16 under autocast). The
+        # largest image bounds every box (clipped to its image): torch.export's static form needs it.
+        max_size = (max(h for h, _ in image_sizes), max(w for _, w in image_sizes))
+        keypoints, scores = heatmaps_to_keypoints(logits.float(), torch.cat(boxes).float(), max_size)
         counts = [b.shape[0] for b in boxes]
         for d, kp, sc in zip(detections, keypoints.split(counts), scores.split(counts), strict=True):
             d["keypoints"], d["keypoints_scores"] = kp, sc

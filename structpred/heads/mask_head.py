@@ -128,7 +128,11 @@ class MaskRoIHeads(BranchRoIHeads):
         return mask_rcnn_loss(logits, torch.cat(rois.labels), torch.cat(mask_targets))
 
     def branch_outputs(
-        self, detections: list[dict[str, Tensor]], logits: Tensor, boxes: list[Tensor]
+        self,
+        detections: list[dict[str, Tensor]],
+        logits: Tensor,
+        boxes: list[Tensor],
+        image_sizes: list[tuple[int, int]],
     ) -> None:
         """``masks [N, 1, M, M]``: the sigmoid of each detection's predicted class's mask."""
         labels = torch.cat([d["labels"] for d in detections])  # (Q,)

@@ -266,10 +266,14 @@ class BranchRoIHeads(RoIHeads):
         raise NotImplementedError(f"{type(self).__name__} must define branch_loss()")
 
     def branch_outputs(
-        self, detections: list[dict[str, Tensor]], logits: Tensor, boxes: list[Tensor]
+        self,
+        detections: list[dict[str, Tensor]],
+        logits: Tensor,
+        boxes: list[Tensor],
+        image_sizes: list[tuple[int, int]],
     ) -> None:
         """Add the branch's outputs to ``detections`` (in place) from the ``logits (Q, ., M, M)`` of
-        their ``boxes``."""
+        their ``boxes`` (in images of ``image_sizes``)."""
         raise NotImplementedError(f"{type(self).__name__} must define branch_outputs()")
 
     def forward(
@@ -293,7 +297,7 @@ class BranchRoIHeads(RoIHeads):
             return None, losses
         detections = self.detect(features, proposals, image_sizes)
         boxes = [d["boxes"] for d in detections]
-        self.branch_outputs(detections, self.branch_logits(features, boxes, image_sizes), boxes)
+        self.branch_outputs(detections, self.branch_logits(features, boxes, image_sizes), boxes, image_sizes)
         return detections, losses
 
 
