@@ -1,11 +1,15 @@
 """Ops benchmark: structpred.ops against torchvision.ops on the same inputs, one run.
 
-NMS (issue 15): ``nms`` at IoU 0.5 on four box distributions in an 800 x 1088 image --
-uniform (sides 8-128 px), clustered (jittered copies around 200 objects), tiny (sides
-1-8 px) and an adversarial chain (10 px boxes 2 px apart, scores falling along the chain:
-each box overlaps the next, every decision depends on the previous one) -- at 200, 1,000,
-2,000, 5,000 and 10,000 boxes, and ``batched_nms`` on the clustered boxes in 80 classes.
-Every row checks that both sides keep the same indices before timing.
+NMS (issue 15): ``nms`` at IoU 0.5 on nine box distributions in an 800 x 1088 image --
+uniform (sides 8-128 px), clustered (jittered copies around 200 objects), dense (the same
+around 5 objects: most boxes are dropped), tiny (sides 1-8 px), an adversarial chain (10 px
+boxes 2 px apart, scores falling along the chain: each box overlaps the next, every decision
+depends on the previous one), identical (one box repeated), disjoint (a grid: nothing
+dropped), huge (uniform plus one box covering the image) and ties (clustered, three score
+levels) -- at 200, 1,000, 2,000, 5,000 and 10,000 boxes, uniform and dense also at 0, 1 and
+10 (fixed cost); ``batched_nms`` on clustered and uniform boxes in 80 classes and dense,
+identical and tied boxes in 6. Every row checks that both sides keep the same indices before
+timing.
 
 Other inputs: box_iou 2,000 x 2,000; roi_align and roi_pool of 512 RoIs on ``[2, 256, 50, 68]``
 (a stride-16 map of an 800 x 1088 image), 7 x 7, sampling 2, aligned. Boxes are
@@ -21,6 +25,7 @@ use); the pairwise GIoU / DIoU / CIoU on 1,000 x 1,000 boxes; ``masks_to_boxes``
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 
 import torch
@@ -44,8 +49,15 @@ def detections(n: int, generator: torch.Generator, objects: int = 200) -> torch.
     return ops.clip_boxes_to_image(boxes, (IMAGE_H, IMAGE_W))
 
 
-NMS_SIZES = (200, 1000, 2000, 5000, 10000)
 NMS_THRESHOLD = 0.5
+# Box counts: empty, one and ten boxes (fixed cost), typical (200-2,000), large (5,000-10,000).
+TINY_SIZES = (0, 1, 10)
+NMS_SIZES = (200, 1000, 2000, 5000, 10000)
+TINY_KINDS = ("uniform", "dense")
+# nms: every distribution at NMS_SIZES (and TINY_SIZES for TINY_KINDS).
+NMS_KINDS = ("uniform", "clustered", "dense", "tiny", "chain", "identical", "disjoint", "huge", "ties")
+# batched_nms: (distribution, number of classes); the dense clusters at the fixed-cost sizes too.
+BATCHED_KINDS = (("clustered", 80), ("dense", 6), ("uniform", 80), ("identical", 6), ("ties", 6))
 
 
 def nms_boxes(kind: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,26 +65,48 @@ def nms_boxes(kind: str, n: int, generator: torch.Generator) -> tuple[torch.Tens
     scores = torch.rand(n, generator=generator)
     if kind == "clustered":
         return detections(n, generator), scores
+    if kind == "dense":  # many detections of very few objects: long runs of suppressed boxes
+        return detections(n, generator, objects=5), scores
+    if kind == "ties":  # clustered boxes, three score levels: the order among equals decides
+        return detections(n, generator), (scores * 3).floor() / 3
     if kind == "chain":
         x = torch.arange(n, dtype=torch.float32) * 2  # IoU(i, i+1) = 8/12, IoU(i, i+2) = 6/14
         zeros = torch.zeros(n)
         return torch.stack([x, zeros, x + 10, zeros + 10], 1), torch.linspace(1, 0, n)
-    low, high = {"uniform": (8.0, 128.0), "tiny": (1.0, 8.0)}[kind]
+    if kind == "identical":  # one box n times: the best one drops all the others
+        box = torch.tensor([[100.0, 120.0, 300.0, 260.0]])
+        return box.expand(n, 4).clone(), scores
+    if kind == "disjoint":  # a grid of cells, one box inside each: nothing is dropped
+        cols = max(1, math.ceil(math.sqrt(n * IMAGE_W / IMAGE_H)))
+        cell = IMAGE_W / cols
+        k = torch.arange(n, dtype=torch.float32)
+        xy = torch.stack([k % cols, torch.div(k, cols, rounding_mode="floor")], 1) * cell  # (n, 2)
+        return torch.cat([xy, xy + 0.8 * cell], 1), scores
+    low, high = {"uniform": (8.0, 128.0), "tiny": (1.0, 8.0), "huge": (8.0, 128.0)}[kind]
     wh = low + torch.rand(n, 2, generator=generator) * (high - low)  # (n, 2)
     xy = torch.rand(n, 2, generator=generator) * (torch.tensor([IMAGE_W, IMAGE_H]) - wh)
-    return torch.cat([xy, xy + wh], 1), scores
+    boxes = torch.cat([xy, xy + wh], 1)
+    if kind == "huge" and n:  # one box covering the image: its x-interval meets every box
+        boxes[n // 2] = torch.tensor([0.0, 0.0, IMAGE_W, IMAGE_H])
+    return boxes, scores
 
 
 def nms_cases(
-    sizes: tuple[int, ...] = NMS_SIZES, kinds: tuple[str, ...] = ("uniform", "clustered", "tiny", "chain")
+    sizes: tuple[int, ...] = NMS_SIZES,
+    kinds: tuple[str, ...] = NMS_KINDS,
+    batched: tuple[tuple[str, int], ...] = BATCHED_KINDS,
+    tiny: tuple[int, ...] = TINY_SIZES,
 ) -> list[tuple[str, Callable[[], object], Callable[[], object], int]]:
-    """``(name, ours, peer, n)`` for every NMS row; raises if the kept indices ever differ."""
+    """``(name, ours, peer, n)`` for every NMS row; raises if the kept indices ever differ.
+
+    The ``tiny`` sizes (fixed cost) are added for the uniform and dense distributions.
+    """
     import torchvision.ops as tv
 
     g = torch.Generator().manual_seed(1)
     cases: list[tuple[str, Callable[[], object], Callable[[], object], int]] = []
     for kind in kinds:
-        for n in sizes:
+        for n in (tiny if kind in TINY_KINDS else ()) + sizes:
             boxes, scores = nms_boxes(kind, n, g)
             if not torch.equal(ops.nms(boxes, scores, NMS_THRESHOLD), tv.nms(boxes, scores, NMS_THRESHOLD)):
                 raise AssertionError(f"nms differs from torchvision on {kind} boxes, n={n}")
@@ -84,20 +118,23 @@ def nms_cases(
                     n,
                 )
             )
-    for n in sizes:
-        boxes, scores = nms_boxes("clustered", n, g)
-        classes = torch.randint(0, 80, (n,), generator=g)
-        args = (boxes, scores, classes, NMS_THRESHOLD)
-        if not torch.equal(ops.batched_nms(*args).sort().values, tv.batched_nms(*args).sort().values):
-            raise AssertionError(f"batched_nms differs from torchvision, n={n}")
-        cases.append(
-            (
-                f"batched_nms 80 classes ({n:,} boxes)",
-                functools.partial(ops.batched_nms, *args),
-                functools.partial(tv.batched_nms, *args),
-                n,
+    for kind, labels in batched:
+        for n in (tiny if kind in TINY_KINDS else ()) + sizes:
+            boxes, scores = nms_boxes(kind, n, g)
+            classes = torch.randint(0, labels, (n,), generator=g)
+            args = (boxes, scores, classes, NMS_THRESHOLD)
+            # torchvision's two paths (offsets below 4,000 coordinates, a loop above) order ties
+            # differently; the kept set is what both define
+            if not torch.equal(ops.batched_nms(*args).sort().values, tv.batched_nms(*args).sort().values):
+                raise AssertionError(f"batched_nms differs from torchvision on {kind} boxes, n={n}")
+            cases.append(
+                (
+                    f"batched_nms {kind}, {labels} classes ({n:,} boxes)",
+                    functools.partial(ops.batched_nms, *args),
+                    functools.partial(tv.batched_nms, *args),
+                    n,
+                )
             )
-        )
     return cases
 
 

@@ -2,35 +2,39 @@
 
 Greedy NMS keeps the best-scoring box, drops every later box whose IoU with it exceeds
 the threshold, and repeats. It is inherently sequential (box ``j``'s fate depends on whether
-the boxes that could drop it were themselves kept), so it is split into a parallel part
-that does all the arithmetic and a sequential part that does only bookkeeping:
+the boxes that could drop it were themselves kept), so the arithmetic (IoUs, vectorised
+tensor code) is separated from the bookkeeping (a host scan), and the algorithm is chosen by
+how much suppression there is, found out on the input itself. Boxes are put in *work order*
+(decreasing score, stable) and then:
 
-1. **Suppression pairs** (:mod:`structpred.ops.nms_pairs`). In score order, the pairs
-   ``(i, j)``, ``i < j``, with ``IoU > threshold`` (and, for :func:`batched_nms`, the same
-   label), every IoU in vectorised tensor code. Up to 256 boxes: one ``[N, N]`` matrix (least
-   fixed cost). Above: IoU tiles of an *x-sorted band* -- two boxes can only overlap if their
-   x-intervals do, so each 256-row tile is tested only against the boxes whose ``x1`` falls
-   inside one of its rows' x-intervals (small, tiny or chained boxes: ~``N * (256 + w)``
-   IoUs instead of ``N^2 / 2``). :func:`batched_nms` picks by label sizes: same-label
-   pairs one by one (many tiny labels), one padded ``[L, M, M]`` batch (similar sizes), or a
-   loop over labels (large uneven ones).
-2. **Greedy scan.** The pairs, sorted by ``i``, are walked once in score order: box ``i`` is
-   kept iff no kept box has dropped it yet; a kept box marks its partners dropped. Because
-   ``i < j`` in every pair, ``i``'s fate is final when its turn comes. One pass, no rounds:
-   ``O(boxes with a partner + partners of kept boxes)`` set operations, whatever the shape of
-   the suppression graph. (The former fixed-point formulation needed "longest suppression
-   chain + 1" vectorised rounds: 30x torchvision on chains.)
+1. **Up to 256 boxes: one ``[N, N]`` overlap matrix** (the fewest operations), scanned on the
+   host: pair by pair when pairs are few (``greedy_pairs``), else with torchvision's
+   bitmask scan (``greedy_bits``: the matrix packed into Python ints, one step per *kept*
+   box, dropped boxes cost nothing).
+2. **Above: a probe.** :func:`_blocks` takes the best alive boxes (a block of 8-256 rows,
+   sized so that a block is ~16k IoUs), tests them against every box still alive, resolves
+   the block with the bitmask scan and drops whatever its kept rows overlap. Boxes already
+   dropped are never tested again: about ``kept x alive`` IoUs, torchvision's own bound.
+   Dense clusters and repeated boxes are solved by a few blocks. As soon as a block drops
+   fewer than its own size or 1/16 of the rest (sparse suppression), the probe stops.
+3. **The rest: suppression pairs** (:mod:`structpred.ops.nms_pairs`): the remaining boxes
+   are an independent problem (dropped boxes never suppress; kept ones have already
+   dropped what they overlap). Small, tiny or chained boxes: IoU tiles of an *x-sorted
+   band* (only boxes whose x-intervals overlap, ~``N * (256 + w)`` IoUs), the pairs walked
+   once in score order (``greedy_scan``: no rounds, whatever the chain length).
+   Wide boxes (the band would hold more than half the tiles): blocks of 256 rows again.
+   :func:`batched_nms` picks by label sizes: same-label pairs one by one (many tiny
+   labels), one padded ``[L, M, M]`` batch (similar sizes), or each label on its own (large
+   labels, >= 256 boxes on average, or large uneven ones).
 
-When boxes are wide against their spread (clustered detections), the band would hold more
-than half of the full tiles, and skipping *dropped* boxes saves more than skipping distant
-ones: :func:`_tiled_greedy` walks 256-row tiles in score order, resolves each tile's alive
-rows among themselves, then tests only its kept rows against the boxes still alive after it
--- about ``kept x alive`` IoUs, torchvision's own bound. So the worst case is ``N^2 / 2`` IoUs
-(every box kept and overlapping every x-interval, as in torchvision's kernel), plus a host
-scan linear in the pairs, and never a function of chain length. The scan walks host-side
-lists (``tolist``; on a GPU one copy of the pairs, as torchvision's CUDA kernel copies its
+Labels ride on the block IoUs as a third interval axis ``[label, label + 1)`` (the
+intersection is multiplied by exactly 1 or 0), so no label mask is built. The worst case is
+``N^2 / 2`` IoUs (every box kept and overlapping every x-interval, as in torchvision's kernel)
+plus a host scan linear in the pairs or the kept boxes, never a function of chain length.
+The scans read host copies (numpy; on a GPU one copy, as torchvision's CUDA kernel copies its
 bitmask); on an accelerator with many pairs, tensor-only pruning rounds
-(:func:`_prune_on_device`) shrink them on the device first. Details and figures: docs/nms.md.
+(``prune_on_device``) shrink a pair list on the device first. Scans: :mod:`structpred.ops.nms_scan`.
+Details, crossovers and figures: docs/nms.md.
 
 Numerics: float16 and bfloat16 boxes are computed in float32 (float16 areas of boxes over
 ~256 px overflow to inf; torchvision upcasts too, its autocast and CUDA kernels), quantized
@@ -49,12 +53,24 @@ share the scores' dtype; float ``idxs`` are refused unless empty.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.fx
 from torch import Tensor
 
 from ._checks import check_boxes, fx_leaf
-from .nms_pairs import ROWS, above, band_pairs, outer, padded_pairs, segment_pairs, small_pairs
+from .nms_pairs import (
+    ROWS,
+    above_host,
+    band_pairs,
+    block_iou,
+    block_iou_host,
+    box_table,
+    label_axis,
+    padded_pairs,
+    segment_pairs,
+)
+from .nms_scan import greedy_bits, greedy_pairs, resolve
 
 # Above this many same-label candidate pairs, the blocked search uses less memory.
 _MAX_SEGMENT_PAIRS = 1 << 22
@@ -62,90 +78,32 @@ _MAX_SEGMENT_PAIRS = 1 << 22
 # once they average this many boxes (a loop costs a few dozen operations per label).
 _SEGMENT_PAIRS_PER_BOX = 16
 _PER_LABEL_BOXES = 48
+# ... and always once they average this many (measured: 2x faster than one padded batch at 5,000 boxes in 6).
+_OWN_SOLVE_BOXES = 256
 # Largest [L, M, M] IoU batch for labels of similar sizes (elements).
 _MAX_PADDED = 1 << 24
 # Up to this many boxes, one [N, N] IoU matrix (fewest operations).
 _SMALL = 256
+# Up to this many boxes on a CPU, all in NumPy (lower fixed cost per operation; measured crossover ~200).
+_HOST_BOXES = 200
+# One matrix: above this many pairs per box, the bitmask scan (a step per kept box) beats the pair list.
+_SMALL_PAIRS_PER_BOX = 3
+# Blocks of the alive-rows greedy: about this many IoUs each (so that their arithmetic and
+# their few dozen operations' fixed cost are of one order), 8 to 256 rows.
+_BLOCK_IOUS = 1 << 14
+_MIN_ROWS = 8
+# The probe goes on while each block drops at least its own size and 1 / this of the rest.
+_PROBE_SHARE = 16
+_PROBE = True  # (tests switch the probe off to reach the pair searches directly)
 # The x-band is used while it holds at most this share of the full row tiles' IoUs.
 _BAND_SHARE = 0.5
 # On an accelerator, prune on the device while there are more pairs than this per box.
 _DEVICE_PAIRS_PER_BOX = 4
 
 
-def _greedy_scan(src: Tensor, dst: Tensor, dropped: set[int]) -> list[int]:
-    """Walk ``(src, dst)`` (sorted by ``src``, ``src < dst``) once; add the dropped to ``dropped``.
-
-    ``src`` is visited in increasing order, so when its turn comes every pair that could drop
-    it (all have a smaller source) has been seen: one pass gives the greedy answer.
-    Returns the targets dropped by this call (with repeats).
-    """
-    if src.numel() == 0:
-        return []
-    nodes, counts = torch.unique_consecutive(src, return_counts=True)
-    targets = dst.tolist()
-    lost: list[int] = []
-    if len(targets) <= 3 * nodes.numel():  # few partners per box (chains): pair by pair is cheaper
-        for i, j in zip(src.tolist(), targets, strict=True):
-            if i not in dropped:
-                dropped.add(j)
-                lost.append(j)
-        return lost
-    ends = torch.cumsum(counts, 0).tolist()
-    start = 0
-    for node, end in zip(nodes.tolist(), ends, strict=True):
-        if node not in dropped:
-            lost += targets[start:end]  # C-level: the partners of a kept box are dropped
-            dropped.update(targets[start:end])
-        start = end
-    return lost
-
-
-def _scan_pairs(pairs: list[list[int]]) -> list[int]:
-    """:func:`_greedy_scan` for few pairs ``[[src, dst], ...]`` (sorted by ``src``): pair by pair."""
-    dropped: set[int] = set()
-    for i, j in pairs:
-        if i not in dropped:
-            dropped.add(j)
-    return list(dropped)
-
-
-def _drop(order: Tensor, lost: list[int]) -> Tensor:
-    """``order`` without the work positions in ``lost``."""
-    if not lost:
-        return order
-    gone = set(lost)
-    kept = [p for p in range(order.shape[0]) if p not in gone]
-    return order[torch.tensor(kept, dtype=torch.int64, device=order.device)]
-
-
-def _prune_on_device(n: int, src: Tensor, dst: Tensor, max_pairs: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Vectorised greedy rounds until at most ``max_pairs`` undecided pairs remain.
-
-    A box with no remaining incoming pair is kept for sure, so its partners are dropped;
-    pairs touching a dropped box are then irrelevant. The first remaining source is always
-    such a root, so every round removes a pair: at most P rounds (``max_pairs=0`` solves the
-    whole problem with tensor ops only, no host copy). Returns ``(dropped bool[N], src, dst)``.
-    """
-    dropped = torch.zeros(n, dtype=torch.bool, device=src.device)
-    while src.numel() > max_pairs:
-        has_in = torch.zeros(n, dtype=torch.bool, device=src.device)
-        has_in[dst] = True
-        dropped[dst[~has_in[src]]] = True
-        live = ~(dropped[src] | dropped[dst])
-        src, dst = src[live], dst[live]
-    return dropped, src, dst
-
-
 def _resolve(n: int, src: Tensor, dst: Tensor, *, device_rounds: bool) -> Tensor:
-    """Keep mask ``bool[N]`` of greedy NMS given its suppression pairs (sorted by ``src``)."""
-    keep = torch.ones(n, dtype=torch.bool, device=src.device)
-    if device_rounds:
-        dropped, src, dst = _prune_on_device(n, src, dst, _DEVICE_PAIRS_PER_BOX * n)
-        keep &= ~dropped
-    lost = _greedy_scan(src, dst, set())
-    if lost:
-        keep[torch.tensor(lost, dtype=torch.int64, device=src.device)] = False
-    return keep
+    """Keep mask ``bool[N]`` from pairs sorted by ``src`` (device rounds first on an accelerator)."""
+    return resolve(n, src, dst, _DEVICE_PAIRS_PER_BOX * n if device_rounds else None)
 
 
 def _as_float(t: Tensor) -> Tensor:
@@ -157,6 +115,143 @@ def _as_float(t: Tensor) -> Tensor:
     return t
 
 
+def _over(table: Tensor, threshold: float, labels: Tensor | None, rows: Tensor, cols: Tensor) -> np.ndarray:
+    """``IoU > threshold`` (same label) of positions ``rows (R,)`` x ``cols (C,)`` -> host ``bool[R, C]``.
+
+    ``cols`` must be increasing; when it holds every box, the table is used as it is.
+    """
+    everything = cols.numel() == table.shape[1]  # then cols == arange(N) and rows == arange(R)
+    row_table = table[:, : rows.numel()] if everything else table[:, rows]
+    over = above_host(block_iou(row_table, table if everything else table[:, cols]), threshold)
+    if labels is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
+        lab = labels.cpu().numpy()
+        over &= lab[rows.cpu().numpy(), None] == lab[None, cols.cpu().numpy()]
+    return over
+
+
+def _small(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
+    """Kept work positions (increasing) of a few boxes: one ``[N, N]`` overlap matrix.
+
+    Few pairs: listed and scanned one by one; many (dense clusters, repeated boxes): the
+    bitmask scan, whose cost is one step per *kept* box.
+    """
+    n = work.shape[0]
+    table = box_table(work, labels)  # (5 or 7, N)
+    over = above_host(block_iou(table, table), threshold)  # (N, N)
+    if labels is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
+        lab = labels.cpu().numpy()
+        over &= lab[:, None] == lab[None, :]
+    # Symmetric with a true diagonal (finite boxes): 2 x pairs + N entries set.
+    if np.count_nonzero(over) > (2 * _SMALL_PAIRS_PER_BOX + 1) * n:
+        kept = greedy_bits(over)
+    else:
+        kept = greedy_pairs(over)
+    return torch.tensor(kept, dtype=torch.int64, device=work.device)
+
+
+def _host_nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor | None:
+    """A few boxes on a CPU: the whole of :func:`_small` in NumPy (a fraction of torch's fixed
+    cost per operation; the same IEEE operations, so the same bits). ``None`` for NaN scores
+    (NumPy sorts NaN last, torch first)."""
+    s = scores.numpy()
+    if np.isnan(s).any():
+        return None
+    order = np.argsort(-s, kind="stable")  # decreasing, ties by index (torch's stable sort)
+    work = boxes.numpy()[order]  # (N, 4)
+    x1, y1, x2, y2 = work.T
+    with np.errstate(all="ignore"):  # inf - inf: NaN, as in torch
+        rows = [x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]  # box_table, kernel order
+    lab = None
+    if labels is not None:
+        lab = labels.numpy()[order]
+        ids = np.unique(lab, return_inverse=True)[1].astype(work.dtype)  # exact small integers
+        rows = [x1, y1, ids, x2, y2, ids + 1, rows[4]]
+    table = np.stack(rows)  # (5 or 7, N)
+    over = above_host(block_iou_host(table, table), threshold)  # (N, N)
+    if lab is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
+        over &= lab[:, None] == lab[None, :]
+    n = over.shape[0]
+    many = np.count_nonzero(over) > (2 * _SMALL_PAIRS_PER_BOX + 1) * n  # as in _small
+    return torch.from_numpy(order[greedy_bits(over) if many else greedy_pairs(over)])
+
+
+def _blocks(
+    table: Tensor, threshold: float, live: Tensor, labels: Tensor | None, probe: bool
+) -> tuple[list[Tensor], Tensor]:
+    """Greedy NMS on the alive work positions ``live`` (increasing), a block of alive boxes at a time.
+
+    A block's rows are resolved among themselves (:func:`greedy_bits`), then its kept rows drop
+    every later alive box they overlap, so dropped boxes cost nothing later: about
+    ``kept x alive`` IoUs, torchvision's own bound, in a few tensor operations per block.
+    With ``probe``, stops after a block that dropped fewer later boxes than its own rows
+    (sparse suppression: the pair searches are cheaper). Returns ``(kept positions per
+    block, positions still undecided)``.
+    """
+    kept: list[Tensor] = []
+    while live.numel():
+        block = live[: max(_MIN_ROWS, min(ROWS, _BLOCK_IOUS // live.numel())) if probe else ROWS]  # (r,)
+        r = block.numel()
+        over = _over(table, threshold, labels, block, live)  # (r, C): the block, then the rest
+        local = greedy_bits(np.ascontiguousarray(over[:, :r]))  # (k,) kept rows of the block
+        kept.append(block[torch.tensor(local, dtype=torch.int64, device=live.device)])
+        rest = live[r:]  # (C - r,)
+        if rest.numel() == 0:
+            return kept, rest
+        hit = torch.from_numpy(over[local, r:].any(0)).to(live.device)  # (C - r,) dropped by the block
+        live = rest[~hit]  # (C',) still alive after this block
+        if probe and (rest.numel() - live.numel()) * _PROBE_SHARE < max(r * _PROBE_SHARE, rest.numel()):
+            break
+    return kept, live
+
+
+def _solve(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
+    """Kept work positions (increasing) of score-ordered ``work [N, 4]`` (``labels [N]``).
+
+    Up to 256 boxes: one matrix. Above: a probe block of the best boxes first; while blocks
+    drop many later boxes (clusters, repeated boxes) they go on, and whatever remains goes
+    to the pair searches (:func:`_pair_solve`) as an independent problem: boxes dropped
+    already never suppress, and the kept ones have already dropped what they overlap.
+    """
+    n = work.shape[0]
+    if n <= _SMALL:
+        return _small(work, threshold, labels)
+    if not _PROBE:
+        return _pair_solve(work, threshold, labels)
+    table = box_table(work, labels)  # (5 or 7, N)
+    kept, live = _blocks(table, threshold, torch.arange(n, device=work.device), labels, True)
+    if live.numel():
+        kept.append(live[_pair_solve(work[live], threshold, None if labels is None else labels[live])])
+    return torch.sort(torch.cat(kept)).values
+
+
+def _pair_solve(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
+    """Kept work positions (increasing) from the suppression pairs (sparse suppression)."""
+    n = work.shape[0]
+    if n <= _SMALL:
+        return _small(work, threshold, labels)
+    device_rounds = work.device.type != "cpu"
+    label_strategy = "" if labels is None else _label_strategy(labels)
+    if labels is not None and label_strategy:
+        # Work positions grouped by label (score order inside): each label one contiguous run.
+        by_label = torch.sort(labels, stable=True).indices  # (N,)
+        if label_strategy == "per_label":  # large labels: each solved with what suits its size
+            runs = torch.unique_consecutive(labels[by_label], return_counts=True)[1].tolist()
+            parts = [run[_solve(work[run], threshold, None)] for run in by_label.split(runs)]
+            return torch.sort(torch.cat(parts)).values
+        if label_strategy == "padded":  # labels of similar sizes: one batched IoU
+            runs = torch.unique_consecutive(labels[by_label], return_counts=True)[1]
+            src, dst = padded_pairs(work[by_label], threshold, runs)
+        else:  # many small labels: same-label pairs one by one
+            src, dst = segment_pairs(work[by_label], threshold, labels[by_label])
+        return torch.sort(by_label[_resolve(n, src, dst, device_rounds=device_rounds)]).values
+    band = band_pairs(work, threshold, labels, share=_BAND_SHARE)
+    if band is None:  # wide boxes: blocks that skip the boxes already dropped
+        live = torch.arange(n, device=work.device)
+        kept, _ = _blocks(box_table(work, labels), threshold, live, labels, False)
+        return torch.sort(torch.cat(kept)).values
+    return _resolve(n, *band, device_rounds=device_rounds).nonzero()[:, 0]
+
+
 def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     check_boxes(boxes, "boxes", rank2=True)
     if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
@@ -165,82 +260,20 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
     if not (boxes.is_floating_point() or boxes.is_quantized):
         raise ValueError(f"boxes must be a floating point tensor, got {boxes.dtype}")
     n = boxes.shape[0]
-    if n == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    if n <= 1:  # nothing to compare: the box, if any, is kept
+        return torch.zeros(n, dtype=torch.int64, device=boxes.device)
     # indices carry no gradient: the IoU tiles write into preallocated outputs (out=), which autograd refuses
     boxes, scores = _as_float(boxes.detach()), _as_float(scores.detach())
+    on_cpu = boxes.device.type == "cpu" and (labels is None or labels.device.type == "cpu")
+    if n <= _HOST_BOXES and on_cpu and scores.is_floating_point():
+        kept = _host_nms(boxes, scores, threshold, labels)
+        if kept is not None:
+            return kept
     # Stable: among equal scores the earlier box wins, as in torchvision's kernel.
     order = torch.sort(scores, descending=True, stable=True).indices
-    if n <= _SMALL:  # one IoU matrix, scanned pair by pair: the least fixed cost
-        pairs = small_pairs(boxes[order], threshold, None if labels is None else labels[order])
-        return _drop(order, _scan_pairs(pairs))
-    label_strategy = "" if labels is None else _label_strategy(labels)
-    if labels is not None and label_strategy:
-        # Work order (label, score): each label one contiguous run.
-        order = order[torch.sort(labels[order], stable=True).indices]
-        if label_strategy in ("segment", "padded"):  # many small labels: all labels at once
-            if label_strategy == "padded":
-                runs = torch.unique_consecutive(labels[order], return_counts=True)[1]
-                src, dst = padded_pairs(boxes[order], threshold, runs)
-            else:
-                src, dst = segment_pairs(boxes[order], threshold, labels[order])
-            kept = order[_resolve(n, src, dst, device_rounds=boxes.device.type != "cpu")]
-        else:  # large labels: NMS per label, each with the strategy that suits its size
-            runs = torch.unique_consecutive(labels[order], return_counts=True)[1].tolist()
-            parts = [run[_nms(boxes[run], scores[run], threshold, None)] for run in order.split(runs)]
-            kept = torch.cat(parts)
-        kept = torch.sort(kept).values  # back to decreasing score, ties by index
-        return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
-    # Work order = score order; pairs never cross labels, so one scan is per-label greedy.
-    work, work_labels = boxes[order], None if labels is None else labels[order]
-    band = band_pairs(work, threshold, work_labels, share=_BAND_SHARE)
-    if band is None:  # wide boxes: skip the rows and columns already dropped instead
-        return _drop(order, _tiled_greedy(work, threshold, work_labels))
-    return order[_resolve(n, *band, device_rounds=boxes.device.type != "cpu")]
-
-
-def _tiled_greedy(boxes: Tensor, threshold: float, labels: Tensor | None) -> list[int]:
-    """Dropped work positions of score-ordered ``boxes [N, 4]``, row tile by row tile.
-
-    For tile ``[a, a + 256)``: its alive rows are first resolved among themselves (a
-    ``[k, k]`` block, scanned), then only the *kept* rows are tested against the boxes after
-    the tile that are still alive; whatever they overlap is dropped. Dropped boxes cost
-    nothing later: like torchvision's kernel, about ``kept x alive`` IoUs, not ``N^2 / 2``.
-    """
-    n = boxes.shape[0]
-    corners = boxes.t().contiguous()  # (N, 4) -> (4, N)
-    area = (corners[2] - corners[0]) * (corners[3] - corners[1])  # (N,)
-    alive = torch.ones(n, dtype=torch.bool, device=boxes.device)
-    dropped: set[int] = set()
-
-    def over(rows: Tensor, cols: Tensor) -> Tensor:
-        """``IoU > threshold`` (same label) of boxes ``rows`` (R,) x ``cols`` (C,) -> (R, C)."""
-        rx1, ry1, rx2, ry2 = corners[:, rows].unbind(0)  # 4 x (R,)
-        cx1, cy1, cx2, cy2 = corners[:, cols].unbind(0)  # 4 x (C,)
-        w = outer(torch.minimum, rx2, cx2).sub_(outer(torch.maximum, rx1, cx1)).clamp_(min=0)  # (R, C)
-        h = outer(torch.minimum, ry2, cy2).sub_(outer(torch.maximum, ry1, cy1)).clamp_(min=0)
-        inter = w.mul_(h)
-        out = above(inter.div_(outer(torch.add, area[rows], area[cols]).sub_(inter)), threshold)
-        if labels is not None:
-            out &= outer(torch.eq, labels[rows], labels[cols])
-        return out
-
-    for a in range(0, n, ROWS):
-        rows = alive[a : a + ROWS].nonzero()[:, 0] + a  # (k,) alive rows of the tile
-        if rows.numel() == 0:
-            continue
-        i, j = over(rows, rows).triu_(1).nonzero(as_tuple=True)  # pairs inside the tile, by source
-        if i.numel():
-            _greedy_scan(rows[i], rows[j], dropped)
-            rows = rows[[p not in dropped for p in rows.tolist()]]  # (k',) the tile's kept rows
-        later = alive[a + ROWS :].nonzero()[:, 0] + a + ROWS  # (C,) alive boxes after the tile
-        if later.numel() == 0:
-            break
-        lost = later[over(rows, later).any(0)]  # (D,) overlapped by a kept row: dropped
-        if lost.numel():
-            alive[lost] = False
-            dropped.update(lost.tolist())
-    return list(dropped)
+    # Work order = score order; pairs never cross labels, so greedy in it is per-label greedy.
+    work_labels = None if labels is None else label_axis(labels, boxes.dtype)[order]
+    return order[_solve(boxes[order], threshold, work_labels)]
 
 
 def _label_strategy(labels: Tensor) -> str:
@@ -252,6 +285,8 @@ def _label_strategy(labels: Tensor) -> str:
     n = labels.numel()
     if candidates < min(n * _SEGMENT_PAIRS_PER_BOX, _MAX_SEGMENT_PAIRS):
         return "segment"  # a few gathered pairs per box: cheaper than any loop
+    if n >= _OWN_SOLVE_BOXES * counts.numel():
+        return "per_label"  # large labels: each its own problem (probe, band or blocks)
     padded = counts.numel() * int(counts.max()) ** 2  # IoUs of the [L, M, M] batch
     if padded <= min(8 * candidates, _MAX_PADDED):
         return "padded"  # labels of similar sizes: one batched IoU for all of them

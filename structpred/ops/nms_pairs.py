@@ -3,10 +3,11 @@
 Shape shorthand: N boxes, already in *work order* (decreasing score, stable; for
 :func:`segment_pairs` grouped by label, then by score), P suppression pairs, T row tiles.
 
-Three searches, each returning the pairs sorted by source ``i``:
+Block IoUs and three pair searches (the pairs sorted by source ``i``):
 
-- :func:`small_pairs` (N <= 256): one ``[N, N]`` IoU matrix in a dozen tensor operations,
-  the least fixed cost for the small per-class sets of two-stage detectors.
+- :func:`box_table` / :func:`block_iou` / :func:`above_host`: the IoU of a block of rows
+  against columns, from a ``[2k + 1, N]`` table of interval starts, ends and areas (``k = 3``
+  with a label axis), and its ``> threshold`` test as a host bool array (the scans run there).
 - :func:`band_pairs`: IoU tiles of an x-sorted band. Two boxes can have IoU > 0 only if their
   x-intervals overlap, so after sorting by ``(label, x1)`` a tile of 256 rows is tested only
   against the columns up to the last ``x1`` inside any of its rows' x-intervals
@@ -14,7 +15,7 @@ Three searches, each returning the pairs sorted by source ``i``:
   boxes span the image or ``threshold < 0``); about ``N * (256 + boxes per x-interval)`` for
   small, tiny or chained boxes.
 - :func:`segment_pairs`: every same-label pair one by one (``repeat_interleave``, no loop):
-  many small classes.
+  many small classes. :func:`padded_pairs`: labels of similar sizes in one ``[L, M, M]`` batch.
 
 The IoU is computed in the order of torchvision's CPU kernel (areas, ``w * h``, ``inter /
 (area_i + area_j - inter)``; every step is symmetric in ``i, j``) and compared with the
@@ -27,6 +28,7 @@ import math
 import struct
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -79,28 +81,67 @@ def pair_iou(b1: Tensor, b2: Tensor) -> Tensor:
     return inter / (area1 + area2 - inter)
 
 
-def small_pairs(boxes: Tensor, threshold: float, labels: Tensor | None = None) -> list[list[int]]:
-    """Suppression pairs ``[[i, j], ...]``, ``i < j``, sorted by ``i``, of a few work-ordered boxes.
+def box_table(boxes: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Box table ``[2k + 1, N]``: the intervals' starts, their ends, then the area (kernel order).
 
-    One ``[N, N]`` IoU matrix in a dozen tensor operations: the fixed cost matters most for
-    the small per-class sets two-stage detectors suppress. ``nonzero`` on the whole matrix
-    is the slowest step, so it runs only on the rows that have a partner.
+    ``k = 2`` axes (x1, y1 | x2, y2 | area), or 3 with ``labels``: a label axis ``[l, l + 1)``
+    on which boxes of one label overlap by exactly 1 and others by nothing, so the
+    intersection is multiplied by 1 (exact) or 0 and no separate label mask is needed.
+    ``labels`` must be exact in the boxes' dtype (:func:`label_axis`).
     """
-    corners = boxes.t().contiguous()  # (N, 4) -> (4, N)
-    lo, hi = corners[:2], corners[2:]  # (2, N) x1y1, x2y2: both axes in one operation
-    wh = outer(torch.minimum, hi, hi).sub_(outer(torch.maximum, lo, lo)).clamp_(min=0)  # (2, N, N)
-    inter = wh[0].mul_(wh[1])  # (N, N)
-    side = hi - lo  # (2, N)
-    area = side[0] * side[1]  # (N,)
-    over = above(inter.div_(outer(torch.add, area, area).sub_(inter)), threshold)  # (N, N)
-    if labels is not None:
-        over &= outer(torch.eq, labels, labels)
-    over.triu_(1)  # each pair once, source before target
-    hot = over.view(torch.uint8).sum(1, dtype=torch.int32).nonzero()[:, 0]  # (R,) rows with a partner
-    if hot.numel() == 0:
-        return []
-    rows = hot.tolist()
-    return [[rows[r], j] for r, j in over[hot].nonzero().tolist()]  # (P, 2) sorted by row
+    corners = boxes.t()  # (N, 4) -> (4, N)
+    area = (corners[2] - corners[0]) * (corners[3] - corners[1])  # (N,)
+    if labels is None:
+        return torch.cat([corners, area[None]])  # (5, N)
+    lab = labels.to(boxes.dtype)[None]  # (1, N)
+    return torch.cat([corners[:2], lab, corners[2:], lab + 1, area[None]])  # (7, N)
+
+
+def label_axis(labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """``labels`` as small integers that ``dtype`` holds exactly (dense ids if they are large)."""
+    limit = 1 << (23 if dtype == torch.float32 else 52)  # l and l + 1 exact
+    if labels.numel() and int(labels.abs().max()) >= limit:
+        return torch.unique(labels, return_inverse=True)[1]
+    return labels
+
+
+def block_iou(rows: Tensor, cols: Tensor) -> Tensor:
+    """IoU of box tables ``rows [2k + 1, R]`` x ``cols [2k + 1, C]`` -> ``[R, C]`` (kernel order).
+
+    All axes at once: ``[k, R, C]`` minima of the ends minus maxima of the starts.
+    """
+    k = rows.shape[0] // 2
+    wh = outer(torch.minimum, rows[k : 2 * k], cols[k : 2 * k])  # (k, R, C) overlaps per axis
+    wh = wh.sub_(outer(torch.maximum, rows[:k], cols[:k])).clamp_(min=0)
+    inter = wh[0].mul_(wh[1])  # (R, C)
+    if k == 3:
+        inter.mul_(wh[2])  # x 1 (same label) or x 0
+    return inter.div_(outer(torch.add, rows[2 * k], cols[2 * k]).sub_(inter))
+
+
+def block_iou_host(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`block_iou` on host (NumPy) tables: for a few boxes, NumPy's fixed cost per
+    operation is several times lower; the IEEE operations, and so the bits, are the same."""
+    k = rows.shape[0] // 2
+    with np.errstate(all="ignore"):  # inf and NaN corners: NaN IoUs, as in torch (no warnings)
+        wh = np.minimum(rows[k : 2 * k, :, None], cols[k : 2 * k, None, :])  # (k, R, C)
+        wh -= np.maximum(rows[:k, :, None], cols[:k, None, :])
+        np.maximum(wh, 0, out=wh)
+        inter = wh[0]
+        inter *= wh[1]
+        if k == 3:
+            inter *= wh[2]
+        union = rows[2 * k][:, None] + cols[2 * k][None, :]
+        union -= inter
+        inter /= union
+    return inter
+
+
+def above_host(iou: Tensor | np.ndarray, threshold: float) -> np.ndarray:
+    """:func:`above` as a host (NumPy) bool array: a comparison there is several times faster."""
+    x = iou.cpu().numpy() if isinstance(iou, Tensor) else iou
+    t = _rounded(float(threshold), torch.float32 if x.dtype == np.float32 else torch.float64)
+    return x >= t if t > threshold else x > t
 
 
 def band_pairs(

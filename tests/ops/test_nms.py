@@ -311,40 +311,52 @@ def test_batched_nms_ties_random():
 
 
 class _PathSpy:
-    """Wraps the pair searches of ``structpred.ops.nms`` to record which one ran."""
+    """Wraps the searches and scans of ``structpred.ops.nms`` to record which ones ran."""
+
+    NAMES = ("greedy_bits", "greedy_pairs", "band_pairs", "segment_pairs", "padded_pairs", "_blocks")
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
-        for name in ("small_pairs", "band_pairs", "segment_pairs", "padded_pairs", "_tiled_greedy"):
+        for name in self.NAMES:
             original = getattr(nms_module, name)
 
             def wrapper(*args, _original=original, _name=name, **kwargs):
-                self.calls.append(_name)
+                self.calls.append(_name if _name != "_blocks" else "probe" if args[-1] else "blocks")
                 return _original(*args, **kwargs)
 
             monkeypatch.setattr(nms_module, name, wrapper)
 
 
 @pytest.mark.parametrize(
-    ("n", "num_classes", "path"),
+    ("kind", "n", "num_classes", "path"),
     [
-        (200, 3, "small_pairs"),
-        (600, 1, "_tiled_greedy"),
-        (600, 2, "padded_pairs"),
-        (600, 80, "segment_pairs"),
+        ("clustered", 200, 3, {"greedy_pairs"}),  # one matrix, few pairs: listed
+        ("identical", 200, 3, {"greedy_bits"}),  # one matrix, every pair: the bitmask scan
+        ("clustered", 600, 1, {"probe", "greedy_bits"}),  # dense: the probe's blocks drop all
+        ("random", 600, 3, {"probe", "greedy_bits", "padded_pairs"}),  # probe stops; 3 similar labels
+        ("random", 600, 80, {"probe", "greedy_bits", "segment_pairs"}),  # probe stops; 80 small labels
+        ("random", 600, 1, {"probe", "greedy_bits", "band_pairs", "blocks"}),  # the band declines
+        ("random", 900, 3, {"probe", "greedy_bits", "band_pairs", "blocks", "greedy_pairs"}),  # per label
     ],
 )
-def test_batched_nms_each_pair_path(monkeypatch, n, num_classes, path):
-    # Up to 256 boxes: one IoU matrix. Above: clustered boxes are wide against their spread,
-    # so the x-band declines and row tiles skip dropped boxes (one label); two labels of
-    # similar size: one batched [L, M, M] IoU; 80 small labels: same-label pairs one by one.
+def test_batched_nms_each_pair_path(monkeypatch, kind, n, num_classes, path):
+    # Up to 256 boxes: one IoU matrix. Above: a probe block of the best boxes; on dense
+    # clusters it goes on and solves everything, else the pair searches take the rest: labels
+    # of similar size, one batched [L, M, M] IoU; 80 small labels, same-label pairs one by
+    # one; one label of wide boxes, blocks; large labels (300 boxes), each its own problem.
     spy = _PathSpy(monkeypatch)
-    boxes = clustered_boxes(n, seed=11, clusters=12)
+    if kind == "clustered":
+        boxes = clustered_boxes(n, seed=11, clusters=12)
+    elif kind == "identical":
+        boxes = torch.tensor([[3.0, 4.0, 13.0, 19.0]]).repeat(n, 1)
+    else:
+        boxes = random_boxes(n, seed=11, extent=600.0)
     scores = distinct_scores(n, seed=11)
     idxs = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(11))
-    for thr in (0.0, 0.5, 0.7):
+    check_batched(boxes, scores, idxs, 0.5)
+    assert set(spy.calls) == path, spy.calls
+    for thr in (0.0, 0.7):
         check_batched(boxes, scores, idxs, thr)
-    assert spy.calls and set(spy.calls) - {"band_pairs"} == {path}, spy.calls
 
 
 def test_pair_paths_agree(monkeypatch):
@@ -354,31 +366,36 @@ def test_pair_paths_agree(monkeypatch):
     scores = distinct_scores(n, seed=12)
     idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(12))
     results = {}
-    configs = {  # path: (_SMALL, _MAX_SEGMENT_PAIRS, _MAX_PADDED, _PER_LABEL_BOXES, _BAND_SHARE, searches)
-        "band": (0, 0, 0, 1 << 30, 1.0, {"band_pairs"}),
-        "tiled": (0, 0, 0, 1 << 30, 0.0, {"band_pairs", "_tiled_greedy"}),  # the band declines
-        "segment": (0, 1 << 40, 0, 1 << 30, 1.0, {"segment_pairs"}),
-        "padded": (0, 0, 1 << 40, 1 << 30, 1.0, {"padded_pairs"}),
-        "per_label": (256, 0, 0, 1, 1.0, {"small_pairs"}),  # each label's ~83 boxes: one matrix
-        "small": (n, 0, 0, 1 << 30, 1.0, {"small_pairs"}),
+    # path: (_SMALL, _MAX_SEGMENT_PAIRS, _MAX_PADDED, _PER_LABEL_BOXES, _BAND_SHARE, probe, searches)
+    configs = {
+        "band": (0, 0, 0, 1 << 30, 1.0, False, {"band_pairs"}),
+        "blocks": (0, 0, 0, 1 << 30, 0.0, False, {"band_pairs", "blocks", "greedy_bits"}),  # band declines
+        "probe": (0, 0, 0, 1 << 30, 0.0, True, None),  # the probe, then whatever the rest needs
+        "segment": (0, 1 << 40, 0, 1 << 30, 1.0, False, {"segment_pairs"}),
+        "padded": (0, 0, 1 << 40, 1 << 30, 1.0, False, {"padded_pairs"}),
+        "per_label": (256, 0, 0, 1, 1.0, False, {"greedy_pairs", "greedy_bits"}),  # ~60 boxes a label
+        "small": (n, 0, 0, 1 << 30, 1.0, False, {"greedy_pairs", "greedy_bits"}),
     }
-    for path, (small, limit, padded, per_label, share, calls) in configs.items():
+    for path, (small, limit, padded, per_label, share, probe, calls) in configs.items():
         monkeypatch.setattr(nms_module, "_SMALL", small)
         monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)  # 0: never segment pairs
         monkeypatch.setattr(nms_module, "_SEGMENT_PAIRS_PER_BOX", 1 << 30)
         monkeypatch.setattr(nms_module, "_MAX_PADDED", padded)
         monkeypatch.setattr(nms_module, "_PER_LABEL_BOXES", per_label)
+        monkeypatch.setattr(nms_module, "_OWN_SOLVE_BOXES", per_label)
         monkeypatch.setattr(nms_module, "_BAND_SHARE", share)
+        monkeypatch.setattr(nms_module, "_PROBE", probe)
         spy = _PathSpy(monkeypatch)
         batched = batched_nms(boxes, scores, idxs, 0.5)
-        assert set(spy.calls) == calls, (path, spy.calls)
+        assert calls is None or set(spy.calls) <= calls, (path, spy.calls)
+        assert "probe" in spy.calls if probe else "probe" not in spy.calls, (path, spy.calls)
         results[path] = (batched, nms(boxes, scores, 0.3))
         monkeypatch.undo()
     assert results["band"][0].tolist() == naive_batched_nms(boxes, scores, idxs, 0.5)
     assert results["band"][1].tolist() == naive_nms(boxes, scores, 0.3)
-    for path in ("tiled", "segment", "padded", "per_label", "small"):
+    for path in ("blocks", "probe", "segment", "padded", "per_label", "small"):
         assert torch.equal(results[path][0], results["band"][0]), path
-    for path in ("tiled", "small"):
+    for path in ("blocks", "probe", "small"):
         assert torch.equal(results[path][1], results["band"][1]), path
 
 
@@ -386,6 +403,7 @@ def test_band_sweep_and_tiles_agree(monkeypatch):
     # Inside the x-band, candidates are tested one by one (few x-neighbours) or in tiles.
     pairs_module = importlib.import_module("structpred.ops.nms_pairs")
     monkeypatch.setattr(nms_module, "_BAND_SHARE", 1.0)
+    monkeypatch.setattr(nms_module, "_PROBE", False)  # straight to the band
     n = 600
     boxes = torch.cat([random_boxes(n - 200, seed=28, extent=600.0, max_wh=20.0), chain_boxes(200) + 50])
     scores = distinct_scores(n, seed=28)
@@ -455,12 +473,14 @@ def test_device_rounds_fallback_equals_host_scan(monkeypatch):
     original = nms_module._resolve
     monkeypatch.setattr(nms_module, "_DEVICE_PAIRS_PER_BOX", 0)
     monkeypatch.setattr(nms_module, "_BAND_SHARE", 1.0)  # the band and its pair list, always
+    monkeypatch.setattr(nms_module, "_PROBE", False)  # (dense inputs would be solved by the probe)
     monkeypatch.setattr(
         nms_module, "_resolve", lambda n, s, d, device_rounds: original(n, s, d, device_rounds=True)
     )
     calls = []
-    prune = nms_module._prune_on_device
-    monkeypatch.setattr(nms_module, "_prune_on_device", lambda *a: calls.append(a[0]) or prune(*a))
+    scan_module = importlib.import_module("structpred.ops.nms_scan")
+    prune = scan_module.prune_on_device
+    monkeypatch.setattr(scan_module, "prune_on_device", lambda *a: calls.append(a[0]) or prune(*a))
     n = 400
     boxes = torch.cat([clustered_boxes(n - 150, seed=22), chain_boxes(150) + 350])
     scores = distinct_scores(n, seed=22)

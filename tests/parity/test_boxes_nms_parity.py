@@ -236,8 +236,10 @@ def test_nms_empty():
         )
 
 
-@pytest.mark.parametrize("kind", ["uniform", "clustered", "tiny", "chain"])
-@pytest.mark.parametrize("n", [1, 200, 1000])
+@pytest.mark.parametrize(
+    "kind", ["uniform", "clustered", "tiny", "chain", "dense", "identical", "disjoint", "huge", "ties"]
+)
+@pytest.mark.parametrize("n", [1, 10, 200, 1000])
 def test_nms_bench_distributions(kind, n):
     # The distributions of `structpred bench ops` (issue 15): kept indices identical, also
     # with few distinct score values (ties) and in shuffled storage order.
@@ -264,6 +266,23 @@ def test_batched_nms_80_classes_bench_distribution(n):
     idxs = torch.randint(0, 80, (n,), generator=g)
     ours, theirs = ops.batched_nms(boxes, scores, idxs, 0.5), tv_ops.batched_nms(boxes, scores, idxs, 0.5)
     assert_same_keep(ours, theirs, f"n={n}")  # distinct scores: the order is defined on both paths
+
+
+@pytest.mark.parametrize("kind", ["dense", "identical", "ties", "uniform"])
+@pytest.mark.parametrize("n", [10, 200, 1000, 2000])
+def test_batched_nms_6_labels_bench_distributions(kind, n):
+    # Dense clusters in 6 labels (issue 15's leftover case) and the other adversarial inputs,
+    # on both sides of torchvision's 1,000-box switch. Above it torchvision orders equal
+    # scores with an unstable sort: there the kept set and the score sequence are compared.
+    g = torch.Generator().manual_seed(n)
+    boxes, scores = nms_boxes(kind, n, g)
+    idxs = torch.randint(0, 6, (n,), generator=g)
+    ours, theirs = ops.batched_nms(boxes, scores, idxs, 0.5), tv_ops.batched_nms(boxes, scores, idxs, 0.5)
+    if kind == "ties" and n > 1000:
+        assert_same_keep(ours.sort().values, theirs.sort().values, f"{kind} kept set")
+        assert_same(scores[ours], scores[theirs])
+    else:
+        assert_same_keep(ours, theirs, f"{kind} n={n}")
 
 
 def test_batched_nms_empty_float_idxs():
