@@ -83,6 +83,28 @@ class WindowAttention(Attention):
         bias = self.relative_position_bias_table[index.reshape(-1)]  # (L*L, heads)
         return bias.view(wh * ww, wh * ww, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, L, L)
 
+    def windows(self, x: Tensor, bias: Tensor) -> Tensor:
+        """Attention inside windows: ``x [B * nW, L, D]`` (image-major), ``bias [1 or nW, heads, L, L]``
+        (the same for every image) -> ``[B * nW, L, D]``.
+
+        Without gradients, the fused kernel of :class:`Attention` (SDPA) with the bias repeated per
+        image. With gradients, SDPA on CPU falls back to its unfused path anyway and would also
+        materialise the repeated bias and its gradient: the logits are then formed here, the bias
+        broadcast over images, which is timm's (and torchvision's) computation.
+        """
+        n, length, dim = x.shape
+        nw = bias.shape[0]
+        if not (torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad)):
+            return super().forward(x, bias.repeat(n // nw, 1, 1, 1) if nw > 1 else bias)
+        h = self.num_heads
+        q, k, v = (
+            self.qkv(x).reshape(n, length, 3, h, dim // h).permute(2, 0, 3, 1, 4).unbind(0)
+        )  # (N, h, L, d)
+        logits = (q * (dim // h) ** -0.5) @ k.transpose(-2, -1)  # (N, h, L, L)
+        logits = (logits.view(n // nw, nw, h, length, length) + bias).view(n, h, length, length)
+        out = logits.softmax(dim=-1) @ v  # (N, h, L, d)
+        return self.proj(out.transpose(1, 2).reshape(n, length, dim))  # (N, L, h, d) -> (N, L, D)
+
 
 class SwinBlock(nn.Module):
     """Pre-norm block: ``x + drop_path(W-MSA(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``
@@ -126,8 +148,8 @@ class SwinBlock(nn.Module):
         bias = self.attn.position_bias(wh, ww)  # (1, heads, L, L)
         if sh or sw:
             mask = shift_mask(Hp, Wp, wh, ww, sh, sw, x.device, x.dtype)  # (nW, L, L)
-            bias = (bias + mask.unsqueeze(1)).repeat(B, 1, 1, 1)  # (B*nW, heads, L, L), image-major
-        out = self.attn(window_partition(x, wh, ww), bias)  # (B*nW, L, C)
+            bias = bias + mask.unsqueeze(1)  # (nW, heads, L, L)
+        out = self.attn.windows(window_partition(x, wh, ww), bias)  # (B*nW, L, C)
         x = window_reverse(out, B, Hp, Wp, wh, ww)  # (B, Hp, Wp, C)
         if not pad_first:
             x = x[:, :H, :W]
