@@ -79,6 +79,20 @@ def _gflop(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _cpu_time_matmul_peak(n: int, repeats: int) -> float:
+    """:func:`~structpred.bench.detection.matmul_peak` timed by the process's CPU time (GFLOP/s)."""
+    g = torch.Generator().manual_seed(SEED)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        torch.mm(a, b, out=out)
+        times.append(time.process_time() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
 def run(
     models: tuple[str, ...] = MODELS,
     batches: tuple[int, ...] = (1, 8),
@@ -87,8 +101,13 @@ def run(
     checkpoints: dict[str, str] | None = None,
     quick: bool = False,
     fuse: bool = True,
+    cpu_time: bool = False,
 ) -> tuple[list[Row], float]:
-    """Rows for every model and batch size, and the matmul peak (GFLOP/s) of the same run."""
+    """Rows for every model and batch size, and the matmul peak (GFLOP/s) of the same run.
+
+    ``cpu_time``: time each call by this process's CPU time (``time.process_time``) instead of
+    the wall clock: with one thread, the time the call computed, which other processes sharing
+    the machine do not inflate (with several threads it adds their times, spinning included)."""
     from ..data import ShapesWorld
     from ..models import list_models
 
@@ -97,7 +116,10 @@ def run(
     world = ShapesWorld("test", size=128, num_images=max(batches))
     images = [world[i][0] for i in range(max(batches))]
     built = {name: _build(name, checkpoints or {}, fuse) for name in models}
-    peak = matmul_peak(1024, 3) if quick else matmul_peak()
+    if cpu_time:  # the peak by the same clock as the models
+        peak = _cpu_time_matmul_peak(1024 if quick else 2048, 3 if quick else 10)
+    else:
+        peak = matmul_peak(1024, 3) if quick else matmul_peak()
     rows = []
     for batch in batches:
         inputs = images[:batch]
@@ -111,12 +133,13 @@ def run(
             calls[name] = call
             call()  # warm-up
         times: dict[str, list[float]] = {name: [] for name in calls}
+        clock = time.process_time if cpu_time else time.perf_counter
         for r in range(repeats):
             order = list(calls)[r % len(calls) :] + list(calls)[: r % len(calls)]
             for name in order:
-                start = time.perf_counter()
+                start = clock()
                 calls[name]()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
         for name in calls:
             gflop = _gflop(calls[name]) / batch
             rows.append(Row(name, batch, statistics.median(times[name]), gflop))
@@ -170,6 +193,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--no-fuse", action="store_true", help="time the YOLOs unfused (conv, BN, SiLU as trained)"
     )
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by the process's CPU time, not the wall clock (a shared machine; use --threads 1)",
+    )
     args = parser.parse_args(argv)
     checkpoints = {}
     for item in args.checkpoint:
@@ -187,13 +215,16 @@ def main(argv: list[str] | None = None) -> str:
     if repeats < 1 or args.threads < 1 or not batches or min(batches) < 1:
         parser.error("--repeats, --threads and --batches must be >= 1")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    rows, peak = run(models, batches, repeats, args.threads, checkpoints, args.quick, not args.no_fuse)
+    rows, peak = run(
+        models, batches, repeats, args.threads, checkpoints, args.quick, not args.no_fuse, args.cpu_time
+    )
     weights = ", ".join(f"{k}: {v}" for k, v in checkpoints.items()) or "random (seed 0)"
     header = (
         f"torch {torch.__version__}, {args.threads} threads, median of {repeats} round-robin calls, "
         f"ShapesWorld test images 128 x 128 (each model resizes to 256), weights: {weights}, "
-        f"YOLOs {'unfused' if args.no_fuse else 'fused (YOLO.fuse())'}\n"
-        f"matmul peak: float32 torch.mm, {args.threads} threads: {peak:.1f} GFLOP/s"
+        f"YOLOs {'unfused' if args.no_fuse else 'fused (YOLO.fuse())'}, "
+        f"clock: {'CPU time of the process' if args.cpu_time else 'wall'}\n"
+        f"matmul peak: float32 torch.mm, {args.threads} threads, same clock: {peak:.1f} GFLOP/s"
     )
     text = header + "\n\n" + format_rows(rows, peak)
     print(text)

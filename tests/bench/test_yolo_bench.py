@@ -25,7 +25,7 @@ def test_quick_run_prints_rows_and_the_verdict(capsys: pytest.CaptureFixture[str
     threads = torch.get_num_threads()
     models = "yolo_lite,fasterrcnn_narrow_fpn"
     try:
-        assert cli_main(["bench", "yolo", "--quick", "--threads", "1", "--models", models]) == 0
+        assert cli_main(["bench", "yolo", "--quick", "--threads", "1", "--cpu-time", "--models", models]) == 0
     finally:
         torch.set_num_threads(threads)  # the suite sets torch's thread count for its run
     out = capsys.readouterr().out
@@ -35,4 +35,4 @@ def test_quick_run_prints_rows_and_the_verdict(capsys: pytest.CaptureFixture[str
     for cells in by_model.values():
         assert cells[0] == "1" and float(cells[1]) > 0 and float(cells[3]) > 0  # batch, images/s, GFLOP
     assert by_model["fasterrcnn_narrow_fpn"][2] == "1.00"
-    assert "fused (YOLO.fuse())" in out and "yolo_lite batch 1:" in out
+    assert "fused (YOLO.fuse())" in out and "yolo_lite batch 1:" in out and "clock: CPU time" in out
