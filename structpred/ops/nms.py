@@ -86,11 +86,15 @@ _MAX_PADDED = 1 << 24
 _SMALL = 256
 # Up to this many boxes on a CPU, all in NumPy (lower fixed cost per operation; measured crossover ~200).
 _HOST_BOXES = 200
+# ... there, probe blocks of ~this many IoUs above this many boxes (NumPy's lower fixed cost
+# per operation makes smaller blocks pay).
+_HOST_PROBE_BOXES = 128
+_HOST_BLOCK_IOUS = 1 << 12
 # One matrix: above this many pairs per box, the bitmask scan (a step per kept box) beats the pair list.
 _SMALL_PAIRS_PER_BOX = 3
-# Blocks of the alive-rows greedy: about this many IoUs each (so that their arithmetic and
-# their few dozen operations' fixed cost are of one order), 8 to 256 rows.
-_BLOCK_IOUS = 1 << 14
+# Probe blocks: about this many IoUs each (their arithmetic and their few dozen operations'
+# fixed cost of one order; measured best of 2^12-2^17), 8 to 256 rows.
+_BLOCK_IOUS = 1 << 15
 _MIN_ROWS = 8
 # The probe goes on while each block drops at least its own size and 1 / this of the rest.
 _PROBE_SHARE = 16
@@ -133,46 +137,79 @@ def _small(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     """Kept work positions (increasing) of a few boxes: one ``[N, N]`` overlap matrix.
 
     Few pairs: listed and scanned one by one; many (dense clusters, repeated boxes): the
-    bitmask scan, whose cost is one step per *kept* box.
+    bitmask scan, whose cost is one step per *kept* box. On a CPU up to ``_HOST_BOXES``
+    boxes, all in NumPy (:func:`_host_small`).
     """
     n = work.shape[0]
+    if n <= _HOST_BOXES and work.device.type == "cpu" and (labels is None or labels.device.type == "cpu"):
+        return torch.from_numpy(np.asarray(_host_small(work.numpy(), threshold, labels), dtype=np.int64))
     table = box_table(work, labels)  # (5 or 7, N)
     over = above_host(block_iou(table, table), threshold)  # (N, N)
     if labels is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
         lab = labels.cpu().numpy()
         over &= lab[:, None] == lab[None, :]
+    return torch.tensor(_scan_matrix(over), dtype=torch.int64, device=work.device)
+
+
+def _scan_matrix(over: np.ndarray) -> list[int]:
+    """Kept rows of a square overlap matrix: listed pairs if few, else the bitmask scan."""
     # Symmetric with a true diagonal (finite boxes): 2 x pairs + N entries set.
-    if np.count_nonzero(over) > (2 * _SMALL_PAIRS_PER_BOX + 1) * n:
-        kept = greedy_bits(over)
-    else:
-        kept = greedy_pairs(over)
-    return torch.tensor(kept, dtype=torch.int64, device=work.device)
+    many = np.count_nonzero(over) > (2 * _SMALL_PAIRS_PER_BOX + 1) * over.shape[0]
+    return greedy_bits(over) if many else greedy_pairs(over)
 
 
-def _host_nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor | None:
-    """A few boxes on a CPU: the whole of :func:`_small` in NumPy (a fraction of torch's fixed
-    cost per operation; the same IEEE operations, so the same bits). ``None`` for NaN scores
-    (NumPy sorts NaN last, torch first)."""
-    s = scores.numpy()
-    if np.isnan(s).any():
-        return None
-    order = np.argsort(-s, kind="stable")  # decreasing, ties by index (torch's stable sort)
-    work = boxes.numpy()[order]  # (N, 4)
+def _host_small(work: np.ndarray, threshold: float, labels: Tensor | None) -> list[int]:
+    """:func:`_small` in NumPy (a fraction of torch's fixed cost per operation; the same IEEE
+    operations, so the same bits) for work-ordered boxes ``[N, 4]``; kept positions, increasing.
+
+    Above 128 boxes, probe blocks first (as :func:`_blocks`): on dense clusters they drop most
+    boxes for a fraction of the ``[N, N]`` matrix.
+    """
     x1, y1, x2, y2 = work.T
     with np.errstate(all="ignore"):  # inf - inf: NaN, as in torch
         rows = [x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]  # box_table, kernel order
     lab = None
     if labels is not None:
-        lab = labels.numpy()[order]
+        lab = labels.numpy()
         ids = np.unique(lab, return_inverse=True)[1].astype(work.dtype)  # exact small integers
         rows = [x1, y1, ids, x2, y2, ids + 1, rows[4]]
     table = np.stack(rows)  # (5 or 7, N)
-    over = above_host(block_iou_host(table, table), threshold)  # (N, N)
+    n = work.shape[0]
+    live = np.arange(n)
+    kept: list[int] = []
+    while n > _HOST_PROBE_BOXES and live.size:
+        block = live[: max(_MIN_ROWS, _HOST_BLOCK_IOUS // live.size)]  # (r,)
+        over = _host_over(table, threshold, lab, block, live)  # (r, C)
+        local = greedy_bits(np.ascontiguousarray(over[:, : block.size]))
+        kept += block[local].tolist()
+        rest = live[block.size :]
+        live = rest[~over[local, block.size :].any(0)]
+        if (rest.size - live.size) * _PROBE_SHARE < max(block.size * _PROBE_SHARE, rest.size):
+            break  # sparse suppression: one matrix for the rest
+    if live.size:
+        kept += live[_scan_matrix(_host_over(table, threshold, lab, live, live))].tolist()
+    return sorted(kept)
+
+
+def _host_over(
+    table: np.ndarray, threshold: float, lab: np.ndarray | None, rows: np.ndarray, cols: np.ndarray
+) -> np.ndarray:
+    """:func:`_over` on a host table: ``bool[R, C]`` for positions ``rows`` x ``cols``."""
+    over = above_host(block_iou_host(table.take(rows, axis=1), table.take(cols, axis=1)), threshold)
     if lab is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
-        over &= lab[:, None] == lab[None, :]
-    n = over.shape[0]
-    many = np.count_nonzero(over) > (2 * _SMALL_PAIRS_PER_BOX + 1) * n  # as in _small
-    return torch.from_numpy(order[greedy_bits(over) if many else greedy_pairs(over)])
+        over &= lab[rows, None] == lab[None, cols]
+    return over
+
+
+def _host_nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor | None:
+    """NMS of a few boxes on a CPU, sorting included, in NumPy. ``None`` for NaN scores (NumPy
+    sorts NaN last, torch first)."""
+    s = scores.numpy()
+    if np.isnan(s).any():
+        return None
+    order = np.argsort(-s, kind="stable")  # decreasing, ties by index (torch's stable sort)
+    work_labels = None if labels is None else labels[torch.from_numpy(order)]
+    return torch.from_numpy(order[_host_small(boxes.numpy()[order], threshold, work_labels)])
 
 
 def _blocks(

@@ -330,20 +330,20 @@ class _PathSpy:
 @pytest.mark.parametrize(
     ("kind", "n", "num_classes", "path"),
     [
-        ("clustered", 200, 3, {"greedy_pairs"}),  # one matrix, few pairs: listed
+        ("clustered", 100, 3, {"greedy_pairs"}),  # one matrix, few pairs: listed
         ("identical", 200, 3, {"greedy_bits"}),  # one matrix, every pair: the bitmask scan
         ("clustered", 600, 1, {"probe", "greedy_bits"}),  # dense: the probe's blocks drop all
         ("random", 600, 3, {"probe", "greedy_bits", "padded_pairs"}),  # probe stops; 3 similar labels
         ("random", 600, 80, {"probe", "greedy_bits", "segment_pairs"}),  # probe stops; 80 small labels
         ("random", 600, 1, {"probe", "greedy_bits", "band_pairs", "blocks"}),  # the band declines
-        ("random", 900, 3, {"probe", "greedy_bits", "band_pairs", "blocks", "greedy_pairs"}),  # per label
+        ("random", 1500, 3, {"probe", "greedy_bits", "band_pairs", "blocks"}),  # per label: band declines
     ],
 )
 def test_batched_nms_each_pair_path(monkeypatch, kind, n, num_classes, path):
     # Up to 256 boxes: one IoU matrix. Above: a probe block of the best boxes; on dense
     # clusters it goes on and solves everything, else the pair searches take the rest: labels
     # of similar size, one batched [L, M, M] IoU; 80 small labels, same-label pairs one by
-    # one; one label of wide boxes, blocks; large labels (300 boxes), each its own problem.
+    # one; one label of wide boxes, blocks; large labels (500 boxes), each its own problem.
     spy = _PathSpy(monkeypatch)
     if kind == "clustered":
         boxes = clustered_boxes(n, seed=11, clusters=12)
