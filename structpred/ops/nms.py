@@ -86,6 +86,7 @@ _MAX_PADDED = 1 << 24
 _SMALL = 256
 # Up to this many boxes on a CPU, all in NumPy (lower fixed cost per operation; measured crossover ~200).
 _HOST_BOXES = 200
+_HOST_LABELLED_BOXES = 128  # with labels (a third IoU axis), torch's matrix is faster above
 # ... there, probe blocks of ~this many IoUs above this many boxes (NumPy's lower fixed cost
 # per operation makes smaller blocks pay).
 _HOST_PROBE_BOXES = 128
@@ -141,7 +142,8 @@ def _small(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     boxes, all in NumPy (:func:`_host_small`).
     """
     n = work.shape[0]
-    if n <= _HOST_BOXES and work.device.type == "cpu" and (labels is None or labels.device.type == "cpu"):
+    on_cpu = work.device.type == "cpu" and (labels is None or labels.device.type == "cpu")
+    if on_cpu and n <= (_HOST_BOXES if labels is None else _HOST_LABELLED_BOXES):
         return torch.from_numpy(np.asarray(_host_small(work.numpy(), threshold, labels), dtype=np.int64))
     table = box_table(work, labels)  # (5 or 7, N)
     over = above_host(block_iou(table, table), threshold)  # (N, N)
@@ -301,8 +303,8 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
         return torch.zeros(n, dtype=torch.int64, device=boxes.device)
     # indices carry no gradient: the IoU tiles write into preallocated outputs (out=), which autograd refuses
     boxes, scores = _as_float(boxes.detach()), _as_float(scores.detach())
-    on_cpu = boxes.device.type == "cpu" and (labels is None or labels.device.type == "cpu")
-    if n <= _HOST_BOXES and on_cpu and scores.is_floating_point():
+    host = n <= (_HOST_BOXES if labels is None else _HOST_LABELLED_BOXES) and scores.is_floating_point()
+    if host and boxes.device.type == "cpu" and (labels is None or labels.device.type == "cpu"):
         kept = _host_nms(boxes, scores, threshold, labels)
         if kept is not None:
             return kept
