@@ -138,11 +138,12 @@ class SwinBlock(nn.Module):
         (wh, ww), (sh, sw) = window_and_shift((H, W), self.window, self.shift, self.window_rule)
         pad_h, pad_w = -H % wh, -W % ww
         pad_first = self.window_rule == "torchvision"
-        if pad_first:
+        padded = bool(pad_h or pad_w)  # (no copy when the map is already window multiples)
+        if pad_first and padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
         if sh or sw:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-        if not pad_first:
+        if not pad_first and padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
         Hp, Wp = H + pad_h, W + pad_w
         bias = self.attn.position_bias(wh, ww)  # (1, heads, L, L)
