@@ -96,6 +96,7 @@ _SMALL_PAIRS_PER_BOX = 3
 # Probe blocks: about this many IoUs each (their arithmetic and their few dozen operations'
 # fixed cost of one order; measured best of 2^12-2^17), 8 to 256 rows.
 _BLOCK_IOUS = 1 << 15
+_FIRST_PROBE_IOUS = 1 << 13  # (sparse inputs pay only for this one: ~5% faster at 1,000 boxes)
 _MIN_ROWS = 8
 # The probe goes on while each block drops at least its own size and 1 / this of the rest.
 _PROBE_SHARE = 16
@@ -227,8 +228,10 @@ def _blocks(
     block, positions still undecided)``.
     """
     kept: list[Tensor] = []
+    budget = _FIRST_PROBE_IOUS  # the first probe block is the cheap measurement
     while live.numel():
-        block = live[: max(_MIN_ROWS, min(ROWS, _BLOCK_IOUS // live.numel())) if probe else ROWS]  # (r,)
+        block = live[: max(_MIN_ROWS, min(ROWS, budget // live.numel())) if probe else ROWS]  # (r,)
+        budget = _BLOCK_IOUS
         r = block.numel()
         over = _over(table, threshold, labels, block, live)  # (r, C): the block, then the rest
         local = greedy_bits(np.ascontiguousarray(over[:, :r]))  # (k,) kept rows of the block
