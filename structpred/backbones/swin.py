@@ -95,7 +95,7 @@ class WindowAttention(Attention):
         n, length, dim = x.shape
         nw = bias.shape[0]
         if not (torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad)):
-            return super().forward(x, bias.repeat(n // nw, 1, 1, 1) if nw > 1 else bias)
+            return super().forward(x, bias.repeat(n // nw, 1, 1, 1) if n > nw > 1 else bias)
         h = self.num_heads
         q, k, v = (
             self.qkv(x).reshape(n, length, 3, h, dim // h).permute(2, 0, 3, 1, 4).unbind(0)
