@@ -136,8 +136,10 @@ def detect_run(out: Path, backbone: str, seed: int, epochs: int | None) -> None:
 
 
 def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    """``mean ± sd`` over seeds (the value alone for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def classify_table(out: Path) -> str:
