@@ -53,16 +53,7 @@ FORMATS = ("onnx", "torch-export")
 MAX_SIZE = {"batch": 4096, "height": 16384, "width": 16384, "proposals": 65536}
 
 #: Registered models that cannot be exported, with the precise reason. Empty reasons are a bug.
-NOT_EXPORTABLE: dict[str, str] = {
-    name: (
-        "Keypoint R-CNN's per-RoI bicubic argmax has an exportable static-shape form "
-        "(ops/keypoints.heatmaps_to_keypoints_static, traced under torch.export), but it needs a bound "
-        "on the detections' pixel sizes, the image size, and the keypoint head "
-        "(heads/keypoint_head.py) does not pass it yet: heatmaps_to_keypoints(logits, boxes, "
-        "max_size=(max H, max W) of image_sizes); without it the trace stops with a ValueError"
-    )
-    for name in ("keypointrcnn_resnet50_fpn", "keypointrcnn_narrow_fpn", "keypointrcnn_fpn")
-}
+NOT_EXPORTABLE: dict[str, str] = {}
 #: The tasks whose models are detectors (one image in, N detections out) and their extra outputs.
 DETECTION_OUTPUTS: dict[str, tuple[str, ...]] = {
     "detection": (),
