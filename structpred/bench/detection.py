@@ -190,7 +190,8 @@ def _check_losses(name: str, ours: dict[str, Tensor], peer: dict[str, Tensor]) -
             )
 
 
-def _count_gflop(fn: Callable[[], object]) -> float:
+def count_gflop(fn: Callable[[], object]) -> float:
+    """GFLOP of one call of ``fn`` (torch's FLOP counter)."""
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -249,7 +250,7 @@ def run(
         label = f"fasterrcnn_{name} inference, {where}, {found} detections"
         row = compare(label, infer_ours, infer_peer, repeats=repeats, warmup=warmup, target=TARGET)
         rows.append(row)
-        gflop = _count_gflop(infer_peer), _count_gflop(infer_ours)
+        gflop = count_gflop(infer_peer), count_gflop(infer_ours)
         throughput.append(Throughput(f"fasterrcnn_{name} inference", *gflop, row.ours_ms, row.peer_ms, peak))
 
         peer.train()
@@ -261,22 +262,25 @@ def run(
         label = f"fasterrcnn_{name} train step (zero_grad + forward + backward), {where}, {boxes} boxes"
         row = compare(label, step_ours, step_peer, repeats=repeats, warmup=warmup, target=TARGET)
         rows.append(row)
-        gflop = _count_gflop(step_peer), _count_gflop(step_ours)
+        gflop = count_gflop(step_peer), count_gflop(step_ours)
         label = f"fasterrcnn_{name} train step (extra)"
         throughput.append(Throughput(label, *gflop, row.ours_ms, row.peer_ms, peak))
     return Result(rows, throughput, peak, peak_n, peak_repeats)
 
 
-def format_throughput(rows: list[Throughput]) -> str:
-    """A Markdown table of achieved GFLOP/s and the fraction of the matmul peak."""
+def format_throughput(
+    rows: list[Throughput], peer: str = "torchvision", case: str = "model", gflop: str = "GFLOP per image"
+) -> str:
+    """A Markdown table of achieved GFLOP/s and the fraction of the matmul peak (both sides' GFLOP/s
+    use the peer's FLOP count: the same work)."""
     lines = [
-        "| model | GFLOP per image (torchvision count) | GFLOP (structpred count) | structpred GFLOP/s "
-        "| torchvision GFLOP/s | structpred % of peak | torchvision % of peak |",
+        f"| {case} | {gflop} ({peer} count) | GFLOP (structpred count) | structpred GFLOP/s "
+        f"| {peer} GFLOP/s | structpred % of peak | {peer} % of peak |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.name} | {r.peer_gflop:.1f} | {r.ours_gflop:.1f} | {r.ours_gflops:.1f} "
+            f"| {r.name} | {r.peer_gflop:.2f} | {r.ours_gflop:.2f} | {r.ours_gflops:.1f} "
             f"| {r.peer_gflops:.1f} | {r.ours_percent:.1f} | {r.peer_percent:.1f} |"
         )
     return "\n".join(lines)

@@ -29,12 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .detection import Throughput, matmul_peak
+from .detection import Throughput, count_gflop, format_throughput, matmul_peak
 from .timing import Comparison, compare, format_table
+from .vit import classifier_train_step
 
 MODEL = "swin_tiny_patch4_window7_224"
 BATCH, IMAGE, DETECTION_BATCH, DETECTION_IMAGE = 8, 224, 1, 512
@@ -74,34 +73,15 @@ def build_detection_pair(image: int, depths: tuple[int, ...] | None) -> tuple[nn
     return peer, ours.backbone  # type: ignore[return-value]
 
 
-def _gflop(fn: Callable[[], object]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
 def _check_close(what: str, ours: list[Tensor], peer: list[Tensor]) -> None:
     for a, b in zip(ours, peer, strict=True):
         if a.shape != b.shape or float((a - b).abs().max()) > 1e-4:
             raise RuntimeError(f"{MODEL}: {what} differ from timm's ({tuple(a.shape)} vs {tuple(b.shape)})")
 
 
-def _train_step(model: nn.Module, x: Tensor, labels: Tensor, ours: bool) -> Callable[[], Tensor]:
-    forward: Callable[[Tensor], Tensor] = model.logits if ours else model  # type: ignore[assignment]
-
-    def step() -> Tensor:
-        model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(forward(x), labels)
-        loss.backward()
-        return loss.detach()
-
-    return step
-
-
 def _throughput(name: str, ours: Callable[[], object], peer: Callable[[], object], row: Comparison,
                 peak: float) -> Throughput:  # fmt: skip
-    return Throughput(name, _gflop(peer), _gflop(ours), row.ours_ms, row.peer_ms, peak)
+    return Throughput(name, count_gflop(peer), count_gflop(ours), row.ours_ms, row.peer_ms, peak)
 
 
 def run(
@@ -133,7 +113,10 @@ def run(
 
     peer.train()
     ours.train()
-    step_peer, step_ours = _train_step(peer, x, labels, False), _train_step(ours, x, labels, True)
+    step_peer, step_ours = (
+        classifier_train_step(peer, x, labels, False),
+        classifier_train_step(ours, x, labels, True),
+    )
     mine, theirs = step_ours(), step_peer()
     if not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"{MODEL}: training loss {float(mine):.6g}, timm's {float(theirs):.6g}")
@@ -159,21 +142,6 @@ def run(
     rows.append(compare(label, maps_ours, maps_peer, repeats, warmup, TARGET))
     throughput.append(_throughput(label, maps_ours, maps_peer, rows[-1], peak))
     return rows, throughput, peak
-
-
-def format_throughput(rows: list[Throughput]) -> str:
-    """A Markdown table of achieved GFLOP/s (timm's FLOP count for both) and % of the matmul peak."""
-    lines = [
-        "| case | GFLOP (timm count) | GFLOP (structpred count) | structpred GFLOP/s | timm GFLOP/s "
-        "| structpred % of peak | timm % of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.name} | {r.peer_gflop:.3g} | {r.ours_gflop:.3g} | {r.ours_gflops:.1f} "
-            f"| {r.peer_gflops:.1f} | {r.ours_percent:.1f} | {r.peer_percent:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -205,7 +173,9 @@ def main(argv: list[str] | None = None) -> str:
     )
     if args.quick:
         header += " (QUICK: tiny inputs and depths, not the sizes named in the rows)"
-    text = "\n\n".join([header, format_table(rows, "timm"), format_throughput(throughput)])
+    text = "\n\n".join(
+        [header, format_table(rows, "timm"), format_throughput(throughput, "timm", "case", "GFLOP")]
+    )
     print(text)
     return text
 

@@ -27,9 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .detection import Throughput, matmul_peak
+from .detection import Throughput, count_gflop, format_throughput, matmul_peak
 from .timing import Comparison, compare, format_table
 
 MODEL = "vit_tiny_patch16_224"
@@ -51,19 +50,14 @@ def build_pair(image: int, depth: int | None) -> tuple[nn.Module, nn.Module]:
     return peer, from_timm(peer).eval()
 
 
-def _gflop(fn: Callable[[], object]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
 def _check_logits(ours: Tensor, peer: Tensor) -> None:
     if ours.shape != peer.shape or float((ours - peer).abs().max()) > 1e-4:
         raise RuntimeError(f"{MODEL}: logits differ from timm's (max {float((ours - peer).abs().max()):.3g})")
 
 
-def _train_step(model: nn.Module, x: Tensor, labels: Tensor, ours: bool) -> Callable[[], Tensor]:
+def classifier_train_step(model: nn.Module, x: Tensor, labels: Tensor, ours: bool) -> Callable[[], Tensor]:
+    """One training step of a classifier (ours through ``logits``, timm's through ``forward``): zero_grad,
+    forward, cross-entropy, backward; returns the loss."""
     forward: Callable[[Tensor], Tensor] = model.logits if ours else model  # type: ignore[assignment]
 
     def step() -> Tensor:
@@ -99,35 +93,39 @@ def run(
 
     _check_logits(infer_ours(), infer_peer())
     rows = [compare(f"{MODEL} inference, {where}", infer_ours, infer_peer, repeats, warmup, TARGET)]
-    throughput = [Throughput(f"{MODEL} inference", _gflop(infer_peer), _gflop(infer_ours),
-                             rows[-1].ours_ms, rows[-1].peer_ms, peak)]
+    throughput = [
+        Throughput(
+            f"{MODEL} inference",
+            count_gflop(infer_peer),
+            count_gflop(infer_ours),
+            rows[-1].ours_ms,
+            rows[-1].peer_ms,
+            peak,
+        )
+    ]
 
     peer.train()
     ours.train()
-    step_peer, step_ours = _train_step(peer, x, labels, False), _train_step(ours, x, labels, True)
+    step_peer, step_ours = (
+        classifier_train_step(peer, x, labels, False),
+        classifier_train_step(ours, x, labels, True),
+    )
     mine, theirs = step_ours(), step_peer()
     if not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"{MODEL}: training loss {float(mine):.6g}, timm's {float(theirs):.6g}")
     label = f"{MODEL} train step (zero_grad + forward + CE + backward), {where}"
     rows.append(compare(label, step_ours, step_peer, repeats, warmup, TARGET))
-    throughput.append(Throughput(f"{MODEL} train step", _gflop(step_peer), _gflop(step_ours),
-                                 rows[-1].ours_ms, rows[-1].peer_ms, peak))
-    return rows, throughput, peak
-
-
-def format_throughput(rows: list[Throughput]) -> str:
-    """A Markdown table of achieved GFLOP/s (timm's FLOP count for both) and % of the matmul peak."""
-    lines = [
-        "| case | GFLOP (timm count) | GFLOP (structpred count) | structpred GFLOP/s | timm GFLOP/s "
-        "| structpred % of peak | timm % of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.name} | {r.peer_gflop:.1f} | {r.ours_gflop:.1f} | {r.ours_gflops:.1f} "
-            f"| {r.peer_gflops:.1f} | {r.ours_percent:.1f} | {r.peer_percent:.1f} |"
+    throughput.append(
+        Throughput(
+            f"{MODEL} train step",
+            count_gflop(step_peer),
+            count_gflop(step_ours),
+            rows[-1].ours_ms,
+            rows[-1].peer_ms,
+            peak,
         )
-    return "\n".join(lines)
+    )
+    return rows, throughput, peak
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -157,9 +155,14 @@ def main(argv: list[str] | None = None) -> str:
     )
     if args.quick:
         header += f" (QUICK: batch {QUICK_BATCH} at {QUICK_IMAGE} px, {QUICK_DEPTH} blocks: not figures)"
-    text = "\n\n".join([
-        header, format_table(rows, "timm"), f"matmul peak: {peak:.1f} GFLOP/s", format_throughput(throughput)
-    ])
+    text = "\n\n".join(
+        [
+            header,
+            format_table(rows, "timm"),
+            f"matmul peak: {peak:.1f} GFLOP/s",
+            format_throughput(throughput, "timm", "case", "GFLOP"),
+        ]
+    )
     print(text)
     return text
 

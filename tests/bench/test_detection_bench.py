@@ -82,4 +82,4 @@ def test_throughput_uses_the_reference_count_for_both_sides() -> None:
     assert row.ours_percent == pytest.approx(20.0)
     assert row.peer_percent == pytest.approx(10.0)
     table = detection.format_throughput([row])
-    assert "| m | 10.0 | 12.0 | 20.0 | 10.0 | 20.0 | 10.0 |" in table
+    assert "| m | 10.00 | 12.00 | 20.0 | 10.0 | 20.0 | 10.0 |" in table
