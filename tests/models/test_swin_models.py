@@ -4,19 +4,21 @@ code); the CLI trains ``swin_narrow`` on the real digits and fine-tunes from a t
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from structpred.backbones.swin import SwinTransformer
-from structpred.cli import main
 from structpred.models import get_model
 from structpred.models.image_classifier import ImageClassifier
 from structpred.tasks import get_task
+from tests.models.transformer_cases import (
+    DENSE,
+    dense_model_trains_and_predicts,
+    overfits_ten_digits,
+    run_cli,
+)
 
 
 @pytest.mark.parametrize(
@@ -79,27 +81,7 @@ def test_swin_narrow_defaults() -> None:
 
 def test_swin_narrow_overfits_a_few_real_digits() -> None:
     torch.manual_seed(0)
-    digits = load_digits()
-    x = torch.tensor(digits.images[:10], dtype=torch.float32).div(16).unsqueeze(1).expand(-1, 3, -1, -1)
-    targets = [{"labels": torch.tensor(int(y))} for y in digits.target[:10]]
-    model = get_model("swin_narrow", dropout=0.0, depths=(1, 1, 1, 1)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss = model(x, targets, predict=False)[1]["loss_cls"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
-
-
-DENSE = [
-    ("fasterrcnn_fpn", "detection", {"min_size": 64, "max_size": 96, "fpn_channels": 16}),
-    ("maskrcnn_fpn", "instance_segmentation",
-     {"min_size": 64, "max_size": 96, "fpn_channels": 16, "box_detections_per_img": 5}),
-    ("deeplabv3", "semantic_segmentation", {"num_classes": 4, "aspp_channels": 16, "output_stride": 32}),
-]  # fmt: skip
+    overfits_ten_digits(get_model("swin_narrow", dropout=0.0, depths=(1, 1, 1, 1)), lr=3e-3)
 
 
 @pytest.mark.parametrize(("name", "task_name", "kwargs"), DENSE)
@@ -108,23 +90,8 @@ def test_dense_models_over_swin_narrow_train_and_predict(name: str, task_name: s
     model = get_model(name, backbone="swin_narrow", backbone_args={"depths": (1, 1, 1, 1)}, **kwargs)
     swin = [m for m in model.modules() if isinstance(m, SwinTransformer)]
     assert len(swin) == 1
-    task = get_task(task_name)
-    inputs, targets = task.sample_batch(model)
-    predictions, losses = model.train()(inputs, targets)
-    task.check_predictions(predictions, len(inputs))
-    assert losses and all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
     table = swin[0].layers[0].blocks[0].attn.relative_position_bias_table
-    for param in (swin[0].patch_embed.proj.weight, table):
-        assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0
-    model.eval()
-    for height, width in ((70, 90), (45, 61)):  # no multiple of the patch, the window or 32
-        with torch.no_grad():
-            predictions, losses = model(torch.rand(2, 3, height, width))
-        task.check_predictions(predictions, 2)
-        assert losses == {}
-        if task_name == "semantic_segmentation":
-            assert predictions["logits"].shape == (2, 4, height, width)
+    dense_model_trains_and_predicts(model, task_name, [swin[0].patch_embed.proj.weight, table])
 
 
 def test_deeplab_needs_output_stride_32_over_a_swin() -> None:
@@ -135,16 +102,9 @@ def test_deeplab_needs_output_stride_32_over_a_swin() -> None:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _run(argv: list[str]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(argv) == 0
-    return out.getvalue()
-
-
 @pytest.mark.slow
 def test_cli_trains_swin_narrow_on_the_digits(tmp_path: Path) -> None:
-    out = _run([
+    out = run_cli([
         "train", "--model", "swin_narrow", "--data", "digits", "--model-arg", "depths=[1,1,1,1]",
         "--epochs", "1", "--batch-size", "128", "--lr", "0.003", "--optimizer", "adamw",
         "--no-progress", "--out", str(tmp_path / "run"),
@@ -160,7 +120,7 @@ def test_cli_fine_tunes_from_a_timm_state_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
     theirs = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, depths=(1, 1, 1, 1))
     torch.save(theirs.state_dict(), tmp_path / "swin_tiny.pth")
-    out = _run([
+    out = run_cli([
         "train", "--model", "swin_tiny_patch4_window7_224", "--model-arg", "depths=[1,1,1,1]",
         "--model-arg", "input_size=32", "--data", "digits", "--epochs", "1", "--batch-size", "256",
         "--lr", "0.001", "--optimizer", "adamw", "--weights", str(tmp_path / "swin_tiny.pth"),

@@ -4,18 +4,20 @@ code); the CLI trains ``vit_narrow`` on the real digits and fine-tunes from a ti
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
-from structpred.cli import main
 from structpred.models import get_model
 from structpred.models.image_classifier import ImageClassifier
 from structpred.tasks import get_task
+from tests.models.transformer_cases import (
+    DENSE,
+    dense_model_trains_and_predicts,
+    overfits_ten_digits,
+    run_cli,
+)
 
 
 @pytest.mark.parametrize(
@@ -60,52 +62,18 @@ def test_vit_narrow_defaults() -> None:
 
 def test_vit_narrow_overfits_a_few_real_digits() -> None:
     torch.manual_seed(0)
-    digits = load_digits()
-    x = torch.tensor(digits.images[:10], dtype=torch.float32).div(16).unsqueeze(1).expand(-1, 3, -1, -1)
-    targets = [{"labels": torch.tensor(int(y))} for y in digits.target[:10]]
     # 16 px (a 4 x 4 grid of patches) and 2 blocks keep it fast; ten 8 x 8 digits, upsampled.
-    model = get_model("vit_narrow", input_size=16, depth=2, dropout=0.0, drop_path_rate=0.0).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(40):
-        loss = model(x, targets, predict=False)[1]["loss_cls"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
-
-
-DENSE = [
-    ("fasterrcnn_fpn", "detection", {"min_size": 64, "max_size": 96, "fpn_channels": 16}),
-    ("maskrcnn_fpn", "instance_segmentation",
-     {"min_size": 64, "max_size": 96, "fpn_channels": 16, "box_detections_per_img": 5}),
-    ("deeplabv3", "semantic_segmentation", {"num_classes": 4, "aspp_channels": 16, "output_stride": 32}),
-]  # fmt: skip
+    model = get_model("vit_narrow", input_size=16, depth=2, dropout=0.0, drop_path_rate=0.0)
+    overfits_ten_digits(model, lr=2e-3)
 
 
 @pytest.mark.parametrize(("name", "task_name", "kwargs"), DENSE)
 def test_dense_models_over_vit_narrow_train_and_predict(name: str, task_name: str, kwargs: dict) -> None:
     torch.manual_seed(0)
     model = get_model(name, backbone="vit_narrow", backbone_args={"depth": 2}, **kwargs)
-    task = get_task(task_name)
-    inputs, targets = task.sample_batch(model)
-    predictions, losses = model.train()(inputs, targets)
-    task.check_predictions(predictions, len(inputs))
-    assert losses and all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
     vit = [m for m in model.modules() if type(m).__name__ == "VisionTransformer"]
     assert len(vit) == 1
-    grad = vit[0].patch_embed.proj.weight.grad
-    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    model.eval()
-    for height, width in ((70, 90), (45, 61)):  # no multiple of 16 or 32
-        with torch.no_grad():
-            predictions, losses = model(torch.rand(2, 3, height, width))
-        task.check_predictions(predictions, 2)
-        assert losses == {}
-        if task_name == "semantic_segmentation":
-            assert predictions["logits"].shape == (2, 4, height, width)
+    dense_model_trains_and_predicts(model, task_name, [vit[0].patch_embed.proj.weight])
 
 
 def test_deeplab_needs_output_stride_32_over_a_vit() -> None:
@@ -116,16 +84,9 @@ def test_deeplab_needs_output_stride_32_over_a_vit() -> None:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _run(argv: list[str]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(argv) == 0
-    return out.getvalue()
-
-
 @pytest.mark.slow
 def test_cli_trains_vit_narrow_on_the_digits(tmp_path: Path) -> None:
-    out = _run([
+    out = run_cli([
         "train", "--model", "vit_narrow", "--data", "digits", "--model-arg", "depth=1",
         "--epochs", "1", "--batch-size", "128", "--lr", "0.003", "--optimizer", "adamw",
         "--no-progress", "--out", str(tmp_path / "run"),
@@ -141,7 +102,7 @@ def test_cli_fine_tunes_from_a_timm_state_file(tmp_path: Path) -> None:
     torch.manual_seed(0)
     theirs = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1)  # 1000 classes
     torch.save(theirs.state_dict(), tmp_path / "vit_tiny.pth")
-    out = _run([
+    out = run_cli([
         "train", "--model", "vit_tiny_patch16_224", "--model-arg", "depth=1", "--model-arg", "input_size=32",
         "--data", "digits", "--epochs", "1", "--batch-size", "256", "--lr", "0.001", "--optimizer", "adamw",
         "--weights", str(tmp_path / "vit_tiny.pth"), "--freeze", "backbone",
