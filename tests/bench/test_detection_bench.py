@@ -12,23 +12,9 @@ import torch
 
 from structpred.bench import detection  # noqa: E402
 from structpred.cli import main as cli_main  # noqa: E402
+from tests.bench.markdown import markdown_tables
 
 MODEL = "mobilenet_v3_large_320_fpn"
-
-
-def _tables(out: str) -> list[list[list[str]]]:
-    """Every Markdown table in ``out`` as rows of cells (header first, separator dropped)."""
-    tables: list[list[list[str]]] = []
-    current: list[list[str]] = []
-    for line in [*out.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not set("".join(cells)) <= set("-:"):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
 
 
 @pytest.mark.slow
@@ -40,7 +26,7 @@ def test_quick_run_prints_both_tables_with_positive_numbers(capsys: pytest.Captu
         torch.set_num_threads(threads)  # the suite sets torch's thread count for its run
     out = capsys.readouterr().out
     assert "QUICK" in out
-    timing, throughput = _tables(out)
+    timing, throughput = markdown_tables(out)
 
     header = timing[0]
     ratio_col = next(i for i, c in enumerate(header) if "ratio" in c)

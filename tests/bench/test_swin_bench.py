@@ -12,21 +12,7 @@ import torch
 
 from structpred.bench import swin
 from structpred.cli import main as cli_main
-
-
-def _tables(out: str) -> list[list[list[str]]]:
-    """Every Markdown table in ``out`` as rows of cells (header first, separator dropped)."""
-    tables: list[list[list[str]]] = []
-    current: list[list[str]] = []
-    for line in [*out.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not set("".join(cells)) <= set("-:"):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
+from tests.bench.markdown import markdown_tables
 
 
 @pytest.mark.slow
@@ -38,7 +24,7 @@ def test_quick_run_prints_every_case_with_positive_numbers(capsys: pytest.Captur
     assert "QUICK" in out
     peak = re.search(r"matmul peak ([\d.]+) GFLOP/s", out)
     assert peak and float(peak.group(1)) > 0
-    timing, throughput = _tables(out)
+    timing, throughput = markdown_tables(out)
     assert timing[0][3] == "ratio ours/timm"
     names = [cells[0] for cells in timing[1:]]
     assert [n.split(",")[0] for n in names] == [

@@ -12,21 +12,7 @@ import torch
 
 from structpred.bench import vit
 from structpred.cli import main as cli_main
-
-
-def _tables(out: str) -> list[list[list[str]]]:
-    """Every Markdown table in ``out`` as rows of cells (header first, separator dropped)."""
-    tables: list[list[list[str]]] = []
-    current: list[list[str]] = []
-    for line in [*out.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not set("".join(cells)) <= set("-:"):
-                current.append(cells)
-        elif current:
-            tables.append(current)
-            current = []
-    return tables
+from tests.bench.markdown import markdown_tables
 
 
 @pytest.mark.slow
@@ -36,7 +22,7 @@ def test_quick_run_prints_both_tables_with_positive_numbers(capsys: pytest.Captu
     assert torch.get_num_threads() == threads  # given back
     out = capsys.readouterr().out
     assert "QUICK" in out
-    timing, throughput = _tables(out)
+    timing, throughput = markdown_tables(out)
     header = timing[0]
     assert header[3] == "ratio ours/timm"
     rows = {cells[0]: cells for cells in timing[1:]}
