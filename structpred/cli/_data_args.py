@@ -17,9 +17,9 @@ from typing import Any
 from ._common import key_values
 
 DATA_HELP = (
-    "shapes | digits | digits-distorted | digit-canvas | trees | nuclei | shakespeare | japanese-vowels "
-    "| sunspots | adding | shapes_keypoints | coco:DIR|FILE.json | coco_keypoints:DIR|FILE.json | voc:DIR "
-    "| yolo:DIR|FILE.yaml | masks:DIR "
+    "shapes | shapes-objects | digits | digits-distorted | digit-canvas | trees | nuclei | shakespeare "
+    "| japanese-vowels | sunspots | adding | shapes_keypoints | coco:DIR|FILE.json "
+    "| coco_keypoints:DIR|FILE.json | voc:DIR | yolo:DIR|FILE.yaml | masks:DIR "
     "(layouts on disk: docs/data.md)"
 )
 
