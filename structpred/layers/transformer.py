@@ -76,11 +76,13 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(n, length, 3, h, dim // h).permute(2, 0, 3, 1, 4)  # (3, N, h, L, D/h)
         q, k, v = qkv.unbind(0)  # (N, h, L, D/h) each
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, L, D/h)
-        # An explicit copy, not reshape: CPU's fused kernel returns (N, L, h, D/h)-contiguous memory, so
-        # torch.export records reshape as a view, which the ONNX decomposition of SDPA with a mask
-        # (row-major output) then cannot honour with a dynamic batch (Swin's windows).
-        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # (N, L, h, D/h)
-        return self.proj(out.view(n, length, dim))  # (N, L, D)
+        out = out.transpose(1, 2)  # (N, L, h, D/h): contiguous from CPU's fused kernel, so reshape is a view
+        if torch.compiler.is_exporting():
+            # An explicit copy when exporting: torch.export records that reshape as a view, which the
+            # ONNX decomposition of SDPA with a mask (row-major output) cannot honour at a dynamic
+            # batch (Swin's windows). Eager keeps the free view (timm's computation).
+            out = out.clone(memory_format=torch.contiguous_format)
+        return self.proj(out.reshape(n, length, dim))  # (N, L, D)
 
 
 class Mlp(nn.Module):
