@@ -194,3 +194,32 @@ def grid_sample(
             value, inside = _tap(flat, x_w + dx, y_n + dy, H, W)
             out = out + value * (weight.unsqueeze(1) * inside.to(weight.dtype))  # (B, C, P)
     return out.reshape(B, C, Ho, Wo)  # (B, C, P) -> (B, C, Ho, Wo)
+
+
+def flow_warp(input: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
+    """Backward-warp ``input`` by a flow field: ``out[p] = input[p + flow[p]]`` (bilinear).
+
+    The warp of optical-flow networks (PWC-Net's feature warping, photometric losses): with
+    ``flow`` from frame 0 to frame 1 and ``input`` = frame 1, ``out`` is frame 1 brought back to
+    frame 0. Points outside read 0 (``"zeros"``) or the nearest border pixel (``"border"``).
+
+    Args:
+        input (Tensor[B, C, H, W]): float.
+        flow (Tensor[B, 2, H, W]): (dx, dy) in pixels, same dtype and device.
+
+    Returns:
+        Tensor[B, C, H, W].
+    """
+    if not isinstance(flow, Tensor) or flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"flow_warp: flow must be a Tensor[B, 2, H, W] of (dx, dy), got {_shape(flow)}")
+    if not isinstance(input, Tensor) or input.dim() != 4 or input.shape[-2:] != flow.shape[-2:]:
+        size = tuple(flow.shape[-2:])
+        raise ValueError(f"flow_warp: input {_shape(input)} must be [B, C, H, W] with flow's H, W {size}")
+    B, _, H, W = flow.shape
+    ys = torch.arange(H, dtype=flow.dtype, device=flow.device).view(1, H, 1)
+    xs = torch.arange(W, dtype=flow.dtype, device=flow.device).view(1, 1, W)
+    # pixel -> normalised with align_corners=True (a 1-pixel axis maps every point to its centre)
+    x = (xs + flow[:, 0]) * (2.0 / max(W - 1, 1)) - 1.0  # (B, H, W)
+    y = (ys + flow[:, 1]) * (2.0 / max(H - 1, 1)) - 1.0
+    grid = torch.stack([x, y], dim=-1)  # (B, H, W, 2)
+    return grid_sample(input, grid, "bilinear", padding_mode, align_corners=True)
