@@ -1,8 +1,8 @@
 """Pictures of structured predictions and targets, and training/evaluation plots.
 
 Tensors in, ``uint8`` ``Tensor[3, H, W]`` out: ``draw_boxes``, ``draw_masks``,
-``draw_label_map``, ``draw_keypoints``, ``overlay_label_map``, ``flow_to_color``, ``depth_to_color``,
-``make_grid``; ``save_png`` writes one to disk. ``structpred.viz.scores``: the AP of a PR
+``draw_label_map``, ``draw_keypoints``, ``overlay_label_map``, ``flow_to_color`` (+ ``flow_legend``),
+``depth_to_color``, ``make_grid``; ``save_png`` writes one to disk. ``structpred.viz.scores``: the AP of a PR
 curve (the metric's definition), the per-image scores and box confusion of the HTML report.
 ``plot_loss_curves`` and ``plot_pr_curves``
 (in ``structpred.viz.plots``, imported lazily because matplotlib is slow to import) write PNGs.
@@ -18,7 +18,6 @@ from .colors import (
     depth_to_color,
     distinct_color,
     flow_color_wheel,
-    flow_to_color,
     parse_color,
     voc_palette,
 )
@@ -33,6 +32,7 @@ from .draw import (
     save_png,
     to_uint8_image,
 )
+from .flow import flow_legend, flow_to_color
 from .keypoints import draw_keypoints
 from .scores import average_precision, box_image_ap50, detection_confusion, image_ap50, image_miou
 
@@ -62,6 +62,7 @@ __all__ = [
     "draw_label_map",
     "draw_masks",
     "flow_color_wheel",
+    "flow_legend",
     "flow_to_color",
     "image_ap50",
     "image_miou",
