@@ -23,6 +23,15 @@ RPN and box-head sizes: :data:`~structpred.models.faster_rcnn.NARROW_SETTINGS`),
 R-CNN recipe of ``experiments/one_stage.py`` (AdamW 4e-3, warm-up 100, batch 4, bf16) for
 :data:`DETECT_EPOCHS` epochs; test map_50 / map of the last checkpoint and images per second
 (batch 1, one thread).
+
+``--recipe transformer`` (issue 17's leftover): the same runs under the usual transformer recipe
+instead of the CNN's (:data:`DETECT_RECIPES`): AdamW at a quarter of the lr (1e-3), a warm-up of one
+epoch (500 steps) instead of 100, gradient norm clipped at 1.0; everything else equal. Under the
+CNN's recipe Swin's loss diverged at epoch 3 (0.80 -> 1.31-1.52). Runs are named
+``fasterrcnn_fpn-BACKBONE-sSEED`` (CNN recipe) or ``...-transformer-sSEED``::
+
+    OMP_NUM_THREADS=1 python experiments/transformers.py detect --backbones swin_narrow --epochs 10 \
+        --recipe transformer --seeds 0,1 --out out/transformers-detect10-recipe
 """
 
 from __future__ import annotations
@@ -57,6 +66,12 @@ DETECT_BACKBONES = ("narrow", "swin_narrow")
 DETECT_EPOCHS = 3
 DETECT_SEEDS = (0,)
 DETECT_KEYS = ("map_50", "map_75", "map")
+# recipe -> train arguments (the module doc); "cnn" is experiments/one_stage.py's Faster R-CNN recipe.
+DETECT_RECIPES: dict[str, list[str]] = {
+    "cnn": FRCNN,
+    "transformer": ["--optimizer", "adamw", "--warmup", "500", "--batch-size", "4", "--lr", "0.001",
+                    "--clip-grad", "1.0", "--amp", "bf16"],
+}  # fmt: skip
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -68,6 +83,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backbones", default=",".join(DETECT_BACKBONES), help="detect: comma list of backbones")
     p.add_argument("--seeds", default=None, help="comma list (default 0,1,2 classify; 0 detect)")
     p.add_argument("--epochs", type=int, default=None, help="override every run's epochs")
+    p.add_argument("--recipe", default="cnn", choices=sorted(DETECT_RECIPES), help="detect: train recipe")
     p.add_argument("--table", action="store_true", help="only print the table from OUT/*/result.json")
     return p.parse_args(argv)
 
@@ -110,25 +126,27 @@ def classify_run(out: Path, setting: str, model: str, seed: int, epochs: int | N
     print(f"{name}: accuracy {result['accuracy']:.4f}, {wall / 60:.1f} min", flush=True)
 
 
-def detect_run(out: Path, backbone: str, seed: int, epochs: int | None) -> None:
-    """``fasterrcnn_fpn`` over ``backbone`` with the narrow settings on shapes; test mAP, images/s."""
+def detect_run(out: Path, backbone: str, seed: int, epochs: int | None, recipe: str = "cnn") -> None:
+    """``fasterrcnn_fpn`` over ``backbone`` with the narrow settings on shapes, trained by ``recipe``
+    (:data:`DETECT_RECIPES`); test mAP, images/s."""
     import torch
 
     from structpred.engine.run import evaluate
     from structpred.models.faster_rcnn import NARROW_SETTINGS
 
-    name = f"fasterrcnn_fpn-{backbone}-s{seed}"
+    name = f"fasterrcnn_fpn-{backbone}{'' if recipe == 'cnn' else '-' + recipe}-s{seed}"
     run = out / name
     if (run / "result.json").exists():
         return
     epochs = epochs or DETECT_EPOCHS
     model_args = {"backbone": backbone, "fpn_channels": 32, **NARROW_SETTINGS}
-    args = ["--data", "shapes", *_kv(model_args, "--model-arg"), *FRCNN, "--epochs", str(epochs),
-            "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
+    args = ["--data", "shapes", *_kv(model_args, "--model-arg"), *DETECT_RECIPES[recipe],
+            "--epochs", str(epochs), "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
     wall = _train("fasterrcnn_fpn", [*args, "--out", str(run)], out / f"{name}.log")
     torch.set_num_threads(1)
     metrics = evaluate(run, split="test")
-    result = {"model": "fasterrcnn_fpn", "backbone": backbone, "seed": seed, "args": args, "wall_s": wall,
+    result = {"model": "fasterrcnn_fpn", "backbone": backbone, "recipe": recipe, "seed": seed, "args": args,
+              "wall_s": wall,
               "params": _params(run), "test": {k: float(metrics[k]) for k in DETECT_KEYS},
               "images_per_s": _images_per_second(run)}  # fmt: skip
     (run / "result.json").write_text(json.dumps(result, indent=1))
@@ -164,25 +182,26 @@ def classify_table(out: Path) -> str:
 
 
 def detect_table(out: Path) -> str:
-    """Markdown: per backbone, test map_50 / map_75 / map (mean over seeds), params, time, images/s."""
+    """Markdown: per backbone and recipe, test map_50 / map_75 / map (mean over seeds), params, time,
+    images/s."""
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
     header = (
-        "| backbone | params | epochs | seeds | train (min, 1 thread) | test map_50 | map_75 | map "
-        "| images/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| backbone | recipe | params | epochs | seeds | train (min, 1 thread) | test map_50 | map_75 | map "
+        "| images/s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = []
     for backbone in DETECT_BACKBONES:
-        rs = [r for r in results if r["backbone"] == backbone]
-        if not rs:
-            continue
-        epochs = rs[0]["args"][rs[0]["args"].index("--epochs") + 1]
-        cells = " | ".join(_mean_sd([r["test"][k] for r in rs]) for k in DETECT_KEYS)
-        wall = statistics.mean(r["wall_s"] for r in rs) / 60
-        speed = statistics.mean(r["images_per_s"] for r in rs)
-        params = f"{rs[0]['params'] / 1e6:.2f} M"
-        rows.append(
-            f"| `{backbone}` | {params} | {epochs} | {len(rs)} | {wall:.1f} | {cells} | {speed:.1f} |"
-        )
+        for recipe in DETECT_RECIPES:
+            rs = [r for r in results if r["backbone"] == backbone and r.get("recipe", "cnn") == recipe]
+            if not rs:
+                continue
+            epochs = rs[0]["args"][rs[0]["args"].index("--epochs") + 1]
+            cells = " | ".join(_mean_sd([r["test"][k] for r in rs]) for k in DETECT_KEYS)
+            wall = statistics.mean(r["wall_s"] for r in rs) / 60
+            speed = statistics.mean(r["images_per_s"] for r in rs)
+            params = f"{rs[0]['params'] / 1e6:.2f} M"
+            rows.append(f"| `{backbone}` | {recipe} | {params} | {epochs} | {len(rs)} | {wall:.1f} | {cells} "
+                        f"| {speed:.1f} |")  # fmt: skip
     return "\n".join([header, *rows])
 
 
@@ -209,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds = [int(s) for s in (a.seeds or ",".join(map(str, DETECT_SEEDS))).split(",")]
         for seed in seeds:
             for backbone in [b for b in a.backbones.split(",") if b]:
-                detect_run(out, backbone, seed, a.epochs)
+                detect_run(out, backbone, seed, a.epochs, a.recipe)
     print(detect_table(out))
 
 

@@ -21,6 +21,10 @@ Backbone protocol: ``forward_features`` returns the four stage outputs as NCHW m
 timm's ``features_only``: no parameters beyond the classifier's). :meth:`SwinTransformer.embed` is
 the classifier's view: the final-normed last stage averaged over positions.
 
+Freezing (``trainable_layers``, the CNN backbones' rule: the last T units train): the units are the
+patch embedding, then each stage (with the merging at its start), the final ``norm`` with the last
+stage: 5 for four stages, like a ResNet's stem + layer1..4 (:meth:`SwinTransformer.layer_units`).
+
 Shape shorthand: B images, H x W a map, C channels of a stage, L tokens of a window.
 """
 
@@ -35,6 +39,7 @@ from torch import Tensor, nn
 
 from ..layers.drop_path import StochasticDepth
 from ..layers.transformer import Attention, Mlp, PatchEmbed
+from ._trainable import set_trainable_units
 from .registry import register_backbone
 from .swin_window import (
     WINDOW_RULES,
@@ -231,7 +236,7 @@ class SwinTransformer(nn.Module):
     key per stage); ``embed(x) -> [B, embed_dim]``; ``out_channels``, ``strides``, ``embed_dim``.
     """
 
-    def __init__(self, config: SwinConfig | None = None) -> None:
+    def __init__(self, config: SwinConfig | None = None, trainable_layers: int | None = None) -> None:
         super().__init__()
         self.config = c = config or SwinConfig()
         n = len(c.depths)
@@ -270,6 +275,17 @@ class SwinTransformer(nn.Module):
         self.out_channels = dict(zip(names, dims, strict=True))
         self.strides = {name: c.patch_size * 2**i for i, name in enumerate(names)}
         self.apply(_init_weights)
+        if trainable_layers is not None:
+            self.set_trainable_layers(trainable_layers)
+
+    def layer_units(self) -> list[list[str]]:
+        """The freezing units, first to last: ``patch_embed``, each stage (``norm`` with the last)."""
+        return [["patch_embed"], *([f"layers.{i}"] for i in range(len(self.layers) - 1)),
+                [f"layers.{len(self.layers) - 1}", "norm"]]  # fmt: skip
+
+    def set_trainable_layers(self, trainable_layers: int) -> None:
+        """The last ``trainable_layers`` of the ``stages + 1`` units train, the earlier are frozen."""
+        set_trainable_units(self, self.layer_units(), trainable_layers, "SwinTransformer")
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
@@ -334,13 +350,21 @@ def swin_config(size: str, **overrides: object) -> SwinConfig:
     return SwinConfig(**base)  # type: ignore[arg-type]
 
 
-def _build(size: str, output_stride: int | None, **overrides: object) -> SwinTransformer:
+def _build(
+    size: str,
+    output_stride: int | None,
+    trainable_layers: int | None,
+    depths: Sequence[int] | None,
+    drop_path_rate: float | None,
+    window_size: int | None,
+) -> SwinTransformer:
     if output_stride not in (None, 32):
         raise ValueError(
             f"swin_{size}: output_stride must be 32 (Swin merges patches, it cannot dilate), "
             f"got {output_stride}"
         )
-    return SwinTransformer(swin_config(size, **overrides))
+    config = swin_config(size, depths=depths, drop_path_rate=drop_path_rate, window_size=window_size)
+    return SwinTransformer(config, trainable_layers)
 
 
 @register_backbone("swin_tiny")
@@ -350,11 +374,11 @@ def swin_tiny(
     drop_path_rate: float | None = None,
     window_size: int | None = None,
     output_stride: int | None = None,
+    trainable_layers: int | None = None,
 ) -> SwinTransformer:
-    """Swin-T: C 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7, patch 4."""
-    return _build(
-        "tiny", output_stride, depths=depths, drop_path_rate=drop_path_rate, window_size=window_size
-    )
+    """Swin-T: C 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7, patch 4.
+    ``trainable_layers`` 0..5: the last units that train (module doc); ``None``: all."""
+    return _build("tiny", output_stride, trainable_layers, depths, drop_path_rate, window_size)
 
 
 @register_backbone("swin_small")
@@ -364,11 +388,10 @@ def swin_small(
     drop_path_rate: float | None = None,
     window_size: int | None = None,
     output_stride: int | None = None,
+    trainable_layers: int | None = None,
 ) -> SwinTransformer:
     """Swin-S: C 96, depths (2, 2, 18, 2), heads (3, 6, 12, 24), window 7, patch 4."""
-    return _build(
-        "small", output_stride, depths=depths, drop_path_rate=drop_path_rate, window_size=window_size
-    )
+    return _build("small", output_stride, trainable_layers, depths, drop_path_rate, window_size)
 
 
 @register_backbone("swin_base")
@@ -378,11 +401,10 @@ def swin_base(
     drop_path_rate: float | None = None,
     window_size: int | None = None,
     output_stride: int | None = None,
+    trainable_layers: int | None = None,
 ) -> SwinTransformer:
     """Swin-B: C 128, depths (2, 2, 18, 2), heads (4, 8, 16, 32), window 7, patch 4."""
-    return _build(
-        "base", output_stride, depths=depths, drop_path_rate=drop_path_rate, window_size=window_size
-    )
+    return _build("base", output_stride, trainable_layers, depths, drop_path_rate, window_size)
 
 
 @register_backbone("swin_narrow")
@@ -392,9 +414,8 @@ def swin_narrow(
     drop_path_rate: float | None = None,
     window_size: int | None = None,
     output_stride: int | None = None,
+    trainable_layers: int | None = None,
 ) -> SwinTransformer:
     """Narrow Swin for this CPU: C 16, depths (2, 2, 2, 1), heads (1, 2, 4, 8), window 4, patch 4,
     MLP ratio 2, no drop path (channels 16, 32, 64, 128; strides 4..32)."""
-    return _build(
-        "narrow", output_stride, depths=depths, drop_path_rate=drop_path_rate, window_size=window_size
-    )
+    return _build("narrow", output_stride, trainable_layers, depths, drop_path_rate, window_size)

@@ -24,6 +24,14 @@ ViTDet's: stride 4 = two transposed convs (D/4 channels), 8 = one (D/2), 16 = th
 The pyramid's parameters live outside :class:`VisionTransformer` (``vit.*`` vs ``levels.*``), so a
 classifier's state dict holds timm's names and nothing more.
 
+Freezing (``trainable_layers``, the rule of the CNN backbones: the last T units train): the units
+are the embedding (``patch_embed``, ``cls_token``, ``pos_embed``), then each block, the final ``norm``
+with the last block; ``depth + 1`` in all (:meth:`VisionTransformer.layer_units`). The pyramid's
+levels are the neck: they always train.
+
+Loading weights of another input size: :func:`resample_pos_embed` (timm's rule, or torchvision's with
+``align_corners=True``) is what the weight loaders apply to a file's position table.
+
 Shape shorthand: B images, H x W pixels, p patch side, h x w = ceil(H / p) x ceil(W / p) patch grid,
 L = 1 + h w tokens, D width.
 """
@@ -40,6 +48,7 @@ from torch import Tensor, nn
 from ..layers.drop_path import StochasticDepth
 from ..layers.transformer import Attention, Mlp, PatchEmbed
 from ._common import check_images
+from ._trainable import set_trainable_units
 from .registry import register_backbone
 
 __all__ = ["Block", "SimpleFeaturePyramid", "VisionTransformer", "resample_pos_embed"]
@@ -47,10 +56,13 @@ __all__ = ["Block", "SimpleFeaturePyramid", "VisionTransformer", "resample_pos_e
 LN_EPS = 1e-6  # timm's and torchvision's ViT LayerNorm eps
 
 
-def resample_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
-    """``[1, 1 + h0 w0, D]`` -> ``[1, 1 + h w, D]``: the patch positions resampled bicubically
-    (antialiased, as timm's ``resample_abs_pos_embed``) from the ``h0 x w0`` grid to ``h x w``; the
-    class position (first) is kept. Unchanged when the grids are equal."""
+def resample_pos_embed(
+    pos_embed: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], *, align_corners: bool = False
+) -> Tensor:
+    """``[1, 1 + h0 w0, D]`` -> ``[1, 1 + h w, D]``: the patch positions resampled bicubically from
+    the ``h0 x w0`` grid to ``h x w``; the class position (first) is kept. Unchanged when the grids
+    are equal. ``align_corners=False``: antialiased, as timm's ``resample_abs_pos_embed``;
+    ``True``: as torchvision's ``interpolate_embeddings`` (corner cells aligned, no antialiasing)."""
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
     _, length, dim = pos_embed.shape
@@ -58,7 +70,10 @@ def resample_pos_embed(pos_embed: Tensor, old_grid: tuple[int, int], new_grid: t
         raise ValueError(f"pos_embed has {length} positions, not 1 + {old_grid[0]} x {old_grid[1]}")
     cls_pos, grid = pos_embed[:, :1], pos_embed[:, 1:]
     grid = grid.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)  # (1, D, h0, w0)
-    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True)  # (1, D, h, w)
+    if align_corners:
+        grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=True)  # (1, D, h, w)
+    else:
+        grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=True)  # (1, D, h, w)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)  # (1, h w, D)
     return torch.cat([cls_pos, grid.to(pos_embed.dtype)], dim=1)  # (1, 1 + h w, D)
 
@@ -93,6 +108,8 @@ class VisionTransformer(nn.Module):
         drop_path_rate: stochastic depth of the last block; block i gets ``rate * i / (depth - 1)``
             (linear, as timm).
         in_channels: image channels.
+        trainable_layers: ``0..depth + 1``, how many of the last units train (see the module doc);
+            ``None``: all of them.
     """
 
     def __init__(
@@ -106,6 +123,7 @@ class VisionTransformer(nn.Module):
         qkv_bias: bool = True,
         drop_path_rate: float = 0.0,
         in_channels: int = 3,
+        trainable_layers: int | None = None,
     ) -> None:
         super().__init__()
         if img_size < 1 or patch_size < 1 or img_size % patch_size:
@@ -128,6 +146,19 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self._init_weights()
+        if trainable_layers is not None:
+            self.set_trainable_layers(trainable_layers)
+
+    def layer_units(self) -> list[list[str]]:
+        """The freezing units, first to last: the embedding, each block (``norm`` with the last)."""
+        units = [["patch_embed", "cls_token", "pos_embed"]]
+        units += [[f"blocks.{i}"] for i in range(len(self.blocks))]
+        units[-1].append("norm")
+        return units
+
+    def set_trainable_layers(self, trainable_layers: int) -> None:
+        """The last ``trainable_layers`` of the ``depth + 1`` units train, the earlier are frozen."""
+        set_trainable_units(self, self.layer_units(), trainable_layers, "VisionTransformer")
 
     def _init_weights(self) -> None:
         # timm's default: truncated normal (std 0.02) positions and linear weights, zero biases,
@@ -224,6 +255,10 @@ class SimpleFeaturePyramid(nn.Module):
         """Same as ``forward_features``."""
         return self.forward_features(x)
 
+    def layer_units(self) -> list[list[str]]:
+        """The ViT's freezing units (names under ``vit.``); the levels are not among them."""
+        return [[f"vit.{name}" for name in unit] for unit in self.vit.layer_units()]
+
 
 # name -> (embed_dim, depth, num_heads, patch_size, img_size)
 SIZES: dict[str, tuple[int, int, int, int, int]] = {
@@ -245,8 +280,10 @@ def vit(
     embed_dim: int | None = None,
     num_heads: int | None = None,
     drop_path_rate: float = 0.0,
+    trainable_layers: int | None = None,
 ) -> VisionTransformer:
-    """The ViT of a named size (``SIZES``) with optional overrides."""
+    """The ViT of a named size (``SIZES``) with optional overrides; ``trainable_layers`` as
+    :class:`VisionTransformer`'s (``None``: everything trains)."""
     if size not in SIZES:
         raise ValueError(f"unknown ViT size {size!r}; known: {', '.join(SIZES)}")
     dim, blocks, heads, patch, side = SIZES[size]
@@ -257,6 +294,7 @@ def vit(
         depth=blocks if depth is None else depth,
         num_heads=heads if num_heads is None else num_heads,
         drop_path_rate=drop_path_rate,
+        trainable_layers=trainable_layers,
     )
 
 
@@ -272,7 +310,7 @@ def _pyramid(size: str, output_stride: int | None, **overrides: Any) -> SimpleFe
 def vit_tiny(*, output_stride: int | None = None, **overrides: Any) -> SimpleFeaturePyramid:
     """ViT-Ti/16 (D 192, 12 blocks, 3 heads) + simple feature pyramid: c2..c5 of 48, 96, 192, 192
     channels. Overrides: ``img_size``, ``patch_size``, ``depth``, ``embed_dim``, ``num_heads``,
-    ``drop_path_rate``."""
+    ``drop_path_rate``, ``trainable_layers`` (0..depth + 1: the last units that train)."""
     return _pyramid("tiny", output_stride, **overrides)
 
 
