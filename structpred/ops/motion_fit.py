@@ -162,7 +162,9 @@ def fit_homography(points: Tensor, targets: Tensor, weights: Tensor | None = Non
     Tp, Tq = _normaliser(p, w), _normaliser(q, w)
     A = _dlt_rows((_homogeneous(p) @ Tp.T)[:, :2], (_homogeneous(q) @ Tq.T)[:, :2])  # (2N, 9)
     A = A * w.sqrt().repeat(2)[:, None]
-    _, s, Vh = torch.linalg.svd(A, full_matrices=True)
+    if A.shape[0] < 9:  # four matches: 8 equations; a zero row keeps Vh square (9 x 9)
+        A = torch.cat([A, A.new_zeros(9 - A.shape[0], 9)])
+    _, s, Vh = torch.linalg.svd(A, full_matrices=False)  # (2N, 9): never the 2N x 2N U
     if s.shape[0] >= 8 and s[7] < 1e-10 * s[0]:  # a second null vector: the fit is not unique
         raise ValueError(
             "fit_homography: the matches do not determine a homography (degenerate configuration)"
@@ -259,7 +261,8 @@ def ransac_motion(
     _check_spread(p, torch.ones(p.shape[0], dtype=torch.float64), model, "ransac_motion")
     N = p.shape[0]
     g = torch.Generator().manual_seed(seed)
-    idx = torch.argsort(torch.rand(iterations, N, generator=g), dim=1)[:, :need]  # (K, n) distinct
+    # (K, n); a sample that repeats a match is degenerate, scores nothing and is simply outvoted
+    idx = torch.randint(N, (iterations, need), generator=g)
     hypotheses = _batched_minimal(p[idx], q[idx], model)  # (K, 3, 3)
     counts = (_residuals(hypotheses, p, q) < threshold).sum(1)  # (K,)
     best = hypotheses[int(counts.argmax())]
