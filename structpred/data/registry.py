@@ -8,7 +8,9 @@ keypoints, :mod:`structpred.data.shapes_keypoints`), its pairs and clips ``shape
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
 ``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
-(StarDist's DSB 2018 image), and files on disk in the layouts users have (trees in
+(StarDist's DSB 2018 image), flow pairs ``flow-warped`` (FlyingChairs-style, :mod:`.flow_warped`),
+``flow-graf`` / ``flow-stereo`` (real ground truth) and ``flow-frames`` (no ground truth;
+:mod:`.flow_real`), and files on disk in the layouts users have (trees in
 ``docs/data.md``; :mod:`structpred.data.layouts`): ``coco:DIR|FILE.json`` (COCO tree, labelling
 tool exports), ``voc:DIR`` (VOC devkit), ``yolo:DIR|FILE.yaml`` (Ultralytics ``data.yaml``),
 ``masks:DIR`` (image + label-map folders), ``coco_keypoints:DIR|FILE.json`` (COCO keypoint
@@ -57,6 +59,12 @@ def _shapes_views(name: str) -> Callable[..., Dataset]:
     return build
 
 
+def _shapes_motion(split: str, arg: str, **kw: Any) -> Dataset:
+    from .shapes_motion import ShapesMotion
+
+    return ShapesMotion(split, **kw)
+
+
 def _digits(split: str, arg: str, **kw: Any) -> Dataset:
     from .digits import Digits
 
@@ -85,6 +93,16 @@ def _nuclei(split: str, arg: str, **kw: Any) -> Dataset:
     from .nuclei import Nuclei
 
     return Nuclei(split, **kw)
+
+
+def _flow_data(name: str) -> Callable[..., Dataset]:
+    def build(split: str, arg: str, **kw: Any) -> Dataset:
+        from . import flow_real, flow_warped
+
+        cls: Callable[..., Dataset] = getattr(flow_warped if name == "WarpedPhotoFlow" else flow_real, name)
+        return cls(split, **kw)
+
+    return build
 
 
 def _files(fmt: str) -> Callable[..., Dataset]:
@@ -118,6 +136,7 @@ BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes-flow": _shapes_views("ShapesFlow"),
     "shapes-stereo": _shapes_views("ShapesStereo"),
     "shapes-video": _shapes_views("ShapesVideo"),
+    "shapes-motion": _shapes_motion,  # clips by a moving camera: flow both ways, camera (shapes_motion)
     "digits": _digits,
     "digits-distorted": _digits_distorted,
     "shakespeare": _sequence("shakespeare"),
@@ -127,6 +146,10 @@ BUILDERS: dict[str, Callable[..., Dataset]] = {
     "digit-canvas": _digit_canvas,
     "trees": _trees,
     "nuclei": _nuclei,
+    "flow-warped": _flow_data("WarpedPhotoFlow"),
+    "flow-graf": _flow_data("GrafFlow"),
+    "flow-stereo": _flow_data("StereoFlow"),
+    "flow-frames": _flow_data("FlowFrames"),
     "coco": _files("coco"),
     "voc": _files("voc"),
     "yolo": _files("yolo"),
