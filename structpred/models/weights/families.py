@@ -17,6 +17,7 @@ from . import (
     timm_vit,
     torchvision_detection,
     torchvision_fcos,
+    torchvision_raft,
     torchvision_retinanet,
     torchvision_segmentation,
     torchvision_swin,
@@ -31,6 +32,7 @@ TORCHVISION_FAMILIES: tuple[ModuleType, ...] = (
     torchvision_segmentation,
     torchvision_vit,  # classifiers: recognised by their own structure, disjoint from the above
     torchvision_swin,
+    torchvision_raft,  # optical flow: recognised by its corr_block / update_block
 )
 
 # timm's classifiers (``from_timm``; ``load_weights`` on a timm state dict file).
