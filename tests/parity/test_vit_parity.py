@@ -236,13 +236,14 @@ def test_another_class_count_reinitialises_only_the_head(tmp_path: Path) -> None
 
 
 def test_a_file_with_a_wrong_shape_names_the_tensor_and_both_shapes(tmp_path: Path) -> None:
-    theirs = timm_vit("vit_tiny_patch16_224", num_classes=10, depth=2, img_size=160)  # a 10 x 10 grid
-    torch.save(theirs.state_dict(), tmp_path / "vit160.pth")
-    ours = get_model("vit_tiny_patch16_224", num_classes=10, depth=2)  # 14 x 14
+    # (a file saved at another input size is resampled: tests/parity/test_vit_resample_parity.py)
+    theirs = timm_vit("vit_tiny_patch16_224", num_classes=10, depth=2, mlp_ratio=2.0)  # MLP 384 wide
+    torch.save(theirs.state_dict(), tmp_path / "vit_mlp2.pth")
+    ours = get_model("vit_tiny_patch16_224", num_classes=10, depth=2)  # MLP 768
     before = {k: v.clone() for k, v in ours.state_dict().items()}
-    message = r"'pos_embed' \(1, 101, 192\) -> 'backbone\.pos_embed' \(1, 197, 192\)"
+    message = r"'blocks\.0\.mlp\.fc1\.weight' \(384, 192\) -> 'backbone\.blocks\.0\.mlp\.fc1\.weight' \(768,"
     with pytest.raises(ValueError, match=message):
-        load_weights(ours, tmp_path / "vit160.pth")
+        load_weights(ours, tmp_path / "vit_mlp2.pth")
     assert all(torch.equal(before[k], v) for k, v in ours.state_dict().items())  # nothing copied
 
 

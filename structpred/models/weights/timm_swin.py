@@ -22,21 +22,27 @@ timm name                                   ->  ours
 A state dict file (``load_weights``) is recognised by ``layers.0.blocks.0.attn.relative_position_bias_table``
 next to ``patch_embed.proj.weight``; v2 files (``logit_scale``) and the original Microsoft layout
 (``layers.0.downsample``: merging at the end of a stage) are refused by name.
+
+Another input size needs nothing (Swin has no absolute positions; windows are padded or clipped per
+map). Another *window* (e.g. ``swin_base_patch4_window12_384`` weights into our window-7 model) would
+need the relative position tables resampled, as timm's ``checkpoint_filter_fn`` does; that is not
+supported: :func:`adapt_state` refuses it with a ``ValueError`` naming both windows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ...backbones.swin import SwinConfig, SwinTransformer
 from ...backbones.swin_window import window_and_shift
 from ..image_classifier import ImageClassifier
 from ..swin import swin_classifier
-from .renamer import Rule, copy_renamed
+from .renamer import Rule, copy_renamed, rename_all
 
 logger = logging.getLogger(__name__)
 
@@ -224,3 +230,37 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
             "stage; load the file into timm's SwinTransformer (its checkpoint_filter_fn), save its state_dict"
         )
     return RULES, SKIP
+
+
+def check_window_tables(
+    model: nn.Module, state: Mapping[str, Tensor], rules: Sequence[Rule], skip: Sequence[str], family: str
+) -> dict[str, Tensor]:
+    """``state`` unchanged, after checking that every relative position bias table in it is for the
+    window of the block of ours it fills (shared with the torchvision family).
+
+    Raises:
+        ValueError: a table of another window (both windows and shapes named): resampling relative
+            position tables to another window is not supported.
+    """
+    mine = model.state_dict()
+    for src, dst in rename_all(state, rules, skip).items():
+        if not dst.endswith("relative_position_bias_table") or dst not in mine:
+            continue
+        theirs, ours = tuple(state[src].shape), tuple(mine[dst].shape)
+        if len(theirs) != 2 or theirs == ours:
+            continue  # equal, or not a table at all: the renamer names any other mismatch
+        window, side = (math.isqrt(ours[0]) + 1) // 2, math.isqrt(theirs[0])  # a table is (2w - 1)^2 rows
+        w = (side + 1) // 2
+        their_window = f"a {w} x {w} window" if side * side == theirs[0] else "another window"
+        raise ValueError(
+            f"{family}: {src} {theirs} is the table of {their_window}, ours ({dst}) of a "
+            f"{window} x {window} window {ours}: resampling relative position tables to another window "
+            "size is not supported; build the model with the file's window"
+        )
+    return dict(state)
+
+
+def adapt_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The timm Swin ``state`` for ``model``: unchanged, its windows checked (:func:`check_window_tables`)."""
+    rules, skip = state_rules(model, state)
+    return check_window_tables(model, state, rules, skip, "timm Swin")

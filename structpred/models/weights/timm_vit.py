@@ -11,6 +11,11 @@ layer scale, qk-norm, attention / MLP norms, ``global_pool`` other than ``"token
 ``pre_norm``, ``num_classes=0``, token / attention / projection dropout. Nothing here imports timm:
 the model is recognised by its structure, a saved ``state_dict`` by its tensor names.
 
+A file saved at another input size (e.g. ``vit_base_patch16_224`` weights into a model built with
+``input_size=384``): :func:`adapt_state` resamples its ``pos_embed`` to our patch grid at load time
+as timm's ``checkpoint_filter_fn`` does (``resample_abs_pos_embed``: bicubic, antialiased, the class
+position kept), logged at INFO.
+
 timm name                                   ->  ours
     cls_token, pos_embed                    ->  backbone.cls_token, backbone.pos_embed
     patch_embed.proj.*                      ->  backbone.patch_embed.proj.*
@@ -23,12 +28,13 @@ timm name                                   ->  ours
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
-from ...backbones.vit import LN_EPS, VisionTransformer
+from ...backbones.vit import LN_EPS, VisionTransformer, resample_pos_embed
 from ..image_classifier import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, ImageClassifierConfig
 from .renamer import Rule, copy_renamed
 
@@ -234,3 +240,42 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
     if "head.weight" not in names:
         raise ValueError("the file has no classifier head (head.weight): a num_classes=0 timm model")
     return RULES, ()
+
+
+def resampled_positions(
+    model: nn.Module, state: Mapping[str, Tensor], name: str, family: str, *, align_corners: bool = False
+) -> dict[str, Tensor]:
+    """``state`` with its position table ``name`` (``[1, 1 + n * n, D]``) resampled to the patch grid of
+    our ViT classifier ``model`` when the two grids differ (timm's rule, or torchvision's with
+    ``align_corners``); otherwise ``state`` as is (any other shape difference is the renamer's error).
+
+    Raises:
+        ValueError: the file's table is not a class position plus a square grid.
+    """
+    out = dict(state)
+    if not isinstance(model, ImageClassifier) or not isinstance(model.backbone, VisionTransformer):
+        return out
+    pos, ours = state.get(name), model.backbone.pos_embed
+    if pos is None or pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != ours.shape[2]:
+        return out
+    if pos.shape[1] == ours.shape[1]:
+        return out
+    side = math.isqrt(pos.shape[1] - 1)
+    if side * side != pos.shape[1] - 1:
+        raise ValueError(
+            f"{name} {tuple(pos.shape)}: {pos.shape[1] - 1} patch positions are not a square grid; cannot "
+            f"resample it to our {model.backbone.grid_size[0]} x {model.backbone.grid_size[1]} grid"
+        )
+    grid = model.backbone.grid_size
+    out[name] = resample_pos_embed(pos, (side, side), grid, align_corners=align_corners)
+    logger.info(
+        "%s: %s resampled from a %d x %d to a %d x %d patch grid (%s)", family, name, side, side, *grid,
+        "bicubic, corners aligned, as torchvision" if align_corners else "bicubic, antialiased, as timm",
+    )
+    return out
+
+
+def adapt_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The timm ViT ``state`` ready for ``model``: ``pos_embed`` resampled to its patch grid when
+    the file was saved at another input size (:func:`resampled_positions`)."""
+    return resampled_positions(model, state, "pos_embed", "timm ViT")

@@ -31,15 +31,16 @@ torchvision name                                ->  ours
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ...backbones.swin import SwinConfig, SwinTransformer
 from ..image_classifier import ImageClassifier
 from ..swin import swin_classifier
 from .renamer import Rule, copy_renamed
+from .timm_swin import check_window_tables
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +223,10 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
     if v2:
         raise ValueError(f"swin_v2_* weights ({v2[0]}) are not supported: only v1 ({SUPPORTED})")
     return rules(len(model.backbone.config.depths)), SKIP
+
+
+def adapt_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The torchvision Swin ``state`` for ``model``: unchanged, its windows checked (a table of
+    another window is a ``ValueError``; :func:`~.timm_swin.check_window_tables`)."""
+    rules, skip = state_rules(model, state)
+    return check_window_tables(model, state, rules, skip, "torchvision Swin")

@@ -19,6 +19,10 @@ torchvision name                                            ->  ours
     encoder.layers.encoder_layer_i.mlp.0 / mlp.3            ->  backbone.blocks.i.mlp.fc1 / fc2
     encoder.ln, heads.head                                  ->  backbone.norm, head
 
+A file saved at another image size: :func:`adapt_state` resamples ``encoder.pos_embedding`` to our
+patch grid at load time as torchvision's ``interpolate_embeddings`` does (bicubic, corners aligned,
+the class position kept), logged at INFO.
+
 (``nn.MultiheadAttention`` stacks its q, k, v projections in ``in_proj_weight [3D, D]`` in the
 same order as timm's ``qkv``, so the tensors copy unchanged.)
 """
@@ -26,15 +30,15 @@ same order as timm's ``qkv``, so the tensors copy unchanged.)
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from ...backbones.vit import LN_EPS, VisionTransformer
 from ..image_classifier import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, ImageClassifierConfig
 from .renamer import Rule, copy_renamed
-from .timm_vit import build_from
+from .timm_vit import build_from, resampled_positions
 
 logger = logging.getLogger(__name__)
 
@@ -149,3 +153,9 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
     if any(n.startswith("heads.pre_logits.") for n in names):
         raise ValueError("the file has heads.pre_logits (representation_size): not supported")
     return RULES, ()
+
+
+def adapt_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The torchvision ViT ``state`` ready for ``model``: ``encoder.pos_embedding`` resampled to its
+    patch grid as torchvision's ``interpolate_embeddings`` when the file was saved at another size."""
+    return resampled_positions(model, state, "encoder.pos_embedding", "torchvision ViT", align_corners=True)
