@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (register their builders)
     image_classifier,
     keypoint_rcnn,
     mask_rcnn,
+    pwc_net,
     raft,
     retinanet,
     sequence,
