@@ -16,6 +16,7 @@ from .boxes import (
     generalized_box_iou,
     remove_small_boxes,
 )
+from .correlation import all_pairs_correlation, correlation_pyramid, local_correlation, pyramid_lookup
 from .crf import dense_crf
 from .focal_loss import sigmoid_focal_loss
 from .iou_loss import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
@@ -25,7 +26,7 @@ from .nms import batched_nms, nms
 from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align, multiscale_roi_pool
 from .roi_align import roi_align
 from .roi_pool import roi_pool, spp
-from .warp import affine_grid, grid_sample
+from .warp import affine_grid, flow_warp, grid_sample
 
 __all__ = [
     "BackgroundFloorMatcher",
@@ -33,6 +34,7 @@ __all__ = [
     "BoxCoder",
     "Matcher",
     "affine_grid",
+    "all_pairs_correlation",
     "anchors_for_image",
     "assign_fpn_levels",
     "batched_nms",
@@ -43,22 +45,26 @@ __all__ = [
     "clip_boxes_to_image",
     "complete_box_iou",
     "complete_box_iou_loss",
+    "correlation_pyramid",
     "decode_boxes",
     "dense_crf",
     "distance_box_iou",
     "distance_box_iou_loss",
     "encode_boxes",
+    "flow_warp",
     "generalized_box_iou",
     "generalized_box_iou_loss",
     "grid_anchors",
     "grid_sample",
     "infer_scale",
+    "local_correlation",
     "masks_to_boxes",
     "multiscale_roi_align",
     "multiscale_roi_pool",
     "nms",
     "num_anchors_per_location",
     "paste_masks_in_image",
+    "pyramid_lookup",
     "remove_small_boxes",
     "roi_align",
     "roi_pool",

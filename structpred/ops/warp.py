@@ -130,6 +130,26 @@ def _tap(flat: Tensor, ix: Tensor, iy: Tensor, H: int, W: int) -> tuple[Tensor, 
     return flat.gather(2, index), inside.unsqueeze(1)  # (B, C, P), (B, 1, P)
 
 
+def _sample_pixels(input: Tensor, ix: Tensor, iy: Tensor, mode: str, padding_mode: str) -> Tensor:
+    """``input`` [B, C, H, W] read at pixel coordinates ``ix``, ``iy`` [B, P]; returns [B, C, P]."""
+    B, C, H, W = input.shape
+    if padding_mode == "border":
+        ix, iy = _clip_to_border(ix, W), _clip_to_border(iy, H)
+    flat = input.reshape(B, C, H * W)  # (B, C, H, W) -> (B, C, H*W)
+    if mode == "nearest":
+        value, inside = _tap(flat, ix.detach().round(), iy.detach().round(), H, W)
+        return value * inside.to(value.dtype)  # (B, C, P)
+    # Floors carry no gradient; the distances to them carry all of it (to the grid).
+    x_w, y_n = ix.detach().floor(), iy.detach().floor()
+    w, n = ix - x_w, iy - y_n  # (B, P): distances to the west / north neighbours
+    e, s = 1 - w, 1 - n
+    out = input.new_zeros(B, C, ix.shape[1])
+    for dx, dy, weight in ((0, 0, s * e), (1, 0, s * w), (0, 1, n * e), (1, 1, n * w)):
+        value, inside = _tap(flat, x_w + dx, y_n + dy, H, W)
+        out = out + value * (weight.unsqueeze(1) * inside.to(weight.dtype))  # (B, C, P)
+    return out
+
+
 def grid_sample(
     input: Tensor,
     grid: Tensor,
@@ -177,23 +197,7 @@ def grid_sample(
     points = grid.reshape(B, Ho * Wo, 2)  # (B, Ho, Wo, 2) -> (B, P, 2)
     ix = _unnormalize(points[..., 0], W, align_corners)  # (B, P)
     iy = _unnormalize(points[..., 1], H, align_corners)
-    if padding_mode == "border":
-        ix, iy = _clip_to_border(ix, W), _clip_to_border(iy, H)
-    flat = input.reshape(B, C, H * W)  # (B, C, H, W) -> (B, C, H*W)
-
-    if mode == "nearest":
-        value, inside = _tap(flat, ix.detach().round(), iy.detach().round(), H, W)
-        out = value * inside.to(value.dtype)  # (B, C, P)
-    else:
-        # Floors carry no gradient; the distances to them carry all of it (to the grid).
-        x_w, y_n = ix.detach().floor(), iy.detach().floor()
-        w, n = ix - x_w, iy - y_n  # (B, P): distances to the west / north neighbours
-        e, s = 1 - w, 1 - n
-        out = input.new_zeros(B, C, Ho * Wo)
-        for dx, dy, weight in ((0, 0, s * e), (1, 0, s * w), (0, 1, n * e), (1, 1, n * w)):
-            value, inside = _tap(flat, x_w + dx, y_n + dy, H, W)
-            out = out + value * (weight.unsqueeze(1) * inside.to(weight.dtype))  # (B, C, P)
-    return out.reshape(B, C, Ho, Wo)  # (B, C, P) -> (B, C, Ho, Wo)
+    return _sample_pixels(input, ix, iy, mode, padding_mode).reshape(B, C, Ho, Wo)  # (B, C, P) -> ...
 
 
 def flow_warp(input: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tensor:
@@ -215,11 +219,14 @@ def flow_warp(input: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tenso
     if not isinstance(input, Tensor) or input.dim() != 4 or input.shape[-2:] != flow.shape[-2:]:
         size = tuple(flow.shape[-2:])
         raise ValueError(f"flow_warp: input {_shape(input)} must be [B, C, H, W] with flow's H, W {size}")
-    B, _, H, W = flow.shape
+    B, C, H, W = input.shape
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"flow_warp: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if flow.dtype != input.dtype or flow.device != input.device:
+        raise ValueError("flow_warp: input and flow must share dtype and device")
     ys = torch.arange(H, dtype=flow.dtype, device=flow.device).view(1, H, 1)
     xs = torch.arange(W, dtype=flow.dtype, device=flow.device).view(1, 1, W)
-    # pixel -> normalised with align_corners=True (a 1-pixel axis maps every point to its centre)
-    x = (xs + flow[:, 0]) * (2.0 / max(W - 1, 1)) - 1.0  # (B, H, W)
-    y = (ys + flow[:, 1]) * (2.0 / max(H - 1, 1)) - 1.0
-    grid = torch.stack([x, y], dim=-1)  # (B, H, W, 2)
-    return grid_sample(input, grid, "bilinear", padding_mode, align_corners=True)
+    # pixel coordinates read directly (no round trip through [-1, 1]: whole-pixel flow stays exact)
+    ix = (xs + flow[:, 0]).reshape(B, H * W)  # (B, H, W) -> (B, P)
+    iy = (ys + flow[:, 1]).reshape(B, H * W)
+    return _sample_pixels(input, ix, iy, "bilinear", padding_mode).reshape(B, C, H, W)

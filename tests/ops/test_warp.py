@@ -261,3 +261,42 @@ def test_grid_sample_bad_input(kwargs: dict, match: str) -> None:
 def test_affine_grid_bad_input(theta: Tensor, size: tuple, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         affine_grid(theta, size)
+
+
+# ---------------------------------------------------------------------------------------------- flow_warp
+
+
+def test_flow_warp_whole_pixel_flow_moves_pixels_exactly() -> None:
+    from structpred.ops.warp import flow_warp
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 6, 7, generator=g)
+    flow = torch.zeros(2, 2, 6, 7)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0  # out[y, x] = image[y - 1, x + 2]
+    out = flow_warp(image, flow)
+    torch.testing.assert_close(out[:, :, 1:, :5], image[:, :, :-1, 2:])
+    assert (out[:, :, 0] == 0).all() and (out[:, :, :, 5:] == 0).all()  # read outside: zeros
+    border = flow_warp(image, flow, padding_mode="border")
+    torch.testing.assert_close(border[:, :, 0, :5], image[:, :, 0, 2:])
+
+
+def test_flow_warp_matches_torch_grid_sample_and_gradcheck() -> None:
+    from structpred.ops.warp import flow_warp
+
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    flow = (3 * torch.randn(1, 2, 5, 8, generator=g, dtype=torch.float64)).requires_grad_(True)
+    ys, xs = torch.meshgrid(torch.arange(5.0), torch.arange(8.0), indexing="ij")
+    grid = torch.stack([(xs + flow[:, 0]) * 2 / 7 - 1, (ys + flow[:, 1]) * 2 / 4 - 1], dim=-1)
+    ref = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    torch.testing.assert_close(flow_warp(image, flow), ref)
+    assert torch.autograd.gradcheck(flow_warp, (image, flow))
+
+
+def test_flow_warp_bad_input() -> None:
+    from structpred.ops.warp import flow_warp
+
+    with pytest.raises(ValueError, match="flow must be"):
+        flow_warp(torch.rand(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="flow's H, W"):
+        flow_warp(torch.rand(1, 3, 4, 5), torch.zeros(1, 2, 4, 4))
