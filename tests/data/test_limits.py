@@ -4,14 +4,18 @@ one under it (value = limit + 1) it raises ``LimitError``; and every way to set 
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
 from structpred.data import limits
+from structpred.data.flow_real import _read_disparity_npz, read_disparity_png, read_homography_xml
 from structpred.data.formats.coco import read_coco, segmentation_to_mask
 from structpred.data.formats.labelmap import read_label_map
 from structpred.data.images import image_size, read_image
@@ -25,6 +29,12 @@ H, W = 6, 7  # 42 pixels
 def _png(tmp_path: Path, mode: str = "L") -> Path:
     path = tmp_path / "a.png"
     Image.new(mode, (W, H)).save(path)
+    return path
+
+
+def _npz(tmp_path: Path) -> Path:
+    path = tmp_path / "disp.npz"
+    np.savez(path, np.ones((H, W), np.float32))
     return path
 
 
@@ -48,6 +58,8 @@ _PIXEL_READERS: dict[str, Callable[[Path], Callable[[], Any]]] = {
     "read_mask": lambda t: lambda: read_mask(_png(t, "P")),
     "read_mask-colours": lambda t: lambda: read_mask(_png(t, "RGB"), palette_colors(2)),
     "load_photo": lambda t: lambda: load_photo(_png(t, "RGB")),
+    "read_disparity_png": lambda t: lambda: read_disparity_png(_png(t, "L")),
+    "disparity_npz": lambda t: lambda: _read_disparity_npz(_npz(t)),
     "read_coco": lambda t: lambda: read_coco(_coco(t)),
     "segmentation_to_mask": lambda t: lambda: segmentation_to_mask([[1.0, 1.0, 5.0, 1.0, 5.0, 4.0]], H, W),
 }
@@ -133,3 +145,29 @@ def test_limit_error_names_the_way_to_raise_it(tmp_path: Path) -> None:
     message = str(info.value)
     assert "a.png" in message and "--limit max_pixels=N" in message and "STRUCTPRED_MAX_PIXELS" in message
     assert isinstance(info.value, ValueError) and "\n" not in message
+
+
+def test_flow_ground_truth_files_over_the_limits(tmp_path: Path) -> None:
+    """The homography XML's byte size, and a disparity PNG whose header declares 10^10 pixels
+    (rejected from the header, before any pixel is decoded)."""
+    xml = tmp_path / "H1to3p.xml"
+    xml.write_bytes(
+        b'<opencv_storage><H type_id="opencv-matrix"><rows>3</rows><cols>3</cols><dt>d</dt>'
+        b"<data>1 0 0 0 1 0 0 0 1</data></H></opencv_storage>"
+    )
+    size = xml.stat().st_size
+    with limits.override(max_text_file_bytes=size):
+        read_homography_xml(xml)
+    with limits.override(max_text_file_bytes=size - 1), pytest.raises(LimitError, match="H1to3p.xml"):
+        read_homography_xml(xml)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 8-bit grey
+    bomb = tmp_path / "aloeGT.png"
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+    with pytest.raises(LimitError, match=r"aloeGT\.png.*10,000,000,000"):
+        read_disparity_png(bomb)

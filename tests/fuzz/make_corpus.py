@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 import struct
+import sys
 import tempfile
 from pathlib import Path
 
@@ -143,15 +144,44 @@ def _coco_keypoints_json() -> dict[str, bytes]:
     return {"person.json": json.dumps(data).encode(), "two_categories.json": json.dumps(two).encode()}
 
 
+def _homography_xml() -> dict[str, bytes]:
+    """OpenCV's H1to3p.xml as opencv-doc ships it, and a float32 matrix as cv::FileStorage writes one."""
+    matrix = (
+        '<?xml version="1.0"?>\n<opencv_storage>\n<{name} type_id="opencv-matrix">\n  <rows>3</rows>\n'
+        "  <cols>3</cols>\n  <dt>{dt}</dt>\n  <data>\n{data}</data></{name}>\n</opencv_storage>\n"
+    )
+    graf = (
+        "\t7.6285898e-01  -2.9922929e-01   2.2567123e+02\n\t3.3443473e-01   1.0143901e+00  -7.6999973e+01\n"
+        "\t3.4663091e-04  -1.4364524e-05   1.0000000e+00 "
+    )
+    return {
+        "graf.xml": matrix.format(name="H13", dt="d", data=graf).encode(),
+        "float.xml": matrix.format(
+            name="H", dt="f", data="    1.01 0.02 3.5 -0.01 0.99 -2. 1.e-04 0. 1."
+        ).encode(),
+    }
+
+
+def _disparity_png() -> dict[str, bytes]:
+    """8-bit (Middlebury 2006, 0 = unknown) and 16-bit grey disparity maps."""
+    rng = np.random.default_rng(1)
+    d8 = rng.integers(0, 80, (6, 8), dtype=np.uint8)
+    d8[0, :3] = 0
+    return {"d8.png": _png(d8), "d16.png": _png(d8.astype(np.uint16) * 256)}
+
+
 EXTRA = {
     "image": _images, "label_png": _label_maps, "flo": _flo, "coco_json": _coco_json,
-    "coco_keypoints_json": _coco_keypoints_json,
+    "coco_keypoints_json": _coco_keypoints_json, "homography_xml": _homography_xml,
+    "disparity_png": _disparity_png,
 }  # fmt: skip
 
 
-def main() -> None:
-    """Rewrite every target's seed folder."""
+def main(names: list[str] | None = None) -> None:
+    """Rewrite every target's seed folder (only the ``names`` given on the command line, if any)."""
     for target in TARGETS:
+        if names and target.name not in names:
+            continue
         folder = CORPUS / target.name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -172,4 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

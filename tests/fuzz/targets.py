@@ -223,6 +223,38 @@ def _read_flo(path: Path) -> None:
         raise WrongResult(f"{path}: flow {flow.dtype} {tuple(flow.shape)}")
 
 
+def _read_homography_xml(path: Path) -> None:
+    from structpred.data.flow_real import read_homography_xml
+
+    H = read_homography_xml(path)
+    if H.dtype != torch.float64 or tuple(H.shape) != (3, 3) or not bool(torch.isfinite(H).all()):
+        raise WrongResult(f"{path}: homography {H.dtype} {tuple(H.shape)} not a finite float64 [3, 3]")
+    if float(H[2, 2]) != 1.0 or abs(float(torch.linalg.det(H))) < 1e-9:
+        raise WrongResult(f"{path}: homography not normalised (H[2, 2] = {float(H[2, 2])}) or singular")
+
+
+def _read_disparity_png(path: Path) -> None:
+    from structpred.data.flow_real import read_disparity_png
+
+    disparity, known = read_disparity_png(path)
+    ok = disparity.dtype == torch.float32 and disparity.dim() == 3 and disparity.shape[0] == 1
+    if not ok or known.dtype != torch.bool or tuple(known.shape) != tuple(disparity.shape[1:]):
+        raise WrongResult(
+            f"{path}: disparity {disparity.dtype} {tuple(disparity.shape)}, known {tuple(known.shape)}"
+        )
+    if (
+        not bool(torch.isfinite(disparity).all())
+        or float(disparity.min()) < 0
+        or float(disparity.max()) > 65535
+    ):
+        raise WrongResult(f"{path}: disparity values outside 0..65535")
+    if not torch.equal(known, disparity[0] > 0):
+        raise WrongResult(f"{path}: known is not disparity > 0")
+    with Image.open(path) as im:  # it read: a lossless grey PNG (a JPEG or RGB map must be refused)
+        if im.format != "PNG" or im.mode not in ("L", "I;16", "I;16B", "I"):
+            raise WrongResult(f"{path}: a {im.format} {im.mode} disparity was accepted")
+
+
 # ------------------------------------------------------------------------- export
 class _Items(torch.utils.data.Dataset):
     """Two items with boxes and masks, for the exporter."""
@@ -356,6 +388,9 @@ TARGETS: list[Target] = [
         "coco_cvat", "images/frame_000000.jpg", [("coco", "train", {})], n=2)),
     # .flo (owner: "errors")
     Target("flo", "flo", mutate.mutate_flo, _direct(".flo", _read_flo)),
+    # real flow ground truth: OpenCV's homography XML, Middlebury disparity PNGs (owner: "flowdata")
+    Target("homography_xml", "flow_real", mutate.mutate_xml, _direct(".xml", _read_homography_xml)),
+    Target("disparity_png", "flow_real", mutate.mutate_png, _direct(".png", _read_disparity_png)),
     # our export read back (owner: "errors")
     Target("export_coco", "export", mutate.mutate_json, _export("coco", "annotations/train.json")),
     Target("export_voc", "export", mutate.mutate_xml, _export("voc", "Annotations/train_000000.xml")),
