@@ -142,3 +142,31 @@ def test_cli_backbone_args_trainable_layers(tmp_path: Path) -> None:
     assert config.model_args["backbone_args"]["trainable_layers"] == 2
     parts = requires_grad_by_part(model.backbone.body, SWIN_UNITS)  # type: ignore[union-attr]
     assert {k for k, v in parts.items() if not v} == {"patch_embed", "layers.0", "layers.1"}
+
+
+# ----------------------------------------------------------------------------- --freeze backbone:N
+
+
+def _freeze_knows_units() -> bool:
+    import importlib
+    import inspect
+
+    return "layer_units" in inspect.getsource(importlib.import_module("structpred.models.weights.freeze"))
+
+
+@pytest.mark.skipif(not _freeze_knows_units(), reason="freeze.backbone_stages does not read layer_units yet")
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("vit_narrow", {}), ("swin_narrow", {}),
+    ("fasterrcnn_fpn", {"backbone": "vit_narrow", "num_classes": 3}),
+    ("fasterrcnn_fpn", {"backbone": "swin_narrow", "num_classes": 3}),
+])  # fmt: skip
+def test_freeze_backbone_n_is_trainable_layers_units_minus_n(name: str, kwargs: dict) -> None:
+    from structpred.models.weights import freeze
+
+    for n in range(6):
+        frozen, built = get_model(name, **kwargs), get_model(name, **kwargs)
+        freeze(frozen, f"backbone:{n}")
+        body = next(m for m in built.modules() if isinstance(m, (VisionTransformer, SwinTransformer)))
+        body.set_trainable_layers(5 - n)
+        expected = {k: p.requires_grad for k, p in built.named_parameters()}
+        assert {k: p.requires_grad for k, p in frozen.named_parameters()} == expected, n
