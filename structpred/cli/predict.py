@@ -14,6 +14,12 @@ EXAMPLES = """examples:
   structpred predict --checkpoint out/run "shots/**/*.jpg" clip.mp4 --video-out
   structpred predict --checkpoint out/run --data coco:data/coco --split val --score-threshold 0
   structpred predict --checkpoint out/run val2017/ --coco-json annotations/instances_val2017.json
+  structpred predict --checkpoint out/flow_run frame0.png frame1.png   # flow: a pair -> .flo + PNG
+  structpred predict --checkpoint out/flow_run frames/ vtest.avi --video-out   # frame pairs; tracks
+
+optical flow models: image inputs, in the order given (a folder's files sorted), are a sequence of
+frames and each image is paired with the next (a.png b.png c.png: a->b, b->c); each pair writes
+<stem>.flo and <stem>_flow.png. A video writes its frames with point trajectories drawn.
 """
 
 
@@ -41,7 +47,10 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     rows = json.loads(path.read_text(encoding="utf-8"))
     pictures = sum(1 for i in items if "output" in i)
     videos = sorted(p.name for p in out.rglob("*_annotated.mp4"))
+    flos = sum(1 for r in rows if isinstance(r, dict) and "flo" in r)  # optical flow: one per frame pair
     written = [f"{pictures} pictures", f"{path.name} ({len(rows)} rows)", "images.json", *videos]
+    if flos:
+        written.insert(0, f"{flos} .flo")
     print(f"{len(items)} images/frames -> {out}: {', '.join(written)}")
     return 0
 

@@ -258,6 +258,27 @@ class PointTracker:
         if self.seed_new:
             self._seed(self._empty_cells())
 
+    @property
+    def num_alive(self) -> int:
+        """Trajectories alive in the current frame."""
+        return int(self._alive.numel())
+
+    def recent(self, tail: int) -> Tensor:
+        """The living trajectories' last ``tail + 1`` positions: float32 ``[N, L, 2]`` (L <= tail + 1),
+        NaN before a trajectory's birth; the last column is the current frame. Cheap per frame
+        (no full :meth:`tracks` array): what a video writer draws."""
+        if tail < 0:
+            raise ValueError(f"PointTracker.recent: tail must be >= 0, got {tail}")
+        history = [*self._frames[max(0, len(self._frames) - tail) :], (self._alive, self._pos, self._om)]
+        row = torch.full((len(self._birth),), -1, dtype=torch.int64)
+        row[self._alive] = torch.arange(self._alive.numel())
+        out = torch.full((self._alive.numel(), len(history), 2), float("nan"))
+        for j, (ids, pos, _) in enumerate(history):
+            r = row[ids]  # (n,): -1 for trajectories dead by now
+            keep = r >= 0
+            out[r[keep], j] = pos[keep]
+        return out
+
     def tracks(self) -> Tracks:
         """The trajectories so far (frames ``0..self.frame``)."""
         T = self.frame + 1

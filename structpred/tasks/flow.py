@@ -6,19 +6,22 @@ Inputs: pairs ``float32[2, 3, H, W]`` (frame0, frame1; ``layers.views.batch_view
 batch). Targets: ``flow`` float ``[2, H, W]`` (dx, dy) in pixels from frame0 to frame1 and
 ``valid`` bool ``[H, W]`` (the pixel is visible in frame1). Predictions: one dict,
 ``flow`` float ``[B, 2, H, W]``. No classes. Metric: :class:`~structpred.metrics.flow.FlowMetric`
-(EPE, 1/3/5 px accuracy, Fl-all) over valid pixels.
+(EPE, 1/3/5 px accuracy, Fl-all) over valid pixels. ``structpred predict``: image inputs in
+order are pairs (each frame with the next) -> ``.flo`` + colour PNG; a video -> its frames with
+point trajectories drawn (:mod:`structpred.tasks.flow_predict`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .base import Headline, Metric, Targets, Task, expect, expect_tensor, register_task
+from .base import Headline, Metric, PredictJob, Targets, Task, expect, expect_tensor, register_task
 
 
 class OpticalFlowTask(Task):
@@ -40,6 +43,12 @@ class OpticalFlowTask(Task):
         ok = isinstance(predictions, dict) and set(predictions) == {"flow"}
         expect(ok, f"{self.name}: predictions must be one dict with the key 'flow'")
         expect_tensor(predictions["flow"], "predictions['flow']", [batch_size, 2, None, None], "float")
+
+    def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
+        """Frame pairs -> ``.flo`` + colour PNG; videos -> drawn trajectories (:mod:`.flow_predict`)."""
+        from .flow_predict import predict_flow_files
+
+        return predict_flow_files(model, job)
 
     def sample_batch(self, model: nn.Module, batch_size: int = 2, seed: int = 0) -> tuple[Any, Targets]:
         g = torch.Generator().manual_seed(seed)

@@ -211,3 +211,16 @@ def test_bad_inputs():
         track_points(torch.zeros(2, 2, 8, 8), torch.zeros(2, 2, 8, 8), cameras=torch.zeros(1, 3, 3))
     with pytest.raises(ValueError, match="camera must be"):
         PointTracker().step(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8), torch.full((3, 3), float("nan")))
+
+
+def test_recent_is_the_tail_of_the_tracks():
+    fw, bw = _occluder_clip()
+    tracker = PointTracker(spacing=4)
+    for t in range(fw.shape[0]):
+        tracker.step(fw[t], bw[t])
+    full = tracker.tracks()
+    alive = torch.nonzero(full.death == fw.shape[0] + 1).squeeze(1)
+    recent = tracker.recent(2)
+    assert recent.shape == (tracker.num_alive, 3, 2) and tracker.num_alive == len(alive)
+    assert torch.equal(recent.isnan(), full.points[alive, -3:].isnan())
+    assert torch.equal(recent.nan_to_num(-1), full.points[alive, -3:].nan_to_num(-1))
