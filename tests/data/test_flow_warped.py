@@ -161,3 +161,15 @@ def test_index_errors():
         ds[2]
     with pytest.raises(TypeError):
         ds[0.5]  # type: ignore[index]
+
+
+def test_items_keep_the_optical_flow_task_contract_and_transforms():
+    from structpred.data.transforms import Resize
+    from structpred.tasks import get_task
+
+    task = get_task("optical_flow")
+    task.check_dataset(build_dataset("flow-warped", "val", **SMALL), {}, "flow-warped")
+    views, target = WarpedPhotoFlow(transforms=Resize((24, 32)), **SMALL)[0]
+    full = WarpedPhotoFlow(**SMALL)[0][1]
+    assert views.shape == (2, 3, 24, 32)
+    assert torch.allclose(target["flow"], full["flow"][:, 1::2, 1::2] / 2)  # nearest, vectors halved
