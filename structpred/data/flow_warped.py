@@ -67,10 +67,13 @@ _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 def _apply(M: Tensor, points: Tensor) -> Tensor:
     """Homography ``M`` (3, 3) applied to ``points`` (..., 2) -> (..., 2) (float64)."""
-    xy1 = torch.cat([points, torch.ones_like(points[..., :1])], dim=-1)  # (..., 3)
-    out = xy1 @ M.T  # (..., 3)
-    z = out[..., 2:].clamp_min(1e-9)  # the motions are near identity: z stays ~1 over the frame
-    return out[..., :2] / z
+    (a, b, c), (d, e, f), (g, h, i) = M.tolist()
+    x, y = points[..., 0], points[..., 1]
+    u, v = a * x + b * y + c, d * x + e * y + f
+    if g != 0.0 or h != 0.0 or i != 1.0:  # a homography; the motions are near identity: z stays ~1
+        z = (g * x + h * y + i).clamp_min(1e-9)
+        u, v = u / z, v / z
+    return torch.stack([u, v], dim=-1)
 
 
 def _affine(angle: float, sx: float, sy: float, tx: float, ty: float, shear: float = 0.0) -> Tensor:
@@ -328,10 +331,9 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
             motions.append(M)
         inverses = [torch.linalg.inv(M) for M in motions]
 
-        def inside(k: int, points: Tensor) -> Tensor:
-            """Object ``k`` (1-based layer) holds frame0 points (..., 2)."""
-            local, _, polygon, axes, _ = objects[k - 1]
-            u = _apply(local, points)
+        def inside(k: int, u: Tensor) -> Tensor:
+            """Object ``k`` (1-based layer) holds the points of its unit frame ``u`` (..., 2)."""
+            _, _, polygon, axes, _ = objects[k - 1]
             if polygon is not None:
                 return _inside_polygon(polygon, u)
             return (u[..., 0] / axes[0]) ** 2 + (u[..., 1] / axes[1]) ** 2 <= 1.0
@@ -342,10 +344,10 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
             image = _sample(bg, _apply(A0, pts0))  # (3, H, W)
             top = torch.zeros(H, W, dtype=torch.int64)
             for k in range(1, K + 1):
-                pts = grid if frame == 0 else _apply(inverses[k], grid)
-                mask = inside(k, pts)  # (H, W)
                 local, tex, _, _, photo = objects[k - 1]
-                image = torch.where(mask, _sample(photo, _apply(tex @ local, pts)), image)
+                to_unit = local if frame == 0 else local @ inverses[k]  # frame pixels -> unit shape
+                mask = inside(k, _apply(to_unit, grid))  # (H, W)
+                image = torch.where(mask, _sample(photo, _apply(tex @ to_unit, grid)), image)
                 top = torch.where(mask, k, top)
             return image, top
 
@@ -358,7 +360,7 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
         flow = (target_pts - grid).permute(2, 0, 1)  # (H, W, 2) -> (2, H, W)
         top1 = torch.zeros(H, W, dtype=torch.int64)
         for k in range(1, K + 1):
-            top1 = torch.where(inside(k, _apply(inverses[k], target_pts)), k, top1)
+            top1 = torch.where(inside(k, _apply(objects[k - 1][0] @ inverses[k], target_pts)), k, top1)
         x1, y1 = target_pts[..., 0], target_pts[..., 1]
         in_view = (x1 >= -0.5) & (x1 < W - 0.5) & (y1 >= -0.5) & (y1 < H - 0.5)
         visible = in_view & (top1 == top0)  # (H, W)
