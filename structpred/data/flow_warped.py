@@ -2,10 +2,12 @@
 
 Shape shorthand: H, W output size; K foreground objects; N = H * W pixels; L = K + 1 layers.
 
-Each item is a layered scene: a background photo moved by a random affine or homography, and
+Each item is a layered scene: a background photo moved by a random affine map, homography or
+homography plus a smooth non-rigid field (three plane waves; inverted by fixed-point iteration), and
 1-4 foreground objects (ellipses or star-shaped polygons cut from *other* photos), each with its
-own affine motion, drawn over it in order. Every layer ``l`` has a 3 x 3 motion ``M_l`` from frame0
-to frame1 coordinates and an analytic shape, so both frames are **rendered** by sampling the
+own affine motion, drawn over it in order. Every layer ``l`` has a known motion ``M_l`` from frame0
+to frame1 coordinates (3 x 3, plus the field for a smooth background) with a known inverse, and
+an analytic shape, so both frames are **rendered** by sampling the
 layers' textures through known maps: frame1 at ``q`` shows, for each layer, the texture of the
 frame0 point ``M_l^-1(q)``, the topmost layer whose shape holds that point winning. Hence
 ``frame1[p + flow[p]] == frame0[p]`` wherever ``valid`` (up to bilinear resampling), with
@@ -58,6 +60,7 @@ SOURCES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
         "RubberWhale", "Urban2", "Urban3", "Venus", "Walking", "Yosemite",
     ))),
 }  # fmt: skip
+BACKGROUND_MOTIONS = ("affine", "homography", "smooth")
 DEFAULT_NUM_IMAGES = {"train": 2000, "val": 200, "test": 200}
 _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
@@ -104,6 +107,41 @@ def _bounded(M: Tensor, probe: Tensor, max_disp: float) -> Tensor:
 
 def _uniform(g: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=g, dtype=torch.float64))
+
+
+class _SmoothField:
+    """A smooth displacement ``s(p) = sum_j a_j sin(w_j . p + phi_j)`` (three plane waves, wavelengths
+    0.6-1.5 x ``extent``), its total amplitude ``sum |a_j| <= amplitude`` px and its Lipschitz
+    constant ``sum |a_j| |w_j| <= 0.3``, so ``p -> M(p) + s(p)`` stays one-to-one for near-identity
+    ``M`` and :meth:`invert` (a fixed-point iteration) converges."""
+
+    def __init__(self, g: torch.Generator, amplitude: float, extent: int, waves: int = 3) -> None:
+        angle = torch.rand(waves, generator=g, dtype=torch.float64) * 2 * math.pi
+        length = (0.6 + 0.9 * torch.rand(waves, generator=g, dtype=torch.float64)) * extent
+        k = 2 * math.pi / length  # (J,) wave numbers
+        self.w = torch.stack([k * torch.cos(angle), k * torch.sin(angle)], dim=-1)  # (J, 2)
+        self.phase = torch.rand(waves, generator=g, dtype=torch.float64) * 2 * math.pi  # (J,)
+        a = torch.randn(waves, 2, generator=g, dtype=torch.float64)  # (J, 2)
+        norms = a.norm(dim=-1)
+        a = a * (amplitude / float(norms.sum()))
+        lipschitz = float((norms * amplitude / float(norms.sum()) * k).sum())
+        if lipschitz > 0.3:
+            a = a * (0.3 / lipschitz)
+        self.a = a
+        self.amplitude = float(a.norm(dim=-1).sum())
+
+    def __call__(self, points: Tensor) -> Tensor:
+        """``s(points)`` (..., 2) -> (..., 2)."""
+        phase = points @ self.w.T + self.phase  # (..., J)
+        return torch.sin(phase) @ self.a  # (..., J) @ (J, 2) -> (..., 2)
+
+    def invert(self, M_inv: Tensor, q: Tensor, steps: int = 16) -> Tensor:
+        """The ``p`` with ``M(p) + s(p) = q`` (``M`` a near-identity homography, ``M_inv`` its inverse):
+        ``p <- M^-1(q - s(p))``, a contraction (Lipschitz ~ 0.3 ||M^-1||)."""
+        p = _apply(M_inv, q)
+        for _ in range(steps):
+            p = _apply(M_inv, q - self(p))
+        return p
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -174,7 +212,8 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
         seed: scene seed; item ``i`` depends only on ``(split, seed, i)``.
         max_displacement: the largest flow length in pixels (background and each object).
         num_objects: inclusive range of foreground objects.
-        background_motion: ``"affine"``, ``"homography"`` or ``"random"`` (either, per item).
+        background_motion: ``"affine"``, ``"homography"``, ``"smooth"`` (a homography plus a smooth
+            non-rigid field) or ``"random"`` (one of the three per item).
         photometric: brightness / contrast / noise differences between the two frames.
         occlusions: add ``occluded`` and make ``valid`` all True (see the module docstring).
         sources: which photo collections of :data:`SOURCES` to draw from.
@@ -218,9 +257,9 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
                 f"WarpedPhotoFlow: num_objects must be (lo, hi) with 0 <= lo <= hi <= 16, got {num_objects!r}"
             )
         self.num_objects = (lo, hi)
-        if background_motion not in ("affine", "homography", "random"):
+        if background_motion not in (*BACKGROUND_MOTIONS, "random"):
             raise ValueError(
-                "WarpedPhotoFlow: background_motion must be affine, homography or random, "
+                "WarpedPhotoFlow: background_motion must be affine, homography, smooth or random, "
                 f"got {background_motion!r}"
             )
         self.background_motion = background_motion
@@ -289,16 +328,18 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
         zoom = _uniform(g, 0.75, 1.05) * min(bg.shape[-2] / H, bg.shape[-1] / W) / 1.1
         place = _affine(_uniform(g, -0.15, 0.15), zoom, zoom, 0.0, 0.0)
         A0 = _affine(0, 1, 1, bg.shape[-1] / 2, bg.shape[-2] / 2) @ place @ _affine(0, 1, 1, -cx, -cy)
-        homography = self.background_motion == "homography" or (
-            self.background_motion == "random" and bool(torch.rand((), generator=g) < 0.5)
-        )
+        kind = self.background_motion
+        if kind == "random":
+            kind = BACKGROUND_MOTIONS[int(torch.randint(len(BACKGROUND_MOTIONS), (), generator=g))]
         M0 = _affine(
             _uniform(g, -0.1, 0.1), _uniform(g, 0.9, 1.1), _uniform(g, 0.9, 1.1),
             _uniform(g, -D, D), _uniform(g, -D, D), _uniform(g, -0.05, 0.05),
         )  # fmt: skip
-        if homography:
+        if kind in ("homography", "smooth"):
             M0[2, 0], M0[2, 1] = _uniform(g, -1, 1) * 0.3 / W, _uniform(g, -1, 1) * 0.3 / H
-        motions = [_bounded(_about(M0, cx, cy), corners, D * _uniform(g, 0.2, 1.0))]
+        field = _SmoothField(g, D * _uniform(g, 0.15, 0.4), max(H, W)) if kind == "smooth" else None
+        share = 1.0 if field is None else 1.0 - field.amplitude / D  # the field's share of the bound
+        motions = [_bounded(_about(M0, cx, cy), corners, D * share * _uniform(g, 0.2, 1.0))]
 
         # Foreground objects: local frame L (frame0 -> unit shape), texture map T (unit -> photo), motion.
         K = int(torch.randint(self.num_objects[0], self.num_objects[1] + 1, (), generator=g))
@@ -331,6 +372,14 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
             motions.append(M)
         inverses = [torch.linalg.inv(M) for M in motions]
 
+        def background(points: Tensor, inverse: bool) -> Tensor:
+            """The background's motion (frame0 -> frame1) or its inverse at points (..., 2)."""
+            if field is None:
+                return _apply(inverses[0] if inverse else motions[0], points)
+            return (
+                field.invert(inverses[0], points) if inverse else _apply(motions[0], points) + field(points)
+            )
+
         def inside(k: int, u: Tensor) -> Tensor:
             """Object ``k`` (1-based layer) holds the points of its unit frame ``u`` (..., 2)."""
             _, _, polygon, axes, _ = objects[k - 1]
@@ -340,7 +389,7 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
 
         def render(frame: int) -> tuple[Tensor, Tensor]:
             """Frame ``frame`` (0 or 1) -> (image (3, H, W), top layer (H, W) int64)."""
-            pts0 = grid if frame == 0 else _apply(inverses[0], grid)  # (H, W, 2) frame0 points per layer
+            pts0 = grid if frame == 0 else background(grid, inverse=True)  # (H, W, 2) frame0 points
             image = _sample(bg, _apply(A0, pts0))  # (3, H, W)
             top = torch.zeros(H, W, dtype=torch.int64)
             for k in range(1, K + 1):
@@ -355,7 +404,9 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
         frame1, _ = render(1)
 
         # Flow of the layer seen at each pixel; visible in frame1 iff that layer is on top at p + flow.
-        moved = torch.stack([_apply(M, grid) for M in motions])  # (L, H, W, 2)
+        moved = torch.stack(
+            [background(grid, inverse=False)] + [_apply(M, grid) for M in motions[1:]]
+        )  # (L, H, W, 2)
         target_pts = moved.gather(0, top0[None, :, :, None].expand(1, H, W, 2))[0]  # (H, W, 2)
         flow = (target_pts - grid).permute(2, 0, 1)  # (H, W, 2) -> (2, H, W)
         top1 = torch.zeros(H, W, dtype=torch.int64)

@@ -173,3 +173,27 @@ def test_items_keep_the_optical_flow_task_contract_and_transforms():
     full = WarpedPhotoFlow(**SMALL)[0][1]
     assert views.shape == (2, 3, 24, 32)
     assert torch.allclose(target["flow"], full["flow"][:, 1::2, 1::2] / 2)  # nearest, vectors halved
+
+
+def test_smooth_background_is_exact_and_not_a_homography():
+    from structpred.data.flow_warped import _affine, _apply, _SmoothField
+
+    g = torch.Generator().manual_seed(0)
+    field = _SmoothField(g, amplitude=6.0, extent=64)
+    assert 0 < field.amplitude <= 6.0 + 1e-9
+    M = _affine(0.05, 1.05, 0.97, 3.0, -2.0)
+    q = torch.rand(50, 2, generator=g, dtype=torch.float64) * 64
+    p = field.invert(torch.linalg.inv(M), q)
+    assert torch.allclose(_apply(M, p) + field(p), q, atol=1e-5)  # the inverse, to 1e-5 px
+
+    ds = WarpedPhotoFlow(num_objects=(0, 0), background_motion="smooth", photometric=False, **SMALL)
+    ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
+    design = torch.stack([xs.flatten(), ys.flatten(), torch.ones(48 * 64)], dim=1).double()  # (N, 3)
+    for i in range(3):
+        views, target = ds[i]
+        assert float(target["flow"].norm(dim=0).max()) <= 20.0 * 1.02
+        flow = target["flow"].double()
+        fit = design @ torch.linalg.lstsq(design, flow[0].flatten()[:, None]).solution
+        assert float((fit - flow[0].flatten()[:, None]).abs().max()) > 0.05  # not affine
+        err = constancy(views, target, target["valid"])
+        assert err < 0.03, (i, err)
