@@ -9,6 +9,7 @@ from typing import Any
 SUITES = (
     "ops", "metrics", "proposals", "detection", "one_stage", "yolo", "keypoints", "mask_rcnn", "crf",
     "segmentation", "rnn", "export", "vit", "swin",
+    "flow",
 )  # fmt: skip
 
 
@@ -35,6 +36,7 @@ def add_parser(sub: Any) -> None:
         "mask_rcnn: Mask R-CNN inference vs torchvision; "
         "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
         "rnn: RNN/LSTM vs torch.nn; export: onnxruntime vs eager PyTorch (exported models); "
-        "vit / swin: ViT / Swin vs timm (inference, train step, Swin as a 512 px detection backbone)",
+        "vit / swin: ViT / Swin vs timm (inference, train step, Swin as a 512 px detection backbone); "
+        "flow: RAFT vs torchvision, correlation ops",
     )
     p.set_defaults(func=run)
