@@ -158,10 +158,12 @@ def _video_figure(path: Path, out: Path, frames: int, spacing: int, scale: float
         clip.append(torch.nn.functional.interpolate(frame[None], scale_factor=scale, mode="area")[0])
     video = torch.stack(clip)  # (T, 3, H, W)
     fw, bw = _cv2_flows(video, "dis")
-    tracker = PointTracker(spacing=spacing, boundary_beta=math.inf)  # DIS is too noisy for 0.002
+    tracker = PointTracker(
+        spacing=spacing, boundary_beta=math.inf, min_texture=1e-3
+    )  # DIS: too noisy for 0.002
     for t in range(len(fw)):
         camera = robust_dominant_motion(fw[t], model="homography", seed=t).matrix
-        tracker.step(fw[t], bw[t], camera)
+        tracker.step(fw[t], bw[t], camera, frames=(video[t], video[t + 1]))
     tracks = tracker.tracks()
     assert tracks.omega is not None
     last = video[-1]

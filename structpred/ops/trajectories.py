@@ -90,6 +90,18 @@ def motion_boundary_strength(flow: Tensor) -> Tensor:
     return (gx.pow(2) + gy.pow(2)).sum(0)
 
 
+def corner_strength(image: Tensor, window: int = 3) -> Tensor:
+    """Smaller eigenvalue of the structure tensor of ``image`` (Tensor[C, H, W], channels averaged)
+    -> Tensor[H, W]: small in flat areas and along straight edges (where flow is ill-posed)."""
+    grey = image.float().mean(0)[None, None]  # (C, H, W) -> (1, 1, H, W)
+    padded = torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate")
+    gx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2  # (1, 1, H, W)
+    gy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+    products = torch.cat([gx * gx, gx * gy, gy * gy], dim=1)  # (1, 3, H, W)
+    a, b, c = torch.nn.functional.avg_pool2d(products, window, 1, window // 2, count_include_pad=False)[0]
+    return (a + c) / 2 - torch.sqrt(((a - c) / 2) ** 2 + b**2)
+
+
 def grid_seeds(height: int, width: int, spacing: int) -> Tensor:
     """Grid points ``[N, 2]`` (x, y), ``spacing`` apart, centred in their cells."""
     ys = torch.arange(spacing // 2, height, spacing, dtype=torch.float32)
@@ -136,6 +148,10 @@ class PointTracker:
         boundary_alpha, boundary_beta: motion boundary constants (paper: 0.01, 0.002); a
             ``boundary_beta`` of ``inf`` disables the test.
         seed_new: seed new points in empty grid cells after every step (the paper does).
+        min_texture: with frames given to :meth:`step`, seed only where the structure tensor's
+            smaller eigenvalue (:func:`corner_strength`) is at least ``min_texture`` times its
+            largest value in the frame (the paper skips homogeneous areas; Wang et al. 2011 use
+            0.001); 0 seeds everywhere.
 
     Use :meth:`step` once per frame pair with ``flow_forward`` from frame t to t+1 and
     ``flow_backward`` from t+1 to t; then :meth:`tracks`. ``camera`` (a ``[3, 3]`` motion from t
@@ -150,16 +166,17 @@ class PointTracker:
         boundary_alpha: float = 0.01,
         boundary_beta: float = 0.002,
         seed_new: bool = True,
+        min_texture: float = 0.0,
     ) -> None:
         if not isinstance(spacing, int) or isinstance(spacing, bool) or spacing < 1:
             raise ValueError(f"PointTracker: spacing must be a positive int, got {spacing!r}")
         for name, value in (("alpha", alpha), ("beta", beta), ("boundary_alpha", boundary_alpha),
-                            ("boundary_beta", boundary_beta)):  # fmt: skip
+                            ("boundary_beta", boundary_beta), ("min_texture", min_texture)):  # fmt: skip
             if not value >= 0:
                 raise ValueError(f"PointTracker: {name} must be >= 0, got {value}")
         self.spacing, self.alpha, self.beta = spacing, alpha, beta
         self.boundary_alpha, self.boundary_beta = boundary_alpha, boundary_beta
-        self.seed_new = seed_new
+        self.seed_new, self.min_texture = seed_new, min_texture
         self.size: tuple[int, int] | None = None
         self.frame = 0  # index of the frame the living points are in
         self._birth: list[int] = []  # per trajectory
@@ -182,6 +199,14 @@ class PointTracker:
         self._pos = torch.cat([self._pos, points])
         self._om = torch.cat([self._om, points])
 
+    def _textured(self, seeds: Tensor, frame: Tensor | None) -> Tensor:
+        """The ``seeds`` [G, 2] (whole pixels) where ``frame`` is textured enough (all without a frame)."""
+        if frame is None or self.min_texture == 0 or seeds.numel() == 0:
+            return seeds
+        strength = corner_strength(frame.detach().cpu())  # (H, W)
+        at = strength[seeds[:, 1].long(), seeds[:, 0].long()]  # (G,)
+        return seeds[at >= self.min_texture * strength.max().clamp_min(1e-12)]
+
     def _empty_cells(self) -> Tensor:
         """Grid seeds whose cell holds no living point."""
         assert self.size is not None
@@ -197,7 +222,9 @@ class PointTracker:
             taken[(cy * gw + cx)[ok]] = True
         return seeds[~taken]
 
-    def _check_flows(self, flow_forward: Tensor, flow_backward: Tensor) -> None:
+    def _check_flows(
+        self, flow_forward: Tensor, flow_backward: Tensor, frames: Sequence[Tensor] | None
+    ) -> None:
         for name, f in (("flow_forward", flow_forward), ("flow_backward", flow_backward)):
             if not isinstance(f, Tensor) or f.dim() != 3 or f.shape[0] != 2 or not f.is_floating_point():
                 raise ValueError(f"PointTracker: {name} must be a float Tensor[2, H, W], got {_shape(f)}")
@@ -209,23 +236,36 @@ class PointTracker:
                 f"{_shape(flow_backward)} must have one shape"
             )
         size = (int(flow_forward.shape[1]), int(flow_forward.shape[2]))
+        if frames is not None:
+            if len(frames) != 2 or any(not isinstance(f, Tensor) or f.dim() != 3 for f in frames):
+                raise ValueError("PointTracker: frames must be the two frames (t, t+1), each Tensor[C, H, W]")
+            if any(tuple(f.shape[1:]) != size for f in frames):
+                shapes = [_shape(f) for f in frames]
+                raise ValueError(f"PointTracker: frames {shapes} must have the flow's size {size}")
         if self.size is None:
             self.size = size
-            self._seed(grid_seeds(*size, self.spacing))
+            self._seed(self._textured(grid_seeds(*size, self.spacing), None if frames is None else frames[0]))
         elif size != self.size:
             raise ValueError(f"PointTracker: frame {self.frame}'s flow is {size}, earlier ones {self.size}")
 
     # ----------------------------------------------------------------- public
 
-    def step(self, flow_forward: Tensor, flow_backward: Tensor, camera: Tensor | None = None) -> None:
+    def step(
+        self,
+        flow_forward: Tensor,
+        flow_backward: Tensor,
+        camera: Tensor | None = None,
+        frames: Sequence[Tensor] | None = None,
+    ) -> None:
         """Advance every living point from frame t to t+1 and seed new ones in frame t+1.
 
         Args:
             flow_forward (Tensor[2, H, W]): flow from frame t to t+1.
             flow_backward (Tensor[2, H, W]): flow from frame t+1 to t.
             camera (Tensor[3, 3] | None): the dominant motion from t to t+1 (omega-trajectories).
+            frames: the images of frames t and t+1 (``[C, H, W]`` each), for ``min_texture``.
         """
-        self._check_flows(flow_forward, flow_backward)
+        self._check_flows(flow_forward, flow_backward, frames)
         assert self.size is not None
         H, W = self.size
         fw, bw = flow_forward.float(), flow_backward.float()
@@ -256,7 +296,7 @@ class PointTracker:
         self.frame += 1
         self._alive, self._pos, self._om = self._alive[keep], new[keep], om[keep]
         if self.seed_new:
-            self._seed(self._empty_cells())
+            self._seed(self._textured(self._empty_cells(), None if frames is None else frames[1]))
 
     @property
     def num_alive(self) -> int:

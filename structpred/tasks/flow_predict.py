@@ -11,9 +11,10 @@ frames gives the flow between every two consecutive frames. Each pair writes, un
 A **video** is its own sequence: its frames are decoded one at a time (PyAV,
 :mod:`.video_frames`), the model runs on each consecutive pair both ways (frame t -> t+1 and
 back) and a :class:`~structpred.ops.trajectories.PointTracker` (Sundaram et al. 2010) chains
-the flow into trajectories. Every frame after the first is written with the living
-trajectories' last ``TAIL`` positions drawn (``<video stem>/frame_000123.png``), and with
-``--video-out`` also encoded as ``<video stem>_annotated.mp4``.
+the flow into trajectories (seeded every 8 px where the frame has texture). Every frame after
+the first is written with the living trajectories' last ``TAIL`` positions drawn
+(``<video stem>/frame_000123.png``), and with ``--video-out`` also encoded as
+``<video stem>_annotated.mp4``.
 
 ``predictions.json`` has one row per pair (``file_name``, ``next_file``, ``flo``, ``flow_png``,
 ``mean_flow``, ``max_flow`` in px) and per video frame (``file_name``, ``frame``, ``time``,
@@ -49,6 +50,7 @@ from .video_frames import VideoWriter, is_video, iter_frames, probe_video
 logger = logging.getLogger(__name__)
 TAIL = 10  # frames of history drawn behind each tracked point
 SPACING = 8  # px between seeded points (the paper's)
+MIN_TEXTURE = 1e-3  # no seeds in flat areas (structure tensor, relative to the frame's strongest corner)
 
 
 def check_pair(frame0: Tensor, frame1: Tensor, where: str = "frames") -> None:
@@ -164,7 +166,7 @@ def _pairs(model: nn.Module, job: PredictJob, images: list[tuple[Path, Path]], s
 
 def _video(model: nn.Module, job: PredictJob, path: Path, stem: Path, sink: _Out, bar: Any) -> None:
     device = next(iter(model.parameters()), torch.empty(0)).device
-    tracker = PointTracker(spacing=SPACING)
+    tracker = PointTracker(spacing=SPACING, min_texture=MIN_TEXTURE)
     writer = VideoWriter(job.out / f"{stem}_annotated.mp4", probe_video(path).fps) if job.video_out else None
     previous: Tensor | None = None
     try:
@@ -175,7 +177,7 @@ def _video(model: nn.Module, job: PredictJob, path: Path, stem: Path, sink: _Out
                 check_pair(previous, frame, where)
                 fw = predict_pair(model, previous, frame, job.input_size).cpu()
                 bw = predict_pair(model, frame, previous, job.input_size).cpu()
-                tracker.step(fw, bw)
+                tracker.step(fw, bw, frames=(previous.cpu(), frame.cpu()))
                 recent = tracker.recent(TAIL)  # (N, L, 2), the last column = this frame
                 picture = draw_tracks(frame.cpu(), recent, frame=recent.shape[1] - 1)
                 name = f"{stem}/frame_{index:06d}.png"

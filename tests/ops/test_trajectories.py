@@ -224,3 +224,20 @@ def test_recent_is_the_tail_of_the_tracks():
     assert recent.shape == (tracker.num_alive, 3, 2) and tracker.num_alive == len(alive)
     assert torch.equal(recent.isnan(), full.points[alive, -3:].isnan())
     assert torch.equal(recent.nan_to_num(-1), full.points[alive, -3:].nan_to_num(-1))
+
+
+def test_min_texture_seeds_only_where_the_frame_has_corners():
+    H, W = 24, 48
+    g = torch.Generator().manual_seed(0)
+    frame = torch.full((3, H, W), 0.5)
+    frame[:, :, :24] = torch.rand(1, H, 24, generator=g)  # textured left half, flat right half
+    zero = torch.zeros(2, H, W)
+    tracker = PointTracker(spacing=4, min_texture=1e-3)
+    tracker.step(zero, zero, frames=(frame, frame))
+    start = tracker.tracks().points[:, 0]
+    assert (start[:, 0] < 26).all() and len(start) == 6 * 6  # the left half's 6 x 6 grid
+    plain = PointTracker(spacing=4)
+    plain.step(zero, zero, frames=(frame, frame))
+    assert len(plain.tracks()) == 6 * 12
+    with pytest.raises(ValueError, match="flow's size"):
+        PointTracker().step(zero, zero, frames=(frame, frame[:, :10]))
