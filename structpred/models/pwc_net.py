@@ -53,6 +53,8 @@ from .contract import check_request
 from .registry import register_model
 from .segmenter import config_from
 
+COSTS = ("dot", "cosine")
+
 
 @dataclass
 class PWCNetConfig:
@@ -63,6 +65,7 @@ class PWCNetConfig:
     context_channels: tuple[int, ...] = (128, 128, 128, 96, 64, 32)
     context_dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)
     max_displacement: int = 4  # d, feature pixels at every level
+    cost: str = "dot"  # "dot": the paper's mean channel product; "cosine": of unit feature vectors
     output_level: int = 2  # the finest level with a flow estimate (stride 4)
     flow_scale: float = PWC_SCALE
     loss_weights: tuple[float, ...] = PWC_WEIGHTS  # coarsest first; the last (levels) are used
@@ -80,6 +83,8 @@ class PWCNetConfig:
                 f"context_channels {self.context_channels} and context_dilations "
                 f"{self.context_dilations} must have one length"
             )
+        if self.cost not in COSTS:
+            raise ValueError(f"cost must be one of {COSTS}, got {self.cost!r}")
         if not isinstance(self.max_displacement, int) or self.max_displacement < 1:
             raise ValueError(f"max_displacement must be an int >= 1, got {self.max_displacement!r}")
         if not self.flow_scale > 0:
@@ -158,6 +163,16 @@ class ContextNetwork(nn.Module):
         return self.net(x)
 
 
+def cost_volume(f1: Tensor, f2: Tensor, d: int, cost: str) -> Tensor:
+    """Leaky-ReLU'd local cost volume ``[B, (2d + 1)^2, h, w]``: the mean channel product (the
+    paper's) or, for ``"cosine"``, the cosine of the two feature vectors (in [-1, 1] from the
+    first step, where the paper's products of small random features are ~1e-3)."""
+    if cost == "cosine":
+        C = f1.shape[1]
+        return F.leaky_relu(local_correlation(F.normalize(f1, dim=1), F.normalize(f2, dim=1), d) * C, 0.1)
+    return F.leaky_relu(local_correlation(f1, f2, d), 0.1)
+
+
 def _standardise(x: Tensor) -> Tensor:
     """Each image minus its per-channel mean, over its standard deviation: ``[N, 3, H, W]``."""
     mean = x.mean(dim=(2, 3), keepdim=True)  # (N, 3, 1, 1)
@@ -215,19 +230,18 @@ class PWCNet(nn.Module):
         B, V, _, Hp, Wp = x.shape
         frames = x.transpose(0, 1).reshape(V * B, 3, Hp, Wp)  # (B, 2, 3, .) -> (2B, 3, Hp, Wp): frame0s first
         feats = self.pyramid(_standardise(frames))  # L x (2B, C_l, h_l, w_l)
-        d, scale = self.config.max_displacement, self.config.flow_scale
+        d, scale, cost = self.config.max_displacement, self.config.flow_scale, self.config.cost
         flows: list[Tensor] = []
         flow = feat = x.new_zeros(())
         for i, lvl in enumerate(self.levels):
             f1, f2 = feats[lvl - 1][:B], feats[lvl - 1][B:]  # (B, C_l, h_l, w_l) each
             if i == 0:
-                volume = F.leaky_relu(local_correlation(f1, f2, d), 0.1)  # (B, D, h, w)
-                inputs = volume
+                inputs = cost_volume(f1, f2, d, cost)  # (B, D, h, w)
             else:
                 up_flow = self.up_flows[i - 1](flow)  # (B, 2, h / 2, w / 2) -> (B, 2, h, w)
                 up_feat = self.up_feats[i - 1](feat)  # (B, C, h / 2, w / 2) -> (B, 2, h, w)
                 warped = flow_warp(f2, up_flow / (scale * 2**lvl))  # f2 read at p + flow(p)
-                volume = F.leaky_relu(local_correlation(f1, warped, d), 0.1)  # (B, D, h, w)
+                volume = cost_volume(f1, warped, d, cost)  # (B, D, h, w)
                 inputs = torch.cat([volume, f1, up_flow, up_feat], dim=1)  # (B, D + C_l + 4, h, w)
             flow, feat = self.estimators[i](inputs)  # (B, 2, h, w), (B, C_est, h, w)
             if lvl == self.config.output_level:

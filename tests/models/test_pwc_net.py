@@ -13,7 +13,7 @@ from structpred.data.registry import build_dataset
 from structpred.heads.flow_loss import PWC_WEIGHTS, downsample_flow, multiscale_epe
 from structpred.metrics.flow import FlowMetric
 from structpred.models import get_model, model_info
-from structpred.models.pwc_net import PWCNet, PWCNetConfig
+from structpred.models.pwc_net import PWCNet, PWCNetConfig, cost_volume
 from structpred.models.registry import parameter_count
 
 # A 3-level PWC-Net a few channels wide: the same code paths (pyramid, warping, cost volume,
@@ -194,6 +194,7 @@ def test_bad_input_is_a_clear_error(pairs: Any, targets: Any, match: str) -> Non
         ({"output_level": 4}, "output_level"),
         ({"context_dilations": (1,)}, "one length"),
         ({"max_displacement": 0}, "max_displacement"),
+        ({"cost": "l2"}, "cost must be one of"),
         ({"loss_weights": (1.0,)}, "loss_weights"),
         ({"widths": 3}, "unknown PWCNetConfig settings"),
     ],
@@ -245,3 +246,17 @@ def test_config_defaults_are_the_papers() -> None:
     assert c.pyramid_channels == (16, 32, 64, 96, 128, 196) and c.max_displacement == 4
     assert c.estimator_channels == (128, 128, 96, 64, 32) and c.context_dilations == (1, 2, 4, 8, 16, 1)
     assert c.flow_scale == 0.05 and c.output_level == 2
+
+
+def test_cosine_cost_volume_is_the_cosine_of_the_features() -> None:
+    g = torch.Generator().manual_seed(0)
+    f1, f2 = 1e-2 * torch.randn(1, 8, 5, 6, generator=g), 1e-2 * torch.randn(1, 8, 5, 6, generator=g)
+    cos = cost_volume(f1, f2, 1, "cosine")  # (1, 9, 5, 6)
+    centre = F.cosine_similarity(f1, f2, dim=1)  # displacement (0, 0): channel 4
+    torch.testing.assert_close(cos[:, 4], F.leaky_relu(centre, 0.1))
+    assert float(cos.abs().max()) <= 1.0 + 1e-6
+    assert float(cost_volume(f1, f2, 1, "dot").abs().max()) < 1e-3  # the paper's: tiny at this scale
+    model = _tiny(cost="cosine").eval()
+    with torch.no_grad():
+        preds = model(_pairs(1, 21, 30))[0]
+    assert preds is not None and preds["flow"].shape == (1, 2, 21, 30)
