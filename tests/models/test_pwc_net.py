@@ -145,6 +145,7 @@ def test_downsample_flow_averages_valid_vectors_and_drops_half_empty_cells() -> 
         downsample_flow(flow, valid, 4)
 
 
+@pytest.mark.slow  # ~4 s alone, 10 s on the loaded machine
 def test_overfits_a_few_shapes_flow_pairs() -> None:
     data = build_dataset("shapes-flow", "train", num_images=2, size=(64, 64))
     x = torch.stack([data[i][0] for i in range(2)])
