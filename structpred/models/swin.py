@@ -8,7 +8,8 @@ torchvision's weights come in through :func:`~structpred.models.weights.from_tim
 ``from_torchvision`` / ``load_weights``.
 
 Builders: ``swin_{tiny,small,base}_patch4_window7_224`` (timm's names and sizes; ImageNet mean /
-std as timm's configuration for them; drop path 0.1, timm's default) and ``swin_narrow``, a
+std as timm's configuration for them; drop path 0.1, timm's default; ``window_size`` 7, another for
+files of another window, e.g. 12 for ``swin_base_patch4_window12_384``) and ``swin_narrow``, a
 ~0.26 M-parameter Swin for 32 px inputs on this CPU (C 16, depths (2, 2, 2, 1), window 4, patch 4:
 maps 8, 4, 2, 1; see :func:`~structpred.backbones.swin.swin_narrow`).
 """
@@ -49,8 +50,10 @@ def _build(
     dropout: float,
     drop_path_rate: float,
     depths: Sequence[int] | None,
+    window_size: int | None = None,
 ) -> ImageClassifier:
-    backbone = SwinTransformer(swin_config(size, depths=depths, drop_path_rate=drop_path_rate))
+    config = swin_config(size, depths=depths, drop_path_rate=drop_path_rate, window_size=window_size)
+    backbone = SwinTransformer(config)
     return swin_classifier(backbone, num_classes, input_size, dropout)
 
 
@@ -61,10 +64,11 @@ def swin_tiny_patch4_window7_224(
     dropout: float = 0.0,
     drop_path_rate: float = 0.1,
     depths: Sequence[int] = (2, 2, 6, 2),
+    window_size: int = 7,
 ) -> ImageClassifier:
     """Swin-T: C 96, depths (2, 2, 6, 2), heads (3, 6, 12, 24), window 7 (timm's
     ``swin_tiny_patch4_window7_224``, torchvision's ``swin_t``)."""
-    return _build("tiny", num_classes, input_size, dropout, drop_path_rate, depths)
+    return _build("tiny", num_classes, input_size, dropout, drop_path_rate, depths, window_size)
 
 
 @register_model(task="classification", peer_weights=("timm", "torchvision"))
@@ -74,10 +78,11 @@ def swin_small_patch4_window7_224(
     dropout: float = 0.0,
     drop_path_rate: float = 0.1,
     depths: Sequence[int] = (2, 2, 18, 2),
+    window_size: int = 7,
 ) -> ImageClassifier:
     """Swin-S: C 96, depths (2, 2, 18, 2), heads (3, 6, 12, 24), window 7 (timm's
     ``swin_small_patch4_window7_224``, torchvision's ``swin_s``)."""
-    return _build("small", num_classes, input_size, dropout, drop_path_rate, depths)
+    return _build("small", num_classes, input_size, dropout, drop_path_rate, depths, window_size)
 
 
 @register_model(task="classification", peer_weights=("timm", "torchvision"))
@@ -87,10 +92,11 @@ def swin_base_patch4_window7_224(
     dropout: float = 0.0,
     drop_path_rate: float = 0.1,
     depths: Sequence[int] = (2, 2, 18, 2),
+    window_size: int = 7,
 ) -> ImageClassifier:
     """Swin-B: C 128, depths (2, 2, 18, 2), heads (4, 8, 16, 32), window 7 (timm's
     ``swin_base_patch4_window7_224``, torchvision's ``swin_b``)."""
-    return _build("base", num_classes, input_size, dropout, drop_path_rate, depths)
+    return _build("base", num_classes, input_size, dropout, drop_path_rate, depths, window_size)
 
 
 @register_model(task="classification")

@@ -78,3 +78,15 @@ def test_the_same_window_passes_unchanged() -> None:
     ours = get_model("swin_tiny_patch4_window7_224", num_classes=10, depths=DEPTHS)
     adapted = timm_swin.adapt_state(ours, state)
     assert adapted.keys() == state.keys() and all(adapted[k] is state[k] for k in state)
+
+
+def test_a_window_12_file_loads_into_our_model_built_with_window_12() -> None:
+    state = timm_at(384, window_size=12).state_dict()
+    theirs = timm_at(384, seed=5, window_size=12)
+    theirs.load_state_dict(state)
+    ours = get_model("swin_tiny_patch4_window7_224", num_classes=10, depths=DEPTHS, input_size=384,
+                     window_size=12).eval()  # fmt: skip
+    load_like_load_weights(timm_swin, ours, state)
+    x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.logits(x), theirs(x), atol=ATOL, rtol=0)

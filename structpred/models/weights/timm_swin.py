@@ -26,7 +26,8 @@ next to ``patch_embed.proj.weight``; v2 files (``logit_scale``) and the original
 Another input size needs nothing (Swin has no absolute positions; windows are padded or clipped per
 map). Another *window* (e.g. ``swin_base_patch4_window12_384`` weights into our window-7 model) would
 need the relative position tables resampled, as timm's ``checkpoint_filter_fn`` does; that is not
-supported: :func:`adapt_state` refuses it with a ``ValueError`` naming both windows.
+supported: :func:`adapt_state` refuses it with a ``ValueError`` naming both windows (build ours with
+the file's ``window_size``: the classifier builders take it).
 """
 
 from __future__ import annotations
@@ -251,11 +252,12 @@ def check_window_tables(
             continue  # equal, or not a table at all: the renamer names any other mismatch
         window, side = (math.isqrt(ours[0]) + 1) // 2, math.isqrt(theirs[0])  # a table is (2w - 1)^2 rows
         w = (side + 1) // 2
-        their_window = f"a {w} x {w} window" if side * side == theirs[0] else "another window"
+        square = side * side == theirs[0]
         raise ValueError(
-            f"{family}: {src} {theirs} is the table of {their_window}, ours ({dst}) of a "
-            f"{window} x {window} window {ours}: resampling relative position tables to another window "
-            "size is not supported; build the model with the file's window"
+            f"{family}: {src} {theirs} is the table of {f'a {w} x {w}' if square else 'another'} window, "
+            f"ours ({dst}) of a {window} x {window} window {ours}: resampling relative position tables to "
+            "another window size is not supported; build the model with the file's window"
+            + (f" (window_size={w})" if square else "")
         )
     return dict(state)
 
