@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torchvision.models.vision_transformer import VisionTransformer as TvViT
 from torchvision.models.vision_transformer import interpolate_embeddings
 
+from structpred.backbones import get_backbone
 from structpred.models import from_torchvision, get_model
 from structpred.models.image_classifier import ImageClassifier
 from structpred.models.weights import copy_renamed, load_weights, timm_vit, torchvision_vit
@@ -92,6 +93,23 @@ def test_another_patch_size_is_still_the_renamers_shape_error() -> None:
     message = r"'patch_embed\.proj\.weight' \(192, 3, 32, 32\) -> 'backbone\.patch_embed\.proj\.weight'"
     with pytest.raises(ValueError, match=message):
         load_like_load_weights(timm_vit, ours, theirs.state_dict())
+
+
+@pytest.mark.slow
+def test_a_vitdet_backbone_at_1024_filled_from_a_224_classifier_file_matches_timm() -> None:
+    torch.manual_seed(0)
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1).state_dict()
+    torch.manual_seed(5)
+    theirs = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=1024).eval()
+    theirs.load_state_dict(checkpoint_filter_fn(state, theirs))
+    backbone = get_backbone("vit_tiny", img_size=1024, depth=1).eval()  # ViTDet's input size
+    assert timm_vit.load_into_vit(backbone.vit, state) == len(state) - 2  # all but the head
+    x = images(1, 1024)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone.vit.tokens(x)[0], theirs.forward_features(x), atol=ATOL, rtol=0)
+        assert backbone(x)["c2"].shape == (1, 48, 256, 256)
+    with pytest.raises(ValueError, match="not a timm ViT state dict"):
+        timm_vit.load_into_vit(backbone.vit, {"weight": torch.zeros(1)})
 
 
 # ----------------------------------------------------------------------------- torchvision

@@ -220,6 +220,16 @@ def state_family(names: Collection[str]) -> str:
     return "timm ViT"
 
 
+def _refuse_variant_files(names: Collection[str]) -> None:
+    for marker, what in _VARIANT_TENSORS:
+        inner = marker.startswith(".")  # inside every block, else a top-level name
+        found = sorted(n for n in names if (marker in n if inner else n.startswith(marker)))
+        if found:
+            raise ValueError(
+                f"the file holds {what} ({found[0]}): not supported (ours builds the original ViT)"
+            )
+
+
 def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
     """``(rules, skip)`` to fill our ViT classifier ``model`` from a timm ViT state dict.
 
@@ -230,32 +240,34 @@ def state_rules(model: nn.Module, names: Collection[str]) -> tuple[tuple[Rule, .
         raise ValueError(
             f"timm ViT weights need a ViT classifier (e.g. vit_tiny_patch16_224), not {type(model).__name__}"
         )
-    for marker, what in _VARIANT_TENSORS:
-        inner = marker.startswith(".")  # inside every block, else a top-level name
-        found = sorted(n for n in names if (marker in n if inner else n.startswith(marker)))
-        if found:
-            raise ValueError(
-                f"the file holds {what} ({found[0]}): not supported (ours builds the original ViT)"
-            )
+    _refuse_variant_files(names)
     if "head.weight" not in names:
         raise ValueError("the file has no classifier head (head.weight): a num_classes=0 timm model")
     return RULES, ()
+
+
+def _vit_of(model: nn.Module) -> VisionTransformer | None:
+    if isinstance(model, VisionTransformer):
+        return model
+    backbone = getattr(model, "backbone", None) if isinstance(model, ImageClassifier) else None
+    return backbone if isinstance(backbone, VisionTransformer) else None
 
 
 def resampled_positions(
     model: nn.Module, state: Mapping[str, Tensor], name: str, family: str, *, align_corners: bool = False
 ) -> dict[str, Tensor]:
     """``state`` with its position table ``name`` (``[1, 1 + n * n, D]``) resampled to the patch grid of
-    our ViT classifier ``model`` when the two grids differ (timm's rule, or torchvision's with
-    ``align_corners``); otherwise ``state`` as is (any other shape difference is the renamer's error).
+    our ViT classifier (or bare ViT) ``model`` when the two grids differ (timm's rule, or torchvision's
+    with ``align_corners``); otherwise ``state`` as is (any other shape difference is the renamer's).
 
     Raises:
         ValueError: the file's table is not a class position plus a square grid.
     """
     out = dict(state)
-    if not isinstance(model, ImageClassifier) or not isinstance(model.backbone, VisionTransformer):
+    vit = _vit_of(model)
+    if vit is None:
         return out
-    pos, ours = state.get(name), model.backbone.pos_embed
+    pos, ours = state.get(name), vit.pos_embed
     if pos is None or pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[2] != ours.shape[2]:
         return out
     if pos.shape[1] == ours.shape[1]:
@@ -264,9 +276,9 @@ def resampled_positions(
     if side * side != pos.shape[1] - 1:
         raise ValueError(
             f"{name} {tuple(pos.shape)}: {pos.shape[1] - 1} patch positions are not a square grid; cannot "
-            f"resample it to our {model.backbone.grid_size[0]} x {model.backbone.grid_size[1]} grid"
+            f"resample it to our {vit.grid_size[0]} x {vit.grid_size[1]} grid"
         )
-    grid = model.backbone.grid_size
+    grid = vit.grid_size
     out[name] = resample_pos_embed(pos, (side, side), grid, align_corners=align_corners)
     logger.info(
         "%s: %s resampled from a %d x %d to a %d x %d patch grid (%s)", family, name, side, side, *grid,
@@ -279,3 +291,22 @@ def adapt_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tens
     """The timm ViT ``state`` ready for ``model``: ``pos_embed`` resampled to its patch grid when
     the file was saved at another input size (:func:`resampled_positions`)."""
     return resampled_positions(model, state, "pos_embed", "timm ViT")
+
+
+def load_into_vit(vit: VisionTransformer, state: Mapping[str, Tensor]) -> int:
+    """Fill a bare :class:`VisionTransformer` (e.g. the ``vit`` of a detector's ViTDet backbone,
+    ``model.backbone.body.vit``, built at 1024 px) from a timm ViT *classifier* state dict: the
+    head is left out, ``pos_embed`` resampled to ``vit``'s grid as timm does. Returns the number of
+    tensors copied. (``load_weights`` fills whole models only; this is the by-hand route for a
+    backbone.)
+
+    Raises:
+        ValueError: not a timm ViT state dict, a variant we do not build, or a tensor that does not
+            fit (named, with both shapes).
+    """
+    if not recognises_state(state):
+        raise ValueError("not a timm ViT state dict (no cls_token / pos_embed / patch_embed.proj.weight)")
+    _refuse_variant_files(list(state))
+    adapted = adapt_state(vit, state)
+    rules = tuple((pattern, target.removeprefix("backbone.")) for pattern, target in RULES[:-1])
+    return len(copy_renamed(vit, adapted, rules, skip=(r"head\.(weight|bias)",)))
