@@ -51,6 +51,8 @@ SMALL: dict[str, dict[str, Any]] = {
     **{f"vit_{size}_patch16_224": {"depth": 1, "input_size": 64} for size in ("tiny", "small", "base")},
     **{f"swin_{size}_patch4_window7_224": {"depths": (1, 1, 1, 1), "input_size": 64}
        for size in ("tiny", "small", "base")},
+    # RAFT (issue 18): 2 refinement updates instead of 12 (the same loop; export unrolls it).
+    **{name: {"num_flow_updates": 2} for name in ("raft_small", "raft_large")},
     # PWC-Net (issue 18): the paper's six levels, thin estimators and context network.
     "pwcnet": {"estimator_channels": (16, 16, 16, 16, 16), "context_channels": (16, 16, 16, 16, 16, 16)},
 }
