@@ -11,6 +11,8 @@ from .collate import collate
 from .datasets import DetectionFiles, from_coco, from_voc, from_yolo
 from .digits import DigitCanvas, Digits
 from .export import export_dataset, open_export
+from .flow_real import FlowFrames, GrafFlow, StereoFlow
+from .flow_warped import WarpedPhotoFlow
 from .nuclei import Nuclei
 from .records import Categories, ImageRecord
 from .registry import build_dataset
@@ -24,6 +26,8 @@ __all__ = [
     "DetectionFiles",
     "DigitCanvas",
     "Digits",
+    "FlowFrames",
+    "GrafFlow",
     "ImageRecord",
     "Nuclei",
     "ShapesFlow",
@@ -31,6 +35,8 @@ __all__ = [
     "ShapesStereo",
     "ShapesVideo",
     "ShapesWorld",
+    "StereoFlow",
+    "WarpedPhotoFlow",
     "build_dataset",
     "collate",
     "export_dataset",

@@ -46,7 +46,9 @@ from .keypoint_ops import crop_keypoints, flip_keypoints, scale_keypoints
 Target = dict[str, Any]
 JointTransform = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
-LABEL_MAPS = ("masks", "semantic", "parts", "instances", "valid", "valid_right")  # nearest, values kept
+LABEL_MAPS = (
+    "masks", "semantic", "parts", "instances", "valid", "valid_right", "occluded", "noc"
+)  # nearest, values kept
 VALUE_MAPS = ("flow", "disparity", "disparity_right", "depth", "depth_right")  # nearest, values scaled
 BOX_KEYS = ("boxes", "tracks")  # xyxy [N, 4] (single image, view 0) / [M, T, 4] (clip)
 PASS_THROUGH = ("image_id", "labels", "track_ids", "iscrowd", "focal", "baseline", "area", "visible")
