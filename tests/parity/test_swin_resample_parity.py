@@ -15,11 +15,12 @@ from timm.models.swin_transformer import checkpoint_filter_fn
 from torch import Tensor, nn
 from torchvision.models.swin_transformer import SwinTransformer as TvSwin
 
-from structpred.models import get_model
+from structpred.models import from_timm, get_model
 from structpred.models.weights import copy_renamed, timm_swin, torchvision_swin
 
 ATOL = 1e-5
 DEPTHS = (1, 1, 1, 1)
+NARROW = {"embed_dim": 32, "num_heads": (1, 2, 4, 8)}  # for the logit comparisons (speed)
 
 
 def timm_at(img_size: int, seed: int = 0, **kwargs: object) -> nn.Module:
@@ -41,10 +42,10 @@ def load_like_load_weights(family: object, ours: nn.Module, state: Mapping[str, 
 # ours keeps the file's window and clips it per map (timm's dynamic rule): ~1e-5 apart on random weights.
 @pytest.mark.parametrize(("saved", "built"), [(224, 384), (224, 256)])
 def test_a_timm_file_at_another_size_matches_timm_built_at_that_size(saved: int, built: int) -> None:
-    state = timm_at(saved).state_dict()
-    theirs = timm_at(built, seed=5)
+    state = timm_at(saved, **NARROW).state_dict()
+    theirs = timm_at(built, seed=5, **NARROW)
     theirs.load_state_dict(checkpoint_filter_fn(state, theirs))
-    ours = get_model("swin_tiny_patch4_window7_224", num_classes=10, depths=DEPTHS, input_size=built).eval()
+    ours = from_timm(timm_at(built, seed=9, **NARROW))  # ours built at the new size, other values
     load_like_load_weights(timm_swin, ours, state)
     x = torch.randn(2, 3, built, built, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -81,11 +82,13 @@ def test_the_same_window_passes_unchanged() -> None:
 
 
 def test_a_window_12_file_loads_into_our_model_built_with_window_12() -> None:
-    state = timm_at(384, window_size=12).state_dict()
-    theirs = timm_at(384, seed=5, window_size=12)
+    state = timm_at(384, window_size=12, **NARROW).state_dict()
+    theirs = timm_at(384, seed=5, window_size=12, **NARROW)
     theirs.load_state_dict(state)
     ours = get_model("swin_tiny_patch4_window7_224", num_classes=10, depths=DEPTHS, input_size=384,
                      window_size=12).eval()  # fmt: skip
+    assert ours.backbone.config.window_size == 12
+    ours = from_timm(timm_at(384, seed=9, window_size=12, **NARROW))  # the same model, narrower
     load_like_load_weights(timm_swin, ours, state)
     x = torch.randn(1, 3, 384, 384, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
