@@ -152,6 +152,8 @@ class PointTracker:
             smaller eigenvalue (:func:`corner_strength`) is at least ``min_texture`` times its
             largest value in the frame (the paper skips homogeneous areas; Wang et al. 2011 use
             0.001); 0 seeds everywhere.
+        max_history: keep only the last this many frames' positions (a long video's writer needs
+            only :meth:`recent`); None keeps all, which :meth:`tracks` needs.
 
     Use :meth:`step` once per frame pair with ``flow_forward`` from frame t to t+1 and
     ``flow_backward`` from t+1 to t; then :meth:`tracks`. ``camera`` (a ``[3, 3]`` motion from t
@@ -167,6 +169,7 @@ class PointTracker:
         boundary_beta: float = 0.002,
         seed_new: bool = True,
         min_texture: float = 0.0,
+        max_history: int | None = None,
     ) -> None:
         if not isinstance(spacing, int) or isinstance(spacing, bool) or spacing < 1:
             raise ValueError(f"PointTracker: spacing must be a positive int, got {spacing!r}")
@@ -176,7 +179,10 @@ class PointTracker:
                 raise ValueError(f"PointTracker: {name} must be >= 0, got {value}")
         self.spacing, self.alpha, self.beta = spacing, alpha, beta
         self.boundary_alpha, self.boundary_beta = boundary_alpha, boundary_beta
-        self.seed_new, self.min_texture = seed_new, min_texture
+        if max_history is not None and max_history < 0:
+            raise ValueError(f"PointTracker: max_history must be >= 0 or None, got {max_history}")
+        self.seed_new, self.min_texture, self.max_history = seed_new, min_texture, max_history
+        self._dropped = 0  # frames forgotten under max_history
         self.size: tuple[int, int] | None = None
         self.frame = 0  # index of the frame the living points are in
         self._birth: list[int] = []  # per trajectory
@@ -290,6 +296,9 @@ class PointTracker:
         reason[~inside] = LEFT_IMAGE
         keep = reason == ALIVE
         self._frames.append((self._alive, self._pos, self._om))  # frame t is complete
+        if self.max_history is not None and len(self._frames) > self.max_history:
+            self._dropped += len(self._frames) - self.max_history
+            self._frames = self._frames[len(self._frames) - self.max_history :]
         for k in torch.nonzero(~keep).squeeze(1).tolist():
             tid = int(self._alive[k])
             self._death[tid], self._end[tid] = self.frame + 1, int(reason[k])
@@ -320,7 +329,12 @@ class PointTracker:
         return out
 
     def tracks(self) -> Tracks:
-        """The trajectories so far (frames ``0..self.frame``)."""
+        """The trajectories so far (frames ``0..self.frame``); needs the whole history."""
+        if self._dropped:
+            raise ValueError(
+                f"PointTracker.tracks: {self._dropped} frames were dropped (max_history={self.max_history}); "
+                "only recent() is available"
+            )
         T = self.frame + 1
         P = len(self._birth)
         points = torch.full((P, T, 2), float("nan"))

@@ -166,7 +166,7 @@ def _pairs(model: nn.Module, job: PredictJob, images: list[tuple[Path, Path]], s
 
 def _video(model: nn.Module, job: PredictJob, path: Path, stem: Path, sink: _Out, bar: Any) -> None:
     device = next(iter(model.parameters()), torch.empty(0)).device
-    tracker = PointTracker(spacing=SPACING, min_texture=MIN_TEXTURE)
+    tracker = PointTracker(spacing=SPACING, min_texture=MIN_TEXTURE, max_history=TAIL)  # any video length
     writer = VideoWriter(job.out / f"{stem}_annotated.mp4", probe_video(path).fps) if job.video_out else None
     previous: Tensor | None = None
     try:

@@ -241,3 +241,14 @@ def test_min_texture_seeds_only_where_the_frame_has_corners():
     assert len(plain.tracks()) == 6 * 12
     with pytest.raises(ValueError, match="flow's size"):
         PointTracker().step(zero, zero, frames=(frame, frame[:, :10]))
+
+
+def test_max_history_keeps_recent_and_refuses_tracks():
+    fw, bw = _occluder_clip()
+    full, short = PointTracker(spacing=4), PointTracker(spacing=4, max_history=2)
+    for t in range(fw.shape[0]):
+        full.step(fw[t], bw[t])
+        short.step(fw[t], bw[t])
+        assert torch.equal(full.recent(2).nan_to_num(-1), short.recent(2).nan_to_num(-1))
+    with pytest.raises(ValueError, match="dropped"):
+        short.tracks()
