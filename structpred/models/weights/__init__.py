@@ -67,6 +67,8 @@ def from_torchvision(tv_model: nn.Module) -> nn.Module:
 
     Detection: ``fasterrcnn_*`` -> ``FasterRCNN``, ``maskrcnn_resnet50_fpn`` -> ``MaskRCNN``.
     Segmentation: ``fcn_resnet50`` / ``deeplabv3_resnet50`` -> ``AtrousSegmenter``.
+    Optical flow: ``raft_large`` / ``raft_small`` -> ``RAFT`` (:meth:`~structpred.models.raft.RAFT.flow`
+    returns torchvision's list of flows).
 
     Raises:
         ValueError: no converter recognises ``tv_model`` (the message lists what is supported),

@@ -8,7 +8,8 @@ Sources, told apart by the path and the tensor names in the file:
   writes a checkpoint with the engine and reads it back with this module.
 - **torchvision**: a ``torch.save(tv_model.state_dict())`` file (``.pth`` / ``.pt``, or a
   ``.safetensors`` of the same names), read with ``torch.load(weights_only=True)`` (nothing is
-  unpickled that could run code). Faster / Mask R-CNN and FCN / DeepLabV3, renamed by the same
+  unpickled that could run code). Faster / Mask R-CNN, FCN / DeepLabV3 and RAFT (e.g. torchvision's
+  ``raft_large_C_T_SKHT_V2-ff5fadd5.pth`` into ``raft_large``), renamed by the same
   rules as :func:`~structpred.models.weights.from_torchvision`. A ``{"model": state_dict, ...}``
   file (torchvision's reference training scripts) is unwrapped.
 - **timm**: a ``state_dict`` file of timm's ViT / Swin classifiers (``.pth`` / ``.bin`` /
