@@ -70,11 +70,24 @@ def _cv2_flows(frames: torch.Tensor, method: str) -> tuple[torch.Tensor, torch.T
     return torch.stack(fw).float(), torch.stack(bw).float()
 
 
-def _model_flows(checkpoint: str, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_flow_model(checkpoint: str) -> torch.nn.Module:
+    """A run directory / ckpt json (``structpred train``), or ``pwcnet_narrow:FILE[:cost]`` (a bare
+    safetensors state of ``get_model("pwcnet_narrow", cost=...)``, as experiments/flow.py saves)."""
+    if checkpoint.startswith("pwcnet_narrow:"):
+        from safetensors.torch import load_file
+
+        from structpred.models import get_model
+
+        _, path, *cost = checkpoint.split(":")
+        model = get_model("pwcnet_narrow", cost=cost[0] if cost else "cosine")
+        model.load_state_dict(load_file(path))
+        return model.eval()
     from structpred.engine.run import load_model
 
-    model, _ = load_model(checkpoint)
-    model.eval()
+    return load_model(checkpoint)[0].eval()
+
+
+def _model_flows(model: torch.nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         fw = [model([torch.stack([frames[t], frames[t + 1]])])[0]["flow"][0] for t in range(len(frames) - 1)]
         bw = [model([torch.stack([frames[t + 1], frames[t]])])[0]["flow"][0] for t in range(len(frames) - 1)]
@@ -228,7 +241,11 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=40)
     ap.add_argument("--noise", type=float, default=0.2, help="std of the smooth flow noise (px)")
     ap.add_argument("--spacing", type=int, default=4)
-    ap.add_argument("--checkpoint", default=None, help="a trained flow run to add as a source")
+    ap.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a trained flow run to add as a source, or pwcnet_narrow:FILE.safetensors[:cost]",
+    )
     ap.add_argument("--quick", action="store_true", help="2 clips of 32 frames, GT sources only")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument(
@@ -251,6 +268,7 @@ def main() -> None:
         "no fb check": {"beta": math.inf},
         "no boundary check": {"boundary_beta": math.inf},
     }
+    flow_model = _load_flow_model(args.checkpoint) if args.checkpoint else None
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     g = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -263,7 +281,7 @@ def main() -> None:
                 fw = target["flow"] + _smooth_noise(tuple(target["flow"].shape), args.noise, g)
                 bw = target["flow_backward"] + _smooth_noise(tuple(target["flow"].shape), args.noise, g)
             elif source == "model":
-                fw, bw = _model_flows(args.checkpoint, frames)
+                fw, bw = _model_flows(flow_model, frames)
             else:
                 fw, bw = _cv2_flows(frames, source)
             cameras = dominant_motions(fw, model="affine", method="ransac", seed=i)
@@ -295,13 +313,14 @@ def main() -> None:
         "# Trajectories on shapes-motion clips (known camera and object motion)",
         "",
         f"`OMP_NUM_THREADS=1 python experiments/trajectories.py --clips {args.clips} --length {args.length}"
-        f" --noise {args.noise}{' --quick' if args.quick else ''}`: {args.clips} test clips of {args.length}"
-        f" frames at 96 x 128, camera `affine` (translation ~0.75-1.5 px/frame, zoom and roll up to 0.6 %"
-        f" / 0.006 rad per frame), tracking grid spacing {args.spacing} px, "
+        f" --noise {args.noise}{' --quick' if args.quick else ''}"
+        f"{f' --checkpoint {args.checkpoint}' if args.checkpoint else ''}`: {args.clips} test clips of"
+        f" {args.length} frames at 96 x 128, camera `affine` (translation ~0.75-1.5 px/frame, zoom and roll"
+        f" up to 0.6 % / 0.006 rad per frame), tracking grid spacing {args.spacing} px, "
         f"{time.perf_counter() - start:.0f} s. Flow sources: `gt` exact, `gt+noise` exact + smooth"
         f" Gaussian noise of {args.noise} px std (independent forward / backward), `farneback` / `dis`"
         " OpenCV's classical flow (peers)"
-        + (", `model` the checkpoint's flow" if args.checkpoint else "")
+        + (f", `model` the flow of `{args.checkpoint}`" if args.checkpoint else "")
         + ". No trained flow model of ours was used unless a `model` row shows.",
         "",
         "EPE: the forward flows' mean end-point error over valid pixels."
