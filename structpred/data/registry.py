@@ -3,7 +3,8 @@
 Specs: ``shapes`` (the built-in shapes world), ``shapes_keypoints`` (the same with named
 keypoints, :mod:`structpred.data.shapes_keypoints`), its pairs and clips ``shapes-flow`` (flow pairs),
 ``shapes-stereo`` (rectified stereo pairs), ``shapes-video`` (clips with tracks; see
-:mod:`structpred.data.shapes_views`), ``shapes-objects`` (one shapes-world object crop per item,
+:mod:`structpred.data.shapes_views`), ``shapes-motion`` (clips seen by a moving camera, exact
+flow both ways; :mod:`.shapes_motion`), ``shapes-objects`` (one shapes-world object crop per item,
 :mod:`structpred.data.shapes_objects`), ``digits`` (one real digit per item),
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
 ``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),

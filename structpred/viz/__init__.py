@@ -2,7 +2,8 @@
 
 Tensors in, ``uint8`` ``Tensor[3, H, W]`` out: ``draw_boxes``, ``draw_masks``,
 ``draw_label_map``, ``draw_keypoints``, ``overlay_label_map``, ``flow_to_color`` (+ ``flow_legend``),
-``depth_to_color``, ``make_grid``; ``save_png`` writes one to disk. ``structpred.viz.scores``: the AP of a PR
+``depth_to_color``, ``draw_tracks`` (point trajectories), ``make_grid``; ``save_png`` writes one to
+disk. ``structpred.viz.scores``: the AP of a PR
 curve (the metric's definition), the per-image scores and box confusion of the HTML report.
 ``plot_loss_curves`` and ``plot_pr_curves``
 (in ``structpred.viz.plots``, imported lazily because matplotlib is slow to import) write PNGs.
@@ -35,6 +36,7 @@ from .draw import (
 from .flow import flow_legend, flow_to_color
 from .keypoints import draw_keypoints
 from .scores import average_precision, box_image_ap50, detection_confusion, image_ap50, image_miou
+from .trajectories import draw_tracks
 
 _PLOTS = ("loss_curves_figure", "plot_loss_curves", "plot_pr_curves", "pr_curves_figure")
 
@@ -61,6 +63,7 @@ __all__ = [
     "draw_keypoints",
     "draw_label_map",
     "draw_masks",
+    "draw_tracks",
     "flow_color_wheel",
     "flow_legend",
     "flow_to_color",
