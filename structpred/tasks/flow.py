@@ -4,7 +4,10 @@ Shape shorthand: B pairs, H x W pixels.
 
 Inputs: pairs ``float32[2, 3, H, W]`` (frame0, frame1; ``layers.views.batch_views`` stacks a
 batch). Targets: ``flow`` float ``[2, H, W]`` (dx, dy) in pixels from frame0 to frame1 and
-``valid`` bool ``[H, W]`` (the pixel is visible in frame1). Predictions: one dict,
+``valid`` bool ``[H, W]`` (the pixel is visible in frame1); optional ``occluded`` bool ``[H, W]``
+(frame0 pixel hidden or out of view in frame1; its flow may still be valid) or ``noc`` (KITTI's
+non-occluded mask, ``occluded = ~noc``): with either, the metric adds ``epe_noc``, ``epe_occ``,
+``fl_noc``, ``fl_occ``, ``noc_pixels``, ``occ_pixels``. Predictions: one dict,
 ``flow`` float ``[B, 2, H, W]``. No classes. Metric: :class:`~structpred.metrics.flow.FlowMetric`
 (EPE, 1/3/5 px accuracy, Fl-all) over valid pixels. ``structpred predict``: image inputs in
 order are pairs (each frame with the next) -> ``.flo`` + colour PNG; a video -> its frames with
