@@ -143,7 +143,9 @@ def _lookup_level(level: Tensor, cx: Tensor, cy: Tensor, radius: int) -> Tensor:
     steps = torch.arange(-radius, radius + 2, device=level.device, dtype=torch.int64)  # (S,)
     cols = x0.to(torch.int64)[:, None] + steps  # (N, S)
     rows = y0.to(torch.int64)[:, None] + steps  # (N, S)
-    index = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # (N, S, S)
+    # The patch is gathered transposed, (N, S cols x, S rows y), so the window comes out x-major
+    # (RAFT's channel order) with no copy at the end.
+    index = cols.clamp(0, w - 1)[:, :, None] + rows.clamp(0, h - 1)[:, None, :] * w  # (N, S, S)
     patch = level.reshape(N, h * w).gather(1, index.reshape(N, side * side)).reshape(N, side, side)
     # Separable bilinear blend; a tap outside the level gets weight 0 (zero padding), folded into
     # the (N, S - 1) weights so no mask touches the (N, S, S) patch.
@@ -151,9 +153,9 @@ def _lookup_level(level: Tensor, cx: Tensor, cy: Tensor, radius: int) -> Tensor:
     row_in = ((rows >= 0) & (rows < h)).to(patch.dtype)
     west, east = (1 - fx) * col_in[:, :-1], fx * col_in[:, 1:]  # (N, S - 1) each
     north, south = (1 - fy) * row_in[:, :-1], fy * row_in[:, 1:]
-    across = patch[:, :, :-1] * west[:, None, :] + patch[:, :, 1:] * east[:, None, :]  # (N, S, S - 1)
-    window = across[:, :-1] * north[:, :, None] + across[:, 1:] * south[:, :, None]  # (N, 2r+1 dy, 2r+1 dx)
-    return window.transpose(1, 2).reshape(N, -1)  # -> (N, dx, dy) -> (N, (2r + 1)^2), dx-major
+    down = patch[:, :, :-1] * north[:, None, :] + patch[:, :, 1:] * south[:, None, :]  # (N, S x, 2r+1 dy)
+    window = down[:, :-1] * west[:, :, None] + down[:, 1:] * east[:, :, None]  # (N, 2r+1 dx, 2r+1 dy)
+    return window.reshape(N, -1)  # (N, (2r + 1)^2), dx-major
 
 
 def pyramid_lookup(pyramid: list[Tensor], coords: Tensor, radius: int = 4) -> Tensor:
