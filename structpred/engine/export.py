@@ -19,6 +19,8 @@ semantic_segmentation  ``images [B, 3, H, W]``  ``logits [B, K, H, W]``, ``label
 classification         ``images [B, 3, H, W]``  ``class_logits [B, K]``, ``scores [B]``, ``labels int64[B]``
   (sequence models)    ``inputs [B, T, F]``     the same
 regression             ``inputs [B, T, F]``     ``value [B, O]``
+optical_flow           ``frame0 [B, 3, H, W]``, ``flow [B, 2, H, W]`` (H x W fixed at export)
+                       ``frame1 [B, 3, H, W]``
 language_model         ``ids int64[B, T]``      ``token_logits [B, T, V]``
 =====================  =======================  =====================================================
 
@@ -91,6 +93,20 @@ class SegmentationExport(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         preds, _ = self.model(images)
         return preds["logits"], preds["label_map"]
+
+
+class FlowExport(nn.Module):
+    """``frame0 [B, 3, H, W]``, ``frame1 [B, 3, H, W]`` (in [0, 1]) -> ``(flow [B, 2, H, W],)``.
+
+    Two frame inputs rather than one ``[B, 2, 3, H, W]``: the names say which frame is which."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame0: Tensor, frame1: Tensor) -> tuple[Tensor]:
+        preds, _ = self.model(torch.stack([frame0, frame1], dim=1))  # (B, 2, 3, H, W)
+        return (preds["flow"],)
 
 
 class StackedExport(nn.Module):
@@ -198,6 +214,14 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
             # U-Nets' mirror pad and crops: onnxruntime gets them at the traced size only.
             image = {0: "batch"}
         return ExportSpec(name, task, wrapper, ("images",), ("logits", "label_map"), (x,), (image,))
+    if task == "optical_flow":
+        # H x W fixed (RAFT: the correlation pyramid's level sizes and lookup bounds are guards
+        # torch.export cannot solve symbolically; docs/raft.md); the batch is dynamic.
+        frames = (x[:, 0].contiguous(), x[:, 1].contiguous())  # (B, 2, 3, H, W) -> 2 x (B, 3, H, W)
+        batch = {0: "batch"}
+        return ExportSpec(
+            name, task, FlowExport(model), ("frame0", "frame1"), ("flow",), frames, (batch, batch)
+        )
     keys = {
         "classification": ("class_logits", "scores", "labels"),
         "regression": ("value",),

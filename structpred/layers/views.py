@@ -41,7 +41,9 @@ def batch_views(images: Sequence[Tensor] | Tensor, num_views: int | None, where:
     if isinstance(images, Tensor):
         if images.dim() != 5:
             raise ValueError(f"{where}: images as a Tensor must be [B, V, 3, H, W], got {_describe(images)}")
-        items: list[Tensor] = list(images.unbind(0))  # (B, V, 3, H, W) -> B x (V, 3, H, W)
+        # Checked as a whole, not unbound into B items: under torch.export B stays symbolic (a list
+        # of B tensors would fix it to the traced batch). Errors name images[0]: all items share a shape.
+        items: list[Tensor] = [images[0]] if images.shape[0] else []
     elif isinstance(images, (list, tuple)):
         items = list(images)
     else:

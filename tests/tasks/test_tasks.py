@@ -19,8 +19,7 @@ def test_every_task_describes_itself_and_has_models() -> None:
     for name in list_tasks():
         task = get_task(name)
         assert name in task.describe() and task.prediction_keys
-        if name != "optical_flow":  # its models come with the flow issue
-            assert list_models(name), f"no model for task {name}"
+        assert list_models(name), f"no model for task {name}"
     with pytest.raises(ValueError, match="unknown task 'tracking'; known: .*detection"):
         get_task("tracking")
 
