@@ -190,6 +190,8 @@ class PWCNet(nn.Module):
     :meth:`pyramid_flows` gives every level's flow (what the loss sees).
     """
 
+    class_dependent_tensors: tuple[str, ...] = ()  # no classes: every tensor loads as it is
+
     def __init__(self, config: PWCNetConfig | None = None) -> None:
         super().__init__()
         c = config or PWCNetConfig()

@@ -147,14 +147,6 @@ def test_cli_backbone_args_trainable_layers(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- --freeze backbone:N
 
 
-def _freeze_knows_units() -> bool:
-    import importlib
-    import inspect
-
-    return "layer_units" in inspect.getsource(importlib.import_module("structpred.models.weights.freeze"))
-
-
-@pytest.mark.skipif(not _freeze_knows_units(), reason="freeze.backbone_stages does not read layer_units yet")
 @pytest.mark.parametrize(("name", "kwargs"), [
     ("vit_narrow", {}), ("swin_narrow", {}),
     ("fasterrcnn_fpn", {"backbone": "vit_narrow", "num_classes": 3}),

@@ -6,7 +6,6 @@ model built at the new size from the same file, within 1e-5 (float32, eval). Ran
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,6 @@ from structpred.backbones import get_backbone
 from structpred.models import from_torchvision, get_model
 from structpred.models.image_classifier import ImageClassifier
 from structpred.models.weights import copy_renamed, load_weights, timm_vit, torchvision_vit
-from structpred.models.weights import load as load_module
 
 ATOL = 1e-5
 
@@ -134,9 +132,6 @@ def test_a_torchvision_file_at_another_size_matches_interpolate_embeddings(saved
 # ----------------------------------------------------------------------------- through load_weights
 
 
-@pytest.mark.skipif(
-    "adapt_state" not in inspect.getsource(load_module), reason="load_weights does not call adapt_state yet"
-)
 def test_load_weights_resamples_a_timm_file_saved_at_224_into_a_384_model(tmp_path: Path) -> None:
     torch.save(timm_at(224).state_dict(), tmp_path / "vit224.pth")
     theirs = timm_at(384, seed=5)

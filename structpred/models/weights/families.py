@@ -4,7 +4,9 @@ convert: one module each.
 A family module provides ``SUPPORTED`` (what it takes, for error messages), ``recognises(tv_model)``
 and ``convert(tv_model)`` (a built torchvision model, recognised by its structure: nothing here
 imports torchvision or timm), and ``recognises_state(names)``, ``state_family(names)`` and
-``state_rules(model, names)`` (a saved ``state_dict`` file, recognised by its tensor names). A new
+``state_rules(model, names)`` (a saved ``state_dict`` file, recognised by its tensor names), and
+optionally ``adapt_state(model, state) -> state`` (tensors changed before renaming, e.g. a ViT
+position table resampled to another input size). A new
 family is a new module plus its line here.
 """
 

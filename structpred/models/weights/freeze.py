@@ -52,7 +52,10 @@ def backbone_stages(model: nn.Module) -> list[list[str]]:
     names = [n for n, _ in children]
     groups: list[list[str]]
     stage_indices = getattr(body, "stage_indices", None)
-    if all(f"layer{i}" in names for i in range(1, 5)):  # ResNet, NarrowNet: stem + layer1..4
+    units = getattr(body, "layer_units", None)
+    if callable(units):  # ViT, Swin: the embedding, then each block / stage (the backbone's own units)
+        groups = units()
+    elif all(f"layer{i}" in names for i in range(1, 5)):  # ResNet, NarrowNet: stem + layer1..4
         first = names.index("layer1")
         stem = [n for n, m in children[:first] if _has_params(m)]
         groups = [stem, *([f"layer{i}"] for i in range(1, 5))]

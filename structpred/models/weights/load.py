@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,20 +170,23 @@ def _read(path: Path) -> tuple[str, Path, dict[str, Tensor], dict[str, Any]]:
 
 
 def _state_plan(
-    model: nn.Module, names: Collection[str], file: Path
-) -> tuple[str, str, tuple[Rule, ...], tuple[str, ...]]:
-    """``(kind, family, rules, skip)`` for a plain state dict, by its tensor names and our model."""
+    model: nn.Module, names: Mapping[str, Tensor], file: Path
+) -> tuple[str, str, tuple[Rule, ...], tuple[str, ...], dict[str, Tensor]]:
+    """``(kind, family, rules, skip, state)`` for a plain state dict, by its tensor names and our
+    model; ``state`` is the file's tensors after the family's ``adapt_state`` (if any)."""
     for kind, families in (("torchvision", TORCHVISION_FAMILIES), ("timm", TIMM_FAMILIES)):
         for module in families:
             if module.recognises_state(names):
                 family = module.state_family(names)
                 try:
                     rules, skip = module.state_rules(model, names)
+                    adapt = getattr(module, "adapt_state", None)  # e.g. positions saved at another size
+                    state = adapt(model, names) if adapt is not None else dict(names)
                 except ValueError as err:
                     raise ValueError(
                         f"{file}: {family} weights do not fit {type(model).__name__}: {err}"
                     ) from None
-                return kind, family, rules, skip
+                return kind, family, rules, skip, state
     shown = ", ".join(sorted(names)[:4])
     supported = ", ".join(
         [f"torchvision {module.SUPPORTED}" for module in TORCHVISION_FAMILIES]
@@ -216,8 +219,7 @@ def load_weights(model: nn.Module, path: str | Path) -> WeightsReport:
         family, rules = f"ours: {name}" if name else "ours", _IDENTITY
         skip: tuple[str, ...] = ()
     else:
-        state = tensors
-        kind, family, rules, skip = _state_plan(model, state, file)
+        kind, family, rules, skip, state = _state_plan(model, tensors, file)
     reinit = class_dependent_patterns(model)
     mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:
