@@ -7,19 +7,22 @@ pictures): layers of real photos (scikit-image's samples, the Middlebury frames 
 shows every layer in place, frame1 shows each layer ``k`` warped by its 3 x 3 map ``H_k``
 (painter's order), the flow of a frame0 pixel is ``H_k p - p`` of its top layer, and it is valid
 when that point lies inside frame1 and is not covered there by a layer in front. Three kinds,
-mixed 40 / 25 / 35 %:
+mixed 40 / 25 / 35 % by default (``--mix CHAIRS HOMOGRAPHY``, the rest stereo):
 
 * ``chairs``: a background moved by a random similarity, 2-5 foreground patches (rounded
   rectangles / ellipses textured from other photos) each moved by its own similarity;
 * ``homography``: the whole picture seen from another viewpoint (corners moved by up to
   30 % of the side, plus a shift) — graf-like perspective;
 * ``stereo``: horizontal flow only, ``dx = -d(x, y)``: a slanted background plane of disparity
-  0-45 px and 1-4 patches in front (larger disparity; order by disparity) — rectified stereo.
+  0-45 px and 1-4 patches in front, up to 40 px more (``--disp 45 40``; order by disparity) —
+  rectified stereo.
 
 Photometric variety (each pair): colour jitter, gamma, then per frame a small gain / offset
 difference, Gaussian noise and sometimes blur. Training: ``--steps`` Adam steps of ``--batch``
 random ``--crop`` crops (fresh every step), lr ``--lr`` with a 5 % warm-up and cosine decay,
-gradient norm clipped at 10.
+gradient norm clipped at 10. ``--max-minutes`` makes the run fit a wall-time budget counted from
+start-up: the schedule follows progress = max(step / steps, elapsed / budget) and training stops
+when the budget is spent (the steps done are logged in ``results.json`` / the log).
 
 Evaluation on real ground truth (:class:`~structpred.metrics.flow.FlowMetric`, valid pixels
 only), each pair downscaled by a stated factor (area interpolation; the flow divided by it):
@@ -188,9 +191,15 @@ def _mask(g: torch.Generator, xs: Tensor, ys: Tensor, h: int, w: int) -> Tensor:
 
 
 def synthetic_pair(
-    photos: list[Tensor], h: int, w: int, g: torch.Generator, kind: str
+    photos: list[Tensor],
+    h: int,
+    w: int,
+    g: torch.Generator,
+    kind: str,
+    disp_range: tuple[float, float] = (45.0, 40.0),
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One pair [2, 3, h, w], flow [2, h, w] (px), valid [h, w] (module doc)."""
+    """One pair [2, 3, h, w], flow [2, h, w] (px), valid [h, w] (module doc). ``disp_range`` =
+    (background, foreground): stereo background disparity in [0, bg], patches up to fg more."""
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
     )
@@ -204,9 +213,9 @@ def synthetic_pair(
         maps.append(cv2.getPerspectiveTransform(src, dst).astype(np.float64))
         n_fg = 0
     elif kind == "stereo":
-        disp = [_u(g, 0, 45)]
+        disp = [_u(g, 0, disp_range[0])]
         n_fg = int(torch.randint(1, 5, (), generator=g))
-        disp += sorted(_u(g, disp[0], disp[0] + 40) for _ in range(n_fg))
+        disp += sorted(_u(g, disp[0], disp[0] + disp_range[1]) for _ in range(n_fg))
         for d in disp:  # x' = x - (d + b (x - cx) + c (y - cy)), y' = y (+ sub-pixel jitter)
             b, c = _u(g, -0.08, 0.08), _u(g, -0.08, 0.08)
             maps.append(np.array([[1 - b, -c, -d + b * cx + c * cy], [0, 1, _u(g, -0.3, 0.3)], [0, 0, 1.0]]))
@@ -270,13 +279,23 @@ def photometric(pair: Tensor, g: torch.Generator) -> Tensor:
 
 
 def training_batch(
-    photos: list[Tensor], n: int, h: int, w: int, g: torch.Generator
+    photos: list[Tensor],
+    n: int,
+    h: int,
+    w: int,
+    g: torch.Generator,
+    mix: tuple[float, float] = (0.4, 0.25),
+    disp_range: tuple[float, float] = (45.0, 40.0),
 ) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    """``n`` photometrically varied pairs [n, 2, 3, h, w] and targets; ``mix`` = the shares of
+    "chairs" and "homography" pairs (the rest is "stereo")."""
+    if not (mix[0] >= 0 and mix[1] >= 0 and mix[0] + mix[1] <= 1):
+        raise ValueError(f"mix: shares of chairs and homography must be >= 0 and sum to <= 1, got {mix}")
     pairs, targets = [], []
     for _ in range(n):
         r = float(torch.rand((), generator=g))
-        kind = "chairs" if r < 0.4 else "homography" if r < 0.65 else "stereo"
-        pair, flow, valid = synthetic_pair(photos, h, w, g, kind)
+        kind = "chairs" if r < mix[0] else "homography" if r < mix[0] + mix[1] else "stereo"
+        pair, flow, valid = synthetic_pair(photos, h, w, g, kind, disp_range)
         pairs.append(photometric(pair, g))
         targets.append({"flow": flow, "valid": valid})
     return torch.stack(pairs), targets
@@ -443,7 +462,12 @@ def markdown(results: dict[str, dict[str, dict[str, float]]], pairs: dict[str, d
 
 
 # ------------------------------------------------------------------------------------ training
-def train(args: argparse.Namespace, photos: list[Tensor]) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+def train(
+    args: argparse.Namespace, photos: list[Tensor], started: float | None = None
+) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Adam on fresh synthetic batches. With ``args.max_minutes`` the schedule runs on
+    progress = max(step / steps, wall time since ``started`` / budget) and training stops at 1,
+    so a loaded machine gets fewer steps, each with the lr its progress calls for."""
     seed_everything(args.seed)
     model = get_model("pwcnet_narrow", cost=args.cost)
     if args.init is not None:  # continue from a saved run (a second stage with its own schedule)
@@ -452,35 +476,52 @@ def train(args: argparse.Namespace, photos: list[Tensor]) -> tuple[torch.nn.Modu
         model.load_state_dict(load_file(str(args.init)))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     warm = max(1, args.steps // 20)
+    budget = None if args.max_minutes is None else 60.0 * args.max_minutes
+    if budget is not None and budget <= 0:
+        raise ValueError(f"max_minutes must be > 0, got {args.max_minutes}")
+    began = time.perf_counter() if started is None else started
 
     def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
+        if budget is None:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
+        p = max((step + 1) / args.steps, (time.perf_counter() - began) / budget)  # progress in (0, 1]
+        if p < 0.05:
+            return p / 0.05
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (p - 0.05) / 0.95)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     g = torch.Generator().manual_seed(args.seed)
     h, w = args.crop
     history: list[dict[str, float]] = []
     t0, cpu0, running = time.perf_counter(), time.process_time(), 0.0
     model.train()
     for step in range(args.steps):
-        x, targets = training_batch(photos, args.batch, h, w, g)
+        if budget is not None and time.perf_counter() - began >= budget:
+            log.info("time budget (%.1f min) reached after %d steps", args.max_minutes, step)
+            break
+        for group in opt.param_groups:
+            group["lr"] = args.lr * lr_at(step)
+        x, targets = training_batch(photos, args.batch, h, w, g, tuple(args.mix), tuple(args.disp))
         _, losses = model(x, targets, predict=False)
         loss = losses["loss_epe"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
-        sched.step()
         running += float(loss.detach())
-        if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
+        if (
+            (step + 1) % args.log_every == 0
+            or step + 1 == args.steps
+            or (budget is not None and time.perf_counter() - began >= budget)
+        ):
             n = (step % args.log_every) + 1
             row = {
                 "step": step + 1,
                 "loss_epe": running / n,
                 "seconds": time.perf_counter() - t0,
                 "cpu_seconds": time.process_time() - cpu0,
+                "lr": opt.param_groups[0]["lr"],
             }
             history.append(row)
             log.info(
@@ -501,10 +542,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=6)
     ap.add_argument("--crop", type=int, nargs=2, default=(160, 224), metavar=("H", "W"))
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument(
+        "--mix",
+        type=float,
+        nargs=2,
+        default=(0.4, 0.25),
+        metavar=("CHAIRS", "HOMOGRAPHY"),
+        help="shares of chairs and homography pairs; the rest is stereo",
+    )
+    ap.add_argument(
+        "--disp",
+        type=float,
+        nargs=2,
+        default=(45.0, 40.0),
+        metavar=("BG", "FG"),
+        help="stereo disparity: background in [0, BG] px, patches up to FG px more",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cost", choices=("dot", "cosine"), default="cosine")
     ap.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-time budget from start-up (data making included): the lr schedule follows "
+        "max(step / steps, time / budget) and training stops when the budget is spent",
+    )
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--eval-only", type=Path, default=None, help="a saved weights file (model.safetensors)")
     ap.add_argument("--init", type=Path, default=None, help="start training from these weights")
@@ -520,8 +584,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import load_file, save_file
 
+    t_start = time.perf_counter()  # the budget counts the evaluation pairs' and photos' loading too
     pairs = real_pairs() if args.pairs == "own" else registered_pairs()
-    t_start = time.perf_counter()
     history: list[dict[str, float]] = []
     if args.eval_only is not None:
         model = get_model("pwcnet_narrow", cost=args.cost)
@@ -531,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info(
             "%d training photos; %d steps of %d x %s crops", len(photos), args.steps, args.batch, args.crop
         )
-        model, history = train(args, photos)
+        model, history = train(args, photos, started=t_start)
         save_file(model.state_dict(), str(args.out / "model.safetensors"))
     train_seconds = time.perf_counter() - t_start
     if not args.eval:
