@@ -39,11 +39,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .shapes import ShapesWorld, Target, Transforms
 from .shapes_render import Background, Scene, render_scene, texture_rgb, texture_t
 from .shapes_scene import sample_paths
+from .shapes_views import _ShapesViews
 
 CAMERAS = ("none", "translation", "affine")
 # The world's random streams per (split, seed, index): 0 scene, 1 motion pair, 2 paths; the
@@ -130,7 +130,7 @@ def _flow(owner: np.ndarray, camera: np.ndarray, object_moves: np.ndarray) -> np
     return flow.transpose(2, 0, 1)  # (H, W, 2) -> (2, H, W)
 
 
-class ShapesMotion(Dataset[tuple[Tensor, Target]]):
+class ShapesMotion(_ShapesViews):
     """Clips of the shapes world seen by a moving camera, with exact flow both ways (module docstring).
 
     Args:
@@ -168,19 +168,9 @@ class ShapesMotion(Dataset[tuple[Tensor, Target]]):
             camera_speed = min(self.world.size) / 64
         if not (isinstance(camera_speed, int | float) and math.isfinite(camera_speed) and camera_speed >= 0):
             raise ValueError(f"ShapesMotion: camera_speed must be a finite number >= 0, got {camera_speed!r}")
-        if transforms is not None and not callable(transforms):
-            raise ValueError(
-                "ShapesMotion: transforms must be a callable (frames, target) -> (frames, target)"
-            )
-        self.split, self.size, self.seed = split, self.world.size, seed
+        super().__init__(self.world, transforms, cache)
         self.length = self.num_views = length
         self.camera, self.camera_speed = camera, float(camera_speed)
-        self.transforms = transforms
-        self.categories = None
-        self._cache: dict[int, tuple[Tensor, Target]] | None = {} if cache else None
-
-    def __len__(self) -> int:
-        return len(self.world)
 
     def __repr__(self) -> str:
         clips = f"{len(self)} clips of {self.length} x {self.size}"
@@ -226,20 +216,6 @@ class ShapesMotion(Dataset[tuple[Tensor, Target]]):
             "image_id": torch.tensor(index, dtype=torch.int64),
         }
         return torch.from_numpy(frames), target
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        i = self.world._index(index)  # the world's IndexError / TypeError
-        hit = self._cache.get(i) if self._cache is not None else None
-        if hit is None:
-            hit = self._render(i)
-            if self._cache is not None:
-                self._cache[i] = hit
-        frames, target = hit
-        if self._cache is not None:  # copies: a caller's in-place change must not reach the cache
-            frames, target = frames.clone(), {k: v.clone() for k, v in target.items()}
-        if self.transforms is not None:
-            frames, target = self.transforms(frames, target)
-        return frames, target
 
 
 def true_tracks(target: Target, points: Tensor, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:

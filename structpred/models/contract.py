@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import torch
 from torch import Tensor
 
 
@@ -51,3 +52,30 @@ def checked_targets(
     if len(targets) != len(sizes):
         raise ValueError(f"{len(targets)} targets for {len(sizes)} images")
     return validate(targets, sizes)
+
+
+def flow_targets(targets: object, B: int, H: int, W: int, where: str) -> tuple[Tensor, Tensor]:
+    """The optical-flow task's targets, checked and stacked: ``(flow [B, 2, H, W], valid bool[B, H, W])``.
+
+    Each of the ``B`` dicts needs ``flow`` float ``[2, H, W]`` (px) and may carry ``valid`` bool
+    ``[H, W]`` (all pixels when absent); a pixel with a non-finite flow is not valid. ``where``
+    (the model's name) starts every error message.
+    """
+    if not isinstance(targets, (list, tuple)) or len(targets) != B:
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"{where}: {n} targets for {B} pairs")
+    flows, valids = [], []
+    for i, t in enumerate(targets):
+        flow = t.get("flow") if isinstance(t, dict) else None
+        if not isinstance(flow, Tensor) or tuple(flow.shape) != (2, H, W) or not flow.is_floating_point():
+            got = tuple(flow.shape) if isinstance(flow, Tensor) else type(flow).__name__
+            raise ValueError(f"{where}: targets[{i}]['flow'] must be a float Tensor[2, {H}, {W}], got {got}")
+        valid = t.get("valid")
+        if valid is None:
+            valid = torch.ones(H, W, dtype=torch.bool, device=flow.device)
+        if not isinstance(valid, Tensor) or tuple(valid.shape) != (H, W):
+            got = tuple(valid.shape) if isinstance(valid, Tensor) else type(valid).__name__
+            raise ValueError(f"{where}: targets[{i}]['valid'] must be a bool Tensor[{H}, {W}], got {got}")
+        flows.append(flow)
+        valids.append(valid.bool().to(flow.device) & torch.isfinite(flow).all(0))
+    return torch.stack(flows), torch.stack(valids)  # (B, 2, H, W), (B, H, W)

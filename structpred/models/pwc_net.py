@@ -49,7 +49,7 @@ from ..heads.flow_loss import PWC_SCALE, PWC_WEIGHTS, multiscale_epe
 from ..layers.views import batch_views
 from ..ops.correlation import local_correlation
 from ..ops.warp import flow_warp
-from .contract import check_request
+from .contract import check_request, flow_targets
 from .registry import register_model
 from .segmenter import config_from
 
@@ -282,36 +282,14 @@ class PWCNet(nn.Module):
         )
         return {"flow": full[:, :, :H, :W] / self.config.flow_scale}, losses  # (B, 2, H, W) px
 
+    @staticmethod
     def _targets(
-        self,
-        targets: Sequence[dict[str, Tensor]],
-        B: int,
-        H: int,
-        W: int,
-        pad_h: int,
-        pad_w: int,
-        like: Tensor,
+        targets: Sequence[dict[str, Tensor]], B: int, H: int, W: int, pad_h: int, pad_w: int, like: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Checked targets padded (as invalid) to Hp x Wp: flow ``[B, 2, Hp, Wp]``, valid ``[B, Hp, Wp]``."""
-        if not isinstance(targets, (list, tuple)) or len(targets) != B:
-            n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
-            raise ValueError(f"PWCNet: {n} targets for {B} pairs")
-        flows, valids = [], []
-        for i, t in enumerate(targets):
-            flow = t.get("flow") if isinstance(t, dict) else None
-            if not isinstance(flow, Tensor) or tuple(flow.shape) != (2, H, W) or not flow.is_floating_point():
-                got = tuple(flow.shape) if isinstance(flow, Tensor) else type(flow).__name__
-                raise ValueError(f"PWCNet: targets[{i}]['flow'] must be float [2, {H}, {W}], got {got}")
-            valid = t.get("valid")
-            if valid is None:
-                valid = torch.ones(H, W, dtype=torch.bool, device=flow.device)
-            if not isinstance(valid, Tensor) or tuple(valid.shape) != (H, W):
-                got = tuple(valid.shape) if isinstance(valid, Tensor) else type(valid).__name__
-                raise ValueError(f"PWCNet: targets[{i}]['valid'] must be [{H}, {W}], got {got}")
-            flows.append(flow.to(like))
-            valids.append(valid.bool().to(like.device) & torch.isfinite(flows[-1]).all(0))
-        flow = F.pad(torch.stack(flows), (0, pad_w, 0, pad_h))  # (B, 2, H, W) -> (B, 2, Hp, Wp)
-        valid = F.pad(torch.stack(valids), (0, pad_w, 0, pad_h), value=False)  # (B, Hp, Wp)
+        flow, valid = flow_targets(targets, B, H, W, "PWCNet")  # (B, 2, H, W), (B, H, W)
+        flow = F.pad(flow.to(like), (0, pad_w, 0, pad_h))  # (B, 2, H, W) -> (B, 2, Hp, Wp)
+        valid = F.pad(valid.to(like.device), (0, pad_w, 0, pad_h), value=False)  # (B, Hp, Wp)
         return flow, valid
 
 

@@ -54,7 +54,7 @@ from ..heads.raft_update import (
 from ..layers.raft_blocks import RaftEncoder
 from ..layers.views import batch_views
 from ..ops.correlation import all_pairs_correlation, correlation_pyramid, pyramid_lookup
-from .contract import check_request
+from .contract import check_request, flow_targets
 from .registry import register_model
 from .segmenter import config_from
 
@@ -231,28 +231,6 @@ class RAFT(nn.Module):
         return self._padded_run(image1, image2, num_flow_updates, every=True)
 
     # ------------------------------------------------------------------------- contract
-    def _targets(
-        self, targets: Sequence[dict[str, Tensor]] | None, B: int, H: int, W: int
-    ) -> tuple[Tensor, Tensor] | None:
-        """Stacked ``(flow [B, 2, H, W], valid bool[B, H, W])``, validated."""
-        if targets is None:
-            return None
-        if not isinstance(targets, (list, tuple)) or len(targets) != B:
-            n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
-            raise ValueError(f"RAFT: {n} targets for {B} pairs")
-        flows, valids = [], []
-        for i, t in enumerate(targets):
-            f = t.get("flow") if isinstance(t, dict) else None
-            if not isinstance(f, Tensor) or tuple(f.shape) != (2, H, W) or not f.is_floating_point():
-                got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
-                raise ValueError(f"RAFT: targets[{i}]['flow'] must be a float Tensor[2, {H}, {W}], got {got}")
-            v = t.get("valid", torch.ones(H, W, dtype=torch.bool, device=f.device))
-            if not isinstance(v, Tensor) or tuple(v.shape) != (H, W):
-                got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-                raise ValueError(f"RAFT: targets[{i}]['valid'] must be a bool Tensor[{H}, {W}], got {got}")
-            flows.append(f)
-            valids.append(v.bool())
-        return torch.stack(flows), torch.stack(valids)  # (B, 2, H, W), (B, H, W)
 
     def forward(
         self,
@@ -266,7 +244,7 @@ class RAFT(nn.Module):
         check_request(targets is not None, predict, "RAFT")
         x = batch_views(pairs, 2, "RAFT")  # (B, 2, 3, H, W)
         B, _, _, H, W = x.shape
-        gt = self._targets(targets, B, H, W)
+        gt = flow_targets(targets, B, H, W, "RAFT") if targets is not None else None
         if not torch.compiler.is_exporting() and not bool(torch.isfinite(x).all()):
             raise ValueError("RAFT: the frames contain NaN or infinite values")
         x = 2 * x - 1  # [0, 1] -> [-1, 1], as torchvision's OpticalFlow transform
