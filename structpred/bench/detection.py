@@ -36,7 +36,6 @@ torchvision's count, the same network's useful work; ours' own count is shown be
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -47,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .timing import Comparison, compare, format_table
+from .timing import Comparison, compare, format_table, suite_parser, suite_repeats
 
 MODELS = {
     "resnet50_fpn": "fasterrcnn_resnet50_fpn",
@@ -290,18 +289,7 @@ def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return both Markdown tables."""
     import torchvision
 
-    parser = argparse.ArgumentParser(
-        prog="structpred bench detection",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="timed runs per side (median); default 5, quick 1"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny inputs, 1 repeat: a smoke run, not figures"
-    )
+    parser = suite_parser("detection", __doc__, 5)
     parser.add_argument(
         "--models",
         default=",".join(DEFAULT_MODELS),
@@ -312,9 +300,7 @@ def main(argv: list[str] | None = None) -> str:
     bad = [m for m in models if m not in MODELS]
     if bad or not models:
         parser.error(f"--models: unknown {bad or args.models!r}; choose from {', '.join(MODELS)}")
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
-    if repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be >= 1")
+    repeats = suite_repeats(parser, args)
     result = run(repeats, args.threads, args.quick, models)
     header = (
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads, "

@@ -30,8 +30,6 @@ Last, the all-pairs volume's memory (:func:`~structpred.ops.correlation.all_pair
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,7 +42,7 @@ from ..ops.correlation import (
     local_correlation,
     pyramid_lookup,
 )
-from .timing import Comparison, compare, format_table
+from .timing import Comparison, compare, format_table, suite_parser, suite_repeats
 
 SEED = 0
 TARGET = 1.0  # ours / peer
@@ -258,22 +256,9 @@ def run(repeats: int = 5, threads: int = 2, quick: bool = False) -> tuple[list[C
 
 def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return the three Markdown tables."""
-    parser = argparse.ArgumentParser(
-        prog="structpred bench flow",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="timed runs per side (median); default 5, quick 1"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny inputs, 1 repeat: a smoke run, not figures"
-    )
+    parser = suite_parser("flow", __doc__, 5)
     args = parser.parse_args(argv)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
-    if repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be >= 1")
+    repeats = suite_repeats(parser, args)
     previous_threads = torch.get_num_threads()
     try:
         models, ops = run(repeats, args.threads, args.quick)

@@ -24,7 +24,6 @@ median time, against this machine's float32 matmul peak measured in the same run
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .detection import Throughput, count_gflop, format_throughput, matmul_peak
-from .timing import Comparison, compare, format_table
+from .timing import Comparison, compare, format_table, suite_parser, suite_repeats
 from .vit import classifier_train_step
 
 MODEL = "swin_tiny_patch4_window7_224"
@@ -148,20 +147,9 @@ def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return both Markdown tables."""
     import timm
 
-    parser = argparse.ArgumentParser(
-        prog="structpred bench swin",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="timed runs per side (median); default 5, quick 1"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="tiny inputs and depths, 1 repeat: a smoke run")
+    parser = suite_parser("swin", __doc__, 5, quick_help="tiny inputs and depths, 1 repeat: a smoke run")
     args = parser.parse_args(argv)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 5)
-    if repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be >= 1")
+    repeats = suite_repeats(parser, args)
     previous_threads = torch.get_num_threads()
     try:
         rows, throughput, peak = run(repeats, args.threads, args.quick)

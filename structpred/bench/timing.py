@@ -71,6 +71,37 @@ def format_table(rows: list[Comparison], peer_name: str) -> str:
     return "\n".join(lines)
 
 
+def suite_parser(
+    suite: str, doc: str | None, default_repeats: int = 5, quick_help: str = ""
+) -> argparse.ArgumentParser:
+    """``structpred bench SUITE``'s parser with ``--repeats`` (default ``default_repeats``, quick 1),
+    ``--threads`` (2) and ``--quick``; :func:`suite_repeats` reads the first two back, checked."""
+    parser = argparse.ArgumentParser(
+        prog=f"structpred bench {suite}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help=f"timed runs per side (median); default {default_repeats}, quick 1",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--quick", action="store_true", help=quick_help or "tiny inputs, 1 repeat: a smoke run, not figures"
+    )
+    parser.set_defaults(default_repeats=default_repeats)
+    return parser
+
+
+def suite_repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The run's repeats (``--repeats``, else 1 under ``--quick``, else the suite's default); a
+    parser error when it or ``--threads`` is below 1."""
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else args.default_repeats)
+    if repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be >= 1")
+    return int(repeats)
+
+
 def bench_main(
     suite: str,
     doc: str | None,

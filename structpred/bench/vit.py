@@ -20,7 +20,6 @@ side's median time, against this machine's float32 matmul peak measured in the s
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .detection import Throughput, count_gflop, format_throughput, matmul_peak
-from .timing import Comparison, compare, format_table
+from .timing import Comparison, compare, format_table, suite_parser, suite_repeats
 
 MODEL = "vit_tiny_patch16_224"
 BATCH, IMAGE = 8, 224
@@ -132,18 +131,9 @@ def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return both Markdown tables."""
     import timm
 
-    parser = argparse.ArgumentParser(
-        prog="structpred bench vit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="timed runs per side (median); default 10, quick 1"
-    )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--quick", action="store_true", help="tiny inputs, 1 repeat: a smoke run")
+    parser = suite_parser("vit", __doc__, 10, quick_help="tiny inputs, 1 repeat: a smoke run")
     args = parser.parse_args(argv)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 10)
-    if repeats < 1 or args.threads < 1:
-        parser.error("--repeats and --threads must be >= 1")
+    repeats = suite_repeats(parser, args)
     previous_threads = torch.get_num_threads()
     try:
         rows, throughput, peak = run(repeats, args.threads, args.quick)
