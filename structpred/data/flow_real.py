@@ -28,6 +28,7 @@ OpenCV files live in ``<data root>/opencv-doc`` (``make data``, :mod:`.fetch_ope
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -216,7 +217,7 @@ def _same_size(where: str, shapes: dict[str, tuple[int, ...]]) -> None:
         raise ValueError(f"{where}: the files' sizes differ ({shown}, H x W); they must match")
 
 
-class _RealPairs(Dataset[tuple[Tensor, Target]]):
+class _RealPairs(Dataset[tuple[Tensor, Target]], abc.ABC):
     """Shared plumbing: split and scale checks, names, the item cache, transforms."""
 
     names: tuple[str, ...] = ()
@@ -242,8 +243,9 @@ class _RealPairs(Dataset[tuple[Tensor, Target]]):
     def __len__(self) -> int:
         return len(self.names)
 
+    @abc.abstractmethod
     def _load(self, index: int) -> tuple[Tensor, Target]:
-        raise NotImplementedError
+        """Pair ``index`` (at ``scale``; ``_shrink`` does it) before caching and transforms."""
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         if not isinstance(index, int) or isinstance(index, bool):
