@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+_CHUNK = 32  # f1 pixels per row chunk of local_correlation's banded GEMM
+
 
 def _check_pair(f1: object, f2: object, where: str) -> None:
     for name, f in (("f1", f1), ("f2", f2)):
@@ -67,12 +69,27 @@ def local_correlation(f1: Tensor, f2: Tensor, max_displacement: int) -> Tensor:
     d = _check_int(max_displacement, "local_correlation: max_displacement", 0)
     B, C, H, W = f1.shape
     side = 2 * d + 1
-    padded = F.pad(f2, (d, d, d, d))  # (B, C, H + 2d, W + 2d)
+    # Banded GEMM: per image row, a chunk of ``c`` f1 pixels against the ``c + 2d`` f2 pixels that
+    # any of them can reach, one (c x C) @ (C x (c + 2d)) product; the wanted products are the
+    # band prod[x, x + k], k = 0..2d, read as a strided view. (c + 2d) / (2d + 1) times the needed
+    # multiply-adds, but in a GEMM: ~25x faster than elementwise products on the CPU at 46 x 62.
+    c = min(_CHUNK, W)
+    chunks = -(-W // c)
+    Wp = chunks * c  # W padded to whole chunks
+    N = B * H * chunks
+    # (B, C, H, Wp) -> (B, H, Wp, C) -> (N, c, C): rows of f1 pixels, chunk by chunk
+    a = F.pad(f1, (0, Wp - W)).permute(0, 2, 3, 1).reshape(N, c, C)
+    padded = F.pad(f2, (d, d + Wp - W, d, d))  # (B, C, H + 2d, Wp + 2d)
     rows = []
     for dy in range(side):
-        band = padded[:, :, dy : dy + H, :]  # (B, C, H, W + 2d): f2 rows shifted by dy - d
-        windows = band.unfold(3, W, 1)  # (B, C, H, side, W): the side x-shifts, a view
-        rows.append(torch.einsum("bchw,bchkw->bkhw", f1, windows))  # (B, side, H, W)
+        band = padded[:, :, dy : dy + H, :]  # (B, C, H, Wp + 2d): f2 rows shifted by dy - d
+        reach = band.unfold(3, c + 2 * d, c)  # (B, C, H, chunks, c + 2d), overlapping windows
+        b = reach.permute(0, 2, 3, 1, 4).reshape(N, C, c + 2 * d)  # (N, C, c + 2d)
+        prod = torch.bmm(a, b)  # (N, c, c + 2d)
+        s0, s1, s2 = prod.stride()
+        diagonal = prod.as_strided((N, c, side), (s0, s1 + s2, s2))  # [n, x, k] = prod[n, x, x + k]
+        # (N, c, side) -> (B, H, Wp, side) -> crop -> (B, side (dx), H, W)
+        rows.append(diagonal.reshape(B, H, Wp, side)[:, :, :W].permute(0, 3, 1, 2))
     return torch.cat(rows, dim=1) / max(C, 1)  # (B, side * side, H, W), dy-major
 
 

@@ -58,10 +58,13 @@ def test_local_correlation_matches_a_naive_loop(shape: tuple[int, int, int, int]
     torch.testing.assert_close(out, _naive_local(f1, f2, d), atol=1e-6, rtol=1e-5)
 
 
-def test_local_correlation_matches_an_unfold_reference() -> None:
+@pytest.mark.parametrize(
+    "shape,d", [((2, 16, 12, 14), 3), ((1, 5, 3, 70), 2), ((1, 4, 2, 64), 4), ((1, 2, 1, 33), 0)]
+)
+def test_local_correlation_matches_an_unfold_reference(shape: tuple[int, int, int, int], d: int) -> None:
+    # widths of one, two and three row chunks, whole and partial (the banded GEMM's seams)
     g = torch.Generator().manual_seed(1)
-    f1, f2 = torch.randn(2, 16, 12, 14, generator=g), torch.randn(2, 16, 12, 14, generator=g)
-    d = 3
+    f1, f2 = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
     B, C, H, W = f1.shape
     side = 2 * d + 1
     patches = F.unfold(f2, kernel_size=side, padding=d).view(B, C, side * side, H, W)  # (B, C, K, H, W)
