@@ -20,6 +20,11 @@ EXAMPLES = """examples:
 optical flow models: image inputs, in the order given (a folder's files sorted), are a sequence of
 frames and each image is paired with the next (a.png b.png c.png: a->b, b->c); each pair writes
 <stem>.flo and <stem>_flow.png. A video writes its frames with point trajectories drawn.
+
+depth models: a stereo model reads image inputs in order as (left, right) pairs, a monocular model
+each image alone; each writes <stem>_disparity.png (colour) and <stem>_disparity.npy (px), and with
+--calib FOCAL,BASELINE[,DOFFS] also <stem>_depth.png (16-bit, metres x 256) and <stem>_depth.npy.
+  structpred predict --checkpoint out/stereo_run left.png right.png --calib 994.978,0.193,31.086
 """
 
 
@@ -41,6 +46,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         video_out=args.video_out,
         progress=not args.no_progress,
         best=args.best,
+        calib=args.calib,
     )
     out = path.parent
     items = json.loads((out / "images.json").read_text(encoding="utf-8"))
@@ -105,6 +111,13 @@ def add_parser(sub: Any) -> None:
         "--no-progress",
         action="store_true",
         help="no progress (default: a bar on a terminal, a few lines in a log)",
+    )
+    p.add_argument(
+        "--calib",
+        default=None,
+        metavar="FOCAL,BASELINE[,DOFFS]",
+        help="depth models: the pair's rectified camera (focal length px, baseline metres, principal-point "
+        "x offset px, default 0): also write depth in metres (16-bit PNG: metres x 256, and .npy)",
     )
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)

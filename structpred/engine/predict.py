@@ -22,6 +22,7 @@ from ..data.registry import build_dataset
 from ..tasks import task_of
 from ..tasks.base import PredictJob
 from ..tasks.coco_ids import checked_category_ids, image_ids_by_file_name
+from ..tasks.depth import check_calibration
 from ..tasks.outputs import expand_inputs, next_run_folder, output_stems
 from ..tasks.predict_loop import probe_inputs
 from ..tasks.video_frames import is_video
@@ -77,6 +78,7 @@ def predict_images(
     video_out: bool = False,
     progress: bool = True,
     best: bool = False,
+    calib: tuple[float, float, float] | str | None = None,
 ) -> Path:
     """Run the checkpoint's model on ``images`` (files, folders, globs; images and videos) or on
     the images of ``data``'s ``split``; returns the path of ``predictions.json``.
@@ -84,7 +86,8 @@ def predict_images(
     Outputs go under ``out_dir`` (None: a new numbered folder under ``out/predict``), mirroring
     the inputs' sub-folders (:mod:`structpred.tasks.outputs`). ``coco_json`` maps the image
     files to that json's image ids by file name; ``best`` takes the run directory's best
-    checkpoint instead of its last. Raises ``ValueError`` — before the model loads
+    checkpoint instead of its last; ``calib`` = (focal px, baseline m, doffs px) makes the depth
+    tasks write depth in metres beside the disparity. Raises ``ValueError`` — before the model loads
     for the inputs — for no or unreadable inputs (naming the file), an ``out_dir`` that would
     put outputs beside the inputs, categories that disagree with the checkpoint's, or a task
     that does not read images.
@@ -93,6 +96,7 @@ def predict_images(
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    checked_calib = check_calibration(calib) if calib is not None else None
     categories, where = None, ""
     image_ids: list[int] = []
     if data is not None:
@@ -124,6 +128,8 @@ def predict_images(
     job = PredictJob(
         paths, out, config.class_names, category_ids, score_threshold, batch_size, stems,
         image_ids=image_ids, video_out=video_out, progress=progress, total=total,
-        input_size=image_size if resample else None, amp=getattr(config, "amp", None),
+        input_size=image_size if resample else None, amp=getattr(config, "amp", None), calib=checked_calib,
     )  # fmt: skip
+    if calib is not None and task.name not in ("stereo_disparity", "monocular_depth"):
+        raise ValueError(f"--calib is for the depth tasks; {config.model_name} is a {task.name} model")
     return task.predict_files(model, job)

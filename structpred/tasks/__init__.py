@@ -4,7 +4,7 @@ A model declares its task at registration; the engine and the CLI dispatch throu
 :func:`get_task` (targets, predictions, metric, ``num_classes`` convention, predict writer).
 """
 
-from . import classification, detection, flow, keypoints, semantic_segmentation, sequence  # noqa: F401  (register)
+from . import classification, depth, detection, flow, keypoints, semantic_segmentation, sequence  # noqa: F401  (register)
 from .base import Task, get_task, list_tasks, register_task
 
 

@@ -72,6 +72,7 @@ class PredictJob:
     total: int = 0  # images + video frames expected (the progress bar's length; 0: unknown)
     input_size: int | None = None  # the model sees images resampled to this longer side (model_view)
     amp: str | None = None  # "bf16" / "fp16": run the model under autocast, as the run evaluated it
+    calib: tuple[float, float, float] | None = None  # (focal px, baseline m, doffs px): depth in metres
 
     def model_view(self, image: Tensor) -> Tensor:
         """``image`` as the model was trained to see it: resampled to a longer side of
@@ -240,8 +241,11 @@ def expect_items(
     expect(isinstance(predictions, list), f"{task}: predictions must be a list of per-item dicts")
     expect(len(predictions) == batch_size, f"{task}: {len(predictions)} predictions for {batch_size} items")
     for i, p in enumerate(predictions):
-        expect(isinstance(p, dict) and sorted(p) == sorted(keys), f"{task}: predictions[{i}] keys "
-               f"{sorted(p) if isinstance(p, dict) else type(p).__name__} != {sorted(keys)}")
+        expect(
+            isinstance(p, dict) and sorted(p) == sorted(keys),
+            f"{task}: predictions[{i}] keys "
+            f"{sorted(p) if isinstance(p, dict) else type(p).__name__} != {sorted(keys)}",
+        )
     return predictions
 
 
