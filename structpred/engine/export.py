@@ -21,6 +21,9 @@ classification         ``images [B, 3, H, W]``  ``class_logits [B, K]``, ``score
 regression             ``inputs [B, T, F]``     ``value [B, O]``
 optical_flow           ``frame0 [B, 3, H, W]``, ``flow [B, 2, H, W]`` (H x W fixed at export)
                        ``frame1 [B, 3, H, W]``
+stereo_disparity       ``left [B, 3, H, W]``,   ``disparity [B, 1, H, W]`` (px, left view; H x W fixed)
+                       ``right [B, 3, H, W]``
+monocular_depth        ``image [B, 3, H, W]``   ``disparity [B, 1, H, W]`` (px; H x W fixed)
 language_model         ``ids int64[B, T]``      ``token_logits [B, T, V]``
 =====================  =======================  =====================================================
 
@@ -56,6 +59,11 @@ MAX_SIZE = {"batch": 4096, "height": 16384, "width": 16384, "proposals": 65536}
 
 #: Registered models that cannot be exported, with the precise reason. Empty reasons are a bug.
 NOT_EXPORTABLE: dict[str, str] = {}
+#: The pair tasks: their two inputs' names and their one output.
+PAIR_OUTPUTS = {
+    "optical_flow": ("frame0", "frame1", "flow"),
+    "stereo_disparity": ("left", "right", "disparity"),
+}
 #: The tasks whose models are detectors (one image in, N detections out) and their extra outputs.
 DETECTION_OUTPUTS: dict[str, tuple[str, ...]] = {
     "detection": (),
@@ -95,18 +103,32 @@ class SegmentationExport(nn.Module):
         return preds["logits"], preds["label_map"]
 
 
-class FlowExport(nn.Module):
-    """``frame0 [B, 3, H, W]``, ``frame1 [B, 3, H, W]`` (in [0, 1]) -> ``(flow [B, 2, H, W],)``.
+class PairExport(nn.Module):
+    """Two views ``[B, 3, H, W]`` each (in [0, 1]) -> ``(preds[key],)``: optical flow's
+    ``frame0, frame1 -> flow [B, 2, H, W]``, stereo's ``left, right -> disparity [B, 1, H, W]``.
 
-    Two frame inputs rather than one ``[B, 2, 3, H, W]``: the names say which frame is which."""
+    Two inputs rather than one ``[B, 2, 3, H, W]``: the names say which view is which."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, key: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.key = model, key
 
-    def forward(self, frame0: Tensor, frame1: Tensor) -> tuple[Tensor]:
-        preds, _ = self.model(torch.stack([frame0, frame1], dim=1))  # (B, 2, 3, H, W)
-        return (preds["flow"],)
+    def forward(self, view0: Tensor, view1: Tensor) -> tuple[Tensor]:
+        preds, _ = self.model(torch.stack([view0, view1], dim=1))  # 2 x (B, 3, H, W) -> (B, 2, 3, H, W)
+        return (preds[self.key],)
+
+
+class SingleViewExport(nn.Module):
+    """``image [B, 3, H, W]`` -> ``(preds[key],)`` of a pair model that also reads single views
+    (a monocular depth model: ``disparity [B, 1, H, W]``)."""
+
+    def __init__(self, model: nn.Module, key: str) -> None:
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, image: Tensor) -> tuple[Tensor]:
+        preds, _ = self.model(image[:, None])  # (B, 3, H, W) -> (B, 1, 3, H, W): one view per item
+        return (preds[self.key],)
 
 
 class StackedExport(nn.Module):
@@ -214,14 +236,18 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
             # U-Nets' mirror pad and crops: onnxruntime gets them at the traced size only.
             image = {0: "batch"}
         return ExportSpec(name, task, wrapper, ("images",), ("logits", "label_map"), (x,), (image,))
-    if task == "optical_flow":
+    if task in PAIR_OUTPUTS:
         # H x W fixed (RAFT: the correlation pyramid's level sizes and lookup bounds are guards
-        # torch.export cannot solve symbolically; docs/raft.md); the batch is dynamic.
-        frames = (x[:, 0].contiguous(), x[:, 1].contiguous())  # (B, 2, 3, H, W) -> 2 x (B, 3, H, W)
+        # torch.export cannot solve symbolically, docs/raft.md; stereo: the padding to the cost
+        # volume's stride); the batch is dynamic.
+        first, second, key = PAIR_OUTPUTS[task]
+        views = (x[:, 0].contiguous(), x[:, 1].contiguous())  # (B, 2, 3, H, W) -> 2 x (B, 3, H, W)
         batch = {0: "batch"}
-        return ExportSpec(
-            name, task, FlowExport(model), ("frame0", "frame1"), ("flow",), frames, (batch, batch)
-        )
+        return ExportSpec(name, task, PairExport(model, key), (first, second), (key,), views, (batch, batch))
+    if task == "monocular_depth":  # the left view alone, as the model predicts (H x W fixed)
+        left = x[:, 0].contiguous()  # (B, 2, 3, H, W) -> (B, 3, H, W)
+        wrapper = SingleViewExport(model, "disparity")
+        return ExportSpec(name, task, wrapper, ("image",), ("disparity",), (left,), ({0: "batch"},))
     keys = {
         "classification": ("class_logits", "scores", "labels"),
         "regression": ("value",),
