@@ -13,9 +13,11 @@ mixed 40 / 25 / 35 % by default (``--mix CHAIRS HOMOGRAPHY``, the rest stereo):
   rectangles / ellipses textured from other photos) each moved by its own similarity;
 * ``homography``: the whole picture seen from another viewpoint (corners moved by up to
   30 % of the side, plus a shift) — graf-like perspective;
-* ``stereo``: horizontal flow only, ``dx = -d(x, y)``: a slanted background plane of disparity
-  0-45 px and 1-4 patches in front, up to 40 px more (``--disp 45 40``; order by disparity) —
-  rectified stereo.
+* ``stereo``: horizontal flow only, ``dx = -d(x, y)``: rectified stereo pairs rendered by the
+  library's :func:`structpred.data.stereo_warped.render_stereo_pair` (the ``stereo-warped``
+  dataset's scenes) from the same photos: a slanted background plane of disparity 0-45 px and
+  1-4 fronto-parallel or slanted patches in front, up to 40 px more (``--disp 45 40``), the
+  nearest surface seen at every point; valid where the match is visible in the right view.
 
 Photometric variety (each pair): colour jitter, gamma, then per frame a small gain / offset
 difference, Gaussian noise and sometimes blur. Training: ``--steps`` Adam steps of ``--batch``
@@ -61,6 +63,7 @@ from torch import Tensor
 
 import structpred.models.pwc_net  # noqa: F401  (registers pwcnet_narrow)
 from structpred.data.shakespeare import data_root
+from structpred.data.stereo_warped import render_stereo_pair
 from structpred.engine.trainer import seed_everything
 from structpred.metrics.flow import FlowMetric
 from structpred.models import get_model
@@ -200,6 +203,10 @@ def synthetic_pair(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One pair [2, 3, h, w], flow [2, h, w] (px), valid [h, w] (module doc). ``disp_range`` =
     (background, foreground): stereo background disparity in [0, bg], patches up to fg more."""
+    if kind == "stereo":  # the library's rendered stereo scenes, as flow (-d, 0)
+        pair, target = render_stereo_pair(photos, (h, w), g, disparity=disp_range, right_view=False)
+        d = target["disparity"]  # (1, h, w)
+        return pair, torch.cat([-d, torch.zeros_like(d)]), target["valid"]
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
     )
@@ -212,13 +219,6 @@ def synthetic_pair(
         dst += np.array([_u(g, -0.15, 0.15) * w, _u(g, -0.15, 0.15) * h], np.float32)
         maps.append(cv2.getPerspectiveTransform(src, dst).astype(np.float64))
         n_fg = 0
-    elif kind == "stereo":
-        disp = [_u(g, 0, disp_range[0])]
-        n_fg = int(torch.randint(1, 5, (), generator=g))
-        disp += sorted(_u(g, disp[0], disp[0] + disp_range[1]) for _ in range(n_fg))
-        for d in disp:  # x' = x - (d + b (x - cx) + c (y - cy)), y' = y (+ sub-pixel jitter)
-            b, c = _u(g, -0.08, 0.08), _u(g, -0.08, 0.08)
-            maps.append(np.array([[1 - b, -c, -d + b * cx + c * cy], [0, 1, _u(g, -0.3, 0.3)], [0, 0, 1.0]]))
     else:
         maps.append(_sim(g, 8, 0.08, 25, cx, cy))
         n_fg = int(torch.randint(2, 6, (), generator=g))

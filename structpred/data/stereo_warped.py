@@ -65,10 +65,11 @@ class _Photos(Sequence[Tensor]):
 
 
 def _sample(texture: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """``texture`` (3, h, w) read bilinearly at pixel-index points ``x``, ``y`` (H, W) -> (3, H, W)."""
+    """``texture`` (3, h, w) read bilinearly at pixel-index points ``x``, ``y`` (N,) -> (3, N)."""
     h, w = texture.shape[-2:]
-    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)  # (H, W, 2) normalised
-    return grid_sample(texture[None], grid[None].to(texture.dtype), padding_mode="border")[0]
+    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)  # (N, 2) normalised
+    out = grid_sample(texture[None], grid[None, None].to(texture.dtype), padding_mode="border")
+    return out[0, :, 0]  # (1, 3, 1, N) -> (3, N)
 
 
 def render_stereo_pair(
@@ -185,10 +186,14 @@ def render_stereo_pair(
         """Each pixel's layer texture at its left-view point -> (3, H, W)."""
         image = torch.zeros(3, H, W)
         for k in range(K + 1):
+            here = top == k  # (H, W)
+            if not bool(here.any()):
+                continue
             photo, affine = looks[k]
-            px = affine[0, 0] * x_left + affine[0, 1] * ys + affine[0, 2]
-            py = affine[1, 0] * x_left + affine[1, 1] * ys + affine[1, 2]
-            image = torch.where(top == k, _sample(photo, px, py), image)
+            x, y = x_left[here], ys[here]  # (N,) the layer's pixels only
+            px = affine[0, 0] * x + affine[0, 1] * y + affine[0, 2]
+            py = affine[1, 0] * x + affine[1, 1] * y + affine[1, 2]
+            image[:, here] = _sample(photo, px, py)
         return image
 
     top0, _, d0 = visible(False, xs)  # left view: disparity d0
