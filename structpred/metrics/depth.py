@@ -27,6 +27,7 @@ no scaling, no clamp (so the prediction must be positive there).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,7 +257,8 @@ def disparity_metrics(pred: ArrayLike, gt: ArrayLike, valid: ArrayLike | None = 
 
 def _scalar(x: float | Tensor, name: str, positive: bool = True) -> float:
     value = float(x.item()) if isinstance(x, Tensor) and x.numel() == 1 else x
-    if not isinstance(value, int | float) or not math.isfinite(value) or (positive and value <= 0):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy scalars too
+    if not ok or not math.isfinite(value) or (positive and value <= 0):
         raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {x!r}")
     return float(value)
 

@@ -255,8 +255,13 @@ def test_disparity_depth_conversion():
     assert back[0].tolist() == pytest.approx([0.0, 0.0, 10.0, 20.0, 0.0])
     d = torch.rand(4, 5, dtype=torch.float64) * 60 + 1
     assert torch.allclose(depth_to_disparity(disparity_to_depth(d, 700.0, 0.5, 3.0), 700.0, 0.5, 3.0), d)
+    assert torch.equal(disparity_to_depth(disp, np.float32(500.0), np.float64(0.1)), depth)  # numpy scalars
     with pytest.raises(ValueError, match="focal"):
         disparity_to_depth(disp, 0.0, 0.1)
+    with pytest.raises(ValueError, match="focal"):
+        disparity_to_depth(disp, True, 0.1)
+    with pytest.raises(ValueError, match="baseline"):
+        disparity_to_depth(disp, 1.0, torch.ones(2))
     with pytest.raises(ValueError, match="baseline"):
         depth_to_disparity(depth, 1.0, float("nan"))
     with pytest.raises(ValueError, match="disp must be a float"):
