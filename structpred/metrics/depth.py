@@ -226,7 +226,7 @@ def _disparity_counts(
     return float(err.sum()), int(err.size), int((err > 2.0).sum()), int((err > 3.0).sum()), int(d1.sum())
 
 
-def _disparity_result(total: float, n: int, bad2: int, bad3: int, d1: int) -> dict[str, float]:
+def _disparity_result(total: float, n: float, bad2: float, bad3: float, d1: float) -> dict[str, float]:
     if n == 0:
         return {k: math.nan for k in DISPARITY_KEYS}
     return {"epe": total / n, "bad2": 100.0 * bad2 / n, "bad3": 100.0 * bad3 / n, "d1": 100.0 * d1 / n}
@@ -376,7 +376,7 @@ class _Accumulator:
             self.protocols.add(protocol)
 
     def result(self, with_depth: bool) -> dict[str, Any]:
-        out: dict[str, Any] = _disparity_result(*self.disp)  # type: ignore[arg-type]
+        out: dict[str, Any] = _disparity_result(*self.disp)
         out["valid_pixels"] = int(self.disp[1])
         if with_depth:
             for k in DEPTH_KEYS:
