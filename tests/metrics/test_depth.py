@@ -417,3 +417,20 @@ def test_depth_metric_target_without_ground_truth_and_zero_prediction():
     assert out["depth_images"] == 1 and math.isfinite(out["abs_rel"]) and out["abs_rel"] > 100
     with pytest.raises(ValueError, match=r"targets\[0\]\['depth'\]"):
         metric.update({"disparity": torch.ones(1, 1, 4, 4)}, [{"depth": torch.ones(2, 4, 4)}])
+
+
+def test_engine_metrics_one_pixel_all_invalid_and_empty():
+    one = {"disparity": torch.tensor([[[2.0]]]), "focal": 10.0, "baseline": 1.0}  # gt 2 px = 5 m
+    m = DisparityMetric()
+    m.update({"disparity": torch.full((1, 1, 1, 1), 4.5)}, [one])  # 4.5 px = 2.222 m
+    out = m.compute()
+    assert out["epe"] == 2.5 and out["bad2"] == 100.0 and out["d1"] == 0.0 and out["valid_pixels"] == 1
+    assert out["abs_rel"] == pytest.approx(abs(5.0 - 10.0 / 4.5) / 5.0)
+    invalid = {**one, "valid": torch.zeros(1, 1, dtype=torch.bool)}
+    for metric in (DisparityMetric(), DepthMetric()):
+        metric.update({"disparity": torch.ones(1, 1, 1, 1)}, [invalid])
+        out = metric.compute()
+        assert out["valid_pixels"] == 0 and math.isnan(out["epe"]) and math.isnan(out["abs_rel"])
+        assert out["depth_images"] == 0
+        with pytest.raises(ValueError, match="empty"):
+            metric.update({"disparity": torch.ones(1, 1, 0, 3)}, [{"disparity": torch.ones(1, 0, 3)}])
