@@ -6,7 +6,7 @@ Shape shorthand: H, W source size; h, w size after ``scale``.
 Convention (as :class:`~structpred.data.shapes_views.ShapesStereo` and Middlebury): view 0 = left,
 view 1 = right; ``disparity`` float32 ``[1, h, w]`` pixels of the given width, positive, of the
 **left** view: left pixel ``x`` matches right pixel ``x - d``; ``valid`` bool ``[h, w]`` where the
-disparity is known, positive and ``x - d`` lies in the right image (``disparity`` is 0 elsewhere).
+disparity is known, positive and ``x - d`` lies in the right image (``disparity`` is 0 where unknown).
 Calibration scalars (float32): ``focal`` (px), ``baseline`` (m), ``doffs`` (px, principal-point
 x offset ``cx_right - cx_left``): ``depth = focal * baseline / (d + doffs)`` metres. ``scale`` (>= 1)
 shrinks an item (images bilinear antialiased, disparity nearest) and multiplies disparity,
@@ -459,9 +459,13 @@ def open_stereo_folder(
     if (root / "left").is_dir():
         available, folders = [UNSPLIT], {UNSPLIT: root}
     else:
-        folders = {canonical(p.name): p for p in sorted(root.iterdir()) if (p / "left").is_dir()}
+        folders = {
+            canonical(p.name): p
+            for p in sorted(root.iterdir())
+            if canonical(p.name) in SPLITS and (p / "left").is_dir()
+        }
         available = list(folders)
         if not available:
-            raise ValueError(f"{where}: no left/ folder (nor <split>/left/); see docs/depth_data.md")
+            raise ValueError(f"{where}: no left/ folder (nor train|val|test/left/); see docs/depth_data.md")
     return serve(available, split, val_fraction, split_seed, where,
                  lambda s: StereoFolder(folders[s], s if s in SPLITS else "val", **kwargs))  # fmt: skip
