@@ -65,6 +65,7 @@ def test_motorcycle_targets_calibration_and_convention():
     # left x <-> right x - d: the photographs agree under the ground truth, not under the mirror sign
     good = photo_error(views, d, valid)
     assert good < 0.06 and 2 * good < photo_error(views, -d, valid)
+    assert good < min(photo_error(views, 0.9 * d, valid), photo_error(views, 1.1 * d, valid))  # the scale
 
 
 def test_depth_is_scale_invariant_and_matches_the_formula():
@@ -107,6 +108,8 @@ def test_aloe_disparity_is_the_png_value_and_has_no_calibration():
     small_views, small = StereoReal("val", pairs="aloe", scale=4)[0]
     good = photo_error(small_views, small["disparity"], small["valid"])
     assert good < 0.08 and 2 * good < photo_error(small_views, -small["disparity"], small["valid"])
+    for wrong in (0.9, 1.1):  # pixel value = disparity: another scale matches worse
+        assert good < photo_error(small_views, wrong * small["disparity"], small["valid"])
     assert set(StereoReal("train", pairs="aloe", scale=8)[0][1]) == {"image_id"}
 
 
