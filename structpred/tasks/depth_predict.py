@@ -49,7 +49,8 @@ from ..viz import save_png
 from ..viz.depth import disparity_to_color
 from .base import PredictJob
 from .depth import check_calibration
-from .flow_predict import _write_json, check_pair
+from .flow_predict import check_pair
+from .outputs import write_json
 from .video_frames import is_video
 
 logger = logging.getLogger(__name__)
@@ -208,8 +209,8 @@ def predict_depth_files(
                                  "output": row["disparity_png"]})  # fmt: skip
                 bar.update(1)
     finally:
-        _write_json(job.out / "images.json", pictures)
-        _write_json(job.out / "predictions.json", rows)
+        write_json(job.out / "images.json", pictures)
+        write_json(job.out / "predictions.json", rows)
         bar.close()
     logger.info("%d disparity maps -> %s", len(rows), job.out)
     return job.out / "predictions.json"

@@ -27,9 +27,7 @@ refuses frames that are not ``[3, H, W]`` or hold NaN (the Python entry :func:`p
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from ..viz import save_png
 from ..viz.flow import flow_to_color
 from ..viz.trajectories import draw_tracks
 from .base import PredictJob
+from .outputs import write_json
 from .video_frames import VideoWriter, is_video, iter_frames, probe_video
 
 logger = logging.getLogger(__name__)
@@ -99,12 +98,6 @@ def _stats(flow: Tensor) -> dict[str, float]:
     return {"mean_flow": round(float(mag.mean()), 4), "max_flow": round(float(mag.max()), 4)}
 
 
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _check_inputs(job: PredictJob) -> None:
     """The pair rule's refusals, from the headers alone (before any output)."""
     images = [p for p in job.paths if not is_video(p)]
@@ -136,9 +129,9 @@ class _Out:
         self.images: list[dict[str, Any]] = []
 
     def finish(self) -> Path:
-        _write_json(self.out / "images.json", self.images)
+        write_json(self.out / "images.json", self.images)
         path = self.out / "predictions.json"
-        _write_json(path, self.rows)
+        write_json(path, self.rows)
         return path
 
 

@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .video_frames import VIDEO_SUFFIXES, is_video
 
@@ -86,3 +88,11 @@ def next_run_folder(base: Path) -> Path:
     while (base / f"{n:03d}").exists():
         n += 1
     return base / f"{n:03d}"
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as json atomically (a temporary beside it, then a rename: a reader never
+    sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value), encoding="utf-8")
+    os.replace(tmp, path)

@@ -26,9 +26,7 @@ saying what had been written: both json files are then written for the items don
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from ..data.images import image_size, read_image
 from ..progress import Progress, progress
 from ..viz import save_png
 from .base import ItemOutput, PredictJob
+from .outputs import write_json
 from .video_frames import VideoWriter, is_video, iter_frames, probe_video
 
 if TYPE_CHECKING:
@@ -103,13 +102,6 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as json atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class _Sink:
     """Writes items' outputs under ``job.out`` and keeps their json rows."""
 
@@ -160,9 +152,9 @@ class _Sink:
 
     def finish(self) -> Path:
         self.close_video()
-        _write_json(self.job.out / "images.json", self.images)
+        write_json(self.job.out / "images.json", self.images)
         path = self.job.out / "predictions.json"
-        _write_json(path, self.rows)
+        write_json(path, self.rows)
         return path
 
 

@@ -2,8 +2,8 @@
 
 Tensors in, ``uint8`` ``Tensor[3, H, W]`` out: ``draw_boxes``, ``draw_masks``,
 ``draw_label_map``, ``draw_keypoints``, ``overlay_label_map``, ``flow_to_color`` (+ ``flow_legend``),
-``depth_to_color``, ``draw_tracks`` (point trajectories), ``make_grid``; ``save_png`` writes one to
-disk. ``structpred.viz.scores``: the AP of a PR
+``depth_to_color``, ``disparity_to_color`` (+ ``disparity_legend``), ``draw_tracks`` (point
+trajectories), ``make_grid``; ``save_png`` writes one to disk. ``structpred.viz.scores``: the AP of a PR
 curve (the metric's definition), the per-image scores and box confusion of the HTML report.
 ``plot_loss_curves`` and ``plot_pr_curves``
 (in ``structpred.viz.plots``, imported lazily because matplotlib is slow to import) write PNGs.
@@ -22,6 +22,7 @@ from .colors import (
     parse_color,
     voc_palette,
 )
+from .depth import disparity_legend, disparity_to_color
 from .draw import (
     caption_font_size,
     caption_position,
@@ -57,6 +58,8 @@ __all__ = [
     "caption_position",
     "colormap_lut",
     "depth_to_color",
+    "disparity_legend",
+    "disparity_to_color",
     "detection_confusion",
     "distinct_color",
     "draw_boxes",
