@@ -108,7 +108,8 @@ def parse_calib_txt(data: bytes, where: str = "calib.txt") -> Calibration:
 
     ``doffs`` defaults to ``cam1``'s ``cx`` minus ``cam0``'s when ``cam1`` is given, else 0.
     ``ValueError`` naming ``where`` and the field: not text, a line without ``=``, a repeated key,
-    ``cam0`` / ``baseline`` missing, a matrix not 3 x 3, a non-finite number, focal or baseline <= 0.
+    ``cam0`` / ``baseline`` missing, a matrix not 3 x 3, a non-finite number, focal or baseline <= 0,
+    doffs < 0.
     """
     limits.check("max_text_file_bytes", len(data), where, "file size in bytes")
     try:
@@ -151,6 +152,8 @@ def parse_calib_txt(data: bytes, where: str = "calib.txt") -> Calibration:
         doffs = matrix("cam1")[0][2] - cam0[0][2]
     else:
         doffs = 0.0
+    if doffs < 0:
+        raise ValueError(f"{where}: doffs (cx right - cx left) is {doffs:g} < 0: are left and right swapped?")
     width = None
     if "width" in fields:
         w = _number(fields["width"], where, "width")

@@ -162,6 +162,8 @@ def test_calib_doffs_from_cam1_and_defaults():
         (b"cam0=[-1 0 0; 0 1 0; 0 0 1]\nbaseline=1", "must be > 0"),
         (b"cam0=[1 0 0; 0 1 0; 0 0 1]\nbaseline=0", "must be > 0"),
         (b"cam0=[1 0 0; 0 1 0; 0 0 1]\nbaseline=1\nbaseline=2", "twice"),
+        (b"cam0=[1 0 0; 0 1 0; 0 0 1]\nbaseline=1\ndoffs=-3", "swapped"),
+        (b"cam0=[1 0 5; 0 1 0; 0 0 1]\ncam1=[1 0 2; 0 1 0; 0 0 1]\nbaseline=1", "swapped"),
         (b"cam0=[1 0 0; 0 1 0; 0 0 1]\nbaseline=1\nwidth=3.5", "width"),
         (b"cam0=[1 0 0; 0 1 0; 0 0 1]\nbaseline 1", "key=value"),
         (b"\xff\xfe", "UTF-8"),
