@@ -222,6 +222,12 @@ def test_pfm_limit_before_reading():
         parse_pfm(b"Pf\n20 20\n-1.0\n" + bytes(1600), "big.pfm")
 
 
+def test_npy_limit_before_loading(tmp_path):
+    path = _npy(tmp_path, np.ones((20, 20), dtype=np.float32))
+    with limits.override(max_pixels=100), pytest.raises(limits.LimitError, match=r"d.npy.*max_pixels"):
+        read_disparity_file(path)
+
+
 def test_read_disparity_file_formats(tmp_path):
     values = np.array([[0.0, 1.5, 2.25], [np.inf, 0.0, 2.0]], dtype=np.float32)
     (tmp_path / "d.png").write_bytes(png16_bytes(np.nan_to_num(values, posinf=0) * 256))

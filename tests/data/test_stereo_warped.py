@@ -129,3 +129,15 @@ def test_bad_index_and_textures():
         ds[True]
     with pytest.raises(ValueError, match="textures is empty"):
         render_stereo_pair([], (8, 8), torch.Generator())
+
+
+def test_stereo_flip_keeps_the_geometry():
+    """A joint horizontal flip swaps the views and the two disparities; the match still holds."""
+    from structpred.data.transforms import hflip
+
+    views, target = WarpedPhotoStereo("train", photometric=False, **SMALL)[1]
+    fv, ft = hflip(views, target)
+    assert torch.equal(fv[0], views[1].flip(-1)) and torch.equal(
+        ft["disparity"], target["disparity_right"].flip(-1)
+    )
+    assert warp_error(fv[1], fv[0], -ft["disparity"], ft["valid"]) < 0.03
