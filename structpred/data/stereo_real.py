@@ -44,10 +44,10 @@ import torch
 from torch import Tensor
 
 from . import limits
-from .fetch_opencv_doc import opencv_doc_file
 from .flow_real import (
     EVAL_SPLITS,
     STEREO_PAIRS,
+    StereoFlow,
     Transforms,
     _read_disparity_npz,
     _RealPairs,
@@ -56,7 +56,6 @@ from .flow_real import (
     read_disparity_png,
 )
 from .images import check_file, open_image, read_image, shown_path
-from .real import package_data_dir
 from .transforms import Target
 
 SPLITS = ("train", *EVAL_SPLITS)
@@ -344,18 +343,8 @@ class StereoReal(_StereoItems):
         if not pairs or any(p not in STEREO_PAIRS for p in pairs) or len(set(pairs)) != len(pairs):
             raise ValueError(f"StereoReal: pairs must be a non-empty subset of {STEREO_PAIRS}, got {pairs!r}")
         self.names = pairs
-        self.files: dict[str, list[Path]] = {}
-        for name in pairs:
-            if name == "aloe":
-                self.files[name] = [
-                    opencv_doc_file(n, root) for n in ("aloeL.jpg", "aloeR.jpg", "aloeGT.png")
-                ]
-            else:
-                folder = package_data_dir("skimage", "data", pin="scikit-image")
-                parts = ("motorcycle_left.png", "motorcycle_right.png", "motorcycle_disp.npz")
-                self.files[name] = [folder / n for n in parts]
-                for path in self.files[name]:
-                    check_file(path, "scikit-image stereo")
+        # the same files as flow-stereo's (its lookup and checks: opencv-doc, scikit-image)
+        self.files: dict[str, list[Path]] = StereoFlow("val", pairs=pairs, root=root).files
 
     def _load(self, index: int) -> tuple[Tensor, Target]:
         name = self.names[index]
