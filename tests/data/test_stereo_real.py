@@ -384,3 +384,20 @@ def test_stereo_readers_fuzz_bounded(target, tmp_path):
             err = exc
         kind = targets.outcome(err, tmp_path)
         assert kind in ("ok", "error"), (target.name, n, kind, repr(err)[:300])
+
+
+def test_zero_size_left_image_is_a_clear_error(tmp_path):
+    """A PNG whose header declares width 0 (valid CRC): one line naming the file."""
+    import struct
+
+    from tests.fuzz.mutate import _png_chunks, _png_join
+
+    root = make_folder(tmp_path / "z", names=("a.png",), disparity=None, calib=False)
+    chunks = _png_chunks((root / "left" / "a.png").read_bytes())
+    assert chunks is not None
+    w, h, *rest = struct.unpack(">IIBBBBB", chunks[0][1])
+    chunks[0] = (b"IHDR", struct.pack(">IIBBBBB", 0, h, *rest))
+    (root / "left" / "a.png").write_bytes(_png_join(chunks))
+    with pytest.raises(ValueError, match=r"left/a.png") as info:
+        StereoFolder(root)[0]
+    assert "\n" not in str(info.value)
