@@ -4,9 +4,10 @@ Two linkers share one input form and one output form (:class:`Tube`):
 
 * :func:`structpred.ops.tube_dp.link_tubes_dp` — offline, Gkioxari & Malik (CVPR 2015, "Finding
   action tubes"): the chain of one detection per frame that maximises
-  ``sum_t s(b_t) + lam * sum_t IoU(b_t, b_{t+1})``, found by Viterbi dynamic programming; its detections are removed and the search repeated to
-  extract several tubes (per class when labels are given). It lives in :mod:`structpred.ops.tube_dp`
-  with its recurrence and rules (also ``docs/tubes.md``).
+  ``sum_t s(b_t) + lam * sum_t IoU(b_t, b_{t+1})``, found by Viterbi dynamic programming; its
+  detections are removed and the search repeated to extract several tubes (per class when labels
+  are given). It lives in :mod:`structpred.ops.tube_dp` with its recurrence and rules (also
+  ``docs/tubes.md``).
 * :class:`OnlineLinker` — online tracking-by-detection (SORT-like, no motion model): per frame a
   Hungarian matching on IoU between the active tracks' last boxes and the new detections with an
   IoU gate, births of unmatched detections, deaths after ``max_age`` unmatched frames.
