@@ -86,7 +86,7 @@ def _bgr(view: torch.Tensor) -> np.ndarray:
 
 def sgbm(views: torch.Tensor, block: int) -> tuple[np.ndarray, np.ndarray]:
     """(disparity px [H, W] with holes filled, SGBM's own mask of matched pixels)."""
-    matcher = cv2.StereoSGBM_create(
+    matcher = cv2.StereoSGBM_create(  # type: ignore[attr-defined]
         minDisparity=0,
         numDisparities=NUM_DISPARITIES,
         blockSize=block,
@@ -215,7 +215,7 @@ def train_stage(
         _, losses = model(x, targets, predict=False)
         loss = sum(losses.values())
         opt.zero_grad()
-        loss.backward()  # type: ignore[union-attr]
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
         recent.append(float(losses["loss_disparity"].detach()))
