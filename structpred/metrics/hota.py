@@ -44,12 +44,13 @@ def similarity_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _empty(num_gt: int, num_tracker: int) -> dict[str, float]:
-    # trackeval's early return: nothing matches, LocA is 1 by convention
-    return {
-        "hota": 0.0, "deta": 0.0, "assa": 0.0, "loca": 1.0,
-        "detre": 0.0, "detpr": 0.0, "assre": 0.0, "asspr": 0.0,
-        "hota_tp": 0.0, "hota_fn": float(num_gt if num_tracker == 0 else 0), "hota_fp": float(num_tracker if num_tracker and not num_gt else 0),
-    }  # fmt: skip
+    """trackeval's early return: nothing matches, every box is a miss (or, without gt, a false
+    positive), LocA is 1 by convention."""
+    out = dict.fromkeys(("hota", "deta", "assa", "detre", "detpr", "assre", "asspr", "hota_tp"), 0.0)
+    out["loca"] = 1.0
+    out["hota_fn"] = float(num_gt) if num_tracker == 0 else 0.0
+    out["hota_fp"] = float(num_tracker) if num_tracker and not num_gt else 0.0
+    return out
 
 
 def hota_metrics(gt: MotRows, hyp: MotRows) -> dict[str, float]:

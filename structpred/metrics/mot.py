@@ -59,7 +59,9 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(inter == 0, 0.0, inter / union)
 
 
-def frame_groups(gt: MotRows, hyp: MotRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def frame_groups(
+    gt: MotRows, hyp: MotRows
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows grouped by frame, file order kept inside a frame.
 
     Returns (frames int64[F] sorted union, gt order int64[N], gt bounds int64[F + 1], hyp order
@@ -172,7 +174,9 @@ def clear_mot(gt: MotRows, hyp: MotRows, iou_threshold: float = 0.5) -> dict[str
     same_obj[1:] = objs[1:] == objs[:-1]
     begins_miss = same_obj & miss & np.roll(~miss, 1)
     # a miss-run counts only when the object is tracked again later (inside its tracked span)
-    last_tracked = np.maximum.reduceat(np.where(miss, -1, np.arange(len(objs))), start) if len(objs) else start
+    last_tracked = (
+        np.maximum.reduceat(np.where(miss, -1, np.arange(len(objs))), start) if len(objs) else start
+    )
     tracked_after = np.arange(len(objs)) < np.repeat(last_tracked, count)
     num_frag = int((begins_miss & tracked_after).sum())
 
@@ -245,7 +249,11 @@ def mot_metrics(gt: MotInput, hyp: MotInput, iou_threshold: float = 0.5) -> dict
     ``mostly_tracked``, ``partially_tracked``, ``mostly_lost``, ``num_frames``, ...; and trackeval's
     ``hota``, ``deta``, ``assa``, ``loca`` (means over alpha), ``detre``, ``detpr``, ``assre``, ``asspr``.
     """
-    if isinstance(iou_threshold, bool) or not isinstance(iou_threshold, int | float) or not 0 < iou_threshold <= 1:
+    if (
+        isinstance(iou_threshold, bool)
+        or not isinstance(iou_threshold, int | float)
+        or not 0 < iou_threshold <= 1
+    ):
         raise ValueError(f"iou_threshold must be a number in (0, 1], got {iou_threshold!r}")
     gt_rows, hyp_rows = read_mot(gt), read_mot(hyp)
     out = clear_mot(gt_rows, hyp_rows, float(iou_threshold))

@@ -70,7 +70,12 @@ class MotRows:
     def select(self, keep: np.ndarray) -> MotRows:
         """The rows where the boolean mask ``keep`` (bool[N]) is True, in order."""
         return MotRows(
-            self.frames[keep], self.ids[keep], self.boxes[keep], self.conf[keep], self.extra[keep], self.source
+            self.frames[keep],
+            self.ids[keep],
+            self.boxes[keep],
+            self.conf[keep],
+            self.extra[keep],
+            self.source,
         )
 
 
@@ -100,7 +105,9 @@ def _parse_slow(lines: list[tuple[int, str]], where: str) -> np.ndarray:
             try:
                 row.append(float(text))
             except ValueError:
-                raise ValueError(f"{where} line {number} column {column}: not a number: {text[:40]!r}") from None
+                raise ValueError(
+                    f"{where} line {number} column {column}: not a number: {text[:40]!r}"
+                ) from None
         out.append(row)
     return np.asarray(out, dtype=np.float64)
 
@@ -138,7 +145,9 @@ def _from_array(rows: object) -> np.ndarray:
     if values.ndim == 1 and values.size == 0:
         values = values.reshape(0, _MIN_COLUMNS)
     if values.ndim != 2 or not _MIN_COLUMNS <= values.shape[1] <= _MAX_COLUMNS:
-        raise ValueError(f"rows: expected an array [N, 6..10] (frame, id, x, y, w, h, ...), got {values.shape}")
+        raise ValueError(
+            f"rows: expected an array [N, 6..10] (frame, id, x, y, w, h, ...), got {values.shape}"
+        )
     return values
 
 
@@ -152,18 +161,18 @@ def _validate(values: np.ndarray, lines: np.ndarray | None, where: str, unit: st
     bad = ~np.isfinite(values)
     if bad.any():
         i, c = np.argwhere(bad)[0]
-        raise ValueError(f"{at(i, c)}: must be finite, got {values[i, c]}")
+        raise ValueError(f"{at(i, c)}: must be finite, got {float(values[i, c])}")
     for c in (0, 1):
         col = values[:, c]
         bad = (col != np.round(col)) | (np.abs(col) > _MAX_INT)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{at(i, c)}: must be an integer, got {col[i]!r}")
+            raise ValueError(f"{at(i, c)}: must be an integer, got {float(col[i])!r}")
     for c in (4, 5):
         bad = values[:, c] < 0
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"{at(i, c)}: size must be >= 0, got {values[i, c]!r}")
+            raise ValueError(f"{at(i, c)}: size must be >= 0, got {float(values[i, c])!r}")
     if len(values) == 0:
         return
     # (N, 2) (frame, id) -> rows sorted by frame then id, file order kept among equals
@@ -179,9 +188,7 @@ def _validate(values: np.ndarray, lines: np.ndarray | None, where: str, unit: st
         )
     frames, counts = np.unique(key[:, 0], return_counts=True)
     busiest = int(np.argmax(counts))
-    limits.check(
-        "max_annotations_per_image", int(counts[busiest]), where, f"rows of frame {frames[busiest]}"
-    )
+    limits.check("max_annotations_per_image", int(counts[busiest]), where, f"rows of frame {frames[busiest]}")
 
 
 def _rows(values: np.ndarray, source: str, min_confidence: float | None) -> MotRows:
