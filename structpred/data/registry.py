@@ -11,7 +11,10 @@ flow both ways; :mod:`.shapes_motion`), ``shapes-objects`` (one shapes-world obj
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
 (StarDist's DSB 2018 image), flow pairs ``flow-warped`` (FlyingChairs-style, :mod:`.flow_warped`),
 ``flow-graf`` / ``flow-stereo`` (real ground truth) and ``flow-frames`` (no ground truth;
-:mod:`.flow_real`), and files on disk in the layouts users have (trees in
+:mod:`.flow_real`), stereo pairs ``stereo-real`` (Motorcycle + Aloe with disparity and calibration;
+``train`` without ground truth), ``stereo-warped`` (rendered from real photos, exact disparity;
+:mod:`.stereo_real`, :mod:`.stereo_warped`), ``stereo-folder:DIR`` (rectified pairs on disk,
+docs/depth_data.md), and files on disk in the layouts users have (trees in
 ``docs/data.md``; :mod:`structpred.data.layouts`): ``coco:DIR|FILE.json`` (COCO tree, labelling
 tool exports), ``voc:DIR`` (VOC devkit), ``yolo:DIR|FILE.yaml`` (Ultralytics ``data.yaml``),
 ``masks:DIR`` (image + label-map folders), ``coco_keypoints:DIR|FILE.json`` (COCO keypoint
@@ -106,6 +109,23 @@ def _flow_data(name: str) -> Callable[..., Dataset]:
     return build
 
 
+def _stereo_data(name: str) -> Callable[..., Dataset]:
+    def build(split: str, arg: str, **kw: Any) -> Dataset:
+        from . import stereo_real, stereo_warped
+
+        module = stereo_warped if name == "WarpedPhotoStereo" else stereo_real
+        cls: Callable[..., Dataset] = getattr(module, name)
+        return cls(split, **kw)
+
+    return build
+
+
+def _stereo_folder(split: str, arg: str, **kw: Any) -> Dataset:
+    from .stereo_real import open_stereo_folder
+
+    return open_stereo_folder(arg, split, **kw)
+
+
 def _files(fmt: str) -> Callable[..., Dataset]:
     def build(split: str, arg: str, **kw: Any) -> Dataset:
         from .layouts import open_layout
@@ -151,13 +171,17 @@ BUILDERS: dict[str, Callable[..., Dataset]] = {
     "flow-graf": _flow_data("GrafFlow"),
     "flow-stereo": _flow_data("StereoFlow"),
     "flow-frames": _flow_data("FlowFrames"),
+    "stereo-real": _stereo_data("StereoReal"),
+    "stereo-warped": _stereo_data("WarpedPhotoStereo"),
+    "stereo-folder": _stereo_folder,
     "coco": _files("coco"),
     "voc": _files("voc"),
     "yolo": _files("yolo"),
     "masks": _files("masks"),
     "coco_keypoints": _coco_keypoints,
 }
-FILE_SPECS = ("coco", "voc", "yolo", "masks", "coco_keypoints")
+FILE_SPECS = ("coco", "voc", "yolo", "masks", "coco_keypoints", "stereo-folder")
+PATH_NOTE = "coco/voc/yolo/masks/stereo-folder take :PATH"
 
 
 def build_dataset(
@@ -184,13 +208,9 @@ def build_dataset(
     if name not in BUILDERS:
         close = difflib.get_close_matches(name.strip().lower(), list(BUILDERS), n=1, cutoff=0.6)
         hint = f"did you mean {close[0] + (':' + arg if arg else '')!r}? " if close else ""
-        raise ValueError(
-            f"unknown dataset {spec!r}; {hint}known: {', '.join(BUILDERS)} (coco/voc/yolo/masks take :PATH)"
-        )
+        raise ValueError(f"unknown dataset {spec!r}; {hint}known: {', '.join(BUILDERS)} ({PATH_NOTE})")
     if arg and name not in FILE_SPECS:  # "shapes:typo" was silently the shapes world
-        raise ValueError(
-            f"--data {name} takes no ':{arg}' (only coco/voc/yolo/masks take :PATH); use --data-arg K=V"
-        )
+        raise ValueError(f"--data {name} takes no ':{arg}' (only {PATH_NOTE}); use --data-arg K=V")
     try:
         if name in FILE_SPECS:
             split_kw = {"task": task, "val_fraction": val_fraction, "split_seed": split_seed}

@@ -14,9 +14,9 @@ Convention:
     * Resampling: images bilinear (``align_corners=False``, antialiased when shrinking, as
       torchvision). Every dense target is resampled nearest at pixel centres (``nearest-exact``):
       label maps stay labels, and flow / disparity / depth are never blended across a motion or
-      depth edge. Flow vectors scale by ``(sx, sy) = (w / W, h / H)``, disparities and ``focal`` by
-      ``sx``; depth (metres) and ``baseline`` are unchanged, so ``depth = focal * baseline / disparity``
-      still holds.
+      depth edge. Flow vectors scale by ``(sx, sy) = (w / W, h / H)``, disparities, ``focal`` and
+      ``doffs`` by ``sx``; depth (metres) and ``baseline`` are unchanged, so
+      ``depth = focal * baseline / (disparity + doffs)`` still holds.
     * ``valid`` / ``valid_right`` after a crop or resize also require the matched pixel to lie in
       the new image: ``p + flow[p]`` (flow pair), ``x - disparity`` (left), ``x + disparity_right``.
     * ``keypoints`` ``[N, K, 3]`` are (x, y, visibility) in the boxes' continuous pixel frame: a flip
@@ -47,11 +47,18 @@ Target = dict[str, Any]
 JointTransform = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
 LABEL_MAPS = (
-    "masks", "semantic", "parts", "instances", "valid", "valid_right", "occluded", "noc"
+    "masks",
+    "semantic",
+    "parts",
+    "instances",
+    "valid",
+    "valid_right",
+    "occluded",
+    "noc",
 )  # nearest, values kept
 VALUE_MAPS = ("flow", "disparity", "disparity_right", "depth", "depth_right")  # nearest, values scaled
 BOX_KEYS = ("boxes", "tracks")  # xyxy [N, 4] (single image, view 0) / [M, T, 4] (clip)
-PASS_THROUGH = ("image_id", "labels", "track_ids", "iscrowd", "focal", "baseline", "area", "visible")
+PASS_THROUGH = ("image_id", "labels", "track_ids", "iscrowd", "focal", "baseline", "doffs", "area", "visible")
 STEREO_KEYS = ("disparity", "disparity_right", "valid_right", "depth_right", "baseline")
 OBJECT_KEYS = ("boxes", "labels", "masks", "area", "iscrowd", "track_ids", "keypoints")  # dropped together
 _MAPS = LABEL_MAPS + VALUE_MAPS
@@ -351,7 +358,7 @@ def resize(
                 value = value * sx
         elif key in BOX_KEYS:
             value = value * value.new_tensor([sx, sy, sx, sy])
-        elif key == "focal":
+        elif key in ("focal", "doffs"):
             value = value * sx
         elif key == "area":
             value = value * (sx * sy)

@@ -154,6 +154,9 @@ def test_stereo_pair_resize(stereo_items):
         assert float(rt["focal"]) == 2 * float(target["focal"])
         assert float(rt["baseline"]) == float(target["baseline"])
         assert torch.allclose(rt["focal"] * rt["baseline"] / rt["disparity"], rt["depth"], rtol=1e-5)
+        # doffs (the principal points' x offset, px) scales with the width like focal and disparity
+        _, with_doffs = Resize(2 * SIZE)(views, {**target, "doffs": torch.tensor(3.0)})
+        assert float(with_doffs["doffs"]) == 6.0
         # Bilinear images stay matched away from depth edges and the border.
         zero = torch.zeros(2 * SIZE, 2 * SIZE)
         up = lambda m: m.repeat_interleave(2, 0).repeat_interleave(2, 1)  # noqa: E731

@@ -23,6 +23,7 @@ from PIL import Image
 
 from tests.data import layout_builders as lb
 from tests.fuzz.targets import CORPUS, TARGETS
+from tests.fuzz.targets_stereo import CORPUS_FILES
 
 
 def _png(array: np.ndarray, mode: str | None = None, **save: object) -> bytes:
@@ -174,6 +175,7 @@ EXTRA = {
     "image": _images, "label_png": _label_maps, "flo": _flo, "coco_json": _coco_json,
     "coco_keypoints_json": _coco_keypoints_json, "homography_xml": _homography_xml,
     "disparity_png": _disparity_png,
+    **CORPUS_FILES,
 }  # fmt: skip
 
 

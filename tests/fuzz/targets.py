@@ -401,6 +401,9 @@ TARGETS: list[Target] = [
     Target("ckpt_weights", "checkpoint", mutate.mutate_safetensors, _checkpoint("ckpt-*.safetensors", False)),
     Target("ckpt_best", "checkpoint", mutate.mutate_json, _checkpoint("best.json", best=True)),
 ]  # fmt: skip
+from tests.fuzz.targets_stereo import STEREO_TARGETS  # noqa: E402  (it imports the helpers above)
+
+TARGETS += STEREO_TARGETS  # calib.txt, PFM, a stereo-folder's disparity PNG (owner: "stereo")
 BY_NAME = {t.name: t for t in TARGETS}
 READERS: dict[str, list[Target]] = {}
 for _t in TARGETS:
