@@ -6,8 +6,8 @@ Boxes are ``x, y, w, h`` per frame (``[T, 4]``, pixels). Definitions, as the OTB
 (Wu, Lim, Yang, CVPR 2013: ``calcRectInt.m``, ``calcSeqErrRobust.m``, ``perfPlot.m``) and
 got10k's ``ExperimentOTB`` compute them:
 
-* IoU of two boxes: intersection / union (at most 1 after float rounding), the intersection ``max(0, min(x1 + w1, x2 + w2) -
-  max(x1, x2))`` times the same in y. (The toolkit's inclusive ``x + w - 1`` right edge and
+* IoU of two boxes: intersection / union (at most 1 after float rounding), the intersection
+  ``max(0, min(x1 + w1, x2 + w2) - max(x1, x2))`` times the same in y. (The toolkit's inclusive ``x + w - 1`` right edge and
   its ``+ 1`` width cancel: the same number.)
 * centre error: the distance of the centres ``(x + (w - 1) / 2, y + (h - 1) / 2)``; the ``- 1``
   shifts both centres of a pair by the same amount only when the sizes agree, so it is kept.
@@ -29,6 +29,8 @@ Frames without a usable ground truth (non-finite, or ``w <= 0`` / ``h <= 0``), `
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +73,7 @@ def _boxes(boxes: object, name: str) -> np.ndarray:
     return array
 
 
-def ope(pred_boxes: object, gt_boxes: object, convention: str = "exclude") -> dict[str, object]:
+def ope(pred_boxes: object, gt_boxes: object, convention: str = "exclude") -> dict[str, Any]:
     """OTB one-pass evaluation of one sequence.
 
     pred_boxes, gt_boxes: ``[T, 4]`` x, y, w, h per frame (numpy, tensor or nested lists).
