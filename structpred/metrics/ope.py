@@ -7,10 +7,10 @@ Boxes are ``x, y, w, h`` per frame (``[T, 4]``, pixels). Definitions, as the OTB
 got10k's ``ExperimentOTB`` compute them:
 
 * IoU of two boxes: intersection / union (at most 1 after float rounding), the intersection
-  ``max(0, min(x1 + w1, x2 + w2) - max(x1, x2))`` times the same in y. (The toolkit's inclusive ``x + w - 1`` right edge and
-  its ``+ 1`` width cancel: the same number.)
-* centre error: the distance of the centres ``(x + (w - 1) / 2, y + (h - 1) / 2)``; the ``- 1``
-  shifts both centres of a pair by the same amount only when the sizes agree, so it is kept.
+  ``max(0, min(x1 + w1, x2 + w2) - max(x1, x2))`` times the same in y. (The toolkit's inclusive
+  ``x + w - 1`` right edge and its ``+ 1`` width cancel: the same number.)
+* centre error: the distance of the centres ``(x + (w - 1) / 2, y + (h - 1) / 2)``. The ``- 1``
+  cancels in the difference of two centres; it is kept to round as the toolkit and got10k do.
 * **success curve**: the share of frames with IoU ``>`` t for t in 0, 0.05, .., 1 (21 thresholds;
   strictly greater, so IoU 0 is never a success and the last point counts IoU > 1: 0).
   **success_auc** = its mean (the toolkit's "AUC" of the success plot).
