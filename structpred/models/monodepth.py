@@ -15,9 +15,11 @@ Training (self-supervised, no labels): with the right view given, the losses of
 :mod:`structpred.heads.monodepth_loss` (appearance, edge-aware smoothness, left-right
 consistency; ``lr_consistency=False`` drops the last). The right view is used only by the loss.
 
-Convention: ``model(images)`` takes ``Tensor[V, 3, H, W]`` items in [0, 1] (a list, or one
-``[B, V, 3, H, W]`` tensor), V = 2 (left, right; losses computed, targets optional and unused)
-or V = 1 (left only: losses ``{}``). Predictions ``{"disparity": [B, 1, H, W]}`` are the
+Convention: ``model(images, targets)`` takes ``Tensor[V, 3, H, W]`` items in [0, 1] (a list, or
+one ``[B, V, 3, H, W]`` tensor), V = 2 (left, right) or V = 1 (left only). Losses are computed
+when ``targets`` are given (B dicts; no key is required, e.g. ``[{}] * B``: the right view is the
+supervision; evaluation labels in them are not read) **and** the right view is there; else
+``{}`` (the contract: no targets, no losses). Predictions ``{"disparity": [B, 1, H, W]}`` are the
 **left** disparity in **pixels of the input width** (fraction x W): left x matches right x - d.
 Depth follows from the calibration: ``focal * baseline / (d + doffs)``. ``post_process`` (the
 paper's flip-and-blend) also runs the mirrored left images in the same batch (training
@@ -191,7 +193,7 @@ class MonoDepth(nn.Module):
         predict: bool = True,
     ) -> tuple[dict[str, Tensor] | None, dict[str, Tensor]]:
         """``images`` (items ``[V, 3, H, W]``, V = 2 pairs or 1 left view) ->
-        ``({"disparity": [B, 1, H, W] px}, losses)``; losses need the right view (module doc)."""
+        ``({"disparity": [B, 1, H, W] px}, losses)``; losses need targets and the right view."""
         x = batch_views(images, None, "MonoDepth")  # (B, V, 3, H, W)
         B, V, _, H, W = x.shape
         if V not in (1, 2):
@@ -203,7 +205,7 @@ class MonoDepth(nn.Module):
         if targets is not None and (not isinstance(targets, (list, tuple)) or len(targets) != B):
             n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
             raise ValueError(f"MonoDepth: {n} targets for {B} items")
-        check_request(V == 2, predict, "MonoDepth")
+        check_request(targets is not None, predict, "MonoDepth")
         if not torch.compiler.is_exporting() and not bool(torch.isfinite(x).all()):
             raise ValueError("MonoDepth: the images contain NaN or infinite values")
         left = x[:, 0]  # (B, 3, H, W)
@@ -211,7 +213,7 @@ class MonoDepth(nn.Module):
         disps = self.disparities(net_in)  # S x (B or 2B, 2, h_s, w_s)
         direct = [d[:B] for d in disps] if self.post_process else disps
         losses: dict[str, Tensor] = {}
-        if V == 2:
+        if V == 2 and targets is not None:
             c = self.config
             losses = monodepth_loss(
                 direct,

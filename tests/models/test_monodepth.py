@@ -37,7 +37,7 @@ def test_registered_for_monocular_depth() -> None:
 
 def test_pairs_forward_backward(model: MonoDepth) -> None:
     model.train()
-    preds, losses = model(_pairs())
+    preds, losses = model(_pairs(), [{}, {}])  # no label needed: the right view supervises
     assert preds is not None and set(preds) == {"disparity"}
     assert preds["disparity"].shape == (2, 1, H, W)
     assert set(losses) == {"loss_appearance", "loss_smoothness", "loss_lr"}
@@ -55,7 +55,7 @@ def test_prediction_is_the_finest_left_disparity_in_pixels(model: MonoDepth) -> 
     model.eval()
     x = _pairs(1, seed=1)
     with torch.no_grad():
-        preds, losses = model(x)
+        preds, losses = model(x, [{}])
         disps = model.disparities(x[:, 0])
     assert [tuple(d.shape) for d in disps] == [(1, 2, H >> s, W >> s) for s in range(4)]
     torch.testing.assert_close(preds["disparity"], disps[0][:, :1] * W)
@@ -79,14 +79,21 @@ def test_single_views_predict_without_losses(model: MonoDepth) -> None:
     assert model(x[:, :1], [{}, {}])[1] == {}
 
 
+def test_pairs_without_targets_give_no_losses(model: MonoDepth) -> None:
+    model.eval()
+    with torch.no_grad():
+        preds, losses = model(_pairs())
+    assert losses == {} and preds is not None and preds["disparity"].shape == (2, 1, H, W)
+
+
 def test_predict_false_returns_losses_only(model: MonoDepth) -> None:
-    preds, losses = model(_pairs(), predict=False)
+    preds, losses = model(_pairs(), [{}, {}], predict=False)
     assert preds is None and "loss_appearance" in losses
 
 
 def test_lr_switch_drops_the_term() -> None:
     torch.manual_seed(0)
-    _, losses = monodepth_narrow(lr_consistency=False)(_pairs())
+    _, losses = monodepth_narrow(lr_consistency=False)(_pairs(), [{}, {}])
     assert set(losses) == {"loss_appearance", "loss_smoothness"}
 
 
@@ -108,9 +115,9 @@ def test_post_process_pairs_keep_losses_of_the_direct_view() -> None:
     m = monodepth_narrow().eval()
     x = _pairs(2, seed=3)
     with torch.no_grad():
-        _, plain = m(x)
+        _, plain = m(x, [{}, {}])
         m.post_process = True
-        preds, blended = m(x)
+        preds, blended = m(x, [{}, {}])
     assert preds["disparity"].shape == (2, 1, H, W)
     for key in plain:  # GroupNorm: the mirrored copies in the batch change nothing for the others
         torch.testing.assert_close(blended[key], plain[key])
@@ -128,7 +135,7 @@ def test_injected_encoder_and_decoder() -> None:
 
 def test_odd_sizes_keep_the_input_resolution(model: MonoDepth) -> None:
     x = torch.rand(1, 2, 3, 37, 51)
-    preds, losses = model(x)
+    preds, losses = model(x, [{}])
     assert preds["disparity"].shape == (1, 1, 37, 51)
     assert torch.isfinite(sum(losses.values()))
 
@@ -151,7 +158,7 @@ def test_overfits_two_shapes_stereo_pairs() -> None:
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     history = []
     for _ in range(60):
-        _, losses = m(x, predict=False)
+        _, losses = m(x, [{}, {}], predict=False)
         loss = sum(losses.values())
         opt.zero_grad()
         loss.backward()
@@ -181,7 +188,7 @@ def test_bad_targets_and_requests(model: MonoDepth) -> None:
     with pytest.raises(ValueError, match="1 targets for 2 items"):
         model(_pairs(), [{}])
     with pytest.raises(ValueError, match="predict=False without targets"):
-        model(_pairs()[:, :1], predict=False)
+        model(_pairs(), predict=False)
 
 
 def test_bad_config() -> None:
