@@ -193,6 +193,57 @@ def figure(models: dict[tuple[int, bool], MonoDepth], args: argparse.Namespace, 
     plt.close(fig)
 
 
+def _cell(rows: list[dict[str, Any]], key: str) -> str:
+    vals = [float(r[key]) for r in rows if key in r and not math.isnan(float(r[key]))]
+    if not vals:
+        return "-"
+    mean, std = float(np.mean(vals)), float(np.std(vals))
+    return f"{mean:.3f} ± {std:.3f}" if len(vals) > 1 else f"{mean:.3f}"
+
+
+def summarize(out: dict[str, Any]) -> str:
+    """Markdown tables (mean ± std over seeds) of a ``results.json``."""
+    lines = []
+    shape_keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "epe", "bad2")
+    cap_keys = tuple(f"cap_{k}" for k in shape_keys[:7])
+    for title, keys in (
+        ("shapes, no cap", shape_keys),
+        (f"shapes, cap {out.get('shapes_cap_m', 0):.2f} m", cap_keys),
+    ):
+        lines += [
+            f"### {title}",
+            "",
+            "| LR | pp | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 2) + "|",
+        ]
+        for lrc in (True, False):
+            for post in (False, True):
+                rows = [r for r in out["shapes"] if r["lr_consistency"] == lrc and r["post_process"] == post]
+                cells = " | ".join(_cell(rows, k) for k in keys)
+                lines.append(f"| {'on' if lrc else 'off'} | {'yes' if post else 'no'} | {cells} |")
+        lines.append("")
+    real_keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "epe", "bad2", "bad3")
+    lines += ["### real pairs", "", "| train | test | LR | pp | " + " | ".join(real_keys) + " |"]
+    lines.append("|---" * (len(real_keys) + 4) + "|")
+    for train_name in REAL_SCALE:
+        for test_name in REAL_SCALE:
+            for lrc in (True, False):
+                for post in (False, True):
+                    rows = [
+                        r
+                        for r in out["real"]
+                        if (r["train"], r["test"], r["lr_consistency"], r["post_process"])
+                        == (train_name, test_name, lrc, post)
+                    ]
+                    if not rows:
+                        continue
+                    own = " (trained on it)" if train_name == test_name else ""
+                    cells = " | ".join(_cell(rows, k) for k in real_keys)
+                    flags = f"{'on' if lrc else 'off'} | {'yes' if post else 'no'}"
+                    lines.append(f"| {train_name} | {test_name}{own} | {flags} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("out/monodepth"))
@@ -207,7 +258,11 @@ def main() -> None:
     p.add_argument("--shapes-max-disp", type=float, default=0.1, help="sigmoid scale, fraction of W")
     p.add_argument("--real-max-disp", type=float, default=0.3, help="the paper's 0.3")
     p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--summarize", type=Path, help="print the tables of a results.json and exit")
     args = p.parse_args()
+    if args.summarize is not None:
+        print(summarize(json.loads(args.summarize.read_text())))
+        return
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +274,7 @@ def main() -> None:
         run_real(args, out)
     out["total_s"] = time.time() - t0
     (args.out / "results.json").write_text(json.dumps(out, indent=1))
+    (args.out / "results.md").write_text(summarize(out))
     LOG.info("done in %.1f min", out["total_s"] / 60)
 
 
