@@ -19,106 +19,132 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..data.formats.mot import MotRows
+from ..data.formats.mot import MotRows, frame_groups
 
-__all__ = ["HOTA_ALPHAS", "hota_metrics", "similarity_xywh"]
+__all__ = ["HOTA_ALPHAS", "HotaFrames", "box_overlaps_xywh", "hota_metrics", "similarity_xywh"]
 
 HOTA_ALPHAS = np.arange(0.05, 0.99, 0.05)  # (A,) trackeval's array_labels, float rounding included
 _EPS = np.finfo("float").eps
 
 
-def similarity_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of a float[Ng, 4] and b float[Nt, 4] (x, y, w, h) -> float64[Ng, Nt], trackeval's rules."""
-    a_max, b_max = a[:, :2] + a[:, 2:], b[:, :2] + b[:, 2:]  # (Ng, 2), (Nt, 2) bottom-right corners
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])  # (Ng, Nt, 2)
-    hi = np.minimum(a_max[:, None], b_max[None, :])  # (Ng, Nt, 2)
-    inter = np.maximum(hi[..., 0] - lo[..., 0], 0) * np.maximum(hi[..., 1] - lo[..., 1], 0)
-    area_a = (a_max[:, 0] - a[:, 0]) * (a_max[:, 1] - a[:, 1])  # (Ng,)
-    area_b = (b_max[:, 0] - b[:, 0]) * (b_max[:, 1] - b[:, 1])  # (Nt,)
-    union = area_a[:, None] + area_b[None, :] - inter
+def box_overlaps_xywh(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Intersection float64[Ng, Nt], union [Ng, Nt] and areas [Ng], [Nt] of x, y, w, h boxes.
+
+    The arithmetic motmetrics' ``boxiou`` and trackeval's ``_calculate_box_ious`` share (areas
+    from the corners, ``(x + w) - x``), so either's IoU rule can be applied to one computation."""
+    ax2, ay2, bx2, by2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.minimum(ax2[:, None], bx2[None, :]) - np.maximum(a[:, None, 0], b[None, :, 0])  # (Ng, Nt)
+    ih = np.minimum(ay2[:, None], by2[None, :]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    area_a, area_b = (ax2 - a[:, 0]) * (ay2 - a[:, 1]), (bx2 - b[:, 0]) * (by2 - b[:, 1])  # (Ng,), (Nt,)
+    return inter, area_a[:, None] + area_b[None, :] - inter, area_a, area_b
+
+
+def similarity_from_overlaps(
+    inter: np.ndarray, union: np.ndarray, area_a: np.ndarray, area_b: np.ndarray
+) -> np.ndarray:
+    """trackeval's IoU from :func:`box_overlaps_xywh`: 0 for empty boxes or unions (<= eps)."""
+    inter = inter.copy()
     inter[area_a <= _EPS, :] = 0
     inter[:, area_b <= _EPS] = 0
-    inter[union <= _EPS] = 0
-    union[union <= _EPS] = 1
-    return inter / union
+    empty = union <= _EPS
+    inter[empty] = 0
+    return inter / np.where(empty, 1.0, union)
 
 
-def _empty(num_gt: int, num_tracker: int) -> dict[str, float]:
-    """trackeval's early return: nothing matches, every box is a miss (or, without gt, a false
-    positive), LocA is 1 by convention."""
-    out = dict.fromkeys(("hota", "deta", "assa", "detre", "detpr", "assre", "asspr", "hota_tp"), 0.0)
-    out["loca"] = 1.0
-    out["hota_fn"] = float(num_gt) if num_tracker == 0 else 0.0
-    out["hota_fp"] = float(num_tracker) if num_tracker and not num_gt else 0.0
-    return out
+def similarity_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of a float[Ng, 4] and b float[Nt, 4] (x, y, w, h) -> float64[Ng, Nt], trackeval's rules."""
+    return similarity_from_overlaps(*box_overlaps_xywh(a, b))
 
 
-def hota_metrics(gt: MotRows, hyp: MotRows) -> dict[str, float]:
-    """HOTA, DetA, AssA, LocA, DetRe, DetPr, AssRe, AssPr (means over :data:`HOTA_ALPHAS`) of ``hyp``
-    against ``gt``, and the alpha-summed counts ``hota_tp``, ``hota_fn``, ``hota_fp`` / A."""
-    if len(hyp) == 0 or len(gt) == 0:
-        return _empty(len(gt), len(hyp))
-    g_ids, g_idx = np.unique(gt.ids, return_inverse=True)  # contiguous ids, as trackeval relabels
-    t_ids, t_idx = np.unique(hyp.ids, return_inverse=True)
-    Nt_all = len(t_ids)
-    gt_count = np.bincount(g_idx, minlength=len(g_ids)).astype(float)  # boxes per gt identity
-    tr_count = np.bincount(t_idx, minlength=Nt_all).astype(float)
-    frames = np.union1d(gt.frames, hyp.frames)
-    g_order, t_order = np.argsort(gt.frames, kind="stable"), np.argsort(hyp.frames, kind="stable")
-    g_bounds = np.append(np.searchsorted(gt.frames[g_order], frames), len(g_order))
-    t_bounds = np.append(np.searchsorted(hyp.frames[t_order], frames), len(t_order))
+class HotaFrames:
+    """Per-frame input of HOTA, collected frame by frame (:meth:`add`), scored once (:meth:`score`).
 
-    # pass 1: per frame similarity and its soft co-occurrence, keyed by pair code g * Nt_all + t
-    sims, codes, soft = [], [], []
-    per_frame: list[tuple[np.ndarray, np.ndarray]] = []
-    for f in range(len(frames)):
-        g_rows = g_order[g_bounds[f] : g_bounds[f + 1]]
-        t_rows = t_order[t_bounds[f] : t_bounds[f + 1]]
-        g, t = g_idx[g_rows], t_idx[t_rows]
-        per_frame.append((g, t))
-        if len(g) == 0 or len(t) == 0:
-            sims.append(np.zeros((len(g), len(t))))
-            continue
-        sim = similarity_xywh(gt.boxes[g_rows], hyp.boxes[t_rows])  # (Ng, Nt)
+    Only the non-zero similarities are kept: a zero adds nothing to the global alignment and
+    scores 0 in the assignment, so the sums and the assignments equal trackeval's dense ones."""
+
+    def __init__(self, gt_idx: np.ndarray, hyp_idx: np.ndarray) -> None:
+        # contiguous identity indices of every gt / hyp row (trackeval relabels ids to 0..K-1)
+        self.gt_idx, self.hyp_idx = gt_idx, hyp_idx
+        self.num_gt_ids = int(gt_idx.max(initial=-1)) + 1
+        self.num_hyp_ids = int(hyp_idx.max(initial=-1)) + 1
+        self.frames: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.soft: list[np.ndarray] = []
+
+    def add(self, g_rows: np.ndarray, h_rows: np.ndarray, sim: np.ndarray | None) -> None:
+        """One frame: its gt and hyp rows and their similarity [Ng, Nt] (None when one side is empty)."""
+        g, t = self.gt_idx[g_rows], self.hyp_idx[h_rows]
+        if sim is None or sim.size == 0:
+            empty = np.zeros(0, np.int64)
+            self.frames.append((g, t, empty, empty, np.zeros(0)))
+            return
+        # trackeval's soft co-occurrence sim / (row sum + column sum - sim), from the dense sums
         denom = sim.sum(0)[None, :] + sim.sum(1)[:, None] - sim
-        sim_iou = np.zeros_like(sim)
-        ok = denom > _EPS
-        sim_iou[ok] = sim[ok] / denom[ok]
-        sims.append(sim)
-        codes.append((g[:, None] * Nt_all + t[None, :]).ravel())  # (Ng*Nt,)
-        soft.append(sim_iou.ravel())
-    all_codes = np.concatenate(codes) if codes else np.zeros(0, np.int64)
-    pair_code, pair_of = np.unique(all_codes, return_inverse=True)  # (P,), (sum Ng*Nt,)
-    potential = np.bincount(pair_of, weights=np.concatenate(soft) if soft else None, minlength=len(pair_code))
-    pg, pt = pair_code // Nt_all, pair_code % Nt_all
-    alignment = potential / (gt_count[pg] + tr_count[pt] - potential)  # (P,) global alignment score
+        i, j = np.nonzero(sim)
+        s, d = sim[i, j], denom[i, j]
+        self.frames.append((g, t, i, j, s))
+        self.soft.append(np.where(d > _EPS, s / np.where(d > _EPS, d, 1.0), 0.0))
 
-    # pass 2: per frame assignment on alignment x similarity; keep every match's IoU and pair
+    def score(self) -> dict[str, float]:
+        """The HOTA family (means over alpha) and the alpha-averaged TP / FN / FP counts."""
+        num_gt, num_hyp = len(self.gt_idx), len(self.hyp_idx)
+        if num_hyp == 0 or num_gt == 0:
+            return _empty(num_gt, num_hyp)
+        Nt_all = self.num_hyp_ids
+        gt_count = np.bincount(self.gt_idx, minlength=self.num_gt_ids).astype(float)  # boxes per identity
+        tr_count = np.bincount(self.hyp_idx, minlength=Nt_all).astype(float)
+        codes = [g[i] * Nt_all + t[j] for g, t, i, j, _ in self.frames if len(i)]  # pair code per entry
+        all_codes = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+        pair_code, pair_of = np.unique(all_codes, return_inverse=True)  # (P,), (entries,)
+        soft = np.concatenate(self.soft) if self.soft else np.zeros(0)
+        potential = np.bincount(pair_of, weights=soft, minlength=len(pair_code))  # frame order, as trackeval
+        pg, pt = pair_code // Nt_all, pair_code % Nt_all
+        alignment = potential / (gt_count[pg] + tr_count[pt] - potential)  # (P,) global alignment score
+
+        # per frame: one assignment on alignment x similarity; keep every match's IoU and pair
+        A = len(HOTA_ALPHAS)
+        tp, fn, fp, loc = np.zeros(A), np.zeros(A), np.zeros(A), np.zeros(A)
+        match_pair, match_sim = [], []
+        offset = 0
+        for g, t, i, j, s in self.frames:
+            if len(g) == 0 or len(t) == 0:
+                fp += len(t)
+                fn += len(g)
+                continue
+            score = np.zeros((len(g), len(t)))  # (Ng, Nt)
+            sim = np.zeros((len(g), len(t)))
+            score[i, j] = alignment[pair_of[offset : offset + len(i)]] * s
+            sim[i, j] = s
+            offset += len(i)
+            rows, cols = linear_sum_assignment(-score)
+            matched = sim[rows, cols]  # (K,) IoU of the K assigned pairs
+            hit = matched[None, :] >= HOTA_ALPHAS[:, None] - _EPS  # (A, K)
+            k = hit.sum(1)
+            tp += k
+            fn += len(g) - k
+            fp += len(t) - k
+            loc += (hit * matched[None, :]).sum(1)
+            keep = matched > 0  # a zero-IoU assignment never passes alpha >= 0.05
+            match_pair.append(g[rows[keep]] * Nt_all + t[cols[keep]])
+            match_sim.append(matched[keep])
+        return _finish(tp, fn, fp, loc, match_pair, match_sim, gt_count, tr_count, Nt_all)
+
+
+def _finish(
+    tp: np.ndarray,
+    fn: np.ndarray,
+    fp: np.ndarray,
+    loc: np.ndarray,
+    match_pair: list[np.ndarray],
+    match_sim: list[np.ndarray],
+    gt_count: np.ndarray,
+    tr_count: np.ndarray,
+    Nt_all: int,
+) -> dict[str, float]:
+    """AssA / AssRe / AssPr per alpha from the matches, then the final fields, means over alpha."""
     A = len(HOTA_ALPHAS)
-    tp, fn, fp, loc = np.zeros(A), np.zeros(A), np.zeros(A), np.zeros(A)
-    match_pair, match_sim = [], []
-    offset = 0
-    for (g, t), sim in zip(per_frame, sims, strict=True):
-        if len(g) == 0 or len(t) == 0:
-            fp += len(t)
-            fn += len(g)
-            continue
-        n = len(g) * len(t)
-        score = alignment[pair_of[offset : offset + n]].reshape(len(g), len(t)) * sim  # (Ng, Nt)
-        offset += n
-        rows, cols = linear_sum_assignment(-score)
-        s = sim[rows, cols]  # (K,) IoU of the K assigned pairs
-        hit = s[None, :] >= HOTA_ALPHAS[:, None] - _EPS  # (A, K)
-        k = hit.sum(1)
-        tp += k
-        fn += len(g) - k
-        fp += len(t) - k
-        loc += (hit * s[None, :]).sum(1)
-        match_pair.append(g[rows] * Nt_all + t[cols])
-        match_sim.append(s)
     q_pair = np.concatenate(match_pair) if match_pair else np.zeros(0, np.int64)  # (Q,)
     q_sim = np.concatenate(match_sim) if match_sim else np.zeros(0)
-
     ass_a, ass_re, ass_pr = np.zeros(A), np.zeros(A), np.zeros(A)
     for a, alpha in enumerate(HOTA_ALPHAS):
         pairs, count = np.unique(q_pair[q_sim >= alpha - _EPS], return_counts=True)
@@ -145,3 +171,33 @@ def hota_metrics(gt: MotRows, hyp: MotRows) -> dict[str, float]:
         "hota_fn": float(fn.sum() / A),
         "hota_fp": float(fp.sum() / A),
     }
+
+
+def _empty(num_gt: int, num_tracker: int) -> dict[str, float]:
+    """trackeval's early return: nothing matches, every box is a miss (or, without gt, a false
+    positive), LocA is 1 by convention."""
+    out = dict.fromkeys(("hota", "deta", "assa", "detre", "detpr", "assre", "asspr", "hota_tp"), 0.0)
+    out["loca"] = 1.0
+    out["hota_fn"] = float(num_gt) if num_tracker == 0 else 0.0
+    out["hota_fp"] = float(num_tracker) if num_tracker and not num_gt else 0.0
+    return out
+
+
+def identity_indices(gt: MotRows, hyp: MotRows) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's identity as an index 0..K-1 (sorted ids), for gt and hyp."""
+    return np.unique(gt.ids, return_inverse=True)[1].reshape(-1), np.unique(hyp.ids, return_inverse=True)[
+        1
+    ].reshape(-1)
+
+
+def hota_metrics(gt: MotRows, hyp: MotRows) -> dict[str, float]:
+    """HOTA, DetA, AssA, LocA, DetRe, DetPr, AssRe, AssPr (means over :data:`HOTA_ALPHAS`) of ``hyp``
+    against ``gt``, and the alpha-averaged counts ``hota_tp``, ``hota_fn``, ``hota_fp``."""
+    collector = HotaFrames(*identity_indices(gt, hyp))
+    frames, g_order, g_bounds, t_order, t_bounds = frame_groups(gt, hyp)
+    for f in range(len(frames)):
+        g_rows = g_order[g_bounds[f] : g_bounds[f + 1]]
+        t_rows = t_order[t_bounds[f] : t_bounds[f + 1]]
+        both = len(g_rows) and len(t_rows)
+        collector.add(g_rows, t_rows, similarity_xywh(gt.boxes[g_rows], hyp.boxes[t_rows]) if both else None)
+    return collector.score()

@@ -36,10 +36,10 @@ import os
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..data.formats.mot import MotRows, read_mot
-from .hota import hota_metrics
+from ..data.formats.mot import MotRows, frame_groups, read_mot
+from .hota import HotaFrames, box_overlaps_xywh, identity_indices, similarity_from_overlaps
 
-__all__ = ["box_iou_xywh", "clear_mot", "frame_groups", "identity_metrics", "mot_metrics"]
+__all__ = ["box_iou_xywh", "clear_mot", "identity_metrics", "mot_metrics"]
 
 MotInput = str | os.PathLike[str] | MotRows | np.ndarray | list[list[float]]
 _MISS, _TRACKED = 1, 0
@@ -49,32 +49,12 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of boxes ``a`` float[No, 4] and ``b`` float[Nh, 4] (x, y, w, h) -> float64[No, Nh].
 
     0 where the boxes do not overlap (also for empty boxes), as motmetrics' ``boxiou``."""
-    a_min, a_max = a[:, None, :2], a[:, None, :2] + a[:, None, 2:]  # (No, 1, 2)
-    b_min, b_max = b[None, :, :2], b[None, :, :2] + b[None, :, 2:]  # (1, Nh, 2)
-    inter = np.prod(np.maximum(np.minimum(a_max, b_max) - np.maximum(a_min, b_min), 0.0), axis=-1)
-    area_a = np.prod(np.maximum(a_max - a_min, 0.0), axis=-1)  # (No, 1)
-    area_b = np.prod(np.maximum(b_max - b_min, 0.0), axis=-1)  # (1, Nh)
-    union = area_a + area_b - inter
+    return _motmetrics_iou(*box_overlaps_xywh(a, b)[:2])
+
+
+def _motmetrics_iou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(inter == 0, 0.0, inter / union)
-
-
-def frame_groups(
-    gt: MotRows, hyp: MotRows
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by frame, file order kept inside a frame.
-
-    Returns (frames int64[F] sorted union, gt order int64[N], gt bounds int64[F + 1], hyp order
-    int64[M], hyp bounds int64[F + 1]): frame ``f``'s gt rows are ``order[bounds[f]:bounds[f+1]]``.
-    """
-    frames = np.union1d(gt.frames, hyp.frames)
-    gt_order = np.argsort(gt.frames, kind="stable")
-    hyp_order = np.argsort(hyp.frames, kind="stable")
-    gt_bounds = np.searchsorted(gt.frames[gt_order], frames, side="left")
-    hyp_bounds = np.searchsorted(hyp.frames[hyp_order], frames, side="left")
-    gt_bounds = np.append(gt_bounds, len(gt_order))
-    hyp_bounds = np.append(hyp_bounds, len(hyp_order))
-    return frames, gt_order, gt_bounds, hyp_order, hyp_bounds
 
 
 def _expensive(costs: np.ndarray) -> np.ndarray:
@@ -93,72 +73,82 @@ def _divide(a: float, b: float) -> float:
         return float(np.true_divide(a, b))
 
 
-def clear_mot(gt: MotRows, hyp: MotRows, iou_threshold: float = 0.5) -> dict[str, float]:
+def clear_mot(
+    gt: MotRows, hyp: MotRows, iou_threshold: float = 0.5, hota: HotaFrames | None = None
+) -> dict[str, float]:
     """CLEAR MOT counts and scores, and the per-pair counts IDF1 needs (see the module docstring).
 
     Returns the motmetrics-named keys (``mota``, ``motp``, ``num_switches``, ...) and
-    ``_pairs`` (int64[P, 3]: gt id, hyp id, frames within the threshold) for :func:`identity_metrics`.
+    ``_pairs`` (int64[P, 3]: object, hypothesis index, frames within the threshold), for
+    :func:`identity_metrics`.
+    ``hota``: also hand every frame's similarities to this collector (one IoU computation for both).
     """
     max_dist = 1.0 - iou_threshold
     frames, gt_order, gt_bounds, hyp_order, hyp_bounds = frame_groups(gt, hyp)
-    last_hyp: dict[int, int] = {}  # object id -> the hypothesis it was last matched to
-    last_obj: dict[int, int] = {}  # hypothesis id -> the object step 2 last gave it (transfers)
-    matched_objs: set[int] = set()  # objects matched at least once (migrations)
-    matched_hyps: set[int] = set()  # hypotheses matched at least once (ascends)
-    obj_events: list[np.ndarray] = []  # per frame: (No,) object ids
+    g_idx, h_idx = identity_indices(gt, hyp)  # (N,), (M,) identities as indices 0..K-1
+    Ko, Kh = int(g_idx.max(initial=-1)) + 1, int(h_idx.max(initial=-1)) + 1
+    last_hyp = np.full(Ko, -1)  # object -> the hypothesis it was last matched to (-1: none yet)
+    last_obj = np.full(Kh, -1)  # hypothesis -> the object step 2 last gave it (transfers)
+    obj_matched = np.zeros(Ko, bool)  # matched at least once (migrations)
+    hyp_matched = np.zeros(Kh, bool)  # matched at least once (ascends)
+    column_of = np.full(Kh + 1, -1)  # scratch: hypothesis -> its column in the frame; [-1] stays -1
+    obj_events: list[np.ndarray] = []  # per frame: (No,) object indices
     obj_status: list[np.ndarray] = []  # per frame: (No,) _MISS or _TRACKED
-    pair_obj: list[np.ndarray] = []
-    pair_hyp: list[np.ndarray] = []
+    pair_codes: list[np.ndarray] = []  # per frame: object * Kh + hypothesis of pairs within the threshold
     n_match = n_switch = n_fp = n_transfer = n_ascend = n_migrate = 0
     dist_sum = 0.0
     for f in range(len(frames)):
         g_rows = gt_order[gt_bounds[f] : gt_bounds[f + 1]]
         h_rows = hyp_order[hyp_bounds[f] : hyp_bounds[f + 1]]
-        oids, hids = gt.ids[g_rows], hyp.ids[h_rows]
-        No, Nh = len(oids), len(hids)
+        o, h = g_idx[g_rows], h_idx[h_rows]  # (No,), (Nh,) in file order
+        No, Nh = len(o), len(h)
         status = np.full(No, _MISS, dtype=np.int8)
         h_used = np.zeros(Nh, dtype=bool)
-        if No and Nh:
-            dists = 1.0 - box_iou_xywh(gt.boxes[g_rows], hyp.boxes[h_rows])  # (No, Nh)
+        overlaps = box_overlaps_xywh(gt.boxes[g_rows], hyp.boxes[h_rows]) if No and Nh else None
+        if hota is not None:
+            hota.add(g_rows, h_rows, similarity_from_overlaps(*overlaps) if overlaps else None)
+        if overlaps:
+            dists = 1.0 - _motmetrics_iou(*overlaps[:2])  # (No, Nh)
             dists[dists > max_dist] = np.nan
             i_ok, j_ok = np.nonzero(np.isfinite(dists))
-            pair_obj.append(oids[i_ok])
-            pair_hyp.append(hids[j_ok])
-            # 1. keep last frame's correspondences still within the threshold
-            column = {int(h): j for j, h in reversed(list(enumerate(hids)))}  # first column of an id
-            for i, o in enumerate(oids.tolist()):
-                j = column.get(last_hyp.get(o, None))  # type: ignore[arg-type]
-                if j is not None and not h_used[j] and np.isfinite(dists[i, j]):
-                    status[i], h_used[j] = _TRACKED, True
-                    n_match += 1
-                    dist_sum += dists[i, j]
-                    matched_objs.add(o)
-                    matched_hyps.add(int(hids[j]))
+            pair_codes.append(o[i_ok] * Kh + h[j_ok])
+            # 1. keep last frame's correspondences still within the threshold; objects in file
+            # order, so of two objects last matched to one hypothesis the first in the file keeps it
+            column_of[h] = np.arange(Nh)
+            j_prev = column_of[last_hyp[o]]  # (No,) column of the object's last hypothesis, or -1
+            column_of[h] = -1
+            cand = np.flatnonzero(j_prev >= 0)
+            cand = cand[np.isfinite(dists[cand, j_prev[cand]])]
+            _, first = np.unique(j_prev[cand], return_index=True)
+            kept = cand[first]
+            status[kept], h_used[j_prev[kept]] = _TRACKED, True
+            n_match += len(kept)
+            dist_sum += float(dists[kept, j_prev[kept]].sum())
+            obj_matched[o[kept]], hyp_matched[h[j_prev[kept]]] = True, True
             # 2. one assignment over the rest (kept rows / columns forbidden, as motmetrics)
-            dists[status == _TRACKED, :] = np.nan
+            dists[kept, :] = np.nan
             dists[:, h_used] = np.nan
             if np.isfinite(dists).any():
                 rows, cols = linear_sum_assignment(_expensive(dists))
                 for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
                     if not np.isfinite(dists[i, j]):
                         continue
-                    o, h = int(oids[i]), int(hids[j])
-                    if o in last_hyp and last_hyp[o] != h:
+                    oi, hj = int(o[i]), int(h[j])
+                    if last_hyp[oi] >= 0 and last_hyp[oi] != hj:
                         n_switch += 1
-                        n_ascend += h not in matched_hyps  # a switch to a hypothesis never matched
+                        n_ascend += not hyp_matched[hj]  # a switch to a hypothesis never matched
                     else:
                         n_match += 1
-                    if h in last_obj and last_obj[h] != o:  # the hypothesis changes object
+                    if last_obj[hj] >= 0 and last_obj[hj] != oi:  # the hypothesis changes object
                         n_transfer += 1
-                        n_migrate += o not in matched_objs  # ... to an object never matched
-                    last_obj[h] = o
-                    matched_objs.add(o)
-                    matched_hyps.add(h)
+                        n_migrate += not obj_matched[oi]  # ... to an object never matched
+                    last_obj[hj] = oi
+                    obj_matched[oi] = hyp_matched[hj] = True
                     dist_sum += dists[i, j]
                     status[i], h_used[j] = _TRACKED, True
-                    last_hyp[o] = h
+                    last_hyp[oi] = hj
         n_fp += int(Nh - h_used.sum())
-        obj_events.append(oids)
+        obj_events.append(o)
         obj_status.append(status)
 
     # per-object event sequences in frame order -> tracked ratios and fragmentations
@@ -183,9 +173,8 @@ def clear_mot(gt: MotRows, hyp: MotRows, iou_threshold: float = 0.5) -> dict[str
     num_objects, num_predictions = len(gt), len(hyp)
     num_misses = int(miss.sum())
     num_detections = n_match + n_switch
-    pairs_o = np.concatenate(pair_obj) if pair_obj else np.zeros(0, np.int64)
-    pairs_h = np.concatenate(pair_hyp) if pair_hyp else np.zeros(0, np.int64)
-    pair_keys, pair_counts = np.unique(np.stack([pairs_o, pairs_h], axis=1), axis=0, return_counts=True)
+    codes = np.concatenate(pair_codes) if pair_codes else np.zeros(0, np.int64)
+    pair_code, pair_counts = np.unique(codes, return_counts=True)  # (P,)
     return {
         "num_frames": len(frames),
         "num_objects": num_objects,
@@ -207,12 +196,12 @@ def clear_mot(gt: MotRows, hyp: MotRows, iou_threshold: float = 0.5) -> dict[str
         "motp": _divide(dist_sum, num_detections),
         "precision": _divide(num_detections, n_fp + num_detections),
         "recall": _divide(num_detections, num_objects),
-        "_pairs": np.concatenate([pair_keys.reshape(-1, 2), pair_counts[:, None]], axis=1),  # type: ignore[dict-item]
+        "_pairs": np.stack([pair_code // max(Kh, 1), pair_code % max(Kh, 1), pair_counts], axis=1),  # type: ignore[dict-item]
     }
 
 
 def identity_metrics(pairs: np.ndarray, num_objects: int, num_predictions: int) -> dict[str, float]:
-    """IDF1, IDP, IDR from ``pairs`` int64[P, 3] (gt id, hyp id, frames within the threshold).
+    """IDF1, IDP, IDR from ``pairs`` int64[P, 3] (gt, hyp identity, frames within the threshold).
 
     The global matching maximises the summed frames (one ``linear_sum_assignment``); every
     optimum of motmetrics' (No + Nh)^2 cost formulation has this IDTP.
@@ -256,8 +245,9 @@ def mot_metrics(gt: MotInput, hyp: MotInput, iou_threshold: float = 0.5) -> dict
     ):
         raise ValueError(f"iou_threshold must be a number in (0, 1], got {iou_threshold!r}")
     gt_rows, hyp_rows = read_mot(gt), read_mot(hyp)
-    out = clear_mot(gt_rows, hyp_rows, float(iou_threshold))
+    hota = HotaFrames(*identity_indices(gt_rows, hyp_rows))
+    out = clear_mot(gt_rows, hyp_rows, float(iou_threshold), hota=hota)
     pairs = out.pop("_pairs")
     out.update(identity_metrics(pairs, out["num_objects"], out["num_predictions"]))  # type: ignore[arg-type]
-    out.update(hota_metrics(gt_rows, hyp_rows))
+    out.update(hota.score())
     return out

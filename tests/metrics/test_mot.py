@@ -254,3 +254,17 @@ def test_bad_rows_name_the_input(tmp_path: Path) -> None:
         mot_metrics(gt, bad)
     with pytest.raises(ValueError, match=r"missing.txt: MOT file not found"):
         mot_metrics(tmp_path / "missing.txt", hyp)
+
+
+def test_bench_rows_agree_with_the_peers() -> None:
+    """``structpred bench tracking_metrics --quick``'s rows: each case's numbers agree with
+    motmetrics and trackeval before timing (``comparisons`` raises otherwise). No timing here."""
+    from structpred.bench.tracking_metrics import comparisons, synthetic_sequence
+
+    rows = comparisons(repeats=1, quick=True)
+    names = [name for name, _, _ in rows]
+    assert (
+        len(names) == 8 and any("crowded" in n for n in names) and any("TUD-Stadtmitte" in n for n in names)
+    )
+    gt, hyp = synthetic_sequence(30, 6, 200.0, seed=1)
+    _same(mot_metrics(gt, hyp), motmetrics_summary(gt, hyp))

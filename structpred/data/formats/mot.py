@@ -39,7 +39,7 @@ import numpy as np
 from .. import limits
 from ._common import read_text_bounded
 
-__all__ = ["MOT_COLUMNS", "MotRows", "read_mot"]
+__all__ = ["MOT_COLUMNS", "MotRows", "frame_groups", "read_mot"]
 
 # names of the columns, in file order (columns 8-10 are MOT15's x3d, y3d, z3d or MOT16's class, visibility)
 MOT_COLUMNS = ("frame", "id", "x", "y", "w", "h", "conf", "col8", "col9", "col10")
@@ -230,3 +230,20 @@ def read_mot(
     values = _from_array(source)
     _validate(values, None, "rows", "row")
     return _rows(values, "rows", min_confidence)
+
+
+def frame_groups(
+    gt: MotRows, hyp: MotRows
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of two files grouped by frame, file order kept inside a frame.
+
+    Returns (frames int64[F] the sorted union, gt order int64[N], gt bounds int64[F + 1], hyp
+    order int64[M], hyp bounds int64[F + 1]): frame ``frames[f]``'s gt rows are
+    ``gt_order[gt_bounds[f] : gt_bounds[f + 1]]``.
+    """
+    frames = np.union1d(gt.frames, hyp.frames)
+    gt_order = np.argsort(gt.frames, kind="stable")
+    hyp_order = np.argsort(hyp.frames, kind="stable")
+    gt_bounds = np.append(np.searchsorted(gt.frames[gt_order], frames), len(gt_order))
+    hyp_bounds = np.append(np.searchsorted(hyp.frames[hyp_order], frames), len(hyp_order))
+    return frames, gt_order, gt_bounds, hyp_order, hyp_bounds
