@@ -45,8 +45,8 @@ class Tube:
     """One linked object: a box in each of its frames.
 
     Attributes:
-        frames (int64[L]): frame indices, increasing (consecutive for the DP linker; the online
-            linker leaves out the frames a track was not matched in).
+        frames (int64[L]): frame indices, increasing (consecutive for the DP linker unless its
+            ``max_gap`` > 0; the online linker leaves out the frames a track was not matched in).
         boxes (float32[L, 4]): xyxy boxes, one per frame.
         scores (float32[L]): the detections' scores.
         detections (int64[L]): index of each box among its frame's detections.

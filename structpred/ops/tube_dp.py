@@ -1,30 +1,35 @@
 """The dynamic program of Gkioxari & Malik (CVPR 2015, "Finding action tubes"): the best chain of
 detections through a clip, by Viterbi.
 
-A *chain* takes one detection in each frame of a run of consecutive frames ``t0 .. t1``. Its energy
-is::
+A *chain* takes one detection in each of frames ``t_1 < t_2 < ... < t_L``, consecutive frames
+unless ``max_gap > 0`` lets it skip up to ``max_gap`` frames between two of its boxes
+(``t_{k+1} - t_k <= max_gap + 1``). Its energy is::
 
-    E = sum_{t=t0..t1} s_t(i_t)  +  lam * sum_{t=t0..t1-1} IoU(b_t(i_t), b_{t+1}(i_{t+1}))
+    E = sum_k s_{t_k}(i_k)  +  lam * sum_k IoU(b_{t_k}(i_k), b_{t_{k+1}}(i_{k+1}))
 
-The paper links over the whole clip; here the chain may start and end in any frame (it is the
-paper's path whenever every frame has a detection and the scores are not negative: extending a
-chain never lowers its energy then). Recurrence, with ``V_t(i)`` the best energy of a chain
-ending at detection ``i`` of frame ``t``::
+The paper links over the whole clip, frame by frame (``max_gap = 0``); here a chain may also start
+and end in any frame (it is the paper's path whenever every frame has a detection and the scores are
+not negative: extending a chain never lowers its energy then). Recurrence, with ``V_t(i)`` the best
+energy of a chain ending at detection ``i`` of frame ``t``::
 
-    V_t0(i) = s_t0(i)                  (first frame)
-    V_t(i)  = s_t(i) + max(0, max_{j: IoU(j, i) >= gate} [V_{t-1}(j) + lam * IoU(j, i)])
+    V_t(i) = s_t(i) + max(0, max_{1 <= g <= G} max_{j: IoU_g(j, i) >= gate} [V_{t-g}(j) + lam * IoU_g(j, i)])
+
+with ``G = max_gap + 1`` and ``IoU_g(j, i) = IoU(b_{t-g}(j), b_t(i))``.
 
 ``max(0, .)`` is the choice between starting a new chain at ``(t, i)`` and extending the best
-one; the answer is ``max_{t, i} V_t(i)``, traced back through the stored arg-maxes.
+one; the answer is ``max_{t, i} V_t(i)``, traced back through the stored arg-maxes. Skipping a
+frame costs nothing but loses that frame's score, so with positive scores a chain skips only
+frames it has no box in (or whose boxes fit worse).
 
 Rules:
-    * a frame with no (remaining) detection cannot be crossed: every chain ends before it;
+    * a chain cannot cross more than ``max_gap`` frames in a row without a (remaining) detection of
+      it: with ``max_gap = 0`` (the paper) a frame with no detection ends every chain;
     * a link needs ``IoU >= gate`` (``gate = 0``, the paper: any two boxes may be linked);
-    * ties: the predecessor with the lowest index; extending beats starting anew on equal value;
-      of equal-energy chain ends, the earliest frame, then the lowest index.
+    * ties: the nearest predecessor frame, then the lowest index; extending beats starting anew on
+      equal value; of equal-energy chain ends, the earliest frame, then the lowest index.
 
 Shape shorthand:
-    T: frames; N_t: detections of frame t.
+    T: frames; N_t: detections of frame t; G: ``max_gap + 1``, the longest step of a chain.
 
 :func:`best_chain` is the DP itself (float64 numpy on precomputed IoUs); :func:`link_tubes_dp` is
 the public entry point (validation, classes, repeated extraction into :class:`~structpred.ops.linking.Tube`).
@@ -34,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,43 +52,48 @@ logger = logging.getLogger(__name__)
 
 def best_chain(
     scores: Sequence[np.ndarray],
-    ious: Sequence[np.ndarray],
+    ious: Mapping[tuple[int, int], np.ndarray],
     alive: Sequence[np.ndarray],
     lam: float,
     gate: float = 0.0,
-) -> tuple[float, int, list[int]] | None:
+    max_gap: int = 0,
+) -> tuple[float, list[int], list[int]] | None:
     """The best chain over the detections still ``alive``.
 
     Args:
         scores: per frame ``float64[N_t]``.
-        ious: per link ``float64[N_t, N_{t+1}]`` (``T - 1`` of them), IoU of frame t's boxes
-            with frame t+1's.
+        ious: ``ious[(s, t)]`` ``float64[N_s, N_t]``, IoU of frame s's boxes with frame t's, for
+            every ``0 < t - s <= max_gap + 1``.
         alive: per frame ``bool[N_t]``; dead detections are not used.
         lam: weight of the IoU term.
         gate: a link needs ``IoU >= gate``.
+        max_gap: frames a link may skip.
 
     Returns:
-        ``(energy, first_frame, detection index per frame from first_frame)``, or ``None`` when
-        no detection is alive.
+        ``(energy, frames, detection index per frame)``, or ``None`` when no detection is alive.
     """
     num_frames = len(scores)
-    assert len(ious) == max(num_frames - 1, 0) and len(alive) == num_frames
     values: list[np.ndarray] = []  # V_t, -inf where dead
-    preds: list[np.ndarray] = []  # arg-max predecessor in frame t-1, -1 = chain starts here
+    preds: list[tuple[np.ndarray, np.ndarray]] = []  # predecessor (frame, index); frame -1 = start
     best: tuple[float, int, int] | None = None
     for t in range(num_frames):
         v = np.where(alive[t], scores[t], -np.inf)  # (N_t,)
-        pred = np.full(v.shape, -1, dtype=np.int64)
-        if t > 0 and v.size and values[t - 1].size:
-            link = values[t - 1][:, None] + lam * ious[t - 1]  # (N_{t-1}, N_t)
-            link = np.where(ious[t - 1] >= gate, link, -np.inf)
-            j = np.argmax(link, axis=0)  # (N_t,); the first (lowest) index among equal maxima
-            cont = link[j, np.arange(v.size)]  # (N_t,)
-            extend = np.isfinite(cont) & (cont >= 0.0) & alive[t]
-            v = np.where(extend, v + np.where(extend, cont, 0.0), v)
-            pred = np.where(extend, j, -1)
+        cont = np.full(v.shape, -np.inf)  # best V_{t-g}(j) + lam * IoU over g and j
+        pred_t, pred_i = np.full(v.shape, -1, dtype=np.int64), np.zeros(v.shape, dtype=np.int64)
+        for g in range(1, min(max_gap + 1, t) + 1):
+            if not v.size or not values[t - g].size:
+                continue
+            iou = ious[(t - g, t)]  # (N_{t-g}, N_t)
+            link = np.where(iou >= gate, values[t - g][:, None] + lam * iou, -np.inf)
+            j = np.argmax(link, axis=0)  # (N_t,); the lowest index among equal maxima
+            c = link[j, np.arange(v.size)]  # (N_t,)
+            better = c > cont  # strict: on a tie the nearer frame (smaller g) keeps it
+            cont = np.where(better, c, cont)
+            pred_t, pred_i = np.where(better, t - g, pred_t), np.where(better, j, pred_i)
+        extend = np.isfinite(cont) & (cont >= 0.0) & alive[t]
+        v = np.where(extend, v + np.where(extend, cont, 0.0), v)
+        preds.append((np.where(extend, pred_t, -1), pred_i))
         values.append(v)
-        preds.append(pred)
         if v.size and np.isfinite(v).any():
             i = int(np.argmax(v))
             if best is None or v[i] > best[0]:
@@ -91,13 +101,12 @@ def best_chain(
     if best is None:
         return None
     energy, t, i = best
-    path = [i]
-    while preds[t][i] >= 0:
-        i = int(preds[t][i])
-        t -= 1
+    frames, path = [t], [i]
+    while preds[t][0][i] >= 0:
+        t, i = int(preds[t][0][i]), int(preds[t][1][i])
+        frames.append(t)
         path.append(i)
-    path.reverse()
-    return energy, t, path
+    return energy, frames[::-1], path[::-1]
 
 
 def link_tubes_dp(
@@ -109,14 +118,16 @@ def link_tubes_dp(
     gate: float = 0.0,
     max_tubes: int | None = None,
     min_length: int = 1,
+    max_gap: int = 0,
 ) -> list[Tube]:
     """Gkioxari & Malik (2015) tubes: repeated Viterbi chains of ``score + lam * IoU``.
 
-    The best chain (:func:`structpred.ops.tube_dp.best_chain`: one detection per frame over a run of
-    consecutive frames, maximising the sum of its scores plus ``lam`` times the IoU of each two
-    consecutive boxes) is extracted, its detections removed, and the search repeated until no
-    detection is left or ``max_tubes`` tubes were found (per class). A chain cannot cross a frame
-    with no remaining detection, and a link needs ``IoU >= gate`` (0: the paper, any link).
+    The best chain (:func:`best_chain`: one detection per frame over a run of frames, maximising the
+    sum of its scores plus ``lam`` times the IoU of each two consecutive boxes) is extracted, its
+    detections removed, and the search repeated until no detection is left or ``max_tubes`` tubes
+    were found (per class). A chain cannot cross more than ``max_gap`` frames in a row without a
+    remaining detection (0: the paper; a frame with none ends every chain), and a link needs
+    ``IoU >= gate`` (0: the paper, any link).
 
     Args:
         boxes_per_frame: ``T`` tensors ``[N_t, 4]`` xyxy.
@@ -126,6 +137,7 @@ def link_tubes_dp(
         gate: smallest IoU of a link, in [0, 1].
         max_tubes: at most this many tubes per class (``None``: until every detection is used).
         min_length: tubes of fewer frames are dropped (their detections are still used up).
+        max_gap: frames a tube may skip between two of its boxes (an occlusion or a missed detection).
 
     Returns:
         The tubes, per class in increasing label order, each class's in extraction order (best
@@ -142,6 +154,8 @@ def link_tubes_dp(
         raise ValueError(f"link_tubes_dp: max_tubes must be None or a positive int, got {max_tubes!r}")
     if not isinstance(min_length, int) or isinstance(min_length, bool) or min_length < 1:
         raise ValueError(f"link_tubes_dp: min_length must be a positive int, got {min_length!r}")
+    if not isinstance(max_gap, int) or isinstance(max_gap, bool) or max_gap < 0:
+        raise ValueError(f"link_tubes_dp: max_gap must be an int >= 0, got {max_gap!r}")
     num_frames = len(boxes_per_frame)
     if labels_per_frame is None:
         classes = [0]
@@ -159,15 +173,15 @@ def link_tubes_dp(
             scores_per_frame[t].detach().cpu().double()[torch.from_numpy(index[t])].numpy()
             for t in range(num_frames)
         ]
-        ious = [pairwise_iou(boxes[t], boxes[t + 1]) for t in range(num_frames - 1)]  # (N_t, N_t+1)
+        steps = [(t - g, t) for t in range(num_frames) for g in range(1, min(max_gap + 1, t) + 1)]
+        ious = {(a, b): pairwise_iou(boxes[a], boxes[b]) for a, b in steps}  # (N_a, N_b)
         alive = [np.ones(len(i), dtype=bool) for i in index]
         found = 0
         while max_tubes is None or found < max_tubes:
-            chain = best_chain(scores, ious, alive, float(lam), float(gate))
+            chain = best_chain(scores, ious, alive, float(lam), float(gate), max_gap)
             if chain is None:
                 break
-            energy, first, path = chain
-            frames = list(range(first, first + len(path)))
+            energy, frames, path = chain
             for t, i in zip(frames, path, strict=True):
                 alive[t][i] = False
             if len(path) < min_length:

@@ -25,39 +25,47 @@ def iou_ref(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def brute_best_chain(boxes, scores, alive, lam, gate):
-    """Every contiguous chain of alive detections, its energy; the best (energy, first, path)."""
+def brute_best_chain(boxes, scores, alive, lam, gate, max_gap=0):
+    """Every chain of alive detections (steps of at most max_gap + 1 frames), its energy; the best
+    (energy, frames, path)."""
     best = None
-    num_frames = len(boxes)
-    for first in range(num_frames):
-        for last in range(first, num_frames):
-            choices = [[i for i in range(len(boxes[t])) if alive[t][i]] for t in range(first, last + 1)]
-            for path in itertools.product(*choices):
-                energy, ok = 0.0, True
-                for k, i in enumerate(path):
-                    energy += float(scores[first + k][i])
-                    if k:
-                        iou = iou_ref(
-                            boxes[first + k - 1][path[k - 1]].tolist(), boxes[first + k][i].tolist()
-                        )
-                        ok &= iou >= gate
-                        energy += lam * iou
-                if ok and (best is None or energy > best[0] + 1e-12):
-                    best = (energy, first, list(path))
+    nodes = [(t, i) for t in range(len(boxes)) for i in range(len(boxes[t])) if alive[t][i]]
+
+    def energy_of(chain):
+        energy = sum(float(scores[t][i]) for t, i in chain)
+        for (s, j), (t, i) in zip(chain[:-1], chain[1:], strict=True):
+            iou = iou_ref(boxes[s][j].tolist(), boxes[t][i].tolist())
+            if iou < gate:
+                return None
+            energy += lam * iou
+        return energy
+
+    def grow(chain):
+        nonlocal best
+        energy = energy_of(chain)
+        if energy is not None and (best is None or energy > best[0] + 1e-12):
+            best = (energy, [t for t, _ in chain], [i for _, i in chain])
+        last = chain[-1][0]
+        for t, i in nodes:
+            if 0 < t - last <= max_gap + 1:
+                grow([*chain, (t, i)])
+
+    for node in nodes:
+        grow([node])
     return best
 
 
-def brute_tubes(boxes, scores, lam, gate):
-    """Repeated brute-force extraction: [(energy, first, path)] until no detection is left."""
+def brute_tubes(boxes, scores, lam, gate, max_gap=0):
+    """Repeated brute-force extraction: [(energy, frames, path)] until no detection is left."""
     alive = [[True] * len(b) for b in boxes]
     out = []
     while True:
-        best = brute_best_chain(boxes, scores, alive, lam, gate)
+        best = brute_best_chain(boxes, scores, alive, lam, gate, max_gap)
         if best is None:
             return out
         out.append(best)
-        for k, i in enumerate(best[2]):
-            alive[best[1] + k][i] = False
+        for t, i in zip(best[1], best[2], strict=True):
+            alive[t][i] = False
 
 
 def random_frames(rng: np.random.Generator, num_frames: int, max_boxes: int, *, allow_empty: bool = True):
@@ -86,16 +94,18 @@ def frames_of(*frames: list[list[float]]) -> tuple[list[torch.Tensor], list[torc
 
 
 @pytest.mark.parametrize("seed", range(12))
-@pytest.mark.parametrize(("lam", "gate"), [(1.0, 0.0), (0.0, 0.0), (2.5, 0.2)])
-def test_dp_equals_brute_force(seed: int, lam: float, gate: float) -> None:
+@pytest.mark.parametrize(
+    ("lam", "gate", "max_gap"), [(1.0, 0.0, 0), (0.0, 0.0, 0), (2.5, 0.2, 0), (1.0, 0.1, 1), (0.5, 0.0, 2)]
+)
+def test_dp_equals_brute_force(seed: int, lam: float, gate: float, max_gap: int) -> None:
     rng = np.random.default_rng(seed)
-    boxes, scores = random_frames(rng, int(rng.integers(1, 5)), 3)
-    tubes = link_tubes_dp(boxes, scores, lam, gate=gate)
-    expected = brute_tubes(boxes, scores, lam, gate)
+    boxes, scores = random_frames(rng, int(rng.integers(1, 6 if max_gap else 5)), 3 if max_gap < 2 else 2)
+    tubes = link_tubes_dp(boxes, scores, lam, gate=gate, max_gap=max_gap)
+    expected = brute_tubes(boxes, scores, lam, gate, max_gap)
     assert len(tubes) == len(expected)
-    for tube, (energy, first, path) in zip(tubes, expected, strict=True):
+    for tube, (energy, frames, path) in zip(tubes, expected, strict=True):
         assert tube.score == pytest.approx(energy, abs=1e-9)
-        assert tube.frames.tolist() == list(range(first, first + len(path)))
+        assert tube.frames.tolist() == frames
         assert tube.detections.tolist() == path
 
 
@@ -131,6 +141,11 @@ def test_dp_ties_take_the_lowest_index_and_stay_optimal() -> None:
     scores[0][:] = 0.0
     tubes = link_tubes_dp(boxes, scores)
     assert [t.frames.tolist() for t in tubes] == [[0, 1]] and tubes[0].score == pytest.approx(0.9)
+    # A skip tie: through the zero-score box of frame 1 or over it, equal energy; the nearer frame wins.
+    boxes, scores = frames_of([box(0, 0)], [box(30, 30)], [box(0, 0)])
+    scores[1][:] = 0.0
+    tubes = link_tubes_dp(boxes, scores, lam=0.0, max_gap=1)
+    assert [t.frames.tolist() for t in tubes] == [[0, 1, 2]]
 
 
 def test_dp_empty_frame_ends_every_chain() -> None:
@@ -138,6 +153,12 @@ def test_dp_empty_frame_ends_every_chain() -> None:
     tubes = link_tubes_dp(boxes, scores)
     assert [t.frames.tolist() for t in tubes] == [[0, 1], [3, 4]]
     assert link_tubes_dp(*frames_of([], [], [])) == []
+    # max_gap bridges it (one frame skipped), not a gap of two.
+    tubes = link_tubes_dp(boxes, scores, max_gap=1)
+    assert [t.frames.tolist() for t in tubes] == [[0, 1, 3, 4]]
+    boxes, scores = frames_of([box(0, 0)], [], [], [box(2, 0)])
+    assert [t.frames.tolist() for t in link_tubes_dp(boxes, scores, max_gap=1)] == [[0], [3]]
+    assert [t.frames.tolist() for t in link_tubes_dp(boxes, scores, max_gap=2)] == [[0, 3]]
 
 
 def test_dp_one_frame_and_one_box() -> None:
@@ -217,6 +238,7 @@ def test_dp_bad_arguments() -> None:
         ({"gate": 1.5}, "gate must be"),
         ({"max_tubes": 0}, "max_tubes must be"),
         ({"min_length": 0}, "min_length must be"),
+        ({"max_gap": -1}, "max_gap must be an int >= 0"),
         ({"labels_per_frame": [torch.tensor([0.5])]}, "frame 0: labels must be an integer"),
         ({"labels_per_frame": [torch.tensor([1, 2])]}, r"frame 0: labels must be a Tensor\[N\] with N = 1"),
         ({"labels_per_frame": []}, "labels_per_frame has 0 frames"),
