@@ -19,7 +19,8 @@ Architecture:
    back by trilinear upsampling + a conv, with skip additions) and a 3-D conv to one cost per plane.
 4. Soft argmin over the D planes (plane k = 4k px), bilinear upsampling of the disparity to the
    full grid, then an optional refinement (StereoNet, Khamis et al. 2018): dilated 3 x 3 convs on
-   ``[disparity / max_disp, left image]`` predict a residual; the result is clamped at >= 0.
+   ``[disparity / max_disp, left image]`` predict a residual; the prediction is clamped at >= 0
+   (the loss sees the unclamped sum, so its gradient never stops at the clamp).
 
 Why concatenation + 3-D convolutions (docs/stereo.md has the measurements): at 256 x 512 the 3-D
 hourglass costs a few GFLOP at C = A = 16 — comparable to the 2-D parts — and it aggregates
@@ -137,7 +138,9 @@ class FeatureExtractor(nn.Module):
 def _conv3d(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:
     """3 x 3 x 3 conv + GroupNorm + ReLU."""
     return nn.Sequential(
-        nn.Conv3d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.Conv3d(
+            c_in, c_out, 3, stride=stride, padding=1
+        ),  # bias: the ONNX export of a bias-free Conv3d fails
         nn.GroupNorm(min(groups, c_out), c_out),
         nn.ReLU(inplace=True),
     )
@@ -264,7 +267,8 @@ class StereoNet(nn.Module):
         return self.config.max_disp // STRIDE
 
     def disparities(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(coarse, refined) disparity ``[B, 1, Hp, Wp]`` px for padded pairs ``[B, 2, 3, Hp, Wp]``."""
+        """(coarse, refined) disparity ``[B, 1, Hp, Wp]`` px for padded pairs ``[B, 2, 3, Hp, Wp]``
+        (the refined one not yet clamped at 0)."""
         B, _, _, Hp, Wp = x.shape
         views = _standardise(x.transpose(0, 1).reshape(2 * B, 3, Hp, Wp))  # (2B, 3, Hp, Wp): lefts first
         feats = self.features(views)  # (2B, C, h, w)
@@ -278,7 +282,9 @@ class StereoNet(nn.Module):
         coarse = F.interpolate(coarse, size=(Hp, Wp), mode="bilinear", align_corners=False)
         if self.refinement is None:
             return coarse, coarse
-        refined = F.relu(coarse + self.refinement(coarse, views[:B], self.config.max_disp))
+        # Not clamped here: a ReLU would stop the loss's gradient wherever the sum dips below 0
+        # (a large early step can push every pixel there for good); forward clamps the prediction.
+        refined = coarse + self.refinement(coarse, views[:B], self.config.max_disp)
         return coarse, refined
 
     def forward(
@@ -310,7 +316,7 @@ class StereoNet(nn.Module):
                 )
         if not predict:
             return None, losses
-        return {"disparity": refined}, losses
+        return {"disparity": refined.clamp(min=0.0)}, losses  # disparity >= 0
 
 
 @register_model(task="stereo_disparity")

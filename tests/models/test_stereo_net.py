@@ -174,11 +174,11 @@ def test_overfits_two_shapes_stereo_pairs() -> None:
     # the best constant answer (the median) is what a net that ignores the images reaches
     constant = float(masked_smooth_l1(torch.full_like(gt, float(gt[:, 0][valid].median())), gt, valid))
     model = _tiny(seed=0, feature_channels=8, aggregation_channels=8).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(30):
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
         _, losses = model(x, targets, predict=False)
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
     last = float(losses["loss_disparity"].detach())
-    assert last < 0.6 * constant, (last, constant)  # ~0.45 x at 30 steps
+    assert last < 0.6 * constant, (last, constant)  # ~0.4 x at 40 steps
