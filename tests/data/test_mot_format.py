@@ -98,6 +98,8 @@ def test_chunks_join_and_name_the_right_line(tmp_path: Path, monkeypatch: pytest
         ("1,1,10,20,30,nan\n", r"gt.txt line 1 column h: must be finite, got nan"),
         ("1,1,inf,20,30,40\n", r"gt.txt line 1 column x: must be finite, got inf"),
         ("1,1,10,20,-30,40\n", r"gt.txt line 1 column w: size must be >= 0, got -30.0"),
+        ("1,1,10,-2e12,30,40\n", r"gt.txt line 1 column y: beyond 1e\+12 px, got -2000000000000.0"),
+        ("1,1,10,20,30,1e300\n", r"gt.txt line 1 column h: beyond 1e\+12 px"),
         ("\n1.5,1,10,20,30,40\n", r"gt.txt line 2 column frame: must be an integer, got 1.5"),
         ("1,2.25,10,20,30,40\n", r"gt.txt line 1 column id: must be an integer, got 2.25"),
         ("1,1e300,10,20,30,40\n", r"gt.txt line 1 column id: must be an integer"),
@@ -165,3 +167,33 @@ def test_limits(tmp_path: Path) -> None:
         pytest.raises(limits.LimitError, match=r"rows: rows of frame 1"),
     ):
         read_mot(np.array([[1, i, 0, 0, 5, 5] for i in range(3)]))
+
+
+def test_fuzz_target_seeds_and_a_bounded_run(tmp_path: Path) -> None:
+    """The ``mot_txt`` fuzz target (tests/fuzz/targets_mot.py): its seeds and 40 derandomised
+    mutations (up to 20 KB) read to a contract-keeping result or a one-line error naming the file."""
+    import random
+
+    from tests.fuzz import targets
+    from tests.fuzz.targets_mot import CORPUS_FILES, MOT_TARGETS
+
+    (target,) = MOT_TARGETS
+    made = CORPUS_FILES["mot_txt"]()
+    seeds = [made[name] for name in sorted(made)]
+    assert seeds == [p.read_bytes() for p in sorted((targets.CORPUS / "mot_txt").iterdir())]  # committed
+    path, run = target.setup(tmp_path)
+    rnd = random.Random(0)
+    kinds = []
+    for n in range(len(seeds) + 40):
+        data = seeds[n] if n < len(seeds) else targets.generate(target, seeds, rnd)
+        if len(data) > 20_000:
+            continue  # the long inputs are the fuzzer's (make fuzz), not the suite's
+        path.write_bytes(data)
+        try:
+            run()
+            err = None
+        except Exception as caught:  # noqa: BLE001  (the oracle classifies every exception)
+            err = caught
+        kinds.append(targets.outcome(err, tmp_path))
+    assert set(kinds) <= {"ok", "error"}, kinds
+    assert kinds[: len(seeds)] == ["ok"] * len(seeds) and "error" in kinds

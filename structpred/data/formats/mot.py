@@ -14,8 +14,9 @@ Conventions followed:
   comma is allowed; blank lines are skipped. 6 to 10 columns; columns past ``conf`` are kept as
   they are in :attr:`MotRows.extra` (their meaning differs between MOT15 and MOT16).
 * ``frame`` and ``id`` are integers (``3`` or ``3.0``); ``x, y`` is the top-left corner in the
-  files' 1-based pixels, ``w, h >= 0``; every field finite. Coordinates are kept as written: the
-  metrics only use differences, so motmetrics' ``x - 1, y - 1`` shift changes nothing.
+  files' 1-based pixels, ``w, h >= 0``; every field finite, box fields within 1e12 px.
+  Coordinates are kept as written: the metrics only use differences, so motmetrics'
+  ``x - 1, y - 1`` shift changes nothing.
 * A ``(frame, id)`` pair appears once (a tracker cannot put one identity twice in a frame).
 * ``conf`` is 1.0 when the column is absent. motmetrics keeps rows with ``conf >= min_confidence``
   (default -1: every row, also MOT16/17 ground truth's ``conf = 0`` "do not evaluate" rows; pass
@@ -45,6 +46,7 @@ __all__ = ["MOT_COLUMNS", "MotRows", "frame_groups", "read_mot"]
 MOT_COLUMNS = ("frame", "id", "x", "y", "w", "h", "conf", "col8", "col9", "col10")
 _MIN_COLUMNS, _MAX_COLUMNS = 6, len(MOT_COLUMNS)
 _MAX_INT = 2**53  # frame / id magnitude float64 holds exactly
+_MAX_COORD = 1e12  # px: |x|, |y|, w, h beyond are an error (x + w and areas stay finite in float64)
 _SPLIT = re.compile(r"\s*,\s*|\s+")
 _CHUNK = 65_536  # lines parsed together (bounds the memory of a large file's fast path)
 
@@ -173,6 +175,10 @@ def _validate(values: np.ndarray, lines: np.ndarray | None, where: str, unit: st
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(f"{at(i, c)}: size must be >= 0, got {float(values[i, c])!r}")
+    bad = np.abs(values[:, 2:6]) > _MAX_COORD
+    if bad.any():
+        i, c = np.argwhere(bad)[0]
+        raise ValueError(f"{at(i, c + 2)}: beyond {_MAX_COORD:g} px, got {float(values[i, c + 2])!r}")
     if len(values) == 0:
         return
     # (N, 2) (frame, id) -> rows sorted by frame then id, file order kept among equals
