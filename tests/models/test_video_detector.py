@@ -119,7 +119,7 @@ def test_frame_targets_follow_visibility() -> None:
 
 def test_registered_detector_contract_train_and_eval() -> None:
     torch.manual_seed(0)
-    clip, target = ShapesVideo("train", size=(32, 64), num_images=1, length=3)[0]
+    clip, target = ShapesVideo("train", size=(32, 64), num_images=1, length=2)[0]
     model = video_detector(
         "fasterrcnn_narrow_fpn", "online", min_score=0.0, min_size=64, max_size=128, width=8
     )
