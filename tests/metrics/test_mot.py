@@ -149,6 +149,11 @@ HANDMADE = {
         _rows((1, 1, *BOX), (1, 2, *FAR), (2, 1, *BOX), (2, 2, *FAR)),
         _rows((1, 5, *BOX), (2, 5, *FAR), (2, 6, *BOX)),
     ),
+    # crowded ties: 6 objects on one spot, 6 hypotheses on it too, identities reshuffled per frame
+    "crowded_ties": (
+        _rows(*[(f, k, *BOX) for f in range(1, 5) for k in range(6)]),
+        _rows(*[(f, 10 + (k * (f + 1)) % 7, *BOX) for f in range(1, 5) for k in range(6)]),
+    ),
     "zero_size_boxes": (_rows((1, 1, 10, 10, 0, 0), (1, 2, *BOX)), _rows((1, 1, 10, 10, 0, 0), (1, 2, *BOX))),
 }
 
