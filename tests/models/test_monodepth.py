@@ -12,7 +12,7 @@ from torch import nn
 from structpred.data.shapes_views import ShapesStereo
 from structpred.heads.monodepth_loss import monodepth_loss
 from structpred.models.monodepth import DisparityDecoder, MonoDepth, MonoDepthConfig, monodepth_narrow
-from structpred.models.registry import get_model, list_models, model_info, parameter_count
+from structpred.models.registry import get_model, list_models, model_info
 
 H, W = 32, 64
 
@@ -30,9 +30,9 @@ def _pairs(b: int = 2, seed: int = 0) -> torch.Tensor:
 def test_registered_for_monocular_depth() -> None:
     assert {"monodepth", "monodepth_narrow"} <= set(list_models("monocular_depth"))
     assert model_info("monodepth").task == "monocular_depth"
-    assert isinstance(get_model("monodepth_narrow", lr_consistency=False), MonoDepth)
-    assert parameter_count("monodepth") > 20_000_000  # ResNet-50 encoder at the paper's width
-    assert parameter_count("monodepth_narrow") < 1_000_000
+    narrow = get_model("monodepth_narrow", lr_consistency=False)
+    assert isinstance(narrow, MonoDepth) and not narrow.config.lr_consistency
+    assert sum(p.numel() for p in narrow.parameters()) < 1_000_000
 
 
 def test_pairs_forward_backward(model: MonoDepth) -> None:
@@ -143,6 +143,7 @@ def test_odd_sizes_keep_the_input_resolution(model: MonoDepth) -> None:
 def test_paper_width_builds_and_runs() -> None:
     torch.manual_seed(0)
     m = get_model("monodepth").eval()
+    assert sum(p.numel() for p in m.parameters()) > 20_000_000  # ResNet-50 encoder at the paper's width
     with torch.no_grad():
         preds, _ = m(torch.rand(1, 1, 3, 64, 64))
     assert preds["disparity"].shape == (1, 1, 64, 64)
@@ -150,14 +151,14 @@ def test_paper_width_builds_and_runs() -> None:
 
 @pytest.mark.slow
 def test_overfits_two_shapes_stereo_pairs() -> None:
-    """Self-supervised, seeded: the photometric loss on two pairs falls a lot in 60 Adam steps."""
+    """Self-supervised, seeded: the photometric loss on two pairs falls by half or more in 40 Adam steps."""
     torch.manual_seed(0)
     ds = ShapesStereo("train", size=(32, 64), num_images=2)
     x = torch.stack([ds[i][0] for i in range(2)])  # (2, 2, 3, 32, 64)
     m = monodepth_narrow()
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     history = []
-    for _ in range(60):
+    for _ in range(40):
         _, losses = m(x, [{}, {}], predict=False)
         loss = sum(losses.values())
         opt.zero_grad()
