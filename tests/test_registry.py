@@ -55,6 +55,9 @@ SMALL: dict[str, dict[str, Any]] = {
     **{name: {"num_flow_updates": 2} for name in ("raft_small", "raft_large")},
     # PWC-Net (issue 18): the paper's six levels, thin estimators and context network.
     "pwcnet": {"estimator_channels": (16, 16, 16, 16, 16), "context_channels": (16, 16, 16, 16, 16, 16)},
+    # Depth (issue 19): the paper-size models' code paths, thin (ResNet-18 encoder; a 16-plane volume).
+    "monodepth": {"backbone": "resnet18", "decoder_widths": (32, 16, 16, 8, 8)},
+    "stereo_net": {"max_disp": 64},
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 SUITES = (
     "ops", "metrics", "proposals", "detection", "one_stage", "yolo", "keypoints", "mask_rcnn", "crf",
     "segmentation", "rnn", "export", "vit", "swin",
-    "flow",
+    "flow", "depth", "tracking_metrics",
 )  # fmt: skip
 
 
@@ -37,6 +37,8 @@ def add_parser(sub: Any) -> None:
         "crf: dense CRF vs pydensecrf2; segmentation: crf + mask_rcnn; "
         "rnn: RNN/LSTM vs torch.nn; export: onnxruntime vs eager PyTorch (exported models); "
         "vit / swin: ViT / Swin vs timm (inference, train step, Swin as a 512 px detection backbone); "
-        "flow: RAFT vs torchvision, correlation ops",
+        "flow: RAFT vs torchvision, correlation ops; depth: the stereo and monocular depth networks "
+        "(images/s, GFLOP/s) beside OpenCV's StereoSGBM; tracking_metrics: MOT metrics vs motmetrics, "
+        "HOTA vs trackeval",
     )
     p.set_defaults(func=run)

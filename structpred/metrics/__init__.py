@@ -1,4 +1,5 @@
-"""Evaluation metrics: COCO mAP for boxes and masks, mIoU for label maps, depth and disparity errors.
+"""Evaluation metrics: COCO mAP for boxes and masks, mIoU for label maps, depth and disparity errors,
+MOT (CLEAR MOT, IDF1, HOTA) and OTB one-pass tracking scores.
 
 Metrics accumulate over a dataset: ``update(...)`` per batch, ``compute()`` at the end,
 ``reset()`` to start again. Inputs follow torchvision's prediction / target dicts.
@@ -6,6 +7,8 @@ Metrics accumulate over a dataset: ``update(...)`` per batch, ``compute()`` at t
 
 from .depth import DEPTH_PRESETS, DepthMetric, DepthPreset, DisparityMetric, depth_metrics, disparity_metrics
 from .detection import AREA_NAMES, COCOEvalResult, MeanAveragePrecision
+from .mot import mot_metrics
+from .ope import ope
 from .segmentation import MeanIoU, SegmentationMetric, boundary_band
 
 __all__ = [
@@ -21,4 +24,6 @@ __all__ = [
     "boundary_band",
     "depth_metrics",
     "disparity_metrics",
+    "mot_metrics",
+    "ope",
 ]

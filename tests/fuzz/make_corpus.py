@@ -23,6 +23,7 @@ from PIL import Image
 
 from tests.data import layout_builders as lb
 from tests.fuzz.targets import CORPUS, TARGETS
+from tests.fuzz.targets_mot import CORPUS_FILES as MOT_CORPUS_FILES
 from tests.fuzz.targets_stereo import CORPUS_FILES
 
 
@@ -176,6 +177,7 @@ EXTRA = {
     "coco_keypoints_json": _coco_keypoints_json, "homography_xml": _homography_xml,
     "disparity_png": _disparity_png,
     **CORPUS_FILES,
+    **MOT_CORPUS_FILES,
 }  # fmt: skip
 
 

@@ -404,6 +404,9 @@ TARGETS: list[Target] = [
 from tests.fuzz.targets_stereo import STEREO_TARGETS  # noqa: E402  (it imports the helpers above)
 
 TARGETS += STEREO_TARGETS  # calib.txt, PFM, a stereo-folder's disparity PNG (owner: "stereo")
+from tests.fuzz.targets_mot import MOT_TARGETS  # noqa: E402
+
+TARGETS += MOT_TARGETS  # MOTChallenge gt / tracker text (owner: "mot")
 BY_NAME = {t.name: t for t in TARGETS}
 READERS: dict[str, list[Target]] = {}
 for _t in TARGETS:
