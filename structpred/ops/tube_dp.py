@@ -31,8 +31,9 @@ Rules:
 Shape shorthand:
     T: frames; N_t: detections of frame t; G: ``max_gap + 1``, the longest step of a chain.
 
-:func:`best_chain` is the DP itself (float64 numpy on precomputed IoUs); :func:`link_tubes_dp` is
-the public entry point (validation, classes, repeated extraction into :class:`~structpred.ops.linking.Tube`).
+:class:`ChainSearch` is the DP itself (float64 numpy on precomputed IoUs, updated incrementally as
+chains are removed); :func:`link_tubes_dp` is the public entry point (validation, classes,
+repeated extraction into :class:`~structpred.ops.linking.Tube`).
 """
 
 from __future__ import annotations
@@ -50,63 +51,101 @@ from .linking import Tube, check_frames, make_tube, pairwise_iou
 logger = logging.getLogger(__name__)
 
 
-def best_chain(
-    scores: Sequence[np.ndarray],
-    ious: Mapping[tuple[int, int], np.ndarray],
-    alive: Sequence[np.ndarray],
-    lam: float,
-    gate: float = 0.0,
-    max_gap: int = 0,
-) -> tuple[float, list[int], list[int]] | None:
-    """The best chain over the detections still ``alive``.
+class ChainSearch:
+    """The Viterbi tables of the recurrence above, kept across extractions.
+
+    :meth:`best` reads the best chain; :meth:`remove` kills its detections and recomputes only
+    the frames whose values can change: from the chain's first frame until ``max_gap + 1``
+    frames in a row past its last frame come out unchanged (a frame's values depend only on the
+    ``max_gap + 1`` frames before it), so the tables always equal a full recomputation.
 
     Args:
         scores: per frame ``float64[N_t]``.
         ious: ``ious[(s, t)]`` ``float64[N_s, N_t]``, IoU of frame s's boxes with frame t's, for
             every ``0 < t - s <= max_gap + 1``.
-        alive: per frame ``bool[N_t]``; dead detections are not used.
         lam: weight of the IoU term.
         gate: a link needs ``IoU >= gate``.
         max_gap: frames a link may skip.
-
-    Returns:
-        ``(energy, frames, detection index per frame)``, or ``None`` when no detection is alive.
     """
-    num_frames = len(scores)
-    values: list[np.ndarray] = []  # V_t, -inf where dead
-    preds: list[tuple[np.ndarray, np.ndarray]] = []  # predecessor (frame, index); frame -1 = start
-    best: tuple[float, int, int] | None = None
-    for t in range(num_frames):
-        v = np.where(alive[t], scores[t], -np.inf)  # (N_t,)
+
+    def __init__(
+        self,
+        scores: Sequence[np.ndarray],
+        ious: Mapping[tuple[int, int], np.ndarray],
+        lam: float,
+        gate: float = 0.0,
+        max_gap: int = 0,
+    ) -> None:
+        self.scores, self.ious, self.lam, self.gate, self.max_gap = scores, ious, lam, gate, max_gap
+        num_frames = len(scores)
+        self.alive = [np.ones(len(s), dtype=bool) for s in scores]
+        self.values: list[np.ndarray] = [np.empty(0)] * num_frames  # V_t, -inf where dead
+        self.pred_t: list[np.ndarray] = [np.empty(0, np.int64)] * num_frames  # predecessor frame, -1 = start
+        self.pred_i: list[np.ndarray] = [np.empty(0, np.int64)] * num_frames  # predecessor index
+        self.frame_best = np.full(num_frames, -np.inf)  # max_i V_t(i)
+        for t in range(num_frames):
+            self._update(t)
+
+    def _update(self, t: int) -> bool:
+        """Recompute frame ``t``'s tables from the frames before it; True when its values changed."""
+        v = np.where(self.alive[t], self.scores[t], -np.inf)  # (N_t,)
         cont = np.full(v.shape, -np.inf)  # best V_{t-g}(j) + lam * IoU over g and j
         pred_t, pred_i = np.full(v.shape, -1, dtype=np.int64), np.zeros(v.shape, dtype=np.int64)
-        for g in range(1, min(max_gap + 1, t) + 1):
-            if not v.size or not values[t - g].size:
+        for g in range(1, min(self.max_gap + 1, t) + 1):
+            prev = self.values[t - g]
+            if not v.size or not prev.size:
                 continue
-            iou = ious[(t - g, t)]  # (N_{t-g}, N_t)
-            link = np.where(iou >= gate, values[t - g][:, None] + lam * iou, -np.inf)
+            iou = self.ious[(t - g, t)]  # (N_{t-g}, N_t)
+            link = np.where(iou >= self.gate, prev[:, None] + self.lam * iou, -np.inf)
             j = np.argmax(link, axis=0)  # (N_t,); the lowest index among equal maxima
             c = link[j, np.arange(v.size)]  # (N_t,)
             better = c > cont  # strict: on a tie the nearer frame (smaller g) keeps it
             cont = np.where(better, c, cont)
             pred_t, pred_i = np.where(better, t - g, pred_t), np.where(better, j, pred_i)
-        extend = np.isfinite(cont) & (cont >= 0.0) & alive[t]
+        extend = np.isfinite(cont) & (cont >= 0.0) & self.alive[t]
         v = np.where(extend, v + np.where(extend, cont, 0.0), v)
-        preds.append((np.where(extend, pred_t, -1), pred_i))
-        values.append(v)
-        if v.size and np.isfinite(v).any():
-            i = int(np.argmax(v))
-            if best is None or v[i] > best[0]:
-                best = (float(v[i]), t, i)
-    if best is None:
-        return None
-    energy, t, i = best
-    frames, path = [t], [i]
-    while preds[t][0][i] >= 0:
-        t, i = int(preds[t][0][i]), int(preds[t][1][i])
-        frames.append(t)
-        path.append(i)
-    return energy, frames[::-1], path[::-1]
+        changed = not np.array_equal(v, self.values[t])
+        self.values[t], self.pred_t[t], self.pred_i[t] = v, np.where(extend, pred_t, -1), pred_i
+        self.frame_best[t] = v.max() if v.size else -np.inf
+        return changed
+
+    def best(self) -> tuple[float, list[int], list[int]] | None:
+        """``(energy, frames, detection index per frame)`` of the best chain, or ``None`` when no
+        detection is alive. Ties: the earliest end frame, then the lowest index."""
+        if not self.frame_best.size or not np.isfinite(self.frame_best).any():
+            return None
+        t = int(np.argmax(self.frame_best))
+        i = int(np.argmax(self.values[t]))
+        energy = float(self.values[t][i])
+        frames, path = [t], [i]
+        while self.pred_t[t][i] >= 0:
+            t, i = int(self.pred_t[t][i]), int(self.pred_i[t][i])
+            frames.append(t)
+            path.append(i)
+        return energy, frames[::-1], path[::-1]
+
+    def remove(self, frames: Sequence[int], path: Sequence[int]) -> None:
+        """Kill detection ``path[k]`` of frame ``frames[k]`` and bring the tables up to date."""
+        for t, i in zip(frames, path, strict=True):
+            self.alive[t][i] = False
+        steady = 0
+        for t in range(min(frames), len(self.scores)):
+            changed = self._update(t)
+            steady = 0 if changed or t <= max(frames) else steady + 1
+            if steady > self.max_gap:
+                break
+
+
+def best_chain(
+    scores: Sequence[np.ndarray],
+    ious: Mapping[tuple[int, int], np.ndarray],
+    lam: float,
+    gate: float = 0.0,
+    max_gap: int = 0,
+) -> tuple[float, list[int], list[int]] | None:
+    """The best chain over all detections (one :class:`ChainSearch` pass): ``(energy, frames,
+    detection index per frame)``, or ``None`` without detections."""
+    return ChainSearch(scores, ious, lam, gate, max_gap).best()
 
 
 def link_tubes_dp(
@@ -122,7 +161,7 @@ def link_tubes_dp(
 ) -> list[Tube]:
     """Gkioxari & Malik (2015) tubes: repeated Viterbi chains of ``score + lam * IoU``.
 
-    The best chain (:func:`best_chain`: one detection per frame over a run of frames, maximising the
+    The best chain (:class:`ChainSearch`: one detection per frame over a run of frames, maximising the
     sum of its scores plus ``lam`` times the IoU of each two consecutive boxes) is extracted, its
     detections removed, and the search repeated until no detection is left or ``max_tubes`` tubes
     were found (per class). A chain cannot cross more than ``max_gap`` frames in a row without a
@@ -175,15 +214,14 @@ def link_tubes_dp(
         ]
         steps = [(t - g, t) for t in range(num_frames) for g in range(1, min(max_gap + 1, t) + 1)]
         ious = {(a, b): pairwise_iou(boxes[a], boxes[b]) for a, b in steps}  # (N_a, N_b)
-        alive = [np.ones(len(i), dtype=bool) for i in index]
+        search = ChainSearch(scores, ious, float(lam), float(gate), max_gap)
         found = 0
         while max_tubes is None or found < max_tubes:
-            chain = best_chain(scores, ious, alive, float(lam), float(gate), max_gap)
+            chain = search.best()
             if chain is None:
                 break
             energy, frames, path = chain
-            for t, i in zip(frames, path, strict=True):
-                alive[t][i] = False
+            search.remove(frames, path)
             if len(path) < min_length:
                 continue
             found += 1

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from structpred.ops.linking import OnlineLinker, Tube, link_online, tubes_to_mot_rows
-from structpred.ops.tube_dp import link_tubes_dp
+from structpred.ops.linking import OnlineLinker, Tube, link_online, pairwise_iou, tubes_to_mot_rows
+from structpred.ops.tube_dp import ChainSearch, link_tubes_dp
 
 # ----------------------------------------------------------------------------- references
 
@@ -107,6 +107,29 @@ def test_dp_equals_brute_force(seed: int, lam: float, gate: float, max_gap: int)
         assert tube.score == pytest.approx(energy, abs=1e-9)
         assert tube.frames.tolist() == frames
         assert tube.detections.tolist() == path
+
+
+@pytest.mark.parametrize("max_gap", [0, 2])
+def test_dp_incremental_tables_equal_a_fresh_search(max_gap: int) -> None:
+    rng = np.random.default_rng(11)
+    boxes, scores = random_frames(rng, 30, 4)
+    s = [x.double().numpy() for x in scores]
+    ious = {
+        (a, b): pairwise_iou(boxes[a], boxes[b]) for b in range(30) for a in range(max(0, b - max_gap - 1), b)
+    }
+    search = ChainSearch(s, ious, 1.0, 0.2, max_gap)
+    for _ in range(6):
+        chain = search.best()
+        assert chain is not None
+        search.remove(chain[1], chain[2])
+        fresh = ChainSearch(s, ious, 1.0, 0.2, max_gap)
+        fresh.alive = [a.copy() for a in search.alive]
+        for t in range(30):
+            fresh._update(t)
+        for t in range(30):
+            assert np.array_equal(fresh.values[t], search.values[t])
+            assert np.array_equal(fresh.pred_t[t], search.pred_t[t])
+        assert fresh.best() == search.best()
 
 
 def test_dp_tube_contents_and_ids() -> None:
