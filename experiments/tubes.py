@@ -38,6 +38,7 @@ import torch
 
 from structpred.data.shapes_views import ShapesVideo
 from structpred.metrics.mot import mot_metrics
+from structpred.models.video_detector import VideoDetector
 from structpred.ops.linking import Tube, link_online, tubes_to_mot_rows
 from structpred.ops.tube_dp import link_tubes_dp
 
@@ -158,20 +159,22 @@ def motmetrics_check(seq: Sequence, tubes: list[Tube]) -> tuple[float, float]:
 
 
 def run_detector(checkpoint: str, clips: list[torch.Tensor], min_score: float) -> tuple[list, list, list]:
-    """Per-frame detections of a trained detector on every clip (concatenated like the ground truth)."""
+    """Per-frame detections (scoring >= ``min_score``) of a trained detector on every clip, through
+    :class:`~structpred.models.video_detector.VideoDetector` (concatenated like the ground truth)."""
     from structpred.engine.run import load_model
 
     model, _ = load_model(checkpoint)
+    video = VideoDetector(model, min_score=min_score, batch_size=8).eval()
     boxes, scores, labels = [], [], []
     with torch.no_grad():
         for clip in clips:
-            for start in range(0, clip.shape[0], 8):
-                preds, _ = model(clip[start : start + 8])
-                for p in preds:
-                    keep = p["scores"] >= min_score
-                    boxes.append(p["boxes"][keep])
-                    scores.append(p["scores"][keep])
-                    labels.append(p["labels"][keep])
+            detections, _ = video.detect_frames(clip)
+            assert detections is not None
+            for d in detections:
+                keep = d["scores"] >= min_score
+                boxes.append(d["boxes"][keep])
+                scores.append(d["scores"][keep])
+                labels.append(d["labels"][keep])
     return boxes, scores, labels
 
 
