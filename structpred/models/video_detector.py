@@ -8,18 +8,20 @@ the default) or the online Hungarian linker (:func:`~structpred.ops.linking.link
 Shape shorthand:
     T: frames of the clip; H, W: frame size; M: ground-truth tracks; R: (frame, track) rows.
 
-Contract (DESIGN.md §3, the forward of every model; the task would be "tracking", input a clip):
-``model(clip [T, 3, H, W], targets=None) -> (predictions, losses)``.
+Contract (DESIGN.md §3, the forward of every model; the task would be multi-object tracking, input
+clips): ``model(clips, targets=None) -> (predictions, losses)`` with ``clips`` a list of
+``[T, 3, H, W]`` or a ``[B, T, 3, H, W]`` batch.
 
-* predictions — one row per (frame, tube) pair, sorted by frame then track id:
-  ``frames`` int64 ``[R]`` (0-based), ``track_ids`` int64 ``[R]`` (1-based), ``boxes`` float32
-  ``[R, 4]`` xyxy pixels of the clip, ``scores`` float32 ``[R]``, ``labels`` int64 ``[R]``.
-  :meth:`VideoDetector.tubes` returns the same as tubes.
-* targets — one dict per clip, as :class:`~structpred.data.shapes_views.ShapesVideo` gives:
-  ``tracks`` float ``[M, T, 4]`` xyxy, NaN where the object is not visible, ``labels`` int64 ``[M]``
-  (``visible`` bool ``[M, T]`` is optional: ``tracks`` not NaN otherwise). The losses are the
-  detector's on the frames' visible boxes (averaged over the chunks, weighted by their frames):
-  a video detector trains as its detector does, linking has no parameters.
+* predictions — a list with one dict per clip, one row per (frame, tube) pair, sorted by frame
+  then track id: ``frames`` int64 ``[R]`` (0-based), ``track_ids`` int64 ``[R]`` (1-based),
+  ``boxes`` float32 ``[R, 4]`` xyxy pixels of the clip, ``scores`` float32 ``[R]``, ``labels``
+  int64 ``[R]``. :meth:`VideoDetector.tubes` returns the same as tubes.
+* targets — a list of one dict per clip, as :class:`~structpred.data.shapes_views.ShapesVideo`
+  gives them: ``tracks`` float ``[M, T, 4]`` xyxy, NaN where the object is not visible,
+  ``labels`` int64 ``[M]`` (``visible`` bool ``[M, T]`` is optional: ``tracks`` not NaN
+  otherwise). The losses are the detector's on the frames' visible boxes (averaged over the
+  chunks, weighted by their frames, and over the clips): a video detector trains as its detector
+  does, linking has no parameters.
 """
 
 from __future__ import annotations
@@ -163,15 +165,38 @@ class VideoDetector(nn.Module):
         return self.link(detections)
 
     def forward(
-        self, clip: Tensor, targets: dict[str, Tensor] | None = None, *, predict: bool = True
-    ) -> tuple[dict[str, Tensor] | None, dict[str, Tensor]]:
-        """Rows of the clip's tubes (None with ``predict=False``) and the detector's losses (with
-        ``targets``); see the module docstring."""
+        self,
+        clips: Sequence[Tensor] | Tensor,
+        targets: Sequence[dict[str, Tensor]] | None = None,
+        *,
+        predict: bool = True,
+    ) -> tuple[list[dict[str, Tensor]] | None, dict[str, Tensor]]:
+        """One prediction dict of tube rows per clip (None with ``predict=False``) and the
+        detector's losses averaged over the clips (with ``targets``, one dict per clip); ``clips``
+        is a list of ``[T, 3, H, W]`` or a ``[B, T, 3, H, W]`` batch. See the module docstring."""
         check_request(targets is not None, predict, type(self).__name__)
-        detections, losses = self.detect_frames(clip, targets, predict)
-        if detections is None:
-            return None, losses
-        return tube_rows(self.link(detections)), losses
+        if isinstance(clips, Tensor):
+            if clips.dim() != 5:
+                raise ValueError(
+                    "VideoDetector: clips must be a list of Tensor[T, 3, H, W] or a Tensor[B, T, 3, H, W], "
+                    f"got shape {tuple(clips.shape)} (one clip: model([clip]) or model.tubes(clip))"
+                )
+            clips = list(clips.unbind(0))  # (B, T, 3, H, W) -> B x (T, 3, H, W)
+        if targets is not None and (isinstance(targets, dict) or len(targets) != len(clips)):
+            raise ValueError(
+                f"VideoDetector: targets must be a list of one dict per clip ({len(clips)} clips)"
+            )
+        predictions: list[dict[str, Tensor]] = []
+        losses: dict[str, Tensor] = {}
+        for k, clip in enumerate(clips):
+            detections, clip_losses = self.detect_frames(
+                clip, None if targets is None else targets[k], predict
+            )
+            for key, value in clip_losses.items():
+                losses[key] = losses[key] + value / len(clips) if key in losses else value / len(clips)
+            if detections is not None:
+                predictions.append(tube_rows(self.link(detections)))
+        return (predictions if predict else None), losses
 
 
 def tube_rows(tubes: Sequence[Tube]) -> dict[str, Tensor]:

@@ -82,7 +82,7 @@ def test_links_an_exact_detector_into_one_tube_per_object(linker: str) -> None:
     got = sorted(t.boxes.tolist() for t in tubes)
     assert got == sorted([a, b])
     assert all(t.frames.tolist() == list(range(6)) and t.label == 1 for t in tubes)
-    preds, losses = model(clip)
+    (preds,), losses = model([clip])
     assert set(preds) == KEYS and losses == {}
     assert preds["frames"].tolist() == [t for t in range(6) for _ in range(2)]
     assert preds["track_ids"].tolist() == [1, 2] * 6
@@ -91,15 +91,24 @@ def test_links_an_exact_detector_into_one_tube_per_object(linker: str) -> None:
 
 def test_chunks_and_min_score() -> None:
     clip, _, _ = moving_squares(5)
-    whole = VideoDetector(BrightBoxes(), batch_size=8)(clip)[0]
-    chunked = VideoDetector(BrightBoxes(), batch_size=2)(clip)[0]
+    whole = VideoDetector(BrightBoxes(), batch_size=8)([clip])[0][0]
+    chunked = VideoDetector(BrightBoxes(), batch_size=2)([clip])[0][0]
     assert all(torch.equal(whole[k], chunked[k]) for k in KEYS)
-    assert VideoDetector(BrightBoxes(), min_score=0.95)(clip)[0]["frames"].numel() == 0
+    assert VideoDetector(BrightBoxes(), min_score=0.95)([clip])[0][0]["frames"].numel() == 0
+    # A batch [B, T, 3, H, W] and a list of clips: one prediction per clip.
+    flipped = clip.flip(-1)
+    batch, _ = VideoDetector(BrightBoxes())(torch.stack([clip, flipped]))
+    listed, _ = VideoDetector(BrightBoxes())([clip, flipped])
+    assert len(batch) == len(listed) == 2
+    assert all(torch.equal(batch[i][k], listed[i][k]) for i in range(2) for k in KEYS)
+    assert torch.equal(batch[0]["boxes"], whole["boxes"]) and not torch.equal(
+        batch[1]["boxes"], whole["boxes"]
+    )
     # Losses: weighted by the chunk's frames, the same for any batch size.
     target = {"tracks": torch.full((1, 5, 4), math.nan), "labels": torch.ones(1, dtype=torch.int64)}
     for size in (1, 2, 8):
-        _, losses = VideoDetector(BrightBoxes(), batch_size=size)(clip, target)
-        assert float(losses["loss_w"]) == pytest.approx(1.0)
+        _, losses = VideoDetector(BrightBoxes(), batch_size=size)([clip, clip], [target, target])
+        assert float(losses["loss_w"].detach()) == pytest.approx(1.0)  # a mean over chunks and clips
 
 
 def test_frame_targets_follow_visibility() -> None:
@@ -124,7 +133,7 @@ def test_registered_detector_contract_train_and_eval() -> None:
         "fasterrcnn_narrow_fpn", "online", min_score=0.0, min_size=64, max_size=128, width=8
     )
     model.eval()
-    preds, losses = model(clip, target)
+    (preds,), losses = model([clip], [target])
     assert set(preds) == KEYS and set(losses) == LOSSES
     num = preds["frames"].numel()
     assert preds["boxes"].shape == (num, 4) and preds["scores"].shape == (num,)
@@ -134,10 +143,10 @@ def test_registered_detector_contract_train_and_eval() -> None:
     expected = tube_rows(link_online([d["boxes"] for d in detections], [d["scores"] for d in detections],
                                      [d["labels"] for d in detections]))  # fmt: skip
     assert all(torch.allclose(preds[k].float(), expected[k].float()) for k in KEYS)
-    one = VideoDetector(model.detector, model.linker, min_score=0.0, batch_size=1)(clip)[0]
+    one = VideoDetector(model.detector, model.linker, min_score=0.0, batch_size=1)([clip])[0][0]
     assert all(torch.allclose(one[k].float(), preds[k].float(), atol=1e-4) for k in KEYS)
     model.train()
-    preds, losses = model(clip, target, predict=False)
+    preds, losses = model([clip], [target], predict=False)
     assert preds is None
     loss = sum(losses.values())
     assert torch.isfinite(loss)
@@ -161,7 +170,7 @@ def test_overfits_one_clip() -> None:
     model.train()
     first = None
     for _ in range(30):
-        _, losses = model(clip, target, predict=False)
+        _, losses = model([clip], [target], predict=False)
         loss = sum(losses.values())
         first = float(loss.detach()) if first is None else first
         opt.zero_grad()
@@ -174,15 +183,18 @@ def test_bad_input() -> None:
     model = VideoDetector(BrightBoxes())
     clip, _, _ = moving_squares(2)
     for bad, match in [
-        (clip[0], r"clip must be a Tensor\[T, 3, H, W\]"),
-        (clip[:0], "with T >= 1"),
-        (clip[:, :1], r"clip must be a Tensor\[T, 3, H, W\]"),
-        ((clip * 255).to(torch.uint8), "clip must be float"),
+        ([clip[0]], r"clip must be a Tensor\[T, 3, H, W\]"),
+        ([clip[:0]], "with T >= 1"),
+        ([clip[:, :1]], r"clip must be a Tensor\[T, 3, H, W\]"),
+        ([(clip * 255).to(torch.uint8)], "clip must be float"),
+        (clip, r"clips must be a list of Tensor\[T, 3, H, W\] or a Tensor\[B, T, 3, H, W\], got shape"),
     ]:
         with pytest.raises(ValueError, match=match):
             model(bad)
     with pytest.raises(ValueError, match="predict=False without targets"):
-        model(clip, predict=False)
+        model([clip], predict=False)
+    with pytest.raises(ValueError, match="targets must be a list of one dict per clip"):
+        model([clip], {"tracks": torch.zeros(1, 2, 4), "labels": torch.ones(1, dtype=torch.int64)})
     labels = torch.ones(1, dtype=torch.int64)
     for target, match in [
         ({"tracks": torch.zeros(1, 2, 4)}, "a dict with 'tracks'"),
@@ -200,7 +212,7 @@ def test_bad_input() -> None:
         ),
     ]:
         with pytest.raises(ValueError, match=match):
-            model(clip, target)
+            model([clip], [target])
     with pytest.raises(ValueError, match="unknown linker 'hungarian'"):
         make_linker("hungarian")
     with pytest.raises(ValueError, match="is a classification model, not a detector"):
