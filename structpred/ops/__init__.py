@@ -20,12 +20,14 @@ from .correlation import all_pairs_correlation, correlation_pyramid, local_corre
 from .crf import dense_crf
 from .focal_loss import sigmoid_focal_loss
 from .iou_loss import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from .linking import OnlineLinker, Tube, link_online, tubes_to_mot_rows
 from .masks import masks_to_boxes, paste_masks_in_image
 from .matcher import BackgroundFloorMatcher, BalancedPositiveNegativeSampler, Matcher
 from .nms import batched_nms, nms
 from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align, multiscale_roi_pool
 from .roi_align import roi_align
 from .roi_pool import roi_pool, spp
+from .tube_dp import link_tubes_dp
 from .warp import affine_grid, flow_warp, grid_sample
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "BalancedPositiveNegativeSampler",
     "BoxCoder",
     "Matcher",
+    "OnlineLinker",
+    "Tube",
     "affine_grid",
     "all_pairs_correlation",
     "anchors_for_image",
@@ -57,6 +61,8 @@ __all__ = [
     "grid_anchors",
     "grid_sample",
     "infer_scale",
+    "link_online",
+    "link_tubes_dp",
     "local_correlation",
     "masks_to_boxes",
     "multiscale_roi_align",
@@ -70,4 +76,5 @@ __all__ = [
     "roi_pool",
     "sigmoid_focal_loss",
     "spp",
+    "tubes_to_mot_rows",
 ]
