@@ -67,7 +67,7 @@ def track_video(
         raise ValueError(f"{video}: no such video file")
     info = probe_video(video)  # a file that is not a video fails here, before the model loads
     model, config = load_model(checkpoint, best=best)
-    if task_of(config.model_name).name != "single_object_tracking" or not hasattr(model, "step"):
+    if task_of(config.model_name).name != "single_object_tracking" or not isinstance(model, sint.SINT):
         raise ValueError(
             f"{checkpoint}: {config.model_name} is not a single-object tracker (e.g. sint_narrow)"
         )
@@ -89,6 +89,7 @@ def track_video(
                 folder.mkdir(parents=True, exist_ok=True)
                 query = model.start(frame, prev)
             else:
+                assert prev is not None
                 feats = model.features(frame[None])
                 prev = model.step(feats, 0, prev, query, (H, W))
             assert prev is not None

@@ -143,7 +143,8 @@ class SINT(nn.Module):
     # ------------------------------------------------------------------------- embedding
     def features(self, frames: Tensor) -> dict[str, Tensor]:
         """frames ``[N, 3, H, W]`` in [0, 1] -> ``{layer: [N, Cl, H/sl, W/sl]}`` (the used layers)."""
-        feats = self.backbone((frames - self.mean) / self.std)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        feats = self.backbone((frames - mean) / std)
         return {name: feats[name] for name in self.config.layers}
 
     def embed(self, feats: dict[str, Tensor], rois: Tensor) -> Tensor:
@@ -159,7 +160,9 @@ class SINT(nn.Module):
 
     # ------------------------------------------------------------------------- tracking
     def start(self, frame: Tensor, box: Tensor) -> Tensor:
-        """The query: the first-frame target's embedding ``[1, D]`` (frame ``[3, H, W]``, box ``[4]`` xyxy)."""
+        """The query: the first-frame target's embedding ``[1, D]``.
+
+        frame ``[3, H, W]`` in [0, 1]; box ``[4]`` xyxy px."""
         box = check_box(box, frame.shape[-2:], "SINT.start: box")
         feats = self.features(frame[None])
         return self.embed(feats, torch.cat([box.new_zeros(1), box])[None])
@@ -226,7 +229,7 @@ class SINT(nn.Module):
                 queries.append(torch.cat([boxes[q].new_tensor([float(q)]), boxes[q]])[None].expand(len(b), 5))
                 same.append(pos)
         if not cands:
-            return sum(f.sum() for f in feats.values()) * 0.0  # no pair in this clip
+            return torch.stack([f.sum() for f in feats.values()]).sum() * 0.0  # no pair in this clip
         emb = self.embed(feats, torch.cat(queries + cands))  # (2P, D)
         P = emb.shape[0] // 2
         return marginal_contrastive_loss(emb[:P], emb[P:], torch.cat(same), c.margin)
@@ -261,7 +264,7 @@ class SINT(nn.Module):
         if tracks is not None:
             g = None if self.training else torch.Generator().manual_seed(0)
             losses["loss_contrastive"] = torch.stack(
-                [self.pair_loss(x, tr, g) for x, tr in zip(items, tracks)]
+                [self.pair_loss(x, tr, g) for x, tr in zip(items, tracks, strict=True)]
             ).mean()
         if not predict:
             return None, losses
@@ -327,8 +330,9 @@ def check_box(box: Any, size: Sequence[int], where: str) -> Tensor:
 
 @register_model(task="single_object_tracking")
 def sint_narrow(**config: Any) -> SINT:
-    """SINT on the narrow backbone (GroupNorm; c2 + c3 RoI-aligned 3 x 3, the narrow
-    widths 16 / 32 / 64 / 128): trains on a CPU in minutes. Any :class:`SintConfig` field may be overridden."""
+    """SINT on the narrow backbone (GroupNorm; c2 + c3 RoI-aligned 3 x 3, the narrow widths
+    16 / 32 / 64 / 128): trains on a CPU in minutes. Any :class:`SintConfig` field may be
+    overridden."""
     defaults: dict[str, Any] = {
         "backbone_kwargs": {"widths": (16, 32, 64, 128), "norm_layer": _group_norm},
     }
