@@ -166,6 +166,13 @@ class Task(abc.ABC):
             "nothing to run it on (use `structpred eval` on a dataset)"
         )
 
+    def finish_video(self, rows: list[dict[str, Any]], stem: Path, job: PredictJob) -> list[str]:
+        """After a video's last frame in ``structpred predict``: its prediction ``rows`` (every
+        frame's, in order; changed in place) and its output ``stem`` below ``job.out``. A task may
+        add to the rows and write files about the whole video (detection links its boxes into
+        tubes); returns the files written. The default does nothing."""
+        return []
+
     def predict_files(self, model: nn.Module, job: PredictJob) -> Path:
         """Run ``model`` on ``job.paths`` (images, video frames), write the task's outputs under
         ``job.out``; returns the path of ``predictions.json``."""

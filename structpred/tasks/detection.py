@@ -17,13 +17,16 @@ scores at or above the threshold, masks tinted under them) and ``predictions.jso
 *results* list (``image_id``, ``file_name``, ``category_id`` — the data's own ids when known —
 ``bbox`` ``[x, y, w, h]``, ``score``, and for masks ``segmentation`` as compressed COCO RLE)
 holding every detection, so pycocotools' ``loadRes`` + ``COCOeval`` score it at any threshold
-(:mod:`structpred.tasks.predict_loop`).
+(:mod:`structpred.tasks.predict_loop`). On a video, the detections at or above the threshold are
+also linked into tubes (:meth:`DetectionTask.finish_video`): rows get a ``track_id`` and
+``<video stem>_tubes.txt`` lists the tubes as MOTChallenge rows.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data.formats.coco import mask_to_rle
+from ..ops.linking import link_online, tubes_to_mot_rows
 from ..viz import draw_boxes, draw_masks, to_uint8_image
 from .base import (
     Headline,
@@ -52,6 +56,12 @@ def _num_object_classes(model: nn.Module) -> int:
     if not isinstance(k, int):
         raise ValueError(f"{type(model).__name__} has no int num_classes (object classes)")
     return k
+
+
+#: The online linker of ``structpred predict`` on a video (tubes): IoU gate, frames a track
+#: survives unmatched, frames before it is confirmed (experiments/RESULTS_tubes.md: the best
+#: online setting on re-linked TUD and shapes-video boxes).
+TUBE_LINKER: dict[str, Any] = {"iou_threshold": 0.3, "max_age": 5, "min_hits": 2}
 
 
 class DetectionTask(Task):
@@ -139,6 +149,38 @@ class DetectionTask(Task):
             )
             outputs.append(ItemOutput(rows, picture))
         return outputs
+
+    def finish_video(self, rows: list[dict[str, Any]], stem: Path, job: PredictJob) -> list[str]:
+        """Link a video's detections into tubes: the online linker (Hungarian on IoU, same class,
+        :class:`~structpred.ops.linking.OnlineLinker` with ``TUBE_LINKER``) over the detections at
+        or above ``job.score_threshold``; each linked row gets its ``track_id``, and
+        ``<video stem>_tubes.txt`` holds the tubes as MOTChallenge rows
+        (``frame, id, x, y, w, h, score, -1, -1, -1``; frames 1-based)."""
+        frames = [int(row["frame"]) for row in rows]
+        count = max(frames, default=-1) + 1
+        per_frame: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+        for row in rows:
+            if row["score"] >= job.score_threshold:
+                per_frame[int(row["frame"])].append(row)
+        boxes, scores, labels = [], [], []
+        for kept in per_frame:
+            xywh = torch.tensor([r["bbox"] for r in kept], dtype=torch.float32).reshape(-1, 4)
+            boxes.append(torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1))  # (N, 4) xyxy
+            scores.append(torch.tensor([r["score"] for r in kept], dtype=torch.float32))
+            labels.append(torch.tensor([r["category_id"] for r in kept], dtype=torch.int64))
+        tubes = link_online(boxes, scores, labels, **TUBE_LINKER)
+        for tube in tubes:
+            for frame, index in zip(tube.frames.tolist(), tube.detections.tolist(), strict=True):
+                per_frame[frame][index]["track_id"] = tube.track_id
+        path = job.out / f"{stem}_tubes.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"{int(f)},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.5f},-1,-1,-1"
+            for f, i, x, y, w, h, s in tubes_to_mot_rows(tubes, first_frame=1).tolist()
+        ]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        logger.info("%d tubes over %d frames -> %s", len(tubes), count, path)
+        return [str(path.relative_to(job.out))]
 
 
 class InstanceSegmentationTask(DetectionTask):

@@ -105,9 +105,10 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 class _Sink:
     """Writes items' outputs under ``job.out`` and keeps their json rows."""
 
-    def __init__(self, job: PredictJob) -> None:
-        self.job = job
+    def __init__(self, job: PredictJob, task: Task | None = None) -> None:
+        self.job, self.task = job, task
         self.rows: list[dict[str, Any]] = []
+        self._rows_of: tuple[Path, Path, int] | None = None  # the current video, its stem, its first row
         self.images: list[dict[str, Any]] = []
         self.files = 0
         self._video: Path | None = None
@@ -120,6 +121,10 @@ class _Sink:
         entry.update({"height": H, "width": W})
         entry.update({k: v for k, v in item.info.items() if k in ("frame", "time")})
         files: dict[str, str] = {}
+        if item.video is None or (self._rows_of is not None and item.video != self._rows_of[0]):
+            self.finish_video()
+        if item.video is not None and self._rows_of is None:
+            self._rows_of = (item.video, item.stem.parent, len(self.rows))
         if output.picture is not None:
             save_png(out / f"{item.stem}.png", output.picture)
             entry["output"] = f"{item.stem}.png"
@@ -150,8 +155,19 @@ class _Sink:
             logger.info("%d annotated frames -> %s", self._writer.frames, self._writer.path)
         self._writer, self._video = None, None
 
+    def finish_video(self) -> None:
+        """The task's whole-video outputs (:meth:`Task.finish_video`) once a video's frames end."""
+        if self._rows_of is None:
+            return
+        _, stem, start = self._rows_of
+        self._rows_of = None
+        if self.task is not None:
+            written = self.task.finish_video(self.rows[start:], stem, self.job)
+            self.files += len(written)
+
     def finish(self) -> Path:
         self.close_video()
+        self.finish_video()
         write_json(self.job.out / "images.json", self.images)
         path = self.job.out / "predictions.json"
         write_json(path, self.rows)
@@ -188,7 +204,7 @@ def run_predict(task: Task, model: nn.Module, job: PredictJob) -> Path:
     """
     device = next(iter(model.parameters()), torch.empty(0)).device
     job.out.mkdir(parents=True, exist_ok=True)
-    sink = _Sink(job)
+    sink = _Sink(job, task)
     bar: Progress[Any] = progress(None, total=job.total or None, desc="predict", enabled=job.progress)
     failures: list[ValueError] = []
     try:
