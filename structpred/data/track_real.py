@@ -223,20 +223,32 @@ class _Layer:
         self.patches, self.origins = _warp(rgba, cx, cy, scale, angle)
         self.binary = self.patches[:, 3] >= 0.5  # (T, Ph, Pw)
 
-    def box(self, t: int, H: int, W: int) -> tuple[list[float], Tensor]:
-        """Frame-clipped box (xyxy px) of the object at frame t and its mask pasted in the frame (H, W)."""
-        canvas = torch.zeros(H, W, dtype=torch.bool)
+    def box(self, t: int, H: int, W: int) -> tuple[list[float], int]:
+        """Frame-clipped box (xyxy px) of the object at frame t and its mask's pixel count in the frame."""
         _, Ph, Pw = self.binary.shape
         cut = _clip(self.origins[t], Ph, Pw, H, W)
-        if cut is not None:
-            canvas[cut[0], cut[1]] = self.binary[t][cut[2], cut[3]]
-        ext = _extent(canvas)
-        if ext is None:  # nothing inside the frame: the full extent, clipped
+        inside = self.binary[t][cut[2], cut[3]] if cut is not None else self.binary[t, :0, :0]
+        ext = _extent(inside)
+        if ext is not None and cut is not None:  # the in-frame part: shift to frame pixels
+            ext = (ext[0] + cut[1].start, ext[1] + cut[0].start, ext[2] + cut[1].start, ext[3] + cut[0].start)
+        else:  # nothing inside the frame: the full extent, clipped
             e, (ox, oy) = _extent(self.binary[t]) or (0, 0, 0, 0), self.origins[t].tolist()
             ext = tuple(
                 min(max(v + o, 0), m) for v, o, m in zip(e, (ox, oy, ox, oy), (W, H, W, H), strict=True)
             )
-        return [float(v) for v in ext], canvas
+        return [float(v) for v in ext], int(inside.sum())
+
+    def under(self, other: _Layer, t: int, H: int, W: int) -> int:
+        """Pixels of this object's in-frame mask at frame t that ``other``'s mask covers."""
+        (ax, ay), (bx, by) = self.origins[t].tolist(), other.origins[t].tolist()
+        (_, ah, aw), (_, bh, bw) = self.binary.shape, other.binary.shape
+        x0, y0 = max(ax, bx, 0), max(ay, by, 0)  # the overlap of both patches and the frame
+        x1, y1 = min(ax + aw, bx + bw, W), min(ay + ah, by + bh, H)
+        if x0 >= x1 or y0 >= y1:
+            return 0
+        a = self.binary[t, y0 - ay : y1 - ay, x0 - ax : x1 - ax]
+        b = other.binary[t, y0 - by : y1 - by, x0 - bx : x1 - bx]
+        return int((a & b).sum())
 
     def paint(self, frames: Tensor, t: int, colour: Tensor | None = None) -> None:
         """Composite patch t over ``frames[t]`` (soft alpha); ``colour`` (3,) replaces the texture."""
@@ -428,11 +440,12 @@ class RealTrackingBench(Dataset[tuple[Tensor, Target]]):
         )
         dboxes, oboxes = np.zeros((T, len(looks), 4), np.float32), np.zeros((T, 4), np.float32)
         for k in range(T):
-            boxes[k], mine = obj.box(k, H, W)
-            oboxes[k], over = occ.box(k, H, W)
-            if not bool(over.any()):
+            boxes[k], inside = obj.box(k, H, W)
+            oboxes[k], seen = occ.box(k, H, W)
+            if not seen:
                 oboxes[k] = 0.0  # the occluder is out of view
-            shown, area[k] = int((mine & ~over).sum()), int(obj.binary[k].sum())
+            area[k] = int(obj.binary[k].sum())
+            shown = inside - obj.under(occ, k, H, W)
             occlusion[k] = 1.0 - shown / area[k] if area[k] else 1.0
             for d, layer in enumerate(looks):
                 dboxes[k, d] = layer.box(k, H, W)[0]
