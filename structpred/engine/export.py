@@ -58,7 +58,12 @@ FORMATS = ("onnx", "torch-export")
 MAX_SIZE = {"batch": 4096, "height": 16384, "width": 16384, "proposals": 65536}
 
 #: Registered models that cannot be exported, with the precise reason. Empty reasons are a bug.
-NOT_EXPORTABLE: dict[str, str] = {}
+NOT_EXPORTABLE: dict[str, str] = {
+    "video_detector": "the linker assigns detections to tubes frame by frame in Python (scipy's "
+    "linear_sum_assignment, a Viterbi search over a varying number of boxes): export its detector "
+    "(structpred export --model fasterrcnn_narrow_fpn) and link the exported detector's boxes with "
+    "structpred.ops.link_online / link_tubes_dp",
+}
 #: The pair tasks: their two inputs' names and their one output.
 PAIR_OUTPUTS = {
     "optical_flow": ("frame0", "frame1", "flow"),

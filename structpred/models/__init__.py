@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (register their builders)
     stn,
     swin,
     unet,
+    video_detector,
     vit,
     yolo,
     yolo_v1,

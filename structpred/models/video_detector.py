@@ -8,9 +8,9 @@ the default) or the online Hungarian linker (:func:`~structpred.ops.linking.link
 Shape shorthand:
     T: frames of the clip; H, W: frame size; M: ground-truth tracks; R: (frame, track) rows.
 
-Contract (DESIGN.md §3, the forward of every model; the task would be multi-object tracking, input
-clips): ``model(clips, targets=None) -> (predictions, losses)`` with ``clips`` a list of
-``[T, 3, H, W]`` or a ``[B, T, 3, H, W]`` batch.
+Contract (DESIGN.md §3, the forward of every model; the task is ``multi_object_tracking``,
+:mod:`structpred.tasks.multi_object_tracking`, input clips): ``model(clips, targets=None) ->
+(predictions, losses)`` with ``clips`` a list of ``[T, 3, H, W]`` or a ``[B, T, 3, H, W]`` batch.
 
 * predictions — a list with one dict per clip, one row per (frame, tube) pair, sorted by frame
   then track id: ``frames`` int64 ``[R]`` (0-based), ``track_ids`` int64 ``[R]`` (1-based),
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ..ops.linking import Tube, link_online
 from ..ops.tube_dp import link_tubes_dp
 from .contract import check_request
-from .registry import get_model, model_info
+from .registry import get_model, model_info, register_model
 
 
 class Linker(Protocol):
@@ -217,6 +217,7 @@ def tube_rows(tubes: Sequence[Tube]) -> dict[str, Tensor]:
     }
 
 
+@register_model(task="multi_object_tracking")
 def video_detector(
     detector: str | nn.Module = "fasterrcnn_narrow_fpn",
     linker: str | Linker = "dp",

@@ -4,7 +4,16 @@ A model declares its task at registration; the engine and the CLI dispatch throu
 :func:`get_task` (targets, predictions, metric, ``num_classes`` convention, predict writer).
 """
 
-from . import classification, depth, detection, flow, keypoints, semantic_segmentation, sequence  # noqa: F401  (register)
+from . import (  # noqa: F401  (register)
+    classification,
+    depth,
+    detection,
+    flow,
+    keypoints,
+    multi_object_tracking,
+    semantic_segmentation,
+    sequence,
+)
 from .base import Task, get_task, list_tasks, register_task
 
 
