@@ -115,7 +115,8 @@ def test_video_detector_trains_and_evaluates_through_the_cli(tmp_path: Path, cap
             "--no-progress", "--device", "cpu", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
-    data = ["--data", "shapes-video", "--data-arg", "num_images=2", "--data-arg", "size=64", "--data-arg", "length=3"]
+    data = ["--data", "shapes-video", "--data-arg", "num_images=2", "--data-arg", "size=64",
+            "--data-arg", "length=3"]  # fmt: skip
     code = main(["eval", "--checkpoint", str(run), *data, "--device", "cpu", "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0 and "hota" in printed and "mota" in printed
