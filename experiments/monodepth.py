@@ -257,6 +257,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--shapes-max-disp", type=float, default=0.1, help="sigmoid scale, fraction of W")
     p.add_argument("--real-max-disp", type=float, default=0.3, help="the paper's 0.3")
+    p.add_argument("--skip-shapes", action="store_true")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--summarize", type=Path, help="print the tables of a results.json and exit")
     args = p.parse_args()
@@ -268,8 +269,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     out: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "shapes": [], "real": []}
-    models = run_shapes(args, out)
-    figure(models, args, args.out / "monodepth_shapes.png")
+    if not args.skip_shapes:
+        models = run_shapes(args, out)
+        figure(models, args, args.out / "monodepth_shapes.png")
     if not args.skip_real:
         run_real(args, out)
     out["total_s"] = time.time() - t0
