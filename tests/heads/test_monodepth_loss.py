@@ -194,7 +194,7 @@ def test_post_process_symmetry() -> None:
 def test_gradients_reach_disparities() -> None:
     left, right = _rand(1, 3, 24, 24, seed=18), _rand(1, 3, 24, 24, seed=19)
     disps = [_rand(1, 2, 24 >> s, 24 >> s, seed=30 + s, scale=0.3).requires_grad_() for s in range(4)]
-    sum(monodepth_loss(disps, left, right).values()).backward()
+    torch.stack(list(monodepth_loss(disps, left, right).values())).sum().backward()
     assert all(
         d.grad is not None and bool(torch.isfinite(d.grad).all()) and d.grad.abs().sum() > 0 for d in disps
     )
