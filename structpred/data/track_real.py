@@ -39,8 +39,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import operator
 from collections.abc import Sequence
 from pathlib import Path
+from typing import SupportsIndex
 
 import numpy as np
 import torch
@@ -324,9 +326,10 @@ class RealTrackingBench(Dataset[tuple[Tensor, Target]]):
     def __len__(self) -> int:
         return self.num_sequences
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        if not isinstance(index, int) or not -len(self) <= index < len(self):
-            raise IndexError(f"index {index!r} out of range for {len(self)} sequences")
+    def __getitem__(self, index: SupportsIndex) -> tuple[Tensor, Target]:
+        index = operator.index(index)  # Python or NumPy ints; TypeError for anything else
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} sequences")
         index %= len(self)
         if index in self._items:
             return self._items[index]
@@ -365,7 +368,7 @@ class RealTrackingBench(Dataset[tuple[Tensor, Target]]):
     def _path(
         self, rng: np.random.Generator, t: np.ndarray, start: tuple[float, float]
     ) -> tuple[np.ndarray, ...]:
-        """Centre x, y (reflected into the frame's inner 90 %), scale factor and angle over t."""
+        """Centre x, y (reflected into the frame: it never leaves it), scale factor and angle over t."""
         H, W = self.size
         cx = start[0] + rng.uniform(-0.6, 0.6) * t * W / 240 + _smooth(rng, t, rng.uniform(0.1, 0.35) * W)
         cy = start[1] + rng.uniform(-0.6, 0.6) * t * H / 240 + _smooth(rng, t, rng.uniform(0.1, 0.35) * H)

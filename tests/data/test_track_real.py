@@ -209,5 +209,6 @@ def test_bad_index() -> None:
     ds = bench()
     with pytest.raises(IndexError):
         ds[4]
+    assert torch.equal(ds[np.int64(-1)][1]["boxes"], ds[3][1]["boxes"])  # NumPy and negative indices
     with pytest.raises(ValueError, match="index"):
         ds.render(-1)
