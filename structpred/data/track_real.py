@@ -420,14 +420,10 @@ class RealTrackingBench(Dataset[tuple[Tensor, Target]]):
         for _ in range(self.num_distractors):
             if kind == "digit":  # another writer's digit of the same class, another tint
                 twin, _ = self._template(kind, rng, side, digit)
-            else:  # the same crop recoloured: channels permuted and scaled
-                perm = torch.from_numpy(rng.permutation(3))
-                twin = torch.cat(
-                    [
-                        rgba[:3][perm] * torch.from_numpy(rng.uniform(0.7, 1.3, 3)).float()[:, None, None],
-                        rgba[3:],
-                    ]
-                ).clamp(0, 1)
+            else:  # the same crop recoloured: channels rotated (never left as they are), then scaled
+                rgb = rgba[:3].roll(int(rng.integers(1, 3)), dims=0)  # (3, h, w) RGB -> BRG or GBR
+                tint = torch.from_numpy(rng.uniform(0.7, 1.3, 3)).float()[:, None, None]
+                twin = torch.cat([(rgb * tint).clamp(0, 1), rgba[3:]])
             radius = rng.uniform(1.2, 2.5) * side
             psi = rng.uniform(0, 2 * math.pi) + rng.choice([-1, 1]) * rng.uniform(0.01, 0.05) * t
             dx = _reflect(cx + radius * np.cos(psi), 0.05 * W, 0.95 * W)

