@@ -1,6 +1,6 @@
 """SINT trained on the shapes world's clips vs normalised cross-correlation template matching.
 
-    .venv/bin/python experiments/sint.py --minutes 8 --train-clips 300 --val-clips 30
+    .venv/bin/python experiments/sint.py --minutes 14 --train-clips 600 --val-clips 60 --save out/sint_run
 
 Trains ``sint_narrow`` (one thread, a wall-clock budget) on ``shapes-video`` train clips
 (128 x 128, T = 8, every track seen in frame 0 gives pairs), then tracks the first object seen in
@@ -67,14 +67,25 @@ def main() -> None:
     p.add_argument("--train-clips", type=int, default=300)
     p.add_argument("--val-clips", type=int, default=30)
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--save", default=None, help="write the trained model as a checkpoint run folder here")
+    p.add_argument("--eval-checkpoint", default=None, help="no training: evaluate this run folder's model")
+    p.add_argument(
+        "--real", type=int, default=0, help="also score N track-real test sequences (T=60, 120x160)"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    train = ShapesVideo("train", num_images=args.train_clips, length=8, cache=True)
     val = [ShapesVideo("val", num_images=args.val_clips, length=16)[i] for i in range(args.val_clips)]
     model = get_model("sint_narrow")
     untrained = get_model("sint_narrow").eval()
     untrained.load_state_dict(model.state_dict())
+    if args.eval_checkpoint:
+        from structpred.engine.run import load_model
+
+        model = load_model(args.eval_checkpoint)[0]
+        evaluate(model, untrained, val, args.real)
+        return
+    train = ShapesVideo("train", num_images=args.train_clips, length=8, cache=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     start, step = time.time(), 0
     order = torch.randperm(len(train))
@@ -87,21 +98,35 @@ def main() -> None:
         losses["loss_contrastive"].backward()
         opt.step()
         if step % 50 == 0:
-            print(
-                f"step {step} {time.time() - start:.0f}s loss {float(losses['loss_contrastive']):.4f}",
-                flush=True,
-            )
+            loss = float(losses["loss_contrastive"].detach())
+            print(f"step {step} {time.time() - start:.0f}s loss {loss:.4f}", flush=True)
         step += 1
     print(f"trained {step} steps x {args.batch} clips in {time.time() - start:.0f}s")
-    model.eval()
+    if args.save:
+        from structpred.engine.checkpoint import save_checkpoint
+
+        save_checkpoint(args.save, step, model, None, {"config": {"model_name": "sint_narrow"}})
+    evaluate(model.eval(), untrained, val, args.real)
+
+
+def evaluate(model, untrained, val, real: int) -> None:
+    """OPE of the trained and untrained SINT and of NCC template matching on each evaluation set."""
+    sets = [("shapes-video val", val)]
+    if real:
+        from structpred.data.track_real import RealTrackingBench
+
+        bench = RealTrackingBench("test", num_sequences=real, length=60, size=(120, 160), seed=0)
+        sets.append(("track-real test", [bench[i] for i in range(real)]))
+    trackers = (
+        ("sint_trained", model.track),
+        ("sint_untrained", untrained.track),
+        ("ncc_template", ncc_track),
+    )
     with torch.no_grad():
-        for name, tracker in (
-            ("sint_trained", model.track),
-            ("sint_untrained", untrained.track),
-            ("ncc_template", ncc_track),
-        ):
-            t0 = time.time()
-            print(name, score(tracker, val), f"{time.time() - t0:.1f}s", flush=True)
+        for data_name, data in sets:
+            for name, tracker in trackers:
+                t0 = time.time()
+                print(data_name, name, score(tracker, data), f"{time.time() - t0:.1f}s", flush=True)
 
 
 if __name__ == "__main__":
