@@ -397,41 +397,83 @@ class RealTrackingBench(Dataset[tuple[Tensor, Target]]):
         T = self.length
         rng = self._rng(index)
         t = np.arange(T, dtype=np.float64)
-        # --- background: a window of the decoded video, panning linearly
         v = int(rng.integers(len(self.videos)))
-        hc, wc = math.ceil(1.25 * H), math.ceil(1.25 * W)
-        video = _decode(self.video_paths[v], hc, wc, max(2 * T, 100))  # (F, 3, Hc', Wc') uint8
-        nf, _, vh, vw = video.shape
-        start = int(rng.integers(max(1, nf - T + 1)))
-        idx = np.arange(start, start + T) % (2 * nf - 2 if nf > 1 else 1)  # forwards, then backwards
-        idx = np.where(idx >= nf, 2 * nf - 2 - idx, idx)
-        x0 = np.round(np.linspace(rng.integers(vw - W + 1), rng.integers(vw - W + 1), T)).astype(int)
-        y0 = np.round(np.linspace(rng.integers(vh - H + 1), rng.integers(vh - H + 1), T)).astype(int)
-        scene_gain = np.linspace(rng.uniform(0.75, 1.2), rng.uniform(0.75, 1.2), T)
+        frames = self._background(rng, v, background)  # (T, 3, H, W)
         # --- the object, its look-alikes and the occluder
         kind = self.objects[int(rng.integers(len(self.objects)))]
         side = rng.uniform(0.18, 0.3) * min(H, W)
         rgba, digit = self._template(kind, rng, side, None)
         cx, cy, scale, angle = self._path(rng, t, (rng.uniform(0.3, 0.7) * W, rng.uniform(0.3, 0.7) * H))
-        gain = 1 + _smooth(rng, t, rng.uniform(0.1, 0.4))
-        bias = np.linspace(rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15), T)
+        gain = torch.from_numpy(1 + _smooth(rng, t, rng.uniform(0.1, 0.4))).float()[:, None, None, None]
+        bias = torch.from_numpy(np.linspace(rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15), T)).float()
         obj = _Layer(rgba, cx, cy, scale, angle)
-        looks: list[_Layer] = []
-        for _ in range(self.num_distractors):
-            if kind == "digit":  # another writer's digit of the same class, another tint
-                twin, _ = self._template(kind, rng, side, digit)
-            else:  # the same crop recoloured: channels rotated (never left as they are), then scaled
-                rgb = rgba[:3].roll(int(rng.integers(1, 3)), dims=0)  # (3, h, w) RGB -> BRG or GBR
-                tint = torch.from_numpy(rng.uniform(0.7, 1.3, 3)).float()[:, None, None]
-                twin = torch.cat([(rgb * tint).clamp(0, 1), rgba[3:]])
-            radius = rng.uniform(1.2, 2.5) * side
-            psi = rng.uniform(0, 2 * math.pi) + rng.choice([-1, 1]) * rng.uniform(0.01, 0.05) * t
-            dx = _reflect(cx + radius * np.cos(psi), 0.05 * W, 0.95 * W)
-            dy = _reflect(cy + radius * np.sin(psi), 0.05 * H, 0.95 * H)
-            dscale = scale * np.exp(_smooth(rng, t, rng.uniform(0.0, 0.2)))
-            looks.append(_Layer(twin, dx, dy, dscale, _smooth(rng, t, rng.uniform(0.0, math.radians(35)))))
+        looks = [
+            self._distractor(rng, kind, rgba, digit, side, t, (cx, cy, scale))
+            for _ in range(self.num_distractors)
+        ]
         occ = self._occluder(rng, t, cx, cy, side)
-        # --- targets: boxes, the hidden fraction (occluder or frame border) of the full mask area
+        out = self._targets(obj, looks, occ)
+        # --- frames: distractors under the object under the occluder; the object's own lighting
+        if textures:
+            lit = obj.patches[:, :3] * gain + bias[:, None, None, None]  # (T, 3, Ph, Pw)
+            obj.patches[:, :3] = lit.clamp_(0.0, 1.0)
+        white = torch.ones(3) if not textures else None
+        drawn = [*(looks if distractors else []), *([obj] if target else []), *([occ] if occluder else [])]
+        for k in range(T):
+            for layer in drawn:  # bottom to top
+                layer.paint(frames, k, white)
+        frames.clamp_(0.0, 1.0)
+        out.update({
+            "center": torch.from_numpy(np.stack([cx, cy], axis=1)).float(),
+            "size": torch.from_numpy(np.stack([rgba.shape[2] * scale, rgba.shape[1] * scale], 1)).float(),
+            "angle": torch.from_numpy(angle).float(),
+            "image_id": torch.tensor(index, dtype=torch.int64),
+            "object": torch.tensor(OBJECTS.index(kind), dtype=torch.int64),
+            "video": torch.tensor(v, dtype=torch.int64),
+        })  # fmt: skip
+        return frames, out
+
+    def _background(self, rng: np.random.Generator, v: int, draw: bool) -> Tensor:
+        """T frames (T, 3, H, W) of video ``v`` through a window panning linearly (zeros unless ``draw``)."""
+        (H, W), T = self.size, self.length
+        video = _decode(self.video_paths[v], math.ceil(1.25 * H), math.ceil(1.25 * W), max(2 * T, 100))
+        nf, _, vh, vw = video.shape  # (F, 3, Hc, Wc) uint8
+        start = int(rng.integers(max(1, nf - T + 1)))
+        idx = np.arange(start, start + T) % (2 * nf - 2 if nf > 1 else 1)  # forwards, then backwards
+        idx = np.where(idx >= nf, 2 * nf - 2 - idx, idx)
+        x0 = np.round(np.linspace(rng.integers(vw - W + 1), rng.integers(vw - W + 1), T)).astype(int)
+        y0 = np.round(np.linspace(rng.integers(vh - H + 1), rng.integers(vh - H + 1), T)).astype(int)
+        scene_gain = np.linspace(rng.uniform(0.75, 1.2), rng.uniform(0.75, 1.2), T)  # the scene's lighting
+        frames = torch.zeros(T, 3, H, W)
+        if draw:
+            for k in range(T):  # (3, H, W) window of frame idx[k]
+                frames[k] = video[idx[k], :, y0[k] : y0[k] + H, x0[k] : x0[k] + W].float().div_(255.0)
+            frames.mul_(torch.from_numpy(scene_gain).float()[:, None, None, None])
+        return frames
+
+    def _distractor(
+        self, rng: np.random.Generator, kind: str, rgba: Tensor, digit: int, side: float, t: np.ndarray,
+        pose: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> _Layer:  # fmt: skip
+        """A look-alike of the object (``rgba``, centre and scale ``pose``) circling it."""
+        H, W = self.size
+        cx, cy, scale = pose
+        if kind == "digit":  # another writer's digit of the same class, another tint
+            twin, _ = self._template(kind, rng, side, digit)
+        else:  # the same crop recoloured: channels rotated (never left as they are), then scaled
+            rgb = rgba[:3].roll(int(rng.integers(1, 3)), dims=0)  # (3, h, w) RGB -> BRG or GBR
+            tint = torch.from_numpy(rng.uniform(0.7, 1.3, 3)).float()[:, None, None]
+            twin = torch.cat([(rgb * tint).clamp(0, 1), rgba[3:]])
+        radius = rng.uniform(1.2, 2.5) * side
+        psi = rng.uniform(0, 2 * math.pi) + rng.choice([-1, 1]) * rng.uniform(0.01, 0.05) * t
+        dx = _reflect(cx + radius * np.cos(psi), 0.05 * W, 0.95 * W)
+        dy = _reflect(cy + radius * np.sin(psi), 0.05 * H, 0.95 * H)
+        dscale = scale * np.exp(_smooth(rng, t, rng.uniform(0.0, 0.2)))
+        return _Layer(twin, dx, dy, dscale, _smooth(rng, t, rng.uniform(0.0, math.radians(35))))
+
+    def _targets(self, obj: _Layer, looks: list[_Layer], occ: _Layer) -> Target:
+        """Boxes of every layer, the object's area and hidden fraction (occluder or frame border)."""
+        (H, W), T = self.size, self.length
         boxes, occlusion, area = (
             np.zeros((T, 4), np.float32),
             np.zeros(T, np.float32),
@@ -448,43 +490,14 @@ class RealTrackingBench(Dataset[tuple[Tensor, Target]]):
             occlusion[k] = 1.0 - shown / area[k] if area[k] else 1.0
             for d, layer in enumerate(looks):
                 dboxes[k, d] = layer.box(k, H, W)[0]
-        # --- frames
-        if background:
-            frames = torch.empty(T, 3, H, W)
-            for k in range(T):  # (3, H, W) window of frame idx[k]
-                frames[k] = video[idx[k], :, y0[k] : y0[k] + H, x0[k] : x0[k] + W].float().div_(255.0)
-            frames.mul_(torch.from_numpy(scene_gain).float()[:, None, None, None])
-        else:
-            frames = torch.zeros(T, 3, H, W)
-        white = torch.ones(3) if not textures else None
-        for k in range(T):
-            for layer in looks if distractors else []:
-                layer.paint(frames, k, white)
-            if target:
-                if textures:  # the object's own illumination change, then paint
-                    lit = (obj.patches[k, :3] * float(gain[k]) + float(bias[k])).clamp_(0.0, 1.0)
-                    obj.patches[k, :3] = lit  # each frame's patch is painted once
-                obj.paint(frames, k, white)
-            if occluder:
-                occ.paint(frames, k, white)
-        frames.clamp_(0.0, 1.0)
-        out: Target = {
+        return {
             "boxes": torch.from_numpy(boxes),
             "visible": torch.from_numpy(occlusion <= 0.5),
             "occlusion": torch.from_numpy(occlusion),
             "area": torch.from_numpy(area),
             "distractor_boxes": torch.from_numpy(dboxes),
             "occluder_boxes": torch.from_numpy(oboxes),
-            "center": torch.from_numpy(np.stack([cx, cy], axis=1)).float(),
-            "size": torch.from_numpy(
-                np.stack([rgba.shape[2] * scale, rgba.shape[1] * scale], axis=1)
-            ).float(),
-            "angle": torch.from_numpy(angle).float(),
-            "image_id": torch.tensor(index, dtype=torch.int64),
-            "object": torch.tensor(OBJECTS.index(kind), dtype=torch.int64),
-            "video": torch.tensor(v, dtype=torch.int64),
         }
-        return frames, out
 
     def _occluder(
         self, rng: np.random.Generator, t: np.ndarray, cx: np.ndarray, cy: np.ndarray, side: float
