@@ -9,7 +9,9 @@ flow both ways; :mod:`.shapes_motion`), ``shapes-objects`` (one shapes-world obj
 ``digits-distorted`` (rotated, scaled, shifted digits, for the STN), sequences ``shakespeare``,
 ``japanese-vowels``, ``sunspots``, ``adding`` (see :mod:`structpred.data.sequences`),
 ``digit-canvas`` (scenes of real digits), ``trees`` (DeepForest aerial photos), ``nuclei``
-(StarDist's DSB 2018 image), flow pairs ``flow-warped`` (FlyingChairs-style, :mod:`.flow_warped`),
+(StarDist's DSB 2018 image), ``track-real`` (single-object tracking sequences rendered from real
+video and object crops, exact boxes; :mod:`.track_real`, docs/tracking_data.md), flow pairs
+``flow-warped`` (FlyingChairs-style, :mod:`.flow_warped`),
 ``flow-graf`` / ``flow-stereo`` (real ground truth) and ``flow-frames`` (no ground truth;
 :mod:`.flow_real`), stereo pairs ``stereo-real`` (Motorcycle + Aloe with disparity and calibration;
 ``train`` without ground truth), ``stereo-warped`` (rendered from real photos, exact disparity;
@@ -99,6 +101,12 @@ def _nuclei(split: str, arg: str, **kw: Any) -> Dataset:
     return Nuclei(split, **kw)
 
 
+def _track_real(split: str, arg: str, **kw: Any) -> Dataset:
+    from .track_real import RealTrackingBench
+
+    return RealTrackingBench(split, **kw)
+
+
 def _flow_data(name: str) -> Callable[..., Dataset]:
     def build(split: str, arg: str, **kw: Any) -> Dataset:
         from . import flow_real, flow_warped
@@ -157,6 +165,7 @@ BUILDERS: dict[str, Callable[..., Dataset]] = {
     "shapes-flow": _shapes_views("ShapesFlow"),
     "shapes-stereo": _shapes_views("ShapesStereo"),
     "shapes-video": _shapes_views("ShapesVideo"),
+    "track-real": _track_real,  # single-object tracking over real video and object crops (track_real)
     "shapes-motion": _shapes_motion,  # clips by a moving camera: flow both ways, camera (shapes_motion)
     "digits": _digits,
     "digits-distorted": _digits_distorted,
