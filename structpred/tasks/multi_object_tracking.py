@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .base import Headline, Metric, Targets, Task, expect_items, expect_tensor, register_task
+from .detection import DetectionTask
 
 TRACKING_KEYS = ("frames", "track_ids", "boxes", "scores", "labels")
 
@@ -102,12 +103,7 @@ class MultiObjectTrackingTask(Task):
     num_classes_rule = "the detector's object classes, background excluded (len(dataset.categories))"
     headline = Headline("hota", True, "HOTA (trackeval)")
 
-    def model_kwargs(self, dataset: Dataset | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        out = dict(kwargs)
-        categories = getattr(dataset, "categories", None)
-        if categories is not None:
-            out.setdefault("num_classes", len(categories))
-        return out
+    model_kwargs = DetectionTask.model_kwargs  # num_classes = len(dataset.categories), as detection
 
     def metric(self, model: nn.Module, dataset: Dataset | None) -> Callable[[], Metric]:
         return MOTMetric
