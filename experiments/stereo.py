@@ -239,7 +239,8 @@ def best_block(rows: dict[str, dict[str, float]]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     lines = []
     for stage in ("after shapes", "after photos"):
-        lines += [f"**stereo_net_narrow, {stage}** ({results['steps'][stage]} steps)", ""]
+        volume = results["args"].get("volume", "concat")
+        lines += [f"**stereo_net_narrow ({volume} volume), {stage}** ({results['steps'][stage]} steps)", ""]
         lines += ["| set | EPE (px) | bad-2 (%) | bad-3 (%) |", "|---|---:|---:|---:|"]
         for name, m in results["ours"][stage].items():
             lines.append(f"| {name} | {m['epe']:.2f} | {m['bad2']:.1f} | {m['bad3']:.1f} |")
@@ -316,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         "--pool", type=int, default=300, help="stereo-warped scenes kept; one replaced a step"
     )
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--volume", choices=("concat", "correlation"), default="concat", help="the cost volume"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", type=Path, default=Path("experiments/figures/stereo_real_pairs.png"))
     args = parser.parse_args(argv)
@@ -330,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("StereoSGBM on %s", list(sets))
     peer = evaluate_sgbm(sets)
 
-    model = get_model("stereo_net_narrow")
+    model = get_model("stereo_net_narrow", volume=args.volume)
     history: list[dict[str, Any]] = []
     results: dict[str, Any] = {"real": list(real), "sgbm": peer, "ours": {}, "steps": {}, "history": history}
     results["args"] = {k: str(v) for k, v in vars(args).items()}
