@@ -27,6 +27,7 @@ from .nms import batched_nms, nms
 from .poolers import assign_fpn_levels, infer_scale, multiscale_roi_align, multiscale_roi_pool
 from .roi_align import roi_align
 from .roi_pool import roi_pool, spp
+from .ssim import ssim
 from .tube_dp import link_tubes_dp
 from .warp import affine_grid, flow_warp, grid_sample
 
@@ -76,5 +77,6 @@ __all__ = [
     "roi_pool",
     "sigmoid_focal_loss",
     "spp",
+    "ssim",
     "tubes_to_mot_rows",
 ]
