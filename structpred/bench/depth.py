@@ -176,7 +176,9 @@ def model_rows(
         x = pair(H, W)
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        targets = [{"disparity": torch.full((1, H, W), float(SHIFT))}] if stereo else None
+        targets = (
+            [{"disparity": torch.full((1, H, W), float(SHIFT))}] if stereo else [{}]
+        )  # mono: self-supervised
 
         def step(
             model: nn.Module = model,
