@@ -58,6 +58,8 @@ SMALL: dict[str, dict[str, Any]] = {
     # Depth (issue 19): the paper-size models' code paths, thin (ResNet-18 encoder; a 16-plane volume).
     "monodepth": {"backbone": "resnet18", "decoder_widths": (32, 16, 16, 8, 8)},
     "stereo_net": {"max_disp": 64},
+    # SINT (issue 20): fewer candidate circles and angles, fewer training candidates (same code).
+    "sint_narrow": {"num_radii": 3, "num_angles": 6, "train_candidates": 8},
 }
 
 

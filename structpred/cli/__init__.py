@@ -23,10 +23,10 @@ import sys
 from typing import Any
 
 from .. import __version__
-from . import bench, data, demo, evaluate, export, info, models, predict, train
+from . import bench, data, demo, evaluate, export, info, models, predict, track, train
 from ._examples import EXAMPLES
 
-VERBS = (demo, models, bench, train, evaluate, predict, data, info, export)
+VERBS = (demo, models, bench, train, evaluate, predict, track, data, info, export)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -59,6 +59,8 @@ MAX_SIZE = {"batch": 4096, "height": 16384, "width": 16384, "proposals": 65536}
 
 #: Registered models that cannot be exported, with the precise reason. Empty reasons are a bug.
 NOT_EXPORTABLE: dict[str, str] = {
+    "sint_narrow": "SINT tracks with a data-dependent loop: each frame's best candidate (an argmax) sets "
+    "the next frame's candidate boxes, over a clip of any length T; there is no fixed-shape graph to export",
     "video_detector": "the linker assigns detections to tubes frame by frame in Python (scipy's "
     "linear_sum_assignment, a Viterbi search over a varying number of boxes): export its detector "
     "(structpred export --model fasterrcnn_narrow_fpn) and link the exported detector's boxes with "

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (register their builders)
     raft,
     retinanet,
     sequence,
+    sint,
     stereo_net,
     stn,
     swin,

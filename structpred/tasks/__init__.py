@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (register)
     multi_object_tracking,
     semantic_segmentation,
     sequence,
+    tracking,
 )
 from .base import Task, get_task, list_tasks, register_task
 
