@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.conv import Conv3d
 from ..layers.views import batch_views
 from ..ops.stereo_volume import concat_volume, correlation_volume, soft_argmin
 from .contract import check_request
@@ -138,9 +139,7 @@ class FeatureExtractor(nn.Module):
 def _conv3d(c_in: int, c_out: int, groups: int, stride: int = 1) -> nn.Sequential:
     """3 x 3 x 3 conv + GroupNorm + ReLU."""
     return nn.Sequential(
-        nn.Conv3d(
-            c_in, c_out, 3, stride=stride, padding=1
-        ),  # bias: the ONNX export of a bias-free Conv3d fails
+        Conv3d(c_in, c_out, 3, stride=stride, padding=1),  # bias: the ONNX export of a bias-free Conv3d fails
         nn.GroupNorm(min(groups, c_out), c_out),
         nn.ReLU(inplace=True),
     )
@@ -156,7 +155,7 @@ class Aggregation(nn.Module):
         self.down2 = nn.Sequential(_conv3d(2 * a, 2 * a, groups, stride=2), _conv3d(2 * a, 2 * a, groups))
         self.up2 = _conv3d(2 * a, 2 * a, groups)
         self.up1 = _conv3d(2 * a, a, groups)
-        self.cost = nn.Conv3d(a, 1, 3, padding=1)
+        self.cost = Conv3d(a, 1, 3, padding=1)
 
     def forward(self, volume: Tensor) -> Tensor:
         x0 = self.entry(volume)  # (B, A, D, h, w)
