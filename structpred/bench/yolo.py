@@ -32,9 +32,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from .detection import matmul_peak
+from .detection import count_gflop, matmul_peak
 
 MODELS = ("yolo_lite", "yolo_narrow", "fasterrcnn_narrow_fpn", "yolo_v1_narrow")
 TARGETED = ("yolo_lite", "yolo_narrow")  # the modern YOLOs the >= 3x target applies to
@@ -70,13 +69,6 @@ def _build(name: str, checkpoints: dict[str, str], fuse: bool = True) -> nn.Modu
     if fuse and isinstance(model, YOLO):
         return model.fuse()  # eval mode, conv + BN folded
     return model.eval()
-
-
-def _gflop(fn: Callable[[], object]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops() / 1e9
 
 
 def _cpu_time_matmul_peak(n: int, repeats: int) -> float:
@@ -141,7 +133,7 @@ def run(
                 calls[name]()
                 times[name].append(clock() - start)
         for name in calls:
-            gflop = _gflop(calls[name]) / batch
+            gflop = count_gflop(calls[name]) / batch
             rows.append(Row(name, batch, statistics.median(times[name]), gflop))
     return rows, peak
 
