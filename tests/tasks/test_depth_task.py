@@ -1,4 +1,4 @@
-"""The two depth tasks' contracts: calibration parsing, prediction checks, sample batches, --calib at the CLI."""
+"""The two depth tasks' contracts: calibration parsing, prediction checks, sample batches, --calib."""
 
 from __future__ import annotations
 
