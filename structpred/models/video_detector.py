@@ -117,6 +117,13 @@ class VideoDetector(nn.Module):
         self.linker: Linker = linker if linker is not None else make_linker("dp", lam=1.0)
         self.min_score, self.batch_size, self.per_class = float(min_score), batch_size, per_class
 
+    @property
+    def class_dependent_tensors(self) -> tuple[str, ...]:
+        """The detector's class-dependent tensors (to fine-tune to another class count), prefixed."""
+        from .weights.class_dependent import class_dependent_patterns
+
+        return tuple(rf"detector\.{p}" for p in class_dependent_patterns(self.detector))
+
     def _check_clip(self, clip: Tensor) -> None:
         if not isinstance(clip, Tensor) or clip.dim() != 4 or clip.shape[1] != 3 or clip.shape[0] < 1:
             shape = tuple(clip.shape) if isinstance(clip, Tensor) else type(clip).__name__
@@ -225,6 +232,7 @@ def video_detector(
     linker_kwargs: dict[str, Any] | None = None,
     min_score: float = 0.3,
     batch_size: int = 8,
+    num_classes: int | None = None,
     **detector_kwargs: Any,
 ) -> VideoDetector:
     """A :class:`VideoDetector` of a registered detector (by name, with ``detector_kwargs``) and a
@@ -233,6 +241,8 @@ def video_detector(
         raise ValueError(
             f"video_detector: {detector!r} is a {model_info(detector).task} model, not a detector"
         )
+    if num_classes is not None:  # the detector's object classes (the task's num_classes rule)
+        detector_kwargs["num_classes"] = num_classes
     model = get_model(detector, **detector_kwargs) if isinstance(detector, str) else detector
     link = make_linker(linker, **(linker_kwargs or {})) if isinstance(linker, str) else linker
     return VideoDetector(model, link, min_score=min_score, batch_size=batch_size)

@@ -7,7 +7,8 @@ class-to-class upsamplers, a classifier's last linear layer. Each family declare
 patterns on their full ``state_dict`` names (``re.fullmatch``): a model class declares its own in a
 class attribute ``class_dependent_tensors`` (new families do, in their own file), or the table
 below names them for the older families; the first family the model is an instance of wins, so
-subclasses come before their bases. ``tests/models/test_finetune.py``
+subclasses come before their bases. A wrapper declares a property instead (``VideoDetector``: its
+detector's, under ``detector.``). ``tests/models/test_finetune.py``
 checks, for every registered model, that the declared tensors are exactly those whose shape
 changes between ``num_classes=3`` and ``num_classes=5``.
 """
@@ -53,7 +54,7 @@ def class_dependent_patterns(model: nn.Module) -> tuple[str, ...]:
     Raises:
         ValueError: ``model``'s type is in no declared family.
     """
-    declared = getattr(type(model), "class_dependent_tensors", None)
+    declared = getattr(model, "class_dependent_tensors", None)  # a class attribute or a property
     if declared is not None:
         return tuple(declared)
     for family, patterns in CLASS_DEPENDENT:
