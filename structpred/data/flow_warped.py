@@ -219,6 +219,30 @@ def check_generator_args(
     return split, (int(h), int(w)), n, seed
 
 
+def photo_paths(name: str, sources: str | Sequence[str]) -> list[Path]:
+    """The files of the photo collections ``sources`` (keys of :data:`SOURCES`), checked: a
+    ``ValueError`` for an unknown collection, ``FileNotFoundError`` for a missing file."""
+    sources = (sources,) if isinstance(sources, str) else tuple(sources)
+    if not sources or any(s not in SOURCES for s in sources):
+        raise ValueError(f"{name}: sources must be a non-empty subset of {tuple(SOURCES)}, got {sources!r}")
+    paths: list[Path] = []
+    for source in sources:
+        package, folder, files = SOURCES[source]
+        base = package_data_dir(package, *folder)
+        paths += [base / f for f in files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{name}: source photos missing: {', '.join(missing[:3])}")
+    return paths
+
+
+def check_transforms(name: str, transforms: Transforms | None) -> Transforms | None:
+    """``transforms`` unless it is neither None nor callable (``ValueError`` starting with ``name``)."""
+    if transforms is not None and not callable(transforms):
+        raise ValueError(f"{name}: transforms must be a callable (views, target) -> (views, target)")
+    return transforms
+
+
 class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
     """FlyingChairs-style pairs (see the module docstring); ``flow-warped`` in the data registry.
 
@@ -273,24 +297,8 @@ class WarpedPhotoFlow(Dataset[tuple[Tensor, Target]]):
             )
         self.background_motion = background_motion
         self.photometric, self.occlusions = bool(photometric), bool(occlusions)
-        sources = (sources,) if isinstance(sources, str) else tuple(sources)
-        if not sources or any(s not in SOURCES for s in sources):
-            raise ValueError(
-                f"WarpedPhotoFlow: sources must be a non-empty subset of {tuple(SOURCES)}, got {sources!r}"
-            )
-        self.paths: list[Path] = []
-        for name in sources:
-            package, folder, files = SOURCES[name]
-            base = package_data_dir(package, *folder)
-            self.paths += [base / f for f in files]
-        missing = [str(p) for p in self.paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"WarpedPhotoFlow: source photos missing: {', '.join(missing[:3])}")
-        if transforms is not None and not callable(transforms):
-            raise ValueError(
-                "WarpedPhotoFlow: transforms must be a callable (views, target) -> (views, target)"
-            )
-        self.transforms = transforms
+        self.paths = photo_paths("WarpedPhotoFlow", sources)
+        self.transforms = check_transforms("WarpedPhotoFlow", transforms)
 
     def __len__(self) -> int:
         return self.num_images

@@ -37,7 +37,6 @@ from torch.utils.data import Dataset
 from ..ops.warp import grid_sample
 from .flow_warped import (
     _SPLIT_OFFSET,
-    SOURCES,
     Transforms,
     WarpedPhotoFlow,
     _inside_polygon,
@@ -45,8 +44,9 @@ from .flow_warped import (
     _star_polygon,
     _uniform,
     check_generator_args,
+    check_transforms,
+    photo_paths,
 )
-from .real import package_data_dir
 from .transforms import Target
 
 
@@ -264,25 +264,8 @@ class WarpedPhotoStereo(Dataset[tuple[Tensor, Target]]):
             raise ValueError(f"WarpedPhotoStereo: slant must be in [0, 0.5), got {slant!r}")
         self.slant = float(slant)
         self.photometric, self.right_view = bool(photometric), bool(right_view)
-        sources = (sources,) if isinstance(sources, str) else tuple(sources)
-        if not sources or any(s not in SOURCES for s in sources):
-            raise ValueError(
-                f"WarpedPhotoStereo: sources must be a non-empty subset of {tuple(SOURCES)}, got {sources!r}"
-            )
-        paths: list[Path] = []
-        for name in sources:
-            package, folder, files = SOURCES[name]
-            base = package_data_dir(package, *folder)
-            paths += [base / f for f in files]
-        missing = [str(p) for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"WarpedPhotoStereo: source photos missing: {', '.join(missing[:3])}")
-        self.photos = _Photos(paths, round(1.25 * max(self.size)))
-        if transforms is not None and not callable(transforms):
-            raise ValueError(
-                "WarpedPhotoStereo: transforms must be a callable (views, target) -> (views, target)"
-            )
-        self.transforms = transforms
+        self.photos = _Photos(photo_paths("WarpedPhotoStereo", sources), round(1.25 * max(self.size)))
+        self.transforms = check_transforms("WarpedPhotoStereo", transforms)
 
     def __len__(self) -> int:
         return self.num_images
