@@ -9,7 +9,7 @@ from typing import Any
 SUITES = (
     "ops", "metrics", "proposals", "detection", "one_stage", "yolo", "keypoints", "mask_rcnn", "crf",
     "segmentation", "rnn", "export", "vit", "swin",
-    "flow", "depth", "tracking_metrics",
+    "flow", "depth", "tracking_metrics", "sint",
 )  # fmt: skip
 
 
@@ -39,6 +39,6 @@ def add_parser(sub: Any) -> None:
         "vit / swin: ViT / Swin vs timm (inference, train step, Swin as a 512 px detection backbone); "
         "flow: RAFT vs torchvision, correlation ops; depth: the stereo and monocular depth networks "
         "(images/s, GFLOP/s) beside OpenCV's StereoSGBM; tracking_metrics: MOT metrics vs motmetrics, "
-        "HOTA vs trackeval",
+        "HOTA vs trackeval; sint: SINT frames/s beside OpenCV template matching and MIL",
     )
     p.set_defaults(func=run)
