@@ -98,6 +98,24 @@ class DetectionExport(nn.Module):
         return (*out, p["masks"]) if self.masks else out
 
 
+class MultiTaskExport(nn.Module):
+    """``images [1, 3, H, W]`` -> every head's outputs, ``outputs`` = ``((head, key), ...)`` in
+    order: a detection head's ``boxes [N, 4]``, ``scores``, ``labels``; a segmentation head's
+    ``logits [1, K, H, W]``, ``label_map``; a depth head's ``disparity [1, 1, H, W]``."""
+
+    def __init__(self, model: nn.Module, outputs: tuple[tuple[str, str], ...]) -> None:
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        preds, _ = self.model([images[0]])
+        picked = []
+        for head, key in self.outputs:
+            p = preds[head]
+            picked.append(p[0][key] if isinstance(p, list) else p[key])  # detections: the image's dict
+        return tuple(picked)
+
+
 class SegmentationExport(nn.Module):
     """``images [B, 3, H, W]`` -> ``(logits [B, K, H, W], label_map [B, H, W])``."""
 
@@ -211,7 +229,7 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
         raise ValueError(f"{name} cannot be exported: {NOT_EXPORTABLE[name]}")
     model.eval()
     x = _example(model, task)
-    if task in DETECTION_OUTPUTS and image_size is None:
+    if task in (*DETECTION_OUTPUTS, "multi_task") and image_size is None:
         image_size = detector_size(model)
     if image_size is not None and x.dim() == 4:
         if len(image_size) != 2 or min(image_size) < 8:
@@ -237,6 +255,12 @@ def export_spec(name: str, model: nn.Module, image_size: tuple[int, int] | None 
                 ({}, {0: "proposals"}),
             )
         return ExportSpec(name, task, wrapper, ("images",), outs, (x,), ({},))
+    if task == "multi_task":  # one image of the model's size, every head's outputs (as a detector's)
+        head_keys = {"detection": ("boxes", "scores", "labels"), "depth": ("disparity",)}
+        heads = list(getattr(model, "heads", {}))
+        outputs = tuple((head, key) for head in heads for key in head_keys.get(head, ("logits", "label_map")))
+        names = tuple(f"{head}_{key}" for head, key in outputs)
+        return ExportSpec(name, task, MultiTaskExport(model, outputs), ("images",), names, (x[:1],), ({},))
     if task == "semantic_segmentation":
         wrapper = SegmentationExport(model)
         if getattr(getattr(model, "config", None), "padding", None) in ("valid", "same"):

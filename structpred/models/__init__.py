@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (register their builders)
     keypoint_rcnn,
     mask_rcnn,
     monodepth,
+    multitask,
     pwc_net,
     raft,
     retinanet,

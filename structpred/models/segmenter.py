@@ -121,11 +121,9 @@ class SemanticSegmenter(nn.Module):
         Subclasses override this for other losses (``targets`` carries any extra keys they need).
         """
         ignore = self.config.ignore_index
-        losses = {"loss_seg": _masked_cross_entropy(outputs["out"], labels, ignore)}
+        losses = {"loss_seg": masked_cross_entropy(outputs["out"], labels, ignore)}
         if "aux" in outputs and self.config.aux_weight > 0:
-            losses["loss_aux"] = self.config.aux_weight * _masked_cross_entropy(
-                outputs["aux"], labels, ignore
-            )
+            losses["loss_aux"] = self.config.aux_weight * masked_cross_entropy(outputs["aux"], labels, ignore)
         return losses
 
     def refine(self, logits: Tensor, images: Tensor) -> Tensor:
@@ -167,7 +165,7 @@ class SemanticSegmenter(nn.Module):
         return predictions, losses
 
 
-def _masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
+def masked_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int) -> Tensor:
     """Mean cross-entropy over non-ignored pixels; 0 (with a graph) when every pixel is ignored."""
     if bool((labels != ignore_index).any()):
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (register)
     flow,
     keypoints,
     multi_object_tracking,
+    multi_task,
     semantic_segmentation,
     sequence,
     tracking,

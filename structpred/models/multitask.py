@@ -1,0 +1,286 @@
+"""A unified multi-task network: one backbone + FPN, several structured heads, one summed loss.
+
+Shape shorthand: B images (one size per batch), H x W their size, Hr x Wr after the model's
+resize, Hp x Wp the padded batch, D the pyramid's channels.
+
+"Multi-task structure prediction allows for unified networks": Faster R-CNN already shares its
+convolutions between the RPN and the detector; here one backbone's pyramid (P2-P5 + P6, P7)
+feeds a dict of heads (:mod:`.multitask_heads`), each keeping its own task's contract:
+
+=============  =========================  ============================  =======================
+head           task (its predictions)     targets it reads              loss terms
+=============  =========================  ============================  =======================
+``detection``  detection (list of dicts)  ``boxes``, ``labels``         FCOS's three
+``semantic``   semantic_segmentation      ``semantic``                  cross-entropy
+``parts``      semantic_segmentation      ``parts``                     cross-entropy
+``depth``      monocular_depth            ``depth`` (or ``disparity``)  L1 of log disparity
+=============  =========================  ============================  =======================
+
+Pipeline: :class:`~structpred.layers.transform.DetectionTransform` (normalise, resize the shorter
+side to ``input_size``, pad to 32) -> backbone + FPN -> every head -> predictions
+``{head: its task's predictions}`` in the input's pixels.
+
+Losses: each head's terms, prefixed ``loss_<head>/<term>`` and multiplied by the head's weight from
+a :class:`~structpred.heads.loss_weighting.LossWeighting` (fixed, uncertainty, DWA, GradNorm),
+plus the weighting's own terms. An item without a head's targets adds nothing to that head's loss;
+a head none of whose items has targets in a batch is skipped. Any subset of the heads is a
+model (``heads=("semantic",)`` is the single-task network of the same backbone: the baselines).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from ..heads.dense_fpn import FPNDenseHead
+from ..heads.loss_weighting import LossWeighting, build_weighting
+from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform, as_image_list
+from .contract import check_request
+from .faster_rcnn import make_config
+from .fcos import FCOSConfig, build_fcos
+from .multitask_heads import DepthHead, DetectionHead, PyramidSpec, SegmentationHead, SharedFeatures, TaskHead
+from .registry import register_model
+from .segmenter import config_from
+
+HEAD_KINDS = ("detection", "semantic", "parts", "depth")  # the heads a multi-task model can have
+# the task whose prediction contract each head kind keeps
+HEAD_TASKS = {
+    "detection": DetectionHead.task,
+    "semantic": SegmentationHead.task,
+    "parts": SegmentationHead.task,
+    "depth": DepthHead.task,
+}
+_NAME = re.compile(r"^[a-z][a-z0-9]*$")  # loss keys are loss_<head>/<term>: no "/" or "_" clash
+
+
+def head_target_keys(head: str, depth_target: str = "depth") -> tuple[str, ...]:
+    """The target keys head kind ``head`` reads (``ValueError`` for an unknown kind)."""
+    keys = {"detection": ("boxes", "labels"), "semantic": ("semantic",), "parts": ("parts",)}
+    if head == "depth":
+        return (depth_target,)
+    if head not in keys:
+        raise ValueError(f"unknown head {head!r}; the heads are {', '.join(HEAD_KINDS)}")
+    return keys[head]
+
+
+def check_head_names(heads: Sequence[str]) -> tuple[str, ...]:
+    """``heads`` as a tuple: non-empty, known kinds, no name twice (their outputs would clash)."""
+    if isinstance(heads, str):
+        heads = [h.strip() for h in heads.split(",")]
+    heads = tuple(heads)
+    if not heads:
+        raise ValueError(f"a multi-task model needs at least one head, got none; the heads are {HEAD_KINDS}")
+    for h in heads:
+        head_target_keys(h)  # known kind
+    twice = sorted({h for h in heads if heads.count(h) > 1})
+    if twice:
+        raise ValueError(f"heads {twice} are given twice: their predictions and loss keys would clash")
+    return heads
+
+
+class MultiTaskNet(nn.Module):
+    """transform -> backbone (a pyramid) -> heads, each injected; see the module docstring.
+
+    Args:
+        transform: a :class:`DetectionTransform` (normalise, resize, pad).
+        backbone: ``[B, 3, Hp, Wp] -> dict`` of pyramid maps, finest first (strides 4, 8, ...).
+        heads: ``{name: TaskHead}``; names as :data:`HEAD_KINDS` (lower-case letters and digits).
+        weighting: the loss weighting over ``heads`` (None: fixed weights 1).
+        shared: the last shared layer (GradNorm's gradients are taken on its parameters);
+            None: the backbone's ``fpn.layer_blocks`` (the pyramid's output convolutions).
+    """
+
+    def __init__(
+        self,
+        transform: DetectionTransform,
+        backbone: nn.Module,
+        heads: Mapping[str, TaskHead],
+        weighting: LossWeighting | None = None,
+        shared: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not heads:
+            raise ValueError("MultiTaskNet: the head dict is empty; give at least one head")
+        for name, head in heads.items():
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ValueError(f"MultiTaskNet: head name {name!r} must be lower-case letters and digits")
+            if not isinstance(head, TaskHead):
+                raise ValueError(f"MultiTaskNet: head {name!r} is a {type(head).__name__}, not a TaskHead")
+        self.transform = transform
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(dict(heads))
+        self.weighting = weighting if weighting is not None else build_weighting("fixed", list(heads))
+        if tuple(self.weighting.heads) != tuple(heads):
+            raise ValueError(
+                f"MultiTaskNet: the weighting is over {self.weighting.heads}, the heads are {tuple(heads)}"
+            )
+        if shared is None:
+            shared = getattr(getattr(backbone, "fpn", None), "layer_blocks", None)
+        self._shared = [shared] if shared is not None else []  # a list: not registered a second time
+
+    def _task_heads(self) -> list[tuple[str, TaskHead]]:
+        return [(name, cast(TaskHead, head)) for name, head in self.heads.items()]
+
+    def shared_parameters(self) -> list[Tensor]:
+        """The last shared layer's parameters (GradNorm's W)."""
+        return [p for m in self._shared for p in m.parameters() if p.requires_grad]
+
+    def _check_targets(self, targets: Sequence[Any], B: int, size: tuple[int, int]) -> dict[str, list[int]]:
+        """Per head, the items that carry its targets (checked); ``ValueError`` for a bad target."""
+        if len(targets) != B:
+            raise ValueError(f"MultiTaskNet: {len(targets)} targets for {B} images")
+        for i, t in enumerate(targets):
+            if not isinstance(t, dict):
+                raise ValueError(f"MultiTaskNet: targets[{i}] must be a dict, got {type(t).__name__}")
+        items: dict[str, list[int]] = {}
+        for name, head in self._task_heads():
+            have = [i for i, t in enumerate(targets) if all(k in t for k in head.target_keys)]
+            if have:
+                head.check_targets([targets[i] for i in have], size, f"head {name!r}")
+            items[name] = have
+        return items
+
+    def forward(
+        self,
+        images: Sequence[Tensor] | Tensor,
+        targets: Sequence[dict[str, Any]] | None = None,
+        *,
+        predict: bool = True,
+    ) -> tuple[dict[str, Any] | None, dict[str, Tensor]]:
+        """``{head: predictions}`` (None with ``predict=False``) and the weighted losses (with targets)."""
+        check_request(targets is not None, predict, "MultiTaskNet")
+        image_list = as_image_list(images)
+        sizes = {tuple(im.shape[-2:]) for im in image_list}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"MultiTaskNet: images of sizes {sorted(sizes)} in one batch; its dense heads label "
+                "the pixels they are given, so resize or crop the images to one size first"
+            )
+        B, size = len(image_list), (int(image_list[0].shape[-2]), int(image_list[0].shape[-1]))
+        items = self._check_targets(targets, B, size) if targets is not None else {}
+        batch, resized, _, _ = self.transform(image_list)  # (B, 3, Hp, Wp)
+        maps = list(self.backbone(batch).values())
+        x = SharedFeatures(maps, (int(batch.shape[-2]), int(batch.shape[-1])), resized[0], size)
+        predictions: dict[str, Any] = {}
+        head_losses: dict[str, dict[str, Tensor]] = {}
+        for name, head in self.heads.items():
+            have = items.get(name, [])
+            if targets is not None and len(have) == B:  # one pass: predictions and loss
+                preds, losses = head(x, list(targets), predict)
+            else:
+                preds = head(x, None, True)[0] if predict else None
+                losses = {}
+                if have:  # the loss on the items that have this head's targets
+                    index = torch.tensor(have, device=maps[0].device)
+                    losses = head(x.select(index), [targets[i] for i in have], False)[1]  # type: ignore[index]
+            if predict:
+                predictions[name] = preds
+            if losses:
+                head_losses[name] = losses
+        return (predictions if predict else None), self._weighted(head_losses)
+
+    def _weighted(self, head_losses: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
+        """``loss_<head>/<term>`` = the head's weight x its term, plus the weighting's own terms."""
+        if not head_losses:
+            return {}
+        totals = {name: torch.stack(list(terms.values())).sum() for name, terms in head_losses.items()}
+        grad = self.training and torch.is_grad_enabled()
+        weights, extra = self.weighting(totals, self.shared_parameters() if grad else ())
+        out: dict[str, Tensor] = {}
+        for name, terms in head_losses.items():
+            for term, value in terms.items():
+                out[f"loss_{name}/{term.removeprefix('loss_')}"] = weights[name] * value
+        for key, value in extra.items():
+            if key in out or not key.startswith("loss_"):
+                raise AssertionError(f"the weighting's term {key!r} clashes or lacks the loss_ prefix")
+            out[key] = value
+        return out
+
+
+@dataclass
+class MultiTaskConfig:
+    """The knobs of :func:`build_multitask` (see the module docstring)."""
+
+    heads: Sequence[str] = HEAD_KINDS
+    num_classes: int = 6  # detection: object classes, background excluded
+    semantic_classes: int = 7  # semantic label map, background included
+    part_classes: int = 13  # part label map, background included
+    depth_target: str = "depth"  # or "disparity"
+    focal: float | None = None  # px; with baseline, turns a `depth` target into disparity
+    baseline: float | None = None  # m
+    max_disparity: float = 0.3
+    input_size: int = 256  # the shorter side the network sees (the longer is capped at 4x)
+    image_mean: Sequence[float] = IMAGENET_MEAN
+    image_std: Sequence[float] = IMAGENET_STD
+    dense_channels: int = 128  # the dense branches' width (Panoptic FPN: 128)
+    norm_groups: int = 32
+    weighting: str = "fixed"  # fixed | uncertainty | dwa | gradnorm
+    weighting_args: dict[str, Any] = field(default_factory=dict)
+    detection: dict[str, Any] = field(default_factory=dict)  # FCOSConfig overrides (score_thresh...)
+
+
+def build_multitask(backbone: nn.Module, config: MultiTaskConfig) -> MultiTaskNet:
+    """The module tree, written out, over a pyramid ``backbone`` with ``out_channels`` (P2..P7)."""
+    c = config
+    heads_wanted = check_head_names(c.heads)
+    D = int(backbone.out_channels)  # type: ignore[arg-type]
+    heads: dict[str, TaskHead] = {}
+    for name in heads_wanted:
+        if name == "detection":
+            fcos_config = make_config(
+                FCOSConfig, {"norm_groups": c.norm_groups, **c.detection}, "detection head"
+            )
+            heads[name] = DetectionHead(build_fcos(PyramidSpec(D), c.num_classes, fcos_config))
+        elif name in ("semantic", "parts"):
+            K = c.semantic_classes if name == "semantic" else c.part_classes
+            heads[name] = SegmentationHead(FPNDenseHead(D, K, 4, c.dense_channels, c.norm_groups), name)
+        else:
+            branch = FPNDenseHead(D, 1, 4, c.dense_channels, c.norm_groups)
+            heads[name] = DepthHead(branch, c.depth_target, c.focal, c.baseline, c.max_disparity)
+    if c.input_size < 32:
+        raise ValueError(f"input_size must be >= 32 (the pyramid's stride), got {c.input_size}")
+    transform = DetectionTransform(c.input_size, 4 * c.input_size, c.image_mean, c.image_std)
+    weighting = build_weighting(c.weighting, list(heads), **c.weighting_args)
+    return MultiTaskNet(transform, backbone, heads, weighting)
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def _config(overrides: dict[str, Any]) -> MultiTaskConfig:
+    config = config_from(MultiTaskConfig, overrides)
+    config.heads = check_head_names(config.heads)
+    return config
+
+
+@register_model(task="multi_task")
+def multitask_fpn(
+    backbone: str = "resnet18",
+    fpn_channels: int = 128,
+    backbone_args: dict[str, Any] | None = None,
+    **config: Any,
+) -> MultiTaskNet:
+    """The unified network over any registered 4-stage backbone (C2-C5 + FPN + P6, P7) with
+    detection, semantic, part and depth heads (any subset: ``heads=``); :class:`MultiTaskConfig`."""
+    from ..backbones.fpn import fpn_backbone
+
+    neck = fpn_backbone(backbone, out_channels=fpn_channels, extra_block="p6p7", **(backbone_args or {}))
+    return build_multitask(neck, _config(config))
+
+
+@register_model(task="multi_task")
+def multitask_narrow(width: int = 16, fpn_channels: int = 32, **config: Any) -> MultiTaskNet:
+    """The small from-scratch unified network for CPU training: the narrow 4-stage backbone
+    (``width`` .. ``8 width``) + FPN (32 channels) + P6, P7, 32-channel dense branches, 256 px."""
+    from ..backbones.fpn import narrow_fpn
+
+    neck = narrow_fpn(
+        out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width), extra_block="p6p7"
+    )
+    defaults = {"dense_channels": 32, "norm_groups": 8, "detection": {"score_thresh": 0.05}}
+    return build_multitask(neck, _config({**defaults, **config}))
