@@ -114,14 +114,23 @@ class Trainer:
     # ------------------------------------------------------------------ building blocks
     def _build_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
         # The fused kernels update every parameter in one pass: AdamW's step is ~4x faster on CPU.
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) or None
+        # timm's convention: a model's no_weight_decay() names the parameters decay must not pull
+        # to 0 (a multi-task loss weighting's log-variances and task weights)
+        exempt = getattr(self.model, "no_weight_decay", None)
+        names = set(exempt()) if callable(exempt) else set()
+        groups: list[dict[str, Any]] = [{"params": [p for n, p in named if n not in names]}]
+        if names:
+            kept = [p for n, p in named if n in names]
+            groups.append({"params": kept, "weight_decay": 0.0, "no_decay": True})
         if c.optimizer == "sgd":
             return torch.optim.SGD(
-                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, fused=fused
+                groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, fused=fused
             )
-        return torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused)
+        return torch.optim.AdamW(groups, lr=c.lr, weight_decay=c.weight_decay, fused=fused)
 
     def _autocast(self) -> Any:
         amp = self.config.amp
@@ -212,7 +221,7 @@ class Trainer:
             return
         c = self.config  # hyper-parameters are the config's, not the checkpoint's
         for group in self.optimizer.param_groups:
-            group["weight_decay"] = c.weight_decay
+            group["weight_decay"] = 0.0 if group.get("no_decay") else c.weight_decay
             if "momentum" in group:
                 group["momentum"] = c.momentum
 

@@ -123,6 +123,11 @@ class MultiTaskNet(nn.Module):
             shared = getattr(getattr(backbone, "fpn", None), "layer_blocks", None)
         self._shared = [shared] if shared is not None else []  # a list: not registered a second time
 
+    def no_weight_decay(self) -> set[str]:
+        """The weighting's parameters (log-variances, GradNorm's weights): weight decay would pull
+        them to 0 (timm's convention; the engine's optimizer reads it)."""
+        return {f"weighting.{name}" for name, _ in self.weighting.named_parameters()}
+
     def _task_heads(self) -> list[tuple[str, TaskHead]]:
         return [(name, cast(TaskHead, head)) for name, head in self.heads.items()]
 
