@@ -9,7 +9,7 @@ from typing import Any
 SUITES = (
     "ops", "metrics", "proposals", "detection", "one_stage", "yolo", "keypoints", "mask_rcnn", "crf",
     "segmentation", "rnn", "export", "vit", "swin",
-    "flow", "depth", "tracking_metrics", "sint",
+    "flow", "depth", "tracking_metrics", "sint", "multitask",
 )  # fmt: skip
 
 
