@@ -39,6 +39,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "fcn16s_vgg16": {"fc_channels": 64, "width_div": 4},
     "fcn8s_vgg16": {"fc_channels": 64, "width_div": 4},
     "deeplabv3": {"backbone": "resnet18"},
+    "unet": {"base_channels": 16},  # the paper's valid convolutions and weighted loss, 1/4 as wide
     "lstm_charlm": {"vocab": "abcdefgh \n", "hidden_size": 16, "embed_dim": 8},
     "yolo_v1": {"input_size": 128, "grid_size": 4, "width_div": 16, "hidden": 64},  # the paper's layers, thin
     **{name: {"min_size": 64, "max_size": 64} for name in ("yolo_narrow", "yolov8", "yolo_fpn")},
@@ -222,9 +223,8 @@ def _assert_same(eager: tuple[Tensor, ...], got: tuple[Tensor, ...], where: str)
 
 
 # The models whose torch.export program the parity test saves to a file and loads back: one per
-# family and code path (two-stage with RoIAlign and masks: Mask R-CNN's graph holds Faster R-CNN's,
-# so fasterrcnn_narrow_fpn is checked in memory; RoIPool, FCN, DeepLab, U-Net, CNN, STN, RNN,
-# LSTM); the others are checked on the same program in memory.
+# family and code path (two-stage with RoIAlign and masks, RoIPool, FCN, DeepLab, U-Net, CNN, STN,
+# RNN, LSTM); the others are checked on the same program in memory.
 FILE_ROUND_TRIP = {
     "fast_rcnn_narrow", "maskrcnn_narrow_fpn", "fcn8s_narrow", "deeplab_narrow",
     "unet_narrow", "digits_cnn", "stn_digits", "rnn_adding", "lstm_charlm",
@@ -239,9 +239,11 @@ FILE_ROUND_TRIP = {
 EXPORT_COVERED_BY: dict[str, tuple[str, ...]] = {
     # The same model: the 320 px variant's only other settings (sizes, RPN top-n) are SMALL's here.
     "fasterrcnn_mobilenet_v3_large_320_fpn": ("fasterrcnn_mobilenet_v3_large_fpn",),
-    # The R-CNN family: backbone x head. Each backbone (frozen-BN ResNet-50 + FPN, any-backbone
-    # ResNet-18 + FPN, narrow, MobileNet) is exported under Faster R-CNN, the mask and keypoint heads
-    # (RoIAlign, mask paste, heatmap decoding) on the narrow backbone.
+    # The R-CNN family: backbone x head. The frozen-BN ResNet-50 + FPN, the any-backbone ResNet-18
+    # + FPN and MobileNet are exported under Faster R-CNN; the narrow backbone with NARROW_SETTINGS
+    # (one sample per RoIAlign bin) under Mask R-CNN and Keypoint R-CNN, whose graphs hold Faster
+    # R-CNN's (RPN, box head) plus the mask head and paste, the keypoint head and heatmap decoding.
+    "fasterrcnn_narrow_fpn": ("fasterrcnn_fpn", "maskrcnn_narrow_fpn"),
     "maskrcnn_resnet50_fpn": ("maskrcnn_narrow_fpn", "fasterrcnn_resnet50_fpn"),
     "maskrcnn_fpn": ("maskrcnn_narrow_fpn", "fasterrcnn_fpn"),
     "keypointrcnn_resnet50_fpn": ("keypointrcnn_narrow_fpn", "fasterrcnn_resnet50_fpn"),
@@ -271,6 +273,9 @@ EXPORT_COVERED_BY: dict[str, tuple[str, ...]] = {
     "yolov8": ("yolo_narrow",),
     # The same cost volume, 3-D hourglass and soft argmin, wider and over 48 planes.
     "stereo_net": ("stereo_net_narrow",),
+    # pwcnet_narrow's cosine cost is the paper's dot cost (local_correlation) on normalised features;
+    # the paper's sixth level is one more turn of the same level loop.
+    "pwcnet": ("pwcnet_narrow",),
 }
 EXPORT_CASES = [name for name in list_models() if name not in EXPORT_COVERED_BY]
 #: Covered variants whose model under SMALL is their first covering case's, setting for setting.
