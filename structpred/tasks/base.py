@@ -93,7 +93,9 @@ class ItemOutput:
 
     rows: list[dict[str, Any]]  # its rows of predictions.json (the loop adds image_id, file_name...)
     picture: Tensor | None = None  # uint8 [3, H, W] drawing, saved as <stem>.png (and a video frame)
-    extras: dict[str, Tensor] = field(default_factory=dict)  # suffix -> uint8 [H, W], <stem><suffix>.png
+    # suffix -> <stem><suffix>.png: uint8 [H, W] grey, uint8 [3, H, W] colour or uint16 [H, W] 16-bit grey
+    extras: dict[str, Tensor] = field(default_factory=dict)
+    arrays: dict[str, Tensor] = field(default_factory=dict)  # suffix -> <stem><suffix>.npy, as it is
 
 
 class Task(abc.ABC):

@@ -8,13 +8,15 @@ a long video nor a large folder is held in memory; progress over the items is sh
 Per item the task's :meth:`~structpred.tasks.base.Task.predict_batch` gives an
 :class:`~structpred.tasks.base.ItemOutput`, written here:
 
-* ``<stem>.png`` (the drawing) and ``<stem><suffix>.png`` per extra (e.g. ``_labels``), where
+* ``<stem>.png`` (the drawing), ``<stem><suffix>.png`` per extra (e.g. ``_labels``: 8-bit grey,
+  colour or 16-bit grey) and ``<stem><suffix>.npy`` per array (e.g. ``_disparity``), where
   the stem mirrors the input below ``--out`` (:mod:`.outputs`); a video's frames go to
   ``<video stem>/frame_000123.png``, and with ``job.video_out`` the drawings are also encoded
   as ``<video stem>_annotated.mp4``.
 * ``predictions.json``: the task's rows, each prefixed with its item's ``image_id`` and
   ``file_name`` (and ``frame``, ``time`` in seconds for a video frame); for detection this is a
-  COCO results list.
+  COCO results list. Each row also names the item's extra files (``<suffix>_png``,
+  ``<suffix>_npy``: ``labels_png``...).
 * ``images.json``: one entry per item (``id``, ``file_name``, ``height``, ``width``, the files
   written, ``frame``/``time``), so items without a prediction row are listed too.
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
@@ -102,6 +105,21 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def _save_extra(path: Path, pixels: Tensor) -> None:
+    """An :class:`ItemOutput` extra as a PNG: uint8 ``[H, W]`` grey, uint8 ``[3, H, W]`` colour or
+    uint16 ``[H, W]`` 16-bit grey."""
+    if pixels.dim() == 3 and pixels.dtype == torch.uint8:
+        save_png(path, pixels)
+        return
+    if pixels.dim() != 2 or pixels.dtype not in (torch.uint8, torch.uint16):
+        raise ValueError(
+            f"{path.name}: an extra picture must be uint8 [H, W], uint8 [3, H, W] or uint16 [H, W], "
+            f"got {pixels.dtype} {tuple(pixels.shape)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.detach().cpu().numpy()).save(path, format="PNG")  # mode L or I;16
+
+
 class _Sink:
     """Writes items' outputs under ``job.out`` and keeps their json rows."""
 
@@ -129,12 +147,16 @@ class _Sink:
             save_png(out / f"{item.stem}.png", output.picture)
             entry["output"] = f"{item.stem}.png"
             self._video_frame(item, output.picture)
-        for suffix, grey in output.extras.items():
-            path = out / f"{item.stem}{suffix}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(grey.cpu().numpy(), mode="L").save(path)
+        for suffix, pixels in output.extras.items():
+            _save_extra(out / f"{item.stem}{suffix}.png", pixels)
             files[f"{suffix.strip('_')}_png"] = entry[f"{suffix.strip('_')}_png"] = f"{item.stem}{suffix}.png"
-        self.files += int(output.picture is not None) + len(output.extras)
+        for suffix, array in output.arrays.items():
+            path = out / f"{item.stem}{suffix}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as f:  # a file object: np.save would append ".npy" to a path
+                np.save(f, array.detach().cpu().numpy())
+            files[f"{suffix.strip('_')}_npy"] = entry[f"{suffix.strip('_')}_npy"] = f"{item.stem}{suffix}.npy"
+        self.files += int(output.picture is not None) + len(output.extras) + len(output.arrays)
         self.rows.extend({**item.info, **files, **row} for row in output.rows)
         self.images.append(entry)
 
