@@ -130,6 +130,13 @@ def predict_images(
         image_ids=image_ids, video_out=video_out, progress=progress, total=total,
         input_size=image_size if resample else None, amp=getattr(config, "amp", None), calib=checked_calib,
     )  # fmt: skip
-    if calib is not None and task.name not in ("stereo_disparity", "monocular_depth"):
-        raise ValueError(f"--calib is for the depth tasks; {config.model_name} is a {task.name} model")
+    heads = getattr(model, "heads", None) if task.name == "multi_task" else None
+    depth_head = isinstance(heads, torch.nn.ModuleDict) and any(
+        getattr(head, "task", None) == "monocular_depth" for head in heads.values()
+    )
+    if calib is not None and task.name not in ("stereo_disparity", "monocular_depth") and not depth_head:
+        raise ValueError(
+            f"--calib is for the depth tasks and multi-task models with a depth head; {config.model_name} "
+            f"is a {task.name} model"
+        )
     return task.predict_files(model, job)

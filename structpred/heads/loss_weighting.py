@@ -142,7 +142,7 @@ class DynamicWeightAverage(LossWeighting):
     the mean loss of head ``k`` over window ``t``. A window is ``period`` training steps (the model
     does not see the engine's epochs; with ``period`` = steps per epoch it is the paper's epoch).
     ``lambda = 1`` during the first two windows. A head's window mean is over the steps where it is
-    present; a ratio that is not finite (head absent from a window, zero mean) counts as 1. The
+    present; a ratio that is not finite or has a head absent from a window counts as 1. The
     softmax runs over all K heads, so a window's weights do not depend on which heads a batch has.
     The weights are constants (no grad); no extra term.
     """
@@ -166,13 +166,15 @@ class DynamicWeightAverage(LossWeighting):
         self.register_buffer("window_count", torch.zeros(K, dtype=torch.long))  # (K,) steps present
         self.register_buffer("window_step", torch.zeros((), dtype=torch.long))  # steps in this window
         self.register_buffer("windows_done", torch.zeros((), dtype=torch.long))
-        # (2, K): rows are the means of windows t-2 and t-1; NaN where not seen.
-        self.register_buffer("last_means", torch.full((2, K), math.nan))
+        # (2, K): rows are the means of windows t-2 and t-1; 0 where not seen (the losses are >= 0,
+        # and a checkpoint refuses NaN buffers)
+        self.register_buffer("last_means", torch.zeros(2, K))
 
     def current_weights(self) -> Tensor:
         """Tensor[K]: the lambdas in use for the current window (1 during the first two)."""
-        ratio = self.last_means[1] / self.last_means[0]  # (K,)
-        ratio = torch.where(torch.isfinite(ratio), ratio, torch.ones_like(ratio))
+        seen = (self.last_means > 0).all(0)  # (K,): a mean in both windows
+        ratio = self.last_means[1] / torch.where(seen, self.last_means[0], 1.0)  # (K,)
+        ratio = torch.where(seen & torch.isfinite(ratio), ratio, torch.ones_like(ratio))
         lam = len(self.heads) * torch.softmax(ratio / self.temperature, dim=0)
         return torch.where(self.windows_done >= 2, lam, torch.ones_like(lam))
 
@@ -196,7 +198,8 @@ class DynamicWeightAverage(LossWeighting):
         self.window_count.index_add_(0, idx, finite.long())
         self.window_step += 1
         full = self.window_step >= self.period
-        mean = self.window_sum / self.window_count  # (K,), NaN where count = 0
+        count = self.window_count
+        mean = torch.where(count > 0, self.window_sum / count.clamp(min=1), 0.0)  # (K,), 0: not seen
         rolled = torch.stack([self.last_means[1], mean])  # (2, K)
         self.last_means.copy_(torch.where(full, rolled, self.last_means))
         self.window_sum.masked_fill_(full, 0.0)
@@ -231,7 +234,8 @@ class GradNormWeighting(LossWeighting):
         self.alpha = float(alpha)
         K = len(self.heads)
         self.weight = nn.Parameter(torch.ones(K))  # (K,)
-        self.register_buffer("initial_loss", torch.full((K,), math.nan))  # (K,) L_h(0); NaN: unseen
+        # (K,) L_h(0); 0: unseen (a checkpoint refuses NaN buffers)
+        self.register_buffer("initial_loss", torch.zeros(K))
 
     def _weigh(self, head_losses: dict[str, Tensor], shared: tuple[Tensor, ...]) -> Weights:
         K = len(self.heads)
@@ -250,7 +254,7 @@ class GradNormWeighting(LossWeighting):
         L = torch.stack([loss.detach().to(device, dtype) for loss in losses])  # (P,)
         with torch.no_grad():
             seen = self.initial_loss[idx]  # (P,)
-            first = torch.isnan(seen) & torch.isfinite(L.to(seen.device))
+            first = (seen == 0) & torch.isfinite(L.to(seen.device))
             self.initial_loss[idx] = torch.where(first, L.to(seen), seen)
         L0 = self.initial_loss[idx].to(device, dtype)  # (P,)
         rate = L / L0  # (P,) inverse training rate

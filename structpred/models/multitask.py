@@ -83,6 +83,11 @@ def check_head_names(heads: Sequence[str]) -> tuple[str, ...]:
     return heads
 
 
+def _in_batch(message: str, items: list[int]) -> str:
+    """A head's error about ``targets[j]`` of the ``items`` it was given, renamed ``targets[items[j]]``."""
+    return re.sub(r"targets\[(\d+)\]", lambda m: f"targets[{items[int(m.group(1))]}]", message)
+
+
 class MultiTaskNet(nn.Module):
     """transform -> backbone (a pyramid) -> heads, each injected; see the module docstring.
 
@@ -144,9 +149,17 @@ class MultiTaskNet(nn.Module):
                 raise ValueError(f"MultiTaskNet: targets[{i}] must be a dict, got {type(t).__name__}")
         items: dict[str, list[int]] = {}
         for name, head in self._task_heads():
+            for i, t in enumerate(targets):  # half of a head's keys is a data error, not "no target"
+                some = [k for k in head.target_keys if k in t]
+                if some and len(some) < len(head.target_keys):
+                    missing = [k for k in head.target_keys if k not in t]
+                    raise ValueError(f"MultiTaskNet: head {name!r}: targets[{i}] has {some}, not {missing}")
             have = [i for i, t in enumerate(targets) if all(k in t for k in head.target_keys)]
             if have:
-                head.check_targets([targets[i] for i in have], size, f"head {name!r}")
+                try:
+                    head.check_targets([targets[i] for i in have], size, f"head {name!r}")
+                except ValueError as e:
+                    raise ValueError(_in_batch(str(e), have)) from None
             items[name] = have
         return items
 

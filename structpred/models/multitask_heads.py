@@ -246,14 +246,17 @@ class DepthHead(TaskHead):
 
     def forward(self, x: SharedFeatures, targets: list[dict[str, Any]] | None, predict: bool) -> HeadOutput:
         raw = _dense_output(self.branch, x).float()  # (B, 1, H, W)
-        disparity = self.max_disparity * x.original_size[1] * torch.sigmoid(raw)  # px of the input width
+        # log disparity in px of the input width, formed in the log domain: a very negative output
+        # would underflow sigmoid to 0 and its log to -inf
+        log_disparity = math.log(self.max_disparity * x.original_size[1]) + F.logsigmoid(raw)
+        disparity = torch.exp(log_disparity)  # max_disparity * W * sigmoid(raw)
         losses = {}
         if targets is not None:
             target, valid = self._target_disparity(targets, x.original_size)
             target, valid = target.to(raw.device), valid.to(raw.device)
             # |log d - log d*| = |log z - log z*|: the relative error AbsRel measures, and of the
             # classification losses' scale, so that fixed weights of 1 balance the heads
-            error = (torch.log(disparity) - torch.log(torch.where(valid, target, 1.0))).abs() * valid
+            error = (log_disparity - torch.log(torch.where(valid, target, 1.0))).abs() * valid
             losses["loss_log_l1"] = error.sum() / valid.sum().clamp(min=1)  # (B, 1, H, W) -> ()
         if not predict:
             return None, losses

@@ -423,7 +423,6 @@ def test_disparity_range_and_metric_targets() -> None:
     assert _depth_head().metric_targets(plain) is plain
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: sigmoid underflows to a 0 disparity, log(0) = -inf")
 def test_a_very_negative_depth_output_keeps_a_finite_loss() -> None:
     x, head = _features(B=1), _depth_head("disparity")
     with torch.no_grad():
@@ -534,12 +533,18 @@ def test_a_bad_target_names_its_head_and_key(edit: Any, match: str) -> None:
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: the index is the item's among those with the key")
 def test_a_bad_target_names_its_item_in_the_batch() -> None:
     images, targets = shapes(2)
     del targets[0]["parts"]
     targets[1]["parts"] = torch.full((64, 64), 20)
     with pytest.raises(ValueError, match=r"head 'parts': targets\[1\]\['parts'\] holds label 20"):
+        narrow()(images, targets)
+
+
+def test_half_of_a_heads_keys_is_a_data_error() -> None:
+    images, targets = shapes(2)
+    del targets[1]["labels"]  # boxes without labels: not "no detection target"
+    with pytest.raises(ValueError, match=r"head 'detection': targets\[1\] has \['boxes'\], not \['labels'\]"):
         narrow()(images, targets)
 
 
