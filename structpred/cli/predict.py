@@ -25,6 +25,10 @@ depth models: a stereo model reads image inputs in order as (left, right) pairs,
 each image alone; each writes <stem>_disparity.png (colour) and <stem>_disparity.npy (px), and with
 --calib FOCAL,BASELINE[,DOFFS] also <stem>_depth.png (16-bit, metres x 256) and <stem>_depth.npy.
   structpred predict --checkpoint out/stereo_run left.png right.png --calib 994.978,0.193,31.086
+
+multi-task models: every head's output from one run per image: <stem>.png (a panel of the heads),
+<stem>_semantic.png / <stem>_parts.png (label maps), <stem>_disparity.npy / .png, depth in metres
+with --calib or the depth head's camera, one predictions.json row per image (docs/multitask.md).
 """
 
 
