@@ -119,7 +119,7 @@ def test_overfits_two_shapes_images() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     history = []
-    for _ in range(100):
+    for _ in range(80):  # the mask loss is on its plateau by step 80 (0.60 ln 2 at 40, 0.42 at 80 and 100)
         _, losses = model(images, targets)
         history.append(float(losses["loss_mask"].detach()))
         opt.zero_grad()
