@@ -54,10 +54,16 @@ SMALL: dict[str, dict[str, Any]] = {
     **{f"vit_{size}_patch16_224": {"depth": 1, "input_size": 64} for size in ("tiny", "small", "base")},
     **{f"swin_{size}_patch4_window7_224": {"depths": (1, 1, 1, 1), "input_size": 64}
        for size in ("tiny", "small", "base")},
-    # RAFT (issue 18): 2 refinement updates instead of 12 (the same loop; export unrolls it).
-    **{name: {"num_flow_updates": 2} for name in ("raft_small", "raft_large")},
+    # RAFT (issue 18): 2 refinement updates instead of 12 (the same loop; export unrolls it). RAFT-large
+    # 1: each of its modules runs once per update, and the state carried from one update to the next
+    # (the same loop) is exported with RAFT-small's 2 (each update costs ~6 s of export).
+    "raft_small": {"num_flow_updates": 2},
+    "raft_large": {"num_flow_updates": 1},
     # PWC-Net (issue 18): the paper's six levels, thin estimators and context network.
     "pwcnet": {"estimator_channels": (16, 16, 16, 16, 16), "context_channels": (16, 16, 16, 16, 16, 16)},
+    # Three of its five levels: the top level (the cost volume alone) and one warped level below it,
+    # the body of the same level loop the others turn (each level costs ~3 s of export).
+    "pwcnet_narrow": {"pyramid_channels": (16, 32, 48)},
     # Depth (issue 19): the paper-size models' code paths, thin (ResNet-18 encoder; a 16-plane volume).
     "monodepth": {"backbone": "resnet18", "decoder_widths": (32, 16, 16, 8, 8)},
     "stereo_net": {"max_disp": 64},
@@ -254,9 +260,11 @@ EXPORT_COVERED_BY: dict[str, tuple[str, ...]] = {
     # FCOS's head with GroupNorm(8) towers (narrow); the ResNet-18 C3-C5 + P6P7 pyramid (the same
     # p6p7_pyramid under RetinaNet).
     "fcos_fpn": ("fcos_narrow_fpn", "retinanet_fpn"),
-    # The same dilated (output stride 8) batch-norm ResNet-50 under the FCN head; the ASPP head on
-    # ResNet-18 (deeplabv3).
-    "deeplabv3_resnet50": ("fcn_resnet50", "deeplabv3"),
+    # The same dilated (output stride 8) batch-norm ResNet-50 under the FCN head; the ASPP head
+    # (deeplab_narrow: the same head on a dilated narrow trunk).
+    "deeplabv3_resnet50": ("fcn_resnet50", "deeplab_narrow"),
+    # The ASPP head (deeplab_narrow) on ResNet-18's blocks (monodepth's encoder; batch norm: narrow).
+    "deeplabv3": ("deeplab_narrow", "monodepth"),
     # FCN: FCN-8s's two skip fusions hold FCN-16s's one; the narrow trunk (batch norm, pad 1) under
     # fcn8s_narrow, the paper's trunk (no norm, pad 100 and its crops) and the single 32x upsampling
     # under fcn32s_vgg16.
@@ -271,6 +279,13 @@ EXPORT_COVERED_BY: dict[str, tuple[str, ...]] = {
     "vit_base_patch16_224": ("vit_tiny_patch16_224",),
     # The same CSP-Darknet, neck and head at other widths (and reg_max).
     "yolov8": ("yolo_narrow",),
+    # The same neck and head (yolo_narrow) on ResNet-18's stride 8-32 maps (under RetinaNet's pyramid).
+    "yolo_fpn": ("yolo_narrow", "retinanet_fpn"),
+    # Sequence models: one cell type per wrapper is enough (the same SequenceRegressor / Classifier).
+    "lstm_adding": ("lstm_sunspots",),  # the same LSTM regressor, 2 inputs and another width
+    "rnn_vowels": ("lstm_vowels", "rnn_adding"),  # the classifier's readout; the tanh RNN cell
+    # stn_digits's classifier with the transformer switched off (its graph less the localisation net).
+    "cnn_digits": ("stn_digits",),
     # The same cost volume, 3-D hourglass and soft argmin, wider and over 48 planes.
     "stereo_net": ("stereo_net_narrow",),
     # pwcnet_narrow's cosine cost is the paper's dot cost (local_correlation) on normalised features;
