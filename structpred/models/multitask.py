@@ -100,6 +100,12 @@ class MultiTaskNet(nn.Module):
             None: the backbone's ``fpn.layer_blocks`` (the pyramid's output convolutions).
     """
 
+    # Fine-tuning to other object classes (``num_classes``): the detection head's class logits.
+    # The label-map heads' class counts are their own settings (semantic_classes, part_classes).
+    class_dependent_tensors: tuple[str, ...] = (
+        r"heads\.detection\.fcos\.head\.classification_head\.cls_logits\.(?:weight|bias)",
+    )
+
     def __init__(
         self,
         transform: DetectionTransform,
@@ -278,6 +284,7 @@ def _config(overrides: dict[str, Any]) -> MultiTaskConfig:
 
 @register_model(task="multi_task")
 def multitask_fpn(
+    num_classes: int = 6,
     backbone: str = "resnet18",
     fpn_channels: int = 128,
     backbone_args: dict[str, Any] | None = None,
@@ -288,11 +295,13 @@ def multitask_fpn(
     from ..backbones.fpn import fpn_backbone
 
     neck = fpn_backbone(backbone, out_channels=fpn_channels, extra_block="p6p7", **(backbone_args or {}))
-    return build_multitask(neck, _config(config))
+    return build_multitask(neck, _config({"num_classes": num_classes, **config}))
 
 
 @register_model(task="multi_task")
-def multitask_narrow(width: int = 16, fpn_channels: int = 32, **config: Any) -> MultiTaskNet:
+def multitask_narrow(
+    num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any
+) -> MultiTaskNet:
     """The small from-scratch unified network for CPU training: the narrow 4-stage backbone
     (``width`` .. ``8 width``) + FPN (32 channels) + P6, P7, 32-channel dense branches, 256 px."""
     from ..backbones.fpn import narrow_fpn
@@ -301,4 +310,4 @@ def multitask_narrow(width: int = 16, fpn_channels: int = 32, **config: Any) -> 
         out_channels=fpn_channels, widths=(width, 2 * width, 4 * width, 8 * width), extra_block="p6p7"
     )
     defaults = {"dense_channels": 32, "norm_groups": 8, "detection": {"score_thresh": 0.05}}
-    return build_multitask(neck, _config({**defaults, **config}))
+    return build_multitask(neck, _config({**defaults, "num_classes": num_classes, **config}))
