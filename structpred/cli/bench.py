@@ -39,6 +39,8 @@ def add_parser(sub: Any) -> None:
         "vit / swin: ViT / Swin vs timm (inference, train step, Swin as a 512 px detection backbone); "
         "flow: RAFT vs torchvision, correlation ops; depth: the stereo and monocular depth networks "
         "(images/s, GFLOP/s) beside OpenCV's StereoSGBM; tracking_metrics: MOT metrics vs motmetrics, "
-        "HOTA vs trackeval; sint: SINT frames/s beside OpenCV template matching and MIL",
+        "HOTA vs trackeval; sint: SINT frames/s beside OpenCV template matching and MIL; multitask: the "
+        "unified multi-task network vs its four single-task models in sequence (ratio, per-part "
+        "breakdown, GFLOP/s vs matmul peak, parameters)",
     )
     p.set_defaults(func=run)
