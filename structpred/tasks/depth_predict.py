@@ -125,14 +125,21 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     _save_atomic(path, write)
 
 
-def write_depth_png(path: Path, depth: Tensor) -> int:
-    """Depth ``[H, W]`` / ``[1, H, W]`` metres -> 16-bit grey PNG, ``round(depth * 256)``, 0 = unknown
-    (<= 0 or not finite). Returns how many pixels were clipped at 65535 (beyond 255.996 m)."""
-    d = depth.detach().cpu().double().reshape(depth.shape[-2:]).numpy()  # (H, W)
-    d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
-    values = np.round(d * DEPTH_PNG_SCALE)
+def depth_png_values(depth: Tensor) -> tuple[Tensor, int]:
+    """Depth ``[H, W]`` / ``[1, H, W]`` metres -> ``uint16[H, W]`` KITTI values ``round(depth x 256)``
+    (0 = unknown: <= 0 or not finite) and how many pixels were clipped at 65535 (beyond 255.996 m)."""
+    d = depth.detach().cpu().double().reshape(depth.shape[-2:])  # (H, W)
+    d = torch.where(torch.isfinite(d) & (d > 0), d, 0.0)
+    values = torch.round(d * DEPTH_PNG_SCALE)
     clipped = int((values > 65535).sum())
-    image = Image.fromarray(np.clip(values, 0, 65535).astype(np.uint16))  # mode I;16
+    return values.clamp(0, 65535).to(torch.uint16), clipped
+
+
+def write_depth_png(path: Path, depth: Tensor) -> int:
+    """Depth ``[H, W]`` / ``[1, H, W]`` metres -> 16-bit grey PNG (:func:`depth_png_values`).
+    Returns how many pixels were clipped at 65535 (beyond 255.996 m)."""
+    values, clipped = depth_png_values(depth)
+    image = Image.fromarray(values.to(torch.int32).numpy().astype(np.uint16))  # mode I;16
     _save_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
     return clipped
 

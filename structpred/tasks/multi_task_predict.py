@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ..metrics.depth import disparity_to_depth
 from ..viz import disparity_to_color
 from .base import ItemOutput, PredictJob, get_task
-from .depth_predict import DEPTH_PNG_SCALE
+from .depth_predict import depth_png_values
 
 logger = logging.getLogger(__name__)
 SEPARATOR = 2  # white columns between the panel's heads
@@ -70,16 +70,6 @@ def _camera(head: nn.Module, job: PredictJob) -> tuple[tuple[float, float, float
     if focal is None or baseline is None:
         return None
     return (float(focal), float(baseline), 0.0), "model"
-
-
-def depth_png_values(depth: Tensor) -> tuple[Tensor, int]:
-    """Depth ``[H, W]`` metres (0 = unknown) -> ``uint16[H, W]`` KITTI values ``round(depth x 256)``
-    and how many pixels were clipped at 65535 (beyond 255.996 m)."""
-    d = depth.detach().cpu().double()
-    d = torch.where(torch.isfinite(d) & (d > 0), d, 0.0)
-    values = torch.round(d * DEPTH_PNG_SCALE)  # (H, W)
-    clipped = int((values > 65535).sum())
-    return values.clamp(0, 65535).to(torch.uint16), clipped
 
 
 def _depth_output(
