@@ -20,7 +20,9 @@ shrinks an item (images bilinear antialiased, disparity nearest) and multiplies 
   per-scene disparity offset are not shipped with opencv-doc and could not be confirmed, so its
   targets hold no ``focal`` / ``baseline`` / ``doffs`` (depth metrics use disparity then).
   ``val`` / ``test``: with ground truth; ``train``: the same pairs without it (``image_id`` and
-  the calibration only), for self-supervised training on real pairs.
+  the calibration only), for self-supervised training on real pairs. Every item carries
+  ``stereo`` (bool scalar, True): the marker by which joint transforms (``HorizontalFlip``) know
+  a ``[2, 3, h, w]`` item is a rectified pair even when it has no disparity or calibration.
 * :class:`StereoFolder` (``stereo-folder:PATH``, :func:`open_stereo_folder`): ``PATH/left/*.png|jpg``,
   ``PATH/right/`` (same file names), optional ``PATH/disparity/<stem>.png`` (16-bit, value / 256
   px, KITTI; 0 = unknown), ``.npy`` or ``.pfm`` (float px; inf = unknown, 0 = unknown too) and optional
@@ -305,19 +307,7 @@ def _check_views(left: Tensor, right: Tensor, left_path: Path, right_path: Path)
 # ----------------------------------------------------------------------------- datasets
 
 
-class _StereoItems(_RealPairs):
-    """``_RealPairs`` whose shrink also scales ``doffs`` (by the same width ratio as ``focal``)."""
-
-    def _shrink(self, views: Tensor, target: Target) -> tuple[Tensor, Target]:
-        doffs = target.pop("doffs", None)
-        width = views.shape[-1]
-        views, target = super()._shrink(views, target)
-        if doffs is not None:
-            target["doffs"] = doffs * (views.shape[-1] / width)
-        return views, target
-
-
-class StereoReal(_StereoItems):
+class StereoReal(_RealPairs):
     """Motorcycle and Aloe with disparity and calibration (see the module docstring).
 
     Args:
@@ -350,7 +340,7 @@ class StereoReal(_StereoItems):
         name = self.names[index]
         left_path, right_path, gt_path = self.files[name]
         views = _check_views(read_image(left_path), read_image(right_path), left_path, right_path)
-        target: Target = {"image_id": torch.tensor(index)}
+        target: Target = {"image_id": torch.tensor(index), "stereo": torch.tensor(True)}
         if name == "motorcycle":
             calib = MOTORCYCLE_CALIBRATION
             if views.shape[-1] != calib["width"]:
@@ -366,7 +356,7 @@ class StereoReal(_StereoItems):
         return self._shrink(views, target)
 
 
-class StereoFolder(_StereoItems):
+class StereoFolder(_RealPairs):
     """Rectified pairs in ``root/left``, ``root/right`` (+ ``disparity/``, ``calib.txt``); see the module doc.
 
     Every item of a folder with ``disparity/`` has ground truth (a missing file is an error);
@@ -420,7 +410,7 @@ class StereoFolder(_StereoItems):
     def _load(self, index: int) -> tuple[Tensor, Target]:
         left_path, right_path, gt_path = self.pairs[index]
         views = _check_views(read_image(left_path), read_image(right_path), left_path, right_path)
-        target: Target = {"image_id": torch.tensor(index)}
+        target: Target = {"image_id": torch.tensor(index), "stereo": torch.tensor(True)}
         if self.calibration is not None:
             target |= self.calibration.at_width(views.shape[-1]).target()
         if gt_path is not None:

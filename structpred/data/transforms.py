@@ -58,8 +58,11 @@ LABEL_MAPS = (
 )  # nearest, values kept
 VALUE_MAPS = ("flow", "disparity", "disparity_right", "depth", "depth_right")  # nearest, values scaled
 BOX_KEYS = ("boxes", "tracks")  # xyxy [N, 4] (single image, view 0) / [M, T, 4] (clip)
-PASS_THROUGH = ("image_id", "labels", "track_ids", "iscrowd", "focal", "baseline", "doffs", "area", "visible")
-STEREO_KEYS = ("disparity", "disparity_right", "valid_right", "depth_right", "baseline")
+CALIBRATION_KEYS = ("focal", "baseline", "doffs")  # scalars; focal and doffs follow the width
+PASS_THROUGH = ("image_id", "labels", "track_ids", "iscrowd", "area", "visible", "stereo") + CALIBRATION_KEYS
+# any of these marks a [2, C, H, W] item as a rectified stereo pair; ``stereo`` (bool scalar) is the
+# marker of pairs that carry nothing else (e.g. unlabelled, uncalibrated training pairs)
+STEREO_KEYS = ("disparity", "disparity_right", "valid_right", "depth_right", "baseline", "stereo")
 OBJECT_KEYS = ("boxes", "labels", "masks", "area", "iscrowd", "track_ids", "keypoints")  # dropped together
 _MAPS = LABEL_MAPS + VALUE_MAPS
 KEYPOINT_KEY = "keypoints"  # [N, K, 3] (x, y, visibility), single images only

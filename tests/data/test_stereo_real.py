@@ -31,7 +31,7 @@ from structpred.data.stereo_real import (
     read_disparity_file,
     read_pfm,
 )
-from structpred.data.transforms import resize
+from structpred.data.transforms import hflip, resize
 from structpred.ops.warp import flow_warp
 from tests.fuzz import targets
 from tests.fuzz.targets_stereo import MOTORCYCLE_CALIB, STEREO_TARGETS, pfm_bytes, png16_bytes
@@ -55,7 +55,7 @@ def photo_error(views: torch.Tensor, disparity: torch.Tensor, valid: torch.Tenso
 def test_motorcycle_targets_calibration_and_convention():
     views, target = StereoReal("val", pairs="motorcycle", scale=4)[0]
     assert views.shape == (2, 3, 125, 185) and views.dtype == torch.float32
-    assert set(target) == {"image_id", "disparity", "valid", "focal", "baseline", "doffs"}
+    assert set(target) == {"image_id", "stereo", "disparity", "valid", "focal", "baseline", "doffs"}
     d, valid = target["disparity"], target["valid"]
     assert d.shape == (1, 125, 185) and valid.dtype == torch.bool and 0.8 < valid.float().mean() < 1.0
     assert bool(torch.isfinite(d).all()) and float(d.min()) >= 0.0
@@ -95,7 +95,19 @@ def test_train_split_has_no_ground_truth_but_the_same_views():
     val = StereoReal("val", pairs="motorcycle", scale=4)
     (tv, tt), (vv, _) = train[0], val[0]
     assert torch.equal(tv, vv)
-    assert set(tt) == {"image_id", "focal", "baseline", "doffs"}
+    assert set(tt) == {"image_id", "stereo", "focal", "baseline", "doffs"}
+
+
+@needs_opencv_doc
+def test_unlabelled_uncalibrated_pair_flips_as_a_stereo_pair():
+    """An Aloe train item has no disparity, no calibration: its ``stereo`` marker makes a flip swap views."""
+    views, target = StereoReal("train", pairs="aloe", scale=8)[0]
+    assert set(target) == {"image_id", "stereo"}
+    flipped, out = hflip(views, target)
+    assert torch.equal(flipped[0], views[1].flip(-1)) and torch.equal(flipped[1], views[0].flip(-1))
+    assert set(out) == {"image_id", "stereo"}
+    unmarked = {"image_id": target["image_id"]}  # without the marker: a plain pair, mirrored in place
+    assert torch.equal(hflip(views, unmarked)[0], views.flip(-1))
 
 
 @needs_opencv_doc
@@ -103,7 +115,7 @@ def test_aloe_disparity_is_the_png_value_and_has_no_calibration():
     views, target = StereoReal("val", pairs="aloe")[0]
     gt = np.asarray(Image.open(opencv_doc_file("aloeGT.png"))).astype(np.float32)
     valid = target["valid"]
-    assert set(target) == {"image_id", "disparity", "valid"}  # calibration not confirmed: none given
+    assert set(target) == {"image_id", "stereo", "disparity", "valid"}  # calibration not confirmed: none
     assert torch.equal(target["disparity"][0][valid], torch.from_numpy(gt)[valid])
     assert not bool((valid & torch.from_numpy(gt == 0)).any())
     small_views, small = resize(views, target, (278, 320))  # what scale=4 does, without a second decode
@@ -111,7 +123,7 @@ def test_aloe_disparity_is_the_png_value_and_has_no_calibration():
     assert good < 0.08 and 2 * good < photo_error(small_views, -small["disparity"], small["valid"])
     for wrong in (0.9, 1.1):  # pixel value = disparity: another scale matches worse
         assert good < photo_error(small_views, wrong * small["disparity"], small["valid"])
-    assert set(StereoReal("train", pairs="aloe", scale=8)[0][1]) == {"image_id"}
+    assert set(StereoReal("train", pairs="aloe", scale=8)[0][1]) == {"image_id", "stereo"}
 
 
 @pytest.mark.parametrize(
@@ -300,7 +312,7 @@ def test_folder_items(tmp_path):
     assert len(data) == 2 and data.names == ("a.png", "b.jpg")
     views, target = data[1]
     assert views.shape == (2, 3, 6, 8)
-    assert set(target) == {"image_id", "disparity", "valid", "focal", "baseline", "doffs"}
+    assert set(target) == {"image_id", "stereo", "disparity", "valid", "focal", "baseline", "doffs"}
     # calib.txt is for width 32: the 16-px images halve focal / doffs, scale 2 halves them again
     assert float(target["focal"]) == pytest.approx(5.0) and float(target["doffs"]) == pytest.approx(1.0)
     assert float(target["baseline"]) == pytest.approx(0.1)
@@ -308,7 +320,8 @@ def test_folder_items(tmp_path):
     full = StereoFolder(tmp_path / "s")[0][1]  # row 0 is unknown (0) in the files
     assert not full["valid"][0].any() and full["valid"][1:, 3:].all()
     assert float(full["disparity"].max()) == pytest.approx(2.5)
-    assert set(StereoFolder(make_folder(tmp_path / "n", disparity=None, calib=False))[0][1]) == {"image_id"}
+    bare = StereoFolder(make_folder(tmp_path / "n", disparity=None, calib=False))[0][1]
+    assert set(bare) == {"image_id", "stereo"}
 
 
 def test_folder_errors(tmp_path):
