@@ -8,6 +8,9 @@ in the checkpoint's ``config.overrides``). Device, workers and progress are this
 business and always come from the command line; ``--keep-last``, ``--checkpoint-every`` and
 ``--eval-every`` from the command line when given, else from the checkpoint.
 
+``--augment SPEC`` (:mod:`structpred.data.augment`) is recorded in its canonical form (a preset
+expanded to its fields) and compared in that form on resume.
+
 The old form, ``--resume`` with no directory, resumes ``--out`` (and, with ``--model`` and
 ``--data`` given, starts a new run there when it holds no checkpoint yet).
 
@@ -55,6 +58,10 @@ def _given_changes(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.model_arg:
         changes["model_args"] = key_values(args.model_arg, "--model-arg")
+    if args.augment is not None:  # compared in its canonical form ("yolo" = its fields)
+        from ..data.augment import canonical_augment
+
+        changes["augment"] = canonical_augment(args.augment)
     given_data = data_kwargs(args)  # --data-arg, --val-fraction / --split-seed, the task of data on disk
     if given_data:
         changes["data_kwargs"] = given_data
@@ -80,6 +87,10 @@ def check_flags(args: argparse.Namespace) -> None:
         problem = config_problem(field, value)
         if problem is not None:
             raise ValueError(f"{flag_name(field)} {value}: {problem}")
+    if getattr(args, "augment", None) is not None:  # one line naming the bad item
+        from ..data.augment import canonical_augment
+
+        canonical_augment(args.augment, "--augment")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +129,9 @@ def _fresh(args: argparse.Namespace, out: str) -> tuple[Any, dict[str, Any]]:
     given = {
         field: getattr(args, dest) for dest, field in RUN_FLAGS.items() if getattr(args, dest) is not None
     }
-    config = TrainConfig(**{k: v for k, v in given.items() if k in fields}, **_settings(args))
+    config = TrainConfig(
+        **{k: v for k, v in given.items() if k in fields}, augment=args.augment, **_settings(args)
+    )
     return engine_run.train(
         args.model,
         args.data,
@@ -261,6 +274,14 @@ def add_parser(sub: Any) -> None:
         help="the model's input size: the longer side of each image becomes N (detectors: "
         "min_size=max_size=N; classifiers: input_size=N; segmenters: the data is resampled) "
         "(default: the model's own)",
+    )
+    run_.add_argument(
+        "--augment",
+        default=None,
+        metavar="SPEC",
+        help="training augmentation, comma separated: hflip[=P], scale=F, translate=F, hsv=F, hue=F, "
+        "min_visible=F, or a preset (yolo, yolo_v1, none) then changes, e.g. "
+        "'hflip,scale=0.2,translate=0.2,hsv=0.5' or 'yolo,scale=0.3' (docs/augment.md) (default: none)",
     )
     w = p.add_argument_group("weights in (fine-tuning)")
     w.add_argument(

@@ -41,6 +41,21 @@ def _fractions(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(_real(0.0, 1.0)(m) for m in v)
 
 
+def _augment_spec(v: Any) -> bool:
+    """An augmentation spec (:func:`~structpred.data.augment.parse_augment`) or None."""
+    if v is None:
+        return True
+    if not isinstance(v, str):
+        return False
+    from ..data.augment import canonical_augment  # the data package only when a spec is given
+
+    try:
+        canonical_augment(v, "augment")
+    except ValueError:
+        return False
+    return True
+
+
 def _kind(*types: type) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, types)
 
@@ -77,6 +92,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "freeze": (_optional(_kind(str)), "a spec or None"),
     "num_classes": (_optional(_int(1)), "a positive int or None"),
     "image_size": (_optional(_int(16)), "an int >= 16 (pixels) or None"),
+    "augment": (_augment_spec, "an augmentation spec (e.g. 'hflip,scale=0.2' or 'yolo') or None"),
     "overrides": (_kind(list), "a list"),
     "class_names": (_kind(list), "a list"),
     "category_ids": (_kind(list), "a list"),
@@ -135,6 +151,7 @@ class TrainConfig:
     freeze: str | None = None  # the frozen parts (--freeze), applied again on resume
     num_classes: int | None = None  # the user's class count (--num-classes), None: the data's
     image_size: int | None = None  # the model's input size (--image-size; see engine.run)
+    augment: str | None = None  # training augmentation (--augment; data.augment's canonical spec)
     overrides: list[dict[str, Any]] = field(default_factory=list)  # resume --override history
     class_names: list[str] = field(default_factory=list)  # names of labels 1..K (detection data)
     category_ids: list[int] = field(default_factory=list)  # the data's own id of each label
@@ -144,6 +161,10 @@ class TrainConfig:
             problem = config_problem(name, getattr(self, name))
             if problem is not None:
                 raise ValueError(f"{name} {problem}")
+        if self.augment is not None:  # recorded canonical: presets expanded, "none" -> None
+            from ..data.augment import canonical_augment
+
+            self.augment = canonical_augment(self.augment, "augment")
 
 
 # AdamW with weight decay and a cosine schedule, quiet, on the CPU, keeping the last checkpoint.

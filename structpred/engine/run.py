@@ -16,6 +16,10 @@ becomes N, aspect kept", applied where the model resizes:
 ``N`` is recorded in the config (``image_size``); ``eval`` uses the recorded size unless given
 another. A sequence model has no image size (``ValueError``).
 
+Augmentation (``config.augment``, ``--augment SPEC``; :mod:`structpred.data.augment`): the
+training items only, item ``i`` of epoch ``e`` drawn from ``(seed, e, i)`` (the trainer tells
+the data its epoch), so a resumed run is exact. Validation and evaluation are never augmented.
+
 Resume (:func:`resume`): the whole config comes from the run's newest checkpoint. Settings
 that change the run (``RUN_CHANGING``) are compared with the checkpoint's and refused unless
 ``override``; harmless ones (``HARMLESS``: device, workers, progress...) apply freely.
@@ -34,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..data.augment import augmented
 from ..data.registry import build_dataset
 from ..data.transforms import resize
 from ..models import get_model, model_info
@@ -51,7 +56,7 @@ HARMLESS = ("device", "num_workers", "progress", "keep_last", "checkpoint_every"
 RUN_CHANGING = (
     "model_name", "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
     "schedule", "warmup_steps", "milestones", "gamma", "clip_grad_norm", "amp", "seed", "weights",
-    "freeze", "num_classes", "image_size", "model_args", "data_kwargs",
+    "freeze", "num_classes", "image_size", "augment", "model_args", "data_kwargs",
 )  # fmt: skip
 
 
@@ -132,6 +137,16 @@ def _accepts(model_name: str, kwargs: dict[str, Any], where: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- train
+class _EpochTrainer(Trainer):
+    """A :class:`Trainer` that tells its training data the epoch (``set_epoch``) before each
+    epoch's loader is made, so augmentation draws depend on (seed, epoch, item) only."""
+
+    def _loader(self, data: Dataset, batches: Any, epoch: int) -> Any:
+        if data is self.train_data and hasattr(data, "set_epoch"):
+            data.set_epoch(epoch)
+        return super()._loader(data, batches, epoch)
+
+
 def _num_classes(task: Task, model_name: str, data: Dataset, num_classes: int, where: str) -> None:
     params = inspect.signature(model_info(model_name).builder).parameters
     if "num_classes" not in params:
@@ -205,6 +220,8 @@ def train(
     task.check_dataset(val_set, kwargs, f"--data {data} (val)")
     if resample and image_size is not None:
         train_set, val_set = _LongerSide(train_set, image_size), _LongerSide(val_set, image_size)
+    # training items only, never validation (refused here if the data cannot be augmented)
+    train_set = augmented(train_set, config.augment, config.seed, int(kwargs.get("ignore_index", 255)))
     model = get_model(model_name, **kwargs)
     if resume and ckpt.latest_checkpoint(out_dir) is not None:
         _weights_in(model, None, freeze, say)  # the checkpoint holds the weights
@@ -220,7 +237,7 @@ def train(
         config.category_ids = [
             int(i) for i in getattr(categories, "ids", range(1, len(categories.names) + 1))
         ]
-    trainer = Trainer(
+    trainer = _EpochTrainer(
         model, train_set, val_set, config, out_dir, task.metric(model, train_set), task=task, report=say
     )
     return trainer, trainer.fit(resume=resume)
