@@ -88,6 +88,32 @@ def correlation_volume(left: Tensor, right: Tensor, max_disp: int) -> Tensor:
     return out.contiguous() / max(C, 1)
 
 
+#: Volumes of at least this many elements are filled by slice copies when no gradient is needed.
+SLICE_FILL_ELEMENTS = 1 << 18
+
+
+def _fill_by_slices(left: Tensor, right: Tensor, elements: int) -> bool:
+    """Inference on a large volume, eager: the slice fill (memory-bound, contiguous rows) wins."""
+    if elements < SLICE_FILL_ELEMENTS:
+        return False  # a few ops beat 3 D small copies
+    if torch.is_grad_enabled() and (left.requires_grad or right.requires_grad):
+        return False  # the unfold's backward is one strided sum, the slices' D accumulations
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def _concat_by_slices(left: Tensor, right: Tensor, D: int) -> Tensor:
+    """:func:`concat_volume` as D row-slice copies per view into one uninitialised volume."""
+    B, C, H, W = left.shape
+    out = left.new_empty(B, 2 * C, D, H, W)
+    for d in range(D):
+        k = min(d, W)  # columns x < k have no right pixel x - d
+        out[:, :C, d, :, k:] = left[..., k:]  # (B, C, H, W - k)
+        out[:, C:, d, :, k:] = right[..., : W - k]
+        if k:
+            out[:, :, d, :, :k] = 0
+    return out
+
+
 def concat_volume(left: Tensor, right: Tensor, max_disp: int) -> Tensor:
     """Left and shifted right features stacked per disparity (GC-Net / PSMNet).
 
@@ -100,10 +126,18 @@ def concat_volume(left: Tensor, right: Tensor, max_disp: int) -> Tensor:
 
     Returns:
         Tensor[B, 2C, D, H, W].
+
+    Two fills, equal to the last bit: one strided ``unfold`` of the padded right view and one
+    ``cat`` (used whenever a gradient is needed: its backward is one strided sum; also under
+    tracing / export and for small volumes), and, for inference on volumes of
+    :data:`SLICE_FILL_ELEMENTS` or more, D row-slice copies per view into an uninitialised volume
+    (PSMNet's loop without its zero fill: the forward is memory-bound and contiguous rows win).
     """
     _check_pair(left, right, "concat_volume")
     D = _check_max_disp(max_disp, "concat_volume")
     B, C, H, W = left.shape
+    if _fill_by_slices(left, right, 2 * B * C * D * H * W):
+        return _concat_by_slices(left, right, D)
     padded = F.pad(right, (D - 1, 0))  # (B, C, H, D - 1 + W)
     # window k of pixel x reads padded x + k = right x + k - D + 1, i.e. d = D - 1 - k
     shifted = padded.unfold(3, D, 1).flip(-1)  # (B, C, H, W, D), [.., x, d] = right x - d (0 outside)

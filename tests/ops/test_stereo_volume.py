@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from structpred.ops import stereo_volume
 from structpred.ops.stereo_volume import concat_volume, correlation_volume, soft_argmin
 
 
@@ -70,6 +71,22 @@ def test_concat_volume_matches_the_definition(case: tuple[int, ...]) -> None:
     out = concat_volume(left, right, D)
     assert out.shape == (B, 2 * C, D, H, W)
     torch.testing.assert_close(out, naive_concat(left, right, D), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES + [(1, 4, 3, 5, 9), (2, 3, 4, 6, 6)])
+def test_concat_volume_slice_fill_equals_the_unfold(case: tuple[int, ...], monkeypatch) -> None:
+    """The inference fill (slice copies, no zero fill) is bit-equal to the unfold + cat path."""
+    B, C, H, W, D = case
+    left, right = _pair(B, C, H, W)
+    unfold = concat_volume(left, right, D)  # small: the unfold path
+    monkeypatch.setattr(stereo_volume, "SLICE_FILL_ELEMENTS", 1)
+    with torch.no_grad():
+        sliced = concat_volume(left, right, D)
+    torch.testing.assert_close(sliced, unfold, atol=0, rtol=0)
+    torch.testing.assert_close(sliced, naive_concat(left, right, D), atol=0, rtol=0)
+    # a gradient keeps the unfold path (its backward is one strided sum)
+    grad_left = left.clone().requires_grad_(True)
+    assert concat_volume(grad_left, right, D).grad_fn.name() == "CatBackward0"
 
 
 def test_a_shifted_copy_peaks_at_its_disparity() -> None:
