@@ -11,27 +11,17 @@ import torch
 
 import structpred.models.sint  # noqa: F401  (registers sint_narrow)
 import structpred.tasks.tracking  # noqa: F401  (registers the task)
-from structpred.cli import build_parser, main
-from structpred.cli.track import add_parser, parse_box, run
+from structpred.cli import main
+from structpred.cli.track import parse_box, run
 from structpred.engine import checkpoint as ckpt
 from structpred.models.registry import get_model
+from structpred.models.sint import SINT
 from structpred.tasks.video_frames import VideoWriter
 
 
 def _argv_main(argv: list[str]) -> int:
-    """``structpred track ...`` (the verb is added here until the lead registers it in cli/__init__)."""
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    if "track" not in sub.choices:  # type: ignore[attr-defined]
-        add_parser(sub)
-    from structpred import cli
-
-    original = cli.build_parser
-    cli.build_parser = lambda: parser  # type: ignore[assignment]
-    try:
-        return main(argv)
-    finally:
-        cli.build_parser = original
+    """``structpred track ...`` through the CLI's entry point."""
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +131,40 @@ def test_a_model_of_another_task_is_refused(
     )
     assert code == 2 and "not a single-object tracker" in capsys.readouterr().err
     assert run is not None
+
+
+def test_refine_gives_the_library_s_refined_track(run_dir: Path, video: Path, tmp_path: Path) -> None:
+    from structpred.engine.run import load_model
+    from structpred.tasks.video_frames import iter_frames
+
+    out = tmp_path / "refined"
+    argv = ["track", str(video), "--checkpoint", str(run_dir), "--box", "8,10,12,12", "--out", str(out)]
+    assert _argv_main([*argv, "--refine", "--refine-lambda", "0.5"]) == 0
+    rows = list(csv.reader(open(out / "boxes.csv", encoding="utf-8")))[1:]
+    got = torch.tensor([[float(v) for v in r[1:]] for r in rows])  # (5, 4) x, y, w, h
+    model = load_model(run_dir)[0]
+    assert isinstance(model, SINT)
+    model.config.refine, model.config.refine_lambda = True, 0.5
+    frames = torch.stack([f for _, _, f in iter_frames(video)])  # (5, 3, H, W)
+    want = model.track(frames, torch.tensor([8.0, 10, 20, 22]))  # xyxy
+    want = torch.cat([want[:, :2], want[:, 2:] - want[:, :2]], 1)
+    torch.testing.assert_close(got, want, atol=0.006, rtol=0)
+
+
+def test_bad_refine_lambda_is_one_error_line(
+    run_dir: Path, video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "track",
+        str(video),
+        "--checkpoint",
+        str(run_dir),
+        "--box",
+        "8,10,12,12",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    code = _argv_main([*argv, "--refine", "--refine-lambda", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--refine-lambda" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -13,6 +13,10 @@ from typing import Any
 EXAMPLES = """examples:
   structpred track vtest.avi --checkpoint out/sint_run --box 290,180,40,90
   structpred track clip.mp4 --checkpoint out/sint_run --box 10,20,32,32 --video-out --out out/track1
+  structpred track vtest.avi --checkpoint out/sint_run --box 290,180,40,90 --refine
+
+--refine moves each frame's best candidate by SINT+'s box regressors (ridge regression on the
+candidates' features, fitted on the first frame only; --refine-lambda sets the ridge weight).
 
 --box is x,y,w,h of the target in the video's first frame (pixels, top-left corner and size).
 Writes boxes.csv (frame, x, y, w, h), boxes.json and frames/000000.png ... (or, with --video-out,
@@ -43,9 +47,13 @@ def track_video(
     video_out: bool = False,
     best: bool = False,
     device: str | None = None,
+    refine: bool = False,
+    refine_lambda: float | None = None,
 ) -> Path:
     """Track ``box`` (x, y, w, h in frame 0) through ``video`` with the checkpoint's tracker; returns
     the output folder (``boxes.csv``, ``boxes.json``, drawn frames or ``<stem>_tracked.mp4``).
+    ``refine`` (or the checkpoint's ``refine`` setting) adds SINT+'s box refinement, fitted on the
+    first frame; ``refine_lambda`` overrides its ridge weight.
 
     Raises ``ValueError`` for a video that cannot be decoded, a box empty or outside the first
     frame, or a checkpoint whose model is not a single-object tracker (before any output)."""
@@ -71,13 +79,18 @@ def track_video(
         raise ValueError(
             f"{checkpoint}: {config.model_name} is not a single-object tracker (e.g. sint_narrow)"
         )
+    if refine_lambda is not None and not (math.isfinite(refine_lambda) and refine_lambda > 0):
+        raise ValueError(f"--refine-lambda {refine_lambda}: must be a number > 0")
+    if refine_lambda is not None:
+        model.config.refine_lambda = refine_lambda
+    refine = refine or model.config.refine
     dev = torch.device(device or "cpu")
     model.to(dev)
     folder = Path(out) if out is not None else next_run_folder(Path("out/track"))
     x, y, w, h = box
     rows: list[list[float]] = []
     writer = None
-    query = prev = None
+    query = prev = refiner = None
     frames_dir = folder / "frames"
     with torch.no_grad():
         for index, _, frame in iter_frames(video):
@@ -88,10 +101,11 @@ def track_video(
                 prev = check_box(xyxy, (H, W), f"--box {x:g},{y:g},{w:g},{h:g} in the {W}x{H} first frame")
                 folder.mkdir(parents=True, exist_ok=True)
                 query = model.start(frame, prev)
+                refiner = model.fit_refiner(frame, prev) if refine else None
             else:
                 assert prev is not None
                 feats = model.features(frame[None])
-                prev = model.step(feats, 0, prev, query, (H, W))
+                prev = model.step(feats, 0, prev, query, (H, W), refiner)
             assert prev is not None
             x1, y1, x2, y2 = (float(v) for v in prev)
             rows.append([index, x1, y1, x2 - x1, y2 - y1])
@@ -126,6 +140,8 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         video_out=args.video_out,
         best=args.best,
         device=args.device,
+        refine=args.refine,
+        refine_lambda=args.refine_lambda,
     )
     count = sum(1 for _ in open(folder / "boxes.csv", encoding="utf-8")) - 1
     drawn = next(iter(folder.glob("*_tracked.mp4")), None) or folder / "frames"
@@ -150,4 +166,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--video-out", action="store_true", help="write <stem>_tracked.mp4 instead of PNG frames")
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--refine", action="store_true", help="SINT+ box refinement (ridge regressors fitted on frame 0)"
+    )
+    p.add_argument(
+        "--refine-lambda", type=float, default=None, help="its ridge weight (default: the model's)"
+    )
     p.set_defaults(func=run)

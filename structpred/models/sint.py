@@ -20,7 +20,12 @@ each, plus the previous centre — at each of ``scales`` x the previous size; th
 embedding has the largest inner product with the first-frame target's (the paper's matching
 function) is the new box. The paper's SINT samples the same way (radial and angular divisions at
 3 scales); our defaults (10 radii, 10 angles, scales 0.95 / 1 / 1.05, radius 1 box side) suit
-the 128-pixel shapes clips. SINT+'s optical-flow pruning and box regression are not built.
+the 128-pixel shapes clips. The search range follows the previous box's size.
+
+Box refinement (SINT+, ``config.refine``, :mod:`structpred.heads.sint_refine`): four ridge
+regressors (R-CNN deltas) on the same RoI embeddings, fitted on boxes jittered around the
+first-frame target only and never updated, move each frame's winning candidate
+(:meth:`SINT.fit_refiner`). SINT+'s optical-flow pruning of candidates is not built.
 
 Training (:mod:`structpred.heads.sint_loss`): per clip and track, a query frame at random
 among the frames where the target is visible; every other visible frame gives candidates jittered
@@ -48,6 +53,7 @@ from torch import Tensor, nn
 
 from ..backbones.registry import get_backbone
 from ..heads.sint_loss import marginal_contrastive_loss, sample_candidates, track_targets
+from ..heads.sint_refine import BoxRegressor, fit_box_regressor, refine_samples
 from ..ops.boxes import box_iou
 from ..ops.roi_align import roi_align
 from .contract import check_request
@@ -75,6 +81,9 @@ class SintConfig:
     pos_iou: float = 0.7
     neg_iou: float = 0.5
     chunk: int = 16  # frames through the backbone at once when tracking
+    refine: bool = False  # SINT+ box regression, fitted on the first frame only
+    refine_lambda: float = 1.0  # its ridge weight
+    refine_samples: int = 256  # jittered first-frame boxes drawn to fit it (IoU >= 0.6 kept)
 
 
 def radial_candidates(
@@ -128,6 +137,8 @@ class SINT(nn.Module):
             )
         if not c.margin > 0:
             raise ValueError(f"SINT: margin must be > 0, got {c.margin}")
+        if not (c.refine_lambda > 0 and c.refine_samples >= 4):
+            raise ValueError(f"SINT: needs refine_lambda > 0, refine_samples >= 4; got {c}")
         self.config = c
         self.backbone = (
             backbone if backbone is not None else get_backbone(c.backbone, **(c.backbone_kwargs or {}))
@@ -167,20 +178,49 @@ class SINT(nn.Module):
         feats = self.features(frame[None])
         return self.embed(feats, torch.cat([box.new_zeros(1), box])[None])
 
+    def fit_refiner(self, frame: Tensor, box: Tensor) -> BoxRegressor:
+        """SINT+'s box regressors, fitted on the first frame only (seeded: deterministic).
+
+        frame ``[3, H, W]`` in [0, 1]; box ``[4]`` xyxy px, the target (each side >= 1 px)."""
+        c = self.config
+        H, W = frame.shape[-2:]
+        box = check_box(box, (H, W), "SINT.fit_refiner: box").to(frame)
+        g = torch.Generator().manual_seed(0)
+        samples = refine_samples(box, c.refine_samples, (H, W), g, min_iou=0.6)  # (N, 4)
+        rois = torch.cat([samples.new_zeros(len(samples), 1), samples], 1)  # (N, 5)
+        with torch.no_grad():
+            emb = self.embed(self.features(frame[None]), rois)  # (N, D)
+        return fit_box_regressor(emb, samples, box, c.refine_lambda)
+
     def step(
-        self, feats: dict[str, Tensor], index: int, prev: Tensor, query: Tensor, size: tuple[int, int]
+        self,
+        feats: dict[str, Tensor],
+        index: int,
+        prev: Tensor,
+        query: Tensor,
+        size: tuple[int, int],
+        refiner: BoxRegressor | None = None,
     ) -> Tensor:
         """The new box ``[4]``: the candidate around ``prev`` on frame ``index`` of ``feats`` that
-        matches ``query`` best (largest inner product)."""
+        matches ``query`` best (largest inner product), moved by ``refiner`` if given (clipped to
+        the frame, at least 1 px wide and high)."""
         c = self.config
         cands = radial_candidates(prev, size, c.num_radii, c.num_angles, c.search_radius, c.scales)  # (K, 4)
         rois = torch.cat([cands.new_full((len(cands), 1), float(index)), cands], 1)  # (K, 5)
-        scores = self.embed(feats, rois) @ query[0]  # (K, D) @ (D,) -> (K,)
-        return cands[int(scores.argmax())]
+        emb = self.embed(feats, rois)  # (K, D)
+        best = int((emb @ query[0]).argmax())  # (K, D) @ (D,) -> (K,)
+        if refiner is None:
+            return cands[best]
+        H, W = size
+        box = refiner.apply(emb[best : best + 1], cands[best : best + 1])[0]  # (4,)
+        x1, x2 = box[0].clamp(0, W - 1), box[2].clamp(max=W)
+        y1, y2 = box[1].clamp(0, H - 1), box[3].clamp(max=H)
+        return torch.stack([x1, y1, torch.maximum(x2, x1 + 1), torch.maximum(y2, y1 + 1)])
 
     def track(self, frames: Tensor, init_box: Tensor) -> Tensor:
         """Track through ``frames`` ``[T, 3, H, W]`` (float in [0, 1]) from ``init_box`` ``[4]`` (xyxy,
-        frame 0) -> boxes ``float[T, 4]`` xyxy per frame (frame 0's is ``init_box``). No update."""
+        frame 0) -> boxes ``float[T, 4]`` xyxy per frame (frame 0's is ``init_box``). No update;
+        with ``config.refine``, each box is refined by regressors fitted on frame 0."""
         if (
             not isinstance(frames, Tensor)
             or frames.dim() != 4
@@ -193,11 +233,12 @@ class SINT(nn.Module):
         init = check_box(init_box, (H, W), "SINT.track: init_box").to(frames)
         with torch.no_grad():
             query = self.start(frames[0], init)
+            refiner = self.fit_refiner(frames[0], init) if self.config.refine else None
             out = [init]
             for begin in range(1, T, self.config.chunk):
                 feats = self.features(frames[begin : begin + self.config.chunk])
                 for i in range(feats[self.config.layers[0]].shape[0]):
-                    out.append(self.step(feats, i, out[-1], query, (H, W)))
+                    out.append(self.step(feats, i, out[-1], query, (H, W), refiner))
         return torch.stack(out)  # (T, 4)
 
     # ------------------------------------------------------------------------- training
