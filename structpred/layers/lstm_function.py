@@ -44,53 +44,70 @@ def _slots(T: int, reverse: bool) -> tuple[range, int, slice, slice]:
     return range(T), 0, slice(1, T + 1), slice(0, T)
 
 
-def _project(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
-    """``x U^T + b`` for all steps in one GEMM: ``(T, B, I) -> (T, B, 4H)``, a fresh tensor."""
+def _project(x: Tensor, wt_ih: Tensor, b: Tensor | None) -> Tensor:
+    """``x U^T + b`` for all steps in one GEMM (``wt_ih = U^T (I, 4H)``): ``(T, B, I) -> (T, B, 4H)``,
+    a fresh tensor."""
     x2 = x.reshape(-1, x.shape[-1])  # (T, B, I) -> (T*B, I)
-    xw = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())  # (T*B, 4H)
+    xw = torch.mm(x2, wt_ih) if b is None else torch.addmm(b, x2, wt_ih)  # (T*B, 4H)
     return xw.view(x.shape[0], x.shape[1], -1)  # (T*B, 4H) -> (T, B, 4H)
 
 
-def _forward(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
-             valid: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The recurrence into buffers -> ``hs, cs (T+1, B, H)``, activated gates ``(T, B, 4H)`` and
-    ``sigmoid(2 c_t)`` ``(T, B, H)`` (``tanh(c_t) = 2 sigmoid(2 c_t) - 1``).
+def _scaled_weights(w_ih: Tensor, w_hh: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``W^T (H, 4H)``, ``U^T (I, 4H)`` (contiguous: the per-step GEMM's fast layout) and ``b (4H,)``,
+    with the g gate's columns times -2, so that one ``sigmoid`` gives ``sigmoid(-2 a_g)`` and
+    ``tanh(a_g) = 1 - 2 sigmoid(-2 a_g)``. Each is one op; the parameters are not modified."""
+    H, n_in = w_hh.shape[1], w_ih.shape[1]
+    scale = torch.tensor([1.0, 1.0, -2.0, 1.0], dtype=w_hh.dtype, device=w_hh.device).view(4, 1)
+    wt_hh = torch.mul(w_hh.t().view(H, 4, H), scale).view(H, 4 * H)  # (4H, H) -> (H, 4, H) -> (H, 4H)
+    wt_ih = torch.mul(w_ih.t().view(n_in, 4, H), scale).view(n_in, 4 * H)  # (4H, I) -> (I, 4H)
+    b2 = None if b is None else torch.mul(b.view(4, H), scale).view(4 * H)  # (4H,)
+    return wt_hh, wt_ih, b2
 
-    ``tanh`` is slow on CPU (3x ``sigmoid`` per element), so both are sigmoids: the g rows of the
-    weights are doubled once, one ``sigmoid_`` activates all four gates, and ``g = 2 s - 1``.
-    The gates buffer starts as the input projections; each step adds ``h_{t-1} W^T`` in place.
+
+def _forward(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b: Tensor | None,
+    valid: Tensor | None,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The recurrence into buffers -> ``hs (T+1, B, H)``, ``cs = -2 c`` ``(T+1, B, H)``, activated
+    gates ``(T, B, 4H)`` (the g slot holds ``sigmoid(-2 a_g)``) and ``sigmoid(-2 c_t)`` ``(T, B, H)``.
+
+    Seven ops a step, none with a Python-scalar tensor operand (each would cost a wrap and a copy):
+    ``addmm_`` (the gates buffer starts as the input projections), one ``sigmoid_`` over all four
+    gates, three for ``-2 c_t = f (-2 c_{t-1}) + 4 i s_g - 2 i``, one ``sigmoid`` for
+    ``s_c = sigmoid(-2 c_t)`` and one ``addcmul`` for ``h_t = o - 2 o s_c = o tanh(c_t)``.
     """
     H = w_hh.shape[1]
-    scale = torch.ones(4, 1, 1, dtype=w_hh.dtype, device=w_hh.device)
-    scale[2] = 2.0  # (4, 1, 1): the g gate's rows doubled
-    w_ih2 = (w_ih.view(4, H, -1) * scale).view(4 * H, -1)  # (4H, I) -> (4, H, I) -> (4H, I)
-    w_hh2 = (w_hh.view(4, H, H) * scale).view(4 * H, H)  # (4H, H) -> (4, H, H) -> (4H, H)
-    b2 = None if b is None else (b.view(4, H) * scale[:, :, 0]).view(4 * H)  # (4H,)
-    gates = _project(x, w_ih2, b2)  # (T, B, 4H)
+    wt_hh, wt_ih, b2 = _scaled_weights(w_ih, w_hh, b)
+    gates = _project(x, wt_ih, b2)  # (T, B, 4H)
     T, B, _ = gates.shape
     order, first, _, _ = _slots(T, reverse)
     hs = gates.new_empty(T + 1, B, H)
-    cs = gates.new_empty(T + 1, B, H)
+    cs = gates.new_empty(T + 1, B, H)  # -2 c
     hs[first] = h0
-    cs[first] = c0
-    sig_c = gates.new_empty(T, B, H)  # sigmoid(2 c_t)
-    w_t = w_hh2.t()  # (4H, H) -> (H, 4H), a view
-    g_l, h_l, c_l, s_l = gates.unbind(0), hs.unbind(0), cs.unbind(0), sig_c.unbind(0)  # views, once
+    torch.mul(c0, -2.0, out=cs[first])
+    sig_c = gates.new_empty(T, B, H)  # sigmoid(-2 c_t)
+    g4 = gates.view(T, B, 4, H)  # (T, B, 4H) -> (T, B, 4, H)
+    i_l, f_l, g_l, o_l = (g4[:, :, k].unbind(0) for k in range(4))  # 4 x T x (B, H), views made once
+    a_l, h_l, c_l, s_l = gates.unbind(0), hs.unbind(0), cs.unbind(0), sig_c.unbind(0)
     masks = valid.unbind(0) if valid is not None else None
     for t in order:
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        a = g_l[t].addmm_(h_l[prev], w_t).sigmoid_()  # (B, 4H): i, f, sigmoid(2 a_g), o
-        i, f, g, o = a.view(B, 4, H).unbind(1)  # (B, 4H) -> 4 x (B, H)
-        g.mul_(2).sub_(1)  # tanh(a_g)
+        i, f, o = i_l[t], f_l[t], o_l[t]
+        a_l[t].addmm_(h_l[prev], wt_hh).sigmoid_()  # (B, 4H): i, f, sigmoid(-2 a_g), o
         if masks is None:
-            c = torch.mul(f, c_l[prev], out=c_l[cur]).addcmul_(i, g)
-            sc = torch.mul(c, 2, out=s_l[t]).sigmoid_()
-            torch.mul(o, sc, out=h_l[cur]).mul_(2).sub_(o)  # o tanh(c_t)
+            c = torch.mul(f, c_l[prev], out=c_l[cur]).addcmul_(i, g_l[t], value=4.0).add_(i, alpha=-2.0)
+            torch.addcmul(o, o, torch.sigmoid(c, out=s_l[t]), value=-2.0, out=h_l[cur])
         else:
-            c = torch.addcmul(f * c_l[prev], i, g)
-            sc = torch.mul(c, 2, out=s_l[t]).sigmoid_()
+            c = torch.mul(f, c_l[prev]).addcmul_(i, g_l[t], value=4.0).add_(i, alpha=-2.0)
+            h = torch.addcmul(o, o, torch.sigmoid(c, out=s_l[t]), value=-2.0)
             torch.where(masks[t], c, c_l[prev], out=c_l[cur])
-            torch.where(masks[t], (o * sc).mul_(2).sub_(o), h_l[prev], out=h_l[cur])
+            torch.where(masks[t], h, h_l[prev], out=h_l[cur])
     return hs, cs, gates, sig_c
 
 
@@ -99,14 +116,23 @@ class LSTMScan(torch.autograd.Function):
     reverse)`` -> ``out (T, B, H), h_n, c_n (B, H)``; hand-written backward (see the module)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
-                valid: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        b: Tensor | None,
+        valid: Tensor | None,
+        reverse: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         hs, cs, gates, sig_c = _forward(x, h0, c0, w_ih, w_hh, b, valid, reverse)
         T = x.shape[0]
         out_sl, last = _slots(T, reverse)[2], (0 if reverse else T)
         ctx.reverse = reverse
         ctx.save_for_backward(x, hs, cs, gates, sig_c, w_ih, w_hh, valid)
-        return hs[out_sl], hs[last].clone(), cs[last].clone()
+        return hs[out_sl], hs[last].clone(), cs[last] * -0.5
 
     @staticmethod
     @once_differentiable
@@ -116,9 +142,10 @@ class LSTMScan(torch.autograd.Function):
         T, B, G = gates.shape
         H = G // 4
         order, _, _, prev_sl = _slots(T, reverse)
-        i, f, g, o = gates.view(T, B, 4, H).unbind(2)  # (T, B, 4H) -> 4 x (T, B, H)
-        c_prev, h_prev = cs[prev_sl], hs[prev_sl]  # (T, B, H), the states each step read
-        tanh_c = sig_c * 2 - 1  # (T, B, H)
+        i, f, s_g, o = gates.view(T, B, 4, H).unbind(2)  # (T, B, 4H) -> 4 x (T, B, H)
+        g = torch.mul(s_g, -2.0).add_(1.0)  # tanh(a_g) = 1 - 2 sigmoid(-2 a_g)
+        c_prev, h_prev = cs[prev_sl] * -0.5, hs[prev_sl]  # (T, B, H), the states each step read
+        tanh_c = torch.mul(sig_c, -2.0).add_(1.0)  # tanh(c_t) = 1 - 2 sigmoid(-2 c_t)
         # Derivative factors for all steps at once (see the module doc).
         P = torch.empty_like(gates)
         P_i, P_f, P_g, P_o = P.view(T, B, 4, H).unbind(2)
@@ -143,13 +170,13 @@ class LSTMScan(torch.autograd.Function):
         K_l, F_l, dG_l, d_out_l = K.unbind(0), F.unbind(0), dG.unbind(0), d_out.unbind(0)
         steps = list(reversed(order))  # backward order: the last processed step first
         dh = d_out_l[steps[0]] + d_hn  # (B, H)
-        dc = d_cn
-        dh0 = dc0 = None
+        dc = d_cn.clone()  # (B, H), updated in place below
+        dc3 = dc.unsqueeze(1)  # (B, 1, H), a view broadcast over the i, f, g gates
         for n, t in enumerate(steps):
-            dc = torch.addcmul(dc, dh, K_l[t])
-            torch.mul(P_ifg[t], dc.unsqueeze(1), out=dG_ifg[t])  # (B, 3, H)
+            dc.addcmul_(dh, K_l[t])
+            torch.mul(P_ifg[t], dc3, out=dG_ifg[t])  # (B, 3, H)
             torch.mul(P_ol[t], dh, out=dG_o[t])
-            dc = dc * F_l[t]
+            dc.mul_(F_l[t])
             if n + 1 < len(steps):
                 dh_next = torch.addmm(d_out_l[steps[n + 1]], dG_l[t], w_hh)  # (B, 4H) @ (4H, H)
             else:
@@ -157,7 +184,6 @@ class LSTMScan(torch.autograd.Function):
             if keep is not None:
                 dh_next.addcmul_(dh, keep[t])
             dh = dh_next
-        dh0, dc0 = dh, dc
         # The weights' and the input's gradients: one GEMM each over all steps.
         need = ctx.needs_input_grad
         dG2 = dG.view(T * B, G)  # (T, B, 4H) -> (T*B, 4H)
@@ -165,15 +191,23 @@ class LSTMScan(torch.autograd.Function):
         d_wih = torch.mm(dG2.t(), x.reshape(T * B, -1)) if need[3] else None  # (4H, T*B) @ (T*B, I)
         d_whh = torch.mm(dG2.t(), h_prev.reshape(T * B, H)) if need[4] else None  # (4H, H)
         d_b = dG2.sum(0) if need[5] else None  # (4H,)
-        return d_x, dh0, dc0, d_wih, d_whh, d_b, None, None
+        return d_x, dh, dc, d_wih, d_whh, d_b, None, None
 
 
-def _reference_scan(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b: Tensor | None,
-                    valid: Tensor | None, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _reference_scan(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b: Tensor | None,
+    valid: Tensor | None,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Plain out-of-place ops (for tracers and exporters); same results as the other paths."""
     w_t = w_hh.t()  # (H, 4H)
     h, c = h0, c0
-    xs = _project(x, w_ih, b).unbind(0)  # T x (B, 4H)
+    xs = _project(x, w_ih.t(), b).unbind(0)  # T x (B, 4H)
     outs: list[Tensor] = []
     for t in _slots(len(xs), reverse)[0]:
         i, f, g, o = torch.addmm(xs[t], h, w_t).chunk(4, 1)  # (B, 4H) -> 4 x (B, H)
@@ -192,9 +226,17 @@ def _tracing() -> bool:
     return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
-def lstm_scan(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
-              b_hh: Tensor | None = None, valid: Tensor | None = None, reverse: bool = False
-              ) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_scan(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None = None,
+    b_hh: Tensor | None = None,
+    valid: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Run one LSTM layer-direction.
 
     Args:
@@ -214,4 +256,4 @@ def lstm_scan(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_i
     hs, cs, _, _ = _forward(*args, valid, reverse)
     T = x.shape[0]
     last = 0 if reverse else T
-    return hs[_slots(T, reverse)[2]], hs[last], cs[last]
+    return hs[_slots(T, reverse)[2]], hs[last], cs[last] * -0.5
