@@ -1,22 +1,26 @@
 """Issue 21 trained for real: the unified multi-task network vs its single-task networks, its
-cost, and the four loss weightings, on the shapes world, several seeds.
+cost, the minus-one-head ablation and the four loss weightings, on the shapes world, 3 seeds.
 
 Command (``--pilot``: step times at 128 / 256 px; then every run trained by the engine on one
 thread, ``--jobs`` runs at a time, a run whose ``result.json`` exists is kept; then the inference
-timing on 2 threads, ``results.json`` and ``results.md`` under ``--out``)::
+timing of the trained seed-0 checkpoints on 2 threads, ``results.json`` and ``results.md`` under
+``--out``; ``--compare``: an earlier sweep's ``results.json`` as comparison rows)::
 
-    OMP_NUM_THREADS=1 python experiments/multitask.py --out /tmp/mt_exp/main --pilot
-    OMP_NUM_THREADS=1 python experiments/multitask.py --out /tmp/mt_exp/main --seeds 0 1 --ablation --jobs 2
-    python experiments/multitask.py --out /tmp/mt_exp/main --table     # reprint the tables
+    OMP_NUM_THREADS=1 python experiments/multitask.py --out /tmp/mt_exp/shared --pilot
+    OMP_NUM_THREADS=1 python experiments/multitask.py --out /tmp/mt_exp/shared --seeds 0 1 2 \
+        --scheme-seeds 0 --ablation --ablation-seeds 0 1 --jobs 2
+    python experiments/multitask.py --out /tmp/mt_exp/shared --table --compare OLD/results.json
 
-Runs (``--configs``), all ``multitask_narrow`` (the narrow backbone + FPN P2..P7, the same
-initialisation of the shared trunk for a seed), all with the same recipe:
+Runs (:mod:`multitask_report`), all ``multitask_narrow`` (the narrow backbone + FPN P2..P7 + the
+dense decoder ``--dense-decoder``, the same initialisation of the shared trunk for a seed), one
+recipe:
 
-* ``unified``: the four heads (detection, semantic, parts, depth), fixed weights 1;
-* ``single_<head>``: that head alone (``heads=("<head>",)``): the single-task baselines;
+* ``unified``: the four heads (detection, semantic, parts, depth), fixed weights 1 (``--seeds``);
+* ``single_<head>``: that head alone (``heads=("<head>",)``): the baselines (``--seeds``);
 * ``uncertainty``, ``dwa``, ``gradnorm``: the four heads under that weighting (DWA's window =
-  one epoch's steps, temperature 2; GradNorm alpha 1.5 on the FPN's output convolutions);
-* ``detection+<head>`` (``--ablation``): detection with one other head (which task helps which).
+  one epoch's steps, temperature 2; GradNorm alpha 1.5 on the FPN's output convolutions)
+  (``--scheme-seeds``);
+* ``minus_<head>`` (``--ablation``, ``--ablation-seeds``): the unified model without that head.
 
 Recipe: ShapesWorld train (``--train-images``, 128 px, rendered once and cached) for ``--epochs``
 epochs of batch ``--batch`` (the same steps for every run; the data order depends on the seed
@@ -27,8 +31,9 @@ COCO ``map`` / ``map_50``, semantic and parts ``miou``, depth ``abs_rel`` / ``a1
 through the camera), and ``score`` (the mean of the heads' headlines, AbsRel as 1 - AbsRel).
 
 Cost: parameters, and inference time (eval, ``no_grad``, 2 threads, after every run is done) of
-the seed-0 ``unified`` model vs its ``single_*`` models run one after another on the same val
-images: batch 1 and batch 8, the models interleaved in each of ``--repeats`` rounds, median.
+the trained seed-0 ``unified`` model vs its trained ``single_*`` models run one after another on
+the same val images: batch 1 and batch 8, the models interleaved in each of ``--repeats``
+rounds, median.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import statistics
 import subprocess
@@ -45,43 +49,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-HEADS = ("detection", "semantic", "parts", "depth")
-# per head: the figures reported (key of the multi_task metric, higher is better)
-FIGURES: dict[str, tuple[tuple[str, bool], ...]] = {
-    "detection": (("detection/map_50", True), ("detection/map", True)),
-    "semantic": (("semantic/miou", True),),
-    "parts": (("parts/miou", True),),
-    "depth": (("depth/abs_rel", False), ("depth/a1", True)),
-}
-SCHEMES = ("fixed", "uncertainty", "dwa", "gradnorm")
-MAIN = ["unified", "uncertainty", "dwa", "gradnorm", *(f"single_{h}" for h in HEADS)]  # longest first
-ABLATION = [f"detection+{h}" for h in HEADS[1:]]  # the pairs: which head helps detection, and back
-TOLERANCE = 0.02  # the issue's "within 2 points"
+from multitask_report import ABLATION, HEADS, MAIN, WEIGHTINGS, config_of, summarize
+
 LOG = logging.getLogger("multitask")
-
-
-def config_of(name: str) -> tuple[tuple[str, ...], str]:
-    """``(heads, weighting)`` of a run name (``ValueError`` for an unknown name)."""
-    if name == "unified":
-        return HEADS, "fixed"
-    if name in SCHEMES[1:]:
-        return HEADS, name
-    kind, _, head = name.partition("_")
-    if head in HEADS and kind == "single":
-        return (head,), "fixed"
-    pair = tuple(name.split("+"))
-    if len(pair) == 2 and set(pair) <= set(HEADS) and pair[0] != pair[1]:
-        return pair, "fixed"
-    raise ValueError(f"unknown run {name!r}; runs are {', '.join(MAIN + ABLATION)}")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("/tmp/mt_exp/main"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--configs", default=",".join(MAIN), help="comma list of runs")
-    p.add_argument("--ablation", action="store_true", help="also the detection+<head> runs")
-    p.add_argument("--ablation-seeds", type=int, nargs="+", help="their seeds (default --seeds)")
+    p.add_argument("--configs", default=",".join(MAIN), help="comma list of runs (over --seeds)")
+    p.add_argument("--scheme-seeds", type=int, nargs="*", default=[0], help="the weighting runs' seeds")
+    p.add_argument("--ablation", action="store_true", help="also the minus_<head> runs")
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="their seeds")
+    p.add_argument("--dense-decoder", default="shared", choices=("shared", "per_head"))
+    p.add_argument("--compare", type=Path, help="an earlier sweep's results.json: comparison rows")
     p.add_argument("--input-size", type=int, default=128, help="the shorter side the network sees")
     p.add_argument("--train-images", type=int, default=1600)
     p.add_argument("--val-images", type=int, default=200)
@@ -94,6 +76,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="training runs at a time (one thread each)")
     p.add_argument("--table", action="store_true", help="only rewrite results.md from results.json")
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--timing-only", action="store_true", help="only time the trained seed-0 runs")
     p.add_argument("--pilot", action="store_true", help="only time training steps at 128 / 256 px")
     p.add_argument("--one", nargs=2, metavar=("RUN", "SEED"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -123,7 +106,8 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
     elif weighting == "gradnorm":
         weighting_args = {"alpha": a.gradnorm_alpha}
     task = get_task("multi_task")
-    asked = {"heads": list(heads), "input_size": a.input_size, "weighting": weighting}
+    asked = {"heads": list(heads), "input_size": a.input_size, "weighting": weighting,
+             "dense_decoder": a.dense_decoder}  # fmt: skip
     kwargs = task.model_kwargs(train_set, {**asked, "weighting_args": weighting_args})
     task.check_dataset(train_set, kwargs, "shapes (train)")
     config = ablation_config(
@@ -145,6 +129,7 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
         "heads": list(heads),
         "weighting": weighting,
         "weighting_args": weighting_args,
+        "dense_decoder": a.dense_decoder,
         "steps": trainer.step,
         "train_s": wall,
         "params": sum(p.numel() for p in model.parameters()),
@@ -224,6 +209,7 @@ def timing(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     from structpred.engine.run import load_model
 
     torch.set_num_threads(2)
+    before = _uptime()
     names = ["unified", *(f"single_{h}" for h in HEADS)]
     models = {n: load_model(a.out / "runs" / f"{n}-s{seed}")[0].eval() for n in names}
     images = [ShapesWorld("val", num_images=8)[i][0] for i in range(8)]
@@ -248,151 +234,14 @@ def timing(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     singles = sum(out["params"][f"single_{h}"] for h in HEADS)
     out["params_singles_sum"] = singles
     out["params_ratio"] = out["params"]["unified"] / singles
+    out["uptime"] = [before, _uptime()]
     return out
 
 
-# ---------------------------------------------------------------------------- tables
-
-
-def _cell(values: list[float]) -> str:
-    """Mean ± half the range over seeds."""
-    if not values:
-        return "-"
-    mean, spread = statistics.fmean(values), (max(values) - min(values)) / 2
-    return f"{mean:.3f} ± {spread:.3f}" if len(values) > 1 else f"{mean:.3f}"
-
-
-def _values(results: list[dict[str, Any]], run: str, key: str) -> list[float]:
-    out = [float(r["val"][key]) for r in results if r["run"] == run and key in r["val"]]
-    return [v for v in out if not math.isnan(v)]
-
-
-def _paired(rows: list[dict[str, Any]], run: str, base: str, key: str) -> list[float]:
-    """Per seed, ``run``'s figure minus ``base``'s (the seeds both have)."""
-    by_seed = {r["seed"]: r["val"][key] for r in rows if r["run"] == base and key in r["val"]}
-    return [r["val"][key] - by_seed[r["seed"]] for r in rows if r["run"] == run and r["seed"] in by_seed]
-
-
-def _table(title: str, columns: list[str], align: str) -> list[str]:
-    """A markdown table's title and header; ``align``: one of l, r, c per column."""
-    marks = {"l": "---", "r": "---:", "c": ":---:"}
-    return [f"### {title}", "", f"| {' | '.join(columns)} |", "|" + "|".join(marks[c] for c in align) + "|"]
-
-
-def _versus_table(out: dict[str, Any]) -> list[str]:
-    """Per figure: single-task, unified (fixed), their paired difference, the best weighting."""
-    rows, t = out["runs"], out.get("timing")
-    columns = [
-        "figure",
-        "single-task",
-        "unified",
-        "unified - single (per seed)",
-        "within 0.02",
-        "best weighting",
-    ]
-    lines = _table("Unified vs single-task (val; mean ± half-range over seeds)", columns, "lrrlcl")
-    for head in HEADS:
-        for key, higher in FIGURES[head]:
-            diffs = _paired(rows, "unified", f"single_{head}", key)
-            if not diffs:
-                continue
-            ok = "yes" if statistics.fmean(diffs) * (1 if higher else -1) >= -TOLERANCE else "**no**"
-            per = ", ".join(f"{d:+.3f}" for d in diffs)
-            found = {s: _values(rows, "unified" if s == "fixed" else s, key) for s in SCHEMES}
-            means = {s: statistics.fmean(v) for s, v in found.items() if v}
-            best = (max if higher else min)(means, key=lambda s: means[s])
-            single, unified = (
-                _cell(_values(rows, f"single_{head}", key)),
-                _cell(_values(rows, "unified", key)),
-            )
-            diff = f"{statistics.fmean(diffs):+.3f} ({per})"
-            arrow = "↑" if higher else "↓"
-            lines.append(
-                f"| {key} ({arrow}) | {single} | {unified} | {diff} | {ok} | {best} {means[best]:.3f} |"
-            )
-    if t:
-        lines += ["", f"Unified / sum of the four single-task models: parameters {t['params_ratio']:.2f}x, "
-                  f"inference time {t['batch1']['ratio']:.2f}x at batch 1, {t['batch8']['ratio']:.2f}x at "
-                  f"batch 8 ({t['threads']} threads, median of {t['repeats']} rounds)."]  # fmt: skip
-    return [*lines, ""]
-
-
-def _cost_table(t: dict[str, Any]) -> list[str]:
-    title = f"Cost: unified vs the four single-task models (seed {t['seed']}, {t['threads']} threads)"
-    columns = ["", "unified", *(f"single {h}" for h in HEADS), "sum of singles", "unified / sum"]
-    lines, p = _table(title, columns, "l" + "r" * (len(columns) - 1)), t["params"]
-    cells = " | ".join(f"{p[f'single_{h}'] / 1e6:.3f} M" for h in HEADS)
-    sums = f"{t['params_singles_sum'] / 1e6:.3f} M | {t['params_ratio']:.2f}"
-    lines.append(f"| parameters | {p['unified'] / 1e6:.3f} M | {cells} | {sums} |")
-    for b in (1, 8):
-        row = t[f"batch{b}"]
-        ms = row["ms_per_image"]
-        cells = " | ".join(f"{ms[f'single_{h}']:.1f}" for h in HEADS)
-        sums = f"{row['singles_sum_ms']:.1f} | {row['ratio']:.2f}"
-        lines.append(f"| inference, batch {b} (ms / image) | {ms['unified']:.1f} | {cells} | {sums} |")
-    return [*lines, ""]
-
-
-def _weighting_table(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
-    columns = ["weighting", *keys, "final weights (det / sem / parts / depth)"]
-    lines = _table("Loss weighting schemes (the unified model, val)", columns, "l" + "r" * len(keys) + "l")
-    for scheme in SCHEMES:
-        run = "unified" if scheme == "fixed" else scheme
-        finals = [r["final_weights"] for r in rows if r["run"] == run]
-        if finals:
-            w = " / ".join(f"{statistics.fmean(f[h] for f in finals):.2f}" for h in HEADS)
-            lines.append(
-                f"| {scheme} | " + " | ".join(_cell(_values(rows, run, k)) for k in keys) + f" | {w} |"
-            )
-    return [*lines, ""]
-
-
-def _ablation_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Each pair run's figures against the single-task run of the same head (paired by seed)."""
-    columns = ["run", "figure", "single-task", "pair", "pair - single (per seed)", "unified"]
-    lines = _table("Which task helps which: two-head runs (fixed weights, val)", columns, "llrrlr")
-    for run in (r for r in ABLATION if any(row["run"] == r for row in rows)):
-        for head in config_of(run)[0]:
-            for key, _ in FIGURES[head]:
-                diffs = _paired(rows, run, f"single_{head}", key)
-                per = ", ".join(f"{d:+.3f}" for d in diffs)
-                mean = f"{statistics.fmean(diffs):+.3f} ({per})" if diffs else "-"
-                cells = [_cell(_values(rows, r, key)) for r in (f"single_{head}", run)]
-                unified = _cell(_values(rows, "unified", key))
-                lines.append(f"| {run} | {key} | {' | '.join(cells)} | {mean} | {unified} |")
-    return [*lines, ""]
-
-
-def _pilot_table(per: dict[str, float]) -> list[str]:
-    names = [n.removesuffix("@128") for n in per if n.endswith("@128")]
-    lines = _table(
-        "Pilot: seconds per training step (batch 8, one thread)", ["input", *names], "l" + "r" * len(names)
-    )
-    for size in (128, 256):
-        lines.append(f"| {size} px | " + " | ".join(f"{per[f'{n}@{size}']:.3f}" for n in names) + " |")
-    return [*lines, ""]
-
-
-def summarize(out: dict[str, Any]) -> str:
-    """The markdown tables of a ``results.json`` (mean ± half-range over seeds)."""
-    rows = out["runs"]
-    seeds = sorted({r["seed"] for r in rows})
-    steps, commit = out["settings"]["steps"], out["git"]["commit"][:7]
-    lines = [f"Seeds {seeds}; {steps} steps per run; commit {commit}.", ""]
-    lines += _versus_table(out)
-    if out.get("timing"):
-        lines += _cost_table(out["timing"])
-    keys = [k for h in HEADS for k, _ in FIGURES[h]]
-    lines += _weighting_table(rows, [*keys, "score"])
-    lines += _ablation_table(rows) if any(r["run"] in ABLATION for r in rows) else []
-    minutes: dict[str, list[float]] = {}
-    for r in rows:
-        minutes.setdefault(r["run"], []).append(r["train_s"] / 60)
-    walls = ", ".join(f"{k} {statistics.fmean(v):.1f}" for k, v in minutes.items())
-    lines += [f"Training wall time per run (min, one thread, mean over seeds): {walls}.", ""]
-    if out.get("pilot"):
-        lines += _pilot_table(out["pilot"]["s_per_step"])
-    return "\n".join(lines)
+def _uptime() -> str:
+    """``uptime``'s load averages (the machine is shared: beside every timing)."""
+    done = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+    return done.stdout.strip().split("load average:")[-1].strip()
 
 
 # ---------------------------------------------------------------------------- driver
@@ -409,6 +258,10 @@ def _git() -> dict[str, Any]:
     return {"commit": run("rev-parse", "HEAD"), "dirty_structpred": dirty}
 
 
+def _compare(a: argparse.Namespace) -> dict[str, Any] | None:
+    return json.loads(a.compare.read_text()) if a.compare else None
+
+
 def main(argv: list[str] | None = None) -> None:
     a = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -418,8 +271,11 @@ def main(argv: list[str] | None = None) -> None:
         if "pilot" not in saved and (a.out / "pilot.json").exists():  # a --pilot run after the sweep
             saved["pilot"] = json.loads((a.out / "pilot.json").read_text())
             (a.out / "results.json").write_text(json.dumps(saved, indent=1, default=str))
-        (a.out / "results.md").write_text(summarize(saved))
+        (a.out / "results.md").write_text(summarize(saved, _compare(a)))
         print((a.out / "results.md").read_text())
+        return
+    if a.timing_only:
+        (a.out / "timing.json").write_text(json.dumps(timing(a, 0), indent=1))
         return
     if a.pilot:
         (a.out / "pilot.json").write_text(json.dumps(pilot(), indent=1))
@@ -430,12 +286,15 @@ def main(argv: list[str] | None = None) -> None:
         LOG.info("%s seed %d: %.1f min, %s", name, seed, result["train_s"] / 60, result["val"])
         return
     asked = [c for c in a.configs.split(",") if c]
-    names = asked + (ABLATION if a.ablation else [])
-    for n in names:
+    for n in asked:
         config_of(n)
-    # every seed of the asked runs, then the ablation's: an interrupted sweep has whole comparisons
-    jobs = [(n, s) for s in a.seeds for n in asked]
-    jobs += [(n, s) for s in (a.ablation_seeds or a.seeds) for n in names[len(asked) :]]
+    # every seed of the asked runs (unified first: the longest), then the weightings and the
+    # ablation, seed by seed: an interrupted sweep has whole comparisons
+    jobs = [(n, s) for n in asked[:1] for s in a.seeds] + [(n, s) for s in a.seeds for n in asked[1:]]
+    later = sorted({*a.scheme_seeds, *(a.ablation_seeds if a.ablation else [])})
+    for s in later:
+        jobs += [(n, s) for n in ABLATION if a.ablation and s in a.ablation_seeds]
+        jobs += [(n, s) for n in WEIGHTINGS if s in a.scheme_seeds]
     git = _git()
     tic = time.perf_counter()
     recipe = ("input_size", "train_images", "val_images", "epochs", "batch", "lr", "warmup", "gradnorm_alpha")
@@ -464,11 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, Any] = {"settings": settings, "git": git, "runs": runs}
     if (a.out / "pilot.json").exists():  # written by --pilot before the sweep
         out["pilot"] = json.loads((a.out / "pilot.json").read_text())
-    if not a.skip_timing and all(f"single_{h}" in names for h in HEADS) and "unified" in names:
-        out["timing"] = timing(a, a.seeds[0])
+    if (a.out / "timing.json").exists():  # written by --timing-only
+        out["timing"] = json.loads((a.out / "timing.json").read_text())
+    elif not a.skip_timing and all(f"single_{h}" in asked for h in HEADS) and "unified" in asked:
+        out["timing"] = timing(a, 0)
     out["total_s"] = time.perf_counter() - tic
     (a.out / "results.json").write_text(json.dumps(out, indent=1, default=str))
-    (a.out / "results.md").write_text(summarize(out))
+    (a.out / "results.md").write_text(summarize(out, _compare(a)))
     print((a.out / "results.md").read_text())
     LOG.info("done in %.1f min", out["total_s"] / 60)
 

@@ -136,12 +136,9 @@ def build_models(case: Case) -> tuple[MultiTaskNet, dict[str, MultiTaskNet]]:
 
 
 def trunk(model: MultiTaskNet, images: Tensor) -> SharedFeatures:
-    """The shared part of :meth:`MultiTaskNet.forward` (transform, backbone + FPN) on one batch."""
-    image_list = as_image_list(images)
-    batch, resized, _, _ = model.transform(image_list)  # (B, 3, Hp, Wp)
-    maps = list(model.backbone(batch).values())
-    H, W = int(images.shape[-2]), int(images.shape[-1])
-    return SharedFeatures(maps, (int(batch.shape[-2]), int(batch.shape[-1])), resized[0], (H, W))
+    """The shared part of :meth:`MultiTaskNet.forward` (transform, backbone + FPN, the shared dense
+    decoder) on one batch."""
+    return model.features(images)
 
 
 def max_difference(a: Any, b: Any, where: str = "") -> float:

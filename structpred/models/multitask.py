@@ -17,8 +17,20 @@ head           task (its predictions)     targets it reads              loss ter
 =============  =========================  ============================  =======================
 
 Pipeline: :class:`~structpred.layers.transform.DetectionTransform` (normalise, resize the shorter
-side to ``input_size``, pad to 32) -> backbone + FPN -> every head -> predictions
-``{head: its task's predictions}`` in the input's pixels.
+side to ``input_size``, pad to 32) -> backbone + FPN -> (the shared dense decoder) -> every head
+-> predictions ``{head: its task's predictions}`` in the input's pixels.
+
+Dense decoder (``dense_decoder``): ``"shared"`` (default) computes Panoptic FPN's semantic branch
+(P2..P5 -> one stride-4 map of ``dense_channels``) once, as part of the shared neck, and each dense
+head (semantic, parts, depth) is a light predictor on it (``dense_head_convs`` 3x3 stages + 1x1);
+``"per_head"`` gives each dense head its own whole branch (the layout before the shared decoder:
+its checkpoints load with ``dense_decoder="per_head"``). Sharing the decoder, not only the pyramid,
+follows UberNet (Kokkinos 2017), PAD-Net (Xu et al. 2018) and MTI-Net (Vandenhende et al. 2020),
+whose dense tasks share a decoder and keep task-specific predictors.
+
+GradNorm's "last shared layer" (:meth:`MultiTaskNet.shared_parameters`) is the last layer every
+head reads: the FPN's output convolutions when the model has a detection head or per-head
+branches; the shared decoder's last stages when every head is a dense head on it.
 
 Losses: each head's terms, prefixed ``loss_<head>/<term>`` and multiplied by the head's weight from
 a :class:`~structpred.heads.loss_weighting.LossWeighting` (fixed, uncertainty, DWA, GradNorm),
@@ -37,7 +49,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ..heads.dense_fpn import FPNDenseHead
+from ..heads.dense_fpn import DensePredictor, FPNDenseDecoder, FPNDenseHead
 from ..heads.loss_weighting import LossWeighting, build_weighting
 from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform, as_image_list
 from .contract import check_request
@@ -88,6 +100,17 @@ def _in_batch(message: str, items: list[int]) -> str:
     return re.sub(r"targets\[(\d+)\]", lambda m: f"targets[{items[int(m.group(1))]}]", message)
 
 
+def _one_size(images: Sequence[Tensor]) -> tuple[int, int]:
+    """The ``(H, W)`` every image of the batch has (``ValueError`` for mixed sizes)."""
+    sizes = {tuple(im.shape[-2:]) for im in images}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"MultiTaskNet: images of sizes {sorted(sizes)} in one batch; its dense heads label "
+            "the pixels they are given, so resize or crop the images to one size first"
+        )
+    return int(images[0].shape[-2]), int(images[0].shape[-1])
+
+
 class MultiTaskNet(nn.Module):
     """transform -> backbone (a pyramid) -> heads, each injected; see the module docstring.
 
@@ -97,7 +120,10 @@ class MultiTaskNet(nn.Module):
         heads: ``{name: TaskHead}``; names as :data:`HEAD_KINDS` (lower-case letters and digits).
         weighting: the loss weighting over ``heads`` (None: fixed weights 1).
         shared: the last shared layer (GradNorm's gradients are taken on its parameters);
-            None: the backbone's ``fpn.layer_blocks`` (the pyramid's output convolutions).
+            None: the decoder's last stages if every head reads the decoder, else the backbone's
+            ``fpn.layer_blocks`` (the pyramid's output convolutions).
+        decoder: the shared dense decoder, ``pyramid -> [B, C, Hp/4, Wp/4]``, run once per batch
+            for the heads with ``reads_dense`` (None: no head may read it).
     """
 
     # Fine-tuning to other object classes (``num_classes``): the detection head's class logits.
@@ -113,6 +139,7 @@ class MultiTaskNet(nn.Module):
         heads: Mapping[str, TaskHead],
         weighting: LossWeighting | None = None,
         shared: nn.Module | None = None,
+        decoder: FPNDenseDecoder | None = None,
     ) -> None:
         super().__init__()
         if not heads:
@@ -122,22 +149,58 @@ class MultiTaskNet(nn.Module):
                 raise ValueError(f"MultiTaskNet: head name {name!r} must be lower-case letters and digits")
             if not isinstance(head, TaskHead):
                 raise ValueError(f"MultiTaskNet: head {name!r} is a {type(head).__name__}, not a TaskHead")
+        readers = [name for name, head in heads.items() if head.reads_dense]
+        if decoder is None and readers:
+            raise ValueError(f"MultiTaskNet: heads {readers} predict on the shared dense decoder's map; "
+                             "give a decoder (or heads with their own branches)")  # fmt: skip
+        if decoder is not None and not readers:
+            raise ValueError("MultiTaskNet: a dense decoder but no head reads it; leave it out")
         self.transform = transform
         self.backbone = backbone
+        self.decoder = decoder
         self.heads = nn.ModuleDict(dict(heads))
         self.weighting = weighting if weighting is not None else build_weighting("fixed", list(heads))
         if tuple(self.weighting.heads) != tuple(heads):
             raise ValueError(
                 f"MultiTaskNet: the weighting is over {self.weighting.heads}, the heads are {tuple(heads)}"
             )
-        if shared is None:
-            shared = getattr(getattr(backbone, "fpn", None), "layer_blocks", None)
-        self._shared = [shared] if shared is not None else []  # a list: not registered a second time
+        self._shared: list[nn.Module] = []  # a list: not registered a second time
+        if shared is not None:
+            self._shared = [shared]
+        elif decoder is not None and len(readers) == len(heads):  # every head reads the decoder
+            self._shared = decoder.last_layer()
+        elif (pyramid_out := getattr(getattr(backbone, "fpn", None), "layer_blocks", None)) is not None:
+            self._shared = [pyramid_out]
 
     def no_weight_decay(self) -> set[str]:
         """The weighting's parameters (log-variances, GradNorm's weights): weight decay would pull
         them to 0 (timm's convention; the engine's optimizer reads it)."""
         return {f"weighting.{name}" for name, _ in self.weighting.named_parameters()}
+
+    def checkpoint_hint(self, missing: Sequence[str], unexpected: Sequence[str]) -> str:
+        """One line for a checkpoint whose weights do not fit: which dense-decoder layout it has."""
+        per_head = any(re.match(r"heads\.\w+\.branch\.branches\.", k) for k in unexpected)
+        shared = any(k.startswith("decoder.") for k in unexpected)
+        if per_head and self.decoder is not None:
+            return (
+                "the checkpoint has a Panoptic FPN branch per dense head (the per_head layout, the "
+                "default before the shared dense decoder): rebuild with dense_decoder='per_head'"
+            )
+        if shared and self.decoder is None:
+            return "the checkpoint has a shared dense decoder: rebuild with dense_decoder='shared'"
+        if any(k.startswith("heads.") and ".branch.convs." in k for k in [*missing, *unexpected]):
+            return "the checkpoint's dense predictors have another depth: set dense_head_convs to match"
+        return ""
+
+    def features(self, images: Sequence[Tensor] | Tensor) -> SharedFeatures:
+        """The shared part of :meth:`forward` on one batch of one size: transform, backbone +
+        pyramid and the shared dense decoder (if the model has one)."""
+        image_list = as_image_list(images)
+        size = _one_size(image_list)
+        batch, resized, _, _ = self.transform(image_list)  # (B, 3, Hp, Wp)
+        maps = list(self.backbone(batch).values())
+        dense = self.decoder(maps) if self.decoder is not None else None  # (B, C, Hp/4, Wp/4)
+        return SharedFeatures(maps, (int(batch.shape[-2]), int(batch.shape[-1])), resized[0], size, dense)
 
     def _task_heads(self) -> list[tuple[str, TaskHead]]:
         return [(name, cast(TaskHead, head)) for name, head in self.heads.items()]
@@ -179,17 +242,9 @@ class MultiTaskNet(nn.Module):
         """``{head: predictions}`` (None with ``predict=False``) and the weighted losses (with targets)."""
         check_request(targets is not None, predict, "MultiTaskNet")
         image_list = as_image_list(images)
-        sizes = {tuple(im.shape[-2:]) for im in image_list}
-        if len(sizes) != 1:
-            raise ValueError(
-                f"MultiTaskNet: images of sizes {sorted(sizes)} in one batch; its dense heads label "
-                "the pixels they are given, so resize or crop the images to one size first"
-            )
-        B, size = len(image_list), (int(image_list[0].shape[-2]), int(image_list[0].shape[-1]))
+        B, size = len(image_list), _one_size(image_list)
         items = self._check_targets(targets, B, size) if targets is not None else {}
-        batch, resized, _, _ = self.transform(image_list)  # (B, 3, Hp, Wp)
-        maps = list(self.backbone(batch).values())
-        x = SharedFeatures(maps, (int(batch.shape[-2]), int(batch.shape[-1])), resized[0], size)
+        x = self.features(image_list)
         predictions: dict[str, Any] = {}
         head_losses: dict[str, dict[str, Tensor]] = {}
         for name, head in self.heads.items():
@@ -200,7 +255,7 @@ class MultiTaskNet(nn.Module):
                 preds = head(x, None, True)[0] if predict else None
                 losses = {}
                 if have:  # the loss on the items that have this head's targets
-                    index = torch.tensor(have, device=maps[0].device)
+                    index = torch.tensor(have, device=x.maps[0].device)
                     losses = head(x.select(index), [targets[i] for i in have], False)[1]  # type: ignore[index]
             if predict:
                 predictions[name] = preds
@@ -241,7 +296,9 @@ class MultiTaskConfig:
     input_size: int = 256  # the shorter side the network sees (the longer is capped at 4x)
     image_mean: Sequence[float] = IMAGENET_MEAN
     image_std: Sequence[float] = IMAGENET_STD
-    dense_channels: int = 128  # the dense branches' width (Panoptic FPN: 128)
+    dense_channels: int = 128  # the dense decoder's width (Panoptic FPN: 128)
+    dense_decoder: str = "shared"  # shared: one decoder + a predictor per dense head | per_head
+    dense_head_convs: int = 0  # shared: 3x3 stages in each dense head's predictor before its 1x1
     norm_groups: int = 32
     weighting: str = "fixed"  # fixed | uncertainty | dwa | gradnorm
     weighting_args: dict[str, Any] = field(default_factory=dict)
@@ -253,6 +310,18 @@ def build_multitask(backbone: nn.Module, config: MultiTaskConfig) -> MultiTaskNe
     c = config
     heads_wanted = check_head_names(c.heads)
     D = int(backbone.out_channels)  # type: ignore[arg-type]
+    if c.dense_decoder not in ("shared", "per_head"):
+        raise ValueError(f"dense_decoder must be 'shared' or 'per_head', got {c.dense_decoder!r}")
+    if c.dense_head_convs < 0:
+        raise ValueError(f"dense_head_convs must be >= 0, got {c.dense_head_convs}")
+    shared = c.dense_decoder == "shared" and any(h != "detection" for h in heads_wanted)
+    decoder = FPNDenseDecoder(D, 4, c.dense_channels, c.norm_groups) if shared else None
+
+    def branch(K: int) -> FPNDenseHead | DensePredictor:
+        if shared:
+            return DensePredictor(c.dense_channels, K, c.dense_head_convs, c.norm_groups)
+        return FPNDenseHead(D, K, 4, c.dense_channels, c.norm_groups)
+
     heads: dict[str, TaskHead] = {}
     for name in heads_wanted:
         if name == "detection":
@@ -262,15 +331,14 @@ def build_multitask(backbone: nn.Module, config: MultiTaskConfig) -> MultiTaskNe
             heads[name] = DetectionHead(build_fcos(PyramidSpec(D), c.num_classes, fcos_config))
         elif name in ("semantic", "parts"):
             K = c.semantic_classes if name == "semantic" else c.part_classes
-            heads[name] = SegmentationHead(FPNDenseHead(D, K, 4, c.dense_channels, c.norm_groups), name)
+            heads[name] = SegmentationHead(branch(K), name)
         else:
-            branch = FPNDenseHead(D, 1, 4, c.dense_channels, c.norm_groups)
-            heads[name] = DepthHead(branch, c.depth_target, c.focal, c.baseline, c.max_disparity)
+            heads[name] = DepthHead(branch(1), c.depth_target, c.focal, c.baseline, c.max_disparity)
     if c.input_size < 32:
         raise ValueError(f"input_size must be >= 32 (the pyramid's stride), got {c.input_size}")
     transform = DetectionTransform(c.input_size, 4 * c.input_size, c.image_mean, c.image_std)
     weighting = build_weighting(c.weighting, list(heads), **c.weighting_args)
-    return MultiTaskNet(transform, backbone, heads, weighting)
+    return MultiTaskNet(transform, backbone, heads, weighting, decoder=decoder)
 
 
 # ---------------------------------------------------------------------------- builders
@@ -303,7 +371,7 @@ def multitask_narrow(
     num_classes: int = 6, width: int = 16, fpn_channels: int = 32, **config: Any
 ) -> MultiTaskNet:
     """The small from-scratch unified network for CPU training: the narrow 4-stage backbone
-    (``width`` .. ``8 width``) + FPN (32 channels) + P6, P7, 32-channel dense branches, 256 px."""
+    (``width`` .. ``8 width``) + FPN (32 channels) + P6, P7, a 32-channel dense decoder, 256 px."""
     from ..backbones.fpn import narrow_fpn
 
     neck = narrow_fpn(
