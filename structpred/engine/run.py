@@ -221,6 +221,8 @@ def train(
     if resample and image_size is not None:
         train_set, val_set = _LongerSide(train_set, image_size), _LongerSide(val_set, image_size)
     # training items only, never validation (refused here if the data cannot be augmented)
+    if config.augment and task.inputs == "sequence":
+        raise ValueError(f"--augment: {model_name} ({task.name}) reads sequences; augmentation is for images")
     train_set = augmented(train_set, config.augment, config.seed, int(kwargs.get("ignore_index", 255)))
     model = get_model(model_name, **kwargs)
     if resume and ckpt.latest_checkpoint(out_dir) is not None:
