@@ -73,14 +73,17 @@ def _forward(
     b: Tensor | None,
     valid: Tensor | None,
     reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The recurrence into buffers -> ``hs (T+1, B, H)``, ``cs = -2 c`` ``(T+1, B, H)``, activated
-    gates ``(T, B, 4H)`` (the g slot holds ``sigmoid(-2 a_g)``) and ``sigmoid(-2 c_t)`` ``(T, B, H)``.
+    factors: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The recurrence into buffers -> ``hs (T+1, B, H)``, ``cs = -2 c`` ``(T+1, B, H)``, the activated
+    gates ``(T, B, 4H)`` (the g slot holds ``sigmoid(-2 a_g)``) and, if ``factors``, the backward's
+    scaled derivative factors ``P' (T, B, 4H)`` and ``K' (T, B, H)`` (see :class:`LSTMScan`).
 
     Seven ops a step, none with a Python-scalar tensor operand (each would cost a wrap and a copy):
     ``addmm_`` (the gates buffer starts as the input projections), one ``sigmoid_`` over all four
     gates, three for ``-2 c_t = f (-2 c_{t-1}) + 4 i s_g - 2 i``, one ``sigmoid`` for
-    ``s_c = sigmoid(-2 c_t)`` and one ``addcmul`` for ``h_t = o - 2 o s_c = o tanh(c_t)``.
+    ``s_c = sigmoid(-2 c_t)`` and one ``addcmul`` for ``h_t = o - 2 o s_c = o tanh(c_t)``. The factors
+    take seven more while the step's gates are in cache (in bulk afterwards they cost ~3x as much).
     """
     H = w_hh.shape[1]
     wt_hh, wt_ih, b2 = _scaled_weights(w_ih, w_hh, b)
@@ -91,29 +94,47 @@ def _forward(
     cs = gates.new_empty(T + 1, B, H)  # -2 c
     hs[first] = h0
     torch.mul(c0, -2.0, out=cs[first])
-    sig_c = gates.new_empty(T, B, H)  # sigmoid(-2 c_t)
+    sig_c = gates.new_empty(B, H)  # sigmoid(-2 c_t) of the current step
     g4 = gates.view(T, B, 4, H)  # (T, B, 4H) -> (T, B, 4, H)
     i_l, f_l, g_l, o_l = (g4[:, :, k].unbind(0) for k in range(4))  # 4 x T x (B, H), views made once
-    a_l, h_l, c_l, s_l = gates.unbind(0), hs.unbind(0), cs.unbind(0), sig_c.unbind(0)
+    a_l, h_l, c_l = gates.unbind(0), hs.unbind(0), cs.unbind(0)
+    P = K = None
+    if factors:
+        P, K = torch.empty_like(gates), gates.new_empty(T, B, H)
+        p4 = P.view(T, B, 4, H)  # (T, B, 4H) -> (T, B, 4, H)
+        P_l, K_l = P.unbind(0), K.unbind(0)
+        Pi_l, Pf_l, Pg_l, Po_l = (p4[:, :, k].unbind(0) for k in range(4))
     masks = valid.unbind(0) if valid is not None else None
     for t in order:
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        i, f, o = i_l[t], f_l[t], o_l[t]
-        a_l[t].addmm_(h_l[prev], wt_hh).sigmoid_()  # (B, 4H): i, f, sigmoid(-2 a_g), o
+        i, f, s_g, o = i_l[t], f_l[t], g_l[t], o_l[t]
+        a = a_l[t].addmm_(h_l[prev], wt_hh).sigmoid_()  # (B, 4H): i, f, sigmoid(-2 a_g), o
         if masks is None:
-            c = torch.mul(f, c_l[prev], out=c_l[cur]).addcmul_(i, g_l[t], value=4.0).add_(i, alpha=-2.0)
-            torch.addcmul(o, o, torch.sigmoid(c, out=s_l[t]), value=-2.0, out=h_l[cur])
+            c = torch.mul(f, c_l[prev], out=c_l[cur]).addcmul_(i, s_g, value=4.0).add_(i, alpha=-2.0)
+            torch.addcmul(o, o, torch.sigmoid(c, out=sig_c), value=-2.0, out=h_l[cur])
         else:
-            c = torch.mul(f, c_l[prev]).addcmul_(i, g_l[t], value=4.0).add_(i, alpha=-2.0)
-            h = torch.addcmul(o, o, torch.sigmoid(c, out=s_l[t]), value=-2.0)
+            c = torch.mul(f, c_l[prev]).addcmul_(i, s_g, value=4.0).add_(i, alpha=-2.0)
+            h = torch.addcmul(o, o, torch.sigmoid(c, out=sig_c), value=-2.0)
             torch.where(masks[t], c, c_l[prev], out=c_l[cur])
             torch.where(masks[t], h, h_l[prev], out=h_l[cur])
-    return hs, cs, gates, sig_c
+        if factors:
+            torch.addcmul(a, a, a, value=-1.0, out=P_l[t])  # D = s (1 - s) for all four sigmoids
+            Pi_l[t].addcmul_(Pi_l[t], s_g, value=-2.0)  # D_i (1 - 2 s_g) = D_i g
+            Pf_l[t].mul_(c_l[prev])  # D_f (-2 c_{t-1})
+            Pg_l[t].mul_(i)  # D_g i = (1 - g^2) i / 4
+            Po_l[t].addcmul_(Po_l[t], sig_c, value=-2.0)  # D_o (1 - 2 s_c) = D_o tanh(c_t)
+            torch.addcmul(sig_c, sig_c, sig_c, value=-1.0, out=K_l[t]).mul_(o)  # o (1 - tanh^2 c_t) / 4
+    return hs, cs, gates, P, K
 
 
 class LSTMScan(torch.autograd.Function):
     """``(x (T, B, I), h0, c0 (B, H), w_ih (4H, I), w_hh (4H, H), b (4H,) | None, valid (T, B, 1) | None,
-    reverse)`` -> ``out (T, B, H), h_n, c_n (B, H)``; hand-written backward (see the module)."""
+    reverse)`` -> ``out (T, B, H), h_n, c_n (B, H)``; hand-written backward (see the module).
+
+    The forward stores ``P' = P / r`` and ``K' = K / 4`` with the gate scales ``r = (1, -1/2, 4, 1)``
+    (i, f, g, o): what the step computes in fewest ops. The backward runs on ``dG' = dG / r``:
+    ``dh_{t-1} = dG' (r W)``, and the weights' gradients are scaled back by ``r`` once, at the end.
+    """
 
     @staticmethod
     def forward(
@@ -127,42 +148,32 @@ class LSTMScan(torch.autograd.Function):
         valid: Tensor | None,
         reverse: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        hs, cs, gates, sig_c = _forward(x, h0, c0, w_ih, w_hh, b, valid, reverse)
+        hs, cs, gates, P, K = _forward(x, h0, c0, w_ih, w_hh, b, valid, reverse, factors=True)
         T = x.shape[0]
         out_sl, last = _slots(T, reverse)[2], (0 if reverse else T)
         ctx.reverse = reverse
-        ctx.save_for_backward(x, hs, cs, gates, sig_c, w_ih, w_hh, valid)
+        ctx.save_for_backward(x, hs, gates, P, K, w_ih, w_hh, valid)
         return hs[out_sl], hs[last].clone(), cs[last] * -0.5
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor, d_hn: Tensor, d_cn: Tensor) -> tuple[Tensor | None, ...]:
-        x, hs, cs, gates, sig_c, w_ih, w_hh, valid = ctx.saved_tensors
+        x, hs, gates, P, K, w_ih, w_hh, valid = ctx.saved_tensors
         reverse: bool = ctx.reverse
         T, B, G = gates.shape
         H = G // 4
         order, _, _, prev_sl = _slots(T, reverse)
-        i, f, s_g, o = gates.view(T, B, 4, H).unbind(2)  # (T, B, 4H) -> 4 x (T, B, H)
-        g = torch.mul(s_g, -2.0).add_(1.0)  # tanh(a_g) = 1 - 2 sigmoid(-2 a_g)
-        c_prev, h_prev = cs[prev_sl] * -0.5, hs[prev_sl]  # (T, B, H), the states each step read
-        tanh_c = torch.mul(sig_c, -2.0).add_(1.0)  # tanh(c_t) = 1 - 2 sigmoid(-2 c_t)
-        # Derivative factors for all steps at once (see the module doc).
-        P = torch.empty_like(gates)
-        P_i, P_f, P_g, P_o = P.view(T, B, 4, H).unbind(2)
-        torch.mul(torch.addcmul(i, i, i, value=-1), g, out=P_i)  # g i (1 - i)
-        torch.mul(torch.addcmul(f, f, f, value=-1), c_prev, out=P_f)  # c_{t-1} f (1 - f)
-        torch.addcmul(i, i, g * g, value=-1, out=P_g)  # i (1 - g^2)
-        torch.mul(torch.addcmul(o, o, o, value=-1), tanh_c, out=P_o)  # tanh(c_t) o (1 - o)
-        K = torch.addcmul(o, o, tanh_c * tanh_c, value=-1)  # o (1 - tanh^2 c_t), (T, B, H)
-        F: Tensor = f
+        r = torch.tensor([1.0, -0.5, 4.0, 1.0], dtype=gates.dtype, device=gates.device).view(4, 1)
+        w_hh_r = torch.mul(w_hh.view(4, H, H), r.unsqueeze(2)).view(G, H)  # (4H, H), rows times r
+        F: Tensor = gates.view(T, B, 4, H)[:, :, 1]  # f, (T, B, H)
         keep: tuple[Tensor, ...] | None = None
         if valid is not None:
             m = valid.to(gates.dtype)  # (T, B, 1)
-            P.mul_(m)
-            K.mul_(m)
-            F = torch.where(valid, f, torch.ones((), dtype=f.dtype, device=f.device))
+            P = P * m
+            K = K * m
+            F = torch.where(valid, F, torch.ones((), dtype=F.dtype, device=F.device))
             keep = (1 - m).unbind(0)  # T x (B, 1): 1 where the state is carried through
-        dG = torch.empty_like(gates)  # d(pre-activation gates), (T, B, 4H)
+        dG = torch.empty_like(gates)  # dG' = d(pre-activation gates) / r, (T, B, 4H)
         dG4 = dG.view(T, B, 4, H)  # (T, B, 4H) -> (T, B, 4, H)
         dG_ifg, dG_o = dG4[:, :, :3].unbind(0), dG4[:, :, 3].unbind(0)
         P4 = P.view(T, B, 4, H)
@@ -173,24 +184,31 @@ class LSTMScan(torch.autograd.Function):
         dc = d_cn.clone()  # (B, H), updated in place below
         dc3 = dc.unsqueeze(1)  # (B, 1, H), a view broadcast over the i, f, g gates
         for n, t in enumerate(steps):
-            dc.addcmul_(dh, K_l[t])
+            dc.addcmul_(dh, K_l[t], value=4.0)
             torch.mul(P_ifg[t], dc3, out=dG_ifg[t])  # (B, 3, H)
             torch.mul(P_ol[t], dh, out=dG_o[t])
             dc.mul_(F_l[t])
             if n + 1 < len(steps):
-                dh_next = torch.addmm(d_out_l[steps[n + 1]], dG_l[t], w_hh)  # (B, 4H) @ (4H, H)
+                dh_next = torch.addmm(d_out_l[steps[n + 1]], dG_l[t], w_hh_r)  # (B, 4H) @ (4H, H)
             else:
-                dh_next = torch.mm(dG_l[t], w_hh)
+                dh_next = torch.mm(dG_l[t], w_hh_r)
             if keep is not None:
                 dh_next.addcmul_(dh, keep[t])
             dh = dh_next
-        # The weights' and the input's gradients: one GEMM each over all steps.
+        # The weights' and the input's gradients: one GEMM each over all steps, then rows times r.
         need = ctx.needs_input_grad
         dG2 = dG.view(T * B, G)  # (T, B, 4H) -> (T*B, 4H)
-        d_x = torch.mm(dG2, w_ih).view(x.shape) if need[0] else None  # (T*B, 4H) @ (4H, I)
-        d_wih = torch.mm(dG2.t(), x.reshape(T * B, -1)) if need[3] else None  # (4H, T*B) @ (T*B, I)
-        d_whh = torch.mm(dG2.t(), h_prev.reshape(T * B, H)) if need[4] else None  # (4H, H)
-        d_b = dG2.sum(0) if need[5] else None  # (4H,)
+        d_x = d_wih = d_whh = d_b = None
+        if need[0]:
+            w_ih_r = torch.mul(w_ih.view(4, H, -1), r.unsqueeze(2)).view(G, -1)  # (4H, I)
+            d_x = torch.mm(dG2, w_ih_r).view(x.shape)  # (T*B, 4H) @ (4H, I) -> (T, B, I)
+        if need[3]:  # (4H, T*B) @ (T*B, I) -> (4, H, I) * r -> (4H, I)
+            d_wih = torch.mm(dG2.t(), x.reshape(T * B, -1)).view(4, H, -1).mul_(r.unsqueeze(2)).view(G, -1)
+        if need[4]:  # (4H, T*B) @ (T*B, H) -> (4H, H)
+            h_prev = hs[prev_sl].reshape(T * B, H)  # the states each step read
+            d_whh = torch.mm(dG2.t(), h_prev).view(4, H, H).mul_(r.unsqueeze(2)).view(G, H)
+        if need[5]:
+            d_b = dG2.sum(0).view(4, H).mul_(r).view(G)  # (4H,)
         return d_x, dh, dc, d_wih, d_whh, d_b, None, None
 
 
@@ -253,7 +271,7 @@ def lstm_scan(
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         out, h_n, c_n = LSTMScan.apply(*args, valid, reverse)
         return out, h_n, c_n
-    hs, cs, _, _ = _forward(*args, valid, reverse)
+    hs, cs, _, _, _ = _forward(*args, valid, reverse)
     T = x.shape[0]
     last = 0 if reverse else T
     return hs[_slots(T, reverse)[2]], hs[last], cs[last] * -0.5
