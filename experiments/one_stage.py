@@ -6,6 +6,7 @@ per run, ``--jobs`` runs at a time; then the table)::
 
     OMP_NUM_THREADS=1 python experiments/one_stage.py --data shapes --jobs 2
     python experiments/one_stage.py --data shapes --table      # reprint from OUT/*/result.json
+    OMP_NUM_THREADS=1 python experiments/one_stage.py --overfit yolo_v1_narrow   # loss / encoding check
 
 Each recipe is the model's shapes-world recipe (from its docs page); on ``trees`` / ``nuclei``
 the same recipe runs with that dataset's image size (400 px tiles for trees, 256 px nuclei).
@@ -59,6 +60,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (one thread each)")
     p.add_argument("--table", action="store_true", help="only print the table from OUT/*/result.json")
+    p.add_argument("--overfit", metavar="MODEL", help="one-image overfit check: train-image map_50 (-> ~1)")
     p.add_argument("--one", metavar="MODEL", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -124,6 +126,40 @@ def _one(a: argparse.Namespace, out: Path, model: str) -> None:
     print(f"{model}: {result}", flush=True)
 
 
+def overfit(model_name: str, steps: int = 300, index: int = 0) -> dict[str, float]:
+    """Train ``model_name`` (dropout off) on one shapes training image for ``steps`` AdamW steps
+    (lr 1e-3, no weight decay, seed 0) and score that image in eval mode: a loss and a target
+    encoding that are right give map_50 near 1 (objects a detector cannot represent aside, e.g.
+    YOLO v1's second object in one cell)."""
+    import torch
+
+    from structpred.data.shapes import ShapesWorld
+    from structpred.metrics.detection import MeanAveragePrecision
+    from structpred.models import get_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    image, full = ShapesWorld("train")[index]
+    target = {"boxes": full["boxes"], "labels": full["labels"]}
+    kwargs = {"dropout": 0.0} if model_name.startswith("yolo_v1") else {}
+    model = get_model(model_name, **kwargs).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    for _ in range(steps):
+        _, losses = model([image], [target], predict=False)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()  # type: ignore[union-attr]
+        optimizer.step()
+    model.eval()
+    metric = MeanAveragePrecision()
+    with torch.no_grad():
+        preds, _ = model([image])
+    metric.update(preds, [target])
+    scores = metric.compute()
+    out = {"loss": float(sum(losses.values())), **{k: float(scores[k]) for k in ("map_50", "map")}}
+    print(f"{model_name} overfit on train image {index} ({len(target['labels'])} objects): {out}")
+    return out
+
+
 def table(out: Path) -> str:
     """The markdown table of every ``OUT/*/result.json``."""
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
@@ -144,6 +180,9 @@ def table(out: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     a = _parse(argv)
     logging.basicConfig(level=logging.WARNING)
+    if a.overfit:
+        overfit(a.overfit)
+        return
     out = Path(a.out or f"out/one_stage-{a.data}")
     out.mkdir(parents=True, exist_ok=True)
     if a.table:
@@ -152,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.one:
         _one(a, out, a.one)
         return
+
     models = [m for m in a.models.split(",") if m]
     unknown = [m for m in models if m not in RECIPES]
     if unknown:
