@@ -49,6 +49,20 @@ def test_paper_network_builds_on_meta_with_its_7x7x30_output() -> None:
     assert parameter_count("yolo_v1") == expected == 271_703_550
 
 
+def test_narrow_trains_with_the_papers_dropout_after_the_first_fc() -> None:
+    model = get_model("yolo_v1_narrow", hidden=32, width_div=4)  # the default: the paper's 0.5
+    assert model.head.dropout.p == 0.5 and get_model("yolo_v1_narrow", dropout=0.2).head.dropout.p == 0.2
+    features = torch.rand(2, 16, 8, 8)
+    torch.manual_seed(0)
+    model.head.train()
+    a, b = model.head(features), model.head(features)
+    assert not torch.equal(a, b)  # units dropped at random in training
+    model.head.eval()
+    assert torch.equal(model.head(features), model.head(features))  # and never in evaluation
+    with pytest.raises(ValueError, match="dropout"):
+        get_model("yolo_v1_narrow", dropout=1.5)
+
+
 def test_grid_that_does_not_divide_the_input_is_refused() -> None:
     with pytest.raises(ValueError, match="grid_size 7 does not divide input_size 256"):
         get_model("yolo_v1_narrow", grid_size=7)
