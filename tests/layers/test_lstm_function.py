@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from structpred.layers import LSTM
-from structpred.layers.lstm_function import LSTMScan, _reference_scan, lstm_scan
+from structpred.layers.lstm_function import LSTMScan, _reference_scan, _scaled_weights, lstm_scan
 
 
 @pytest.fixture(autouse=True)
@@ -41,8 +41,14 @@ def _valid(lengths: list[int], T: int) -> Tensor:
 
 @pytest.mark.parametrize(
     ("T", "lengths", "reverse", "bias"),
-    [(4, None, False, True), (4, None, True, True), (4, [4, 2, 1], False, True), (4, [1, 3, 4], True, True),
-     (1, None, False, False), (3, [3, 1, 2], False, False)],
+    [
+        (4, None, False, True),
+        (4, None, True, True),
+        (4, [4, 2, 1], False, True),
+        (4, [1, 3, 4], True, True),
+        (1, None, False, False),
+        (3, [3, 1, 2], False, False),
+    ],
 )
 def test_gradcheck_float64(T: int, lengths: list[int] | None, reverse: bool, bias: bool) -> None:
     args = _inputs(T, 3, 2, 3, bias)
@@ -86,8 +92,9 @@ CASES = [  # T, B, I, H, layers, bidirectional, lengths
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("T", "B", "n_in", "H", "L", "bi", "lengths"), CASES)
-def test_parity_with_torch_lstm(T: int, B: int, n_in: int, H: int, L: int, bi: bool,
-                                lengths: list[int] | None, dtype: torch.dtype) -> None:
+def test_parity_with_torch_lstm(
+    T: int, B: int, n_in: int, H: int, L: int, bi: bool, lengths: list[int] | None, dtype: torch.dtype
+) -> None:
     torch.manual_seed(T * 100 + H)
     peer = nn.LSTM(n_in, H, num_layers=L, bidirectional=bi).to(dtype)
     ours = LSTM(n_in, H, num_layers=L, bidirectional=bi).to(dtype)
@@ -132,3 +139,41 @@ def test_frozen_weights_take_the_no_grad_path_and_input_grads_still_flow() -> No
     peer(x2)[0].sum().backward()
     assert x.grad is not None and x2.grad is not None
     torch.testing.assert_close(x.grad, x2.grad, atol=1e-5, rtol=0)
+
+
+def test_scaled_weights_are_contiguous_transposed_copies_with_the_g_gate_times_minus_two() -> None:
+    _, _, _, w_ih, w_hh, b = _inputs(2, 2, 3, 4)
+    before = [t.detach().clone() for t in (w_ih, w_hh, b)]
+    with torch.no_grad():  # as inside the Function's forward and the no-grad path
+        wt_hh, wt_ih, b2 = _scaled_weights(w_ih, w_hh, b)
+    scale = torch.tensor([1.0, 1.0, -2.0, 1.0], dtype=torch.float64).repeat_interleave(4)  # (4H,)
+    for got, want in ((wt_hh, w_hh.t() * scale), (wt_ih, w_ih.t() * scale)):
+        assert got.is_contiguous()  # the per-step GEMM's fast layout (a transposed view is ~25% slower)
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+    assert b2 is not None
+    torch.testing.assert_close(b2, b * scale, atol=0, rtol=0)
+    for t, old in zip((w_ih, w_hh, b), before, strict=True):
+        assert torch.equal(t, old)  # the parameters are not modified
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_float32_paths_agree_at_a_bench_like_size(reverse: bool) -> None:
+    """The Function (per-step factors, mv bias gradient) against autograd through the reference loop."""
+    g = torch.Generator().manual_seed(3)
+    T, B, H = 12, 8, 32
+    args = [
+        torch.randn(*s, generator=g) * 0.3
+        for s in ((T, B, H), (B, H), (B, H), (4 * H, H), (4 * H, H), (4 * H,))
+    ]
+    fast = [a.clone().requires_grad_() for a in args]
+    ref = [a.clone().requires_grad_() for a in args]
+    out_f = lstm_scan(*fast[:5], fast[5], torch.zeros(4 * H), reverse=reverse)
+    out_r = _reference_scan(*ref, None, reverse)
+    w = [torch.randn(o.shape, generator=g) for o in out_r]
+    sum((o * k).sum() for o, k in zip(out_f, w, strict=True)).backward()
+    sum((o * k).sum() for o, k in zip(out_r, w, strict=True)).backward()
+    for o_f, o_r in zip(out_f, out_r, strict=True):
+        torch.testing.assert_close(o_f, o_r, atol=2e-6, rtol=0)
+    for a_f, a_r in zip(fast, ref, strict=True):
+        assert a_f.grad is not None and a_r.grad is not None
+        torch.testing.assert_close(a_f.grad, a_r.grad, atol=2e-5, rtol=0)
