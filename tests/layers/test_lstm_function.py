@@ -167,11 +167,13 @@ def test_float32_paths_agree_at_a_bench_like_size(reverse: bool) -> None:
     ]
     fast = [a.clone().requires_grad_() for a in args]
     ref = [a.clone().requires_grad_() for a in args]
-    out_f = lstm_scan(*fast[:5], fast[5], torch.zeros(4 * H), reverse=reverse)
-    out_r = _reference_scan(*ref, None, reverse)
+    x, h0, c0, w_ih, w_hh, b = fast
+    out_f = lstm_scan(x, h0, c0, w_ih, w_hh, b, torch.zeros(4 * H), reverse=reverse)
+    x, h0, c0, w_ih, w_hh, b = ref
+    out_r = _reference_scan(x, h0, c0, w_ih, w_hh, b, None, reverse)
     w = [torch.randn(o.shape, generator=g) for o in out_r]
-    sum((o * k).sum() for o, k in zip(out_f, w, strict=True)).backward()
-    sum((o * k).sum() for o, k in zip(out_r, w, strict=True)).backward()
+    torch.stack([(o * k).sum() for o, k in zip(out_f, w, strict=True)]).sum().backward()
+    torch.stack([(o * k).sum() for o, k in zip(out_r, w, strict=True)]).sum().backward()
     for o_f, o_r in zip(out_f, out_r, strict=True):
         torch.testing.assert_close(o_f, o_r, atol=2e-6, rtol=0)
     for a_f, a_r in zip(fast, ref, strict=True):
