@@ -64,6 +64,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="their seeds")
     p.add_argument("--dense-decoder", default="shared", choices=("shared", "per_head"))
     p.add_argument("--compare", type=Path, help="an earlier sweep's results.json: comparison rows")
+    p.add_argument("--reuse", type=Path, help="an earlier sweep's --out: reuse its single_* runs")
+    p.add_argument("--reuse-seeds", type=int, nargs="*", default=[0, 1], help="the seeds reused")
     p.add_argument("--input-size", type=int, default=128, help="the shorter side the network sees")
     p.add_argument("--train-images", type=int, default=1600)
     p.add_argument("--val-images", type=int, default=200)
@@ -202,19 +204,34 @@ def pilot(steps: int = 5) -> dict[str, Any]:
 
 def timing(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Parameters and inference time (ms per image, median of ``a.repeats`` interleaved rounds,
-    2 threads) of the ``unified`` model vs its ``single_*`` models, batch 1 and 8."""
+    2 threads) of the trained ``unified`` model vs its ``single_*`` models, batch 1 and 8. A single
+    is its own trained checkpoint if its run has one, else the unified checkpoint's trunk (+ decoder)
+    and head (:func:`structpred.bench.multitask.build_models`: it predicts what the unified does)."""
     import torch
 
+    from structpred.bench.multitask import Case, build_models
     from structpred.data.shapes import ShapesWorld
+    from structpred.engine.checkpoint import resolve_checkpoint
     from structpred.engine.run import load_model
 
     torch.set_num_threads(2)
     before = _uptime()
     names = ["unified", *(f"single_{h}" for h in HEADS)]
-    models = {n: load_model(a.out / "runs" / f"{n}-s{seed}")[0].eval() for n in names}
+    run = a.out / "runs" / f"unified-s{seed}"
+    unified, from_unified = build_models(Case("multitask_narrow", a.input_size, 8, checkpoint=str(run)))
+    models: dict[str, Any] = {"unified": unified}
+    source: dict[str, str] = {}
+    for h in HEADS:
+        own = a.out / "runs" / f"single_{h}-s{seed}"
+        try:
+            resolve_checkpoint(own, False)
+            models[f"single_{h}"], source[h] = load_model(own)[0].eval(), "its own trained checkpoint"
+        except ValueError:
+            models[f"single_{h}"], source[h] = from_unified[h], "the unified checkpoint's trunk and head"
     images = [ShapesWorld("val", num_images=8)[i][0] for i in range(8)]
     size = list(images[0].shape[1:])
     out: dict[str, Any] = {"seed": seed, "threads": 2, "repeats": a.repeats, "image_size": size}
+    out["singles_weights"] = source
     out["params"] = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
     for batch in (1, 8):
         times: dict[str, list[float]] = {n: [] for n in names}
@@ -258,6 +275,29 @@ def _git() -> dict[str, Any]:
     return {"commit": run("rev-parse", "HEAD"), "dirty_structpred": dirty}
 
 
+def collect(out: Path) -> list[dict[str, Any]]:
+    """Every finished run under ``out/runs`` (this sweep's and earlier drivers' into the same
+    ``--out``, and reused ones: see :func:`reuse`)."""
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/result.json"))]
+
+
+def reuse(a: argparse.Namespace, old: Path, names: list[str], seeds: list[int]) -> None:
+    """Copy the ``result.json`` of runs ``names`` x ``seeds`` of an earlier sweep under ``old``
+    (``old/runs/<name>-s<seed>``) into this one, marked ``reused_from``: for runs whose network
+    and recipe are unchanged (checked bit for bit: the single-task models, see RESULTS)."""
+    for name in names:
+        for seed in seeds:
+            src = old / "runs" / f"{name}-s{seed}" / "result.json"
+            dst = a.out / "runs" / f"{name}-s{seed}" / "result.json"
+            if dst.exists() or not src.exists():
+                continue
+            result = json.loads(src.read_text())
+            result["reused_from"] = str(src)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(json.dumps(result, indent=1))
+            LOG.info("reused %s", src)
+
+
 def _compare(a: argparse.Namespace) -> dict[str, Any] | None:
     return json.loads(a.compare.read_text()) if a.compare else None
 
@@ -266,8 +306,13 @@ def main(argv: list[str] | None = None) -> None:
     a = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.reuse:
+        reuse(a, a.reuse, [f"single_{h}" for h in HEADS], a.reuse_seeds)
     if a.table:
         saved = json.loads((a.out / "results.json").read_text())
+        saved["runs"] = collect(a.out)
+        if (a.out / "timing.json").exists():
+            saved["timing"] = json.loads((a.out / "timing.json").read_text())
         if "pilot" not in saved and (a.out / "pilot.json").exists():  # a --pilot run after the sweep
             saved["pilot"] = json.loads((a.out / "pilot.json").read_text())
             (a.out / "results.json").write_text(json.dumps(saved, indent=1, default=str))
@@ -315,8 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         f.close()
     if failed:
         raise SystemExit(f"failed: {failed}; see the logs under {a.out}")
-    done = [a.out / "runs" / f"{n}-s{s}" / "result.json" for n, s in jobs]
-    runs = [json.loads(path.read_text()) for path in done]
+    runs = collect(a.out)
     settings = {k: v for k, v in vars(a).items() if k not in ("out", "one", "table")}
     settings["steps"] = a.epochs * (a.train_images // a.batch)
     settings["recipe"] = "AdamW, weight decay 1e-4 (none on the weighting's), linear warm-up, cosine to 0"

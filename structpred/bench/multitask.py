@@ -1,9 +1,14 @@
 """Multi-task benchmark: the unified network against its four single-task models run one after another.
 
 ``structpred bench multitask``, issue 21's speed part. Eval
-mode, ``torch.no_grad()``, random weights (seed 0), the ShapesWorld test images (128 x 128) as one
-``[B, 3, 128, 128]`` batch, which every model resizes to its ``input_size``; a call is the whole
-inference (normalise, resize, network, FCOS decoding + NMS, dense maps back to 128 x 128).
+mode, ``torch.no_grad()``, the ShapesWorld test images (128 x 128) as one ``[B, 3, 128, 128]``
+batch, which every model resizes to its ``input_size``; a call is the whole inference (normalise,
+resize, network, shared dense decoder, FCOS decoding + NMS, dense maps back to 128 x 128).
+
+Weights: random (seed 0) by default; ``--checkpoint RUN`` times a trained multi-task checkpoint
+(its builder and settings, at its own input size and at 256 px) instead. The output's first line
+says which. A trained detection head keeps the few boxes it is sure of, so its post-processing
+costs what it costs in use; at random weights every head keeps its 100 detections per image.
 
 Models (:mod:`structpred.models.multitask`): the unified model with the four heads (detection,
 semantic, parts, depth) and the four single-head models ``heads=(h,)`` of the same builder, each
@@ -17,7 +22,8 @@ Rows per case:
   unified / singles <= 0.5. The same run gives each single model's median (timed inside the
   sequence).
 - breakdown: the unified model's parts, timed round-robin: the trunk (transform + backbone +
-  FPN, P2..P7) and each head on the trunk's cached features (:class:`SharedFeatures`).
+  FPN P2..P7, the shared dense decoder) and each head on the trunk's cached features
+  (:class:`SharedFeatures`).
 - throughput: GFLOP of one unified call and of the four singles, counted by
   ``torch.utils.flop_counter.FlopCounterMode`` (:func:`~structpred.bench.detection.count_gflop`),
   divided by the median time, against this machine's float32 matmul peak measured in the same
@@ -35,16 +41,16 @@ the detection head differs accordingly.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..layers.transform import as_image_list
 from ..models.multitask import HEAD_KINDS, MultiTaskNet
 from ..models.multitask_heads import SharedFeatures
 from ..models.registry import get_model
@@ -58,16 +64,19 @@ ATOL = 1e-4  # unified vs single-head predictions
 
 @dataclass(frozen=True)
 class Case:
-    """One measured setting: a registered multi-task builder, its input size, the batch."""
+    """One measured setting: a registered multi-task builder (or a trained checkpoint of one), its
+    input size, the batch."""
 
     model: str
     input_size: int
     batch: int
     image_size: int = 128  # px, the ShapesWorld images fed (the model resizes to input_size)
+    checkpoint: str | None = None  # a trained run (its weights and settings) instead of random weights
 
     @property
     def name(self) -> str:
-        return f"{self.model}, {self.input_size} px input, batch {self.batch}"
+        trained = " (trained)" if self.checkpoint else ""
+        return f"{self.model}{trained}, {self.input_size} px input, batch {self.batch}"
 
 
 CASES = (
@@ -85,7 +94,7 @@ class Result:
     """One case's figures (times in ms, medians)."""
 
     case: Case
-    comparison: Comparison  # unified vs the four singles in sequence
+    comparison: Comparison  # unified vs the singles in sequence
     single_ms: dict[str, float]  # each single-head model, timed inside the sequence
     trunk_ms: float  # transform + backbone + FPN of the unified model
     head_ms: dict[str, float]  # each head of the unified model on the cached trunk features
@@ -94,6 +103,7 @@ class Result:
     params_unified: int
     params_singles: int
     peak_gflops: float
+    detections_per_image: float  # what the detection head keeps (NMS's load); 0 without one
 
     @property
     def gflops_unified(self) -> float:
@@ -119,14 +129,43 @@ def _build(case: Case, **config: Any) -> MultiTaskNet:
     return model.eval()
 
 
+def _unified(case: Case) -> tuple[MultiTaskNet, dict[str, Any]]:
+    """The unified model (random seed-0 or the checkpoint's weights) and the settings to build
+    its single-head models with."""
+    if case.checkpoint is None:
+        torch.manual_seed(SEED)
+        return _build(case), {}
+    from ..engine.run import load_model
+
+    model, config = load_model(case.checkpoint, image_size=case.input_size)
+    if not isinstance(model, MultiTaskNet):
+        raise ValueError(f"{case.checkpoint}: a {type(model).__name__}, not a multi-task model")
+    # the singles: the same settings, one head, fixed weights (the weighting has no say at inference)
+    kwargs = {**config.model_kwargs, "weighting": "fixed", "weighting_args": {}}
+    kwargs.pop("input_size", None)
+    return model.eval(), kwargs
+
+
+def checkpoint_cases(checkpoint: str) -> tuple[Case, ...]:
+    """The cases of a trained checkpoint: its own input size at batch 8 and 1, and 256 px at batch 8."""
+    from ..engine.run import load_model
+
+    model, config = load_model(checkpoint)
+    if not isinstance(model, MultiTaskNet):
+        raise ValueError(f"{checkpoint}: a {type(model).__name__}, not a multi-task model")
+    size = int(config.model_kwargs.get("input_size", model.transform.min_size[0]))
+    sizes = [(size, 8), (size, 1)] + ([(256, 8)] if size != 256 else [])
+    return tuple(Case(config.model_name, s, b, checkpoint=str(checkpoint)) for s, b in sizes)
+
+
 def build_models(case: Case) -> tuple[MultiTaskNet, dict[str, MultiTaskNet]]:
-    """The unified model (seed 0, eval) and the single-head ones carrying its weights."""
-    torch.manual_seed(SEED)
-    unified = _build(case)
+    """The unified model (eval: seed 0, or the case's checkpoint) and the single-head ones
+    carrying its weights."""
+    unified, settings = _unified(case)
     state = unified.state_dict()
     singles = {}
-    for head in HEAD_KINDS:
-        single = _build(case, heads=(head,))
+    for head in unified.heads:
+        single = _build(case, **{**settings, "heads": (head,)})
         keys = single.state_dict().keys()
         if not keys <= state.keys():
             raise RuntimeError(f"{case.model} heads=({head!r},) has weights the unified model lacks")
@@ -199,7 +238,7 @@ def measure(case: Case, repeats: int, warmup: int, peak: float) -> Result:
 
     single_times: dict[str, list[float]] = {head: [] for head in singles}
 
-    def in_sequence() -> None:  # the peer: the four single-task models one after another
+    def in_sequence() -> None:  # the peer: the single-task models one after another
         for head, call in single_calls.items():
             start = time.perf_counter()
             call()
@@ -222,6 +261,7 @@ def measure(case: Case, repeats: int, warmup: int, peak: float) -> Result:
     parts = _round_robin(
         {"trunk": run_trunk, **{head: head_call(head) for head in unified.heads}}, repeats, warmup
     )
+    kept = [len(d["boxes"]) for d in predictions.get("detection", [])]
     return Result(
         case,
         comparison,
@@ -233,21 +273,23 @@ def measure(case: Case, repeats: int, warmup: int, peak: float) -> Result:
         sum(p.numel() for p in unified.parameters()),
         sum(p.numel() for m in singles.values() for p in m.parameters()),
         peak,
+        statistics.fmean(kept) if kept else 0.0,
     )
 
 
 def format_results(results: list[Result]) -> str:
     """The four Markdown tables: ratio, breakdown, throughput, parameters."""
-    heads = list(HEAD_KINDS)
+    heads = [h for h in HEAD_KINDS if any(h in r.head_ms for r in results)]
     ratio = [
-        "| case | unified (ms) | 4 single-task models in sequence (ms) | unified / singles | target |",
-        "|---|---:|---:|---:|---|",
+        "| case | unified (ms) | single-task models in sequence (ms) | unified / singles | target | "
+        "detections / image |",
+        "|---|---:|---:|---:|---|---:|",
     ]
     for r in results:
         c = r.comparison
         ratio.append(
             f"| {c.name} | {c.ours_ms:.1f} | {c.peer_ms:.1f} | **{c.ratio:.2f}** | "
-            f"<= {TARGET:g} {c.verdict} |"
+            f"<= {TARGET:g} {c.verdict} | {r.detections_per_image:.1f} |"
         )
     parts = [
         "| case | trunk | " + " | ".join(f"{h} head" for h in heads) + " | trunk + heads | unified | "
@@ -255,9 +297,10 @@ def format_results(results: list[Result]) -> str:
         "|---|" + "---:|" * (2 * len(heads) + 4),
     ]  # fmt: skip
     for r in results:
-        cells = [r.trunk_ms, *(r.head_ms[h] for h in heads), r.trunk_ms + sum(r.head_ms.values())]
-        cells += [r.comparison.ours_ms, *(r.single_ms[h] for h in heads), sum(r.single_ms.values())]
-        parts.append(f"| {r.case.name} | " + " | ".join(f"{v:.1f}" for v in cells) + " |")
+        cells = [r.trunk_ms, *(r.head_ms.get(h) for h in heads), r.trunk_ms + sum(r.head_ms.values())]
+        cells += [r.comparison.ours_ms, *(r.single_ms.get(h) for h in heads), sum(r.single_ms.values())]
+        text = ["-" if v is None else f"{v:.1f}" for v in cells]
+        parts.append(f"| {r.case.name} | " + " | ".join(text) + " |")
     throughput = [
         "| case | unified GFLOP | unified GFLOP/s | % of matmul peak | singles GFLOP | singles GFLOP/s | "
         "% of matmul peak | GFLOP unified / singles |",
@@ -271,7 +314,7 @@ def format_results(results: list[Result]) -> str:
             f"{100 * r.gflops_singles / r.peak_gflops:.1f} | {r.gflop_unified / r.gflop_singles:.2f} |"
         )
     params = [
-        "| model | unified parameters | sum of the 4 single-task models | unified / singles |",
+        "| model | unified parameters | sum of the single-task models | unified / singles |",
         "|---|---:|---:|---:|",
     ]
     seen = set()
@@ -285,26 +328,45 @@ def format_results(results: list[Result]) -> str:
     return "\n\n".join("\n".join(t) for t in (ratio, parts, throughput, params))
 
 
-def run(repeats: int = 7, threads: int = 2, quick: bool = False) -> tuple[list[Result], float]:
-    """Every case's figures and the matmul peak (GFLOP/s) of the same run."""
+def run(
+    repeats: int = 7, threads: int = 2, quick: bool = False, checkpoint: str | None = None
+) -> tuple[list[Result], float]:
+    """Every case's figures and the matmul peak (GFLOP/s) of the same run (``checkpoint``: the
+    trained run's cases, :func:`checkpoint_cases`)."""
     torch.set_num_threads(threads)
     warmup = 0 if quick else 1
     peak = matmul_peak(512, 3) if quick else matmul_peak(2048, 10)
-    cases = QUICK_CASES if quick else CASES
+    cases = checkpoint_cases(checkpoint) if checkpoint else QUICK_CASES if quick else CASES
+    if checkpoint and quick:
+        cases = tuple(replace(c, batch=min(c.batch, 2)) for c in cases[:1])
     return [measure(case, repeats, warmup, peak) for case in cases], peak
+
+
+def _load() -> str:
+    """The 1, 5, 15 min load averages (the machine may be shared: printed beside the figures)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> str:
     """CLI entry: run, print and return the Markdown tables."""
     parser = suite_parser("multitask", __doc__, 7)
+    parser.add_argument(
+        "--checkpoint", help="a trained multi-task run (or checkpoint file) to time instead of random weights"
+    )
     args = parser.parse_args(argv)
     repeats = suite_repeats(parser, args)
     previous_threads = torch.get_num_threads()
+    load_before = _load()
     try:
-        results, peak = run(repeats, args.threads, args.quick)
+        results, peak = run(repeats, args.threads, args.quick, args.checkpoint)
     finally:  # the caller (a test, a notebook) gets its own thread count back
         torch.set_num_threads(previous_threads)
+    weights = f"trained checkpoint {args.checkpoint}" if args.checkpoint else f"random (seed {SEED})"
     header = (
+        f"weights: {weights}; load average before / after: {load_before} / {_load()}\n"
         f"torch {torch.__version__}, {args.threads} threads, median of {repeats} runs (unified and the "
         f"singles in sequence alternating; the breakdown round-robin), matmul peak {peak:.1f} GFLOP/s"
     )

@@ -7,6 +7,8 @@ the single-head models the suite builds predict what the unified model predicts.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -73,3 +75,42 @@ def test_max_difference() -> None:
         multitask.max_difference(torch.zeros(2), torch.zeros(3), "x")
     with pytest.raises(RuntimeError, match="another structure"):
         multitask.max_difference({"a": torch.zeros(1)}, {"b": torch.zeros(1)})
+
+
+def test_a_trained_checkpoint_is_timed_and_named(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from structpred.engine import checkpoint as ckpt
+    from structpred.models import get_model
+
+    kwargs = {"input_size": 32, "width": 4, "fpn_channels": 8, "dense_channels": 8, "norm_groups": 4,
+              "weighting": "uncertainty", "detection": {"score_thresh": 0.01}}  # fmt: skip
+    torch.manual_seed(3)
+    trained = get_model("multitask_narrow", **kwargs)
+    with torch.no_grad():  # weights no random seed gives: the suite must time these
+        for p in trained.parameters():
+            p.add_(0.01)
+    config = {"model_name": "multitask_narrow", "model_kwargs": kwargs, "image_size": 32}
+    ckpt.save_checkpoint(tmp_path, 1, trained, None, {"config": config})
+
+    cases = multitask.checkpoint_cases(str(tmp_path))
+    assert [(c.input_size, c.batch) for c in cases] == [(32, 8), (32, 1), (256, 8)]
+    unified, singles = multitask.build_models(cases[1])
+    state = trained.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in unified.state_dict().items())
+    images = multitask.shapes_batch(2, 16)
+    with torch.no_grad():
+        predictions = unified(images)[0]
+        for head, single in singles.items():
+            assert multitask.max_difference(predictions[head], single(images)[0][head]) == 0.0
+
+    multitask.main(["--quick", "--threads", "1", "--checkpoint", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith(f"weights: trained checkpoint {tmp_path}; load average before / after: ")
+    ratio = markdown_tables(out)[0]
+    assert [cells[0] for cells in ratio[1:]] == ["multitask_narrow (trained), 32 px input, batch 2"]
+    assert float(ratio[1][5]) >= 0  # detections kept per image
+
+
+def test_random_weights_are_named() -> None:
+    assert "(trained)" not in TINY.name
+    trained = multitask.Case("multitask_narrow", 32, 1, checkpoint="run")
+    assert trained.name == "multitask_narrow (trained), 32 px input, batch 1"

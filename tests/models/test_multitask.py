@@ -461,8 +461,8 @@ def test_dense_branch_shapes_for_every_level_count(levels: int, size: tuple[int,
     maps = [
         torch.randn(2, 8, math.ceil(H / s), math.ceil(W / s), requires_grad=True) for s in (4, 8, 16, 32, 64)
     ]
-    out = branch(maps, size)
-    assert out.shape == (2, 5, H, W)
+    out = branch(maps)  # at the finest map's stride, 4
+    assert out.shape == (2, 5, math.ceil(H / 4), math.ceil(W / 4))
     out.sum().backward()
     assert all(m.grad is not None for m in maps[:levels]) and all(m.grad is None for m in maps[levels:])
 
@@ -470,9 +470,9 @@ def test_dense_branch_shapes_for_every_level_count(levels: int, size: tuple[int,
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        ((8, 5, 0, 8, 4), "num_levels, out_channels, channels must be >= 1, got 0, 5, 8"),
-        ((8, 0, 2, 8, 4), "must be >= 1, got 2, 0, 8"),
-        ((8, 5, 2, 0, 1), "must be >= 1, got 2, 5, 0"),
+        ((8, 5, 0, 8, 4), "num_levels and channels must be >= 1, got 0, 8"),
+        ((8, 0, 2, 8, 4), "out_channels must be >= 1, got 0"),
+        ((8, 5, 2, 0, 1), "must be >= 1, got 2, 0"),
         ((8, 5, 2, 8, 3), "norm_groups 3 must divide channels 8"),
         ((8, 5, 2, 8, 0), "norm_groups 0 must divide channels 8"),
     ],
@@ -484,7 +484,7 @@ def test_dense_branch_bad_settings(args: tuple[int, ...], match: str) -> None:
 
 def test_dense_branch_refuses_too_few_maps() -> None:
     with pytest.raises(ValueError, match="FPNDenseHead: 2 maps for 3 levels"):
-        FPNDenseHead(8, 5, 3, 8, 4)([torch.zeros(1, 8, 8, 8), torch.zeros(1, 8, 4, 4)], (32, 32))
+        FPNDenseHead(8, 5, 3, 8, 4)([torch.zeros(1, 8, 8, 8), torch.zeros(1, 8, 4, 4)])
 
 
 # ------------------------------------------------------------------------------------ bad input
