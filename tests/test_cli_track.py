@@ -168,3 +168,8 @@ def test_bad_refine_lambda_is_one_error_line(
     err = capsys.readouterr().err
     assert code == 2 and "--refine-lambda" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+    argv[argv.index("8,10,12,12")] = "8,10,0.5,12"  # a box the regressors cannot be fitted on
+    code = _argv_main([*argv, "--refine"])
+    err = capsys.readouterr().err
+    assert code == 2 and "degenerate" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

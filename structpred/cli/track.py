@@ -99,9 +99,9 @@ def track_video(
             if query is None:
                 xyxy = torch.tensor([x, y, x + w, y + h], device=dev)
                 prev = check_box(xyxy, (H, W), f"--box {x:g},{y:g},{w:g},{h:g} in the {W}x{H} first frame")
-                folder.mkdir(parents=True, exist_ok=True)
                 query = model.start(frame, prev)
-                refiner = model.fit_refiner(frame, prev) if refine else None
+                refiner = model.fit_refiner(frame, prev) if refine else None  # may refuse the box
+                folder.mkdir(parents=True, exist_ok=True)
             else:
                 assert prev is not None
                 feats = model.features(frame[None])
