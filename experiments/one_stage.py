@@ -147,7 +147,7 @@ def overfit(model_name: str, steps: int = 300, index: int = 0) -> dict[str, floa
     for _ in range(steps):
         _, losses = model([image], [target], predict=False)
         optimizer.zero_grad()
-        sum(losses.values()).backward()  # type: ignore[union-attr]
+        sum(losses.values()).backward()
         optimizer.step()
     model.eval()
     metric = MeanAveragePrecision()
@@ -155,7 +155,7 @@ def overfit(model_name: str, steps: int = 300, index: int = 0) -> dict[str, floa
         preds, _ = model([image])
     metric.update(preds, [target])
     scores = metric.compute()
-    out = {"loss": float(sum(losses.values())), **{k: float(scores[k]) for k in ("map_50", "map")}}
+    out = {"loss": float(sum(losses.values()).detach()), **{k: float(scores[k]) for k in ("map_50", "map")}}
     print(f"{model_name} overfit on train image {index} ({len(target['labels'])} objects): {out}")
     return out
 
