@@ -63,9 +63,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation", action="store_true", help="also the minus_<head> runs")
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="their seeds")
     p.add_argument("--dense-decoder", default="shared", choices=("shared", "per_head"))
+    p.add_argument("--dense-head-convs", type=int, default=1, help="3x3 stages per dense predictor")
     p.add_argument("--compare", type=Path, help="an earlier sweep's results.json: comparison rows")
     p.add_argument("--reuse", type=Path, help="an earlier sweep's --out: reuse its single_* runs")
     p.add_argument("--reuse-seeds", type=int, nargs="*", default=[0, 1], help="the seeds reused")
+    p.add_argument("--reuse-runs", default=",".join(f"single_{h}" for h in HEADS), help="comma list")
     p.add_argument("--input-size", type=int, default=128, help="the shorter side the network sees")
     p.add_argument("--train-images", type=int, default=1600)
     p.add_argument("--val-images", type=int, default=200)
@@ -109,7 +111,7 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
         weighting_args = {"alpha": a.gradnorm_alpha}
     task = get_task("multi_task")
     asked = {"heads": list(heads), "input_size": a.input_size, "weighting": weighting,
-             "dense_decoder": a.dense_decoder}  # fmt: skip
+             "dense_decoder": a.dense_decoder, "dense_head_convs": a.dense_head_convs}  # fmt: skip
     kwargs = task.model_kwargs(train_set, {**asked, "weighting_args": weighting_args})
     task.check_dataset(train_set, kwargs, "shapes (train)")
     config = ablation_config(
@@ -132,6 +134,7 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
         "weighting": weighting,
         "weighting_args": weighting_args,
         "dense_decoder": a.dense_decoder,
+        "dense_head_convs": a.dense_head_convs,
         "steps": trainer.step,
         "train_s": wall,
         "params": sum(p.numel() for p in model.parameters()),
@@ -307,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     a.out.mkdir(parents=True, exist_ok=True)
     if a.reuse:
-        reuse(a, a.reuse, [f"single_{h}" for h in HEADS], a.reuse_seeds)
+        reuse(a, a.reuse, [n for n in a.reuse_runs.split(",") if n], a.reuse_seeds)
     if a.table:
         saved = json.loads((a.out / "results.json").read_text())
         saved["runs"] = collect(a.out)
@@ -342,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
         jobs += [(n, s) for n in WEIGHTINGS if s in a.scheme_seeds]
     git = _git()
     tic = time.perf_counter()
-    recipe = ("input_size", "train_images", "val_images", "epochs", "batch", "lr", "warmup", "gradnorm_alpha")
+    recipe = ("input_size", "train_images", "val_images", "epochs", "batch", "lr", "warmup", "gradnorm_alpha",
+              "dense_decoder", "dense_head_convs")  # fmt: skip
     passed = [f"--{k.replace('_', '-')}={getattr(a, k)}" for k in recipe]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs: list[tuple[subprocess.Popen[bytes], Any]] = []
