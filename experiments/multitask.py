@@ -64,6 +64,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="their seeds")
     p.add_argument("--dense-decoder", default="shared", choices=("shared", "per_head"))
     p.add_argument("--dense-head-convs", type=int, default=1, help="3x3 stages per dense predictor")
+    p.add_argument("--single-head-convs", type=int, help="the single-task runs' (default: the same)")
     p.add_argument("--compare", type=Path, help="an earlier sweep's results.json: comparison rows")
     p.add_argument("--reuse", type=Path, help="an earlier sweep's --out: reuse its single_* runs")
     p.add_argument("--reuse-seeds", type=int, nargs="*", default=[0, 1], help="the seeds reused")
@@ -110,8 +111,11 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
     elif weighting == "gradnorm":
         weighting_args = {"alpha": a.gradnorm_alpha}
     task = get_task("multi_task")
+    convs = a.dense_head_convs
+    if name.startswith("single_") and a.single_head_convs is not None:
+        convs = a.single_head_convs
     asked = {"heads": list(heads), "input_size": a.input_size, "weighting": weighting,
-             "dense_decoder": a.dense_decoder, "dense_head_convs": a.dense_head_convs}  # fmt: skip
+             "dense_decoder": a.dense_decoder, "dense_head_convs": convs}  # fmt: skip
     kwargs = task.model_kwargs(train_set, {**asked, "weighting_args": weighting_args})
     task.check_dataset(train_set, kwargs, "shapes (train)")
     config = ablation_config(
@@ -134,7 +138,7 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
         "weighting": weighting,
         "weighting_args": weighting_args,
         "dense_decoder": a.dense_decoder,
-        "dense_head_convs": a.dense_head_convs,
+        "dense_head_convs": convs,
         "steps": trainer.step,
         "train_s": wall,
         "params": sum(p.numel() for p in model.parameters()),
@@ -346,8 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     git = _git()
     tic = time.perf_counter()
     recipe = ("input_size", "train_images", "val_images", "epochs", "batch", "lr", "warmup", "gradnorm_alpha",
-              "dense_decoder", "dense_head_convs")  # fmt: skip
-    passed = [f"--{k.replace('_', '-')}={getattr(a, k)}" for k in recipe]
+              "dense_decoder", "dense_head_convs", "single_head_convs")  # fmt: skip
+    passed = [f"--{k.replace('_', '-')}={getattr(a, k)}" for k in recipe if getattr(a, k) is not None]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs: list[tuple[subprocess.Popen[bytes], Any]] = []
     for name, seed in jobs:
