@@ -260,6 +260,39 @@ class YOLOv1Head(nn.Module):
         return self.cell_predictor(x).reshape(-1, S, S, D)  # (N, S*S*D) -> (N, S, S, D)
 
 
+class YOLOv1ConvHead(nn.Module):
+    """*Not the paper's* (an ablation): the same ``[N, S, S, D]`` output from a convolutional head,
+    ``3x3 conv(hidden) -> leaky ReLU 0.1 -> dropout -> 1x1 conv(D)`` on the ``[N, F', S, S]`` map,
+    so every cell shares its weights (YOLO v2's change) instead of owning rows of an FC layer.
+    The feature map's side must equal ``grid_size``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        grid_size: int = 7,
+        boxes_per_cell: int = 2,
+        num_classes: int = 20,
+        hidden: int = 256,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.grid_size, self.boxes_per_cell, self.num_classes = grid_size, boxes_per_cell, num_classes
+        self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.cell_predictor = nn.Conv2d(hidden, boxes_per_cell * 5 + num_classes, 1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features [N, F', S, S]`` -> ``[N, S, S, B*5 + C]``."""
+        if features.shape[-2:] != (self.grid_size, self.grid_size):
+            raise ValueError(
+                f"YOLOv1ConvHead: the feature map must be {self.grid_size} x {self.grid_size} (the grid), "
+                f"got {tuple(features.shape[-2:])}"
+            )
+        x = self.dropout(self.act(self.conv(features)))  # (N, hidden, S, S)
+        return self.cell_predictor(x).permute(0, 2, 3, 1)  # (N, D, S, S) -> (N, S, S, D)
+
+
 def output_size(grid_size: int, boxes_per_cell: int, num_classes: int) -> int:
     """Values the network outputs per image: ``S * S * (B*5 + C)`` (1470 for VOC)."""
     return grid_size * grid_size * (boxes_per_cell * 5 + num_classes)

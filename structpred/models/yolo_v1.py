@@ -28,7 +28,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..heads.yolo_v1 import YOLOv1Head, check_grid, decode_yolo_v1, yolo_v1_loss
+from ..heads.yolo_v1 import YOLOv1ConvHead, YOLOv1Head, check_grid, decode_yolo_v1, yolo_v1_loss
 from ..layers.conv import ConvNormAct
 from ..layers.transform import IMAGENET_MEAN, IMAGENET_STD, DetectionTransform
 from .contract import check_request, checked_targets
@@ -102,7 +102,7 @@ class YOLOv1(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        head: YOLOv1Head,
+        head: YOLOv1Head | YOLOv1ConvHead,
         transform: DetectionTransform,
         lambda_coord: float = 5.0,
         lambda_noobj: float = 0.5,
@@ -169,7 +169,8 @@ class YOLOv1Config:
     grid_size: int = 7
     boxes_per_cell: int = 2
     hidden: int = 4096
-    dropout: float = 0.5
+    dropout: float = 0.5  # after the first FC layer (the paper's), in training only
+    head: str = "fc"  # "fc": the paper's two FC layers; "conv": a shared-weight conv head (ablation)
     batch_norm: bool = False
     width_div: int = 1
     lambda_coord: float = 5.0
@@ -187,9 +188,25 @@ def build_yolo_v1(layers: Sequence[Layer], num_classes: int, config: YOLOv1Confi
     c = config or YOLOv1Config()
     backbone = DarknetV1(layers, c.batch_norm, c.width_div)
     side = check_grid(c.input_size, c.grid_size, backbone.stride)
-    head = YOLOv1Head(
-        backbone.out_channels * side * side, c.grid_size, c.boxes_per_cell, num_classes, c.hidden, c.dropout
-    )
+    head: YOLOv1Head | YOLOv1ConvHead
+    if c.head == "fc":
+        head = YOLOv1Head(
+            backbone.out_channels * side * side,
+            c.grid_size,
+            c.boxes_per_cell,
+            num_classes,
+            c.hidden,
+            c.dropout,
+        )
+    elif c.head == "conv" and side == c.grid_size:
+        head = YOLOv1ConvHead(
+            backbone.out_channels, c.grid_size, c.boxes_per_cell, num_classes, c.hidden, c.dropout
+        )
+    else:
+        raise ValueError(
+            f"YOLO v1: head must be 'fc' or 'conv' (a conv head needs input_size / stride = grid_size, "
+            f"here {side} vs {c.grid_size}), got {c.head!r}"
+        )
     transform = DetectionTransform(
         c.input_size,
         c.input_size,

@@ -63,6 +63,21 @@ def test_narrow_trains_with_the_papers_dropout_after_the_first_fc() -> None:
         get_model("yolo_v1_narrow", dropout=1.5)
 
 
+def test_conv_head_ablation_puts_each_cells_values_at_its_row_and_column() -> None:
+    model = get_model("yolo_v1_narrow", head="conv", hidden=8, width_div=4, num_classes=3).eval()
+    features = torch.rand(2, 16, 8, 8)
+    out = model.head(features)  # (N, S, S, B*5 + C)
+    direct = model.head.cell_predictor(model.head.act(model.head.conv(features)))  # (N, D, S, S)
+    assert out.shape == (2, 8, 8, 13) and torch.equal(out[1, 2, 5], direct[1, :, 2, 5])  # row 2, column 5
+    _, losses = model.train()([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[4.0, 4, 30, 20]]),
+                                                          "labels": torch.tensor([2])}])  # fmt: skip
+    assert set(losses) == set(LOSS_KEYS)
+    with pytest.raises(ValueError, match="head must be 'fc' or 'conv'.*here 4 vs 8"):
+        get_model("yolo_v1_narrow", head="conv", input_size=128)  # a 4 x 4 map for an 8 x 8 grid
+    with pytest.raises(ValueError, match="got 'mlp'"):
+        get_model("yolo_v1_narrow", head="mlp")
+
+
 def test_grid_that_does_not_divide_the_input_is_refused() -> None:
     with pytest.raises(ValueError, match="grid_size 7 does not divide input_size 256"):
         get_model("yolo_v1_narrow", grid_size=7)
