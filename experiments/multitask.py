@@ -63,7 +63,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablation", action="store_true", help="also the minus_<head> runs")
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0], help="their seeds")
     p.add_argument("--dense-decoder", default="shared", choices=("shared", "per_head"))
-    p.add_argument("--dense-head-convs", type=int, default=1, help="3x3 stages per dense predictor")
+    p.add_argument("--dense-head-convs", type=int, default=0, help="3x3 stages per dense predictor")
     p.add_argument("--single-head-convs", type=int, help="the single-task runs' (default: the same)")
     p.add_argument("--compare", type=Path, help="an earlier sweep's results.json: comparison rows")
     p.add_argument("--reuse", type=Path, help="an earlier sweep's --out: reuse its single_* runs")

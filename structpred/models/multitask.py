@@ -298,7 +298,7 @@ class MultiTaskConfig:
     image_std: Sequence[float] = IMAGENET_STD
     dense_channels: int = 128  # the dense decoder's width (Panoptic FPN: 128)
     dense_decoder: str = "shared"  # shared: one decoder + a predictor per dense head | per_head
-    dense_head_convs: int = 1  # shared: 3x3 stages in each dense head's predictor before its 1x1
+    dense_head_convs: int = 0  # shared: 3x3 stages in each dense head's predictor before its 1x1
     norm_groups: int = 32
     weighting: str = "fixed"  # fixed | uncertainty | dwa | gradnorm
     weighting_args: dict[str, Any] = field(default_factory=dict)
