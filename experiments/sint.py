@@ -258,6 +258,9 @@ def main() -> None:
         "--contrib-python", default=None, help="an interpreter with opencv-contrib: adds KCF, CSRT"
     )
     p.add_argument(
+        "--refine-diagnostic", action="store_true", help="with --eval-checkpoint: one-frame refinement IoU"
+    )
+    p.add_argument(
         "--summarize", nargs="+", default=None, help="JSON files of runs: mean and range per tracker"
     )
     args = p.parse_args()
@@ -276,6 +279,9 @@ def main() -> None:
 
         model = load_model(args.eval_checkpoint)[0]
         assert isinstance(model, SINT), type(model).__name__
+        if args.refine_diagnostic:
+            refine_diagnostic(model.eval(), args.real)
+            return
         evaluate(
             model.eval(), untrained, val, args.real, not args.no_ablation, args.contrib_python, args.json
         )
@@ -357,6 +363,42 @@ def evaluate(
             print(data_name, "|", name, "|", r, flush=True)
         if json_path:
             Path(json_path).write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+def refine_diagnostic(model: SINT, real: int, lams: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)) -> None:
+    """Box refinement without drift: in every frame of ``real`` ``track-real`` test sequences whose
+    previous frame shows the target, search around the *true* previous box and print the mean IoU
+    with the truth of the best candidate, and of it refined at each ridge weight in ``lams``
+    (regressors fitted on frame 0 as in tracking)."""
+    from structpred.data.track_real import RealTrackingBench
+
+    bench = RealTrackingBench("test", num_sequences=real, length=60, size=(120, 160), seed=0)
+    ious: dict[str, list[float]] = {"best candidate": [], **{f"refined lambda {lam:g}": [] for lam in lams}}
+    c = model.config
+    saved = c.refine_lambda
+    for k in range(real):
+        frames, target = bench[k]
+        gt, visible = target_track(target, frames.shape[0], "real")
+        T, _, H, W = frames.shape
+        refiners = []
+        for lam in lams:
+            c.refine_lambda = lam
+            refiners.append(model.fit_refiner(frames[0], gt[0]))
+        c.refine_lambda = saved
+        with torch.no_grad():
+            query = model.start(frames[0], gt[0])
+            for t in range(1, T):
+                if not (bool(visible[t]) and bool(visible[t - 1])):
+                    continue
+                feats = model.features(frames[t : t + 1])
+                truth = gt[t][None]
+                best = model.step(feats, 0, gt[t - 1], query, (H, W))
+                ious["best candidate"].append(float(box_iou(best[None], truth)[0, 0]))
+                for lam, reg in zip(lams, refiners, strict=True):
+                    box = model.step(feats, 0, gt[t - 1], query, (H, W), reg)
+                    ious[f"refined lambda {lam:g}"].append(float(box_iou(box[None], truth)[0, 0]))
+    for name, v in ious.items():
+        print(f"track-real one-frame IoU | {name} | {sum(v) / len(v):.4f} over {len(v)} frames", flush=True)
 
 
 def summarize(paths: list[str]) -> None:
