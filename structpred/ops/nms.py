@@ -53,24 +53,26 @@ share the scores' dtype; float ``idxs`` are refused unless empty.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.fx
 from torch import Tensor
 
-from ._checks import check_boxes, fx_leaf
+from ._checks import _tracer_of, check_boxes
 from .nms_pairs import (
     ROWS,
     above_host,
     band_pairs,
     block_iou,
-    block_iou_host,
     box_table,
     label_axis,
     padded_pairs,
     segment_pairs,
 )
 from .nms_scan import greedy_bits, greedy_pairs, resolve
+from .nms_small import host_nms, host_solve
 
 # Above this many same-label candidate pairs, the blocked search uses less memory.
 _MAX_SEGMENT_PAIRS = 1 << 22
@@ -84,13 +86,9 @@ _OWN_SOLVE_BOXES = 256
 _MAX_PADDED = 1 << 24
 # Up to this many boxes, one [N, N] IoU matrix (fewest operations).
 _SMALL = 256
-# Up to this many boxes on a CPU, all in NumPy (lower fixed cost per operation; measured crossover ~200).
-_HOST_BOXES = 200
-_HOST_LABELLED_BOXES = 128  # with labels (a third IoU axis), torch's matrix is faster above
-# ... there, probe blocks of ~this many IoUs above this many boxes (NumPy's lower fixed cost
-# per operation makes smaller blocks pay).
-_HOST_PROBE_BOXES = 128
-_HOST_BLOCK_IOUS = 1 << 12
+# Up to this many boxes on a CPU, all in NumPy (structpred.ops.nms_small: a fraction of torch's
+# fixed cost per operation; measured crossover: see docs/nms.md).
+_HOST_BOXES = 10000
 # One matrix: above this many pairs per box, the bitmask scan (a step per kept box) beats the pair list.
 _SMALL_PAIRS_PER_BOX = 3
 # Probe blocks: about this many IoUs each (their arithmetic and their few dozen operations'
@@ -139,13 +137,13 @@ def _small(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     """Kept work positions (increasing) of a few boxes: one ``[N, N]`` overlap matrix.
 
     Few pairs: listed and scanned one by one; many (dense clusters, repeated boxes): the
-    bitmask scan, whose cost is one step per *kept* box. On a CPU up to ``_HOST_BOXES``
-    boxes, all in NumPy (:func:`_host_small`).
+    bitmask scan, whose cost is one step per *kept* box. On a CPU, the NumPy path.
     """
-    n = work.shape[0]
     on_cpu = work.device.type == "cpu" and (labels is None or labels.device.type == "cpu")
-    if on_cpu and n <= (_HOST_BOXES if labels is None else _HOST_LABELLED_BOXES):
-        return torch.from_numpy(np.asarray(_host_small(work.numpy(), threshold, labels), dtype=np.int64))
+    if on_cpu and work.shape[0] <= _HOST_BOXES:
+        keep = host_solve(work.numpy(), threshold, None if labels is None else labels.numpy())
+        if keep is not None:
+            return torch.from_numpy(keep.nonzero()[0])
     table = box_table(work, labels)  # (5 or 7, N)
     over = above_host(block_iou(table, table), threshold)  # (N, N)
     if labels is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
@@ -159,60 +157,6 @@ def _scan_matrix(over: np.ndarray) -> list[int]:
     # Symmetric with a true diagonal (finite boxes): 2 x pairs + N entries set.
     many = np.count_nonzero(over) > (2 * _SMALL_PAIRS_PER_BOX + 1) * over.shape[0]
     return greedy_bits(over) if many else greedy_pairs(over)
-
-
-def _host_small(work: np.ndarray, threshold: float, labels: Tensor | None) -> list[int]:
-    """:func:`_small` in NumPy (a fraction of torch's fixed cost per operation; the same IEEE
-    operations, so the same bits) for work-ordered boxes ``[N, 4]``; kept positions, increasing.
-
-    Above 128 boxes, probe blocks first (as :func:`_blocks`): on dense clusters they drop most
-    boxes for a fraction of the ``[N, N]`` matrix.
-    """
-    x1, y1, x2, y2 = work.T
-    with np.errstate(all="ignore"):  # inf - inf: NaN, as in torch
-        rows = [x1, y1, x2, y2, (x2 - x1) * (y2 - y1)]  # box_table, kernel order
-    lab = None
-    if labels is not None:
-        lab = labels.numpy()
-        ids = np.unique(lab, return_inverse=True)[1].astype(work.dtype)  # exact small integers
-        rows = [x1, y1, ids, x2, y2, ids + 1, rows[4]]
-    table = np.stack(rows)  # (5 or 7, N)
-    n = work.shape[0]
-    live = np.arange(n)
-    kept: list[int] = []
-    while n > _HOST_PROBE_BOXES and live.size:
-        block = live[: max(_MIN_ROWS, _HOST_BLOCK_IOUS // live.size)]  # (r,)
-        over = _host_over(table, threshold, lab, block, live)  # (r, C)
-        local = greedy_bits(np.ascontiguousarray(over[:, : block.size]))
-        kept += block[local].tolist()
-        rest = live[block.size :]
-        live = rest[~over[local, block.size :].any(0)]
-        if (rest.size - live.size) * _PROBE_SHARE < max(block.size * _PROBE_SHARE, rest.size):
-            break  # sparse suppression: one matrix for the rest
-    if live.size:
-        kept += live[_scan_matrix(_host_over(table, threshold, lab, live, live))].tolist()
-    return sorted(kept)
-
-
-def _host_over(
-    table: np.ndarray, threshold: float, lab: np.ndarray | None, rows: np.ndarray, cols: np.ndarray
-) -> np.ndarray:
-    """:func:`_over` on a host table: ``bool[R, C]`` for positions ``rows`` x ``cols``."""
-    over = above_host(block_iou_host(table.take(rows, axis=1), table.take(cols, axis=1)), threshold)
-    if lab is not None and not threshold >= 0:  # other labels' IoU 0 passes a negative threshold
-        over &= lab[rows, None] == lab[None, cols]
-    return over
-
-
-def _host_nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor | None:
-    """NMS of a few boxes on a CPU, sorting included, in NumPy. ``None`` for NaN scores (NumPy
-    sorts NaN last, torch first)."""
-    s = scores.numpy()
-    if np.isnan(s).any():
-        return None
-    order = np.argsort(-s, kind="stable")  # decreasing, ties by index (torch's stable sort)
-    work_labels = None if labels is None else labels[torch.from_numpy(order)]
-    return torch.from_numpy(order[_host_small(boxes.numpy()[order], threshold, work_labels)])
 
 
 def _blocks(
@@ -296,7 +240,7 @@ def _pair_solve(work: Tensor, threshold: float, labels: Tensor | None) -> Tensor
 
 def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None) -> Tensor:
     check_boxes(boxes, "boxes", rank2=True)
-    if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
+    if not isinstance(scores, Tensor) or scores.ndim != 1 or scores.shape[0] != boxes.shape[0]:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
         raise ValueError(f"scores must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
     if not (boxes.is_floating_point() or boxes.is_quantized):
@@ -304,13 +248,16 @@ def _nms(boxes: Tensor, scores: Tensor, threshold: float, labels: Tensor | None)
     n = boxes.shape[0]
     if n <= 1:  # nothing to compare: the box, if any, is kept
         return torch.zeros(n, dtype=torch.int64, device=boxes.device)
-    # indices carry no gradient: the IoU tiles write into preallocated outputs (out=), which autograd refuses
-    boxes, scores = _as_float(boxes.detach()), _as_float(scores.detach())
-    host = n <= (_HOST_BOXES if labels is None else _HOST_LABELLED_BOXES) and scores.is_floating_point()
-    if host and boxes.device.type == "cpu" and (labels is None or labels.device.type == "cpu"):
-        kept = _host_nms(boxes, scores, threshold, labels)
-        if kept is not None:
-            return kept
+    # indices carry no gradient (and NumPy and the IoU tiles' out= writes refuse tensors that need one)
+    if boxes.requires_grad or scores.requires_grad:
+        boxes, scores = boxes.detach(), scores.detach()
+    boxes, scores = _as_float(boxes), _as_float(scores)
+    if n <= _HOST_BOXES and boxes.is_cpu and scores.is_cpu and scores.is_floating_point():
+        if labels is None or labels.is_cpu:
+            host_labels = None if labels is None else labels.numpy()
+            kept = host_nms(boxes.numpy(), scores.numpy(), threshold, host_labels)
+            if kept is not None:
+                return torch.from_numpy(kept)
     # Stable: among equal scores the earlier box wins, as in torchvision's kernel.
     order = torch.sort(scores, descending=True, stable=True).indices
     # Work order = score order; pairs never cross labels, so greedy in it is per-label greedy.
@@ -357,7 +304,12 @@ def _offset_by_class(boxes: Tensor, idxs: Tensor) -> Tensor:
     return boxes + (idxs.to(boxes) * (top + 1))[:, None]
 
 
-@fx_leaf
+def _traced(fn: Callable[..., Tensor], args: tuple[object, ...]) -> object:
+    """A ``torch.fx`` node calling ``fn`` if an argument is a Proxy (``fx_leaf``'s rule), else ``None``."""
+    tracer = _tracer_of(args)
+    return None if tracer is None else tracer.create_proxy("call_function", fn, args, {})
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression (torchvision's results; algorithm in the module docstring).
 
@@ -376,10 +328,14 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     if torch.compiler.is_exporting():
         return _nms_op(boxes, scores, iou_threshold)
+    # Plain tensors and a float (every eager call) skip the Proxy search: ~4 us of 10-30.
+    if type(boxes) is not Tensor or type(scores) is not Tensor or type(iou_threshold) is not float:
+        node = _traced(nms, (boxes, scores, iou_threshold))
+        if node is not None:
+            return node  # type: ignore[return-value]
     return _nms(boxes, scores, iou_threshold, None)
 
 
-@fx_leaf
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
     """NMS independently per category: boxes of different ``idxs`` never suppress each other.
 
@@ -390,16 +346,24 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         int64[K]: indices of the kept boxes, by decreasing score.
     Raises:
         ValueError: bad shapes or dtypes (torchvision raises ``RuntimeError`` there).
+
+    ``torch.fx.symbolic_trace`` records the call as one node (as :func:`nms`).
     """
-    if not torch.compiler.is_exporting() and isinstance(boxes, Tensor) and boxes.numel() == 0:
+    exporting = torch.compiler.is_exporting()
+    plain = type(boxes) is Tensor and type(scores) is Tensor and type(idxs) is Tensor
+    if not (exporting or plain and type(iou_threshold) is float):
+        node = _traced(batched_nms, (boxes, scores, idxs, iou_threshold))
+        if node is not None:
+            return node  # type: ignore[return-value]
+    if not exporting and isinstance(boxes, Tensor) and boxes.numel() == 0:
         # torchvision answers any empty input with an empty result, whatever scores and idxs are
         # (checked after is_exporting: under torch.export the box count is symbolic)
         return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    if not isinstance(idxs, Tensor) or idxs.dim() != 1 or idxs.shape[0] != boxes.shape[0]:
+    if not isinstance(idxs, Tensor) or idxs.ndim != 1 or idxs.shape[0] != boxes.shape[0]:
         shape = tuple(idxs.shape) if isinstance(idxs, Tensor) else type(idxs).__name__
         raise ValueError(f"idxs must be a Tensor[{boxes.shape[0]}] (one per box), got {shape}")
     if idxs.is_floating_point() and idxs.numel() > 0:
         raise ValueError(f"idxs must hold integer categories, got {idxs.dtype}")
-    if torch.compiler.is_exporting():
+    if exporting:
         return _nms_op(_offset_by_class(boxes, idxs), scores, iou_threshold)
     return _nms(boxes, scores, iou_threshold, idxs)

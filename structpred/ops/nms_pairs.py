@@ -137,11 +137,18 @@ def block_iou_host(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return inter
 
 
+def host_threshold(threshold: float, dtype: np.dtype) -> tuple[float, bool]:
+    """``(t, inclusive)``: for IoUs of NumPy ``dtype``, ``iou > threshold`` (in float64) is
+    ``iou >= t`` if ``inclusive``, else ``iou > t`` (see :func:`above`)."""
+    t = _rounded(float(threshold), torch.float32 if dtype == np.float32 else torch.float64)
+    return t, t > threshold
+
+
 def above_host(iou: Tensor | np.ndarray, threshold: float) -> np.ndarray:
     """:func:`above` as a host (NumPy) bool array: a comparison there is several times faster."""
     x = iou.cpu().numpy() if isinstance(iou, Tensor) else iou
-    t = _rounded(float(threshold), torch.float32 if x.dtype == np.float32 else torch.float64)
-    return x >= t if t > threshold else x > t
+    t, inclusive = host_threshold(threshold, x.dtype)
+    return x >= t if inclusive else x > t
 
 
 def band_pairs(

@@ -346,6 +346,7 @@ def test_batched_nms_each_pair_path(monkeypatch, kind, n, num_classes, path):
     # clusters it goes on and solves everything, else the pair searches take the rest: labels
     # of similar size, one batched [L, M, M] IoU; 80 small labels, same-label pairs one by
     # one; one label of wide boxes, blocks; large labels (500 boxes), each its own problem.
+    monkeypatch.setattr(nms_module, "_HOST_BOXES", 0)  # the tensor path (NumPy's: test_nms_small.py)
     spy = _PathSpy(monkeypatch)
     if kind == "clustered":
         boxes = clustered_boxes(n, seed=11, clusters=12)
@@ -379,6 +380,7 @@ def test_pair_paths_agree(monkeypatch):
         "small": (n, 0, 0, 1 << 30, 1.0, False, {"greedy_pairs", "greedy_bits"}),
     }
     for path, (small, limit, padded, per_label, share, probe, calls) in configs.items():
+        monkeypatch.setattr(nms_module, "_HOST_BOXES", 0)  # the tensor path's searches
         monkeypatch.setattr(nms_module, "_SMALL", small)
         monkeypatch.setattr(nms_module, "_MAX_SEGMENT_PAIRS", limit)  # 0: never segment pairs
         monkeypatch.setattr(nms_module, "_SEGMENT_PAIRS_PER_BOX", 1 << 30)
@@ -473,6 +475,7 @@ def test_device_rounds_fallback_equals_host_scan(monkeypatch):
     # The accelerator path prunes with tensor-only rounds before the host scan; with no pair
     # budget it solves everything on the device. Run it on CPU against the naive loop.
     original = nms_module._resolve
+    monkeypatch.setattr(nms_module, "_HOST_BOXES", 0)  # the tensor path
     monkeypatch.setattr(nms_module, "_DEVICE_PAIRS_PER_BOX", 0)
     monkeypatch.setattr(nms_module, "_BAND_SHARE", 1.0)  # the band and its pair list, always
     monkeypatch.setattr(nms_module, "_PROBE", False)  # (dense inputs would be solved by the probe)

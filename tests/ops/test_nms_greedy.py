@@ -83,6 +83,7 @@ def test_dense_clusters_batched_large():
 def test_probe_hands_the_rest_to_the_pair_searches(monkeypatch):
     # The best-scored boxes are one dense cluster (the probe's blocks drop it), the rest are
     # sparse (the probe stops and the band takes them): both parts must join exactly.
+    monkeypatch.setattr(nms_module, "_HOST_BOXES", 0)  # the tensor path
     spy = _PathSpy(monkeypatch)
     dense = clustered_boxes(300, seed=30, clusters=1)
     sparse = random_boxes(500, seed=30, extent=2000.0, max_wh=30.0)
@@ -129,7 +130,7 @@ def test_one_box_and_empty_skip_all_work():
 
 @pytest.mark.parametrize("n", [2, 9, 64, 200])
 def test_host_path_equals_the_tensor_path(monkeypatch, n):
-    # Up to 200 boxes on a CPU the whole NMS runs in NumPy; the tensor path must agree bit for bit.
+    # On a CPU the whole NMS runs in NumPy (nms_small); the tensor path must agree bit for bit.
     g = torch.Generator().manual_seed(n)
     cases = [
         (clustered_boxes(n, seed=n, clusters=3), distinct_scores(n, seed=n)),
