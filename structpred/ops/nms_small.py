@@ -55,10 +55,11 @@ _WINDOW_IOUS = 1 << 13
 # After the probe, the first sweep is reused (dropped boxes marked) while 1 / this of the boxes are undecided.
 _REUSE_SHARE = 2
 # Above this many boxes, the sweep steps aside (the tensor path) for more than this many gathered
-# candidates a box (clusters of long, uneven runs) or a window above this many IoUs (memory).
+# candidates a box (clusters of long, uneven runs).
 _BAIL_BOXES = 1000
 _BAIL_TAILS = 16
-_MAX_WINDOW = 1 << 22
+# The window in column chunks of at most this many IoUs (memory).
+_MAX_WINDOW = 1 << 21
 # ... and above this many, for dense inputs (the probe would go on).
 _BAIL_DENSE_BOXES = 2000
 # Scan: above this many pairs per box, the bitmask scan (one step per kept box).
@@ -361,8 +362,7 @@ def _sweep(
     The first ``W`` boxes of every run are tested as one ``[W, M]`` window (a strided view:
     nothing gathered), the rest of the longer runs pair by pair (gathered, ~3x the cost per
     pair); ``W`` covers the whole of ~3/4 of the runs. ``None`` above :data:`_BAIL_BOXES`
-    boxes when the gathered tails or the window are too large (the tensor path's row tiles
-    are cheaper there).
+    boxes when the gathered tails are too many (the tensor path's row tiles are cheaper there).
     """
     by_x, table, count, total = runs
     m = by_x.size
@@ -373,8 +373,6 @@ def _sweep(
     longest = w
     if w * m > max(_WINDOW_SHARE * total, _WINDOW_IOUS):  # uneven runs: the window holds the common lengths
         w = int(np.partition(count, m * 3 // 4)[m * 3 // 4])
-    if m > _BAIL_BOXES and w * m > _MAX_WINDOW:
-        return None
     if w < longest:  # the runs' tails, pair by pair
         extra = count - w  # (M,)
         np.maximum(extra, 0, out=extra)
@@ -382,10 +380,17 @@ def _sweep(
             return None
     table[:, m : m + w] = np.nan  # past the last box: NaN never overlaps
     step = table.strides[1]
-    # window[c, k, p] = table[c, p + 1 + k], a strided view (M innermost: NumPy's loops are long)
-    window = np.ndarray((5, w, m), table.dtype, table, step, (table.strides[0], step, step))
-    k, p = _over(tx[:, None, :], window, test).nonzero()  # (P,) each
-    q = p + k + 1
+    chunk = max(1, _MAX_WINDOW // max(w, 1))  # columns per window (memory: ~_MAX_WINDOW IoUs)
+    ps, qs = [], []
+    for a in range(0, m, chunk):
+        b = min(a + chunk, m)
+        # window[c, k, p] = table[c, a + p + 1 + k], a strided view (M innermost: long loops)
+        window = np.ndarray((5, w, b - a), table.dtype, table, (a + 1) * step, (table.strides[0], step, step))
+        k, p = _over(tx[:, None, a:b], window, test).nonzero()  # (P,) each
+        p += a
+        ps.append(p)
+        qs.append(p + k + 1)
+    p, q = (ps[0], qs[0]) if len(ps) == 1 else (np.concatenate(ps), np.concatenate(qs))
     if w < longest:
         ar = np.arange(m)
         pe = ar.repeat(extra)  # (C,) x-position of each candidate's first box

@@ -238,3 +238,13 @@ def test_bench_distributions_through_every_size_class(kind):
         check_nms(boxes, scores, 0.5)
         idxs = torch.randint(0, 6, (n,), generator=torch.Generator().manual_seed(n))
         check_batched(boxes, scores, idxs, 0.5)
+
+
+def test_window_in_column_chunks_equals_one_window(monkeypatch):
+    # Large windows are cut into column chunks (bounded memory); the pairs are the same.
+    boxes, scores = random_boxes(400, seed=18, extent=1500.0, max_wh=40.0), distinct_scores(400, seed=18)
+    whole = nms(boxes, scores, 0.5)
+    monkeypatch.setattr(small, "_MAX_WINDOW", 64)  # a few columns per chunk
+    assert torch.equal(nms(boxes, scores, 0.5), whole)
+    check_nms(boxes, scores, 0.5)
+    check_batched(boxes, scores, torch.arange(400) % 3, 0.5)
