@@ -137,16 +137,6 @@ def _accepts(model_name: str, kwargs: dict[str, Any], where: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------- train
-class _EpochTrainer(Trainer):
-    """A :class:`Trainer` that tells its training data the epoch (``set_epoch``) before each
-    epoch's loader is made, so augmentation draws depend on (seed, epoch, item) only."""
-
-    def _loader(self, data: Dataset, batches: Any, epoch: int) -> Any:
-        if data is self.train_data and hasattr(data, "set_epoch"):
-            data.set_epoch(epoch)
-        return super()._loader(data, batches, epoch)
-
-
 def _num_classes(task: Task, model_name: str, data: Dataset, num_classes: int, where: str) -> None:
     params = inspect.signature(model_info(model_name).builder).parameters
     if "num_classes" not in params:
@@ -239,7 +229,7 @@ def train(
         config.category_ids = [
             int(i) for i in getattr(categories, "ids", range(1, len(categories.names) + 1))
         ]
-    trainer = _EpochTrainer(
+    trainer = Trainer(
         model, train_set, val_set, config, out_dir, task.metric(model, train_set), task=task, report=say
     )
     return trainer, trainer.fit(resume=resume)

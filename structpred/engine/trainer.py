@@ -272,6 +272,9 @@ class Trainer:
         for epoch in range(start_epoch, c.epochs):
             tic = time.perf_counter()
             batches = self._epoch_batches(epoch)
+            set_epoch = getattr(self.train_data, "set_epoch", None)
+            if callable(set_epoch):  # per-epoch draws (augmentation): a function of (seed, epoch, item)
+                set_epoch(epoch)
             loader = self._loader(self.train_data, batches[skip:], epoch)
             if rng_meta is not None:  # exactly where the interrupted run stood
                 ckpt.set_rng_state(rng_meta[0], rng_meta[1]["rng"])
