@@ -316,13 +316,13 @@ def test_overfits_four_images_every_head() -> None:
         opt.zero_grad()
         sum(losses.values()).backward()
         opt.step()
-    # here (shared dense decoder, one 3x3 stage per dense predictor): semantic 1.83 -> 0.33, parts
-    # 2.55 -> 0.47, depth 3.89 -> 0.17, classification 1.16 -> 0.24; box GIoU 1.01 -> 0.69 (the
-    # pyramid also serves three dense heads at lr 1e-2); centre-ness BCE ~0.71 -> 0.62 (soft targets)
+    # here (shared dense decoder, 1x1 predictors): semantic 2.85 -> 0.16, parts 2.63 -> 0.24, depth
+    # 3.63 -> 0.19, classification 1.16 -> 0.05, box GIoU 1.01 -> 0.27; centre-ness BCE ~0.71 -> 0.61
+    # (its targets are soft)
     for key in ("loss_semantic/ce", "loss_parts/ce", "loss_depth/log_l1"):
         assert last[key] < 0.2 * first[key], (key, first[key], last[key])
-    assert last["loss_detection/classification"] < 0.5 * first["loss_detection/classification"]
-    assert last["loss_detection/bbox_regression"] < 0.8 * first["loss_detection/bbox_regression"]
+    for key in ("loss_detection/classification", "loss_detection/bbox_regression"):
+        assert last[key] < 0.5 * first[key], (key, first[key], last[key])
     assert last["loss_detection/bbox_ctrness"] < first["loss_detection/bbox_ctrness"]
 
 

@@ -50,9 +50,9 @@ def test_shared_layout_one_decoder_and_a_predictor_per_dense_head() -> None:
     for name in DENSE:
         head = model.heads[name]
         assert isinstance(head.branch, DensePredictor) and head.reads_dense
-        assert len(head.branch.convs) == 1  # the default: one 3x3 stage, then a 1x1 conv
+        assert len(head.branch.convs) == 0  # the default: a 1x1 conv on the shared map
     assert not model.heads["detection"].reads_dense
-    for convs in (0, 2):
+    for convs in (1, 2):
         other = tiny(dense_head_convs=convs)
         assert all(len(cast(DensePredictor, other.heads[n].branch).convs) == convs for n in DENSE)
     per_head = tiny(dense_decoder="per_head")
@@ -171,8 +171,8 @@ def test_an_old_layout_checkpoint_is_named_in_the_mismatch() -> None:
     assert "rebuild with dense_decoder='per_head'" in hint
     back = old.checkpoint_hint(sorted(old_keys - new_keys), sorted(new_keys - old_keys))
     assert "rebuild with dense_decoder='shared'" in back
-    shallow = set(tiny(dense_head_convs=0).state_dict())
-    assert "dense_head_convs" in new.checkpoint_hint([], sorted(new_keys - shallow))
+    deeper = set(tiny(dense_head_convs=1).state_dict())
+    assert "dense_head_convs" in new.checkpoint_hint(sorted(new_keys - deeper), sorted(deeper - new_keys))
     assert new.checkpoint_hint([], []) == ""
     # the engine refuses the old layout, strictly, naming the keys
     tensors = {f"{ckpt.MODEL_PREFIX}{k}": v for k, v in old.state_dict().items()}
