@@ -7,8 +7,9 @@ resize, network, shared dense decoder, FCOS decoding + NMS, dense maps back to 1
 
 Weights: random (seed 0) by default; ``--checkpoint RUN`` times a trained multi-task checkpoint
 (its builder and settings, at its own input size and at 256 px) instead. The output's first line
-says which. A trained detection head keeps the few boxes it is sure of, so its post-processing
-costs what it costs in use; at random weights every head keeps its 100 detections per image.
+says which, and the ratio table gives the detections kept per image (NMS's load): the
+post-processing then costs what it costs in use. (The experiment's trained narrow model still
+keeps 100 per image at its 0.05 threshold.)
 
 Models (:mod:`structpred.models.multitask`): the unified model with the four heads (detection,
 semantic, parts, depth) and the four single-head models ``heads=(h,)`` of the same builder, each
