@@ -150,10 +150,13 @@ def restore(
         if k in weights and weights[k].shape != v.shape
     ]
     if missing or unexpected or wrong:
+        hint = getattr(model, "checkpoint_hint", None)  # a model that can name the likely cause
+        why = hint(missing, unexpected) if callable(hint) else ""
         raise ValueError(
             f"{meta.get('weights', 'checkpoint')}: does not fit {type(model).__name__}: "
             f"missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}, shape (checkpoint vs model) {wrong[:5]}"
+            + (f"; {why}" if why else "")
         )
     model.load_state_dict(weights, strict=True)
     if optimizer is not None:

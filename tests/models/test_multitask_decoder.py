@@ -22,7 +22,9 @@ from structpred.models import get_model
 from structpred.models.multitask import MultiTaskNet
 from structpred.models.multitask_heads import SegmentationHead, SharedFeatures, label_map
 
-TINY = {"width": 4, "fpn_channels": 8, "dense_channels": 8, "norm_groups": 4, "input_size": 64}
+# the layout under test is the shared decoder (the builder's default is per_head)
+TINY: dict[str, Any] = {"width": 4, "fpn_channels": 8, "dense_channels": 8, "norm_groups": 4}
+TINY |= {"input_size": 64, "dense_decoder": "shared"}
 DENSE = ("semantic", "parts", "depth")
 
 
@@ -176,8 +178,9 @@ def test_an_old_layout_checkpoint_is_named_in_the_mismatch() -> None:
     assert new.checkpoint_hint([], []) == ""
     # the engine refuses the old layout, strictly, naming the keys
     tensors = {f"{ckpt.MODEL_PREFIX}{k}": v for k, v in old.state_dict().items()}
-    with pytest.raises(ValueError, match=r"does not fit MultiTaskNet: missing \['decoder\."):
+    with pytest.raises(ValueError, match=r"does not fit MultiTaskNet: missing \['decoder\.") as err:
         ckpt.restore(tensors, {}, new, rng=False)
+    assert "rebuild with dense_decoder='per_head'" in str(err.value)  # the engine names the cause
     per_head = tiny(seed=3, dense_decoder="per_head")
     ckpt.restore(tensors, {}, per_head, rng=False)  # the old layout loads with dense_decoder="per_head"
 
