@@ -78,6 +78,8 @@ def host_nms(
     ``None`` where this path does not apply: NaN scores (NumPy sorts NaN last, torch first)
     or, above :data:`MATRIX_BOXES` boxes, a threshold below 0 or NaN (every pair can suppress).
     """
+    if labels is not None and scores.size > _BAIL_DENSE_BOXES and _few_labels(labels):
+        return None  # a few large labels: the tensor path solves each alone (measured cheaper)
     order = (-scores).argsort(kind="stable")  # (N,) decreasing, ties by index (torch's stable sort)
     last = scores[order[-1]]
     if last != last:  # NaN: sorted last here
@@ -106,10 +108,7 @@ def host_solve(work: np.ndarray, threshold: float, labels: np.ndarray | None) ->
         heads = _heads(lab)
         if heads.size > _PROBE_LABELS or n < _OWN_LABEL_BOXES * heads.size:
             return _solve(work, threshold, test, lab, heads)
-        # A few large labels: each its own problem (a label mask would waste most block IoUs);
-        # above _BAIL_DENSE_BOXES the tensor path's per-label probe is cheaper.
-        if n > _BAIL_DENSE_BOXES:
-            return None
+        # A few large labels: each its own problem (a label mask would waste most block IoUs).
         by_label = lab.argsort(kind="stable")  # (N,) grouped by label, work order inside
         grouped = lab.take(by_label)
         keep = np.zeros(n, dtype=np.bool_)
@@ -123,6 +122,14 @@ def host_solve(work: np.ndarray, threshold: float, labels: np.ndarray | None) ->
                 return None
             keep[part] = part_keep
         return keep
+
+
+def _few_labels(labels: np.ndarray) -> bool:
+    """At most :data:`_PROBE_LABELS` distinct labels (a bincount: O(N), no sort)."""
+    ids = _dense(labels)
+    if int(ids.max()) >= 4 * ids.size:  # sparse ids: bincount would be large
+        return False
+    return int(np.count_nonzero(np.bincount(ids))) <= _PROBE_LABELS
 
 
 def _dense(labels: np.ndarray) -> np.ndarray:

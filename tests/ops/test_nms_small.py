@@ -133,8 +133,10 @@ def test_bails_to_the_tensor_path_equal(monkeypatch):
     spy.calls.clear()
     check_nms(_mixed(500, seed=10), distinct_scores(500, seed=10), 0.5)
     assert "_sweep bailed" in spy.calls, spy.calls
-    idxs = torch.arange(300) % 2  # two large labels above the bail size
+    idxs = torch.arange(300) % 2  # a few large labels above the bail size: the tensor path
+    assert small.host_nms(dense.numpy(), scores.numpy(), 0.5, idxs.numpy()) is None
     check_batched(dense, scores, idxs, 0.5)
+    assert small.host_nms(dense.numpy(), scores.numpy(), 0.5, (torch.arange(300) % 40).numpy()) is not None
 
 
 def test_steps_aside_for_nan_scores_and_negative_thresholds(monkeypatch):
