@@ -6,7 +6,7 @@ and KCF / CSRT from a separate contrib build).
         --save out/sint_run
     .venv/bin/python experiments/sint.py --eval-checkpoint out/sint_run --val-clips 60 --real 10
     # the seed study: a fixed step budget per seed, results as JSON, then mean and range
-    .venv/bin/python experiments/sint.py --seed 1 --steps 1500 --minutes 20 --train-clips 600 \
+    .venv/bin/python experiments/sint.py --seed 1 --steps 600 --minutes 30 --train-clips 600 \
         --val-clips 60 --real 30 --save out/sint_seed1 --json out/sint_seed1.json
     .venv/bin/python experiments/sint.py --summarize out/sint_seed0.json out/sint_seed1.json ...
 
