@@ -32,6 +32,18 @@ CNN's recipe Swin's loss diverged at epoch 3 (0.80 -> 1.31-1.52). Runs are named
 
     OMP_NUM_THREADS=1 python experiments/transformers.py detect --backbones swin_narrow --epochs 10 \
         --recipe transformer --seeds 0,1 --out out/transformers-detect10-recipe
+
+(c) ``mask``: ``maskrcnn_fpn`` over ``narrow`` and ``swin_narrow`` with ``maskrcnn_narrow_fpn``'s
+settings (``NARROW_SETTINGS`` + a mask head of four 32-channel convs, score threshold 0.05), the
+transformer recipe on both sides for :data:`MASK_EPOCHS` epochs; test box and mask AP / AP50 / AP75
+(one pass, :func:`mask_rcnn_ablation.test_scores`). (d) ``segment``: ``deeplabv3`` at
+``output_stride=32`` over ``narrow``, ``swin_narrow`` and ``vit_narrow`` (:data:`SEGMENT_SETTINGS`:
+ASPP of 64 channels, rates (1, 2, 3) for a 4 x 4 map at 128 px, dropout 0.1) on the shapes label
+maps (7 classes), the transformer recipe at batch 8 (warm-up one epoch, 250 steps) on all three
+for :data:`SEGMENT_EPOCHS` epochs; test mIoU, boundary mIoU, pixel accuracy::
+
+    OMP_NUM_THREADS=1 python experiments/transformers.py mask --out out/transformers-mask
+    OMP_NUM_THREADS=1 python experiments/transformers.py segment --out out/transformers-segment
 """
 
 from __future__ import annotations
@@ -72,18 +84,32 @@ DETECT_RECIPES: dict[str, list[str]] = {
     "transformer": ["--optimizer", "adamw", "--warmup", "500", "--batch-size", "4", "--lr", "0.001",
                     "--clip-grad", "1.0", "--amp", "bf16"],
 }  # fmt: skip
+MASK_EPOCHS = 4
+MASK_KEYS = ("bbox_map_50", "bbox_map", "segm_map_50", "segm_map", "segm_map_75")
+# maskrcnn_narrow_fpn's mask head (structpred/models/mask_rcnn.py) over any backbone
+MASK_SETTINGS: dict[str, object] = {"mask_layers": [32] * 4, "mask_dim_reduced": 32, "box_score_thresh": 0.05}
+SEGMENT_BACKBONES = ("narrow", "swin_narrow", "vit_narrow")
+SEGMENT_EPOCHS = 8
+SEGMENT_KEYS = ("miou", "boundary_miou", "pixel_accuracy")
+SEGMENT_SETTINGS: dict[str, object] = {"output_stride": 32, "atrous_rates": [1, 2, 3], "aspp_channels": 64,
+                                       "dropout": 0.1}  # fmt: skip
+# the transformer recipe at batch 8: warm-up one epoch of the 2,000 shapes images
+SEGMENT_RECIPE = ["--optimizer", "adamw", "--warmup", "250", "--batch-size", "8", "--lr", "0.001",
+                  "--clip-grad", "1.0", "--amp", "bf16"]  # fmt: skip
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("classify", "detect"))
+    p.add_argument("part", choices=("classify", "detect", "mask", "segment"))
     p.add_argument("--out", default=None, help="runs and results (default out/transformers-PART)")
     p.add_argument("--settings", default=",".join(SETTINGS), help="classify: comma list of settings")
     p.add_argument("--models", default=None, help="classify: comma list of models (default both)")
-    p.add_argument("--backbones", default=",".join(DETECT_BACKBONES), help="detect: comma list of backbones")
+    p.add_argument("--backbones", default=None, help="detect / mask / segment: comma list of backbones")
     p.add_argument("--seeds", default=None, help="comma list (default 0,1,2 classify; 0 detect)")
     p.add_argument("--epochs", type=int, default=None, help="override every run's epochs")
     p.add_argument("--recipe", default="cnn", choices=sorted(DETECT_RECIPES), help="detect: train recipe")
+    p.add_argument("--test-images", type=int, default=None, help="mask / segment: test subset (pilots)")
+    p.add_argument("--data-arg", action="append", default=[], help="mask / segment: K=V (pilots)")
     p.add_argument("--table", action="store_true", help="only print the table from OUT/*/result.json")
     return p.parse_args(argv)
 
@@ -151,6 +177,72 @@ def detect_run(out: Path, backbone: str, seed: int, epochs: int | None, recipe: 
               "images_per_s": _images_per_second(run)}  # fmt: skip
     (run / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{name}: {result['test']}, {result['images_per_s']:.1f} images/s", flush=True)
+
+
+def dense_run(out: Path, part: str, backbone: str, seed: int, epochs: int | None,
+              data_args: list[str], test_images: int | None) -> None:  # fmt: skip
+    """``part`` ``mask`` (``maskrcnn_fpn``) or ``segment`` (``deeplabv3``) over ``backbone`` on shapes
+    (module doc); test figures and images/s into ``result.json``."""
+    import time
+
+    import torch
+
+    from structpred.engine.run import evaluate, evaluation_data, load_model
+    from structpred.models.faster_rcnn import NARROW_SETTINGS
+
+    model = "maskrcnn_fpn" if part == "mask" else "deeplabv3"
+    name = f"{model}-{backbone}-s{seed}"
+    run = out / name
+    if (run / "result.json").exists():
+        return
+    epochs = epochs or (MASK_EPOCHS if part == "mask" else SEGMENT_EPOCHS)
+    if part == "mask":
+        model_args = {"backbone": backbone, "fpn_channels": 32, **NARROW_SETTINGS, **MASK_SETTINGS}
+        recipe = DETECT_RECIPES["transformer"]
+    else:
+        model_args = {"backbone": backbone, "num_classes": 7, **SEGMENT_SETTINGS}
+        recipe = SEGMENT_RECIPE
+    args = ["--data", "shapes", *data_args, *_kv(model_args, "--model-arg"), *recipe,
+            "--epochs", str(epochs), "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
+    wall = _train(model, [*args, "--out", str(run)], out / f"{name}.log")
+    torch.set_num_threads(1)
+    test_args = {"num_images": test_images} if test_images else None
+    tic = time.perf_counter()
+    if part == "mask":
+        from mask_rcnn_ablation import test_scores
+
+        net, config = load_model(run)
+        _, test = evaluation_data(config, None, "test", test_args)
+        scores = test_scores(net, test, 8)
+    else:
+        metrics = evaluate(run, split="test", data_kwargs=test_args)
+        scores = {k: float(metrics[k]) for k in SEGMENT_KEYS}
+    result = {"part": part, "model": model, "backbone": backbone, "seed": seed, "args": args, "wall_s": wall,
+              "test_s": time.perf_counter() - tic, "params": _params(run), "test": scores,
+              "images_per_s": _images_per_second(run)}  # fmt: skip
+    (run / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"{name}: {scores}, {result['images_per_s']:.1f} images/s, {wall / 60:.1f} min", flush=True)
+
+
+def dense_table(out: Path, part: str) -> str:
+    """Markdown: per backbone, the test figures (mean ± sd over seeds), params, train time, images/s."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    keys = MASK_KEYS if part == "mask" else SEGMENT_KEYS
+    header = (f"| backbone | params | epochs | seeds | train (min, 1 thread) | {' | '.join(keys)} "
+              f"| images/s |\n|---|---:|---:|---:|---:|{'---:|' * len(keys)}---:|")  # fmt: skip
+    rows = []
+    for backbone in dict.fromkeys([*SEGMENT_BACKBONES, *(r["backbone"] for r in results)]):
+        rs = [r for r in results if r.get("part") == part and r["backbone"] == backbone]
+        if not rs:
+            continue
+        epochs = rs[0]["args"][rs[0]["args"].index("--epochs") + 1]
+        cells = " | ".join(_mean_sd([r["test"][k] for r in rs]) for k in keys)
+        wall = statistics.mean(r["wall_s"] for r in rs) / 60
+        speed = statistics.mean(r["images_per_s"] for r in rs)
+        params = f"{rs[0]['params'] / 1e6:.2f} M"
+        rows.append(f"| `{backbone}` | {params} | {epochs} | {len(rs)} | {wall:.1f} | {cells} "
+                    f"| {speed:.1f} |")  # fmt: skip
+    return "\n".join([header, *rows])
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -224,12 +316,18 @@ def main(argv: list[str] | None = None) -> None:
                         classify_run(out, setting, model, seed, a.epochs)
         print(classify_table(out))
         return
+    default = DETECT_BACKBONES if a.part in ("detect", "mask") else SEGMENT_BACKBONES
+    backbones = [b for b in (a.backbones or ",".join(default)).split(",") if b]
     if not a.table:
         seeds = [int(s) for s in (a.seeds or ",".join(map(str, DETECT_SEEDS))).split(",")]
+        data_args = [x for kv in a.data_arg for x in ("--data-arg", kv)]
         for seed in seeds:
-            for backbone in [b for b in a.backbones.split(",") if b]:
-                detect_run(out, backbone, seed, a.epochs, a.recipe)
-    print(detect_table(out))
+            for backbone in backbones:
+                if a.part == "detect":
+                    detect_run(out, backbone, seed, a.epochs, a.recipe)
+                else:
+                    dense_run(out, a.part, backbone, seed, a.epochs, data_args, a.test_images)
+    print(detect_table(out) if a.part == "detect" else dense_table(out, a.part))
 
 
 if __name__ == "__main__":
