@@ -30,9 +30,14 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         pr_plot=args.pr_plot,
         image_size=args.image_size,
         progress=not args.no_progress,
+        raw=args.raw_weights,
     )
     kind = task_of(meta["config"]["model_name"]).headline.kind
     print(f"{path} (epoch {int(meta.get('epoch', 0)) + 1}, step {meta.get('step', '?')})")
+    from ..engine.ema import weights_line
+
+    if (which := weights_line(meta, args.raw_weights)) is not None:
+        print(which)
     print(format_metrics(metrics, args.split, kind))
     if args.report:
         from ..engine.report import report_for_checkpoint
@@ -63,6 +68,11 @@ def add_parser(sub: Any) -> None:
         help="the model's input size, longer side (default: the one trained with; see train --help)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="a run trained with --ema: evaluate the raw weights, not their average (default: the EMA)",
+    )
     p.add_argument("--pr-plot", default=None, metavar="PNG", help="detection: write PR curves here")
     p.add_argument(
         "--report",

@@ -34,6 +34,13 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         check=not args.no_check,
         image_size=tuple(args.input_size) if args.input_size else None,
     )
+    if args.checkpoint is not None:  # a run trained with --ema exports its weight average
+        from ..engine.checkpoint import read_meta
+        from ..engine.ema import weights_line
+
+        which = weights_line(read_meta(args.checkpoint)[1])
+        if which is not None:
+            print(which.split(";")[0])
     opset = f", opset {report.opset}" if report.opset is not None else ""
     print(f"{report.model} ({report.task}) -> {report.path} [{report.fmt}{opset}] in {report.seconds:.1f} s")
     for name, shape, axes in zip(report.input_names, report.input_shapes, report.dynamic, strict=True):

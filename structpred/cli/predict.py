@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         progress=not args.no_progress,
         best=args.best,
         calib=args.calib,
+        raw_weights=args.raw_weights,
     )
     out = path.parent
     items = json.loads((out / "images.json").read_text(encoding="utf-8"))
@@ -61,6 +62,11 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     written = [f"{pictures} pictures", f"{path.name} ({len(rows)} rows)", "images.json", *videos]
     if flos:
         written.insert(0, f"{flos} .flo")
+    from ..engine.checkpoint import read_meta
+    from ..engine.ema import weights_line
+
+    if (which := weights_line(read_meta(args.checkpoint, best=args.best)[1], args.raw_weights)) is not None:
+        print(which)
     print(f"{len(items)} images/frames -> {out}: {', '.join(written)}")
     return 0
 
@@ -76,6 +82,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="run directory or ckpt-*.json")
     p.add_argument("--best", action="store_true", help="the run directory's best checkpoint, not its last")
+    p.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="a run trained with --ema: the raw weights, not their average (default: the EMA)",
+    )
     p.add_argument(
         "inputs",
         nargs="*",

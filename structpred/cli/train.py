@@ -9,7 +9,8 @@ business and always come from the command line; ``--keep-last``, ``--checkpoint-
 ``--eval-every`` from the command line when given, else from the checkpoint.
 
 ``--augment SPEC`` (:mod:`structpred.data.augment`) is recorded in its canonical form (a preset
-expanded to its fields) and compared in that form on resume.
+expanded to its fields) and compared in that form on resume. ``--ema DECAY[,tau=N]`` (a weight
+average, :mod:`structpred.engine.ema`) likewise, as ``DECAY,tau=N``.
 
 The old form, ``--resume`` with no directory, resumes ``--out`` (and, with ``--model`` and
 ``--data`` given, starts a new run there when it holds no checkpoint yet).
@@ -62,6 +63,10 @@ def _given_changes(args: argparse.Namespace) -> dict[str, Any]:
         from ..data.augment import canonical_augment
 
         changes["augment"] = canonical_augment(args.augment)
+    if args.ema is not None:  # compared canonical ("0.999" = "0.999,tau=2000")
+        from ..engine.ema import canonical_ema
+
+        changes["ema"] = canonical_ema(args.ema)
     given_data = data_kwargs(args)  # --data-arg, --val-fraction / --split-seed, the task of data on disk
     if given_data:
         changes["data_kwargs"] = given_data
@@ -91,6 +96,10 @@ def check_flags(args: argparse.Namespace) -> None:
         from ..data.augment import canonical_augment
 
         canonical_augment(args.augment, "--augment")
+    if getattr(args, "ema", None) is not None:
+        from ..engine.ema import canonical_ema
+
+        canonical_ema(args.ema, "--ema")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,9 +138,8 @@ def _fresh(args: argparse.Namespace, out: str) -> tuple[Any, dict[str, Any]]:
     given = {
         field: getattr(args, dest) for dest, field in RUN_FLAGS.items() if getattr(args, dest) is not None
     }
-    config = TrainConfig(
-        **{k: v for k, v in given.items() if k in fields}, augment=args.augment, **_settings(args)
-    )
+    flags = {k: v for k, v in given.items() if k in fields}
+    config = TrainConfig(**flags, augment=args.augment, ema=args.ema, **_settings(args))
     return engine_run.train(
         args.model,
         args.data,
@@ -282,6 +290,14 @@ def add_parser(sub: Any) -> None:
         help="training augmentation, comma separated: hflip[=P], scale=F, translate=F, hsv=F, hue=F, "
         "min_visible=F, or a preset (yolo, yolo_v1, none) then changes, e.g. "
         "'hflip,scale=0.2,translate=0.2,hsv=0.5' or 'yolo,scale=0.3' (docs/augment.md) (default: none)",
+    )
+    run_.add_argument(
+        "--ema",
+        default=None,
+        metavar="DECAY[,tau=N]",
+        help="keep an exponential moving average of the weights: decay DECAY in (0, 1) ramped in as "
+        "DECAY*(1-exp(-step/N)) (default N 2000, ultralytics'); validation, the best checkpoint, eval, "
+        "predict and export use it (docs/ema.md), e.g. 0.999,tau=500 (default: none)",
     )
     w = p.add_argument_group("weights in (fine-tuning)")
     w.add_argument(

@@ -2,10 +2,12 @@
 
 A checkpoint ``ckpt-<step>`` is two files in the run directory:
 
-- ``ckpt-<step>.safetensors`` — model weights (``model/…``), optimizer tensors (``optim/…``,
-  e.g. momentum buffers) and the torch RNG states (``rng/…``);
+- ``ckpt-<step>.safetensors`` — model weights (``model/…``), the weight EMA if the run keeps one
+  (``ema/…``, :mod:`.ema`), optimizer tensors (``optim/…``, e.g. momentum buffers) and the torch
+  RNG states (``rng/…``);
 - ``ckpt-<step>.json`` — config, epoch, step, step within the epoch, optimizer scalars and
-  parameter groups, numpy and Python RNG states, the metrics so far, and the weights file's
+  parameter groups, numpy and Python RNG states, the EMA's decay, tau and update count (``ema``),
+  the metrics so far, and the weights file's
   name, size and SHA-256.
 
 The JSON is the commit record (docs/checkpoints.md): the weights are written first (temporary
@@ -47,6 +49,7 @@ from .checkpoint_state import model_state as model_state  # re-exported: ckpt.re
 from .checkpoint_state import restore as restore
 from .checkpoint_state import restore_optimizer as restore_optimizer
 from .checkpoint_state import set_rng_state as set_rng_state
+from .ema import ModelEMA
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,7 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int = 3,
     best: bool = False,
+    ema: ModelEMA | None = None,
 ) -> Path:
     """Write ``ckpt-<step>`` atomically and delete all but the newest ``keep_last`` (and the best).
 
@@ -100,6 +104,7 @@ def save_checkpoint(
         state: JSON-able training state (epoch, step_in_epoch, config, metrics...); its
             ``"best"`` entry (naming its ``"checkpoint"``) is what ``best.json`` mirrors.
         best: this checkpoint is the run's best: ``best.json`` names it.
+        ema: the run's weight average, saved beside the raw weights (``ema/…`` + ``ema``).
     Returns:
         the JSON file's path.
     Raises:
@@ -109,14 +114,18 @@ def save_checkpoint(
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_partial(run_dir)
     tensors = {f"{MODEL_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(ema.tensors())
     for name, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise NonFiniteWeightsError(
-                f"{run_dir}: step {step}: weight {name[len(MODEL_PREFIX) :]} holds NaN or infinity; "
+                f"{run_dir}: step {step}: weight {name} holds NaN or infinity; "
                 "not saved (the last good checkpoint is kept)"
             )
     meta = dict(state)
     meta["step"] = step
+    if ema is not None:
+        meta["ema"] = ema.state()
     if optimizer is not None:
         opt_tensors, meta["optimizer"] = _split_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)

@@ -101,6 +101,11 @@ def _meta_problem(meta: Any) -> str | None:
     for key in ("config", "metrics", "rng", "optimizer"):
         if key in meta and not isinstance(meta[key], dict):
             return f"{key} must be a JSON object, got {type(meta[key]).__name__}"
+    if "ema" in meta:
+        from .ema import ema_record_problem
+
+        if (problem := ema_record_problem(meta["ema"])) is not None:
+            return problem
     if "best" in meta and meta["best"] is not None and not isinstance(meta["best"], dict):
         return f"best must be a JSON object or null, got {type(meta['best']).__name__}"
     groups = meta.get("optimizer", {}).get("param_groups", [])

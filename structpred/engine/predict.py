@@ -79,6 +79,7 @@ def predict_images(
     progress: bool = True,
     best: bool = False,
     calib: tuple[float, float, float] | str | None = None,
+    raw_weights: bool = False,
 ) -> Path:
     """Run the checkpoint's model on ``images`` (files, folders, globs; images and videos) or on
     the images of ``data``'s ``split``; returns the path of ``predictions.json``.
@@ -87,7 +88,8 @@ def predict_images(
     the inputs' sub-folders (:mod:`structpred.tasks.outputs`). ``coco_json`` maps the image
     files to that json's image ids by file name; ``best`` takes the run directory's best
     checkpoint instead of its last; ``calib`` = (focal px, baseline m, doffs px) makes the depth
-    tasks write depth in metres beside the disparity. Raises ``ValueError`` — before the model loads
+    tasks write depth in metres beside the disparity; the checkpoint's weight EMA is used when it
+    holds one (logged), its raw weights with ``raw_weights``. Raises ``ValueError`` — before the model loads
     for the inputs — for no or unreadable inputs (naming the file), an ``out_dir`` that would
     put outputs beside the inputs, categories that disagree with the checkpoint's, or a task
     that does not read images.
@@ -119,7 +121,7 @@ def predict_images(
     out = Path(out_dir) if out_dir is not None else next_run_folder(Path("out/predict"))
     stems = output_stems(paths, out)  # checked before the model loads
     total = probe_inputs(paths)  # every header read: a bad file stops the run before any output
-    model, config = load_model(checkpoint, best=best)
+    model, config = load_model(checkpoint, best=best, raw=raw_weights)
     task = task_of(config.model_name)
     image_size = getattr(config, "image_size", None)
     _, resample = image_size_rule(config.model_name, config.model_kwargs, image_size)  # as eval does

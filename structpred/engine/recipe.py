@@ -56,6 +56,21 @@ def _augment_spec(v: Any) -> bool:
     return True
 
 
+def _ema_spec(v: Any) -> bool:
+    """A weight-EMA spec (:func:`~structpred.engine.ema.parse_ema`) or None."""
+    if v is None:
+        return True
+    if not isinstance(v, str):
+        return False
+    from .ema import canonical_ema
+
+    try:
+        canonical_ema(v, "ema")
+    except ValueError:
+        return False
+    return True
+
+
 def _kind(*types: type) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, types)
 
@@ -93,6 +108,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_classes": (_optional(_int(1)), "a positive int or None"),
     "image_size": (_optional(_int(16)), "an int >= 16 (pixels) or None"),
     "augment": (_augment_spec, "an augmentation spec (e.g. 'hflip,scale=0.2' or 'yolo') or None"),
+    "ema": (_ema_spec, "a weight EMA spec DECAY[,tau=N] (e.g. '0.999,tau=500') or None"),
     "overrides": (_kind(list), "a list"),
     "class_names": (_kind(list), "a list"),
     "category_ids": (_kind(list), "a list"),
@@ -152,6 +168,7 @@ class TrainConfig:
     num_classes: int | None = None  # the user's class count (--num-classes), None: the data's
     image_size: int | None = None  # the model's input size (--image-size; see engine.run)
     augment: str | None = None  # training augmentation (--augment; data.augment's canonical spec)
+    ema: str | None = None  # weight EMA (--ema DECAY[,tau=N]; engine.ema's canonical spec)
     overrides: list[dict[str, Any]] = field(default_factory=list)  # resume --override history
     class_names: list[str] = field(default_factory=list)  # names of labels 1..K (detection data)
     category_ids: list[int] = field(default_factory=list)  # the data's own id of each label
@@ -165,6 +182,10 @@ class TrainConfig:
             from ..data.augment import canonical_augment
 
             self.augment = canonical_augment(self.augment, "augment")
+        if self.ema is not None:
+            from .ema import canonical_ema
+
+            self.ema = canonical_ema(self.ema, "ema")
 
 
 # AdamW with weight decay and a cosine schedule, quiet, on the CPU, keeping the last checkpoint.

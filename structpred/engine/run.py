@@ -20,6 +20,10 @@ Augmentation (``config.augment``, ``--augment SPEC``; :mod:`structpred.data.augm
 training items only, item ``i`` of epoch ``e`` drawn from ``(seed, e, i)`` (the trainer tells
 the data its epoch), so a resumed run is exact. Validation and evaluation are never augmented.
 
+Weight EMA (``config.ema``, ``--ema DECAY[,tau=N]``; :mod:`.ema`): validation and the best
+checkpoint use the average; :func:`load_model` (eval, predict, export) loads it when the
+checkpoint holds one, the raw weights with ``raw=True``.
+
 Resume (:func:`resume`): the whole config comes from the run's newest checkpoint. Settings
 that change the run (``RUN_CHANGING``) are compared with the checkpoint's and refused unless
 ``override``; harmless ones (``HARMLESS``: device, workers, progress...) apply freely.
@@ -44,6 +48,7 @@ from ..data.transforms import resize
 from ..models import get_model, model_info
 from ..tasks import Task, task_of
 from . import checkpoint as ckpt
+from .ema import choose_weights
 from .trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,7 @@ HARMLESS = ("device", "num_workers", "progress", "keep_last", "checkpoint_every"
 RUN_CHANGING = (
     "model_name", "data", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
     "schedule", "warmup_steps", "milestones", "gamma", "clip_grad_norm", "amp", "seed", "weights",
-    "freeze", "num_classes", "image_size", "augment", "model_args", "data_kwargs",
+    "freeze", "num_classes", "image_size", "augment", "ema", "model_args", "data_kwargs",
 )  # fmt: skip
 
 
@@ -370,6 +375,7 @@ def evaluate(
     best: bool = False,
     image_size: int | None = None,
     progress: bool = False,
+    raw: bool = False,
 ) -> dict[str, Any]:
     """Rebuild the checkpoint's model, load its weights and evaluate on ``data``'s ``split``.
 
@@ -377,13 +383,14 @@ def evaluate(
     checkpoint file. ``data`` defaults to the spec the run was trained on (and then its data
     arguments, updated by ``data_kwargs``). ``image_size`` defaults to the recorded one. For
     detection, ``pr_plot`` is where the per-class precision-recall curves (IoU 0.5) are drawn.
-    ``progress``: show the evaluation's progress (:mod:`structpred.progress`).
+    ``progress``: show the evaluation's progress (:mod:`structpred.progress`). ``raw``: the raw
+    weights even when the checkpoint holds an EMA of them.
     """
-    model, config = load_model(checkpoint, best=best, image_size=image_size)
+    model, config = load_model(checkpoint, best=best, image_size=image_size, raw=raw)
     if not data and not config.data:
         raise ValueError(f"{checkpoint}: no data spec recorded; pass one (e.g. --data shapes)")
     data, dataset = evaluation_data(config, data, split, data_kwargs)
-    config.progress = progress
+    config.progress, config.ema = progress, None  # the weights chosen are the ones evaluated
     if batch_size:
         config.batch_size = batch_size
     if device:
@@ -409,13 +416,17 @@ def evaluate(
 
 
 def load_model(
-    checkpoint: str | Path, best: bool = False, image_size: int | None = None
+    checkpoint: str | Path, best: bool = False, image_size: int | None = None, raw: bool = False
 ) -> tuple[nn.Module, TrainConfig]:
     """The checkpoint's model, rebuilt from its recorded builder and weights, in eval mode.
 
-    ``image_size`` rebuilds it for another input size (the recorded one by default).
+    ``image_size`` rebuilds it for another input size (the recorded one by default). The
+    weights are the checkpoint's EMA when it holds one (logged), the raw ones with ``raw``.
     """
     tensors, meta = ckpt.load_checkpoint(checkpoint, best=best)
+    tensors, which = choose_weights(tensors, meta, raw)
+    if which is not None:
+        log.info("%s: %s", checkpoint, which)
     cfg = dict(meta["config"])
     if not cfg.get("model_name"):
         raise ValueError(f"{checkpoint}: the checkpoint records no model name")

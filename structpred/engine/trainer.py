@@ -13,6 +13,9 @@ batches it already did and ends with the same weights as a run never interrupted
 Under torchrun (:mod:`.distributed`) each process takes its block of every global batch,
 trainable batch norms are synchronised for the run, and every process must read the same
 checkpoint on resume (checked); docs/distributed.md says what equals one process exactly.
+
+With ``config.ema`` (:mod:`.ema`) an average of the weights follows every optimizer step;
+validation, the best checkpoint's choice and ``structpred eval`` use it; checkpoints hold both.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ..progress import Progress
 from ..tasks.base import Headline, Metric, Task, evaluation_loop
 from . import checkpoint as ckpt
 from . import distributed
+from .ema import ModelEMA
 from .logs import RunLog, epoch_line
 from .recipe import TrainConfig
 from .schedule import lr_at
@@ -104,6 +108,7 @@ class Trainer:
         self.task = task
         self.collate_fn = collate_fn
         self.optimizer = self._build_optimizer()
+        self.ema = ModelEMA.from_spec(self.model, self.config.ema)  # the unwrapped module's average
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.last_metric: Metric | None = None  # the last evaluation's (e.g. for PR curves)
@@ -189,7 +194,7 @@ class Trainer:
             "best": self.best,
         }
         ckpt.save_checkpoint(
-            self.out_dir, self.step, self.model, self.optimizer, state, self.config.keep_last, best=best
+            self.out_dir, self.step, self.model, self.optimizer, state, self.config.keep_last, best, self.ema
         )
 
     def _is_best(self, metrics: dict[str, float], epoch: int) -> bool:
@@ -316,6 +321,8 @@ class Trainer:
         tensors, meta = loaded
         ckpt.restore(tensors, meta, self.model, None, rng=False)
         self._restore_optimizer(tensors, meta)
+        if self.ema is not None and (note := self.ema.resume(tensors, meta)) is not None:
+            self.report(note)
         self.best = meta.get("best")
         self.step, epoch, skip = int(meta["step"]), int(meta["epoch"]), int(meta["step_in_epoch"])
         if skip >= self.steps_per_epoch():  # saved at the epoch's end: the next one starts
@@ -358,6 +365,8 @@ class Trainer:
             if c.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             step_in_epoch += 1
             ips = len(images) * self.ctx.world_size / max(time.perf_counter() - tic, 1e-9)
@@ -395,10 +404,12 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, data: Dataset | None = None) -> dict[str, Any]:
-        """Validation loss (mean of each ``loss_*`` term over items) and the metric, if any."""
+        """Validation loss (mean of each ``loss_*`` term over items) and the metric, if any; of the
+        weight EMA when the run keeps one."""
         data = data if data is not None else self.val_data
         if data is None:
             raise ValueError("no data to evaluate on")
+        model = self.ema.module if self.ema is not None else self.model
         self.model.eval()
         metric = self.metric() if self.metric is not None else None
         indices = list(range(len(data)))  # type: ignore[arg-type]
@@ -409,7 +420,7 @@ class Trainer:
             self._check_inputs(inputs, "validation batch")
             inputs, targets = _to_device(inputs, targets, self.ctx.device)
             with self._autocast():
-                return self.model(inputs, targets)
+                return model(inputs, targets)
 
         loop = self.task.evaluate if self.task is not None else evaluation_loop  # the task's own loop
         shown = self.config.progress and self.ctx.is_main
