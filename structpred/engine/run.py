@@ -48,7 +48,7 @@ from ..data.transforms import resize
 from ..models import get_model, model_info
 from ..tasks import Task, task_of
 from . import checkpoint as ckpt
-from .ema import choose_weights
+from .ema import canonical_ema, choose_weights
 from .trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,9 @@ def config_differences(config: TrainConfig, changes: dict[str, Any]) -> list[tup
                 old = built.get(key, getattr(config, name).get(key))
                 if _differ(old, value):
                     out.append((f"{name}.{key}", old, value))
-        elif _differ(getattr(config, name), given):
+        elif name == "ema" and _differ(config.ema, given := canonical_ema(given, "ema")):
+            out.append((name, config.ema, given))
+        elif name != "ema" and _differ(getattr(config, name), given):
             out.append((name, getattr(config, name), given))
     return out
 
