@@ -89,7 +89,7 @@ MASK_KEYS = ("bbox_map_50", "bbox_map", "segm_map_50", "segm_map", "segm_map_75"
 # maskrcnn_narrow_fpn's mask head (structpred/models/mask_rcnn.py) over any backbone
 MASK_SETTINGS: dict[str, object] = {"mask_layers": [32] * 4, "mask_dim_reduced": 32, "box_score_thresh": 0.05}
 SEGMENT_BACKBONES = ("narrow", "swin_narrow", "vit_narrow")
-SEGMENT_EPOCHS = 8
+SEGMENT_EPOCHS = 6
 SEGMENT_KEYS = ("miou", "boundary_miou", "pixel_accuracy")
 SEGMENT_SETTINGS: dict[str, object] = {"output_stride": 32, "atrous_rates": [1, 2, 3], "aspp_channels": 64,
                                        "dropout": 0.1}  # fmt: skip
