@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ._data_args import add_data_arguments, data_kwargs
@@ -65,8 +66,10 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
     from ..engine.checkpoint import read_meta
     from ..engine.ema import weights_line
 
-    if (which := weights_line(read_meta(args.checkpoint, best=args.best)[1], args.raw_weights)) is not None:
-        print(which)
+    if Path(args.checkpoint).exists():  # which weights (a run trained with --ema: its average)
+        which = weights_line(read_meta(args.checkpoint, best=args.best)[1], args.raw_weights)
+        if which is not None:
+            print(which)
     print(f"{len(items)} images/frames -> {out}: {', '.join(written)}")
     return 0
 

@@ -121,7 +121,7 @@ def predict_images(
     out = Path(out_dir) if out_dir is not None else next_run_folder(Path("out/predict"))
     stems = output_stems(paths, out)  # checked before the model loads
     total = probe_inputs(paths)  # every header read: a bad file stops the run before any output
-    model, config = load_model(checkpoint, best=best, raw=raw_weights)
+    model, config = load_model(checkpoint, best=best, **({"raw": True} if raw_weights else {}))
     task = task_of(config.model_name)
     image_size = getattr(config, "image_size", None)
     _, resample = image_size_rule(config.model_name, config.model_kwargs, image_size)  # as eval does
