@@ -14,7 +14,10 @@ A run trains with ``structpred train``, then its last checkpoint is scored on th
 :func:`structpred.engine.run.evaluate` (COCO map, map_50, map_75, mar_small) and its inference
 speed is timed on 32 test images (batch 1, eval, ``no_grad``, the run's own image size, median
 of 3 passes, one thread): images per second. The wall time is the whole ``train`` command
-(validation included), so the budget is comparable between models.
+(validation included), so the budget is comparable between models; its CPU time (user + sys of
+the ``train`` process) is recorded beside it, the budget's measure on a shared machine. A run
+with a weight EMA (``--ema``, docs/ema.md) is scored with the average (the default) and, as
+``test_raw``, with its raw weights: the same run with and without the EMA.
 """
 
 from __future__ import annotations
@@ -66,18 +69,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _train(model: str, args: list[str], log: Path) -> float:
-    """``structpred train --model MODEL ARGS`` on one thread, output to ``log``; wall time in s."""
+def _train(model: str, args: list[str], log: Path) -> tuple[float, float]:
+    """``structpred train --model MODEL ARGS`` on one thread, output to ``log``; (wall, CPU) s."""
+    import resource
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "structpred", "train", "--model", model, *args, "--no-progress"]
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "w") as f:
         f.write(" ".join(cmd[1:]) + "\n")
         f.flush()
         done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed; see {log}")
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.perf_counter() - start, cpu
 
 
 def _images_per_second(run: Path, images: int = 32, passes: int = 3) -> float:
@@ -89,7 +97,7 @@ def _images_per_second(run: Path, images: int = 32, passes: int = 3) -> float:
     torch.set_num_threads(1)
     model, config = load_model(run)
     _, dataset = evaluation_data(config, None, "test", None)
-    batch = [dataset[i][0] for i in range(min(images, len(dataset)))]
+    batch = [dataset[i][0] for i in range(min(images, len(dataset)))]  # type: ignore[arg-type]
     model.eval()
     rates = []
     with torch.no_grad():
@@ -112,7 +120,7 @@ def _one(a: argparse.Namespace, out: Path, model: str) -> None:
     run = out / model
     args = ["--data", a.data, *DATA_ARGS[a.data], *extra, "--epochs", str(epochs),
             "--eval-every", str(epochs), "--seed", str(a.seed)]  # fmt: skip
-    wall = _train(model, [*args, "--out", str(run)], out / f"{model}.log")
+    wall, cpu = _train(model, [*args, "--out", str(run)], out / f"{model}.log")
     torch.set_num_threads(1)
     metrics = evaluate(run, split="test")
     result = {
@@ -120,9 +128,13 @@ def _one(a: argparse.Namespace, out: Path, model: str) -> None:
         "data": a.data,
         "args": args,
         "wall_s": wall,
+        "cpu_s": cpu,
         "test": {k: float(metrics[k]) for k in KEYS},
         "images_per_s": _images_per_second(run),
     }
+    if "--ema" in args:  # the same run's raw weights
+        raw = evaluate(run, split="test", raw=True)
+        result["test_raw"] = {k: float(raw[k]) for k in KEYS}
     (run / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{model}: {result}", flush=True)
 
