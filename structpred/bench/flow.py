@@ -22,7 +22,9 @@ Correlation ops (1/8 of 368 x 496 = 46 x 62, batch 1), against references in thi
   channel sum), at 46 x 62 x 128 ch and 92 x 124 x 64 ch;
 - all pairs: our volume + 4-level pyramid vs torchvision's ``CorrBlock.build_pyramid``;
   our :func:`~structpred.ops.correlation.pyramid_lookup` vs its ``index_pyramid`` (r = 4, the
-  same pyramid, coordinates spread over the image).
+  same pyramid, coordinates spread over the image); and RAFT's own path, the packed bordered
+  pyramid (:mod:`structpred.ops.correlation_packed`) built once and read 12 times, vs
+  ``build_pyramid`` + 12 ``index_pyramid`` reads.
 
 Last, the all-pairs volume's memory (:func:`~structpred.ops.correlation.all_pairs_bytes`,
 4 levels, float32, batch 1) per input size.
@@ -42,6 +44,7 @@ from ..ops.correlation import (
     local_correlation,
     pyramid_lookup,
 )
+from ..ops.correlation_packed import packed_correlation_pyramid, packed_lookup
 from .timing import Comparison, compare, format_table, suite_parser, suite_repeats
 
 SEED = 0
@@ -224,6 +227,32 @@ def op_rows(repeats: int, warmup: int, quick: bool) -> list[Comparison]:
             f"pyramid lookup r=4, 4 levels, {H}x{W} (peer: torchvision CorrBlock)",
             ours_lookup,
             peer_lookup,
+            repeats=repeats,
+            warmup=warmup,
+            target=TARGET,
+        )
+    )
+    # RAFT's own layout (ops/correlation_packed.py): build once + 12 lookups, as one forward does
+    with torch.no_grad():
+        packed = packed_correlation_pyramid(f1, f2, 4)
+        if not torch.allclose(packed_lookup(packed, coords, 4), expected, atol=1e-4):
+            raise RuntimeError("packed_lookup differs from torchvision's index_pyramid")
+
+    def peer_forward_reads() -> Tensor:
+        with torch.no_grad():
+            block.build_pyramid(f1, f2)
+            return torch.stack([block.index_pyramid(coords) for _ in range(12)])
+
+    def ours_forward_reads() -> Tensor:
+        with torch.no_grad():
+            pyramid = packed_correlation_pyramid(f1, f2, 4)
+            return torch.stack([packed_lookup(pyramid, coords, 4) for _ in range(12)])
+
+    rows.append(
+        compare(
+            f"packed pyramid + 12 lookups r=4 (RAFT's path), {H}x{W}x{C} (peer: CorrBlock build + 12 reads)",
+            ours_forward_reads,
+            peer_forward_reads,
             repeats=repeats,
             warmup=warmup,
             target=TARGET,

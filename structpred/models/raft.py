@@ -6,11 +6,13 @@ channels, X context channels, K = L (2r + 1)^2 correlation features, T flow upda
 
 Architecture: a feature encoder maps both frames to ``[B, C, h, w]``; their all-pairs
 correlation ``[B, h, w, h, w]`` is average-pooled into L levels
-(:func:`~structpred.ops.correlation.correlation_pyramid`). A context encoder on frame0 gives the
-GRU's initial hidden state (tanh of D channels) and the context (ReLU of X channels). Starting
-from zero flow, each of T updates looks the pyramid up in a ``(2r + 1)^2`` window around
-``p + flow(p)`` (:func:`~structpred.ops.correlation.pyramid_lookup`, the coordinates detached as
-in the paper), runs the update block (:mod:`structpred.heads.raft_update`) and adds its increment;
+(:func:`~structpred.ops.correlation_packed.packed_correlation_pyramid`: the values of the
+reference :func:`~structpred.ops.correlation.correlation_pyramid` in one zero-bordered buffer).
+A context encoder on frame0 gives the GRU's initial hidden state (tanh of D channels) and the
+context (ReLU of X channels). Starting from zero flow, each of T updates looks the pyramid up
+in a ``(2r + 1)^2`` window around ``p + flow(p)``
+(:func:`~structpred.ops.correlation_packed.packed_lookup`, the coordinates detached as in the
+paper), runs the update block (:mod:`structpred.heads.raft_update`) and adds its increment;
 the 1/8 flow is upsampled to the image, convexly (RAFT-large's mask predictor) or bilinearly
 (RAFT-small). Module names are torchvision's, so its weights load one to one.
 
@@ -53,7 +55,7 @@ from ..heads.raft_update import (
 )
 from ..layers.raft_blocks import RaftEncoder
 from ..layers.views import batch_views
-from ..ops.correlation import all_pairs_correlation, correlation_pyramid, pyramid_lookup
+from ..ops.correlation_packed import packed_correlation_pyramid, packed_lookup
 from .contract import check_request, flow_targets
 from .registry import register_model
 from .segmenter import config_from
@@ -167,9 +169,7 @@ class RAFT(nn.Module):
         # (2B, C, h, w) -> (2, B, C, h, w): a reshape, not two slices (onnxruntime fuses slices at
         # a dynamic batch into a Split with the traced sizes)
         f1, f2 = fmaps.unflatten(0, (2, B)).unbind(0)  # (B, C, h, w) each
-        pyramid = correlation_pyramid(
-            all_pairs_correlation(f1, f2), c.corr_levels
-        )  # L x (B h w, 1, h_l, w_l)
+        pyramid = packed_correlation_pyramid(f1, f2, c.corr_levels)  # (B h w, T): L bordered levels
         D = self.update_block.hidden_state_size
         context_out = self.context_encoder(image1)  # (B, D + X, h, w)
         hidden = torch.tanh(context_out[:, :D])  # (B, D, h, w)
@@ -185,7 +185,7 @@ class RAFT(nn.Module):
         outputs = []
         for step in range(num_updates):
             coords1 = coords1.detach()  # the paper: no gradient through the lookup position
-            corr = pyramid_lookup(pyramid, coords1, c.corr_radius)  # (B, K, h, w)
+            corr = packed_lookup(pyramid, coords1, c.corr_radius)  # (B, K, h, w)
             hidden, delta = self.update_block(hidden, context, corr, coords1 - coords0)
             coords1 = coords1 + delta  # (B, 2, h, w)
             if every or step == num_updates - 1:

@@ -35,6 +35,7 @@ def test_quick_run_prints_every_case_with_positive_numbers(capsys: pytest.Captur
         "local correlation d=4",
         "all-pairs volume + 4-level pyramid",
         "pyramid lookup r=4",
+        "packed pyramid + 12 lookups r=4 (RAFT's path)",
     ]
     for cells in models[1:] + ops[1:]:
         ours, peer, ratio = (float(cells[i]) for i in (1, 2, 3))
