@@ -43,11 +43,14 @@ from ._trainable import set_trainable_units
 from .registry import register_backbone
 from .swin_window import (
     WINDOW_RULES,
+    cached_shift_mask,
+    eager,
+    from_windows,
+    merge_order,
     relative_position_index,
     shift_mask,
+    to_windows,
     window_and_shift,
-    window_partition,
-    window_reverse,
 )
 
 __all__ = ["SwinConfig", "SwinTransformer", "swin_base", "swin_narrow", "swin_small", "swin_tiny"]
@@ -90,7 +93,7 @@ class WindowAttention(Attention):
 
     def windows(self, x: Tensor, bias: Tensor) -> Tensor:
         """Attention inside windows: ``x [B * nW, L, D]`` (image-major), ``bias [1 or nW, heads, L, L]``
-        (the same for every image) -> ``[B * nW, L, D]``.
+        (the same for every image; or already repeated, ``[B * nW, heads, L, L]``) -> ``[B * nW, L, D]``.
 
         Without gradients, the fused kernel of :class:`Attention` (SDPA) with the bias repeated per
         image. With gradients, SDPA on CPU falls back to its unfused path anyway and would also
@@ -136,32 +139,44 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path2 = StochasticDepth(drop_path, "row")
+        self._bias_cache: tuple[tuple[object, ...], Tensor] | None = None  # see attention_bias
+
+    def attention_bias(
+        self, size: tuple[int, int], window: tuple[int, int], shift: tuple[int, int], n: int, x: Tensor
+    ) -> Tensor:
+        """Relative position bias (+ shift mask) of a padded ``size = (Hp, Wp)`` map in ``n`` windows:
+        ``[1 or nW, heads, L, L]``, or, cached (eager, no gradient into the table), ``[n, heads, L, L]``
+        repeated for the fused kernel's batch. The cache holds one entry, keyed by the geometry,
+        ``x``'s dtype / device and the table's identity and version (any in-place update, e.g. an
+        optimizer step or ``load_state_dict``, invalidates it)."""
+        (wh, ww), (sh, sw) = window, shift
+        table = self.attn.relative_position_bias_table
+        cache = eager() and not (torch.is_grad_enabled() and table.requires_grad)
+        key: tuple[object, ...] = ()  # (data_ptr and _version are eager-only: none under export)
+        if cache:
+            key = (size, window, shift, n, x.dtype, x.device, id(table), table.data_ptr(), table._version)
+            if self._bias_cache and self._bias_cache[0] == key:
+                return self._bias_cache[1]
+        bias = self.attn.position_bias(wh, ww)  # (1, heads, L, L)
+        if sh or sw:
+            make_mask = cached_shift_mask if eager() else shift_mask
+            mask = make_mask(*size, wh, ww, sh, sw, x.device, x.dtype)  # (nW, L, L)
+            bias = bias + mask.unsqueeze(1)  # (nW, heads, L, L)
+        if cache:
+            nw = bias.shape[0]
+            bias = bias.repeat(n // nw, 1, 1, 1) if n > nw > 1 else bias  # (n, heads, L, L), image-major
+            self._bias_cache = (key, bias)
+        return bias
 
     def window_attention(self, x: Tensor) -> Tensor:
         """(Shifted) window attention over ``[B, H, W, C]`` (see :mod:`.swin_window` for the rules)."""
         B, H, W, C = x.shape
         (wh, ww), (sh, sw) = window_and_shift((H, W), self.window, self.shift, self.window_rule)
-        pad_h, pad_w = -H % wh, -W % ww
-        pad_first = self.window_rule == "torchvision"
-        padded = bool(pad_h or pad_w)  # (no copy when the map is already window multiples)
-        if pad_first and padded:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-        if not pad_first and padded:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C)
-        Hp, Wp = H + pad_h, W + pad_w
-        bias = self.attn.position_bias(wh, ww)  # (1, heads, L, L)
-        if sh or sw:
-            mask = shift_mask(Hp, Wp, wh, ww, sh, sw, x.device, x.dtype)  # (nW, L, L)
-            bias = bias + mask.unsqueeze(1)  # (nW, heads, L, L)
-        out = self.attn.windows(window_partition(x, wh, ww), bias)  # (B*nW, L, C)
-        x = window_reverse(out, B, Hp, Wp, wh, ww)  # (B, Hp, Wp, C)
-        if not pad_first:
-            x = x[:, :H, :W]
-        if sh or sw:
-            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
-        return x[:, :H, :W] if pad_first else x
+        Hp, Wp = H - H % -wh, W - W % -ww  # padded to window multiples
+        n = B * (Hp // wh) * (Wp // ww)  # windows in the batch
+        bias = self.attention_bias((Hp, Wp), (wh, ww), (sh, sw), n, x)  # (1, nW or n, heads, L, L)
+        windows = to_windows(x, (wh, ww), (sh, sw), self.window_rule)  # (B*nW, L, C)
+        return from_windows(self.attn.windows(windows, bias), B, (H, W), (wh, ww), (sh, sw), self.window_rule)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path1(self.window_attention(self.norm1(x)))
@@ -180,8 +195,13 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, H, W, C = x.shape
-        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, H', W', C), even sides
         H2, W2 = (H + 1) // 2, (W + 1) // 2
+        if eager():  # one gather (the same values as the view / permute copy below)
+            if H % 2 or W % 2:
+                x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, 2*H2, 2*W2, C), even sides
+            x = x.reshape(B, 4 * H2 * W2, C).index_select(1, merge_order(H2, W2, x.device))  # (B, H2*W2*4, C)
+            return self.reduction(self.norm(x.view(B, H2, W2, 4 * C)))  # (B, H/2, W/2, out)
+        x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))  # (B, H', W', C), even sides
         x = x.reshape(B, H2, 2, W2, 2, C).permute(0, 1, 3, 4, 2, 5)  # (B, H/2, W/2, dx, dy, C)
         return self.reduction(self.norm(x.flatten(3)))  # (B, H/2, W/2, 4C) -> (B, H/2, W/2, out)
 

@@ -16,6 +16,10 @@ Cases:
 Before timing, both sides must agree (logits / maps within 1e-4, the same loss). The two sides then
 run alternately (:func:`~structpred.bench.timing.compare`), medians of ``--repeats``.
 
+``--roll-path`` adds, in the same run, ours against ours with
+:func:`~structpred.backbones.swin_window.gathered_windows` off (the roll / view copies and no bias
+cache: the path traced and exported graphs take, and ours before the gathered windows), same cases.
+
 Throughput: the FLOPs of one call counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix
 products, convolutions and attention, forward and backward) on timm's side, divided by each side's
 median time, against this machine's float32 matmul peak measured in the same run
@@ -83,10 +87,22 @@ def _throughput(name: str, ours: Callable[[], object], peer: Callable[[], object
     return Throughput(name, count_gflop(peer), count_gflop(ours), row.ours_ms, row.peer_ms, peak)
 
 
+def _rolled(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with the gathered-window paths off (the roll / view path)."""
+    from ..backbones.swin_window import gathered_windows
+
+    def call() -> Any:
+        with gathered_windows(False):
+            return fn()
+
+    return call
+
+
 def run(
-    repeats: int = 5, threads: int = 2, quick: bool = False
-) -> tuple[list[Comparison], list[Throughput], float]:
-    """Every case: ``(rows, throughput rows, matmul peak GFLOP/s)``; ``quick`` shrinks everything."""
+    repeats: int = 5, threads: int = 2, quick: bool = False, roll_path: bool = False
+) -> tuple[list[Comparison], list[Throughput], float, list[Comparison]]:
+    """Every case: ``(rows, throughput rows, matmul peak GFLOP/s, rows against our roll / view path)``
+    (the last empty without ``roll_path``); ``quick`` shrinks everything."""
     torch.set_num_threads(threads)
     peak = matmul_peak(*((1024, 3) if quick else (2048, 10)))
     batch, image = (int(QUICK["batch"]), int(QUICK["image"])) if quick else (BATCH, IMAGE)  # type: ignore[call-overload]
@@ -108,6 +124,10 @@ def run(
 
     _check_close("logits", [infer_ours()], [infer_peer()])
     rows = [compare(f"{MODEL} inference, {where}", infer_ours, infer_peer, repeats, warmup, TARGET)]
+    rolled: list[Comparison] = []
+    if roll_path:
+        _check_close("logits (roll path)", [_rolled(infer_ours)()], [infer_ours()])
+        rolled.append(compare(rows[-1].name, infer_ours, _rolled(infer_ours), repeats, warmup, TARGET))
     throughput = [_throughput(f"{MODEL} inference, {where}", infer_ours, infer_peer, rows[-1], peak)]
 
     peer.train()
@@ -122,6 +142,8 @@ def run(
     label = f"{MODEL} train step (zero_grad + forward + CE + backward), {where}"
     rows.append(compare(label, step_ours, step_peer, repeats, warmup, TARGET))
     throughput.append(_throughput(f"{MODEL} train step, {where}", step_ours, step_peer, rows[-1], peak))
+    if roll_path:
+        rolled.append(compare(label, step_ours, _rolled(step_ours), repeats, warmup, TARGET))
 
     side = int(QUICK["detection_image"]) if quick else DETECTION_IMAGE  # type: ignore[call-overload]
     d_batch = 1 if quick else DETECTION_BATCH
@@ -140,7 +162,9 @@ def run(
     label = f"Swin-T backbone forward_features (4 NCHW maps), batch {d_batch}, {side}x{side}"
     rows.append(compare(label, maps_ours, maps_peer, repeats, warmup, TARGET))
     throughput.append(_throughput(label, maps_ours, maps_peer, rows[-1], peak))
-    return rows, throughput, peak
+    if roll_path:
+        rolled.append(compare(label, maps_ours, _rolled(maps_ours), repeats, warmup, TARGET))
+    return rows, throughput, peak, rolled
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -148,11 +172,14 @@ def main(argv: list[str] | None = None) -> str:
     import timm
 
     parser = suite_parser("swin", __doc__, 5, quick_help="tiny inputs and depths, 1 repeat: a smoke run")
+    parser.add_argument(
+        "--roll-path", action="store_true", help="also time ours against our roll / view path"
+    )
     args = parser.parse_args(argv)
     repeats = suite_repeats(parser, args)
     previous_threads = torch.get_num_threads()
     try:
-        rows, throughput, peak = run(repeats, args.threads, args.quick)
+        rows, throughput, peak, rolled = run(repeats, args.threads, args.quick, args.roll_path)
     finally:  # the caller (a test, a notebook) gets its own thread count back
         torch.set_num_threads(previous_threads)
     header = (
@@ -161,9 +188,10 @@ def main(argv: list[str] | None = None) -> str:
     )
     if args.quick:
         header += " (QUICK: tiny inputs and depths, not the sizes named in the rows)"
-    text = "\n\n".join(
-        [header, format_table(rows, "timm"), format_throughput(throughput, "timm", "case", "GFLOP")]
-    )
+    tables = [header, format_table(rows, "timm"), format_throughput(throughput, "timm", "case", "GFLOP")]
+    if rolled:
+        tables.append(format_table(rolled, "roll / view path"))
+    text = "\n\n".join(tables)
     print(text)
     return text
 
