@@ -14,12 +14,19 @@ suppression pairs.
    boxes after it whose ``x1`` lies below its ``x2``: a contiguous run (``searchsorted``).
    The runs are tested as one ``[M, W]`` window (a strided view, nothing copied) when they
    are of similar lengths, else gathered pair by pair.
-3. Where the runs are long (clusters, repeated boxes: many candidates per box), **probe
-   blocks** first (:func:`_probe`): the best undecided box, then blocks of them, against
-   every undecided box while they drop many (about ``kept x alive`` IoUs, torchvision's
-   bound); the rest goes to the sweep.
+3. Where the runs are long (an estimate from the x-extent, :func:`_x_density`: clusters,
+   repeated boxes), the **probe** first (:func:`nms_probe._probe`): the best box of each
+   label, then blocks of the best undecided boxes (each solved among itself, its kept rows
+   then against every undecided box) while they drop many: about ``kept x alive`` IoUs,
+   torchvision's bound. The rest goes to the sweep, or to the blocks again when the sweep
+   would test many candidates a box and most boxes drop, or when its runs are long and
+   uneven (it steps aside): the blocks were measured cheaper there than the tensor path.
 4. The scan: the suppression pairs walked once in score order (a ``bytearray`` of dropped
    boxes), or the bitmask scan (:func:`greedy_bits`) when there are many.
+
+Labels: more than :data:`_PROBE_LABELS` labels, no probe (runs keyed by label; where those
+step aside, the tensor path answers); fewer, large ones (>= :data:`_OWN_LABEL_BOXES` boxes
+on average) each solved alone. IoU blocks and scans: :mod:`structpred.ops.nms_probe`.
 
 The IoU is the kernel's (``w * h``, ``inter / (area_i + area_j - inter)``, each step
 symmetric in ``i, j``) in the boxes' dtype, compared with the threshold as a float64
@@ -31,23 +38,20 @@ from __future__ import annotations
 import numpy as np
 
 from .nms_pairs import host_threshold
-from .nms_scan import greedy_bits
+from .nms_probe import _blocks, _heads, _matrix, _mostly_dropped, _over, _probe, _scan, _table
 
 # Up to this many boxes, one [N, N] matrix (fewer calls than the sweep).
 MATRIX_BOXES = 32
-# The probe runs where the sweep would test more than this many candidates a box.
-_PROBE_CANDIDATES = 8
 # No probe with more labels than this (each label's best box is a row of the first block).
 _PROBE_LABELS = 16
 # With at most _PROBE_LABELS labels of this many boxes on average, each label is solved alone.
 _OWN_LABEL_BOXES = 256
-# Probe blocks after the first row: about this many IoUs (R rows x M undecided), R >= _MIN_ROWS.
-_BLOCK_IOUS = 1 << 12
-_MIN_ROWS = 8
-# ... and one block for all the undecided once at most this many are left.
-_FINISH_BOXES = 96
-# The probe goes on while a block drops at least its own size and 1 / this of the rest.
-_PROBE_SHARE = 16
+# Where the probe stopped and the sweep would test more than this many candidates a box, the
+# probe's blocks finish the job instead (about kept x alive IoUs; dense clusters, large labels).
+_SWEEP_CANDIDATES = 24
+# Below this many estimated x-candidates a box (_x_density), no probe: the sweep alone (measured at
+# 200 boxes: clustered 17.7 a box, sweep alone 10% faster; dense 22.7, the probe 40% faster).
+_PROBE_DENSITY = 20
 # The sweep's runs as one [W, M] window while it holds at most this many times the candidates
 # or this many IoUs (then its arithmetic costs less than the calls of the pair-by-pair part).
 _WINDOW_SHARE = 2
@@ -60,13 +64,8 @@ _BAIL_BOXES = 1000
 _BAIL_TAILS = 16
 # The window in column chunks of at most this many IoUs (memory).
 _MAX_WINDOW = 1 << 21
-# ... and above this many, for dense inputs (the probe would go on).
-_BAIL_DENSE_BOXES = 2000
-# Scan: above this many pairs per box, the bitmask scan (one step per kept box).
-_PAIRS_PER_BOX = 3
 
-# Caches of per-call constants: upper-triangle masks of the matrix sizes, threshold tests.
-_UPPER: dict[int, np.ndarray] = {}
+# Cache of per-call constants: threshold tests.
 _TESTS: dict[tuple[float, np.dtype], tuple[float, bool]] = {}
 
 
@@ -78,8 +77,6 @@ def host_nms(
     ``None`` where this path does not apply: NaN scores (NumPy sorts NaN last, torch first)
     or, above :data:`MATRIX_BOXES` boxes, a threshold below 0 or NaN (every pair can suppress).
     """
-    if labels is not None and scores.size > _BAIL_DENSE_BOXES and _few_labels(labels):
-        return None  # a few large labels: the tensor path solves each alone (measured cheaper)
     order = (-scores).argsort(kind="stable")  # (N,) decreasing, ties by index (torch's stable sort)
     last = scores[order[-1]]
     if last != last:  # NaN: sorted last here
@@ -124,14 +121,6 @@ def host_solve(work: np.ndarray, threshold: float, labels: np.ndarray | None) ->
         return keep
 
 
-def _few_labels(labels: np.ndarray) -> bool:
-    """At most :data:`_PROBE_LABELS` distinct labels (a bincount: O(N), no sort)."""
-    ids = _dense(labels)
-    if int(ids.max()) >= 4 * ids.size:  # sparse ids: bincount would be large
-        return False
-    return int(np.count_nonzero(np.bincount(ids))) <= _PROBE_LABELS
-
-
 def _dense(labels: np.ndarray) -> np.ndarray:
     """``labels`` as int64 ids from 0 that ``id * (N + 1) + N`` never overflows."""
     labels = labels.astype(np.int64)
@@ -141,88 +130,6 @@ def _dense(labels: np.ndarray) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1].reshape(-1)
 
 
-def _table(work: np.ndarray) -> np.ndarray:
-    """``[5, N]``: x1, y1, x2, y2, area of ``work [N, 4]`` (the area in the kernel's order)."""
-    table = np.empty((5, work.shape[0]), dtype=work.dtype)
-    table[:4] = work.T
-    np.subtract(table[2], table[0], out=table[4])
-    table[4] *= table[3] - table[1]
-    return table
-
-
-def _over(a: np.ndarray, b: np.ndarray, test: tuple[float, bool]) -> np.ndarray:
-    """``IoU > threshold`` of box tables ``a [5, ...]`` x ``b [5, ...]`` (broadcast): bool."""
-    wh = np.minimum(a[2:4], b[2:4])  # (2, ...) overlap per axis
-    wh -= np.maximum(a[:2], b[:2])
-    np.maximum(wh, 0, out=wh)
-    inter = wh[0]
-    inter *= wh[1]
-    union = a[4] + b[4]
-    union -= inter
-    inter /= union
-    value, inclusive = test
-    return inter >= value if inclusive else inter > value
-
-
-def _matrix(work: np.ndarray, test: tuple[float, bool], lab: np.ndarray | None) -> np.ndarray:
-    """Keep mask ``bool[N]`` of a few boxes ``work [N, 4]`` from one ``[N, N]`` overlap matrix."""
-    n = work.shape[0]
-    corners = work.T.copy()  # (4, N), contiguous (a strided view makes the broadcasts' outputs slow)
-    sides = corners[2:] - corners[:2]  # (2, N)
-    area = sides[0] * sides[1]  # (N,)
-    wh = np.minimum(corners[2:, :, None], corners[2:, None, :])  # (2, N, N)
-    wh -= np.maximum(corners[:2, :, None], corners[:2, None, :])
-    np.maximum(wh, 0, out=wh)
-    inter = wh[0]
-    inter *= wh[1]
-    union = area[:, None] + area[None, :]
-    union -= inter
-    inter /= union
-    value, inclusive = test
-    over = inter >= value if inclusive else inter > value  # (N, N), as _over
-    upper = _UPPER.get(n)
-    if upper is None:
-        upper = _UPPER[n] = np.triu(np.ones((n, n), dtype=np.bool_), 1)  # pairs i < j only
-    over &= upper
-    if lab is not None:
-        over &= lab[:, None] == lab[None, :]
-    src, dst = over.nonzero()  # row-major: sorted by src
-    return _scan(n, src, dst, over)
-
-
-def _scan(
-    n: int,
-    src: np.ndarray,
-    dst: np.ndarray,
-    over: np.ndarray | None = None,
-    dropped: np.ndarray | None = None,
-) -> np.ndarray:
-    """Keep mask ``bool[N]`` of greedy NMS from pairs ``src < dst`` sorted by ``src``.
-
-    Few pairs: walked once (a pair whose source is dropped is skipped). Many: the bitmask
-    scan of ``over`` (``[N, N]``, built from the pairs if not given). ``dropped`` (``bool[N]``):
-    boxes already known to be dropped (they suppress nothing).
-    """
-    if src.size == 0:
-        return np.ones(n, dtype=np.bool_) if dropped is None else ~dropped
-    if src.size <= _PAIRS_PER_BOX * n:
-        state = bytearray(n) if dropped is None else bytearray(dropped.tobytes())
-        for i, j in zip(src.tolist(), dst.tolist(), strict=True):
-            if not state[i]:
-                state[j] = 1
-        return ~np.frombuffer(state, dtype=np.bool_)
-    if over is None:
-        over = np.zeros((n, n), dtype=np.bool_)
-        over[src, dst] = True
-    if dropped is not None:
-        over[dropped] = False
-    keep = np.zeros(n, dtype=np.bool_)
-    keep[greedy_bits(over)] = True
-    if dropped is not None:
-        keep &= ~dropped
-    return keep
-
-
 def _solve(
     work: np.ndarray,
     threshold: float,
@@ -230,8 +137,13 @@ def _solve(
     lab: np.ndarray | None,
     heads: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Keep mask ``bool[N]`` of boxes ``work [N, 4]`` (work order): probe blocks while they drop
-    many boxes, then the x-sweep for the rest (``None``: too many long runs for it)."""
+    """Keep mask ``bool[N]`` of boxes ``work [N, 4]`` (work order).
+
+    Few x-neighbours a box (estimated, :func:`_x_density`): the x-sweep alone. Else the probe
+    (the best box of each label, then blocks while they drop many), and for the rest the sweep,
+    or the blocks again where the sweep would test many candidates and most boxes are dropped.
+    ``None``: many labels and too many long runs for the sweep (the tensor path).
+    """
     n = work.shape[0]
     table = _table(work)  # (5, N)
     cut = _cut(threshold, table)
@@ -240,20 +152,42 @@ def _solve(
     if heads.size > _PROBE_LABELS:  # many labels: a label's best box drops few, no probe
         return _sweep(_runs(table, lab, cut), test, lab)
     keep = np.zeros(n, dtype=np.bool_)
-    live = _probe(table, test, lab, heads, keep)  # (M,) undecided work positions
-    if live is None:
-        return None
-    if live.size * _REUSE_SHARE >= n:  # few dropped: sweep them all, the probe's dropped marked
-        dropped = ~keep
-        dropped[live] = False
-        return _sweep(_runs(table, lab, cut), test, lab, dropped)
-    if live.size:
-        rest_lab = None if lab is None else lab.take(live)
-        rest = _sweep(_runs(table.take(live, axis=1), rest_lab, cut), test, rest_lab)
-        if rest is None:
-            return None
-        keep[live[rest]] = True
+    if _x_density(table, cut) < _PROBE_DENSITY:  # sparse in x: the probe would not pay for itself
+        live = np.arange(n)
+        done = _sweep(_runs(table, lab, cut), test, lab)
+        if done is not None:
+            return done
+    else:
+        live = _probe(table, test, lab, heads, keep)  # (M,) undecided work positions
+        if live.size == 0:
+            return keep
+        reuse = live.size * _REUSE_SHARE >= n  # few dropped: sweep them all, the probe's dropped marked
+        rest_lab = lab if reuse or lab is None else lab.take(live)
+        runs = _runs(table if reuse else table.take(live, axis=1), rest_lab, cut)
+        if runs[3] > _SWEEP_CANDIDATES * runs[0].size and _mostly_dropped(table, test, lab, live):
+            # long x-runs and most boxes dropped: the blocks' kept x alive IoUs cost less than the sweep
+            _blocks(table, test, lab, live, keep, force=True)
+            return keep
+        if reuse:
+            dropped = ~keep
+            dropped[live] = False
+            done = _sweep(runs, test, lab, dropped)
+            if done is not None:
+                return done
+        else:
+            rest = _sweep(runs, test, rest_lab)
+            if rest is not None:
+                keep[live[rest]] = True
+                return keep
+    # Long uneven runs (clusters): the blocks, measured cheaper than gathered tails or the tensor path.
+    _blocks(table, test, lab, live, keep, force=True)
     return keep
+
+
+def _x_density(table: np.ndarray, cut: float) -> float:
+    """Estimated x-sweep candidates a box of ``table [5, N]``: ``(1 - cut) sum(w) / range(x1)``
+    (exact for x-positions spread evenly; within ~20% on the bench's; inf or NaN when all ``x1`` agree)."""
+    return float((1 - cut) * (table[2] - table[0]).sum() / (table[0].max() - table[0].min()))
 
 
 def _cut(threshold: float, table: np.ndarray) -> float:
@@ -269,58 +203,6 @@ def _cut(threshold: float, table: np.ndarray) -> float:
     if table.dtype != np.float32 or not threshold > 1e-3 or not table[4].min() >= 1e-30:
         return 0.0
     return min(threshold, 1.0) * (1 - 1e-4) - 1e-6
-
-
-def _probe(
-    table: np.ndarray, test: tuple[float, bool], lab: np.ndarray | None, heads: np.ndarray, keep: np.ndarray
-) -> np.ndarray | None:
-    """Probe blocks: ``heads``, the best box of each label (nothing can drop them), against every
-    box, then blocks of the best undecided boxes (~4k IoUs) against every undecided box, while
-    they drop many. Marks the kept in ``keep``; returns the undecided work positions (increasing),
-    or ``None`` for a dense input of more than :data:`_BAIL_DENSE_BOXES` boxes."""
-    n = table.shape[1]
-    rows = table[:, :1] if heads.size == 1 else table.take(heads, axis=1)  # (5, H)
-    over = _over(rows[:, :, None], table[:, None, :], test)  # (H, N)
-    if lab is not None:
-        over &= lab.take(heads)[:, None] == lab[None, :]
-    hit = over[0] if heads.size == 1 else over.any(0)  # (N,) dropped (and the heads themselves)
-    keep[heads] = True
-    hit |= keep
-    live = (~hit).nonzero()[0]  # (M,) undecided
-    r = heads.size
-    while live.size > 1 and (n - r - live.size) * _PROBE_SHARE >= max(r * _PROBE_SHARE, n - r):
-        if table.shape[1] > _BAIL_DENSE_BOXES:
-            return None  # dense and large: the tensor path's larger probe blocks are cheaper
-        n = live.size
-        r = n if n <= _FINISH_BOXES else max(_MIN_ROWS, _BLOCK_IOUS // n)  # a few left: one last block
-        rows, rest = live[:r], live[r:]  # (R,), (M - R,)
-        # (take, not fancy indexing: its transposed layout makes the broadcast ops ~10x slower)
-        cols = table.take(live, axis=1)  # (5, M)
-        over = _over(cols[:, :r, None], cols[:, None, :], test)  # (R, M): the block, then the rest
-        if lab is not None:
-            lab_cols = lab.take(live)
-            over &= lab_cols[:r, None] == lab_cols[None, :]
-        local = greedy_bits(over[:, :r])  # the block resolved among itself first
-        keep[rows[local]] = True
-        live = rest[~over[local, r:].any(0)]
-    if live.size == 1:
-        keep[live] = True
-        return live[:0]
-    return live
-
-
-def _heads(lab: np.ndarray | None) -> np.ndarray:
-    """Work positions (increasing) of the first box of each label (``[0]`` without labels)."""
-    if lab is None:
-        return np.zeros(1, dtype=np.intp)
-    by_label = lab.argsort(kind="stable")  # (N,) grouped by label, score order inside
-    grouped = lab.take(by_label)
-    first = np.empty(grouped.size, dtype=np.bool_)
-    first[0] = True
-    np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
-    heads = by_label[first]
-    heads.sort()
-    return heads
 
 
 def _runs(

@@ -19,13 +19,15 @@ from structpred.ops import nms
 from .test_nms import check_batched, check_nms, clustered_boxes, distinct_scores, naive_nms, random_boxes
 
 small = importlib.import_module("structpred.ops.nms_small")
+probe = importlib.import_module("structpred.ops.nms_probe")
 nms_module = importlib.import_module("structpred.ops.nms")
 
 
 class _Spy:
-    """Records the calls of ``nms_small``'s branches (and the bails, calls that returned None)."""
+    """Records the calls of ``nms_small``'s branches (and the bails, calls that returned None);
+    ``_blocks`` is recorded where ``_solve`` forces the probe's blocks to the end."""
 
-    NAMES = ("_matrix", "_probe", "_sweep", "_solve")
+    NAMES = ("_matrix", "_probe", "_sweep", "_solve", "_blocks")
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
@@ -55,8 +57,8 @@ def _mixed(n: int, seed: int) -> torch.Tensor:
     ("case", "expected"),
     [
         ("few", {"_matrix"}),  # up to 32 boxes: one matrix
-        ("sparse", {"_solve", "_probe", "_sweep", "window"}),  # the best box drops little: the sweep
-        ("uneven", {"_solve", "_probe", "_sweep", "tails"}),  # long runs gathered pair by pair
+        ("sparse", {"_solve", "_sweep", "window"}),  # few x-neighbours a box: the sweep, no probe
+        ("uneven", {"_solve", "_sweep", "tails"}),  # long runs gathered pair by pair
         ("dense", {"_solve", "_probe"}),  # the probe's blocks decide everything
         ("dense_then_sparse", {"_solve", "_probe", "_sweep", "tails"}),  # the sweep takes the rest
     ],
@@ -76,6 +78,7 @@ def test_each_branch_equals_the_naive_loop(monkeypatch, case, expected, thr):
         sparse = random_boxes(300, seed=5, extent=2000.0, max_wh=30.0) + 300
         boxes = torch.cat([dense, sparse])
         scores = torch.cat([1 + distinct_scores(200, seed=5), distinct_scores(300, seed=6)])
+        monkeypatch.setattr(small, "_PROBE_DENSITY", 0.0)  # (sparse in x on average: the probe forced)
     spy = _Spy(monkeypatch)
     check_nms(boxes, scores, thr)
     if thr == 0.5:  # (other thresholds may take other branches)
@@ -83,19 +86,22 @@ def test_each_branch_equals_the_naive_loop(monkeypatch, case, expected, thr):
 
 
 @pytest.mark.parametrize(
-    ("labels", "expected"),
+    ("labels", "density", "expected"),
     [
-        (3, {"_solve", "_probe", "_sweep", "tails"}),  # the best box of each label first
-        (40, {"_solve", "_sweep", "window"}),  # many labels: no probe
-        (2, {"_solve", "_probe", "_sweep", "tails"}),  # large labels: each solved alone
+        (3, 0.0, {"_solve", "_probe", "_sweep", "tails"}),  # the best box of each label first
+        (3, None, {"_solve", "_sweep", "tails"}),  # sparse in x: no probe
+        (40, None, {"_solve", "_sweep", "window"}),  # many labels: no probe
+        (2, 0.0, {"_solve", "_probe", "_sweep", "tails"}),  # large labels: each solved alone
     ],
 )
-def test_labels_equal_the_naive_loop(monkeypatch, labels, expected):
+def test_labels_equal_the_naive_loop(monkeypatch, labels, density, expected):
     n = 600
     clustered = clustered_boxes(n // 2, seed=7, clusters=4)
     boxes = torch.cat([clustered, random_boxes(n // 2, seed=7, extent=900.0)])
     scores = distinct_scores(n, seed=7)
     idxs = torch.randint(0, labels, (n,), generator=torch.Generator().manual_seed(7))
+    if density is not None:
+        monkeypatch.setattr(small, "_PROBE_DENSITY", density)
     spy = _Spy(monkeypatch)
     check_batched(boxes, scores, idxs, 0.5)
     assert set(spy.calls) == expected, spy.calls
@@ -121,22 +127,22 @@ def test_large_and_negative_labels(offset):
     assert small._dense(np.array([5, -3, 5, 1 << 62, -(1 << 62)])).tolist() == [2, 1, 2, 3, 0]
 
 
-def test_bails_to_the_tensor_path_equal(monkeypatch):
-    # Large dense inputs and long uneven runs step aside (None); the tensor path answers.
+def test_sweep_bail_goes_to_the_blocks_or_the_tensor_path(monkeypatch):
+    # Long uneven runs: with few labels the probe's blocks finish the job (no tensor path any
+    # more); with many labels (no probe) the sweep steps aside (None) and the tensor path answers.
     monkeypatch.setattr(small, "_BAIL_BOXES", 64)
-    monkeypatch.setattr(small, "_BAIL_DENSE_BOXES", 64)
-    monkeypatch.setattr(small, "_BAIL_TAILS", 1)
+    monkeypatch.setattr(small, "_BAIL_TAILS", 0)
+    monkeypatch.setattr(small, "_WINDOW_SHARE", 0)  # the window holds 3/4 of the runs: tails
+    monkeypatch.setattr(small, "_WINDOW_IOUS", 0)
     spy = _Spy(monkeypatch)
-    dense, scores = clustered_boxes(300, seed=9, clusters=1), distinct_scores(300, seed=9)
-    check_nms(dense, scores, 0.5)
-    assert "_probe bailed" in spy.calls, spy.calls
-    spy.calls.clear()
-    check_nms(_mixed(500, seed=10), distinct_scores(500, seed=10), 0.5)
-    assert "_sweep bailed" in spy.calls, spy.calls
-    idxs = torch.arange(300) % 2  # a few large labels above the bail size: the tensor path
-    assert small.host_nms(dense.numpy(), scores.numpy(), 0.5, idxs.numpy()) is None
-    check_batched(dense, scores, idxs, 0.5)
-    assert small.host_nms(dense.numpy(), scores.numpy(), 0.5, (torch.arange(300) % 40).numpy()) is not None
+    boxes, scores = _mixed(500, seed=10), distinct_scores(500, seed=10)
+    check_nms(boxes, scores, 0.5)
+    assert "_sweep bailed" in spy.calls and "_blocks" in spy.calls, spy.calls
+    assert small.host_nms(boxes.numpy(), scores.numpy(), 0.5, None) is not None
+    many = torch.arange(500) % 40
+    assert small.host_nms(boxes.numpy(), scores.numpy(), 0.5, many.numpy()) is None
+    check_batched(boxes, scores, many, 0.5)
+    check_batched(boxes, scores, torch.arange(500) % 3, 0.5)
 
 
 def test_steps_aside_for_nan_scores_and_negative_thresholds(monkeypatch):
@@ -215,13 +221,13 @@ def test_cut_never_drops_a_pair_above_the_threshold():
 @pytest.mark.parametrize("bits", [False, True])
 def test_scan_with_dropped_boxes_equals_the_naive_scan(monkeypatch, bits):
     # The scan walks pairs (or the bitmask) with boxes already dropped by the probe marked.
-    monkeypatch.setattr(small, "_PAIRS_PER_BOX", 0 if bits else 1 << 30)
+    monkeypatch.setattr(probe, "_PAIRS_PER_BOX", 0 if bits else 1 << 30)
     rng = np.random.default_rng(16 + bits)
     n = 120
     upper = np.triu(rng.random((n, n)) < 0.05, 1)
     dropped = rng.random(n) < 0.2
     src, dst = upper.nonzero()
-    keep = small._scan(n, src, dst, dropped=dropped)
+    keep = probe._scan(n, src, dst, dropped=dropped)
     expected = np.ones(n, dtype=bool)
     expected[dropped] = False
     for i in range(n):

@@ -285,6 +285,20 @@ def test_batched_nms_6_labels_bench_distributions(kind, n):
         assert_same_keep(ours, theirs, f"{kind} n={n}")
 
 
+@pytest.mark.parametrize("kind", ["dense", "clustered", "ties", "identical"])
+def test_nms_numpy_blocks_above_2000(kind):
+    # Dense, clustered and tied inputs above 2,000 boxes now finish in the NumPy path's blocks
+    # (they used to step aside to the tensor path): kept indices identical, also in 6 labels.
+    g = torch.Generator().manual_seed(2500)
+    boxes, scores = nms_boxes(kind, 2500, g)
+    assert_same_keep(ops.nms(boxes, scores, 0.5), tv_ops.nms(boxes, scores, 0.5), kind)
+    idxs = torch.randint(0, 6, (2500,), generator=g)
+    ours, theirs = ops.batched_nms(boxes, scores, idxs, 0.5), tv_ops.batched_nms(boxes, scores, idxs, 0.5)
+    # (above 1,000 boxes torchvision orders equal scores with an unstable sort: sets and scores)
+    assert_same_keep(ours.sort().values, theirs.sort().values, f"{kind} kept set")
+    assert_same(scores[ours], scores[theirs])
+
+
 def test_batched_nms_empty_float_idxs():
     # torchvision returns an empty result for empty input whatever the idxs dtype (issue 15).
     boxes, scores, idxs = torch.zeros(0, 4), torch.zeros(0), torch.zeros(0)
