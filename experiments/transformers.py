@@ -53,6 +53,7 @@ import json
 import logging
 import statistics
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,7 +115,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _kv(args: dict[str, object], flag: str) -> list[str]:
+def _timed(timed: float | tuple[float, float]) -> tuple[float, float | None]:
+    """``(wall s, CPU s or None)`` from ``one_stage._train`` (a float before it counted CPU time)."""
+    return (timed[0], timed[1]) if isinstance(timed, tuple) else (timed, None)
+
+
+def _kv(args: Mapping[str, object], flag: str) -> list[str]:
     out: list[str] = []
     for k, v in args.items():
         out += [flag, f"{k}={json.dumps(v)}"]
@@ -142,11 +148,11 @@ def classify_run(out: Path, setting: str, model: str, seed: int, epochs: int | N
     epochs = epochs or default_epochs
     args = ["--data", spec, *_kv(data_args, "--data-arg"), *CLASSIFIERS[model], "--batch-size", str(BATCH),
             "--epochs", str(epochs), "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
-    wall = _train(model, [*args, "--out", str(run)], out / f"{name}.log")
+    wall, cpu = _timed(_train(model, [*args, "--out", str(run)], out / f"{name}.log"))
     torch.set_num_threads(1)
     test_args = {"num_images": TEST_CROPS} if spec == "shapes-objects" else None
     metrics = evaluate(run, split="test", data_kwargs=test_args)
-    result = {"setting": setting, "model": model, "seed": seed, "args": args, "wall_s": wall,
+    result = {"setting": setting, "model": model, "seed": seed, "args": args, "wall_s": wall, "cpu_s": cpu,
               "params": _params(run), "accuracy": float(metrics["accuracy"])}  # fmt: skip
     (run / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{name}: accuracy {result['accuracy']:.4f}, {wall / 60:.1f} min", flush=True)
@@ -168,11 +174,11 @@ def detect_run(out: Path, backbone: str, seed: int, epochs: int | None, recipe: 
     model_args = {"backbone": backbone, "fpn_channels": 32, **NARROW_SETTINGS}
     args = ["--data", "shapes", *_kv(model_args, "--model-arg"), *DETECT_RECIPES[recipe],
             "--epochs", str(epochs), "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
-    wall = _train("fasterrcnn_fpn", [*args, "--out", str(run)], out / f"{name}.log")
+    wall, cpu = _timed(_train("fasterrcnn_fpn", [*args, "--out", str(run)], out / f"{name}.log"))
     torch.set_num_threads(1)
     metrics = evaluate(run, split="test")
     result = {"model": "fasterrcnn_fpn", "backbone": backbone, "recipe": recipe, "seed": seed, "args": args,
-              "wall_s": wall,
+              "wall_s": wall, "cpu_s": cpu,
               "params": _params(run), "test": {k: float(metrics[k]) for k in DETECT_KEYS},
               "images_per_s": _images_per_second(run)}  # fmt: skip
     (run / "result.json").write_text(json.dumps(result, indent=1))
@@ -204,7 +210,7 @@ def dense_run(out: Path, part: str, backbone: str, seed: int, epochs: int | None
         recipe = SEGMENT_RECIPE
     args = ["--data", "shapes", *data_args, *_kv(model_args, "--model-arg"), *recipe,
             "--epochs", str(epochs), "--eval-every", str(epochs), "--seed", str(seed)]  # fmt: skip
-    wall = _train(model, [*args, "--out", str(run)], out / f"{name}.log")
+    wall, cpu = _timed(_train(model, [*args, "--out", str(run)], out / f"{name}.log"))
     torch.set_num_threads(1)
     test_args = {"num_images": test_images} if test_images else None
     tic = time.perf_counter()
@@ -218,7 +224,7 @@ def dense_run(out: Path, part: str, backbone: str, seed: int, epochs: int | None
         metrics = evaluate(run, split="test", data_kwargs=test_args)
         scores = {k: float(metrics[k]) for k in SEGMENT_KEYS}
     result = {"part": part, "model": model, "backbone": backbone, "seed": seed, "args": args, "wall_s": wall,
-              "test_s": time.perf_counter() - tic, "params": _params(run), "test": scores,
+              "cpu_s": cpu, "test_s": time.perf_counter() - tic, "params": _params(run), "test": scores,
               "images_per_s": _images_per_second(run)}  # fmt: skip
     (run / "result.json").write_text(json.dumps(result, indent=1))
     print(f"{name}: {scores}, {result['images_per_s']:.1f} images/s, {wall / 60:.1f} min", flush=True)
