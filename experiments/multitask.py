@@ -65,6 +65,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dense-decoder", default="shared", choices=("shared", "per_head"))
     p.add_argument("--dense-head-convs", type=int, default=0, help="3x3 stages per dense predictor")
     p.add_argument("--single-head-convs", type=int, help="the single-task runs' (default: the same)")
+    p.add_argument("--dense-own", default="", help="comma list: dense heads with their own branch (shared)")
     p.add_argument("--compare", type=Path, help="an earlier sweep's results.json: comparison rows")
     p.add_argument("--reuse", type=Path, help="an earlier sweep's --out: reuse its single_* runs")
     p.add_argument("--reuse-seeds", type=int, nargs="*", default=[0, 1], help="the seeds reused")
@@ -82,6 +83,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--table", action="store_true", help="only rewrite results.md from results.json")
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--timing-only", action="store_true", help="only time the trained seed-0 runs")
+    p.add_argument("--timing-run", default="unified", help="the four-head run timed (e.g. uncertainty)")
     p.add_argument("--pilot", action="store_true", help="only time training steps at 128 / 256 px")
     p.add_argument("--one", nargs=2, metavar=("RUN", "SEED"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -115,7 +117,8 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
     if name.startswith("single_") and a.single_head_convs is not None:
         convs = a.single_head_convs
     asked = {"heads": list(heads), "input_size": a.input_size, "weighting": weighting,
-             "dense_decoder": a.dense_decoder, "dense_head_convs": convs}  # fmt: skip
+             "dense_decoder": a.dense_decoder, "dense_head_convs": convs,
+             "dense_own": [h for h in a.dense_own.split(",") if h]}  # fmt: skip
     kwargs = task.model_kwargs(train_set, {**asked, "weighting_args": weighting_args})
     task.check_dataset(train_set, kwargs, "shapes (train)")
     config = ablation_config(
@@ -139,6 +142,7 @@ def train_one(a: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
         "weighting_args": weighting_args,
         "dense_decoder": a.dense_decoder,
         "dense_head_convs": convs,
+        "dense_own": asked["dense_own"],
         "steps": trainer.step,
         "train_s": wall,
         "params": sum(p.numel() for p in model.parameters()),
@@ -224,7 +228,7 @@ def timing(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     torch.set_num_threads(2)
     before = _uptime()
     names = ["unified", *(f"single_{h}" for h in HEADS)]
-    run = a.out / "runs" / f"unified-s{seed}"
+    run = a.out / "runs" / f"{a.timing_run}-s{seed}"
     unified, from_unified = build_models(Case("multitask_narrow", a.input_size, 8, checkpoint=str(run)))
     models: dict[str, Any] = {"unified": unified}
     source: dict[str, str] = {}
@@ -238,6 +242,7 @@ def timing(a: argparse.Namespace, seed: int) -> dict[str, Any]:
     images = [ShapesWorld("val", num_images=8)[i][0] for i in range(8)]
     size = list(images[0].shape[1:])
     out: dict[str, Any] = {"seed": seed, "threads": 2, "repeats": a.repeats, "image_size": size}
+    out["unified_run"] = str(run)
     out["singles_weights"] = source
     out["params"] = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
     for batch in (1, 8):
@@ -350,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     git = _git()
     tic = time.perf_counter()
     recipe = ("input_size", "train_images", "val_images", "epochs", "batch", "lr", "warmup", "gradnorm_alpha",
-              "dense_decoder", "dense_head_convs", "single_head_convs")  # fmt: skip
+              "dense_decoder", "dense_head_convs", "single_head_convs", "dense_own")  # fmt: skip
     passed = [f"--{k.replace('_', '-')}={getattr(a, k)}" for k in recipe if getattr(a, k) is not None]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs: list[tuple[subprocess.Popen[bytes], Any]] = []

@@ -16,7 +16,8 @@ anchor) with the anchor fastest, the layout of :func:`flatten_levels` and
   :func:`level_maps`: a backbone's maps checked against them.
 * :func:`match_anchors`: each anchor's gt index per image (``-1`` background, ``-2`` ignored).
 * :func:`dense_detections`: the post-processing (per level: top-k candidates over anchors x
-  classes, score threshold, decode; then clip, batched NMS over the levels, keep the best);
+  classes, score threshold, decode; then clip, batched NMS over the levels, keep the best), the
+  whole batch at once;
   :func:`sigmoid_prefilter`: its cheap threshold on logits.
 """
 
@@ -226,9 +227,36 @@ def dense_detections(
     exact threshold after the activation. Under ``torch.export`` the top-k of all scores is taken
     instead (the same candidates: the top-k of the survivors are the survivors among the top-k),
     with a shape known before the data.
+
+    Eager, with a prefilter, the whole batch is done at once (:func:`_batched`: one pass per level,
+    one NMS call with the images as categories); under export, or without a prefilter, image by
+    image (:func:`_per_image`). Both give the same detections (scores and boxes may differ in the
+    last bit: the activation and decoding run on other sets of elements); only when several
+    candidates tie for a level's k-th place may they keep another of them (``topk``'s choice).
     """
     if activation is None and prefilter is None:
         prefilter = score_thresh
+    settings = (score_thresh, topk_candidates, nms_thresh, detections_per_img, activation)
+    if prefilter is None or torch.compiler.is_exporting():
+        return _per_image(scores, regression, anchors, decode, image_sizes, prefilter, *settings)
+    return _batched(scores, regression, anchors, decode, image_sizes, prefilter, *settings)
+
+
+def _per_image(
+    scores: Sequence[Tensor],
+    regression: Sequence[Tensor],
+    anchors: Sequence[Tensor],
+    decode: Callable[[Tensor, Tensor], Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    prefilter: float | None,
+    score_thresh: float,
+    topk_candidates: int,
+    nms_thresh: float,
+    detections_per_img: int,
+    activation: Callable[[Tensor], Tensor] | None,
+) -> list[dict[str, Tensor]]:
+    """:func:`dense_detections` image by image and level by level: under ``torch.export`` (shapes
+    known before the data) and without a prefilter (the top-k of every anchor x class)."""
     B = len(image_sizes)
     per_image: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = [([], [], []) for _ in range(B)]
     for level_scores, level_reg, level_anchors in zip(scores, regression, anchors, strict=True):
@@ -251,4 +279,68 @@ def dense_detections(
         b, s, lab = boxes[keep], s[keep], lab[keep]
         kept = batched_nms(b, s, lab, nms_thresh)[:detections_per_img]
         out.append({"boxes": b[kept], "scores": s[kept], "labels": lab[kept]})
+    return out
+
+
+def _batched(
+    scores: Sequence[Tensor],
+    regression: Sequence[Tensor],
+    anchors: Sequence[Tensor],
+    decode: Callable[[Tensor, Tensor], Tensor],
+    image_sizes: Sequence[tuple[int, int]],
+    prefilter: float,
+    score_thresh: float,
+    topk_candidates: int,
+    nms_thresh: float,
+    detections_per_img: int,
+    activation: Callable[[Tensor], Tensor] | None,
+) -> list[dict[str, Tensor]]:
+    """:func:`dense_detections` for the whole batch at once: the same detections as
+    :func:`_per_image` (one NMS call, images kept apart by their category offsets), without its
+    loop over images x levels (a few dozen small ops each)."""
+    B, L, K = len(image_sizes), len(scores), scores[0].shape[-1]
+    device = scores[0].device
+    offsets = [0]
+    for level_scores in scores:
+        offsets.append(offsets[-1] + level_scores.shape[1])
+    values, image, anchor, label, group = [], [], [], [], []
+    for level, level_scores in enumerate(scores):  # (B, Nl, K)
+        mask = level_scores > prefilter
+        values.append(level_scores[mask])  # (M_l,) in (image, anchor, class) order
+        b, a, c = mask.nonzero().unbind(1)  # (M_l,) each
+        image.append(b)
+        anchor.append(a + offsets[level])  # index into the R anchors of an image
+        label.append(c + 1)
+        group.append(b * L + level)
+    top, b, a, lab, g = (torch.cat(t) for t in (values, image, anchor, label, group))  # (M,)
+    counts = torch.bincount(g, minlength=B * L)  # candidates per (image, level)
+    if g.numel() and int(counts.max()) > topk_candidates:  # rank them: the best k of each
+        # per (image, level) by decreasing score, equal scores in index order (two stable sorts)
+        order = torch.sort(top, descending=True, stable=True).indices
+        order = order[torch.sort(g[order], stable=True).indices]
+        top, b, a, lab, g = top[order], b[order], a[order], lab[order], g[order]
+        rank = torch.arange(g.numel(), device=device) - (counts.cumsum(0) - counts)[g]
+        top, b, a, lab = (
+            top[rank < topk_candidates],
+            b[rank < topk_candidates],
+            a[rank < topk_candidates],
+            lab[rank < topk_candidates],
+        )
+    # the order within an image, (level, index) or (level, score, index), gives NMS the same
+    # ties: it takes boxes by decreasing score, equal scores in (level, index) order either way
+    s = activation(top) if activation is not None else top
+    keep = torch.where(s > score_thresh)[0]
+    s, b, a, lab = s[keep], b[keep], a[keep], lab[keep]
+    reg = torch.cat(list(regression), 1)  # L x (B, Nl, 4) -> (B, R, 4)
+    boxes = decode(reg[b, a], torch.cat(list(anchors), 0)[a])  # (M', 4)
+    bounds = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=device)
+    boxes = torch.minimum(boxes.clamp(min=0), bounds[b])  # x in [0, W], y in [0, H]
+    kept = batched_nms(boxes, s, b * (K + 1) + lab, nms_thresh)  # by decreasing score
+    kept = kept[torch.sort(b[kept], stable=True).indices]  # by image, then decreasing score
+    per_image = torch.bincount(b[kept], minlength=B)  # (B,)
+    rank = torch.arange(kept.numel(), device=device) - (per_image.cumsum(0) - per_image)[b[kept]]
+    kept = kept[rank < detections_per_img]
+    out = []
+    for idx in kept.split(per_image.clamp(max=detections_per_img).tolist()):
+        out.append({"boxes": boxes[idx], "scores": s[idx], "labels": lab[idx]})
     return out
