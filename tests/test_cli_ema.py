@@ -57,3 +57,27 @@ def test_recorded_compared_on_resume_and_eval_says_which_weights(
     assert main(["train", "--resume", str(run), "--ema", "0.99", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--ema: checkpoint '0.9,tau=5', command line '0.99,tau=2000'" in err and "--override" in err
+
+
+def test_export_and_report_take_the_average_unless_raw_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from structpred.engine.export import load_for_export
+    from structpred.engine.run import load_model
+
+    run = tmp_path / "run"
+    assert main([*TRAIN, "--ema", "0.9,tau=5", "--out", str(run)]) == 0
+    ema = load_for_export(run, None, None)[1].state_dict()
+    raw = load_for_export(run, None, None, raw=True)[1].state_dict()
+    assert all(torch.equal(v, load_model(run)[0].state_dict()[k]) for k, v in ema.items())
+    assert all(torch.equal(v, load_model(run, raw=True)[0].state_dict()[k]) for k, v in raw.items())
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # two different sets of weights
+    capsys.readouterr()
+    out = tmp_path / "m.pt2"
+    args = ["export", "--checkpoint", str(run), "--format", "torch-export", "--no-check", "--out", str(out)]
+    assert main([*args, "--raw-weights"]) == 0
+    assert "weights: the raw ones (--raw-weights" in capsys.readouterr().out
+    assert main([*args, "--force"]) == 0
+    assert "weights: the EMA (decay 0.9" in capsys.readouterr().out

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
 
         page = report_for_checkpoint(path, args.report, metrics=metrics, data=args.data, split=args.split,
                                      data_kwargs=data_kwargs(args), batch_size=args.batch_size,
-                                     device=args.device, image_size=args.image_size)  # fmt: skip
+                                     device=args.device, image_size=args.image_size,
+                                     raw=args.raw_weights)  # fmt: skip
         print(f"report: {page}")
     return 0
 

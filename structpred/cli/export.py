@@ -33,12 +33,13 @@ def run(args: argparse.Namespace, rest: list[str]) -> int:
         force=args.force,
         check=not args.no_check,
         image_size=tuple(args.input_size) if args.input_size else None,
+        raw_weights=args.raw_weights,
     )
     if args.checkpoint is not None:  # a run trained with --ema exports its weight average
         from ..engine.checkpoint import read_meta
         from ..engine.ema import weights_line
 
-        which = weights_line(read_meta(args.checkpoint)[1])
+        which = weights_line(read_meta(args.checkpoint)[1], args.raw_weights)
         if which is not None:
             print(which.split(";")[0])
     opset = f", opset {report.opset}" if report.opset is not None else ""
@@ -106,4 +107,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--no-check", action="store_true", help="skip the parity run against eager PyTorch")
+    p.add_argument(
+        "--raw-weights",
+        action="store_true",
+        help="a run trained with --ema: export the raw weights, not their average (default: the EMA)",
+    )
     p.set_defaults(func=run)

@@ -486,10 +486,15 @@ def _check_out(out: Path, force: bool, protected: list[Path]) -> None:
 
 
 def load_for_export(
-    checkpoint: str | Path | None, model_name: str | None, model_kwargs: dict[str, Any] | None, seed: int = 0
+    checkpoint: str | Path | None,
+    model_name: str | None,
+    model_kwargs: dict[str, Any] | None,
+    seed: int = 0,
+    raw: bool = False,
 ) -> tuple[str, nn.Module, list[Path]]:
     """``(name, model in eval mode, the checkpoint's files)`` from a checkpoint or a registered name
-    (random weights from ``seed``)."""
+    (random weights from ``seed``). A checkpoint trained with ``--ema`` gives its weight average
+    unless ``raw``."""
     if (checkpoint is None) == (model_name is None):
         raise ValueError("give exactly one of --checkpoint RUN_DIR and --model NAME")
     if checkpoint is not None:
@@ -500,7 +505,7 @@ def load_for_export(
         path = Path(checkpoint)
         if not path.exists():
             raise ValueError(f"--checkpoint {checkpoint}: no such run directory or file")
-        model, config = load_model(checkpoint)
+        model, config = load_model(checkpoint, raw=raw)
         run_dir = path if path.is_dir() else path.parent
         files = [path, *run_dir.glob("ckpt-*"), run_dir / "best.json"]  # every checkpoint file of the run
         return str(config.model_name), model.eval(), files
@@ -522,16 +527,18 @@ def export_model(
     force: bool = False,
     check: bool = True,
     image_size: tuple[int, int] | None = None,
+    raw_weights: bool = False,
 ) -> ExportReport:
     """Export a checkpoint's model (or an untrained registered one) to ``out`` as ONNX or a
     ``torch.export`` program (``.pt2``), then compare it with eager PyTorch on the example and,
-    where an axis is dynamic, on a second size. The file is written whole or not at all."""
+    where an axis is dynamic, on a second size. The file is written whole or not at all.
+    ``raw_weights``: a run trained with ``--ema`` exports its raw weights, not their average."""
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out)
     _check_out(out, force, [Path(checkpoint)] if checkpoint is not None else [])  # before the slow build
 
-    name, model, files = load_for_export(checkpoint, model_name, model_kwargs)
+    name, model, files = load_for_export(checkpoint, model_name, model_kwargs, raw=raw_weights)
     _check_out(out, force, files)
     t0 = time.perf_counter()
     spec = export_spec(name, model, image_size)

@@ -366,11 +366,13 @@ def report_for_checkpoint(
     device: str | None = None,
     best: bool = False,
     image_size: int | None = None,
+    raw: bool = False,
 ) -> Path:
-    """:func:`write_report` for a checkpoint, with the model and data ``evaluate`` uses."""
+    """:func:`write_report` for a checkpoint, with the model and data ``evaluate`` uses (``raw``: the
+    raw weights of a run trained with ``--ema``, not their average)."""
     from . import run
 
-    model, config = run.load_model(checkpoint, best=best, image_size=image_size)
+    model, config = run.load_model(checkpoint, best=best, image_size=image_size, raw=raw)
     if not (data or config.data):
         raise ValueError(f"{checkpoint}: no data spec recorded; pass one (e.g. --data shapes)")
     check_report_dir(out_dir, data_folders(data or config.data))  # before the data is read
