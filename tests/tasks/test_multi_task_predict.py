@@ -22,7 +22,7 @@ from structpred.tasks.base import ItemOutput, PredictJob
 from structpred.tasks.multi_task_predict import depth_png_values, predict_multi_task_batch, side_by_side
 from structpred.tasks.predict_loop import run_predict
 
-# the random network's scores sit below the narrow builder's 0.1 threshold: the old 0.05 keeps boxes to compare
+# the random network scores below the narrow builder's 0.1 threshold: the old 0.05 keeps boxes to compare
 TINY = {
     "input_size": 32, "width": 4, "fpn_channels": 8, "dense_channels": 8, "norm_groups": 4,
     "detection": {"score_thresh": 0.05},
