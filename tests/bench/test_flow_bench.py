@@ -39,9 +39,11 @@ def test_quick_run_prints_every_case_with_positive_numbers(capsys: pytest.Captur
     ]
     for cells in models[1:] + ops[1:]:
         ours, peer, ratio = (float(cells[i]) for i in (1, 2, 3))
-        assert (
-            ours > 0 and peer > 0 and ratio == pytest.approx(ours / peer, rel=0.02, abs=0.006)
-        )  # 2 decimals
+        assert ours > 0 and peer > 0
+        # times and the ratio are printed to 2 decimals: the ratio of the unrounded times lies
+        # between the extremes the rounded times allow (sub-millisecond rows move a lot)
+        low, high = max(ours - 0.005, 0.0) / (peer + 0.005), (ours + 0.005) / max(peer - 0.005, 1e-9)
+        assert low - 0.005 <= ratio <= high + 0.005, (cells, low, high)
         assert cells[-1].startswith("<= 1")
     sintel = [row for row in memory if row[0] == "368x496"][0]
     assert sintel[1] == "46x62" and float(sintel[2]) == pytest.approx(41.0, abs=0.1)  # 4 levels, float32
