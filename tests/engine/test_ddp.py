@@ -10,9 +10,6 @@ against the same training in this process. Run as a script, this file is that wo
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -168,48 +165,14 @@ def test_mean_loss_over_halves_averaged_is_the_whole_batch_gradient() -> None:
 
 
 # ------------------------------------------------------------------------------- torchrun
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_nodes_equal_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    port, two = _free_port(), tmp_path / "two"
-    agents = [
-        subprocess.Popen(
-            [
-                str(torchrun),
-                "--nnodes",
-                "2",
-                "--nproc-per-node",
-                "1",
-                "--rdzv-backend",
-                "c10d",
-                "--rdzv-endpoint",
-                f"localhost:{port}",
-                "--rdzv-id",
-                "t",
-                "--node-rank",
-                str(k),
-                __file__,
-                str(two),
-                str(GLOBAL_BATCH // 2),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for k in range(2)
-    ]
+    from tests.engine._torchrun import launch_two_nodes, wait_all
+
+    two = tmp_path / "two"
+    agents = launch_two_nodes(__file__, [str(two), str(GLOBAL_BATCH // 2)], "t")
     one = _fit(tmp_path / "one", GLOBAL_BATCH)  # meanwhile, here
-    for agent in agents:
-        _, err = agent.communicate(timeout=300)
-        assert agent.returncode == 0, err[-3000:]
+    wait_all(agents)
     ranks = sorted(json.loads(p.read_text())["ranks"] for p in tmp_path.glob("rank-*.json"))
     assert ranks == [[0, 0, 2], [1, 0, 2]]  # global rank, local rank, world size
     for epoch in range(EPOCHS):  # rank r's batch k is block r of one process's batch k

@@ -5,9 +5,6 @@ same global batch. Run as a script, this file is that worker:
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,47 +41,13 @@ def _fit(out: Path, batch: int) -> Trainer:
     return trainer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_nodes_hold_the_one_process_average(tmp_path: Path) -> None:
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    port, two = _free_port(), tmp_path / "two"
-    agents = [
-        subprocess.Popen(
-            [
-                str(torchrun),
-                "--nnodes",
-                "2",
-                "--nproc-per-node",
-                "1",
-                "--rdzv-backend",
-                "c10d",
-                "--rdzv-endpoint",
-                f"localhost:{port}",
-                "--rdzv-id",
-                "ema",
-                "--node-rank",
-                str(k),
-                __file__,
-                str(two),
-                str(GLOBAL_BATCH // 2),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for k in range(2)
-    ]
+    from tests.engine._torchrun import launch_two_nodes, wait_all
+
+    two = tmp_path / "two"
+    agents = launch_two_nodes(__file__, [str(two), str(GLOBAL_BATCH // 2)], "ema")
     one = _fit(tmp_path / "one", GLOBAL_BATCH)  # meanwhile, here
-    for agent in agents:
-        _, err = agent.communicate(timeout=300)
-        assert agent.returncode == 0, err[-3000:]
+    wait_all(agents)
     assert one.ema is not None
     expected = {k: v.detach() for k, v in one.ema.module.state_dict().items()}
     ranks = [torch.load(tmp_path / f"ema-rank-{r}.pt", weights_only=True) for r in (0, 1)]
